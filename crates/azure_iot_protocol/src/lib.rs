@@ -1,1 +1,37 @@
-//! placeholder
+//! The IoT Hub and Device Provisioning Service wire grammar, sans I/O.
+//!
+//! # Design
+//!
+//! Everything here turns values into wire text and wire text into values, and nothing else: no
+//! sockets, no clock, no runtime. The device client formats what it sends and parses what it
+//! receives with exactly the code the emulator uses for the opposite direction (the shape
+//! mini-redis and h2 use for a protocol core shared by both roles), and golden data captured
+//! from the official SDKs keeps both honest.
+//!
+//! ```text
+//!            device / module client                      emulator
+//!   UpstreamTopic::to_string ──── PUBLISH ────▶ UpstreamTopic::parse
+//!   DownstreamTopic::parse   ◀─── PUBLISH ───── DownstreamTopic::to_string
+//!   TopicFilter::to_string   ──── SUBSCRIBE ──▶ TopicFilter::parse
+//!   HubUsername::to_string   ──── CONNECT ────▶ HubUsername::parse
+//!   PropertyBag::from_message / to_message       (inside topics, both ways)
+//!   http::message_headers / message_from_headers (HTTPS, both ways)
+//! ```
+//!
+//! * [`mqtt::topic`]: every IoT Hub and DPS topic and subscription filter, both directions.
+//! * [`mqtt::property_bag`]: message properties in topics, with the per-SDK tolerance rules.
+//! * [`mqtt::username`]: CONNECT usernames for IoT Hub and DPS.
+//! * [`identity`]: device / module identities and MQTT client ids.
+//! * [`request_id`]: `$rid` generation.
+//! * [`http`]: HTTP header names for message properties.
+//!
+//! Formatting is exact (what the official SDKs' parsers require); parsing is liberal (every
+//! variant the official SDKs send) and total: any input gives a value or a typed error.
+//! The MQTT packet codec and session state machines join this crate with the MQTT transport.
+
+pub mod http;
+pub mod identity;
+pub mod mqtt;
+pub mod request_id;
+
+pub use identity::{Identity, IdentityError};

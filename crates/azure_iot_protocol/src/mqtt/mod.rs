@@ -1,0 +1,13 @@
+//! IoT Hub and DPS over MQTT 3.1.1: topic grammar, property bags, CONNECT usernames.
+//!
+//! The MQTT packet codec and session state are added by the transport issues; this module holds
+//! what is specific to IoT Hub and DPS on top of plain MQTT, shared by the device client (which
+//! formats upstream topics and parses downstream ones) and the emulator (the reverse).
+
+pub mod property_bag;
+pub mod topic;
+pub mod username;
+
+pub use property_bag::PropertyBag;
+pub use topic::{DownstreamTopic, InputsFilterForm, TopicError, TopicFilter, UpstreamTopic};
+pub use username::{DpsUsername, HubUsername, UsernameError, is_dps_username};
