@@ -22,8 +22,9 @@
 //!   kept in order and written back by [`DeviceConnectionString::to_secret_string`].
 //!
 //! Errors name the offending key or segment position, never a value, so a secret pasted in the
-//! wrong place does not end up in a log. `Display` and `Debug` redact keys and tokens; the
-//! complete text is only available from `to_secret_string()`.
+//! wrong place does not end up in a log. `Display` and `Debug` redact keys, tokens and the
+//! values of unknown keys (a misspelt `SharedAccesKey=` holds a secret); the complete text is
+//! only available from `to_secret_string()`.
 
 use std::fmt;
 
@@ -339,9 +340,7 @@ impl DeviceConnectionString {
         if let Some(gateway) = &self.gateway_host_name {
             out.pair(GATEWAY_HOST_NAME, gateway);
         }
-        for (k, v) in &self.extra {
-            out.pair(k, v);
-        }
+        out.unknown(&self.extra, secrets);
         out.0
     }
 }
@@ -449,9 +448,7 @@ impl ServiceConnectionString {
         out.pair(HOST_NAME, &self.host_name);
         out.pair(SHARED_ACCESS_KEY_NAME, &self.key_name);
         out.pair(SHARED_ACCESS_KEY, &redact(secrets, || self.key.to_base64()));
-        for (k, v) in &self.extra {
-            out.pair(k, v);
-        }
+        out.unknown(&self.extra, secrets);
         out.0
     }
 }
@@ -596,6 +593,14 @@ fn hub_name(host: &str) -> &str {
 struct Writer(String);
 
 impl Writer {
+    /// Unknown keys are redacted too when secrets are hidden: a misspelt key
+    /// (`SharedAccesKey=...`) may well hold a secret.
+    fn unknown(&mut self, extra: &[(String, String)], secrets: bool) {
+        for (k, v) in extra {
+            self.pair(k, if secrets { v } else { "<redacted>" });
+        }
+    }
+
     fn pair(&mut self, key: &str, value: &str) {
         if !self.0.is_empty() {
             self.0.push(';');

@@ -33,8 +33,15 @@ pub fn format_timestamp(t: OffsetDateTime) -> String {
 /// Parses an ISO 8601 / RFC 3339 timestamp in any of the forms the official SDKs write.
 ///
 /// Returns `None` for anything else; callers turn that into their own typed error.
+///
+/// The result is truncated to IoT Hub's precision, 100 ns (a .NET tick), so that
+/// [`format_timestamp`] of it parses back to the same instant.
 pub fn parse_timestamp(text: &str) -> Option<OffsetDateTime> {
-    let text = text.trim();
+    let t = parse_any(text.trim())?;
+    t.replace_nanosecond(t.nanosecond() / 100 * 100).ok()
+}
+
+fn parse_any(text: &str) -> Option<OffsetDateTime> {
     if let Ok(t) = OffsetDateTime::parse(text, &Rfc3339) {
         return Some(t);
     }
@@ -80,6 +87,8 @@ mod tests {
     fn keeps_sub_second_precision_to_100ns() {
         let t = parse_timestamp("2024-01-02T03:04:05.123456789Z").unwrap();
         assert_eq!(format_timestamp(t), "2024-01-02T03:04:05.1234567Z");
+        assert_eq!(t.nanosecond(), 123_456_700);
+        assert_eq!(parse_timestamp(&format_timestamp(t)), Some(t));
     }
 
     proptest! {

@@ -115,6 +115,14 @@ fn unknown_keys_are_kept_in_order_and_written_back() {
         ]
     );
     assert_eq!(cs.to_secret_string(), text);
+    // A misspelt key may hold a secret: unknown values are redacted from Display.
+    let typo = device(&format!(
+        "HostName=h;DeviceId=d;x509=true;SharedAccesKey={KEY}"
+    ));
+    assert_eq!(
+        typo.to_string(),
+        "HostName=h;DeviceId=d;x509=true;SharedAccesKey=<redacted>"
+    );
 }
 
 #[test]

@@ -80,6 +80,12 @@ impl PropertyBag {
         self.pairs.push((key.into(), value));
     }
 
+    /// Inserts a pair at `index` (at the end if `index` is past it).
+    pub fn insert(&mut self, index: usize, key: impl Into<String>, value: Option<String>) {
+        let index = index.min(self.pairs.len());
+        self.pairs.insert(index, (key.into(), value));
+    }
+
     /// The pairs in order. A `None` value is a key written without `=`.
     pub fn pairs(&self) -> &[(String, Option<String>)] {
         &self.pairs

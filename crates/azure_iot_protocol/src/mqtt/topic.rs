@@ -24,7 +24,9 @@ use std::fmt;
 use azure_iot_core::encoding::{decode_component, encode_component};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
-use super::property_bag::PropertyBag;
+use azure_iot_core::message::Message;
+
+use super::property_bag::{self, PropertyBag};
 use crate::identity::Identity;
 
 /// Why a topic or filter was refused.
@@ -111,11 +113,12 @@ pub enum UpstreamTopic {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DownstreamTopic {
-    /// `devices/{d}/messages/devicebound/{bag}`.
+    /// `devices/{d}/messages/devicebound/{bag}`. Build it with
+    /// [`DownstreamTopic::cloud_to_device`], which adds the `$.to` every client parser needs.
     CloudToDevice {
         /// The receiving device.
         device_id: String,
-        /// The message's properties. When formatting, the hub always includes `$.to`.
+        /// The message's properties.
         properties: PropertyBag,
     },
     /// `devices/{d}/modules/{m}/inputs/{input}/{bag}`.
@@ -355,6 +358,37 @@ impl DownstreamTopic {
             input_name: decode_component(input).into_owned(),
             properties: PropertyBag::parse(bag.strip_suffix('/').unwrap_or(bag)),
         })
+    }
+}
+
+impl DownstreamTopic {
+    /// The topic that delivers `message` to `device_id`, with the properties IoT Hub writes.
+    ///
+    /// `$.to` is always present (`/devices/{id}/messages/deviceBound` unless the message sets
+    /// it): the C# SDK fails on a topic that ends at `devicebound/` and the Node SDK's regex
+    /// needs something after it.
+    pub fn cloud_to_device(device_id: &str, message: &Message) -> Self {
+        let mut properties = PropertyBag::from_message(message);
+        if properties.get(property_bag::TO).is_none() {
+            properties.insert(
+                0,
+                property_bag::TO,
+                Some(format!("/devices/{device_id}/messages/deviceBound")),
+            );
+        }
+        Self::CloudToDevice {
+            device_id: device_id.to_owned(),
+            properties,
+        }
+    }
+
+    /// The topic that delivers `message` to input `input_name` of a module.
+    pub fn module_input(identity: Identity, input_name: &str, message: &Message) -> Self {
+        Self::ModuleInput {
+            identity,
+            input_name: input_name.to_owned(),
+            properties: PropertyBag::from_message(message),
+        }
     }
 }
 

@@ -167,6 +167,32 @@ fn hub_formatting_satisfies_every_client_parser() {
 }
 
 #[test]
+fn cloud_to_device_topics_always_carry_to() {
+    let plain = azure_iot_core::message::Message::new("x").unwrap();
+    let topic = DownstreamTopic::cloud_to_device("dev 1", &plain);
+    assert_eq!(
+        topic.to_string(),
+        "devices/dev%201/messages/devicebound/%24.to=%2Fdevices%2Fdev%201%2Fmessages%2FdeviceBound"
+    );
+    let with = azure_iot_core::message::Message::builder("x")
+        .message_id("m")
+        .to("/devices/x/messages/deviceBound")
+        .ack(azure_iot_core::message::AckMode::Full)
+        .property("k", "v")
+        .build()
+        .unwrap();
+    assert_eq!(
+        DownstreamTopic::cloud_to_device("x", &with).to_string(),
+        "devices/x/messages/devicebound/%24.mid=m&%24.to=%2Fdevices%2Fx%2Fmessages%2FdeviceBound&iothub-ack=full&k=v"
+    );
+    let input = DownstreamTopic::module_input(Identity::module("d", "m"), "in 1", &with);
+    assert_eq!(
+        input.to_string(),
+        "devices/d/modules/m/inputs/in 1/%24.mid=m&%24.to=%2Fdevices%2Fx%2Fmessages%2FdeviceBound&iothub-ack=full&k=v"
+    );
+}
+
+#[test]
 fn module_inputs() {
     let topic = "devices/d/modules/m/inputs/input1/%24.mid=1&k=v";
     let DownstreamTopic::ModuleInput {
