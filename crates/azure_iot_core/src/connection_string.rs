@@ -19,7 +19,8 @@
 //! * a known key spelt with different case (`hostname=`) is an error naming the right spelling,
 //!   rather than a confusing "HostName is missing";
 //! * a known key given twice is an error; unknown keys (`UseProvisioning`, future keys) are
-//!   kept in order and written back by [`DeviceConnectionString::to_secret_string`].
+//!   kept in order and written back by [`DeviceConnectionString::to_secret_string`];
+//! * whitespace around keys and values is not significant and is dropped.
 //!
 //! Errors name the offending key or segment position, never a value, so a secret pasted in the
 //! wrong place does not end up in a log. `Display` and `Debug` redact keys, tokens and the
@@ -536,7 +537,7 @@ impl Fields {
                         }
                         continue;
                     }
-                    fields.unknown.push((key.to_owned(), value.to_owned()));
+                    fields.unknown.push((key.to_owned(), value.trim().to_owned()));
                 }
             }
         }

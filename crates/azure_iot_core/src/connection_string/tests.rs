@@ -129,6 +129,9 @@ fn unknown_keys_are_kept_in_order_and_written_back() {
 fn trailing_semicolon_and_whitespace_are_tolerated() {
     let cs = device(&format!(" HostName=h;DeviceId=d;SharedAccessKey={KEY};\n"));
     assert_eq!(cs.device_id(), "d");
+    // Found by fuzzing: an unknown key's trailing whitespace must not depend on its position.
+    let cs = device("HostName=h;X=1\t;DeviceId=d;x509=true;Y=2\t");
+    assert_eq!(cs.unknown_keys(), &[("X".into(), "1".into()), ("Y".into(), "2".into())]);
 }
 
 #[test]
