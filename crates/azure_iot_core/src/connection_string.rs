@@ -537,7 +537,9 @@ impl Fields {
                         }
                         continue;
                     }
-                    fields.unknown.push((key.to_owned(), value.trim().to_owned()));
+                    fields
+                        .unknown
+                        .push((key.to_owned(), value.trim().to_owned()));
                 }
             }
         }

@@ -131,7 +131,10 @@ fn trailing_semicolon_and_whitespace_are_tolerated() {
     assert_eq!(cs.device_id(), "d");
     // Found by fuzzing: an unknown key's trailing whitespace must not depend on its position.
     let cs = device("HostName=h;X=1\t;DeviceId=d;x509=true;Y=2\t");
-    assert_eq!(cs.unknown_keys(), &[("X".into(), "1".into()), ("Y".into(), "2".into())]);
+    assert_eq!(
+        cs.unknown_keys(),
+        &[("X".into(), "1".into()), ("Y".into(), "2".into())]
+    );
 }
 
 #[test]

@@ -1,0 +1,153 @@
+//! `azure-iot`: the IoT Hub emulator and IoT Hub tools on the command line.
+//!
+//! `azure-iot hub start` runs the emulator until Ctrl-C (or SIGTERM), printing where it listens,
+//! the CA to trust and the `iothubowner` connection string; `ca.pem` and `hub.json` in the data
+//! directory carry the same facts for scripts.
+
+use std::io::Write as _;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use azure_iot_emulator::{CA_FILE, Emulator, HUB_FILE, TlsSource};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "azure-iot",
+    version,
+    about = "Azure IoT Hub emulator and tools"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The local IoT Hub emulator.
+    #[command(subcommand)]
+    Hub(HubCommand),
+}
+
+#[derive(Subcommand)]
+enum HubCommand {
+    /// Start the emulator and serve until Ctrl-C.
+    Start(StartArgs),
+}
+
+#[derive(Args)]
+struct StartArgs {
+    /// Directory for state (hub.db), the CA (ca.pem) and hub.json.
+    #[arg(long, env = "AZURE_IOT_HUB_DATA_DIR", default_value = ".azure-iot-hub")]
+    data_dir: PathBuf,
+    /// Host name of the hub: in connection strings and the server certificate.
+    #[arg(long, default_value = "localhost")]
+    hostname: String,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: IpAddr,
+    /// HTTPS port: service REST API and WebSocket upgrades (0 = any free port).
+    #[arg(long, default_value_t = 443)]
+    https_port: u16,
+    /// Keep hub state in memory only (ca.pem and hub.json are still written).
+    #[arg(long)]
+    in_memory: bool,
+    /// Server certificate chain (PEM) to use instead of a generated one.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// CA (PEM) that clients should trust with --tls-cert; written as ca.pem.
+    #[arg(long, requires = "tls_cert")]
+    tls_ca: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("AZURE_IOT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Hub(HubCommand::Start(args)) => hub_start(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn hub_start(args: StartArgs) -> Result<(), String> {
+    let mut builder = Emulator::builder()
+        .hostname(&args.hostname)
+        .data_dir(&args.data_dir)
+        .in_memory(args.in_memory)
+        .bind_address(args.bind)
+        .https_port(args.https_port);
+    if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
+        builder = builder.tls(TlsSource::Files {
+            cert,
+            key,
+            ca: args.tls_ca,
+        });
+    }
+    let hub = builder.start().await.map_err(|e| e.to_string())?;
+    let dir = std::fs::canonicalize(&args.data_dir).unwrap_or(args.data_dir);
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "IoT Hub emulator running\n  hostname:  {}\n  https:     {}\n  state:     {}\n  CA:        {}  (trust this certificate)\n  hub.json:  {}\n\niothubowner connection string:\n  {}\n\nPress Ctrl-C to stop.",
+        hub.hostname(),
+        hub.https_addr(),
+        if args.in_memory {
+            "in memory".to_owned()
+        } else {
+            dir.display().to_string()
+        },
+        dir.join(CA_FILE).display(),
+        dir.join(HUB_FILE).display(),
+        hub.owner_connection_string(),
+    );
+    let _ = out.flush();
+    drop(out);
+    wait_for_stop().await;
+    tracing::info!("stopping");
+    hub.shutdown().await;
+    Ok(())
+}
+
+/// Ctrl-C, or SIGTERM on Unix.
+async fn wait_for_stop() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,301 @@
+//! Direct-method invocation: `POST /twins/{id}[/modules/{mid}]/methods`.
+//!
+//! The hub waits up to `connectTimeoutInSeconds` for the device to be subscribed to methods
+//! (0: not at all) and answers 404 `DeviceNotOnline` if it is not; then it waits up to
+//! `responseTimeoutInSeconds` for the device's answer and answers 504 `GatewayTimeout` if none
+//! comes. The device's status and payload are returned with HTTP 200 whatever the status.
+
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::response::Response;
+use azure_iot_core::method::{
+    DEFAULT_RESPONSE_TIMEOUT_SECS, DirectMethodRequest, MAX_CONNECT_TIMEOUT_SECS,
+    MAX_RESPONSE_TIMEOUT_SECS,
+};
+use http::HeaderMap;
+use tokio::sync::oneshot;
+
+use super::{ApiError, AppState, Body, json_ok};
+use crate::hub::error::ErrorCode;
+use crate::hub::methods::MethodCall;
+use crate::hub::policy::Rights;
+use crate::hub::state::MethodTarget;
+
+/// The smallest response timeout the hub accepts.
+const MIN_RESPONSE_TIMEOUT_SECS: u32 = 5;
+
+pub(crate) async fn invoke_device(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    invoke(app, headers, id, None, body).await
+}
+
+pub(crate) async fn invoke_module(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path((id, mid)): Path<(String, String)>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    invoke(app, headers, id, Some(mid), body).await
+}
+
+async fn invoke(
+    app: AppState,
+    headers: HeaderMap,
+    device_id: String,
+    module_id: Option<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    app.authorize(&headers, Rights::SERVICE_CONNECT)?;
+    let request: DirectMethodRequest = body.json()?;
+    if request.method_name.trim().is_empty() {
+        return Err(ApiError::invalid("methodName must not be empty"));
+    }
+    let response_secs = request
+        .response_timeout_in_seconds
+        .unwrap_or(DEFAULT_RESPONSE_TIMEOUT_SECS);
+    if !(MIN_RESPONSE_TIMEOUT_SECS..=MAX_RESPONSE_TIMEOUT_SECS).contains(&response_secs) {
+        return Err(ApiError::invalid(format!(
+            "responseTimeoutInSeconds must be {MIN_RESPONSE_TIMEOUT_SECS} to {MAX_RESPONSE_TIMEOUT_SECS}"
+        )));
+    }
+    let connect_secs = request.connect_timeout_in_seconds.unwrap_or(0);
+    if connect_secs > MAX_CONNECT_TIMEOUT_SECS {
+        return Err(ApiError::invalid(format!(
+            "connectTimeoutInSeconds must be 0 to {MAX_CONNECT_TIMEOUT_SECS}"
+        )));
+    }
+    let not_online = || {
+        ApiError::new(
+            ErrorCode::DeviceNotOnline,
+            "Timed out waiting for device to connect.",
+        )
+    };
+    let (device, module) = (device_id.clone(), module_id.clone());
+    let target = app
+        .hub
+        .call(move |s| s.method_target(&device, module.as_deref()))
+        .await??;
+    let target = match target {
+        MethodTarget::Ready(target) => target,
+        MethodTarget::Wait(waiter) => {
+            let wait = Duration::from_secs(u64::from(connect_secs));
+            match tokio::time::timeout(wait, waiter).await {
+                Ok(Ok(target)) => target,
+                _ => return Err(not_online()),
+            }
+        }
+    };
+    let response_timeout = Duration::from_secs(u64::from(response_secs));
+    let (reply, answer) = oneshot::channel();
+    let call = MethodCall {
+        method_name: request.method_name,
+        payload: request.payload,
+        response_timeout,
+        reply,
+    };
+    target.send(call).await.map_err(|_| not_online())?;
+    match tokio::time::timeout(response_timeout, answer).await {
+        Ok(Ok(response)) => Ok(json_ok(serde_json::json!({
+            "status": response.status,
+            "payload": response.payload,
+        }))),
+        // The device went away with the call unanswered.
+        Ok(Err(_)) => Err(not_online()),
+        Err(_) => Err(ApiError::new(
+            ErrorCode::GatewayTimeout,
+            format!("Timed out waiting for the response from device {device_id}."),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use azure_iot_core::method::DirectMethodResponse;
+    use azure_iot_core::sas::{ResourceUri, SasToken};
+    use azure_iot_protocol::Identity;
+    use http::{HeaderValue, StatusCode, header};
+    use serde_json::{Value, json};
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::hub::identity::IdentityBody;
+    use crate::hub::{Hub, HubState};
+    use crate::store::Store;
+
+    async fn setup() -> (AppState, HeaderMap) {
+        let state = HubState::load(Store::open(None).unwrap()).unwrap();
+        let policies = Arc::new(state.policies().clone());
+        let (hub, _thread) = Hub::start(state).unwrap();
+        hub.call(|s| s.put_identity("d1", None, IdentityBody::default(), None))
+            .await
+            .unwrap()
+            .unwrap();
+        let owner = policies.get("iothubowner").unwrap();
+        let token = SasToken::generate_with_ttl(
+            &ResourceUri::hub("h"),
+            &owner.primary,
+            Some("iothubowner"),
+            Duration::from_secs(600),
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(token.secret()).unwrap(),
+        );
+        let app = AppState {
+            hub,
+            policies,
+            hostname: Arc::from("h"),
+        };
+        (app, headers)
+    }
+
+    fn body(value: Value) -> Body {
+        Body(value.to_string().into())
+    }
+
+    async fn answer(response: Response) -> (StatusCode, Value) {
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn waits_for_the_device_to_subscribe_then_returns_its_answer() {
+        let (app, headers) = setup().await;
+        let call = tokio::spawn(invoke(
+            app.clone(),
+            headers,
+            "d1".into(),
+            None,
+            body(json!({"methodName": "reboot", "payload": {"delay": 5},
+                        "connectTimeoutInSeconds": 60, "responseTimeoutInSeconds": 10})),
+        ));
+        // Wait until the invocation is parked waiting for the device.
+        while !app
+            .hub
+            .call(|s| s.pending_method_waiters(&Identity::device("d1")))
+            .await
+            .unwrap()
+        {
+            tokio::task::yield_now().await;
+        }
+        let (tx, mut calls) = mpsc::channel(1);
+        app.hub
+            .call(move |s| {
+                s.set_connected(Identity::device("d1"), true);
+                s.subscribe_methods(Identity::device("d1"), tx);
+            })
+            .await
+            .unwrap();
+        let request = calls.recv().await.unwrap();
+        assert_eq!(request.method_name, "reboot");
+        assert_eq!(request.payload, json!({"delay": 5}));
+        assert_eq!(request.response_timeout, Duration::from_secs(10));
+        request
+            .reply
+            .send(DirectMethodResponse::new(500, json!("device says no")))
+            .unwrap();
+        let (status, body) = answer(call.await.unwrap().unwrap()).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "the device's status travels in the body"
+        );
+        assert_eq!(body, json!({"status": 500, "payload": "device says no"}));
+        let stats = app.hub.call(|s| s.service_statistics()).await.unwrap();
+        assert_eq!(stats, json!({"connectedDeviceCount": 1}));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unanswered_call_times_out_with_504() {
+        let (app, headers) = setup().await;
+        let (tx, mut calls) = mpsc::channel(1);
+        app.hub
+            .call(move |s| s.subscribe_methods(Identity::device("d1"), tx))
+            .await
+            .unwrap();
+        let call = tokio::spawn(invoke(
+            app,
+            headers,
+            "d1".into(),
+            None,
+            body(json!({"methodName": "slow", "responseTimeoutInSeconds": 5})),
+        ));
+        // The device takes the call and never answers (but keeps it open).
+        let held = calls.recv().await.unwrap();
+        let err = call.await.unwrap().unwrap_err();
+        assert_eq!(err.0.code, ErrorCode::GatewayTimeout);
+        drop(held);
+    }
+
+    #[tokio::test]
+    async fn offline_devices_and_bad_requests() {
+        let (app, headers) = setup().await;
+        let offline = invoke(
+            app.clone(),
+            headers.clone(),
+            "d1".into(),
+            None,
+            body(json!({"methodName": "m"})),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(offline.0.code, ErrorCode::DeviceNotOnline);
+        let unknown = invoke(
+            app.clone(),
+            headers.clone(),
+            "nobody".into(),
+            None,
+            body(json!({"methodName": "m"})),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(unknown.0.code, ErrorCode::DeviceNotFound);
+        for bad in [
+            json!({"methodName": ""}),
+            json!({"methodName": "m", "responseTimeoutInSeconds": 4}),
+            json!({"methodName": "m", "responseTimeoutInSeconds": 301}),
+            json!({"methodName": "m", "connectTimeoutInSeconds": 301}),
+            json!({"payload": 1}),
+        ] {
+            let err = invoke(
+                app.clone(),
+                headers.clone(),
+                "d1".into(),
+                None,
+                body(bad.clone()),
+            )
+            .await
+            .unwrap_err();
+            assert_eq!(err.0.code, ErrorCode::ArgumentInvalid, "{bad}");
+        }
+        // A device that disconnects with the call unanswered: 404 DeviceNotOnline.
+        let (tx, mut calls) = mpsc::channel(1);
+        app.hub
+            .call(move |s| s.subscribe_methods(Identity::device("d1"), tx))
+            .await
+            .unwrap();
+        let call = tokio::spawn(invoke(
+            app,
+            headers,
+            "d1".into(),
+            None,
+            body(json!({"methodName": "m"})),
+        ));
+        drop(calls.recv().await.unwrap());
+        assert_eq!(
+            call.await.unwrap().unwrap_err().0.code,
+            ErrorCode::DeviceNotOnline
+        );
+    }
+}

@@ -1,0 +1,196 @@
+//! The HTTPS front-end: the service REST API (and, with the device endpoints, the WebSocket
+//! upgrades) on one TLS port.
+//!
+//! ```text
+//! TcpListener ─▶ TLS (rustls) ─▶ hyper HTTP/1.1 ─▶ axum Router ─▶ handler ─▶ Hub::call ─▶ state
+//!                                                      │
+//!                                     authorize (SAS, policy rights) first
+//! ```
+//!
+//! Handlers are thin: check the token, decode the request, run one closure on the state
+//! thread, encode the answer. Bodies are read with a size limit and decoded by hand so that
+//! every malformed request gets an IoT Hub error body, not a framework's plain-text one.
+
+mod error;
+mod methods;
+mod query;
+mod registry;
+mod server;
+mod twins;
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+pub(crate) use error::ApiError;
+pub(crate) use server::serve;
+
+use crate::hub::Hub;
+use crate::hub::error::ErrorCode;
+use crate::hub::policy::{Policies, Rights};
+
+/// The largest request body accepted (bulk calls of 100 devices with twins fit easily).
+pub(crate) const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub(crate) hub: Hub,
+    pub(crate) policies: Arc<Policies>,
+    pub(crate) hostname: Arc<str>,
+}
+
+impl AppState {
+    /// Checks the request's SAS token for `needed` rights.
+    pub(crate) fn authorize(&self, headers: &HeaderMap, needed: Rights) -> Result<(), ApiError> {
+        let header = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        self.policies
+            .authorize(header, &self.hostname, needed, SystemTime::now())
+            .map(|_| ())
+            .map_err(ApiError::from)
+    }
+}
+
+/// The service REST API.
+pub(crate) fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/devices", get(registry::list_devices).post(registry::bulk))
+        .route(
+            "/devices/",
+            get(registry::list_devices).post(registry::bulk),
+        )
+        .route("/devices/query", post(query::query))
+        .route(
+            "/devices/{id}",
+            get(registry::get_device)
+                .put(registry::put_device)
+                .delete(registry::delete_device),
+        )
+        .route("/devices/{id}/modules", get(registry::list_modules))
+        .route("/devices/{id}/modules/", get(registry::list_modules))
+        .route(
+            "/devices/{id}/modules/{mid}",
+            get(registry::get_module)
+                .put(registry::put_module)
+                .delete(registry::delete_module),
+        )
+        .route(
+            "/devices/{id}/commands",
+            axum::routing::delete(registry::purge_commands),
+        )
+        .route("/statistics/devices", get(registry::device_statistics))
+        .route("/statistics/service", get(registry::service_statistics))
+        .route(
+            "/twins/{id}",
+            get(twins::get_twin)
+                .patch(twins::patch_twin)
+                .put(twins::replace_twin),
+        )
+        .route(
+            "/twins/{id}/modules/{mid}",
+            get(twins::get_module_twin)
+                .patch(twins::patch_module_twin)
+                .put(twins::replace_module_twin),
+        )
+        .route("/twins/{id}/methods", post(methods::invoke_device))
+        .route(
+            "/twins/{id}/modules/{mid}/methods",
+            post(methods::invoke_module),
+        )
+        .fallback(unsupported)
+        .with_state(state)
+}
+
+/// Anything else: a known IoT Hub feature the emulator does not have yet answers 501 and says
+/// so; an unknown path is a 404. Never a silent success.
+async fn unsupported(request: Request) -> ApiError {
+    let path = request.uri().path();
+    let known = [
+        "/jobs",
+        "/configurations",
+        "/digitaltwins",
+        "/messages/serviceBound",
+        "/devices/",
+    ];
+    if known.iter().any(|p| path.starts_with(p)) {
+        ApiError::new(
+            ErrorCode::NotImplemented,
+            format!(
+                "{} {path} is not supported by the emulator",
+                request.method()
+            ),
+        )
+    } else {
+        ApiError::new(
+            ErrorCode::DeviceNotFound,
+            format!("no IoT Hub endpoint {} {path}", request.method()),
+        )
+    }
+}
+
+/// A request body read with [`MAX_BODY_BYTES`] as the limit.
+pub(crate) struct Body(pub(crate) Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, _: &S) -> Result<Self, ApiError> {
+        axum::body::to_bytes(request.into_body(), MAX_BODY_BYTES)
+            .await
+            .map(Body)
+            .map_err(|_| {
+                ApiError::new(
+                    ErrorCode::MessageTooLarge,
+                    format!("the request body exceeds {MAX_BODY_BYTES} bytes or could not be read"),
+                )
+            })
+    }
+}
+
+impl Body {
+    /// Decodes the body as JSON of type `T`; a bad body is a 400 saying where.
+    pub(crate) fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        if self.0.is_empty() {
+            return Err(ApiError::invalid(
+                "the request body is empty; JSON was expected",
+            ));
+        }
+        serde_json::from_slice(&self.0).map_err(|e| {
+            ApiError::invalid(format!(
+                "the request body is not valid JSON for this operation: {e}"
+            ))
+        })
+    }
+}
+
+/// The `If-Match` header, if any.
+pub(crate) fn if_match(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::IF_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// A `200 OK` JSON response.
+pub(crate) fn json_ok(value: Value) -> Response {
+    json_response(StatusCode::OK, value)
+}
+
+/// A JSON response with `status`.
+pub(crate) fn json_response(status: StatusCode, value: Value) -> Response {
+    let mut response = (status, value.to_string()).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(error::JSON));
+    response
+}

@@ -1,0 +1,748 @@
+//! The hub's state and every operation on it.
+//!
+//! [`HubState`] is owned by one thread (see [`super::Hub`]); operations run one at a time, so
+//! each sees and leaves a consistent registry. Every mutation is validated completely, written
+//! to the store in one transaction, and only then applied in memory: a request that fails
+//! changes nothing, and a crash after the commit loses nothing.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::SystemTime;
+
+use azure_iot_core::datetime::format_timestamp;
+use azure_iot_core::sas::SharedAccessKey;
+use azure_iot_protocol::Identity;
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot};
+
+use super::error::{ErrorCode, HubError};
+use super::identity::{IdentityBody, IdentityRecord, IdentitySpec, NEVER, validate_id};
+use super::methods::MethodCall;
+use super::policy::{DEFAULT_POLICIES, Policies, Policy};
+use super::twin::TwinState;
+use crate::error::EmulatorError;
+use crate::store::{Change, Store};
+
+/// The most entries one bulk registry call may carry.
+pub(crate) const MAX_BULK_ENTRIES: usize = 100;
+
+/// The current time in the hub's timestamp format.
+pub(crate) fn now() -> String {
+    format_timestamp(OffsetDateTime::now_utc())
+}
+
+struct DeviceEntry {
+    record: IdentityRecord,
+    modules: BTreeMap<String, IdentityRecord>,
+}
+
+/// Everything the hub knows.
+pub(crate) struct HubState {
+    store: Store,
+    policies: Policies,
+    devices: BTreeMap<String, DeviceEntry>,
+    /// Source of identity ETags and generation ids: strictly increasing, seeded from the clock
+    /// so that values stay unique across restarts without a write per use.
+    sequence: u64,
+    /// Identities with a live connection (device front-ends report them).
+    connected: HashSet<Identity>,
+    /// Where to deliver direct-method calls, per identity subscribed to methods.
+    method_targets: HashMap<Identity, mpsc::Sender<MethodCall>>,
+    /// Invocations waiting for an identity to subscribe to methods.
+    method_waiters: HashMap<Identity, Vec<oneshot::Sender<mpsc::Sender<MethodCall>>>>,
+}
+
+/// Either a method target now, or a receiver that yields one when the identity subscribes.
+pub(crate) enum MethodTarget {
+    Ready(mpsc::Sender<MethodCall>),
+    Wait(oneshot::Receiver<mpsc::Sender<MethodCall>>),
+}
+
+impl HubState {
+    /// Loads the state from `store`, creating the default policies on first start.
+    pub(crate) fn load(store: Store) -> Result<Self, EmulatorError> {
+        let mut policies = store.policies()?;
+        if policies.is_empty() {
+            for (name, rights) in DEFAULT_POLICIES {
+                let key = || {
+                    SharedAccessKey::generate()
+                        .map_err(|e| EmulatorError::Config(format!("generating keys: {e}")))
+                };
+                let policy = Policy {
+                    name: name.to_owned(),
+                    primary: key()?,
+                    secondary: key()?,
+                    rights,
+                };
+                store.insert_policy(&policy)?;
+                policies.push(policy);
+            }
+        }
+        let mut devices: BTreeMap<String, DeviceEntry> = BTreeMap::new();
+        let mut orphans = Vec::new();
+        for record in store.identities()? {
+            match record.module_id.clone() {
+                None => {
+                    devices.insert(
+                        record.device_id.clone(),
+                        DeviceEntry {
+                            record,
+                            modules: BTreeMap::new(),
+                        },
+                    );
+                }
+                Some(module) => match devices.get_mut(&record.device_id) {
+                    Some(entry) => {
+                        entry.modules.insert(module, record);
+                    }
+                    None => orphans.push(record),
+                },
+            }
+        }
+        if let Some(orphan) = orphans.first() {
+            return Err(EmulatorError::Storage(format!(
+                "module `{}` of device `{}` has no device record",
+                orphan.module_id.as_deref().unwrap_or_default(),
+                orphan.device_id
+            )));
+        }
+        let clock = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        Ok(Self {
+            store,
+            policies: Policies::new(policies),
+            devices,
+            sequence: clock,
+            connected: HashSet::new(),
+            method_targets: HashMap::new(),
+            method_waiters: HashMap::new(),
+        })
+    }
+
+    /// The hub's shared access policies.
+    pub(crate) fn policies(&self) -> &Policies {
+        &self.policies
+    }
+
+    fn next_sequence(&mut self) -> u64 {
+        let clock = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        self.sequence = (self.sequence + 1).max(clock);
+        self.sequence
+    }
+
+    /// A new identity ETag: base64 of a decimal number, the shape the hub uses.
+    fn next_etag(&mut self) -> String {
+        base64::engine::general_purpose::STANDARD.encode(self.next_sequence().to_string())
+    }
+
+    fn is_connected(&self, device_id: &str, module_id: Option<&str>) -> bool {
+        let identity = match module_id {
+            Some(m) => Identity::module(device_id, m),
+            None => Identity::device(device_id),
+        };
+        self.connected.contains(&identity)
+    }
+
+    fn record(
+        &self,
+        device_id: &str,
+        module_id: Option<&str>,
+    ) -> Result<&IdentityRecord, HubError> {
+        let entry = self
+            .devices
+            .get(device_id)
+            .ok_or_else(|| HubError::device_not_found(device_id))?;
+        match module_id {
+            None => Ok(&entry.record),
+            Some(m) => entry
+                .modules
+                .get(m)
+                .ok_or_else(|| HubError::module_not_found(device_id, m)),
+        }
+    }
+
+    fn identity_json(&self, record: &IdentityRecord) -> Value {
+        let connected = self.is_connected(&record.device_id, record.module_id.as_deref());
+        record.to_json(connected, 0)
+    }
+
+    // ---- identities ---------------------------------------------------------------------
+
+    pub(crate) fn get_identity(
+        &self,
+        device_id: &str,
+        module_id: Option<&str>,
+    ) -> Result<Value, HubError> {
+        Ok(self.identity_json(self.record(device_id, module_id)?))
+    }
+
+    /// Devices in id order, at most `top`.
+    pub(crate) fn list_devices(&self, top: usize) -> Vec<Value> {
+        self.devices
+            .values()
+            .take(top)
+            .map(|e| self.identity_json(&e.record))
+            .collect()
+    }
+
+    pub(crate) fn list_modules(&self, device_id: &str) -> Result<Vec<Value>, HubError> {
+        let entry = self
+            .devices
+            .get(device_id)
+            .ok_or_else(|| HubError::device_not_found(device_id))?;
+        Ok(entry
+            .modules
+            .values()
+            .map(|r| self.identity_json(r))
+            .collect())
+    }
+
+    /// `PUT /devices/{id}[/modules/{mid}]`: create (no If-Match) or update (If-Match).
+    pub(crate) fn put_identity(
+        &mut self,
+        device_id: &str,
+        module_id: Option<&str>,
+        body: IdentityBody,
+        if_match: Option<&str>,
+    ) -> Result<Value, HubError> {
+        validate_id("device", device_id)?;
+        if let Some(m) = module_id {
+            validate_id("module", m)?;
+        }
+        let spec = body.validate(device_id, module_id)?;
+        let record = self.prepare_put(device_id, module_id, spec, if_match)?;
+        self.store.apply(&[Change::Put(&record)])?;
+        let json = self.identity_json(&record);
+        self.install(record);
+        Ok(json)
+    }
+
+    /// Builds the record a PUT would store, applying the create/update and ETag rules.
+    fn prepare_put(
+        &mut self,
+        device_id: &str,
+        module_id: Option<&str>,
+        spec: IdentitySpec,
+        if_match: Option<&str>,
+    ) -> Result<IdentityRecord, HubError> {
+        let existing = match self.record(device_id, module_id) {
+            Ok(r) => Some(r.clone()),
+            Err(e) if module_id.is_some() && e.code == ErrorCode::DeviceNotFound => return Err(e),
+            Err(_) => None,
+        };
+        match existing {
+            Some(mut record) => {
+                match if_match {
+                    Some(tag) => check_if_match(tag, &record.etag)?,
+                    None => {
+                        return Err(match module_id {
+                            Some(m) => HubError::new(
+                                ErrorCode::ModuleAlreadyExists,
+                                format!("Module {m} on device {device_id} already exists"),
+                            ),
+                            None => HubError::new(
+                                ErrorCode::DeviceAlreadyExists,
+                                format!("Device {device_id} already exists"),
+                            ),
+                        });
+                    }
+                }
+                let mut spec = spec;
+                spec.credentials
+                    .fill_missing_keys(Some(&record.credentials))?;
+                if record.status != spec.status {
+                    record.status_updated_time = now();
+                }
+                record.status = spec.status;
+                record.status_reason = spec.status_reason;
+                record.credentials = spec.credentials;
+                record.iot_edge = spec.iot_edge;
+                record.device_scope = spec.device_scope;
+                record.parent_scopes = spec.parent_scopes;
+                record.managed_by = spec.managed_by;
+                record.etag = self.next_etag();
+                Ok(record)
+            }
+            None => {
+                if if_match.is_some_and(|t| t.trim().trim_matches('"') != "*") {
+                    return Err(match module_id {
+                        Some(m) => HubError::module_not_found(device_id, m),
+                        None => HubError::device_not_found(device_id),
+                    });
+                }
+                self.new_record(device_id, module_id, spec)
+            }
+        }
+    }
+
+    /// A new identity with a fresh generation id, ETag and twin.
+    fn new_record(
+        &mut self,
+        device_id: &str,
+        module_id: Option<&str>,
+        mut spec: IdentitySpec,
+    ) -> Result<IdentityRecord, HubError> {
+        spec.credentials.fill_missing_keys(None)?;
+        Ok(IdentityRecord {
+            device_id: device_id.to_owned(),
+            module_id: module_id.map(str::to_owned),
+            generation_id: self.next_sequence().to_string(),
+            etag: self.next_etag(),
+            status: spec.status,
+            status_reason: spec.status_reason,
+            status_updated_time: NEVER.to_owned(),
+            credentials: spec.credentials,
+            iot_edge: spec.iot_edge,
+            device_scope: spec.device_scope,
+            parent_scopes: spec.parent_scopes,
+            managed_by: spec.managed_by,
+            last_activity_time: NEVER.to_owned(),
+            connection_state_updated_time: NEVER.to_owned(),
+            twin: TwinState::new(&now()),
+        })
+    }
+
+    /// Puts a record (already stored) into memory.
+    fn install(&mut self, record: IdentityRecord) {
+        match record.module_id.clone() {
+            None => {
+                let device_id = record.device_id.clone();
+                match self.devices.get_mut(&device_id) {
+                    Some(entry) => entry.record = record,
+                    None => {
+                        self.devices.insert(
+                            device_id,
+                            DeviceEntry {
+                                record,
+                                modules: BTreeMap::new(),
+                            },
+                        );
+                    }
+                }
+            }
+            Some(module) => {
+                if let Some(entry) = self.devices.get_mut(&record.device_id) {
+                    entry.modules.insert(module, record);
+                }
+            }
+        }
+    }
+
+    /// `DELETE /devices/{id}[/modules/{mid}]`.
+    pub(crate) fn delete_identity(
+        &mut self,
+        device_id: &str,
+        module_id: Option<&str>,
+        if_match: Option<&str>,
+    ) -> Result<(), HubError> {
+        let record = self.record(device_id, module_id)?;
+        if let Some(tag) = if_match {
+            check_if_match(tag, &record.etag)?;
+        }
+        let change = match module_id {
+            Some(m) => Change::DeleteModule(device_id, m),
+            None => Change::DeleteDevice(device_id),
+        };
+        self.store.apply(&[change])?;
+        self.forget(device_id, module_id);
+        Ok(())
+    }
+
+    fn forget(&mut self, device_id: &str, module_id: Option<&str>) {
+        match module_id {
+            Some(m) => {
+                if let Some(entry) = self.devices.get_mut(device_id) {
+                    entry.modules.remove(m);
+                }
+                self.method_targets.remove(&Identity::module(device_id, m));
+            }
+            None => {
+                self.devices.remove(device_id);
+                self.method_targets
+                    .retain(|identity, _| identity.device_id() != device_id);
+            }
+        }
+    }
+
+    // ---- bulk ---------------------------------------------------------------------------
+
+    /// `POST /devices`: up to 100 create/update/delete/updateTwin entries. Each entry succeeds
+    /// or fails on its own; all successful changes are written in one transaction.
+    pub(crate) fn bulk(&mut self, entries: Vec<Value>) -> Result<(bool, Value), HubError> {
+        if entries.is_empty() || entries.len() > MAX_BULK_ENTRIES {
+            return Err(HubError::invalid(format!(
+                "a bulk registry operation takes 1 to {MAX_BULK_ENTRIES} devices, not {}",
+                entries.len()
+            )));
+        }
+        // Work on copies; commit them together at the end.
+        let mut staged: Vec<(String, Option<String>, Option<IdentityRecord>)> = Vec::new();
+        let mut errors = Vec::new();
+        for entry in entries {
+            let parsed: Result<BulkEntry, _> = serde_json::from_value(entry.clone());
+            let id_of = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+            let device_id = id_of(&entry, "id").unwrap_or_default();
+            let module_id = id_of(&entry, "moduleId");
+            let outcome = parsed
+                .map_err(|e| HubError::invalid(format!("invalid bulk entry: {e}")))
+                .and_then(|e| self.bulk_entry(e, &staged));
+            match outcome {
+                Ok(change) => {
+                    // Later entries for the same identity see this one's result.
+                    staged.retain(|(d, m, _)| !(d == &change.0 && m == &change.1));
+                    staged.push(change);
+                }
+                Err(e) => {
+                    let mut error = json!({
+                        "deviceId": device_id,
+                        "errorCode": e.code.name(),
+                        "errorStatus": e.message,
+                    });
+                    if let (Some(m), Some(map)) = (module_id, error.as_object_mut()) {
+                        map.insert("moduleId".into(), json!(m));
+                    }
+                    errors.push(error);
+                }
+            }
+        }
+        let changes: Vec<Change<'_>> = staged
+            .iter()
+            .map(|(d, m, record)| match (record, m) {
+                (Some(r), _) => Change::Put(r),
+                (None, Some(m)) => Change::DeleteModule(d, m),
+                (None, None) => Change::DeleteDevice(d),
+            })
+            .collect();
+        self.store.apply(&changes)?;
+        for (device_id, module_id, record) in staged {
+            match record {
+                Some(r) => self.install(r),
+                None => self.forget(&device_id, module_id.as_deref()),
+            }
+        }
+        let ok = errors.is_empty();
+        Ok((
+            ok,
+            json!({"isSuccessful": ok, "errors": errors, "warnings": []}),
+        ))
+    }
+
+    fn bulk_entry(
+        &mut self,
+        entry: BulkEntry,
+        staged: &[(String, Option<String>, Option<IdentityRecord>)],
+    ) -> Result<(String, Option<String>, Option<IdentityRecord>), HubError> {
+        let device_id = entry.id.clone();
+        let module_id = entry.module_id.clone().filter(|m| !m.is_empty());
+        validate_id("device", &device_id)?;
+        if let Some(m) = &module_id {
+            validate_id("module", m)?;
+        }
+        // The view of this identity including earlier entries of the same call.
+        let staged_view = staged
+            .iter()
+            .rev()
+            .find(|(d, m, _)| *d == device_id && *m == module_id)
+            .map(|(_, _, r)| r.clone());
+        let current = match staged_view {
+            Some(view) => view,
+            None => self.record(&device_id, module_id.as_deref()).ok().cloned(),
+        };
+        let mode = entry.import_mode.to_ascii_lowercase();
+        let etag = entry.e_tag.clone();
+        match mode.as_str() {
+            "create" | "update" | "updateifmatchetag" => {
+                if mode == "create" && current.is_some() {
+                    return Err(HubError::new(
+                        ErrorCode::DeviceAlreadyExists,
+                        format!("Device {device_id} already exists"),
+                    ));
+                }
+                if mode == "updateifmatchetag"
+                    && let Some(record) = &current
+                {
+                    check_if_match(etag.as_deref().unwrap_or(""), &record.etag)?;
+                }
+                if module_id.is_some()
+                    && self.record(&device_id, None).is_err()
+                    && !staged
+                        .iter()
+                        .any(|(d, m, r)| *d == device_id && m.is_none() && r.is_some())
+                {
+                    return Err(HubError::device_not_found(&device_id));
+                }
+                let twin_body = json!({"tags": entry.tags, "properties": {"desired": entry.properties.as_ref().and_then(|p| p.get("desired")).cloned()}});
+                let spec = entry.identity.validate(&device_id, module_id.as_deref())?;
+                let mut record = match current {
+                    Some(mut record) => {
+                        let mut spec = spec;
+                        spec.credentials
+                            .fill_missing_keys(Some(&record.credentials))?;
+                        record.status = spec.status;
+                        record.status_reason = spec.status_reason;
+                        record.credentials = spec.credentials;
+                        record.iot_edge = spec.iot_edge;
+                        record.device_scope = spec.device_scope;
+                        record.parent_scopes = spec.parent_scopes;
+                        record.managed_by = spec.managed_by;
+                        record.etag = self.next_etag();
+                        record
+                    }
+                    None => self.new_record(&device_id, module_id.as_deref(), spec)?,
+                };
+                record.twin.patch_from_service(&twin_body, &now())?;
+                Ok((device_id, module_id, Some(record)))
+            }
+            "delete" | "deleteifmatchetag" => {
+                let record = current.ok_or_else(|| match &module_id {
+                    Some(m) => HubError::module_not_found(&device_id, m),
+                    None => HubError::device_not_found(&device_id),
+                })?;
+                if mode == "deleteifmatchetag" {
+                    check_if_match(etag.as_deref().unwrap_or(""), &record.etag)?;
+                }
+                Ok((device_id, module_id, None))
+            }
+            "updatetwin" | "updatetwinifmatchetag" => {
+                let mut record = current.ok_or_else(|| HubError::device_not_found(&device_id))?;
+                if mode == "updatetwinifmatchetag" {
+                    check_if_match(
+                        entry.twin_e_tag.as_deref().unwrap_or(""),
+                        &record.twin.etag(),
+                    )?;
+                }
+                let body = json!({"tags": entry.tags, "properties": {"desired": entry.properties.as_ref().and_then(|p| p.get("desired")).cloned()}});
+                record.twin.patch_from_service(&body, &now())?;
+                Ok((device_id, module_id, Some(record)))
+            }
+            other => Err(HubError::invalid(format!(
+                "importMode `{other}` is not one of create, update, updateIfMatchETag, delete, deleteIfMatchETag, updateTwin, updateTwinIfMatchETag"
+            ))),
+        }
+    }
+
+    // ---- statistics ---------------------------------------------------------------------
+
+    pub(crate) fn device_statistics(&self) -> Value {
+        let total = self.devices.len();
+        let enabled = self
+            .devices
+            .values()
+            .filter(|e| e.record.status == super::identity::Status::Enabled)
+            .count();
+        json!({
+            "totalDeviceCount": total,
+            "enabledDeviceCount": enabled,
+            "disabledDeviceCount": total - enabled,
+        })
+    }
+
+    pub(crate) fn service_statistics(&self) -> Value {
+        let devices: HashSet<&str> = self.connected.iter().map(Identity::device_id).collect();
+        json!({"connectedDeviceCount": devices.len()})
+    }
+
+    // ---- twins --------------------------------------------------------------------------
+
+    fn twin_json(&self, record: &IdentityRecord) -> Value {
+        let connected = self.is_connected(&record.device_id, record.module_id.as_deref());
+        let mut twin = json!({
+            "deviceId": record.device_id,
+            "etag": record.twin.etag(),
+            "deviceEtag": record.etag,
+            "status": record.status.as_str(),
+            "statusUpdateTime": record.status_updated_time,
+            "connectionState": if connected { "Connected" } else { "Disconnected" },
+            "lastActivityTime": record.last_activity_time,
+            "cloudToDeviceMessageCount": 0,
+            "authenticationType": record.credentials.auth_type.as_str(),
+            "x509Thumbprint": {
+                "primaryThumbprint": record.credentials.primary_thumbprint,
+                "secondaryThumbprint": record.credentials.secondary_thumbprint,
+            },
+            "modelId": record.twin.model_id,
+            "version": record.twin.version,
+        });
+        if let Some(map) = twin.as_object_mut() {
+            match &record.module_id {
+                Some(m) => {
+                    map.insert("moduleId".into(), json!(m));
+                }
+                None => {
+                    map.insert("capabilities".into(), json!({"iotEdge": record.iot_edge}));
+                    if let Some(scope) = &record.device_scope {
+                        map.insert("deviceScope".into(), json!(scope));
+                    }
+                    if !record.parent_scopes.is_empty() {
+                        map.insert("parentScopes".into(), json!(record.parent_scopes));
+                    }
+                }
+            }
+            if !record.twin.tags.is_empty() {
+                map.insert("tags".into(), Value::Object(record.twin.tags.clone()));
+            }
+            map.insert("properties".into(), record.twin.properties_json(true));
+        }
+        twin
+    }
+
+    pub(crate) fn get_twin(
+        &self,
+        device_id: &str,
+        module_id: Option<&str>,
+    ) -> Result<Value, HubError> {
+        Ok(self.twin_json(self.record(device_id, module_id)?))
+    }
+
+    /// `PATCH` (merge) or `PUT` (replace) of a twin from the service.
+    pub(crate) fn update_twin(
+        &mut self,
+        device_id: &str,
+        module_id: Option<&str>,
+        body: &Value,
+        if_match: Option<&str>,
+        replace: bool,
+    ) -> Result<Value, HubError> {
+        let mut record = self.record(device_id, module_id)?.clone();
+        if let Some(tag) = if_match {
+            check_if_match(tag, &record.twin.etag())?;
+        }
+        let now = now();
+        if replace {
+            record.twin.replace_from_service(body, &now)?;
+        } else {
+            record.twin.patch_from_service(body, &now)?;
+        }
+        self.store.apply(&[Change::Put(&record)])?;
+        let json = self.twin_json(&record);
+        self.install(record);
+        Ok(json)
+    }
+
+    /// Twin documents for a query over `devices` (`modules = false`) or `devices.modules`,
+    /// in (device id, module id) order.
+    pub(crate) fn twin_documents(&self, modules: bool) -> Vec<Value> {
+        if modules {
+            self.devices
+                .values()
+                .flat_map(|e| e.modules.values())
+                .map(|r| self.twin_json(r))
+                .collect()
+        } else {
+            self.devices
+                .values()
+                .map(|e| self.twin_json(&e.record))
+                .collect()
+        }
+    }
+
+    // ---- cloud-to-device ----------------------------------------------------------------
+
+    /// `DELETE /devices/{id}/commands`: purges the device's cloud-to-device queue and returns
+    /// how many messages were removed. (Queues arrive with the device endpoints; until a
+    /// message can be enqueued there is nothing to purge.)
+    pub(crate) fn purge_c2d(&mut self, device_id: &str) -> Result<u64, HubError> {
+        self.record(device_id, None)?;
+        Ok(0)
+    }
+
+    // ---- connections and direct methods -------------------------------------------------
+
+    /// Records that `identity` connected or disconnected.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn set_connected(&mut self, identity: Identity, connected: bool) {
+        if connected {
+            self.connected.insert(identity);
+        } else {
+            self.method_targets.remove(&identity);
+            self.connected.remove(&identity);
+        }
+    }
+
+    /// A device front-end reports that `identity` now receives method calls on `target`.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn subscribe_methods(
+        &mut self,
+        identity: Identity,
+        target: mpsc::Sender<MethodCall>,
+    ) {
+        if let Some(waiters) = self.method_waiters.remove(&identity) {
+            for waiter in waiters {
+                let _ = waiter.send(target.clone());
+            }
+        }
+        self.method_targets.insert(identity, target);
+    }
+
+    /// Whether an invocation is waiting for `identity` to subscribe to methods.
+    #[cfg(test)]
+    pub(crate) fn pending_method_waiters(&self, identity: &Identity) -> bool {
+        self.method_waiters
+            .get(identity)
+            .is_some_and(|w| w.iter().any(|w| !w.is_closed()))
+    }
+
+    /// Where to send a method call for `identity`: now, or once it subscribes.
+    pub(crate) fn method_target(
+        &mut self,
+        device_id: &str,
+        module_id: Option<&str>,
+    ) -> Result<MethodTarget, HubError> {
+        self.record(device_id, module_id)?;
+        let identity = match module_id {
+            Some(m) => Identity::module(device_id, m),
+            None => Identity::device(device_id),
+        };
+        if let Some(target) = self
+            .method_targets
+            .get(&identity)
+            .filter(|t| !t.is_closed())
+        {
+            return Ok(MethodTarget::Ready(target.clone()));
+        }
+        let (tx, rx) = oneshot::channel();
+        let waiters = self.method_waiters.entry(identity).or_default();
+        waiters.retain(|w| !w.is_closed());
+        waiters.push(tx);
+        Ok(MethodTarget::Wait(rx))
+    }
+}
+
+/// One entry of a bulk registry call (`ExportImportDevice`).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BulkEntry {
+    id: String,
+    module_id: Option<String>,
+    #[serde(rename = "eTag")]
+    e_tag: Option<String>,
+    import_mode: String,
+    #[serde(rename = "twinETag")]
+    twin_e_tag: Option<String>,
+    tags: Option<Map<String, Value>>,
+    properties: Option<Map<String, Value>>,
+    #[serde(flatten)]
+    identity: IdentityBody,
+}
+
+/// `If-Match` rules: quotes are stripped, `*` matches anything, anything else must equal the
+/// current ETag.
+pub(crate) fn check_if_match(if_match: &str, current: &str) -> Result<(), HubError> {
+    let tag = if_match.trim();
+    let tag = tag
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or(tag);
+    if tag == "*" || tag == current {
+        Ok(())
+    } else {
+        Err(HubError::precondition_failed())
+    }
+}
