@@ -14,7 +14,7 @@
 //!   data dir: ca.pem (trust this), ca-key.pem, hub.db, hub.json (hostname, ports, connection strings)
 //! ```
 //!
-//! * **One owner of state.** [`hub::HubState`] lives on one thread; front-ends send it closures
+//! * **One owner of state.** `HubState` (module `hub`) lives on one thread; front-ends send it closures
 //!   and await the results. No locks, no torn reads, and SQLite used from one thread.
 //! * **Write-through durability.** A mutation is validated, committed to SQLite, and only
 //!   then applied in memory and acknowledged: a failed request changes nothing, and an

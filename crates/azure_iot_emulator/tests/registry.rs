@@ -464,6 +464,8 @@ async fn unsupported_features_say_so() {
         c.get("/configurations/c1").await.status,
         StatusCode::NOT_IMPLEMENTED
     );
-    assert_eq!(c.get("/no/such/thing").await.status, StatusCode::NOT_FOUND);
+    let unknown = c.get("/no/such/thing").await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert_eq!(unknown.error_name(), "NotFound");
     hub.shutdown().await;
 }

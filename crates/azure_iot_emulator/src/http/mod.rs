@@ -132,7 +132,7 @@ async fn unsupported(request: Request) -> ApiError {
         )
     } else {
         ApiError::new(
-            ErrorCode::DeviceNotFound,
+            ErrorCode::EndpointNotFound,
             format!("no IoT Hub endpoint {} {path}", request.method()),
         )
     }

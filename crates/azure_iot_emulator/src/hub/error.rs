@@ -13,6 +13,7 @@ use std::fmt;
 pub(crate) enum ErrorCode {
     ArgumentInvalid,
     IotHubUnauthorizedAccess,
+    EndpointNotFound,
     DeviceNotFound,
     ModuleNotFound,
     DeviceNotOnline,
@@ -31,6 +32,7 @@ impl ErrorCode {
         match self {
             Self::ArgumentInvalid => (400, 400_004, "ArgumentInvalid"),
             Self::IotHubUnauthorizedAccess => (401, 401_002, "IotHubUnauthorizedAccess"),
+            Self::EndpointNotFound => (404, 404_000, "NotFound"),
             Self::DeviceNotFound => (404, 404_001, "DeviceNotFound"),
             Self::ModuleNotFound => (404, 404_010, "ModuleNotFound"),
             Self::DeviceNotOnline => (404, 404_103, "DeviceNotOnline"),

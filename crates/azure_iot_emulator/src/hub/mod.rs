@@ -44,7 +44,17 @@ impl Hub {
             .name("hub-state".into())
             .spawn(move || {
                 while let Ok(job) = queue.recv() {
-                    job(&mut state);
+                    // A bug in one operation must not take the hub down with it: the caller
+                    // of the failed job gets an error (its reply channel is dropped) and the
+                    // thread carries on. Operations change copies and commit before they
+                    // touch the live state, so a panic leaves that state consistent.
+                    let outcome =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut state)));
+                    if outcome.is_err() {
+                        tracing::error!(
+                            "a hub operation panicked; the request failed, the hub continues"
+                        );
+                    }
                 }
             })?;
         Ok((Self { jobs }, thread))

@@ -12,7 +12,7 @@
 //!
 //! Formatting is exact: ids are percent-encoded (as the Python SDK does), `$rid` is always the
 //! first query parameter (the Python, C and Java parsers depend on it), and property bags
-//! follow [`property_bag`](super::property_bag). Parsing is liberal: ids are decoded, `/?` and
+//! follow [`property_bag`]. Parsing is liberal: ids are decoded, `/?` and
 //! `?` both start a query, a trailing `/` after a bag is ignored, parameters come in any order,
 //! and both module-input subscription forms (`.../inputs/#` and `.../#`) are recognised.
 //!
