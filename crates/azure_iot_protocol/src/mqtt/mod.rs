@@ -1,9 +1,10 @@
 //! IoT Hub and DPS over MQTT 3.1.1: topic grammar, property bags, CONNECT usernames.
 //!
-//! The MQTT packet codec and session state are added by the transport issues; this module holds
-//! what is specific to IoT Hub and DPS on top of plain MQTT, shared by the device client (which
-//! formats upstream topics and parses downstream ones) and the emulator (the reverse).
+//! This module holds what is specific to IoT Hub and DPS on top of plain MQTT, shared by the
+//! device client (which formats upstream topics and parses downstream ones) and the emulator
+//! (the reverse), plus the packet codec both use ([`codec`]).
 
+pub mod codec;
 pub mod property_bag;
 pub mod topic;
 pub mod username;

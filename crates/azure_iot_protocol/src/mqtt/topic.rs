@@ -49,6 +49,9 @@ pub enum TopicError {
 
 type Result<T> = std::result::Result<T, TopicError>;
 
+/// The longest topic MQTT can carry (a two-byte length prefix); long property bags hit it.
+pub const MAX_TOPIC_BYTES: usize = 65_535;
+
 /// Characters escaped in method and input names: only those that would break a topic parser.
 /// Names stay readable for SDKs that take them raw (Node, C, C#) and decode correctly for the
 /// Python SDK, which unquotes them.

@@ -1,0 +1,85 @@
+//! MQTT 3.1.1 packets on the wire.
+//!
+//! The packet encoder and decoder are `rumqttc::mqttbytes::v4` (all 14 packet types, both
+//! directions). This module is the only place that names that crate: it re-exports the packet
+//! types and wraps framing in two functions with the limits IoT Hub applies, so that the
+//! codec can be swapped without touching the client or the emulator (see
+//! `docs/adr/0005-mqtt-codec.md`).
+
+use bytes::BytesMut;
+
+pub use rumqttc::mqttbytes::v4::{
+    ConnAck, Connect, ConnectReturnCode, LastWill, Login, Packet, PubAck, Publish, SubAck,
+    Subscribe, SubscribeFilter, SubscribeReasonCode, UnsubAck, Unsubscribe,
+};
+pub use rumqttc::mqttbytes::{Protocol, QoS};
+
+use crate::mqtt::topic::MAX_TOPIC_BYTES;
+
+/// The largest packet IoT Hub traffic needs: a 256 KiB message plus the longest topic (which
+/// carries the properties) plus framing. Anything larger ends the connection, as on the hub.
+pub const MAX_PACKET_BYTES: usize = 256 * 1024 + MAX_TOPIC_BYTES + 16;
+
+/// Why bytes could not be read as a packet. Any of these ends the connection.
+#[derive(Debug, thiserror::Error)]
+#[error("malformed MQTT packet: {0}")]
+pub struct CodecError(String);
+
+/// Takes the next complete packet off the front of `buffer`.
+///
+/// `Ok(None)` means more bytes are needed; the buffer is left as it was.
+pub fn read_packet(buffer: &mut BytesMut, max_size: usize) -> Result<Option<Packet>, CodecError> {
+    match Packet::read(buffer, max_size) {
+        Ok(packet) => Ok(Some(packet)),
+        Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => Ok(None),
+        Err(e) => Err(CodecError(e.to_string())),
+    }
+}
+
+/// Appends `packet`'s bytes to `buffer`.
+pub fn write_packet(packet: &Packet, buffer: &mut BytesMut) -> Result<(), CodecError> {
+    packet
+        .write(buffer, MAX_PACKET_BYTES)
+        .map(|_| ())
+        .map_err(|e| CodecError(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn packets_round_trip_and_partial_input_waits() {
+        let mut publish = Publish::new("devices/d/messages/events/", QoS::AtLeastOnce, b"hi".to_vec());
+        publish.pkid = 7;
+        let mut buffer = BytesMut::new();
+        write_packet(&Packet::Publish(publish.clone()), &mut buffer).unwrap();
+        let full = buffer.clone();
+        let mut partial = BytesMut::from(&full[..full.len() - 1]);
+        assert!(read_packet(&mut partial, MAX_PACKET_BYTES).unwrap().is_none());
+        assert_eq!(partial.len(), full.len() - 1, "an incomplete packet is not consumed");
+        let packet = read_packet(&mut buffer, MAX_PACKET_BYTES).unwrap().unwrap();
+        assert_eq!(packet, Packet::Publish(publish));
+        assert!(buffer.is_empty());
+    }
+
+    #[test]
+    fn oversize_and_garbage_are_errors() {
+        let mut big = Publish::new("t", QoS::AtLeastOnce, vec![0u8; 1000]);
+        big.pkid = 1;
+        let mut buffer = BytesMut::new();
+        Packet::Publish(big).write(&mut buffer, usize::MAX).unwrap();
+        assert!(read_packet(&mut buffer, 100).is_err());
+        let mut garbage = BytesMut::from(&[0xF0u8, 0x00][..]);
+        assert!(read_packet(&mut garbage, MAX_PACKET_BYTES).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn reading_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let mut buffer = BytesMut::from(&bytes[..]);
+            while let Ok(Some(_)) = read_packet(&mut buffer, MAX_PACKET_BYTES) {}
+        }
+    }
+}
