@@ -15,7 +15,15 @@ use tokio::process::{Child, Command};
 async fn start(dir: &Path) -> (Child, Value) {
     let _ = std::fs::remove_file(dir.join("hub.json"));
     let child = Command::new(env!("CARGO_BIN_EXE_azure-iot"))
-        .args(["hub", "start", "--https-port", "0", "--data-dir"])
+        .args([
+            "hub",
+            "start",
+            "--https-port",
+            "0",
+            "--mqtt-port",
+            "0",
+            "--data-dir",
+        ])
         .arg(dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())

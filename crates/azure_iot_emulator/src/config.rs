@@ -4,12 +4,12 @@
 //!
 //! ```json
 //! {"hostname": "localhost",
-//!  "ports": {"https": 443},
+//!  "ports": {"https": 443, "mqtt": 8883},
 //!  "connection_strings": {"iothubowner": "HostName=...", "service": "...", "registryRead": "...",
 //!                         "registryReadWrite": "...", "device": "..."}}
 //! ```
 //!
-//! `ports` gains `mqtt` and `amqp` as those endpoints are added. Together with `ca.pem` this
+//! `ports` gains `amqp` when that endpoint is added. Together with `ca.pem` this
 //! is the contract scripts and the conformance suite rely on: keep names and shape.
 
 use std::collections::BTreeMap;
@@ -27,6 +27,9 @@ pub const HUB_FILE: &str = "hub.json";
 /// The IoT Hub HTTPS port the official SDKs dial.
 pub const DEFAULT_HTTPS_PORT: u16 = 443;
 
+/// The IoT Hub MQTT-over-TLS port the official SDKs dial.
+pub const DEFAULT_MQTT_PORT: u16 = 8883;
+
 /// Configures and starts an emulator; see [`crate::Emulator::builder`].
 #[derive(Debug, Clone)]
 pub struct EmulatorBuilder {
@@ -35,6 +38,7 @@ pub struct EmulatorBuilder {
     in_memory: bool,
     bind: IpAddr,
     https_port: u16,
+    mqtt_port: u16,
     tls: TlsSource,
 }
 
@@ -46,6 +50,7 @@ impl Default for EmulatorBuilder {
             in_memory: false,
             bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
             https_port: DEFAULT_HTTPS_PORT,
+            mqtt_port: DEFAULT_MQTT_PORT,
             tls: TlsSource::Generated,
         }
     }
@@ -56,6 +61,7 @@ pub(crate) struct Config {
     pub(crate) data_dir: Option<PathBuf>,
     pub(crate) in_memory: bool,
     pub(crate) https_addr: SocketAddr,
+    pub(crate) mqtt_addr: SocketAddr,
     pub(crate) tls: TlsSource,
 }
 
@@ -92,6 +98,12 @@ impl EmulatorBuilder {
         self
     }
 
+    /// The MQTT-over-TLS port. Default 8883; 0 picks a free port.
+    pub fn mqtt_port(mut self, port: u16) -> Self {
+        self.mqtt_port = port;
+        self
+    }
+
     /// Use these certificates instead of generated ones.
     pub fn tls(mut self, tls: TlsSource) -> Self {
         self.tls = tls;
@@ -114,6 +126,7 @@ impl EmulatorBuilder {
             data_dir: self.data_dir,
             in_memory: self.in_memory,
             https_addr: SocketAddr::new(self.bind, self.https_port),
+            mqtt_addr: SocketAddr::new(self.bind, self.mqtt_port),
             tls: self.tls,
         })
     }
@@ -123,12 +136,12 @@ impl EmulatorBuilder {
 pub(crate) fn write_hub_file(
     dir: &Path,
     hostname: &str,
-    https_port: u16,
+    ports: &BTreeMap<&str, u16>,
     connection_strings: &BTreeMap<String, String>,
 ) -> Result<(), EmulatorError> {
     let doc = json!({
         "hostname": hostname,
-        "ports": {"https": https_port},
+        "ports": ports,
         "connection_strings": connection_strings,
     });
     let text =

@@ -6,12 +6,16 @@
 //!                  ┌──────────────────────────── Emulator ─────────────────────────────┐
 //!  service SDKs ──▶│ HTTPS :443  TLS ─▶ hyper ─▶ axum router ─▶ handlers ─┐             │
 //!  (REST)          │                         (SAS + policy rights)         │ Hub::call   │
+//!  devices ───────▶│ MQTT :8883  TLS ─▶ session per connection ───────────┤             │
+//!                  │                    telemetry ─▶ TelemetryLog (telemetry.db, group commit)
+//!                  │                                                       │             │
 //!                  │                                                       ▼             │
 //!                  │                         state thread: HubState ──▶ Store (SQLite)   │
 //!                  │                         registry, twins, policies,   hub.db, WAL    │
 //!                  │                         method routing                              │
 //!                  └──────────────────────────────────────────────────────────────────────┘
-//!   data dir: ca.pem (trust this), ca-key.pem, hub.db, hub.json (hostname, ports, connection strings)
+//!   data dir: ca.pem (trust this), ca-key.pem, hub.db, telemetry.db, hub.json (hostname, ports,
+//!             connection strings)
 //! ```
 //!
 //! * **One owner of state.** `HubState` (module `hub`) lives on one thread; front-ends send it closures
@@ -31,7 +35,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), azure_iot_emulator::EmulatorError> {
-//! let hub = azure_iot_emulator::Emulator::builder().https_port(0).start().await?;
+//! let hub = azure_iot_emulator::Emulator::builder().https_port(0).mqtt_port(0).start().await?;
 //! let owner = hub.connection_string("iothubowner");
 //! let addr = hub.https_addr();          // 127.0.0.1:<ephemeral port>
 //! let ca = hub.ca_pem();                // trust this in the client
@@ -44,7 +48,10 @@ pub mod config;
 mod error;
 mod http;
 mod hub;
+mod mqtt;
+mod net;
 mod store;
+mod telemetry;
 mod tls;
 
 use std::collections::BTreeMap;
@@ -59,6 +66,7 @@ use tokio::task::JoinHandle;
 
 pub use config::{EmulatorBuilder, HUB_FILE};
 pub use error::EmulatorError;
+pub use telemetry::TelemetryEvent;
 pub use tls::{CA_FILE, TlsSource};
 
 use crate::hub::{Hub, HubState};
@@ -69,8 +77,8 @@ use crate::store::Store;
 pub struct Emulator;
 
 impl Emulator {
-    /// A builder with the defaults: hostname `localhost`, HTTPS on port 443 of 127.0.0.1,
-    /// state in memory unless a data directory is given.
+    /// A builder with the defaults: hostname `localhost`, HTTPS on port 443 and MQTT on 8883 of
+    /// 127.0.0.1, state in memory unless a data directory is given.
     pub fn builder() -> EmulatorBuilder {
         EmulatorBuilder::default()
     }
@@ -81,7 +89,9 @@ impl Emulator {
 pub struct EmulatorHandle {
     hostname: String,
     https_addr: SocketAddr,
+    mqtt_addr: SocketAddr,
     ca_pem: String,
+    telemetry: telemetry::TelemetryLog,
     connection_strings: BTreeMap<String, String>,
     data_dir: Option<PathBuf>,
     shutdown: watch::Sender<bool>,
@@ -94,6 +104,7 @@ impl std::fmt::Debug for EmulatorHandle {
         f.debug_struct("EmulatorHandle")
             .field("hostname", &self.hostname)
             .field("https_addr", &self.https_addr)
+            .field("mqtt_addr", &self.mqtt_addr)
             .field("data_dir", &self.data_dir)
             .finish_non_exhaustive()
     }
@@ -108,6 +119,21 @@ impl EmulatorHandle {
     /// The address the HTTPS endpoint listens on (the real port when 0 was asked for).
     pub fn https_addr(&self) -> SocketAddr {
         self.https_addr
+    }
+
+    /// The address the MQTT-over-TLS endpoint listens on.
+    pub fn mqtt_addr(&self) -> SocketAddr {
+        self.mqtt_addr
+    }
+
+    /// Up to `limit` telemetry messages the hub accepted after sequence number `after` (0: from
+    /// the start), in order, with the system properties the hub stamps.
+    pub async fn telemetry(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<TelemetryEvent>, EmulatorError> {
+        self.telemetry.read(after, limit).await
     }
 
     /// The CA certificate (PEM) that signs the server certificate: what clients must trust.
@@ -162,13 +188,17 @@ impl EmulatorBuilder {
         let policies = Arc::new(state.policies().clone());
         let (hub, hub_thread) = Hub::start(state)?;
 
-        let listener = TcpListener::bind(config.https_addr)
-            .await
-            .map_err(|source| EmulatorError::Bind {
-                addr: config.https_addr,
-                source,
-            })?;
-        let https_addr = listener.local_addr()?;
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| EmulatorError::Bind { addr, source })
+        };
+        let https_listener = bind(config.https_addr).await?;
+        let https_addr = https_listener.local_addr()?;
+        let mqtt_listener = bind(config.mqtt_addr).await?;
+        let mqtt_addr = mqtt_listener.local_addr()?;
+        let telemetry =
+            telemetry::TelemetryLog::open(if config.in_memory { None } else { data_dir })?;
 
         let connection_strings: BTreeMap<String, String> = policies
             .iter()
@@ -182,30 +212,45 @@ impl EmulatorBuilder {
             })
             .collect();
         if let Some(dir) = data_dir {
-            config::write_hub_file(
-                dir,
-                &config.hostname,
-                https_addr.port(),
-                &connection_strings,
-            )?;
+            let ports = BTreeMap::from([("https", https_addr.port()), ("mqtt", mqtt_addr.port())]);
+            config::write_hub_file(dir, &config.hostname, &ports, &connection_strings)?;
         }
 
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let hostname: Arc<str> = Arc::from(config.hostname.as_str());
+        let mqtt_context = Arc::new(mqtt::MqttContext {
+            hub: hub.clone(),
+            telemetry: telemetry.clone(),
+            hostname: hostname.clone(),
+        });
         let app = http::router(http::AppState {
             hub,
             policies,
-            hostname: Arc::from(config.hostname.as_str()),
+            hostname,
         });
-        let https = tokio::spawn(http::serve(listener, tls.https_config()?, app, shutdown_rx));
-        tracing::info!(hostname = %config.hostname, %https_addr, "IoT Hub emulator started");
+        let https = tokio::spawn(http::serve(
+            https_listener,
+            tls.https_config()?,
+            app,
+            shutdown_rx.clone(),
+        ));
+        let mqtt = tokio::spawn(mqtt::serve(
+            mqtt_listener,
+            tls.mqtt_config()?,
+            mqtt_context,
+            shutdown_rx,
+        ));
+        tracing::info!(hostname = %config.hostname, %https_addr, %mqtt_addr, "IoT Hub emulator started");
         Ok(EmulatorHandle {
             hostname: config.hostname,
             https_addr,
+            mqtt_addr,
             ca_pem: tls.ca_pem,
+            telemetry,
             connection_strings,
             data_dir: config.data_dir,
             shutdown,
-            tasks: vec![https],
+            tasks: vec![https, mqtt],
             hub_thread: Some(hub_thread),
         })
     }

@@ -133,6 +133,11 @@ impl TlsMaterial {
         Ok(Arc::new(config))
     }
 
+    /// A rustls server configuration for the MQTT endpoint.
+    pub(crate) fn mqtt_config(&self) -> Result<Arc<ServerConfig>, EmulatorError> {
+        Ok(Arc::new(self.base_config()?))
+    }
+
     fn base_config(&self) -> Result<ServerConfig, EmulatorError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         ServerConfig::builder_with_provider(provider)

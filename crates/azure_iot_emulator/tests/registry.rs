@@ -1,4 +1,5 @@
 //! Identity registry over real TLS: devices, modules, bulk, statistics, purge, error cases.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

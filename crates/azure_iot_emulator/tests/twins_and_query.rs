@@ -1,4 +1,5 @@
 //! Twins and queries over real TLS.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

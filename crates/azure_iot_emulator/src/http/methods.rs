@@ -17,10 +17,10 @@ use http::HeaderMap;
 use tokio::sync::oneshot;
 
 use super::{ApiError, AppState, Body, json_ok};
+use crate::hub::devices::MethodTarget;
 use crate::hub::error::ErrorCode;
 use crate::hub::methods::MethodCall;
 use crate::hub::policy::Rights;
-use crate::hub::state::MethodTarget;
 
 /// The smallest response timeout the hub accepts.
 const MIN_RESPONSE_TIMEOUT_SECS: u32 = 5;
@@ -190,9 +190,10 @@ mod tests {
             tokio::task::yield_now().await;
         }
         let (tx, mut calls) = mpsc::channel(1);
+        let (pushes, _pushed) = mpsc::channel(1);
         app.hub
             .call(move |s| {
-                s.set_connected(Identity::device("d1"), true);
+                s.connect_device(Identity::device("d1"), pushes, true);
                 s.subscribe_methods(Identity::device("d1"), tx);
             })
             .await

@@ -5,7 +5,7 @@
 //! to the store in one transaction, and only then applied in memory: a request that fails
 //! changes nothing, and a crash after the commit loses nothing.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use azure_iot_core::datetime::format_timestamp;
@@ -15,11 +15,10 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
-use tokio::sync::{mpsc, oneshot};
 
+use super::devices::{Links, MethodTarget};
 use super::error::{ErrorCode, HubError};
 use super::identity::{IdentityBody, IdentityRecord, IdentitySpec, NEVER, validate_id};
-use super::methods::MethodCall;
 use super::policy::{DEFAULT_POLICIES, Policies, Policy};
 use super::twin::TwinState;
 use crate::error::EmulatorError;
@@ -46,18 +45,8 @@ pub(crate) struct HubState {
     /// Source of identity ETags and generation ids: strictly increasing, seeded from the clock
     /// so that values stay unique across restarts without a write per use.
     sequence: u64,
-    /// Identities with a live connection (device front-ends report them).
-    connected: HashSet<Identity>,
-    /// Where to deliver direct-method calls, per identity subscribed to methods.
-    method_targets: HashMap<Identity, mpsc::Sender<MethodCall>>,
-    /// Invocations waiting for an identity to subscribe to methods.
-    method_waiters: HashMap<Identity, Vec<oneshot::Sender<mpsc::Sender<MethodCall>>>>,
-}
-
-/// Either a method target now, or a receiver that yields one when the identity subscribes.
-pub(crate) enum MethodTarget {
-    Ready(mpsc::Sender<MethodCall>),
-    Wait(oneshot::Receiver<mpsc::Sender<MethodCall>>),
+    /// Live device connections, method routing, persistent sessions (see `devices.rs`).
+    pub(super) links: Links,
 }
 
 impl HubState {
@@ -117,9 +106,7 @@ impl HubState {
             policies: Policies::new(policies),
             devices,
             sequence: clock,
-            connected: HashSet::new(),
-            method_targets: HashMap::new(),
-            method_waiters: HashMap::new(),
+            links: Links::default(),
         })
     }
 
@@ -147,10 +134,10 @@ impl HubState {
             Some(m) => Identity::module(device_id, m),
             None => Identity::device(device_id),
         };
-        self.connected.contains(&identity)
+        self.links.is_connected(&identity)
     }
 
-    fn record(
+    pub(super) fn record(
         &self,
         device_id: &str,
         module_id: Option<&str>,
@@ -361,12 +348,11 @@ impl HubState {
                 if let Some(entry) = self.devices.get_mut(device_id) {
                     entry.modules.remove(m);
                 }
-                self.method_targets.remove(&Identity::module(device_id, m));
+                self.links.forget(&Identity::module(device_id, m));
             }
             None => {
                 self.devices.remove(device_id);
-                self.method_targets
-                    .retain(|identity, _| identity.device_id() != device_id);
+                self.links.forget_device(device_id);
             }
         }
     }
@@ -545,8 +531,7 @@ impl HubState {
     }
 
     pub(crate) fn service_statistics(&self) -> Value {
-        let devices: HashSet<&str> = self.connected.iter().map(Identity::device_id).collect();
-        json!({"connectedDeviceCount": devices.len()})
+        json!({"connectedDeviceCount": self.links.connected_devices()})
     }
 
     // ---- twins --------------------------------------------------------------------------
@@ -615,6 +600,8 @@ impl HubState {
             check_if_match(tag, &record.twin.etag())?;
         }
         let now = now();
+        let before = record.twin.desired.clone();
+        let desired_version = record.twin.desired_version;
         if replace {
             record.twin.replace_from_service(body, &now)?;
         } else {
@@ -622,6 +609,32 @@ impl HubState {
         }
         self.store.apply(&[Change::Put(&record)])?;
         let json = self.twin_json(&record);
+        if record.twin.desired_version != desired_version {
+            // Connected devices subscribed to desired properties get the change as a patch.
+            let mut patch = if replace {
+                let mut full = record.twin.desired.clone();
+                for key in before
+                    .keys()
+                    .filter(|k| !full.contains_key(*k))
+                    .cloned()
+                    .collect::<Vec<_>>()
+                {
+                    full.insert(key, Value::Null);
+                }
+                full
+            } else {
+                body.pointer("/properties/desired")
+                    .and_then(Value::as_object)
+                    .cloned()
+                    .unwrap_or_default()
+            };
+            patch.insert("$version".into(), json!(record.twin.desired_version));
+            let identity = match module_id {
+                Some(m) => Identity::module(device_id, m),
+                None => Identity::device(device_id),
+            };
+            self.links.push_desired(&identity, Value::Object(patch));
+        }
         self.install(record);
         Ok(json)
     }
@@ -653,43 +666,9 @@ impl HubState {
         Ok(0)
     }
 
-    // ---- connections and direct methods -------------------------------------------------
+    // ---- direct methods -------------------------------------------------------------------
 
-    /// Records that `identity` connected or disconnected.
-    #[cfg_attr(not(test), allow(dead_code))]
-    pub(crate) fn set_connected(&mut self, identity: Identity, connected: bool) {
-        if connected {
-            self.connected.insert(identity);
-        } else {
-            self.method_targets.remove(&identity);
-            self.connected.remove(&identity);
-        }
-    }
-
-    /// A device front-end reports that `identity` now receives method calls on `target`.
-    #[cfg_attr(not(test), allow(dead_code))]
-    pub(crate) fn subscribe_methods(
-        &mut self,
-        identity: Identity,
-        target: mpsc::Sender<MethodCall>,
-    ) {
-        if let Some(waiters) = self.method_waiters.remove(&identity) {
-            for waiter in waiters {
-                let _ = waiter.send(target.clone());
-            }
-        }
-        self.method_targets.insert(identity, target);
-    }
-
-    /// Whether an invocation is waiting for `identity` to subscribe to methods.
-    #[cfg(test)]
-    pub(crate) fn pending_method_waiters(&self, identity: &Identity) -> bool {
-        self.method_waiters
-            .get(identity)
-            .is_some_and(|w| w.iter().any(|w| !w.is_closed()))
-    }
-
-    /// Where to send a method call for `identity`: now, or once it subscribes.
+    /// Where to send a method call for the identity: now, or once it subscribes.
     pub(crate) fn method_target(
         &mut self,
         device_id: &str,
@@ -700,18 +679,14 @@ impl HubState {
             Some(m) => Identity::module(device_id, m),
             None => Identity::device(device_id),
         };
-        if let Some(target) = self
-            .method_targets
-            .get(&identity)
-            .filter(|t| !t.is_closed())
-        {
-            return Ok(MethodTarget::Ready(target.clone()));
-        }
-        let (tx, rx) = oneshot::channel();
-        let waiters = self.method_waiters.entry(identity).or_default();
-        waiters.retain(|w| !w.is_closed());
-        waiters.push(tx);
-        Ok(MethodTarget::Wait(rx))
+        Ok(self.links.method_target(identity))
+    }
+
+    /// Stores and installs a changed record.
+    pub(super) fn save(&mut self, record: IdentityRecord) -> Result<(), HubError> {
+        self.store.apply(&[Change::Put(&record)])?;
+        self.install(record);
+        Ok(())
     }
 }
 

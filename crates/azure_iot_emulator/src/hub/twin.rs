@@ -118,8 +118,6 @@ impl TwinState {
     }
 
     /// Device PATCH of reported properties. Returns the new reported version.
-    // Called by the device front-ends (MQTT, AMQP) that the next part of the emulator adds.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn patch_reported(&mut self, patch: &Value, now: &str) -> Result<i64, HubError> {
         validate_patch(patch).map_err(|e| HubError::invalid(e.to_string()))?;
         let Value::Object(map) = patch else {

@@ -2,6 +2,8 @@
 //! the way the official service SDKs do (SAS `Authorization`, JSON bodies, `If-Match`).
 #![allow(dead_code, unreachable_pub, clippy::expect_used, clippy::unwrap_used)]
 
+pub mod mqtt;
+
 use std::time::Duration;
 
 use azure_iot_core::connection_string::ServiceConnectionString;
@@ -14,6 +16,7 @@ use serde_json::Value;
 pub async fn emulator() -> EmulatorHandle {
     Emulator::builder()
         .https_port(0)
+        .mqtt_port(0)
         .start()
         .await
         .expect("emulator starts")

@@ -51,14 +51,26 @@ mod tests {
 
     #[test]
     fn packets_round_trip_and_partial_input_waits() {
-        let mut publish = Publish::new("devices/d/messages/events/", QoS::AtLeastOnce, b"hi".to_vec());
+        let mut publish = Publish::new(
+            "devices/d/messages/events/",
+            QoS::AtLeastOnce,
+            b"hi".to_vec(),
+        );
         publish.pkid = 7;
         let mut buffer = BytesMut::new();
         write_packet(&Packet::Publish(publish.clone()), &mut buffer).unwrap();
         let full = buffer.clone();
         let mut partial = BytesMut::from(&full[..full.len() - 1]);
-        assert!(read_packet(&mut partial, MAX_PACKET_BYTES).unwrap().is_none());
-        assert_eq!(partial.len(), full.len() - 1, "an incomplete packet is not consumed");
+        assert!(
+            read_packet(&mut partial, MAX_PACKET_BYTES)
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(
+            partial.len(),
+            full.len() - 1,
+            "an incomplete packet is not consumed"
+        );
         let packet = read_packet(&mut buffer, MAX_PACKET_BYTES).unwrap().unwrap();
         assert_eq!(packet, Packet::Publish(publish));
         assert!(buffer.is_empty());

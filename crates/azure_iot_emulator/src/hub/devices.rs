@@ -1,0 +1,362 @@
+//! The device side of the hub: live connections, authentication of connecting devices,
+//! persistent MQTT sessions, direct-method routing, and the twin operations devices perform.
+//!
+//! A device front-end (MQTT now; AMQP next) registers each authenticated connection as a
+//! [`DeviceLink`]: a connection id and a channel the hub pushes desired-property patches into.
+//! Only one link per identity exists: a new connection replaces the old one, whose push
+//! channel is dropped, which is how the old connection learns it must close (IoT Hub's
+//! "ConnectionForcefullyClosedOnNewConnection").
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::SystemTime;
+
+use azure_iot_core::sas::{SasError, SasToken, SharedAccessKey};
+use azure_iot_protocol::Identity;
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+use super::HubState;
+use super::error::HubError;
+use super::identity::{AuthType, Status};
+use super::methods::MethodCall;
+use super::policy::Rights;
+use super::state::now;
+
+/// Something the hub pushes to a connected device.
+#[derive(Debug)]
+pub(crate) enum Push {
+    /// A desired-properties patch, including `"$version"`.
+    DesiredPatch(Value),
+}
+
+/// A live connection of one identity.
+pub(crate) struct DeviceLink {
+    pub(crate) connection: u64,
+    pushes: mpsc::Sender<Push>,
+    desired: bool,
+}
+
+/// Either a method target now, or a receiver that yields one when the identity subscribes.
+pub(crate) enum MethodTarget {
+    Ready(mpsc::Sender<MethodCall>),
+    Wait(oneshot::Receiver<mpsc::Sender<MethodCall>>),
+}
+
+/// Why a connecting device is refused, as the MQTT CONNACK return code the hub uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Refusal {
+    /// 4 (bad user name or password) or 5 (not authorized).
+    pub(crate) code: u8,
+    /// For the log; never contains the token.
+    pub(crate) reason: String,
+}
+
+impl Refusal {
+    fn not_authorized(reason: impl Into<String>) -> Self {
+        Self {
+            code: 5,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// What a successful authentication grants.
+#[derive(Debug, Clone)]
+pub(crate) struct Grant {
+    /// When the credential expires (the connection is closed then).
+    pub(crate) expires_at: Option<SystemTime>,
+    /// `sas` or `x509Certificate`, stamped on telemetry.
+    pub(crate) auth_method: &'static str,
+}
+
+/// Connection state of every identity.
+#[derive(Default)]
+pub(crate) struct Links {
+    live: HashMap<Identity, DeviceLink>,
+    next_connection: u64,
+    /// Subscriptions kept for clean-session-0 clients between connections.
+    sessions: HashMap<Identity, BTreeSet<String>>,
+    method_targets: HashMap<Identity, mpsc::Sender<MethodCall>>,
+    method_waiters: HashMap<Identity, Vec<oneshot::Sender<mpsc::Sender<MethodCall>>>>,
+}
+
+impl Links {
+    pub(super) fn is_connected(&self, identity: &Identity) -> bool {
+        self.live.contains_key(identity)
+    }
+
+    pub(super) fn connected_devices(&self) -> usize {
+        let devices: std::collections::HashSet<&str> =
+            self.live.keys().map(Identity::device_id).collect();
+        devices.len()
+    }
+
+    /// Drops everything about a deleted identity; its connection closes.
+    pub(super) fn forget(&mut self, identity: &Identity) {
+        self.live.remove(identity);
+        self.sessions.remove(identity);
+        self.method_targets.remove(identity);
+    }
+
+    /// [`forget`](Self::forget) for a device and all its modules.
+    pub(super) fn forget_device(&mut self, device_id: &str) {
+        let doomed: Vec<Identity> = self
+            .live
+            .keys()
+            .chain(self.sessions.keys())
+            .chain(self.method_targets.keys())
+            .filter(|i| i.device_id() == device_id)
+            .cloned()
+            .collect();
+        for identity in doomed {
+            self.forget(&identity);
+        }
+    }
+
+    pub(super) fn push_desired(&mut self, identity: &Identity, patch: Value) {
+        let Some(link) = self.live.get(identity).filter(|l| l.desired) else {
+            return;
+        };
+        if link.pushes.try_send(Push::DesiredPatch(patch)).is_err() {
+            // A device that does not drain its pushes is disconnected rather than buffered
+            // without bound; it gets the current twin when it reconnects.
+            tracing::info!(%identity, "device is not keeping up with desired-property patches; closing its connection");
+            self.live.remove(identity);
+        }
+    }
+
+    pub(super) fn method_target(&mut self, identity: Identity) -> MethodTarget {
+        if let Some(target) = self
+            .method_targets
+            .get(&identity)
+            .filter(|t| !t.is_closed())
+        {
+            return MethodTarget::Ready(target.clone());
+        }
+        let (tx, rx) = oneshot::channel();
+        let waiters = self.method_waiters.entry(identity).or_default();
+        waiters.retain(|w| !w.is_closed());
+        waiters.push(tx);
+        MethodTarget::Wait(rx)
+    }
+}
+
+impl HubState {
+    /// Checks a connecting identity's credentials: a SAS token signed with the identity's own
+    /// key or with a policy that grants DeviceConnect, unexpired, whose resource covers the
+    /// identity on `hostname`. `password: None` means a certificate-based client.
+    pub(crate) fn authenticate_device(
+        &self,
+        identity: &Identity,
+        hostname: &str,
+        password: Option<&str>,
+        now: SystemTime,
+    ) -> Result<Grant, Refusal> {
+        let record = self
+            .record(identity.device_id(), identity.module_id())
+            .map_err(|_| Refusal::not_authorized(format!("{identity} is not registered")))?;
+        let device_enabled = self
+            .record(identity.device_id(), None)
+            .map(|d| d.status == Status::Enabled)
+            .unwrap_or(false);
+        if !device_enabled {
+            return Err(Refusal::not_authorized(format!(
+                "device {} is disabled",
+                identity.device_id()
+            )));
+        }
+        let Some(password) = password.filter(|p| !p.is_empty()) else {
+            return Err(Refusal::not_authorized(
+                "X.509 client certificate authentication is not supported by the emulator yet; use a SAS token",
+            ));
+        };
+        let token = SasToken::parse(password).map_err(|e| {
+            Refusal::not_authorized(format!("the password is not a SAS token: {e}"))
+        })?;
+        let keys: Vec<SharedAccessKey> = match token.key_name() {
+            Some(name) => {
+                let policy = self.policies().get(name).ok_or_else(|| {
+                    Refusal::not_authorized(format!("no shared access policy named `{name}`"))
+                })?;
+                if !policy.rights.contains(Rights::DEVICE_CONNECT) {
+                    return Err(Refusal::not_authorized(format!(
+                        "policy `{name}` does not grant DeviceConnect"
+                    )));
+                }
+                vec![policy.primary.clone(), policy.secondary.clone()]
+            }
+            None => {
+                if record.credentials.auth_type != AuthType::Sas {
+                    return Err(Refusal::not_authorized(format!(
+                        "{identity} authenticates with {}, not a SAS key",
+                        record.credentials.auth_type.as_str()
+                    )));
+                }
+                [
+                    &record.credentials.primary_key,
+                    &record.credentials.secondary_key,
+                ]
+                .into_iter()
+                .flatten()
+                .filter_map(|k| SharedAccessKey::from_base64(k).ok())
+                .collect()
+            }
+        };
+        token.verify(keys.iter(), now).map_err(|e| match e {
+            SasError::Expired { .. } => Refusal::not_authorized("the SAS token has expired"),
+            _ => Refusal::not_authorized("the SAS token signature does not match"),
+        })?;
+        token
+            .check_covers_identity(hostname, identity.device_id(), identity.module_id())
+            .map_err(|_| {
+                Refusal::not_authorized(format!("the SAS token does not cover {identity}"))
+            })?;
+        Ok(Grant {
+            expires_at: Some(token.expires_at()),
+            auth_method: "sas",
+        })
+    }
+
+    /// Registers a new connection of `identity`, replacing (and so closing) any older one.
+    /// Returns the connection id, whether a session was kept (clean session 0), and that
+    /// session's subscriptions.
+    pub(crate) fn connect_device(
+        &mut self,
+        identity: Identity,
+        pushes: mpsc::Sender<Push>,
+        clean_session: bool,
+    ) -> (u64, bool, BTreeSet<String>) {
+        self.links.next_connection += 1;
+        let connection = self.links.next_connection;
+        if self.links.live.remove(&identity).is_some() {
+            tracing::info!(%identity, "a new connection replaces the existing one");
+        }
+        self.links.method_targets.remove(&identity);
+        let kept = if clean_session {
+            self.links.sessions.remove(&identity);
+            None
+        } else {
+            self.links.sessions.get(&identity).cloned()
+        };
+        self.links.live.insert(
+            identity,
+            DeviceLink {
+                connection,
+                pushes,
+                desired: false,
+            },
+        );
+        let present = kept.is_some();
+        (connection, present, kept.unwrap_or_default())
+    }
+
+    /// Forgets a connection (if it is still the identity's current one).
+    pub(crate) fn disconnect_device(
+        &mut self,
+        identity: &Identity,
+        connection: u64,
+        clean_session: bool,
+    ) {
+        if self
+            .links
+            .live
+            .get(identity)
+            .is_some_and(|l| l.connection == connection)
+        {
+            self.links.live.remove(identity);
+            self.links.method_targets.remove(identity);
+            if clean_session {
+                self.links.sessions.remove(identity);
+            }
+        }
+    }
+
+    /// Records the subscriptions of a live connection (kept across clean-session-0 reconnects).
+    pub(crate) fn save_subscriptions(
+        &mut self,
+        identity: &Identity,
+        connection: u64,
+        filters: BTreeSet<String>,
+    ) {
+        if self.is_current(identity, connection) {
+            self.links.sessions.insert(identity.clone(), filters);
+        }
+    }
+
+    fn is_current(&self, identity: &Identity, connection: u64) -> bool {
+        self.links
+            .live
+            .get(identity)
+            .is_some_and(|l| l.connection == connection)
+    }
+
+    /// Turns desired-property patches on or off for a live connection.
+    pub(crate) fn subscribe_desired(&mut self, identity: &Identity, connection: u64, on: bool) {
+        if let Some(link) = self
+            .links
+            .live
+            .get_mut(identity)
+            .filter(|l| l.connection == connection)
+        {
+            link.desired = on;
+        }
+    }
+
+    /// A device front-end reports that `identity` now receives method calls on `target`.
+    pub(crate) fn subscribe_methods(
+        &mut self,
+        identity: Identity,
+        target: mpsc::Sender<MethodCall>,
+    ) {
+        if let Some(waiters) = self.links.method_waiters.remove(&identity) {
+            for waiter in waiters {
+                let _ = waiter.send(target.clone());
+            }
+        }
+        self.links.method_targets.insert(identity, target);
+    }
+
+    /// Whether an invocation is waiting for `identity` to subscribe to methods.
+    #[cfg(test)]
+    pub(crate) fn pending_method_waiters(&self, identity: &Identity) -> bool {
+        self.links
+            .method_waiters
+            .get(identity)
+            .is_some_and(|w| w.iter().any(|w| !w.is_closed()))
+    }
+
+    /// The twin as a device sees it: `{"desired": {...}, "reported": {...}}` with `$version`s.
+    pub(crate) fn device_twin(&self, identity: &Identity) -> Result<Value, HubError> {
+        let record = self.record(identity.device_id(), identity.module_id())?;
+        Ok(record.twin.properties_json(false))
+    }
+
+    /// A device's reported-properties patch. Returns the new reported version.
+    pub(crate) fn patch_reported(
+        &mut self,
+        identity: &Identity,
+        patch: &Value,
+    ) -> Result<i64, HubError> {
+        let mut record = self
+            .record(identity.device_id(), identity.module_id())?
+            .clone();
+        let version = record.twin.patch_reported(patch, &now())?;
+        self.save(record)?;
+        Ok(version)
+    }
+
+    /// Records the Plug and Play model id a device declared when it connected.
+    pub(crate) fn set_model_id(
+        &mut self,
+        identity: &Identity,
+        model_id: &str,
+    ) -> Result<(), HubError> {
+        let record = self.record(identity.device_id(), identity.module_id())?;
+        if record.twin.model_id == model_id {
+            return Ok(());
+        }
+        let mut record = record.clone();
+        record.twin.model_id = model_id.to_owned();
+        self.save(record)
+    }
+}

@@ -1,0 +1,39 @@
+//! The MQTT front-end: devices and modules over MQTT 3.1.1 on TLS (port 8883).
+//!
+//! Each connection is a [`session`]: it authenticates against the hub's registry, turns
+//! publishes into hub operations (telemetry into the durable log, twin requests, method
+//! answers) and hub pushes into publishes. Topic and property-bag grammar, usernames and the
+//! packet codec come from `azure_iot_protocol`, the same code the device client uses.
+
+mod session;
+
+use std::sync::Arc;
+
+use rustls::ServerConfig;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::hub::Hub;
+use crate::net::serve_tls;
+use crate::telemetry::TelemetryLog;
+
+/// What every MQTT session can reach.
+pub(crate) struct MqttContext {
+    pub(crate) hub: Hub,
+    pub(crate) telemetry: TelemetryLog,
+    pub(crate) hostname: Arc<str>,
+}
+
+/// Serves MQTT over TLS on `listener` until `shutdown` turns true.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    context: Arc<MqttContext>,
+    shutdown: watch::Receiver<bool>,
+) {
+    serve_tls(listener, tls, shutdown, move |stream, peer| {
+        let context = context.clone();
+        session::run(stream, peer, context)
+    })
+    .await;
+}

@@ -1,0 +1,183 @@
+//! A raw MQTT 3.1.1 test client over TLS: sends exactly the packets a test writes and reports
+//! exactly what the emulator answers, so tests can check the wire and misbehave on purpose.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use azure_iot_core::sas::{ResourceUri, SasToken, SharedAccessKey};
+use azure_iot_emulator::EmulatorHandle;
+use azure_iot_protocol::mqtt::codec::{
+    ConnAck, Connect, MAX_PACKET_BYTES, Packet, Publish, QoS, Subscribe, read_packet, write_packet,
+};
+use bytes::BytesMut;
+use rustls_pki_types::{CertificateDer, ServerName, pem::PemObject};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+/// How long a test waits for a packet before failing.
+const WAIT: Duration = Duration::from_secs(10);
+
+pub struct MqttClient {
+    stream: TlsStream<TcpStream>,
+    buffer: BytesMut,
+    next_pkid: u16,
+}
+
+/// A SAS token for `device`/`module` signed with `key_b64`, valid for `ttl`.
+pub fn device_token(
+    hub: &EmulatorHandle,
+    device: &str,
+    module: Option<&str>,
+    key_b64: &str,
+    ttl: Duration,
+) -> String {
+    let key = SharedAccessKey::from_base64(key_b64).unwrap();
+    let resource = match module {
+        Some(m) => ResourceUri::module(hub.hostname(), device, m),
+        None => ResourceUri::device(hub.hostname(), device),
+    };
+    SasToken::generate_with_ttl(&resource, &key, None, ttl)
+        .secret()
+        .to_owned()
+}
+
+impl MqttClient {
+    /// Opens TLS to the emulator's MQTT port (no CONNECT yet).
+    pub async fn open(hub: &EmulatorHandle) -> Self {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(hub.ca_pem().as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let tcp = TcpStream::connect(hub.mqtt_addr()).await.unwrap();
+        tcp.set_nodelay(true).unwrap();
+        let stream = TlsConnector::from(Arc::new(config))
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        Self {
+            stream,
+            buffer: BytesMut::new(),
+            next_pkid: 0,
+        }
+    }
+
+    /// Opens and sends CONNECT with the IoT Hub user name for `client_id`; returns the CONNACK.
+    pub async fn connect(
+        hub: &EmulatorHandle,
+        client_id: &str,
+        password: &str,
+        clean: bool,
+        keep_alive: u16,
+    ) -> (Self, ConnAck) {
+        let username = format!(
+            "{}/{client_id}/?api-version=2021-04-12&DeviceClientType=test",
+            hub.hostname()
+        );
+        Self::connect_as(hub, client_id, &username, password, clean, keep_alive).await
+    }
+
+    pub async fn connect_as(
+        hub: &EmulatorHandle,
+        client_id: &str,
+        username: &str,
+        password: &str,
+        clean: bool,
+        keep_alive: u16,
+    ) -> (Self, ConnAck) {
+        let mut client = Self::open(hub).await;
+        let mut connect = Connect::new(client_id);
+        connect.keep_alive = keep_alive;
+        connect.clean_session = clean;
+        connect.set_login(username, password);
+        client.send(Packet::Connect(connect)).await;
+        match client.recv().await {
+            Some(Packet::ConnAck(ack)) => (client, ack),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    pub async fn send(&mut self, packet: Packet) {
+        let mut out = BytesMut::new();
+        write_packet(&packet, &mut out).unwrap();
+        // A write may fail if the server already closed; the following recv reports it.
+        let _ = self.stream.write_all(&out).await;
+        let _ = self.stream.flush().await;
+    }
+
+    /// The next packet, or `None` if the server closed the connection.
+    pub async fn recv(&mut self) -> Option<Packet> {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                if let Some(packet) = read_packet(&mut self.buffer, MAX_PACKET_BYTES).unwrap() {
+                    return Some(packet);
+                }
+                match self.stream.read_buf(&mut self.buffer).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await
+        .expect("the emulator answered within the wait")
+    }
+
+    /// Asserts that the server closes the connection (after any packets already in flight).
+    pub async fn expect_closed(&mut self) {
+        while let Some(packet) = self.recv().await {
+            assert!(
+                !matches!(packet, Packet::ConnAck(_) | Packet::SubAck(_)),
+                "expected the connection to close, got {packet:?}"
+            );
+        }
+    }
+
+    pub fn pkid(&mut self) -> u16 {
+        self.next_pkid += 1;
+        self.next_pkid
+    }
+
+    pub async fn publish(&mut self, topic: &str, payload: impl Into<Vec<u8>>, qos: QoS) -> u16 {
+        let mut publish = Publish::new(topic, qos, payload.into());
+        if qos != QoS::AtMostOnce {
+            publish.pkid = self.pkid();
+        }
+        let pkid = publish.pkid;
+        self.send(Packet::Publish(publish)).await;
+        pkid
+    }
+
+    pub async fn subscribe(&mut self, filter: &str, qos: QoS) -> Packet {
+        let mut subscribe = Subscribe::new(filter, qos);
+        subscribe.pkid = self.pkid();
+        self.send(Packet::Subscribe(subscribe)).await;
+        self.recv().await.expect("an answer to SUBSCRIBE")
+    }
+
+    /// The next PUBLISH from the server, acknowledging it if it is QoS 1.
+    pub async fn next_publish(&mut self) -> Publish {
+        loop {
+            match self.recv().await {
+                Some(Packet::Publish(p)) => {
+                    if p.qos == QoS::AtLeastOnce {
+                        self.send(Packet::PubAck(
+                            azure_iot_protocol::mqtt::codec::PubAck::new(p.pkid),
+                        ))
+                        .await;
+                    }
+                    return p;
+                }
+                Some(Packet::PubAck(_)) | Some(Packet::PingResp) => continue,
+                other => panic!("expected PUBLISH, got {other:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,528 @@
+//! Devices over MQTT 3.1.1 on real TLS sockets: authentication, telemetry into the durable
+//! log, twins, desired-property pushes, direct methods, sessions, ACLs and refusals.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use azure_iot_emulator::EmulatorHandle;
+use azure_iot_protocol::mqtt::codec::{ConnectReturnCode, Packet, QoS, SubscribeReasonCode};
+use common::mqtt::{MqttClient, device_token};
+use common::{Client, emulator};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// Registers `device` and returns its primary key.
+async fn register(c: &Client, device: &str) -> String {
+    let r = c.put(&format!("/devices/{device}"), json!({})).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    r.body["authentication"]["symmetricKey"]["primaryKey"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn connected(hub: &EmulatorHandle, device: &str, key: &str) -> MqttClient {
+    let token = device_token(hub, device, None, key, HOUR);
+    let (client, ack) = MqttClient::connect(hub, device, &token, true, 60).await;
+    assert_eq!(ack.code, ConnectReturnCode::Success);
+    client
+}
+
+#[tokio::test]
+async fn telemetry_is_logged_with_properties_before_the_puback() {
+    let hub = emulator().await;
+    let c = Client::new(&hub, "iothubowner");
+    let key = register(&c, "dev1").await;
+    let mut device = connected(&hub, "dev1", &key).await;
+    // The Python SDK's exact topic for a message with system and custom properties.
+    let topic = "devices/dev1/messages/events/%24.mid=mid-1&%24.cid=cid-1&%24.ct=application%2Fjson&%24.ce=utf-8&%24.exp=2033-05-18T03%3A33%3A20%2B00%3A00&p1=v1";
+    let pkid = device
+        .publish(topic, r#"{"temperature":21.5}"#, QoS::AtLeastOnce)
+        .await;
+    match device.recv().await {
+        Some(Packet::PubAck(ack)) => assert_eq!(ack.pkid, pkid),
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+    // QoS 0 is accepted too (no PUBACK), and a retained publish is marked, not retained.
+    device
+        .publish("devices/dev1/messages/events/", "plain", QoS::AtMostOnce)
+        .await;
+    let mut retained = azure_iot_protocol::mqtt::codec::Publish::new(
+        "devices/dev1/messages/events/",
+        QoS::AtLeastOnce,
+        b"r".to_vec(),
+    );
+    retained.retain = true;
+    retained.pkid = device.pkid();
+    device.send(Packet::Publish(retained)).await;
+    assert!(matches!(device.recv().await, Some(Packet::PubAck(_))));
+
+    let events = hub.telemetry(0, 10).await.unwrap();
+    assert_eq!(events.len(), 3);
+    let first = &events[0];
+    assert_eq!(first.device_id, "dev1");
+    assert_eq!(first.message.body().as_ref(), br#"{"temperature":21.5}"#);
+    let s = first.message.system_properties();
+    assert_eq!(s.message_id.as_deref(), Some("mid-1"));
+    assert_eq!(s.correlation_id.as_deref(), Some("cid-1"));
+    assert_eq!(s.content_type.as_deref(), Some("application/json"));
+    assert_eq!(
+        s.expiry_time_utc.map(|t| t.unix_timestamp()),
+        Some(2_000_000_000)
+    );
+    assert_eq!(s.connection_device_id.as_deref(), Some("dev1"));
+    assert_eq!(s.connection_auth_method.as_deref(), Some("sas"));
+    assert_eq!(first.message.property("p1"), Some("v1"));
+    assert_eq!(events[1].message.body().as_ref(), b"plain");
+    assert_eq!(events[2].message.property("mqtt-retain"), Some("true"));
+    assert!(
+        events
+            .windows(2)
+            .all(|w| w[0].sequence_number < w[1].sequence_number)
+    );
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn module_outputs_are_logged_as_the_module() {
+    let hub = emulator().await;
+    let c = Client::new(&hub, "iothubowner");
+    register(&c, "d").await;
+    let m = c.put("/devices/d/modules/m", json!({})).await;
+    let key = m.body["authentication"]["symmetricKey"]["primaryKey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let token = device_token(&hub, "d", Some("m"), &key, HOUR);
+    let (mut module, ack) = MqttClient::connect(&hub, "d/m", &token, true, 60).await;
+    assert_eq!(ack.code, ConnectReturnCode::Success);
+    // Node's form, with the trailing slash.
+    module
+        .publish(
+            "devices/d/modules/m/messages/events/%24.on=out1&%24.mid=m1/",
+            "x",
+            QoS::AtLeastOnce,
+        )
+        .await;
+    assert!(matches!(module.recv().await, Some(Packet::PubAck(_))));
+    let events = hub.telemetry(0, 10).await.unwrap();
+    assert_eq!(events[0].module_id.as_deref(), Some("m"));
+    assert_eq!(
+        events[0].message.system_properties().output_name.as_deref(),
+        Some("out1")
+    );
+    assert_eq!(
+        events[0]
+            .message
+            .system_properties()
+            .connection_module_id
+            .as_deref(),
+        Some("m")
+    );
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn connects_are_refused_with_the_hubs_codes() {
+    let hub = emulator().await;
+    let c = Client::new(&hub, "iothubowner");
+    let key = register(&c, "dev1").await;
+    c.put("/devices/off", json!({"status": "disabled"})).await;
+    let other_key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    let cases = [
+        (
+            "unknown device",
+            "ghost",
+            device_token(&hub, "ghost", None, &key, HOUR),
+            ConnectReturnCode::NotAuthorized,
+        ),
+        (
+            "wrong key",
+            "dev1",
+            device_token(&hub, "dev1", None, other_key, HOUR),
+            ConnectReturnCode::NotAuthorized,
+        ),
+        (
+            "expired",
+            "dev1",
+            device_token(&hub, "dev1", None, &key, Duration::ZERO),
+            ConnectReturnCode::NotAuthorized,
+        ),
+        (
+            "token for another device",
+            "dev1",
+            device_token(&hub, "off", None, &key, HOUR),
+            ConnectReturnCode::NotAuthorized,
+        ),
+        (
+            "not a token",
+            "dev1",
+            "hunter2".to_owned(),
+            ConnectReturnCode::NotAuthorized,
+        ),
+    ];
+    for (why, client_id, token, code) in cases {
+        let (mut client, ack) = MqttClient::connect(&hub, client_id, &token, true, 60).await;
+        assert_eq!(ack.code, code, "{why}");
+        client.expect_closed().await;
+    }
+    let off = c.get("/devices/off").await.body["authentication"]["symmetricKey"]["primaryKey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, ack) = MqttClient::connect(
+        &hub,
+        "off",
+        &device_token(&hub, "off", None, &off, HOUR),
+        true,
+        60,
+    )
+    .await;
+    assert_eq!(
+        ack.code,
+        ConnectReturnCode::NotAuthorized,
+        "disabled device"
+    );
+    // User name that names someone else, or another hub.
+    let token = device_token(&hub, "dev1", None, &key, HOUR);
+    let (_, ack) = MqttClient::connect_as(
+        &hub,
+        "dev1",
+        "localhost/other/?api-version=2021-04-12",
+        &token,
+        true,
+        60,
+    )
+    .await;
+    assert_eq!(ack.code, ConnectReturnCode::BadUserNamePassword);
+    let (_, ack) = MqttClient::connect_as(
+        &hub,
+        "dev1",
+        "elsewhere.net/dev1/?api-version=2021-04-12",
+        &token,
+        true,
+        60,
+    )
+    .await;
+    assert_eq!(ack.code, ConnectReturnCode::NotAuthorized);
+
+    // A token made from a policy that grants DeviceConnect is accepted; one without it is not.
+    let policy_token = |policy: &str| {
+        let cs =
+            azure_iot_core::ServiceConnectionString::parse(hub.connection_string(policy).unwrap())
+                .unwrap();
+        azure_iot_core::SasToken::generate_with_ttl(
+            &azure_iot_core::ResourceUri::device(hub.hostname(), "dev1"),
+            cs.key(),
+            Some(policy),
+            HOUR,
+        )
+        .secret()
+        .to_owned()
+    };
+    let (_, ack) = MqttClient::connect(&hub, "dev1", &policy_token("device"), true, 60).await;
+    assert_eq!(ack.code, ConnectReturnCode::Success);
+    let (_, ack) = MqttClient::connect(&hub, "dev1", &policy_token("registryRead"), true, 60).await;
+    assert_eq!(ack.code, ConnectReturnCode::NotAuthorized);
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn forbidden_traffic_ends_only_that_connection() {
+    let hub = emulator().await;
+    let c = Client::new(&hub, "iothubowner");
+    let key = register(&c, "dev1").await;
+    register(&c, "dev2").await;
+    enum Attempt {
+        Publish(&'static str, Vec<u8>, QoS),
+        Subscribe(&'static str),
+    }
+    let attempts = [
+        (
+            "another device's telemetry",
+            Attempt::Publish(
+                "devices/dev2/messages/events/",
+                b"x".to_vec(),
+                QoS::AtLeastOnce,
+            ),
+        ),
+        (
+            "QoS 2",
+            Attempt::Publish(
+                "devices/dev1/messages/events/",
+                b"x".to_vec(),
+                QoS::ExactlyOnce,
+            ),
+        ),
+        (
+            "a topic IoT Hub does not have",
+            Attempt::Publish("random/topic", b"x".to_vec(), QoS::AtLeastOnce),
+        ),
+        (
+            "over 256 KiB",
+            Attempt::Publish(
+                "devices/dev1/messages/events/",
+                vec![b'x'; 256 * 1024 + 1],
+                QoS::AtLeastOnce,
+            ),
+        ),
+        (
+            "another device's C2D",
+            Attempt::Subscribe("devices/dev2/messages/devicebound/#"),
+        ),
+        ("a wildcard subscription", Attempt::Subscribe("#")),
+    ];
+    for (why, attempt) in attempts {
+        let mut device = connected(&hub, "dev1", &key).await;
+        match attempt {
+            Attempt::Publish(topic, payload, qos) => {
+                device.publish(topic, payload, qos).await;
+            }
+            Attempt::Subscribe(filter) => {
+                let mut subscribe =
+                    azure_iot_protocol::mqtt::codec::Subscribe::new(filter, QoS::AtLeastOnce);
+                subscribe.pkid = device.pkid();
+                device.send(Packet::Subscribe(subscribe)).await;
+            }
+        }
+        assert_eq!(
+            device.recv().await,
+            None,
+            "{why}: the connection must close"
+        );
+    }
+    // The hub is fine: a well-behaved connection still works.
+    let mut device = connected(&hub, "dev1", &key).await;
+    device
+        .publish("devices/dev1/messages/events/", "ok", QoS::AtLeastOnce)
+        .await;
+    assert!(
+        matches!(device.recv().await, Some(Packet::PubAck(_))),
+        "hub still serves"
+    );
+    assert_eq!(
+        hub.telemetry(0, 10).await.unwrap().len(),
+        1,
+        "nothing refused was logged"
+    );
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn twin_get_reported_patch_and_desired_push() {
+    let hub = emulator().await;
+    let c = Client::new(&hub, "iothubowner");
+    let key = register(&c, "dev1").await;
+    let mut device = connected(&hub, "dev1", &key).await;
+    for filter in [
+        "$iothub/twin/res/#",
+        "$iothub/twin/PATCH/properties/desired/#",
+    ] {
+        match device.subscribe(filter, QoS::AtLeastOnce).await {
+            Packet::SubAck(ack) => assert_eq!(
+                ack.return_codes,
+                vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)]
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+    // GET: Python and Node send one space as the body.
+    device
+        .publish("$iothub/twin/GET/?$rid=r1", " ", QoS::AtMostOnce)
+        .await;
+    let res = device.next_publish().await;
+    assert_eq!(res.topic, "$iothub/twin/res/200/?$rid=r1");
+    let twin: Value = serde_json::from_slice(&res.payload).unwrap();
+    assert_eq!(
+        twin,
+        json!({"desired": {"$version": 1}, "reported": {"$version": 1}})
+    );
+
+    device
+        .publish(
+            "$iothub/twin/PATCH/properties/reported/?$rid=r2",
+            r#"{"temperature": 21.5, "nested": {"a": null}}"#,
+            QoS::AtLeastOnce,
+        )
+        .await;
+    let res = device.next_publish().await;
+    assert_eq!(res.topic, "$iothub/twin/res/204/?$rid=r2&$version=2");
+    assert!(res.payload.is_empty());
+    let service_view = c.get("/twins/dev1").await.body;
+    assert_eq!(service_view["properties"]["reported"]["temperature"], 21.5);
+    assert_eq!(service_view["properties"]["reported"]["$version"], 2);
+
+    // A bad patch is a 400 with an error body carrying a non-zero errorCode (Node reads it).
+    device
+        .publish(
+            "$iothub/twin/PATCH/properties/reported/?$rid=r3",
+            "{nope",
+            QoS::AtLeastOnce,
+        )
+        .await;
+    let res = device.next_publish().await;
+    assert_eq!(res.topic, "$iothub/twin/res/400/?$rid=r3");
+    let body: Value = serde_json::from_slice(&res.payload).unwrap();
+    assert_eq!(body["errorCode"], 400004);
+
+    // The service changes desired properties: the device gets the patch with its version.
+    c.request(
+        Method::PATCH,
+        "/twins/dev1",
+        Some(json!({"properties": {"desired": {"fan": true}}})),
+        &[],
+    )
+    .await;
+    let patch = device.next_publish().await;
+    assert_eq!(
+        patch.topic,
+        "$iothub/twin/PATCH/properties/desired/?$version=2"
+    );
+    let body: Value = serde_json::from_slice(&patch.payload).unwrap();
+    assert_eq!(body, json!({"fan": true, "$version": 2}));
+    // Replace: keys that disappeared arrive as null.
+    c.request(
+        Method::PUT,
+        "/twins/dev1",
+        Some(json!({"properties": {"desired": {"mode": "eco"}}})),
+        &[],
+    )
+    .await;
+    let patch = device.next_publish().await;
+    let body: Value = serde_json::from_slice(&patch.payload).unwrap();
+    assert_eq!(body, json!({"mode": "eco", "fan": null, "$version": 3}));
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn direct_method_round_trip_through_rest_and_mqtt() {
+    let hub = emulator().await;
+    let c = Client::new(&hub, "iothubowner");
+    let key = register(&c, "dev1").await;
+    let mut device = connected(&hub, "dev1", &key).await;
+    device
+        .subscribe("$iothub/methods/POST/#", QoS::AtMostOnce)
+        .await;
+    let service = c.clone();
+    let call = tokio::spawn(async move {
+        service
+            .request(
+                Method::POST,
+                "/twins/dev1/methods",
+                Some(json!({"methodName": "reboot", "payload": {"delay": 5}, "responseTimeoutInSeconds": 10})),
+                &[],
+            )
+            .await
+    });
+    let request = device.next_publish().await;
+    let rid = request
+        .topic
+        .strip_prefix("$iothub/methods/POST/reboot/?$rid=")
+        .expect("method topic")
+        .to_owned();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&request.payload).unwrap(),
+        json!({"delay": 5})
+    );
+    device
+        .publish(
+            &format!("$iothub/methods/res/201/?$rid={rid}"),
+            r#"{"result":"ok"}"#,
+            QoS::AtMostOnce,
+        )
+        .await;
+    let answer = call.await.unwrap();
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(
+        answer.body,
+        json!({"status": 201, "payload": {"result": "ok"}})
+    );
+    assert_eq!(
+        c.get("/statistics/service").await.body["connectedDeviceCount"],
+        1
+    );
+    assert_eq!(
+        c.get("/devices/dev1").await.body["connectionState"],
+        "Connected"
+    );
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_new_connection_replaces_the_old_one_and_sessions_persist() {
+    let hub = emulator().await;
+    let c = Client::new(&hub, "iothubowner");
+    let key = register(&c, "dev1").await;
+    let token = device_token(&hub, "dev1", None, &key, HOUR);
+    let (mut first, ack) = MqttClient::connect(&hub, "dev1", &token, false, 60).await;
+    assert!(!ack.session_present);
+    first
+        .subscribe("$iothub/methods/POST/#", QoS::AtLeastOnce)
+        .await;
+    let (mut second, ack) = MqttClient::connect(&hub, "dev1", &token, false, 60).await;
+    assert_eq!(ack.code, ConnectReturnCode::Success);
+    assert!(
+        ack.session_present,
+        "clean session 0 keeps the subscriptions"
+    );
+    first.expect_closed().await;
+    // The kept method subscription works on the new connection without resubscribing.
+    let service = c.clone();
+    let call = tokio::spawn(async move {
+        service
+            .request(
+                Method::POST,
+                "/twins/dev1/methods",
+                Some(json!({"methodName": "ping", "responseTimeoutInSeconds": 10})),
+                &[],
+            )
+            .await
+    });
+    let request = second.next_publish().await;
+    let rid = request.topic.rsplit("$rid=").next().unwrap().to_owned();
+    second
+        .publish(
+            &format!("$iothub/methods/res/200/?$rid={rid}"),
+            "null",
+            QoS::AtLeastOnce,
+        )
+        .await;
+    assert_eq!(
+        call.await.unwrap().body,
+        json!({"status": 200, "payload": null})
+    );
+    // A clean session forgets them.
+    drop(second);
+    let (_, ack) = MqttClient::connect(&hub, "dev1", &token, true, 60).await;
+    assert!(!ack.session_present);
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn silent_clients_and_expired_tokens_are_disconnected() {
+    let hub = emulator().await;
+    let c = Client::new(&hub, "iothubowner");
+    let key = register(&c, "dev1").await;
+    // Keep-alive 1 s: the hub waits 1.5 s for a packet, then closes.
+    let token = device_token(&hub, "dev1", None, &key, HOUR);
+    let (mut quiet, _) = MqttClient::connect(&hub, "dev1", &token, true, 1).await;
+    let started = std::time::Instant::now();
+    quiet.expect_closed().await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(1400),
+        "{:?}",
+        started.elapsed()
+    );
+    // A token that expires in 2 s ends the connection then, even while the client pings.
+    let short = device_token(&hub, "dev1", None, &key, Duration::from_secs(2));
+    let (mut client, ack) = MqttClient::connect(&hub, "dev1", &short, true, 60).await;
+    assert_eq!(ack.code, ConnectReturnCode::Success);
+    client.send(Packet::PingReq).await;
+    assert_eq!(client.recv().await, Some(Packet::PingResp));
+    client.expect_closed().await;
+    hub.shutdown().await;
+}
