@@ -44,11 +44,11 @@ def check(name):
     return wrap
 
 
-def device_client(device_id):
+def device_client(device_id, websockets=False):
     d = RM.create_device_with_sas(device_id, "", "", "enabled")
     key = d.authentication.symmetric_key.primary_key
     cs = f"HostName={HOST};DeviceId={device_id};SharedAccessKey={key}"
-    client = IoTHubDeviceClient.create_from_connection_string(cs, server_verification_cert=CA)
+    client = IoTHubDeviceClient.create_from_connection_string(cs, server_verification_cert=CA, websockets=websockets)
     client.connect()
     return client
 
@@ -93,6 +93,17 @@ def _():
     assert props["$.exp"].startswith("2033-05-18T03:33:20"), props
     assert props["k space"] == "v/slash&amp" and props["empty"] == "", props
     assert rows[1][2] == b"plain"
+
+
+@check("telemetry and twin over MQTT over WebSockets (port 443)")
+def _():
+    client = device_client("pyd-ws", websockets=True)
+    client.send_message(Message("over websockets", message_id="ws-1"))
+    twin = client.get_twin()
+    assert twin["reported"]["$version"] == 1, twin
+    client.shutdown()
+    rows = logged("pyd-ws", 1)
+    assert rows[0][2] == b"over websockets" and rows[0][1]["$.mid"] == "ws-1", rows
 
 
 @check("module output message")

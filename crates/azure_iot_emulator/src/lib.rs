@@ -84,8 +84,8 @@ impl Emulator {
     }
 }
 
-/// A running emulator. Dropping it without [`shutdown`](Self::shutdown) leaves the servers
-/// running until the runtime stops.
+/// A running emulator. Dropping it stops the servers and closes device sessions without waiting
+/// for them; [`shutdown`](Self::shutdown) does the same and waits until everything has ended.
 pub struct EmulatorHandle {
     hostname: String,
     https_addr: SocketAddr,
@@ -222,11 +222,13 @@ impl EmulatorBuilder {
             hub: hub.clone(),
             telemetry: telemetry.clone(),
             hostname: hostname.clone(),
+            shutdown: shutdown_rx.clone(),
         });
         let app = http::router(http::AppState {
             hub,
             policies,
             hostname,
+            mqtt: mqtt_context.clone(),
         });
         let https = tokio::spawn(http::serve(
             https_listener,

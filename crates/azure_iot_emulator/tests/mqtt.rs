@@ -526,3 +526,120 @@ async fn silent_clients_and_expired_tokens_are_disconnected() {
     client.expect_closed().await;
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn mqtt_over_websockets_on_the_https_port() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let hub = emulator().await;
+    let c = Client::new(&hub, "iothubowner");
+    let key = register(&c, "wsdev").await;
+
+    let tls = {
+        use rustls_pki_types::CertificateDer;
+        use rustls_pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(hub.ca_pem().as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+    };
+    let tcp = tokio::net::TcpStream::connect(hub.https_addr())
+        .await
+        .unwrap();
+    let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls))
+        .connect(
+            rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    // The Java SDK's query string is ignored; the C SDK's upper-case subprotocol is accepted
+    // and echoed exactly.
+    let mut request = "wss://localhost/$iothub/websocket?iothub-no-client-cert=true"
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", "MQTT".parse().unwrap());
+    let (mut ws, response) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["sec-websocket-protocol"], "MQTT");
+
+    let token = device_token(&hub, "wsdev", None, &key, HOUR);
+    let mut connect = azure_iot_protocol::mqtt::codec::Connect::new("wsdev");
+    connect.keep_alive = 60;
+    connect.set_login(
+        format!("{}/wsdev/?api-version=2021-04-12", hub.hostname()),
+        token,
+    );
+    let mut publish = azure_iot_protocol::mqtt::codec::Publish::new(
+        "devices/wsdev/messages/events/",
+        QoS::AtLeastOnce,
+        b"over ws".to_vec(),
+    );
+    publish.pkid = 9;
+    let mut bytes = bytes::BytesMut::new();
+    azure_iot_protocol::mqtt::codec::write_packet(&Packet::Connect(connect), &mut bytes).unwrap();
+    azure_iot_protocol::mqtt::codec::write_packet(&Packet::Publish(publish), &mut bytes).unwrap();
+    // Frames need not align with packets: send the bytes in three arbitrary slices.
+    let third = bytes.len() / 3;
+    for chunk in [
+        &bytes[..third],
+        &bytes[third..2 * third],
+        &bytes[2 * third..],
+    ] {
+        ws.send(Message::Binary(bytes::Bytes::copy_from_slice(chunk)))
+            .await
+            .unwrap();
+    }
+    let mut received = bytes::BytesMut::new();
+    let mut packets = Vec::new();
+    while packets.len() < 2 {
+        match ws.next().await.unwrap().unwrap() {
+            Message::Binary(b) => received.extend_from_slice(&b),
+            other => panic!("unexpected frame {other:?}"),
+        }
+        while let Some(p) =
+            azure_iot_protocol::mqtt::codec::read_packet(&mut received, 1 << 20).unwrap()
+        {
+            packets.push(p);
+        }
+    }
+    assert!(matches!(&packets[0], Packet::ConnAck(a) if a.code == ConnectReturnCode::Success));
+    assert!(matches!(&packets[1], Packet::PubAck(a) if a.pkid == 9));
+    assert_eq!(
+        hub.telemetry(0, 10).await.unwrap()[0]
+            .message
+            .body()
+            .as_ref(),
+        b"over ws"
+    );
+
+    // Other subprotocols are refused explicitly.
+    let plain = common::http_client(&hub);
+    let refused = plain
+        .get(format!(
+            "https://localhost:{}/$iothub/websocket",
+            hub.https_addr().port()
+        ))
+        .header("Upgrade", "websocket")
+        .header("Connection", "Upgrade")
+        .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .header("Sec-WebSocket-Version", "13")
+        .header("Sec-WebSocket-Protocol", "AMQPWSB10")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::NOT_IMPLEMENTED);
+    hub.shutdown().await;
+}

@@ -149,10 +149,17 @@ mod tests {
             header::AUTHORIZATION,
             HeaderValue::from_str(token.secret()).unwrap(),
         );
+        let mqtt = Arc::new(crate::mqtt::MqttContext {
+            hub: hub.clone(),
+            telemetry: crate::telemetry::TelemetryLog::open(None).unwrap(),
+            hostname: Arc::from("h"),
+            shutdown: tokio::sync::watch::channel(false).1,
+        });
         let app = AppState {
             hub,
             policies,
             hostname: Arc::from("h"),
+            mqtt,
         };
         (app, headers)
     }

@@ -17,6 +17,7 @@ mod query;
 mod registry;
 mod server;
 mod twins;
+mod websocket;
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -32,10 +33,12 @@ use serde_json::Value;
 
 pub(crate) use error::ApiError;
 pub(crate) use server::serve;
+pub(crate) use websocket::Peer;
 
 use crate::hub::Hub;
 use crate::hub::error::ErrorCode;
 use crate::hub::policy::{Policies, Rights};
+use crate::mqtt::MqttContext;
 
 /// The largest request body accepted (bulk calls of 100 devices with twins fit easily).
 pub(crate) const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
@@ -46,6 +49,8 @@ pub(crate) struct AppState {
     pub(crate) hub: Hub,
     pub(crate) policies: Arc<Policies>,
     pub(crate) hostname: Arc<str>,
+    /// For MQTT sessions arriving as WebSocket upgrades.
+    pub(crate) mqtt: Arc<MqttContext>,
 }
 
 impl AppState {
@@ -102,6 +107,7 @@ pub(crate) fn router(state: AppState) -> Router {
                 .patch(twins::patch_module_twin)
                 .put(twins::replace_module_twin),
         )
+        .route("/$iothub/websocket", get(websocket::upgrade))
         .route("/twins/{id}/methods", post(methods::invoke_device))
         .route(
             "/twins/{id}/modules/{mid}/methods",

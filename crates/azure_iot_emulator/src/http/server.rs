@@ -3,13 +3,14 @@
 
 use std::sync::Arc;
 
-use axum::Router;
+use axum::{Extension, Router};
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use super::Peer;
 use crate::net::serve_tls;
 
 /// Serves `app` on `listener` until `shutdown` turns true.
@@ -20,7 +21,7 @@ pub(crate) async fn serve(
     shutdown: watch::Receiver<bool>,
 ) {
     serve_tls(listener, tls, shutdown, move |stream, peer| {
-        let service = TowerToHyperService::new(app.clone());
+        let service = TowerToHyperService::new(app.clone().layer(Extension(Peer(peer))));
         async move {
             let result = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)

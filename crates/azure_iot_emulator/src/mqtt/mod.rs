@@ -7,6 +7,8 @@
 
 mod session;
 
+pub(crate) use session::run as run_session;
+
 use std::sync::Arc;
 
 use rustls::ServerConfig;
@@ -22,6 +24,9 @@ pub(crate) struct MqttContext {
     pub(crate) hub: Hub,
     pub(crate) telemetry: TelemetryLog,
     pub(crate) hostname: Arc<str>,
+    /// Turns true when the emulator shuts down; every session then closes, including those
+    /// that arrived as WebSocket upgrades (which the accept loops do not own).
+    pub(crate) shutdown: watch::Receiver<bool>,
 }
 
 /// Serves MQTT over TLS on `listener` until `shutdown` turns true.

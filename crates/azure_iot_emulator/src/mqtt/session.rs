@@ -263,6 +263,10 @@ where
     async fn serve(&mut self) -> Closed {
         let mut keep_alive_deadline = self.keep_alive_deadline();
         let expiry = self.expiry_deadline();
+        let mut shutdown = self.ctx.shutdown.clone();
+        if *shutdown.borrow() {
+            return "the emulator is shutting down".into();
+        }
         loop {
             // Drain every complete packet already buffered before waiting for more.
             match read_packet(&mut self.read_buf, MAX_PACKET_BYTES) {
@@ -317,6 +321,7 @@ where
                     return "no packet within 1.5 × the keep-alive interval".into();
                 }
                 _ = sleep_until(expiry) => return "the SAS token expired".into(),
+                _ = shutdown.changed() => return "the emulator is shutting down".into(),
             }
         }
     }
