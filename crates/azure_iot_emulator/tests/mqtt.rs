@@ -2,21 +2,17 @@
 //! log, twins, desired-property pushes, direct methods, sessions, ACLs and refusals.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::time::Duration;
 
-use azure_iot_emulator::EmulatorHandle;
 use azure_iot_protocol::mqtt::codec::{ConnectReturnCode, Packet, QoS, SubscribeReasonCode};
-use common::mqtt::{MqttClient, device_token};
-use common::{Client, emulator};
+use azure_iot_test::{HubEndpoint, MqttClient, RestClient, device_token, emulator, http_client};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
 /// Registers `device` and returns its primary key.
-async fn register(c: &Client, device: &str) -> String {
+async fn register(c: &RestClient, device: &str) -> String {
     let r = c.put(&format!("/devices/{device}"), json!({})).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     r.body["authentication"]["symmetricKey"]["primaryKey"]
@@ -25,7 +21,7 @@ async fn register(c: &Client, device: &str) -> String {
         .to_owned()
 }
 
-async fn connected(hub: &EmulatorHandle, device: &str, key: &str) -> MqttClient {
+async fn connected(hub: &HubEndpoint, device: &str, key: &str) -> MqttClient {
     let token = device_token(hub, device, None, key, HOUR);
     let (client, ack) = MqttClient::connect(hub, device, &token, true, 60).await;
     assert_eq!(ack.code, ConnectReturnCode::Success);
@@ -35,9 +31,10 @@ async fn connected(hub: &EmulatorHandle, device: &str, key: &str) -> MqttClient 
 #[tokio::test]
 async fn telemetry_is_logged_with_properties_before_the_puback() {
     let hub = emulator().await;
-    let c = Client::new(&hub, "iothubowner");
+    let ep = HubEndpoint::of(&hub);
+    let c = RestClient::new(&ep, "iothubowner");
     let key = register(&c, "dev1").await;
-    let mut device = connected(&hub, "dev1", &key).await;
+    let mut device = connected(&ep, "dev1", &key).await;
     // The Python SDK's exact topic for a message with system and custom properties.
     let topic = "devices/dev1/messages/events/%24.mid=mid-1&%24.cid=cid-1&%24.ct=application%2Fjson&%24.ce=utf-8&%24.exp=2033-05-18T03%3A33%3A20%2B00%3A00&p1=v1";
     let pkid = device
@@ -90,15 +87,16 @@ async fn telemetry_is_logged_with_properties_before_the_puback() {
 #[tokio::test]
 async fn module_outputs_are_logged_as_the_module() {
     let hub = emulator().await;
-    let c = Client::new(&hub, "iothubowner");
+    let ep = HubEndpoint::of(&hub);
+    let c = RestClient::new(&ep, "iothubowner");
     register(&c, "d").await;
     let m = c.put("/devices/d/modules/m", json!({})).await;
     let key = m.body["authentication"]["symmetricKey"]["primaryKey"]
         .as_str()
         .unwrap()
         .to_owned();
-    let token = device_token(&hub, "d", Some("m"), &key, HOUR);
-    let (mut module, ack) = MqttClient::connect(&hub, "d/m", &token, true, 60).await;
+    let token = device_token(&ep, "d", Some("m"), &key, HOUR);
+    let (mut module, ack) = MqttClient::connect(&ep, "d/m", &token, true, 60).await;
     assert_eq!(ack.code, ConnectReturnCode::Success);
     // Node's form, with the trailing slash.
     module
@@ -129,7 +127,8 @@ async fn module_outputs_are_logged_as_the_module() {
 #[tokio::test]
 async fn connects_are_refused_with_the_hubs_codes() {
     let hub = emulator().await;
-    let c = Client::new(&hub, "iothubowner");
+    let ep = HubEndpoint::of(&hub);
+    let c = RestClient::new(&ep, "iothubowner");
     let key = register(&c, "dev1").await;
     c.put("/devices/off", json!({"status": "disabled"})).await;
     let other_key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
@@ -137,25 +136,25 @@ async fn connects_are_refused_with_the_hubs_codes() {
         (
             "unknown device",
             "ghost",
-            device_token(&hub, "ghost", None, &key, HOUR),
+            device_token(&ep, "ghost", None, &key, HOUR),
             ConnectReturnCode::NotAuthorized,
         ),
         (
             "wrong key",
             "dev1",
-            device_token(&hub, "dev1", None, other_key, HOUR),
+            device_token(&ep, "dev1", None, other_key, HOUR),
             ConnectReturnCode::NotAuthorized,
         ),
         (
             "expired",
             "dev1",
-            device_token(&hub, "dev1", None, &key, Duration::ZERO),
+            device_token(&ep, "dev1", None, &key, Duration::ZERO),
             ConnectReturnCode::NotAuthorized,
         ),
         (
             "token for another device",
             "dev1",
-            device_token(&hub, "off", None, &key, HOUR),
+            device_token(&ep, "off", None, &key, HOUR),
             ConnectReturnCode::NotAuthorized,
         ),
         (
@@ -166,7 +165,7 @@ async fn connects_are_refused_with_the_hubs_codes() {
         ),
     ];
     for (why, client_id, token, code) in cases {
-        let (mut client, ack) = MqttClient::connect(&hub, client_id, &token, true, 60).await;
+        let (mut client, ack) = MqttClient::connect(&ep, client_id, &token, true, 60).await;
         assert_eq!(ack.code, code, "{why}");
         client.expect_closed().await;
     }
@@ -175,9 +174,9 @@ async fn connects_are_refused_with_the_hubs_codes() {
         .unwrap()
         .to_owned();
     let (_, ack) = MqttClient::connect(
-        &hub,
+        &ep,
         "off",
-        &device_token(&hub, "off", None, &off, HOUR),
+        &device_token(&ep, "off", None, &off, HOUR),
         true,
         60,
     )
@@ -188,9 +187,9 @@ async fn connects_are_refused_with_the_hubs_codes() {
         "disabled device"
     );
     // User name that names someone else, or another hub.
-    let token = device_token(&hub, "dev1", None, &key, HOUR);
+    let token = device_token(&ep, "dev1", None, &key, HOUR);
     let (_, ack) = MqttClient::connect_as(
-        &hub,
+        &ep,
         "dev1",
         "localhost/other/?api-version=2021-04-12",
         &token,
@@ -200,7 +199,7 @@ async fn connects_are_refused_with_the_hubs_codes() {
     .await;
     assert_eq!(ack.code, ConnectReturnCode::BadUserNamePassword);
     let (_, ack) = MqttClient::connect_as(
-        &hub,
+        &ep,
         "dev1",
         "elsewhere.net/dev1/?api-version=2021-04-12",
         &token,
@@ -224,9 +223,9 @@ async fn connects_are_refused_with_the_hubs_codes() {
         .secret()
         .to_owned()
     };
-    let (_, ack) = MqttClient::connect(&hub, "dev1", &policy_token("device"), true, 60).await;
+    let (_, ack) = MqttClient::connect(&ep, "dev1", &policy_token("device"), true, 60).await;
     assert_eq!(ack.code, ConnectReturnCode::Success);
-    let (_, ack) = MqttClient::connect(&hub, "dev1", &policy_token("registryRead"), true, 60).await;
+    let (_, ack) = MqttClient::connect(&ep, "dev1", &policy_token("registryRead"), true, 60).await;
     assert_eq!(ack.code, ConnectReturnCode::NotAuthorized);
     hub.shutdown().await;
 }
@@ -234,7 +233,8 @@ async fn connects_are_refused_with_the_hubs_codes() {
 #[tokio::test]
 async fn forbidden_traffic_ends_only_that_connection() {
     let hub = emulator().await;
-    let c = Client::new(&hub, "iothubowner");
+    let ep = HubEndpoint::of(&hub);
+    let c = RestClient::new(&ep, "iothubowner");
     let key = register(&c, "dev1").await;
     register(&c, "dev2").await;
     enum Attempt {
@@ -277,7 +277,7 @@ async fn forbidden_traffic_ends_only_that_connection() {
         ("a wildcard subscription", Attempt::Subscribe("#")),
     ];
     for (why, attempt) in attempts {
-        let mut device = connected(&hub, "dev1", &key).await;
+        let mut device = connected(&ep, "dev1", &key).await;
         match attempt {
             Attempt::Publish(topic, payload, qos) => {
                 device.publish(topic, payload, qos).await;
@@ -296,7 +296,7 @@ async fn forbidden_traffic_ends_only_that_connection() {
         );
     }
     // The hub is fine: a well-behaved connection still works.
-    let mut device = connected(&hub, "dev1", &key).await;
+    let mut device = connected(&ep, "dev1", &key).await;
     device
         .publish("devices/dev1/messages/events/", "ok", QoS::AtLeastOnce)
         .await;
@@ -315,9 +315,10 @@ async fn forbidden_traffic_ends_only_that_connection() {
 #[tokio::test]
 async fn twin_get_reported_patch_and_desired_push() {
     let hub = emulator().await;
-    let c = Client::new(&hub, "iothubowner");
+    let ep = HubEndpoint::of(&hub);
+    let c = RestClient::new(&ep, "iothubowner");
     let key = register(&c, "dev1").await;
-    let mut device = connected(&hub, "dev1", &key).await;
+    let mut device = connected(&ep, "dev1", &key).await;
     for filter in [
         "$iothub/twin/res/#",
         "$iothub/twin/PATCH/properties/desired/#",
@@ -401,9 +402,10 @@ async fn twin_get_reported_patch_and_desired_push() {
 #[tokio::test]
 async fn direct_method_round_trip_through_rest_and_mqtt() {
     let hub = emulator().await;
-    let c = Client::new(&hub, "iothubowner");
+    let ep = HubEndpoint::of(&hub);
+    let c = RestClient::new(&ep, "iothubowner");
     let key = register(&c, "dev1").await;
-    let mut device = connected(&hub, "dev1", &key).await;
+    let mut device = connected(&ep, "dev1", &key).await;
     device
         .subscribe("$iothub/methods/POST/#", QoS::AtMostOnce)
         .await;
@@ -455,15 +457,16 @@ async fn direct_method_round_trip_through_rest_and_mqtt() {
 #[tokio::test]
 async fn a_new_connection_replaces_the_old_one_and_sessions_persist() {
     let hub = emulator().await;
-    let c = Client::new(&hub, "iothubowner");
+    let ep = HubEndpoint::of(&hub);
+    let c = RestClient::new(&ep, "iothubowner");
     let key = register(&c, "dev1").await;
-    let token = device_token(&hub, "dev1", None, &key, HOUR);
-    let (mut first, ack) = MqttClient::connect(&hub, "dev1", &token, false, 60).await;
+    let token = device_token(&ep, "dev1", None, &key, HOUR);
+    let (mut first, ack) = MqttClient::connect(&ep, "dev1", &token, false, 60).await;
     assert!(!ack.session_present);
     first
         .subscribe("$iothub/methods/POST/#", QoS::AtLeastOnce)
         .await;
-    let (mut second, ack) = MqttClient::connect(&hub, "dev1", &token, false, 60).await;
+    let (mut second, ack) = MqttClient::connect(&ep, "dev1", &token, false, 60).await;
     assert_eq!(ack.code, ConnectReturnCode::Success);
     assert!(
         ack.session_present,
@@ -497,7 +500,7 @@ async fn a_new_connection_replaces_the_old_one_and_sessions_persist() {
     );
     // A clean session forgets them.
     drop(second);
-    let (_, ack) = MqttClient::connect(&hub, "dev1", &token, true, 60).await;
+    let (_, ack) = MqttClient::connect(&ep, "dev1", &token, true, 60).await;
     assert!(!ack.session_present);
     hub.shutdown().await;
 }
@@ -505,11 +508,12 @@ async fn a_new_connection_replaces_the_old_one_and_sessions_persist() {
 #[tokio::test]
 async fn silent_clients_and_expired_tokens_are_disconnected() {
     let hub = emulator().await;
-    let c = Client::new(&hub, "iothubowner");
+    let ep = HubEndpoint::of(&hub);
+    let c = RestClient::new(&ep, "iothubowner");
     let key = register(&c, "dev1").await;
     // Keep-alive 1 s: the hub waits 1.5 s for a packet, then closes.
-    let token = device_token(&hub, "dev1", None, &key, HOUR);
-    let (mut quiet, _) = MqttClient::connect(&hub, "dev1", &token, true, 1).await;
+    let token = device_token(&ep, "dev1", None, &key, HOUR);
+    let (mut quiet, _) = MqttClient::connect(&ep, "dev1", &token, true, 1).await;
     let started = std::time::Instant::now();
     quiet.expect_closed().await;
     assert!(
@@ -518,8 +522,8 @@ async fn silent_clients_and_expired_tokens_are_disconnected() {
         started.elapsed()
     );
     // A token that expires in 2 s ends the connection then, even while the client pings.
-    let short = device_token(&hub, "dev1", None, &key, Duration::from_secs(2));
-    let (mut client, ack) = MqttClient::connect(&hub, "dev1", &short, true, 60).await;
+    let short = device_token(&ep, "dev1", None, &key, Duration::from_secs(2));
+    let (mut client, ack) = MqttClient::connect(&ep, "dev1", &short, true, 60).await;
     assert_eq!(ack.code, ConnectReturnCode::Success);
     client.send(Packet::PingReq).await;
     assert_eq!(client.recv().await, Some(Packet::PingResp));
@@ -534,7 +538,8 @@ async fn mqtt_over_websockets_on_the_https_port() {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
     let hub = emulator().await;
-    let c = Client::new(&hub, "iothubowner");
+    let ep = HubEndpoint::of(&hub);
+    let c = RestClient::new(&ep, "iothubowner");
     let key = register(&c, "wsdev").await;
 
     let tls = {
@@ -575,7 +580,7 @@ async fn mqtt_over_websockets_on_the_https_port() {
         .unwrap();
     assert_eq!(response.headers()["sec-websocket-protocol"], "MQTT");
 
-    let token = device_token(&hub, "wsdev", None, &key, HOUR);
+    let token = device_token(&ep, "wsdev", None, &key, HOUR);
     let mut connect = azure_iot_protocol::mqtt::codec::Connect::new("wsdev");
     connect.keep_alive = 60;
     connect.set_login(
@@ -626,7 +631,7 @@ async fn mqtt_over_websockets_on_the_https_port() {
     );
 
     // Other subprotocols are refused explicitly.
-    let plain = common::http_client(&hub);
+    let plain = http_client(&ep);
     let refused = plain
         .get(format!(
             "https://localhost:{}/$iothub/websocket",

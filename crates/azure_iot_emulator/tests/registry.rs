@@ -1,16 +1,15 @@
 //! Identity registry over real TLS: devices, modules, bulk, statistics, purge, error cases.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
-use common::{Client, emulator};
+use azure_iot_test::{HubEndpoint, RestClient, emulator};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 #[tokio::test]
 async fn device_lifecycle_with_etags() {
     let hub = emulator().await;
-    let c = Client::new(&hub, "iothubowner");
+    let ep = HubEndpoint::of(&hub);
+    let c = RestClient::new(&ep, "iothubowner");
 
     // Create: no If-Match, keys generated, full Device echoed with 200 (Python accepts only 200).
     let created = c.put("/devices/dev1", json!({"deviceId": "dev1"})).await;
@@ -115,7 +114,8 @@ async fn device_lifecycle_with_etags() {
 #[tokio::test]
 async fn given_keys_and_thumbprints_are_kept() {
     let hub = emulator().await;
-    let c = Client::new(&hub, "iothubowner");
+    let ep = HubEndpoint::of(&hub);
+    let c = RestClient::new(&ep, "iothubowner");
     let key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
     let r = c
         .put(
@@ -152,7 +152,8 @@ async fn given_keys_and_thumbprints_are_kept() {
 #[tokio::test]
 async fn bad_input_is_a_400_and_changes_nothing() {
     let hub = emulator().await;
-    let c = Client::new(&hub, "iothubowner");
+    let ep = HubEndpoint::of(&hub);
+    let c = RestClient::new(&ep, "iothubowner");
     c.put("/devices/keep", json!({})).await;
     let cases: Vec<(&str, Value)> = vec![
         ("/devices/has%20space", json!({})),
@@ -211,7 +212,8 @@ async fn bad_input_is_a_400_and_changes_nothing() {
 #[tokio::test]
 async fn ids_use_the_whole_hub_alphabet() {
     let hub = emulator().await;
-    let c = Client::new(&hub, "iothubowner");
+    let ep = HubEndpoint::of(&hub);
+    let c = RestClient::new(&ep, "iothubowner");
     // Percent-encoded in the path as the SDKs send them; decoded before use.
     let id = "a-b:c.d+e%f_g#h*i?j!k(l)m,n=o@p;q$r's";
     let path = format!(
@@ -228,7 +230,8 @@ async fn ids_use_the_whole_hub_alphabet() {
 #[tokio::test]
 async fn listing_devices() {
     let hub = emulator().await;
-    let c = Client::new(&hub, "iothubowner");
+    let ep = HubEndpoint::of(&hub);
+    let c = RestClient::new(&ep, "iothubowner");
     for id in ["c", "a", "b"] {
         c.put(&format!("/devices/{id}"), json!({})).await;
     }
@@ -259,7 +262,8 @@ async fn listing_devices() {
 #[tokio::test]
 async fn module_lifecycle() {
     let hub = emulator().await;
-    let c = Client::new(&hub, "iothubowner");
+    let ep = HubEndpoint::of(&hub);
+    let c = RestClient::new(&ep, "iothubowner");
     let orphan = c.put("/devices/nodev/modules/m1", json!({})).await;
     assert_eq!(orphan.status, StatusCode::NOT_FOUND);
     assert_eq!(orphan.error_name(), "DeviceNotFound");
@@ -321,7 +325,8 @@ async fn module_lifecycle() {
 #[tokio::test]
 async fn bulk_operations_report_per_device() {
     let hub = emulator().await;
-    let c = Client::new(&hub, "iothubowner");
+    let ep = HubEndpoint::of(&hub);
+    let c = RestClient::new(&ep, "iothubowner");
     c.put("/devices/exists", json!({})).await;
     let r = c
         .request(
@@ -425,7 +430,8 @@ async fn bulk_operations_report_per_device() {
 #[tokio::test]
 async fn statistics_and_purge() {
     let hub = emulator().await;
-    let c = Client::new(&hub, "iothubowner");
+    let ep = HubEndpoint::of(&hub);
+    let c = RestClient::new(&ep, "iothubowner");
     c.put("/devices/on", json!({})).await;
     c.put("/devices/off", json!({"status": "disabled"})).await;
     assert_eq!(
@@ -452,7 +458,8 @@ async fn statistics_and_purge() {
 #[tokio::test]
 async fn unsupported_features_say_so() {
     let hub = emulator().await;
-    let c = Client::new(&hub, "iothubowner");
+    let ep = HubEndpoint::of(&hub);
+    let c = RestClient::new(&ep, "iothubowner");
     let jobs = c.get("/jobs/v2/job1").await;
     assert_eq!(jobs.status, StatusCode::NOT_IMPLEMENTED);
     assert!(

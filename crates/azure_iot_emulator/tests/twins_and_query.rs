@@ -1,16 +1,15 @@
 //! Twins and queries over real TLS.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
-use common::{Client, emulator};
+use azure_iot_test::{HubEndpoint, Reply, RestClient, emulator, http_client};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 #[tokio::test]
 async fn device_twin_get_patch_replace() {
     let hub = emulator().await;
-    let c = Client::new(&hub, "iothubowner");
+    let ep = HubEndpoint::of(&hub);
+    let c = RestClient::new(&ep, "iothubowner");
     c.put("/devices/t1", json!({})).await;
 
     let twin = c.get("/twins/t1").await;
@@ -105,7 +104,8 @@ async fn device_twin_get_patch_replace() {
 #[tokio::test]
 async fn module_twins() {
     let hub = emulator().await;
-    let c = Client::new(&hub, "iothubowner");
+    let ep = HubEndpoint::of(&hub);
+    let c = RestClient::new(&ep, "iothubowner");
     c.put("/devices/d", json!({})).await;
     c.put("/devices/d/modules/m", json!({})).await;
     let twin = c.get("/twins/d/modules/m").await;
@@ -135,7 +135,7 @@ async fn module_twins() {
     hub.shutdown().await;
 }
 
-async fn query(c: &Client, text: &str, headers: &[(&str, &str)]) -> common::Reply {
+async fn query(c: &RestClient, text: &str, headers: &[(&str, &str)]) -> Reply {
     c.request(
         Method::POST,
         "/devices/query",
@@ -148,7 +148,8 @@ async fn query(c: &Client, text: &str, headers: &[(&str, &str)]) -> common::Repl
 #[tokio::test]
 async fn queries_filter_project_aggregate_and_page() {
     let hub = emulator().await;
-    let c = Client::new(&hub, "iothubowner");
+    let ep = HubEndpoint::of(&hub);
+    let c = RestClient::new(&ep, "iothubowner");
     for (id, region, freq) in [
         ("d1", "US", 30),
         ("d2", "US", 90),
@@ -275,33 +276,34 @@ async fn queries_filter_project_aggregate_and_page() {
 #[tokio::test]
 async fn authorization_is_enforced_per_right() {
     let hub = emulator().await;
-    let owner = Client::new(&hub, "iothubowner");
+    let ep = HubEndpoint::of(&hub);
+    let owner = RestClient::new(&ep, "iothubowner");
     owner.put("/devices/a1", json!({})).await;
 
     // Every failure is a 401 IotHubUnauthorizedAccess with a reason, and never echoes the token.
-    let expect_401 = |r: &common::Reply, why: &str| {
+    let expect_401 = |r: &Reply, why: &str| {
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{why}: {:?}", r.body);
         assert_eq!(r.error_name(), "IotHubUnauthorizedAccess", "{why}");
         assert_eq!(r.body["ErrorCode"], 401002);
     };
-    let read = Client::new(&hub, "registryRead");
+    let read = RestClient::new(&ep, "registryRead");
     assert_eq!(read.get("/devices/a1").await.status, StatusCode::OK);
     expect_401(
         &read.put("/devices/a2", json!({})).await,
         "registryRead cannot write",
     );
-    let service = Client::new(&hub, "service");
+    let service = RestClient::new(&ep, "service");
     assert_eq!(service.get("/twins/a1").await.status, StatusCode::OK);
     expect_401(
         &service.get("/devices/a1").await,
         "service cannot read the registry",
     );
-    let device = Client::new(&hub, "device");
+    let device = RestClient::new(&ep, "device");
     expect_401(
         &device.get("/twins/a1").await,
         "device policy cannot use service APIs",
     );
-    let rw = Client::new(&hub, "registryReadWrite");
+    let rw = RestClient::new(&ep, "registryReadWrite");
     assert_eq!(
         rw.put("/devices/a3", json!({})).await.status,
         StatusCode::OK
@@ -339,7 +341,7 @@ async fn authorization_is_enforced_per_right() {
         .to_owned()
     });
     expect_401(&other_hub.get("/devices/a1").await, "audience");
-    let no_header = common::http_client(&hub)
+    let no_header = http_client(&ep)
         .get(format!(
             "https://localhost:{}/devices/a1?api-version=2021-04-12",
             hub.https_addr().port()

@@ -1,26 +1,11 @@
-//! Test support: an emulator on an ephemeral port and a raw HTTPS client that speaks to it
-//! the way the official service SDKs do (SAS `Authorization`, JSON bodies, `If-Match`).
-#![allow(dead_code, unreachable_pub, clippy::expect_used, clippy::unwrap_used)]
-
-pub mod mqtt;
-
 use std::time::Duration;
 
 use azure_iot_core::connection_string::ServiceConnectionString;
 use azure_iot_core::sas::{ResourceUri, SasToken};
-use azure_iot_emulator::{Emulator, EmulatorHandle};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-/// An emulator with state in memory.
-pub async fn emulator() -> EmulatorHandle {
-    Emulator::builder()
-        .https_port(0)
-        .mqtt_port(0)
-        .start()
-        .await
-        .expect("emulator starts")
-}
+use crate::HubEndpoint;
 
 /// A response, decoded.
 #[derive(Debug)]
@@ -43,22 +28,21 @@ impl Reply {
 
 /// A service-side REST client authenticated with one policy.
 #[derive(Clone)]
-pub struct Client {
+pub struct RestClient {
     http: reqwest::Client,
     base: String,
     cs: ServiceConnectionString,
     token: Option<String>,
 }
 
-impl Client {
+impl RestClient {
     /// A client for `hub` using `policy`'s connection string.
-    pub fn new(hub: &EmulatorHandle, policy: &str) -> Self {
-        let cs =
-            ServiceConnectionString::parse(hub.connection_string(policy).expect("policy exists"))
-                .expect("valid connection string");
+    pub fn new(hub: &HubEndpoint, policy: &str) -> Self {
+        let cs = ServiceConnectionString::parse(hub.connection_string(policy))
+            .expect("valid connection string");
         Self {
             http: http_client(hub),
-            base: format!("https://localhost:{}", hub.https_addr().port()),
+            base: format!("https://localhost:{}", hub.https_addr.port()),
             cs,
             token: None,
         }
@@ -157,25 +141,11 @@ impl Client {
     }
 }
 
-/// An HTTPS client that trusts the emulator's CA and reaches `localhost` at its address.
-pub fn http_client(hub: &EmulatorHandle) -> reqwest::Client {
-    use rustls_pki_types::CertificateDer;
-    use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(hub.ca_pem().as_bytes()) {
-        roots
-            .add(cert.expect("CA PEM parses"))
-            .expect("CA is acceptable");
-    }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+/// An HTTPS client that trusts the hub's CA and reaches `localhost` at its address.
+pub fn http_client(hub: &HubEndpoint) -> reqwest::Client {
     reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
-        .resolve("localhost", hub.https_addr())
+        .use_preconfigured_tls(hub.tls_config())
+        .resolve("localhost", hub.https_addr)
         .timeout(Duration::from_secs(30))
         .build()
         .expect("HTTP client builds")

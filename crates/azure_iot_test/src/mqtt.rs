@@ -1,20 +1,18 @@
-//! A raw MQTT 3.1.1 test client over TLS: sends exactly the packets a test writes and reports
-//! exactly what the emulator answers, so tests can check the wire and misbehave on purpose.
-
 use std::sync::Arc;
 use std::time::Duration;
 
 use azure_iot_core::sas::{ResourceUri, SasToken, SharedAccessKey};
-use azure_iot_emulator::EmulatorHandle;
 use azure_iot_protocol::mqtt::codec::{
     ConnAck, Connect, MAX_PACKET_BYTES, Packet, Publish, QoS, Subscribe, read_packet, write_packet,
 };
 use bytes::BytesMut;
-use rustls_pki_types::{CertificateDer, ServerName, pem::PemObject};
+use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
+
+use crate::HubEndpoint;
 
 /// How long a test waits for a packet before failing.
 const WAIT: Duration = Duration::from_secs(10);
@@ -27,7 +25,7 @@ pub struct MqttClient {
 
 /// A SAS token for `device`/`module` signed with `key_b64`, valid for `ttl`.
 pub fn device_token(
-    hub: &EmulatorHandle,
+    hub: &HubEndpoint,
     device: &str,
     module: Option<&str>,
     key_b64: &str,
@@ -35,8 +33,8 @@ pub fn device_token(
 ) -> String {
     let key = SharedAccessKey::from_base64(key_b64).unwrap();
     let resource = match module {
-        Some(m) => ResourceUri::module(hub.hostname(), device, m),
-        None => ResourceUri::device(hub.hostname(), device),
+        Some(m) => ResourceUri::module(&hub.hostname, device, m),
+        None => ResourceUri::device(&hub.hostname, device),
     };
     SasToken::generate_with_ttl(&resource, &key, None, ttl)
         .secret()
@@ -45,19 +43,9 @@ pub fn device_token(
 
 impl MqttClient {
     /// Opens TLS to the emulator's MQTT port (no CONNECT yet).
-    pub async fn open(hub: &EmulatorHandle) -> Self {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(hub.ca_pem().as_bytes()) {
-            roots.add(cert.unwrap()).unwrap();
-        }
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let tcp = TcpStream::connect(hub.mqtt_addr()).await.unwrap();
+    pub async fn open(hub: &HubEndpoint) -> Self {
+        let config = hub.tls_config();
+        let tcp = TcpStream::connect(hub.mqtt_addr).await.unwrap();
         tcp.set_nodelay(true).unwrap();
         let stream = TlsConnector::from(Arc::new(config))
             .connect(ServerName::try_from("localhost").unwrap(), tcp)
@@ -72,7 +60,7 @@ impl MqttClient {
 
     /// Opens and sends CONNECT with the IoT Hub user name for `client_id`; returns the CONNACK.
     pub async fn connect(
-        hub: &EmulatorHandle,
+        hub: &HubEndpoint,
         client_id: &str,
         password: &str,
         clean: bool,
@@ -80,13 +68,13 @@ impl MqttClient {
     ) -> (Self, ConnAck) {
         let username = format!(
             "{}/{client_id}/?api-version=2021-04-12&DeviceClientType=test",
-            hub.hostname()
+            hub.hostname
         );
         Self::connect_as(hub, client_id, &username, password, clean, keep_alive).await
     }
 
     pub async fn connect_as(
-        hub: &EmulatorHandle,
+        hub: &HubEndpoint,
         client_id: &str,
         username: &str,
         password: &str,

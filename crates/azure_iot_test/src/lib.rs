@@ -1,0 +1,32 @@
+//! Test support shared by the workspace's tests (`publish = false`).
+//!
+//! * [`HubEndpoint`]: where an emulator listens, the CA to trust and its policies' connection
+//!   strings — from an in-process [`EmulatorHandle`] or from the `hub.json` and `ca.pem` that
+//!   `azure-iot hub start` writes.
+//! * [`RestClient`]: a raw service REST client (SAS `Authorization`, JSON, `If-Match`) that
+//!   reports status, headers and body exactly, and checks the JSON content type on every body.
+//! * [`MqttClient`]: a raw MQTT 3.1.1 client over TLS that sends exactly the packets a test
+//!   writes, so tests can check the wire and misbehave on purpose.
+//!
+//! Helpers panic with a message on failure: they are for tests only.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod endpoint;
+mod mqtt;
+mod rest;
+
+pub use endpoint::HubEndpoint;
+pub use mqtt::{MqttClient, device_token};
+pub use rest::{Reply, RestClient, http_client};
+
+use azure_iot_emulator::{Emulator, EmulatorHandle};
+
+/// An emulator on ephemeral ports with its state in memory.
+pub async fn emulator() -> EmulatorHandle {
+    Emulator::builder()
+        .https_port(0)
+        .mqtt_port(0)
+        .start()
+        .await
+        .expect("emulator starts")
+}
