@@ -25,6 +25,9 @@ pub enum EmulatorError {
     /// The configuration is inconsistent.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The hub refused an operation (unknown device, full queue ...); the text says why.
+    #[error("the hub refused the operation: {0}")]
+    Refused(String),
     /// The hub's state owner has stopped (the emulator is shutting down).
     #[error("the emulator is shutting down")]
     ShuttingDown,

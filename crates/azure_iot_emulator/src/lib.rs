@@ -91,6 +91,7 @@ pub struct EmulatorHandle {
     https_addr: SocketAddr,
     mqtt_addr: SocketAddr,
     ca_pem: String,
+    hub: Hub,
     telemetry: telemetry::TelemetryLog,
     connection_strings: BTreeMap<String, String>,
     data_dir: Option<PathBuf>,
@@ -136,6 +137,21 @@ impl EmulatorHandle {
         self.telemetry.read(after, limit).await
     }
 
+    /// Queues a cloud-to-device message for `device_id`, as a service sending over AMQP
+    /// would. Returns the message's sequence number; fails if the device is unknown or its
+    /// queue is full (50 messages).
+    pub async fn send_cloud_to_device(
+        &self,
+        device_id: &str,
+        message: azure_iot_core::message::Message,
+    ) -> Result<u64, EmulatorError> {
+        let device = device_id.to_owned();
+        self.hub
+            .call(move |s| s.enqueue_c2d(&device, message))
+            .await?
+            .map_err(|e| EmulatorError::Refused(e.to_string()))
+    }
+
     /// The CA certificate (PEM) that signs the server certificate: what clients must trust.
     pub fn ca_pem(&self) -> &str {
         &self.ca_pem
@@ -164,7 +180,10 @@ impl EmulatorHandle {
         for task in self.tasks.drain(..) {
             let _ = task.await;
         }
-        if let Some(thread) = self.hub_thread.take() {
+        let thread = self.hub_thread.take();
+        // The handle's own references to the hub must go too, or the state thread never ends.
+        drop(self);
+        if let Some(thread) = thread {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
     }
@@ -218,6 +237,8 @@ impl EmulatorBuilder {
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         let hostname: Arc<str> = Arc::from(config.hostname.as_str());
+        let handle_hub = hub.clone();
+        let sweeper = tokio::spawn(sweep_expired_c2d(hub.clone(), shutdown_rx.clone()));
         let mqtt_context = Arc::new(mqtt::MqttContext {
             hub: hub.clone(),
             telemetry: telemetry.clone(),
@@ -248,12 +269,29 @@ impl EmulatorBuilder {
             https_addr,
             mqtt_addr,
             ca_pem: tls.ca_pem,
+            hub: handle_hub,
             telemetry,
             connection_strings,
             data_dir: config.data_dir,
             shutdown,
-            tasks: vec![https, mqtt],
+            tasks: vec![https, mqtt, sweeper],
             hub_thread: Some(hub_thread),
         })
+    }
+}
+
+/// Expires cloud-to-device messages once a second (feedback `Expired`), until shutdown.
+async fn sweep_expired_c2d(hub: Hub, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if hub.call(|s| s.sweep_c2d()).await.is_err() {
+                    return;
+                }
+            }
+            _ = shutdown.changed() => return,
+        }
     }
 }

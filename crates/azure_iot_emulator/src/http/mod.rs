@@ -12,6 +12,7 @@
 //! every malformed request gets an IoT Hub error body, not a framework's plain-text one.
 
 mod error;
+mod feedback;
 mod methods;
 mod query;
 mod registry;
@@ -108,6 +109,15 @@ pub(crate) fn router(state: AppState) -> Router {
                 .put(twins::replace_module_twin),
         )
         .route("/$iothub/websocket", get(websocket::upgrade))
+        .route("/messages/serviceBound/feedback", get(feedback::receive))
+        .route(
+            "/messages/serviceBound/feedback/{token}",
+            axum::routing::delete(feedback::complete),
+        )
+        .route(
+            "/messages/serviceBound/feedback/{token}/abandon",
+            post(feedback::abandon),
+        )
         .route("/twins/{id}/methods", post(methods::invoke_device))
         .route(
             "/twins/{id}/modules/{mid}/methods",

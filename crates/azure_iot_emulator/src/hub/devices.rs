@@ -16,6 +16,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use super::HubState;
+use super::c2d::C2dDelivery;
 use super::error::HubError;
 use super::identity::{AuthType, Status};
 use super::methods::MethodCall;
@@ -27,6 +28,8 @@ use super::state::now;
 pub(crate) enum Push {
     /// A desired-properties patch, including `"$version"`.
     DesiredPatch(Value),
+    /// A cloud-to-device message, locked to this connection until it is completed.
+    CloudToDevice(Box<C2dDelivery>),
 }
 
 /// A live connection of one identity.
@@ -114,13 +117,20 @@ impl Links {
     }
 
     pub(super) fn push_desired(&mut self, identity: &Identity, patch: Value) {
-        let Some(link) = self.live.get(identity).filter(|l| l.desired) else {
+        if self.live.get(identity).is_some_and(|l| l.desired) {
+            self.push(identity, Push::DesiredPatch(patch));
+        }
+    }
+
+    /// Hands `push` to the identity's live connection, if any.
+    pub(super) fn push(&mut self, identity: &Identity, push: Push) {
+        let Some(link) = self.live.get(identity) else {
             return;
         };
-        if link.pushes.try_send(Push::DesiredPatch(patch)).is_err() {
+        if link.pushes.try_send(push).is_err() {
             // A device that does not drain its pushes is disconnected rather than buffered
             // without bound; it gets the current twin when it reconnects.
-            tracing::info!(%identity, "device is not keeping up with desired-property patches; closing its connection");
+            tracing::info!(%identity, "device is not keeping up with what the hub sends it; closing its connection");
             self.live.remove(identity);
         }
     }

@@ -21,6 +21,7 @@ pub(crate) enum ErrorCode {
     ModuleAlreadyExists,
     PreconditionFailed,
     MessageTooLarge,
+    DeviceMaximumQueueDepthExceeded,
     NotImplemented,
     ServerError,
     GatewayTimeout,
@@ -40,6 +41,9 @@ impl ErrorCode {
             Self::ModuleAlreadyExists => (409, 409_301, "ModuleAlreadyExists"),
             Self::PreconditionFailed => (412, 412_001, "PreconditionFailed"),
             Self::MessageTooLarge => (413, 413_001, "MessageTooLarge"),
+            Self::DeviceMaximumQueueDepthExceeded => {
+                (403, 403_004, "DeviceMaximumQueueDepthExceeded")
+            }
             Self::NotImplemented => (501, 501_001, "NotImplemented"),
             Self::ServerError => (500, 500_001, "ServerError"),
             Self::GatewayTimeout => (504, 504_101, "GatewayTimeout"),

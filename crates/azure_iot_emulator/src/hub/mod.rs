@@ -12,6 +12,7 @@
 //!                                          └──────────────────────────────────────┘
 //! ```
 
+pub(crate) mod c2d;
 pub(crate) mod devices;
 pub(crate) mod error;
 pub(crate) mod identity;

@@ -16,6 +16,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
+use super::c2d::CloudToDevice;
 use super::devices::{Links, MethodTarget};
 use super::error::{ErrorCode, HubError};
 use super::identity::{IdentityBody, IdentityRecord, IdentitySpec, NEVER, validate_id};
@@ -39,7 +40,7 @@ struct DeviceEntry {
 
 /// Everything the hub knows.
 pub(crate) struct HubState {
-    store: Store,
+    pub(super) store: Store,
     policies: Policies,
     devices: BTreeMap<String, DeviceEntry>,
     /// Source of identity ETags and generation ids: strictly increasing, seeded from the clock
@@ -47,6 +48,8 @@ pub(crate) struct HubState {
     sequence: u64,
     /// Live device connections, method routing, persistent sessions (see `devices.rs`).
     pub(super) links: Links,
+    /// Cloud-to-device queues and feedback (see `c2d.rs`).
+    pub(super) c2d: CloudToDevice,
 }
 
 impl HubState {
@@ -101,7 +104,9 @@ impl HubState {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_micros() as u64)
             .unwrap_or(0);
+        let c2d = CloudToDevice::load(&store)?;
         Ok(Self {
+            c2d,
             store,
             policies: Policies::new(policies),
             devices,
@@ -157,7 +162,12 @@ impl HubState {
 
     fn identity_json(&self, record: &IdentityRecord) -> Value {
         let connected = self.is_connected(&record.device_id, record.module_id.as_deref());
-        record.to_json(connected, 0)
+        let queued = if record.module_id.is_none() {
+            self.c2d_count(&record.device_id)
+        } else {
+            0
+        };
+        record.to_json(connected, queued)
     }
 
     // ---- identities ---------------------------------------------------------------------
@@ -353,6 +363,7 @@ impl HubState {
             None => {
                 self.devices.remove(device_id);
                 self.links.forget_device(device_id);
+                self.forget_c2d(device_id);
             }
         }
     }
@@ -546,7 +557,7 @@ impl HubState {
             "statusUpdateTime": record.status_updated_time,
             "connectionState": if connected { "Connected" } else { "Disconnected" },
             "lastActivityTime": record.last_activity_time,
-            "cloudToDeviceMessageCount": 0,
+            "cloudToDeviceMessageCount": if record.module_id.is_none() { self.c2d_count(&record.device_id) } else { 0 },
             "authenticationType": record.credentials.auth_type.as_str(),
             "x509Thumbprint": {
                 "primaryThumbprint": record.credentials.primary_thumbprint,
@@ -654,16 +665,6 @@ impl HubState {
                 .map(|e| self.twin_json(&e.record))
                 .collect()
         }
-    }
-
-    // ---- cloud-to-device ----------------------------------------------------------------
-
-    /// `DELETE /devices/{id}/commands`: purges the device's cloud-to-device queue and returns
-    /// how many messages were removed. (Queues arrive with the device endpoints; until a
-    /// message can be enqueued there is nothing to purge.)
-    pub(crate) fn purge_c2d(&mut self, device_id: &str) -> Result<u64, HubError> {
-        self.record(device_id, None)?;
-        Ok(0)
     }
 
     // ---- direct methods -------------------------------------------------------------------

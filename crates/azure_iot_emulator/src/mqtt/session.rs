@@ -35,6 +35,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::MqttContext;
+use crate::hub::c2d::C2dDelivery;
 use crate::hub::devices::Push;
 use crate::hub::error::HubError;
 use crate::hub::methods::MethodCall;
@@ -121,6 +122,11 @@ struct Session<S> {
     pending_methods: HashMap<String, oneshot::Sender<DirectMethodResponse>>,
     request_ids: RequestIdGenerator,
     acks: VecDeque<Ack>,
+    /// Cloud-to-device messages delivered at QoS 1 and not yet acknowledged: packet id →
+    /// message id. The device's PUBACK completes the message.
+    c2d_inflight: HashMap<u16, u64>,
+    /// Deliveries handed over while a SUBSCRIBE is processed, published once it is recorded.
+    pending_c2d: Vec<C2dDelivery>,
 }
 
 impl<S> Session<S>
@@ -241,6 +247,8 @@ where
             pending_methods: HashMap::new(),
             request_ids: RequestIdGenerator::new(),
             acks: VecDeque::new(),
+            c2d_inflight: HashMap::new(),
+            pending_c2d: Vec::new(),
         };
         // A kept session (clean session 0) resumes its subscriptions.
         for filter in kept {
@@ -252,7 +260,16 @@ where
             }
         }
         let connack = Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, session_present));
-        if session.write(&connack).is_err() || session.flush().await.is_err() {
+        if session.write(&connack).is_err() {
+            return None;
+        }
+        // Messages queued while the device was away follow the CONNACK.
+        for delivery in std::mem::take(&mut session.pending_c2d) {
+            if session.deliver_c2d(delivery).await.is_err() {
+                return None;
+            }
+        }
+        if session.flush().await.is_err() {
             return None;
         }
         tracing::info!(identity = %session.identity, peer = %session.peer, session_present, "device connected");
@@ -307,6 +324,11 @@ where
                             return e;
                         }
                     }
+                    Some(Push::CloudToDevice(delivery)) => {
+                        if let Err(e) = self.deliver_c2d(*delivery).await {
+                            return e;
+                        }
+                    }
                     None => return "replaced by a new connection of the same identity (or the identity was deleted)".into(),
                 },
                 call = next_method(&mut self.methods) => match call {
@@ -351,7 +373,11 @@ where
                     codes.push(SubscribeReasonCode::Success(qos));
                 }
                 self.save_subscriptions().await;
-                self.write(&Packet::SubAck(SubAck::new(subscribe.pkid, codes)))
+                self.write(&Packet::SubAck(SubAck::new(subscribe.pkid, codes)))?;
+                for delivery in std::mem::take(&mut self.pending_c2d) {
+                    self.deliver_c2d(delivery).await?;
+                }
+                Ok(())
             }
             Packet::Unsubscribe(unsubscribe) => {
                 for filter in &unsubscribe.topics {
@@ -363,9 +389,14 @@ where
                 self.write(&Packet::UnsubAck(UnsubAck::new(unsubscribe.pkid)))
             }
             Packet::PingReq => self.write(&Packet::PingResp),
-            // Acknowledgements of our QoS 1 deliveries (twin responses, method requests,
-            // desired patches) need no action.
-            Packet::PubAck(_) => Ok(()),
+            // The PUBACK of a cloud-to-device message completes it; acknowledgements of other
+            // deliveries (twin responses, method requests, desired patches) need no action.
+            Packet::PubAck(ack) => {
+                if let Some(id) = self.c2d_inflight.remove(&ack.pkid) {
+                    self.complete_c2d(id).await;
+                }
+                Ok(())
+            }
             Packet::Disconnect => Err("the device disconnected".into()),
             Packet::Connect(_) => Err("a second CONNECT on the same connection".into()),
             other => Err(format!("{} is not used with IoT Hub", packet_name(&other))),
@@ -487,6 +518,17 @@ where
         let who = self.identity.clone();
         let connection = self.connection;
         match filter {
+            TopicFilter::CloudToDevice { device_id } => {
+                let device = device_id.clone();
+                // The subscription is recorded first so that the deliveries find their QoS.
+                let deliveries = self
+                    .ctx
+                    .hub
+                    .call(move |s| s.subscribe_c2d(&device, connection, true))
+                    .await
+                    .unwrap_or_default();
+                self.pending_c2d.extend(deliveries);
+            }
             TopicFilter::DesiredPatches => {
                 let _ = self
                     .ctx
@@ -520,6 +562,15 @@ where
             }
             // Dropping the receiver closes the hub's target for this connection.
             TopicFilter::MethodRequests => self.methods = None,
+            TopicFilter::CloudToDevice { device_id } => {
+                let device = device_id.clone();
+                let connection = self.connection;
+                let _ = self
+                    .ctx
+                    .hub
+                    .call(move |s| s.subscribe_c2d(&device, connection, false))
+                    .await;
+            }
             _ => {}
         }
     }
@@ -562,7 +613,7 @@ where
             request_id: request_id.to_owned(),
             version,
         };
-        self.publish(topic.to_string(), body, qos)
+        self.publish(topic.to_string(), body, qos).map(drop)
     }
 
     /// An error answer with the body every SDK can read (Node needs a non-zero `errorCode`).
@@ -591,6 +642,35 @@ where
             .unwrap_or_default();
         let topic = DownstreamTopic::DesiredPatch { version };
         self.publish(topic.to_string(), patch.to_string().into_bytes(), qos)
+            .map(drop)
+    }
+
+    async fn deliver_c2d(&mut self, delivery: C2dDelivery) -> Result<(), Closed> {
+        let Some(qos) = self.delivery_qos(|f| matches!(f, TopicFilter::CloudToDevice { .. }))
+        else {
+            // Not subscribed (any more): the lock is released when the connection ends.
+            return Ok(());
+        };
+        let topic = DownstreamTopic::cloud_to_device(self.identity.device_id(), &delivery.message);
+        let pkid = self.publish(topic.to_string(), delivery.message.body().to_vec(), qos)?;
+        match pkid {
+            Some(pkid) => {
+                self.c2d_inflight.insert(pkid, delivery.id);
+            }
+            // At QoS 0 delivery is completion.
+            None => self.complete_c2d(delivery.id).await,
+        }
+        Ok(())
+    }
+
+    async fn complete_c2d(&mut self, id: u64) {
+        let device = self.identity.device_id().to_owned();
+        let connection = self.connection;
+        let _ = self
+            .ctx
+            .hub
+            .call(move |s| s.complete_c2d(&device, connection, id))
+            .await;
     }
 
     fn deliver_method(&mut self, call: MethodCall) -> Result<(), Closed> {
@@ -610,15 +690,25 @@ where
             call.payload.to_string().into_bytes(),
             qos,
         )
+        .map(drop)
     }
 
-    fn publish(&mut self, topic: String, payload: Vec<u8>, qos: QoS) -> Result<(), Closed> {
+    /// Publishes to the device; returns the packet id of a QoS 1 publish.
+    fn publish(
+        &mut self,
+        topic: String,
+        payload: Vec<u8>,
+        qos: QoS,
+    ) -> Result<Option<u16>, Closed> {
         let mut publish = Publish::new(topic, qos, payload);
+        let mut packet_id = None;
         if qos == QoS::AtLeastOnce {
             self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
             publish.pkid = self.next_packet_id;
+            packet_id = Some(publish.pkid);
         }
-        self.write(&Packet::Publish(publish))
+        self.write(&Packet::Publish(publish))?;
+        Ok(packet_id)
     }
 
     fn write(&mut self, packet: &Packet) -> Result<(), Closed> {
@@ -666,7 +756,11 @@ where
         let _ = self
             .ctx
             .hub
-            .call(move |s| s.disconnect_device(&who, connection, clean))
+            .call(move |s| {
+                // Unacknowledged cloud-to-device messages are delivered again next time.
+                s.release_c2d(who.device_id(), connection);
+                s.disconnect_device(&who, connection, clean);
+            })
             .await;
     }
 }

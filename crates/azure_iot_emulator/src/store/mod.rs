@@ -36,6 +36,19 @@ CREATE TABLE IF NOT EXISTS policies (
     secondary_key TEXT NOT NULL,
     rights        INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS c2d (
+    id             INTEGER PRIMARY KEY,
+    device_id      TEXT NOT NULL,
+    enqueued_time  TEXT NOT NULL,
+    expiry         TEXT NOT NULL,
+    delivery_count INTEGER NOT NULL,
+    properties     TEXT NOT NULL,
+    body           BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS feedback (
+    id     INTEGER PRIMARY KEY,
+    record TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS identities (
     device_id TEXT NOT NULL,
     module_id TEXT NOT NULL,
@@ -52,6 +65,27 @@ pub(crate) enum Change<'a> {
     DeleteDevice(&'a str),
     /// Delete one module.
     DeleteModule(&'a str, &'a str),
+    /// Insert or replace a queued cloud-to-device message.
+    PutC2d(&'a C2dRow),
+    /// Remove a cloud-to-device message (completed, expired, dead-lettered, purged).
+    DeleteC2d(u64),
+    /// Add a feedback record (JSON).
+    PutFeedback(u64, &'a str),
+    /// Remove a delivered feedback record.
+    DeleteFeedback(u64),
+}
+
+/// A stored cloud-to-device message.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct C2dRow {
+    pub(crate) id: u64,
+    pub(crate) device_id: String,
+    pub(crate) enqueued_time: String,
+    pub(crate) expiry: String,
+    pub(crate) delivery_count: u32,
+    /// Every property, as MQTT property-bag text.
+    pub(crate) properties: String,
+    pub(crate) body: Vec<u8>,
 }
 
 /// The hub's database.
@@ -191,6 +225,7 @@ impl Store {
                 }
                 Change::DeleteDevice(device) => {
                     tx.execute("DELETE FROM identities WHERE device_id = ?1", [device])?;
+                    tx.execute("DELETE FROM c2d WHERE device_id = ?1", [device])?;
                 }
                 Change::DeleteModule(device, module) => {
                     tx.execute(
@@ -198,8 +233,64 @@ impl Store {
                         [device, module],
                     )?;
                 }
+                Change::PutC2d(row) => {
+                    tx.execute(
+                        "INSERT INTO c2d (id, device_id, enqueued_time, expiry, delivery_count, properties, body)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                         ON CONFLICT(id) DO UPDATE SET delivery_count = excluded.delivery_count",
+                        params![
+                            row.id as i64,
+                            row.device_id,
+                            row.enqueued_time,
+                            row.expiry,
+                            row.delivery_count,
+                            row.properties,
+                            row.body
+                        ],
+                    )?;
+                }
+                Change::DeleteC2d(id) => {
+                    tx.execute("DELETE FROM c2d WHERE id = ?1", [*id as i64])?;
+                }
+                Change::PutFeedback(id, record) => {
+                    tx.execute(
+                        "INSERT INTO feedback (id, record) VALUES (?1, ?2)",
+                        params![*id as i64, record],
+                    )?;
+                }
+                Change::DeleteFeedback(id) => {
+                    tx.execute("DELETE FROM feedback WHERE id = ?1", [*id as i64])?;
+                }
             }
         }
         tx.commit()
+    }
+
+    /// Every queued cloud-to-device message, oldest first.
+    pub(crate) fn c2d_rows(&self) -> Result<Vec<C2dRow>, EmulatorError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, device_id, enqueued_time, expiry, delivery_count, properties, body FROM c2d ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(C2dRow {
+                id: r.get::<_, i64>(0)? as u64,
+                device_id: r.get(1)?,
+                enqueued_time: r.get(2)?,
+                expiry: r.get(3)?,
+                delivery_count: r.get(4)?,
+                properties: r.get(5)?,
+                body: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Every pending feedback record, oldest first.
+    pub(crate) fn feedback_rows(&self) -> Result<Vec<(u64, String)>, EmulatorError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, record FROM feedback ORDER BY id")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 }

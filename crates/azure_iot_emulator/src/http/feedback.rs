@@ -1,0 +1,64 @@
+//! Cloud-to-device feedback over REST (`/messages/serviceBound/feedback`), as the Python
+//! service SDK and `az iot` read it.
+//!
+//! `GET` answers 204 when there is nothing, else 200 with a JSON array of up to 64 records and
+//! the batch's lock token in `ETag` (quoted). `DELETE .../{lockToken}` completes the batch;
+//! `POST .../{lockToken}/abandon` returns it to the queue. A batch not completed within 60 s
+//! is delivered again.
+
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde_json::Value;
+
+use super::{ApiError, AppState, json_ok};
+use crate::hub::policy::Rights;
+
+pub(crate) async fn receive(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    app.authorize(&headers, Rights::SERVICE_CONNECT)?;
+    let token = lock_token();
+    let lock = token.clone();
+    match app.hub.call(move |s| s.take_feedback(lock)).await? {
+        None => Ok(StatusCode::NO_CONTENT.into_response()),
+        Some(records) => {
+            let mut response = json_ok(Value::Array(records));
+            if let Ok(etag) = HeaderValue::from_str(&format!("\"{token}\"")) {
+                response.headers_mut().insert(header::ETAG, etag);
+            }
+            Ok(response)
+        }
+    }
+}
+
+pub(crate) async fn complete(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(token): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    app.authorize(&headers, Rights::SERVICE_CONNECT)?;
+    let token = token.trim_matches('"').to_owned();
+    app.hub.call(move |s| s.complete_feedback(&token)).await??;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(crate) async fn abandon(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(token): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    app.authorize(&headers, Rights::SERVICE_CONNECT)?;
+    let token = token.trim_matches('"').to_owned();
+    app.hub.call(move |s| s.abandon_feedback(&token)).await??;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A random lock token (32 hex digits).
+fn lock_token() -> String {
+    use ring::rand::{SecureRandom, SystemRandom};
+    let mut bytes = [0u8; 16];
+    let _ = SystemRandom::new().fill(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,266 @@
+//! Cloud-to-device messages: durable queues, MQTT delivery completed by PUBACK, redelivery,
+//! limits, expiry, purge, and the feedback the sender asked for (read over REST).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use azure_iot_core::message::{AckMode, Message};
+use azure_iot_protocol::mqtt::codec::{Packet, PubAck, QoS};
+use azure_iot_test::{HubEndpoint, MqttClient, RestClient, device_token, emulator};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+async fn register(c: &RestClient, device: &str) -> String {
+    let r = c.put(&format!("/devices/{device}"), json!({})).await;
+    r.body["authentication"]["symmetricKey"]["primaryKey"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn c2d(mid: &str, ack: AckMode) -> Message {
+    Message::builder(format!("body of {mid}"))
+        .message_id(mid)
+        .ack(ack)
+        .property("k", "v 1")
+        .build()
+        .unwrap()
+}
+
+async fn feedback(c: &RestClient) -> Vec<Value> {
+    let r = c.get("/messages/serviceBound/feedback").await;
+    if r.status == StatusCode::NO_CONTENT {
+        return Vec::new();
+    }
+    assert_eq!(r.status, StatusCode::OK);
+    let etag = r.headers["etag"]
+        .to_str()
+        .unwrap()
+        .trim_matches('"')
+        .to_owned();
+    let done = c
+        .delete(&format!("/messages/serviceBound/feedback/{etag}"))
+        .await;
+    assert_eq!(done.status, StatusCode::NO_CONTENT);
+    r.body.as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn queued_messages_are_delivered_on_subscribe_and_completed_by_puback() {
+    let hub = emulator().await;
+    let ep = HubEndpoint::of(&hub);
+    let c = RestClient::new(&ep, "iothubowner");
+    let key = register(&c, "dev1").await;
+    hub.send_cloud_to_device("dev1", c2d("m1", AckMode::Full))
+        .await
+        .unwrap();
+    assert_eq!(
+        c.get("/devices/dev1").await.body["cloudToDeviceMessageCount"],
+        1
+    );
+
+    let token = device_token(&ep, "dev1", None, &key, HOUR);
+    let (mut device, _) = MqttClient::connect(&ep, "dev1", &token, true, 60).await;
+    let mut subscribe = azure_iot_protocol::mqtt::codec::Subscribe::new(
+        "devices/dev1/messages/devicebound/#",
+        QoS::AtLeastOnce,
+    );
+    subscribe.pkid = device.pkid();
+    device.send(Packet::Subscribe(subscribe)).await;
+    assert!(matches!(device.recv().await, Some(Packet::SubAck(_))));
+    let delivered = match device.recv().await {
+        Some(Packet::Publish(p)) => p,
+        other => panic!("expected the queued message, got {other:?}"),
+    };
+    assert_eq!(delivered.qos, QoS::AtLeastOnce);
+    assert_eq!(delivered.payload.as_ref(), b"body of m1");
+    // Every client parser's needs: %24. keys, encoded slashes, $.to present, .NET timestamps.
+    assert!(
+        delivered
+            .topic
+            .starts_with("devices/dev1/messages/devicebound/%24.mid=m1&%24.exp="),
+        "{}",
+        delivered.topic
+    );
+    assert!(
+        delivered
+            .topic
+            .contains("&%24.to=%2Fdevices%2Fdev1%2Fmessages%2FdeviceBound&iothub-ack=full&k=v%201"),
+        "{}",
+        delivered.topic
+    );
+    assert!(
+        c.get("/messages/serviceBound/feedback").await.status == StatusCode::NO_CONTENT,
+        "no feedback before completion"
+    );
+
+    device
+        .send(Packet::PubAck(PubAck::new(delivered.pkid)))
+        .await;
+    // The completion is processed before the next request on the same connection is answered.
+    device.send(Packet::PingReq).await;
+    assert_eq!(device.recv().await, Some(Packet::PingResp));
+    let records = feedback(&c).await;
+    assert_eq!(records.len(), 1);
+    let r = &records[0];
+    assert_eq!(r["originalMessageId"], "m1");
+    assert_eq!(r["statusCode"], "Success");
+    assert_eq!(r["description"], "Success");
+    assert_eq!(r["deviceId"], "dev1");
+    assert!(
+        r["deviceGenerationId"]
+            .as_str()
+            .is_some_and(|g| !g.is_empty())
+    );
+    assert_eq!(
+        c.get("/devices/dev1").await.body["cloudToDeviceMessageCount"],
+        0
+    );
+    assert!(feedback(&c).await.is_empty(), "completed feedback is gone");
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn live_delivery_and_redelivery_of_unacknowledged_messages() {
+    let hub = emulator().await;
+    let ep = HubEndpoint::of(&hub);
+    let c = RestClient::new(&ep, "iothubowner");
+    let key = register(&c, "dev1").await;
+    let token = device_token(&ep, "dev1", None, &key, HOUR);
+    let (mut first, _) = MqttClient::connect(&ep, "dev1", &token, false, 60).await;
+    first
+        .subscribe("devices/dev1/messages/devicebound/#", QoS::AtLeastOnce)
+        .await;
+    hub.send_cloud_to_device("dev1", c2d("live", AckMode::Positive))
+        .await
+        .unwrap();
+    match first.recv().await {
+        Some(Packet::Publish(p)) => assert_eq!(p.payload.as_ref(), b"body of live"),
+        other => panic!("{other:?}"),
+    }
+    // Dropped without PUBACK: the message stays queued and comes again on the next session.
+    drop(first);
+    let (mut second, ack) = MqttClient::connect(&ep, "dev1", &token, false, 60).await;
+    assert!(ack.session_present);
+    let again = match second.recv().await {
+        Some(Packet::Publish(p)) => p,
+        other => panic!("expected redelivery, got {other:?}"),
+    };
+    assert_eq!(again.payload.as_ref(), b"body of live");
+    second.send(Packet::PubAck(PubAck::new(again.pkid))).await;
+    second.send(Packet::PingReq).await;
+    assert_eq!(second.recv().await, Some(Packet::PingResp));
+    let records = feedback(&c).await;
+    assert_eq!(records[0]["statusCode"], "Success");
+    assert_eq!(
+        c.get("/devices/dev1").await.body["cloudToDeviceMessageCount"],
+        0
+    );
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn queue_limit_purge_and_feedback_per_ack_mode() {
+    let hub = emulator().await;
+    let ep = HubEndpoint::of(&hub);
+    let c = RestClient::new(&ep, "iothubowner");
+    register(&c, "dev1").await;
+    for i in 0..50 {
+        let ack = match i % 4 {
+            0 => AckMode::None,
+            1 => AckMode::Positive,
+            2 => AckMode::Negative,
+            _ => AckMode::Full,
+        };
+        hub.send_cloud_to_device("dev1", c2d(&format!("m{i}"), ack))
+            .await
+            .unwrap();
+    }
+    let full = hub
+        .send_cloud_to_device("dev1", c2d("m50", AckMode::None))
+        .await
+        .unwrap_err();
+    assert!(
+        full.to_string().contains("DeviceMaximumQueueDepthExceeded"),
+        "{full}"
+    );
+    let unknown = hub
+        .send_cloud_to_device("ghost", c2d("x", AckMode::None))
+        .await
+        .unwrap_err();
+    assert!(unknown.to_string().contains("DeviceNotFound"), "{unknown}");
+
+    let purge = c.delete("/devices/dev1/commands").await;
+    assert_eq!(
+        purge.body,
+        json!({"totalMessagesPurged": 50, "deviceId": "dev1", "moduleId": null})
+    );
+    // Purged is a negative outcome: negative and full messages report it (i % 4 of 2 or 3).
+    let mut records = Vec::new();
+    loop {
+        let batch = feedback(&c).await;
+        if batch.is_empty() {
+            break;
+        }
+        records.extend(batch);
+    }
+    assert_eq!(records.len(), (0..50).filter(|i| i % 4 >= 2).count());
+    assert!(records.iter().all(|r| r["statusCode"] == "Purged"));
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn expired_messages_are_dropped_with_feedback_and_state_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = || async {
+        azure_iot_emulator::Emulator::builder()
+            .https_port(0)
+            .mqtt_port(0)
+            .data_dir(dir.path())
+            .start()
+            .await
+            .unwrap()
+    };
+    let hub = start().await;
+    let ep = HubEndpoint::of(&hub);
+    let c = RestClient::new(&ep, "iothubowner");
+    register(&c, "dev1").await;
+    let soon = time::OffsetDateTime::now_utc() + time::Duration::seconds(1);
+    let short = c2d("short", AckMode::Negative)
+        .into_builder()
+        .expiry_time_utc(soon)
+        .build()
+        .unwrap();
+    hub.send_cloud_to_device("dev1", short).await.unwrap();
+    hub.send_cloud_to_device("dev1", c2d("kept", AckMode::Full))
+        .await
+        .unwrap();
+    // The hub sweeps once a second.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let records = loop {
+        let batch = feedback(&c).await;
+        if !batch.is_empty() {
+            break batch;
+        }
+        assert!(std::time::Instant::now() < deadline, "no Expired feedback");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(records[0]["originalMessageId"], "short");
+    assert_eq!(records[0]["statusCode"], "Expired");
+    hub.shutdown().await;
+
+    // The other message is still queued after a restart.
+    let hub = start().await;
+    let c = RestClient::new(&HubEndpoint::of(&hub), "iothubowner");
+    assert_eq!(
+        c.get("/devices/dev1").await.body["cloudToDeviceMessageCount"],
+        1
+    );
+    let purge = c
+        .request(Method::DELETE, "/devices/dev1/commands", None, &[])
+        .await;
+    assert_eq!(purge.body["totalMessagesPurged"], 1);
+    hub.shutdown().await;
+}
