@@ -66,6 +66,7 @@ use tokio::task::JoinHandle;
 
 pub use config::{EmulatorBuilder, HUB_FILE};
 pub use error::EmulatorError;
+pub use hub::faults::Fault;
 pub use telemetry::TelemetryEvent;
 pub use tls::{CA_FILE, TlsSource};
 
@@ -134,7 +135,7 @@ impl EmulatorHandle {
         after: u64,
         limit: usize,
     ) -> Result<Vec<TelemetryEvent>, EmulatorError> {
-        self.telemetry.read(after, limit).await
+        self.telemetry.read(after, limit, None).await
     }
 
     /// Queues a cloud-to-device message for `device_id`, as a service sending over AMQP
@@ -150,6 +151,19 @@ impl EmulatorHandle {
             .call(move |s| s.enqueue_c2d(&device, message))
             .await?
             .map_err(|e| EmulatorError::Refused(e.to_string()))
+    }
+
+    /// Injects a fault (see [`Fault`]).
+    pub async fn inject(&self, fault: Fault) -> Result<(), EmulatorError> {
+        self.hub
+            .call(move |s| s.inject(fault))
+            .await?
+            .map_err(EmulatorError::Refused)
+    }
+
+    /// Clears every injected fault.
+    pub async fn clear_faults(&self) -> Result<(), EmulatorError> {
+        self.hub.call(|s| s.clear_faults(None)).await
     }
 
     /// The CA certificate (PEM) that signs the server certificate: what clients must trust.

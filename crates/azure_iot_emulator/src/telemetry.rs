@@ -57,6 +57,7 @@ enum Command {
     Read {
         after: u64,
         limit: usize,
+        device_id: Option<String>,
         reply: oneshot::Sender<Result<Vec<TelemetryEvent>, String>>,
     },
 }
@@ -65,6 +66,8 @@ enum Command {
 #[derive(Clone)]
 pub(crate) struct TelemetryLog {
     commands: mpsc::Sender<Command>,
+    /// The sequence number of the newest committed message (0: none yet).
+    latest: tokio::sync::watch::Receiver<u64>,
 }
 
 impl TelemetryLog {
@@ -90,11 +93,16 @@ impl TelemetryLog {
                 body          BLOB NOT NULL
             );",
         )?;
+        let newest: i64 =
+            conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM telemetry", [], |r| {
+                r.get(0)
+            })?;
+        let (notify, latest) = tokio::sync::watch::channel(newest as u64);
         let (commands, queue) = mpsc::channel();
         std::thread::Builder::new()
             .name("telemetry-log".into())
-            .spawn(move || writer(conn, queue))?;
-        Ok(Self { commands })
+            .spawn(move || writer(conn, queue, notify))?;
+        Ok(Self { commands, latest })
     }
 
     /// Appends a message and returns its sequence number once it is committed.
@@ -143,17 +151,20 @@ impl TelemetryLog {
         })));
     }
 
-    /// Up to `limit` events with a sequence number greater than `after`, in order.
+    /// Up to `limit` events with a sequence number greater than `after`, in order, only from
+    /// `device_id` if given.
     pub(crate) async fn read(
         &self,
         after: u64,
         limit: usize,
+        device_id: Option<String>,
     ) -> Result<Vec<TelemetryEvent>, EmulatorError> {
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(Command::Read {
                 after,
                 limit,
+                device_id,
                 reply,
             })
             .map_err(|_| EmulatorError::ShuttingDown)?;
@@ -162,9 +173,19 @@ impl TelemetryLog {
             .map_err(|_| EmulatorError::ShuttingDown)?
             .map_err(EmulatorError::Storage)
     }
+
+    /// A receiver that changes whenever messages are committed; it holds the newest sequence
+    /// number.
+    pub(crate) fn watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.latest.clone()
+    }
 }
 
-fn writer(mut conn: Connection, queue: mpsc::Receiver<Command>) {
+fn writer(
+    mut conn: Connection,
+    queue: mpsc::Receiver<Command>,
+    notify: tokio::sync::watch::Sender<u64>,
+) {
     while let Ok(first) = queue.recv() {
         let mut appends = Vec::new();
         let mut next = Some(first);
@@ -173,9 +194,11 @@ fn writer(mut conn: Connection, queue: mpsc::Receiver<Command>) {
                 Command::Read {
                     after,
                     limit,
+                    device_id,
                     reply,
                 } => {
-                    let _ = reply.send(read(&conn, after, limit).map_err(|e| e.to_string()));
+                    let result = read(&conn, after, limit, device_id.as_deref());
+                    let _ = reply.send(result.map_err(|e| e.to_string()));
                 }
                 Command::Append(append) => appends.push(*append),
             }
@@ -183,15 +206,18 @@ fn writer(mut conn: Connection, queue: mpsc::Receiver<Command>) {
                 next = queue.try_recv().ok();
             }
         }
-        if !appends.is_empty() {
-            commit_group(&mut conn, appends);
+        if !appends.is_empty()
+            && let Some(newest) = commit_group(&mut conn, appends)
+        {
+            notify.send_replace(newest);
         }
     }
 }
 
 /// Writes a group in one transaction and answers each append with its sequence number (or,
 /// if the commit failed, with the error: nothing in the group was acknowledged).
-fn commit_group(conn: &mut Connection, appends: Vec<Append>) {
+/// Returns the newest sequence number written, if the commit succeeded.
+fn commit_group(conn: &mut Connection, appends: Vec<Append>) -> Option<u64> {
     let result = (|| -> Result<Vec<u64>, rusqlite::Error> {
         let tx = conn.transaction()?;
         let mut seqs = Vec::with_capacity(appends.len());
@@ -218,15 +244,18 @@ fn commit_group(conn: &mut Connection, appends: Vec<Append>) {
     })();
     match result {
         Ok(seqs) => {
+            let newest = seqs.last().copied();
             for (append, seq) in appends.into_iter().zip(seqs) {
                 let _ = append.reply.send(Ok(seq));
             }
+            newest
         }
         Err(e) => {
             tracing::error!(error = %e, "telemetry commit failed; the messages are not acknowledged");
             for append in appends {
                 let _ = append.reply.send(Err(e.to_string()));
             }
+            None
         }
     }
 }
@@ -235,12 +264,13 @@ fn read(
     conn: &Connection,
     after: u64,
     limit: usize,
+    device_id: Option<&str>,
 ) -> Result<Vec<TelemetryEvent>, rusqlite::Error> {
     let mut stmt = conn.prepare_cached(
         "SELECT seq, device_id, module_id, auth_method, enqueued_time, properties, body
-         FROM telemetry WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+         FROM telemetry WHERE seq > ?1 AND (?3 IS NULL OR device_id = ?3) ORDER BY seq LIMIT ?2",
     )?;
-    let rows = stmt.query_map(params![after as i64, limit as i64], |r| {
+    let rows = stmt.query_map(params![after as i64, limit as i64, device_id], |r| {
         Ok((
             r.get::<_, i64>(0)?,
             r.get::<_, String>(1)?,
@@ -320,7 +350,9 @@ mod tests {
         drop(log);
         // A new writer over the same file sees everything.
         let log = TelemetryLog::open(Some(dir.path())).unwrap();
-        let events = log.read(48, 10).await.unwrap();
+        assert_eq!(*log.watch().borrow(), 50);
+        let events = log.read(48, 10, None).await.unwrap();
+        assert_eq!(log.read(0, 100, Some("d7".into())).await.unwrap().len(), 1);
         assert_eq!(events.len(), 2);
         let e = &events[0];
         assert_eq!(e.sequence_number, 49);

@@ -12,8 +12,10 @@
 //! every malformed request gets an IoT Hub error body, not a framework's plain-text one.
 
 mod error;
+mod faults;
 mod feedback;
 mod methods;
+mod monitor;
 mod query;
 mod registry;
 mod server;
@@ -109,6 +111,11 @@ pub(crate) fn router(state: AppState) -> Router {
                 .put(twins::replace_module_twin),
         )
         .route("/$iothub/websocket", get(websocket::upgrade))
+        .route("/$emulator/telemetry", get(monitor::telemetry))
+        .route(
+            "/$emulator/faults",
+            post(faults::inject).delete(faults::clear),
+        )
         .route("/messages/serviceBound/feedback", get(feedback::receive))
         .route(
             "/messages/serviceBound/feedback/{token}",

@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::HubState;
 use super::c2d::C2dDelivery;
 use super::error::HubError;
+use super::faults::SessionFaults;
 use super::identity::{AuthType, Status};
 use super::methods::MethodCall;
 use super::policy::Rights;
@@ -30,6 +31,10 @@ pub(crate) enum Push {
     DesiredPatch(Value),
     /// A cloud-to-device message, locked to this connection until it is completed.
     CloudToDevice(Box<C2dDelivery>),
+    /// The faults the connection must apply from now on.
+    Faults(SessionFaults),
+    /// Close the connection, for this reason.
+    Close(String),
 }
 
 /// A live connection of one identity.
@@ -48,7 +53,7 @@ pub(crate) enum MethodTarget {
 /// Why a connecting device is refused, as the MQTT CONNACK return code the hub uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Refusal {
-    /// 4 (bad user name or password) or 5 (not authorized).
+    /// 4 (bad user name or password) or 5 (not authorized); injected faults may use 1 to 5.
     pub(crate) code: u8,
     /// For the log; never contains the token.
     pub(crate) reason: String,
@@ -122,6 +127,15 @@ impl Links {
         }
     }
 
+    /// Closes the identity's live connection, if any.
+    pub(super) fn close(&mut self, identity: &Identity, reason: &str) {
+        if let Some(link) = self.live.remove(identity) {
+            // If the channel is full the dropped sender closes the connection all the same.
+            let _ = link.pushes.try_send(Push::Close(reason.to_owned()));
+            self.method_targets.remove(identity);
+        }
+    }
+
     /// Hands `push` to the identity's live connection, if any.
     pub(super) fn push(&mut self, identity: &Identity, push: Push) {
         let Some(link) = self.live.get(identity) else {
@@ -156,12 +170,18 @@ impl HubState {
     /// key or with a policy that grants DeviceConnect, unexpired, whose resource covers the
     /// identity on `hostname`. `password: None` means a certificate-based client.
     pub(crate) fn authenticate_device(
-        &self,
+        &mut self,
         identity: &Identity,
         hostname: &str,
         password: Option<&str>,
         now: SystemTime,
     ) -> Result<Grant, Refusal> {
+        if let Some(code) = self.faults.take_refusal(identity) {
+            return Err(Refusal {
+                code,
+                reason: "fault injection: connect refused".into(),
+            });
+        }
         let record = self
             .record(identity.device_id(), identity.module_id())
             .map_err(|_| Refusal::not_authorized(format!("{identity} is not registered")))?;
@@ -258,6 +278,11 @@ impl HubState {
         );
         let present = kept.is_some();
         (connection, present, kept.unwrap_or_default())
+    }
+
+    /// The injected faults a connection of `identity` applies.
+    pub(crate) fn session_faults(&self, identity: &Identity) -> SessionFaults {
+        self.faults.session(identity)
     }
 
     /// Forgets a connection (if it is still the identity's current one).

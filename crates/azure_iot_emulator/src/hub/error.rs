@@ -22,6 +22,7 @@ pub(crate) enum ErrorCode {
     PreconditionFailed,
     MessageTooLarge,
     DeviceMaximumQueueDepthExceeded,
+    Throttled,
     NotImplemented,
     ServerError,
     GatewayTimeout,
@@ -44,6 +45,7 @@ impl ErrorCode {
             Self::DeviceMaximumQueueDepthExceeded => {
                 (403, 403_004, "DeviceMaximumQueueDepthExceeded")
             }
+            Self::Throttled => (429, 429_001, "ThrottlingException"),
             Self::NotImplemented => (501, 501_001, "NotImplemented"),
             Self::ServerError => (500, 500_001, "ServerError"),
             Self::GatewayTimeout => (504, 504_101, "GatewayTimeout"),

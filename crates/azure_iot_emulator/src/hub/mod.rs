@@ -15,6 +15,7 @@
 pub(crate) mod c2d;
 pub(crate) mod devices;
 pub(crate) mod error;
+pub(crate) mod faults;
 pub(crate) mod identity;
 pub(crate) mod methods;
 pub(crate) mod policy;

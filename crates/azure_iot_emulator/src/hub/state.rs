@@ -19,6 +19,7 @@ use time::OffsetDateTime;
 use super::c2d::CloudToDevice;
 use super::devices::{Links, MethodTarget};
 use super::error::{ErrorCode, HubError};
+use super::faults::Faults;
 use super::identity::{IdentityBody, IdentityRecord, IdentitySpec, NEVER, validate_id};
 use super::policy::{DEFAULT_POLICIES, Policies, Policy};
 use super::twin::TwinState;
@@ -50,6 +51,8 @@ pub(crate) struct HubState {
     pub(super) links: Links,
     /// Cloud-to-device queues and feedback (see `c2d.rs`).
     pub(super) c2d: CloudToDevice,
+    /// Injected faults (see `faults.rs`).
+    pub(super) faults: Faults,
 }
 
 impl HubState {
@@ -107,6 +110,7 @@ impl HubState {
         let c2d = CloudToDevice::load(&store)?;
         Ok(Self {
             c2d,
+            faults: Faults::default(),
             store,
             policies: Policies::new(policies),
             devices,

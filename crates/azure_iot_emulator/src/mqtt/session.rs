@@ -37,7 +37,8 @@ use tokio::time::Instant;
 use super::MqttContext;
 use crate::hub::c2d::C2dDelivery;
 use crate::hub::devices::Push;
-use crate::hub::error::HubError;
+use crate::hub::error::{ErrorCode, HubError};
+use crate::hub::faults::SessionFaults;
 use crate::hub::methods::MethodCall;
 use crate::hub::state::now;
 
@@ -127,6 +128,8 @@ struct Session<S> {
     c2d_inflight: HashMap<u16, u64>,
     /// Deliveries handed over while a SUBSCRIBE is processed, published once it is recorded.
     pending_c2d: Vec<C2dDelivery>,
+    /// Injected faults this connection applies.
+    faults: SessionFaults,
 }
 
 impl<S> Session<S>
@@ -198,10 +201,12 @@ where
             Ok(Ok(grant)) => grant,
             Ok(Err(refusal)) => {
                 tracing::info!(%peer, %identity, reason = %refusal.reason, "CONNECT refused");
-                let code = if refusal.code == 4 {
-                    ConnectReturnCode::BadUserNamePassword
-                } else {
-                    ConnectReturnCode::NotAuthorized
+                let code = match refusal.code {
+                    1 => ConnectReturnCode::RefusedProtocolVersion,
+                    2 => ConnectReturnCode::BadClientId,
+                    3 => ConnectReturnCode::ServiceUnavailable,
+                    4 => ConnectReturnCode::BadUserNamePassword,
+                    _ => ConnectReturnCode::NotAuthorized,
                 };
                 let _ = send_connack(&mut io, code).await;
                 return None;
@@ -249,7 +254,15 @@ where
             acks: VecDeque::new(),
             c2d_inflight: HashMap::new(),
             pending_c2d: Vec::new(),
+            faults: SessionFaults::default(),
         };
+        let who = session.identity.clone();
+        session.faults = session
+            .ctx
+            .hub
+            .call(move |s| s.session_faults(&who))
+            .await
+            .unwrap_or_default();
         // A kept session (clean session 0) resumes its subscriptions.
         for filter in kept {
             if let Ok(parsed) = TopicFilter::parse(&filter) {
@@ -309,7 +322,10 @@ where
                 },
                 (packet_id, committed) = next_ack(&mut self.acks) => match committed {
                     Ok(Ok(_)) => {
-                        if let Some(pkid) = packet_id
+                        if let Some(delay) = self.faults.puback_delay {
+                            tokio::time::sleep(delay).await;
+                        }
+                        if let Some(pkid) = packet_id.filter(|_| !self.faults.withhold_pubacks)
                             && let Err(e) = self.write(&Packet::PubAck(PubAck::new(pkid)))
                         {
                             return e;
@@ -324,6 +340,8 @@ where
                             return e;
                         }
                     }
+                    Some(Push::Faults(faults)) => self.faults = faults,
+                    Some(Push::Close(reason)) => return reason,
                     Some(Push::CloudToDevice(delivery)) => {
                         if let Err(e) = self.deliver_c2d(*delivery).await {
                             return e;
@@ -440,6 +458,17 @@ where
                 let packet_id = (publish.qos == QoS::AtLeastOnce).then_some(publish.pkid);
                 self.acks.push_back((packet_id, committed));
                 Ok(())
+            }
+            UpstreamTopic::TwinGet { request_id }
+            | UpstreamTopic::TwinPatchReported { request_id, .. }
+                if self.faults.throttle_twin =>
+            {
+                self.ack_request(&publish)?;
+                let throttled = HubError::new(
+                    ErrorCode::Throttled,
+                    "fault injection: twin requests are throttled",
+                );
+                self.twin_error(&request_id, &throttled)
             }
             UpstreamTopic::TwinGet { request_id } => {
                 self.ack_request(&publish)?;
