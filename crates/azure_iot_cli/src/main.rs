@@ -2,12 +2,18 @@
 //!
 //! `azure-iot hub start` runs the emulator until Ctrl-C (or SIGTERM), printing where it listens,
 //! the CA to trust and the `iothubowner` connection string; `ca.pem` and `hub.json` in the data
-//! directory carry the same facts for scripts.
+//! directory carry the same facts for scripts. `azure-iot hub monitor-events` and
+//! `monitor-feedback` watch a running emulator through those files.
+// A command-line tool's output is its product.
+#![allow(clippy::print_stdout)]
 
 use std::io::Write as _;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+mod connect;
+mod monitor;
 
 use azure_iot_emulator::{CA_FILE, Emulator, HUB_FILE, TlsSource};
 use clap::{Args, Parser, Subcommand};
@@ -34,6 +40,10 @@ enum Command {
 enum HubCommand {
     /// Start the emulator and serve until Ctrl-C.
     Start(StartArgs),
+    /// Print device-to-cloud messages as the emulator receives them.
+    MonitorEvents(monitor::MonitorArgs),
+    /// Print (and complete) cloud-to-device delivery feedback.
+    MonitorFeedback(monitor::FeedbackArgs),
 }
 
 #[derive(Args)]
@@ -90,6 +100,10 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Hub(HubCommand::Start(args)) => hub_start(args).await,
+            Command::Hub(HubCommand::MonitorEvents(args)) => monitor::monitor_events(args).await,
+            Command::Hub(HubCommand::MonitorFeedback(args)) => {
+                monitor::monitor_feedback(args).await
+            }
         }
     });
     match result {

@@ -270,7 +270,10 @@ fn read(
         "SELECT seq, device_id, module_id, auth_method, enqueued_time, properties, body
          FROM telemetry WHERE seq > ?1 AND (?3 IS NULL OR device_id = ?3) ORDER BY seq LIMIT ?2",
     )?;
-    let rows = stmt.query_map(params![after as i64, limit as i64, device_id], |r| {
+    // SQLite integers are signed: clamp so that "after everything" stays after everything.
+    let after = after.min(i64::MAX as u64) as i64;
+    let limit = limit.min(i64::MAX as usize) as i64;
+    let rows = stmt.query_map(params![after, limit, device_id], |r| {
         Ok((
             r.get::<_, i64>(0)?,
             r.get::<_, String>(1)?,

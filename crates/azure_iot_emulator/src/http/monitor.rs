@@ -9,7 +9,9 @@
 //! Answer: a JSON array, oldest first, of
 //! `{"sequenceNumber", "deviceId", "moduleId", "enqueuedTime", "body" | "bodyBase64",
 //!   "properties": {...}, "systemProperties": {...}}`
-//! where `body` is the payload as text when it is UTF-8, else `bodyBase64`.
+//! where `body` is the payload as text when it is UTF-8, else `bodyBase64`. The header
+//! `azure-iot-latest-sequence` carries the newest sequence number in the log, so a client can
+//! start "from now" with `after` set to it.
 
 use std::time::Duration;
 
@@ -58,15 +60,19 @@ pub(crate) async fn telemetry(
             .telemetry
             .read(after, limit, query.device_id.clone())
             .await?;
-        if !events.is_empty() || tokio::time::Instant::now() >= deadline {
-            return Ok(json_ok(Value::Array(
-                events.iter().map(event_json).collect(),
-            )));
+        let waited_enough = tokio::time::Instant::now() >= deadline;
+        if events.is_empty()
+            && !waited_enough
+            && let Ok(Ok(())) = tokio::time::timeout_at(deadline, newest.changed()).await
+        {
+            continue;
         }
-        match tokio::time::timeout_at(deadline, newest.changed()).await {
-            Ok(Ok(())) => continue,
-            _ => return Ok(json_ok(Value::Array(Vec::new()))),
-        }
+        let mut response = json_ok(Value::Array(events.iter().map(event_json).collect()));
+        let latest = *newest.borrow();
+        response
+            .headers_mut()
+            .insert("azure-iot-latest-sequence", http::HeaderValue::from(latest));
+        return Ok(response);
     }
 }
 

@@ -1,0 +1,136 @@
+//! Talking to a running emulator the way a service application does: the data directory's
+//! `hub.json` says where it is and which keys to use, `ca.pem` what to trust.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use azure_iot_core::{ResourceUri, SasToken, ServiceConnectionString};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use serde_json::Value;
+
+/// An authenticated HTTPS connection to the emulator's service API.
+pub(crate) struct HubConnection {
+    http: reqwest::Client,
+    base: String,
+    cs: ServiceConnectionString,
+}
+
+/// A response: status, one header's value, JSON body (`Null` when empty).
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) latest: Option<u64>,
+    pub(crate) etag: Option<String>,
+    pub(crate) body: Value,
+}
+
+impl HubConnection {
+    /// Reads `hub.json` and `ca.pem` in `dir`.
+    pub(crate) fn from_data_dir(dir: &Path) -> Result<Self, String> {
+        let hub_file = dir.join("hub.json");
+        let text = std::fs::read_to_string(&hub_file).map_err(|e| {
+            format!(
+                "cannot read {} ({e}); is `azure-iot hub start` running with this --data-dir?",
+                hub_file.display()
+            )
+        })?;
+        let doc: Value = serde_json::from_str(&text)
+            .map_err(|e| format!("{} is not valid JSON: {e}", hub_file.display()))?;
+        let port = doc["ports"]["https"]
+            .as_u64()
+            .ok_or_else(|| format!("{} has no ports.https", hub_file.display()))?;
+        let cs_text = doc["connection_strings"]["iothubowner"]
+            .as_str()
+            .ok_or_else(|| {
+                format!(
+                    "{} has no iothubowner connection string",
+                    hub_file.display()
+                )
+            })?;
+        let cs = ServiceConnectionString::parse(cs_text)
+            .map_err(|e| format!("iothubowner connection string: {e}"))?;
+        let ca =
+            std::fs::read(dir.join("ca.pem")).map_err(|e| format!("cannot read ca.pem: {e}"))?;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(&ca) {
+            let cert = cert.map_err(|e| format!("ca.pem: {e}"))?;
+            roots.add(cert).map_err(|e| format!("ca.pem: {e}"))?;
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let host = cs.host_name().to_owned();
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .timeout(Duration::from_secs(90))
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            http,
+            base: format!("https://{host}:{port}"),
+            cs,
+        })
+    }
+
+    /// Sends a request with a fresh SAS token.
+    pub(crate) async fn send(
+        &self,
+        method: reqwest::Method,
+        path_and_query: &str,
+    ) -> Result<Reply, String> {
+        let token = SasToken::generate_with_ttl(
+            &ResourceUri::hub(self.cs.host_name()),
+            self.cs.key(),
+            Some(self.cs.key_name()),
+            Duration::from_secs(3600),
+        );
+        let separator = if path_and_query.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
+        let url = format!(
+            "{}{path_and_query}{separator}api-version=2021-04-12",
+            self.base
+        );
+        let response = self
+            .http
+            .request(method, url)
+            .header("Authorization", token.secret())
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach the emulator at {}: {e}", self.base))?;
+        let status = response.status().as_u16();
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let latest = header("azure-iot-latest-sequence").and_then(|v| v.parse().ok());
+        let etag = header("etag").map(|e| e.trim_matches('"').to_owned());
+        let text = response.text().await.map_err(|e| e.to_string())?;
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text)
+                .map_err(|e| format!("the emulator answered something that is not JSON: {e}"))?
+        };
+        if status >= 400 {
+            let message = body["Message"].as_str().unwrap_or("(no message)");
+            return Err(format!("the emulator answered {status}: {message}"));
+        }
+        Ok(Reply {
+            status,
+            latest,
+            etag,
+            body,
+        })
+    }
+}

@@ -1,0 +1,191 @@
+//! `azure-iot hub monitor-events` and `monitor-feedback` against a running `azure-iot hub start`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use azure_iot_protocol::mqtt::codec::QoS;
+use azure_iot_test::{HubEndpoint, MqttClient, RestClient, device_token};
+use serde_json::{Value, json};
+use tokio::io::AsyncBufReadExt;
+use tokio::process::Command;
+
+async fn start(dir: &Path) -> (tokio::process::Child, HubEndpoint) {
+    let child = Command::new(env!("CARGO_BIN_EXE_azure-iot"))
+        .args([
+            "hub",
+            "start",
+            "--in-memory",
+            "--https-port",
+            "0",
+            "--mqtt-port",
+            "0",
+            "--data-dir",
+        ])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !dir.join("hub.json").exists() {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (child, HubEndpoint::from_data_dir(dir))
+}
+
+fn cli(dir: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_azure-iot"));
+    command
+        .args(["hub"])
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+#[tokio::test]
+async fn monitor_events_prints_what_devices_send() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_emulator, hub) = start(dir.path()).await;
+    let api = RestClient::new(&hub, "iothubowner");
+    let mut keys = Vec::new();
+    for device in ["m1", "m2"] {
+        let r = api.put(&format!("/devices/{device}"), json!({})).await;
+        keys.push(
+            r.body["authentication"]["symmetricKey"]["primaryKey"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let (mut d1, _) = MqttClient::connect(
+        &hub,
+        "m1",
+        &device_token(&hub, "m1", None, &keys[0], Duration::from_secs(600)),
+        true,
+        60,
+    )
+    .await;
+    let (mut d2, _) = MqttClient::connect(
+        &hub,
+        "m2",
+        &device_token(&hub, "m2", None, &keys[1], Duration::from_secs(600)),
+        true,
+        60,
+    )
+    .await;
+    d1.publish(
+        "devices/m1/messages/events/%24.mid=first&color=red",
+        "hello",
+        QoS::AtLeastOnce,
+    )
+    .await;
+    d1.recv().await;
+    d2.publish("devices/m2/messages/events/", "from m2", QoS::AtLeastOnce)
+        .await;
+    d2.recv().await;
+
+    // From the start, one device, JSON lines, stop after one message.
+    let out = cli(
+        dir.path(),
+        &[
+            "monitor-events",
+            "--from-start",
+            "--device-id",
+            "m1",
+            "--output",
+            "json",
+            "--count",
+            "1",
+        ],
+    )
+    .output()
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["deviceId"], "m1");
+    assert_eq!(lines[0]["body"], "hello");
+    assert_eq!(lines[0]["properties"]["color"], "red");
+    assert_eq!(lines[0]["systemProperties"]["messageId"], "first");
+
+    // From now (the default): only what arrives after it started, as text.
+    let mut watcher = cli(
+        dir.path(),
+        &["monitor-events", "--count", "1", "--timeout", "30"],
+    )
+    .spawn()
+    .unwrap();
+    // It announces itself once it has found where "now" is.
+    let mut stderr = tokio::io::BufReader::new(watcher.stderr.take().unwrap()).lines();
+    while let Some(line) = stderr.next_line().await.unwrap() {
+        if line.starts_with("Monitoring telemetry") {
+            break;
+        }
+    }
+    d2.publish("devices/m2/messages/events/", "live one", QoS::AtLeastOnce)
+        .await;
+    d2.recv().await;
+    let out = watcher.wait_with_output().await.unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success());
+    assert!(
+        text.contains("from m2") && text.contains("body: live one"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("hello"),
+        "history is not replayed without --from-start: {text}"
+    );
+
+    // A timeout with nothing to show ends quietly.
+    let out = cli(
+        dir.path(),
+        &["monitor-events", "--timeout", "1", "--output", "json"],
+    )
+    .output()
+    .await
+    .unwrap();
+    assert!(out.status.success());
+    assert!(out.stdout.is_empty());
+    let out = cli(dir.path(), &["monitor-feedback", "--timeout", "1"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[tokio::test]
+async fn monitor_without_an_emulator_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = cli(dir.path(), &["monitor-events", "--timeout", "1"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("hub.json") && stderr.contains("azure-iot hub start"),
+        "{stderr}"
+    );
+}
