@@ -16,6 +16,12 @@ import traceback
 import urllib.parse
 from datetime import datetime, timezone
 
+import certifi
+
+# The service SDK's AMQP stack (uamqp) trusts only certifi's bundle (it ignores
+# REQUESTS_CA_BUNDLE): point it at the emulator's CA, as a user of the emulator would.
+certifi.where = lambda: os.path.join(os.environ["DATA_DIR"], "ca.pem")
+
 from azure.iot.device import IoTHubDeviceClient, IoTHubModuleClient, Message, MethodResponse
 from azure.iot.hub import IoTHubRegistryManager
 from azure.iot.hub.models import CloudToDeviceMethod, Twin, TwinProperties
@@ -159,6 +165,35 @@ def _():
     assert result.status == 200, result
     assert result.payload == {"echo": {"delay": 5}, "name": "reboot"}, result.payload
     client.shutdown()
+
+
+@check("cloud-to-device: service SDK over AMQP, device SDK over MQTT")
+def _():
+    client = device_client("pyd-c2d")
+    received = []
+    got = threading.Event()
+
+    def on_message(message):
+        received.append(message)
+        got.set()
+
+    client.on_message_received = on_message
+    # The service SDK sends over AMQP (uamqp, SASL, CBS put-token) to port 5671.
+    RM.send_c2d_message("pyd-c2d", "hello device", properties={"color": "blue"})
+    wait_for(got, "the cloud-to-device message")
+    message = received[0]
+    assert message.data == b"hello device", message.data
+    assert message.custom_properties.get("color") == "blue", message.custom_properties
+    client.shutdown()
+
+
+@check("cloud-to-device to an unknown device fails in the service SDK")
+def _():
+    try:
+        RM.send_c2d_message("pyd-nobody", "lost")
+    except Exception:  # noqa: BLE001 - the SDK raises a plain Exception for a failed send
+        return
+    raise AssertionError("sending to an unknown device succeeded")
 
 
 @check("a wrong key is refused")

@@ -31,7 +31,10 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 #[derive(Parser)]
-#[command(name = "iot-bench", about = "Benchmark load generators for the IoT Hub emulator")]
+#[command(
+    name = "iot-bench",
+    about = "Benchmark load generators for the IoT Hub emulator"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -86,11 +89,25 @@ enum Command {
 #[tokio::main]
 async fn main() {
     match Cli::parse().command {
-        Command::Ingest { hub_dir, broker, ca, connections, messages, inflight } => {
-            ingest(hub_dir, broker, ca, connections, messages, inflight).await
-        }
-        Command::Connections { hub_dir, count, pid, parallel } => hold_connections(&hub_dir, count, pid, parallel).await,
-        Command::Methods { hub_dir, devices, calls } => methods(&hub_dir, devices, calls).await,
+        Command::Ingest {
+            hub_dir,
+            broker,
+            ca,
+            connections,
+            messages,
+            inflight,
+        } => ingest(hub_dir, broker, ca, connections, messages, inflight).await,
+        Command::Connections {
+            hub_dir,
+            count,
+            pid,
+            parallel,
+        } => hold_connections(&hub_dir, count, pid, parallel).await,
+        Command::Methods {
+            hub_dir,
+            devices,
+            calls,
+        } => methods(&hub_dir, devices, calls).await,
         Command::GenCert { dir } => gen_cert(&dir),
     }
 }
@@ -112,16 +129,22 @@ fn tls_from_pem(pem: &[u8]) -> Arc<rustls::ClientConfig> {
         roots.add(cert.unwrap()).unwrap();
     }
     Arc::new(
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
     )
 }
 
 /// Registers `count` devices (bulk, 100 per call) and returns their SAS logins.
-async fn register_devices(hub: &HubEndpoint, prefix: &str, count: usize) -> Vec<(String, String, String)> {
+async fn register_devices(
+    hub: &HubEndpoint,
+    prefix: &str,
+    count: usize,
+) -> Vec<(String, String, String)> {
     let api = RestClient::new(hub, "iothubowner");
     let key = SharedAccessKey::from_bytes(vec![7u8; 32]).unwrap();
     let ids: Vec<String> = (0..count).map(|i| format!("{prefix}-{i}")).collect();
@@ -130,13 +153,32 @@ async fn register_devices(hub: &HubEndpoint, prefix: &str, count: usize) -> Vec<
             .iter()
             .map(|id| json!({"id": id, "importMode": "update", "authentication": {"type": "sas", "symmetricKey": {"primaryKey": key.to_base64(), "secondaryKey": key.to_base64()}}}))
             .collect();
-        let r = api.request(Method::POST, "/devices", Some(serde_json::Value::Array(entries)), &[]).await;
-        assert!(r.status.is_success(), "bulk registration failed: {:?}", r.body);
+        let r = api
+            .request(
+                Method::POST,
+                "/devices",
+                Some(serde_json::Value::Array(entries)),
+                &[],
+            )
+            .await;
+        assert!(
+            r.status.is_success(),
+            "bulk registration failed: {:?}",
+            r.body
+        );
     }
     ids.into_iter()
         .map(|id| {
-            let token = SasToken::generate_with_ttl(&ResourceUri::device(&hub.hostname, &id), &key, None, Duration::from_secs(7200));
-            let username = format!("{}/{id}/?api-version=2021-04-12&DeviceClientType=iot-bench", hub.hostname);
+            let token = SasToken::generate_with_ttl(
+                &ResourceUri::device(&hub.hostname, &id),
+                &key,
+                None,
+                Duration::from_secs(7200),
+            );
+            let username = format!(
+                "{}/{id}/?api-version=2021-04-12&DeviceClientType=iot-bench",
+                hub.hostname
+            );
             (id, username, token.secret().to_owned())
         })
         .collect()
@@ -146,7 +188,10 @@ async fn open(target: &Target, index: usize, keep_alive: u16) -> (TlsStream<TcpS
     let tcp = TcpStream::connect(target.addr).await.unwrap();
     tcp.set_nodelay(true).unwrap();
     let mut stream = TlsConnector::from(target.tls.clone())
-        .connect(rustls_pki_types::ServerName::try_from("localhost").unwrap(), tcp)
+        .connect(
+            rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
         .await
         .unwrap();
     let (client_id, username, password) = &target.logins[index];
@@ -161,29 +206,61 @@ async fn open(target: &Target, index: usize, keep_alive: u16) -> (TlsStream<TcpS
     loop {
         if let Some(packet) = read_packet(&mut buf, MAX_PACKET_BYTES).unwrap() {
             match packet {
-                Packet::ConnAck(ack) if ack.code == azure_iot_protocol::mqtt::codec::ConnectReturnCode::Success => break,
+                Packet::ConnAck(ack)
+                    if ack.code == azure_iot_protocol::mqtt::codec::ConnectReturnCode::Success =>
+                {
+                    break;
+                }
                 other => panic!("connection {index} refused: {other:?}"),
             }
         }
-        assert!(stream.read_buf(&mut buf).await.unwrap() > 0, "closed before CONNACK");
+        assert!(
+            stream.read_buf(&mut buf).await.unwrap() > 0,
+            "closed before CONNACK"
+        );
     }
     (stream, buf)
 }
 
-async fn ingest(hub_dir: Option<PathBuf>, broker: Option<String>, ca: Option<PathBuf>, connections: usize, messages: usize, inflight: usize) {
+async fn ingest(
+    hub_dir: Option<PathBuf>,
+    broker: Option<String>,
+    ca: Option<PathBuf>,
+    connections: usize,
+    messages: usize,
+    inflight: usize,
+) {
     let target = match (&hub_dir, &broker) {
         (Some(dir), _) => {
             let hub = HubEndpoint::from_data_dir(dir);
             let logins = register_devices(&hub, "ingest", connections).await;
-            let topics = logins.iter().map(|(id, _, _)| format!("devices/{id}/messages/events/prop1=value1&prop2=value2")).collect();
-            Target { addr: hub.mqtt_addr, tls: Arc::new(hub.tls_config()), logins, topics }
+            let topics = logins
+                .iter()
+                .map(|(id, _, _)| format!("devices/{id}/messages/events/prop1=value1&prop2=value2"))
+                .collect();
+            Target {
+                addr: hub.mqtt_addr,
+                tls: Arc::new(hub.tls_config()),
+                logins,
+                topics,
+            }
         }
         (None, Some(addr)) => {
             let pem = std::fs::read(ca.expect("--ca with --broker")).unwrap();
-            let logins: Vec<_> = (0..connections).map(|i| (format!("ingest-{i}"), format!("ingest-{i}"), String::new())).collect();
-            let topics = logins.iter().map(|(id, _, _)| format!("devices/{id}/messages/events/prop1=value1&prop2=value2")).collect();
+            let logins: Vec<_> = (0..connections)
+                .map(|i| (format!("ingest-{i}"), format!("ingest-{i}"), String::new()))
+                .collect();
+            let topics = logins
+                .iter()
+                .map(|(id, _, _)| format!("devices/{id}/messages/events/prop1=value1&prop2=value2"))
+                .collect();
             let addr = tokio::net::lookup_host(addr).await.unwrap().next().unwrap();
-            Target { addr, tls: tls_from_pem(&pem), logins, topics }
+            Target {
+                addr,
+                tls: tls_from_pem(&pem),
+                logins,
+                topics,
+            }
         }
         _ => panic!("give --hub-dir or --broker"),
     };
@@ -206,7 +283,8 @@ async fn ingest(hub_dir: Option<PathBuf>, broker: Option<String>, ca: Option<Pat
             while acked < messages {
                 while sent < messages && sent - acked < inflight {
                     next_id = next_id.checked_add(1).unwrap_or(1);
-                    let mut publish = Publish::new(topic.clone(), QoS::AtLeastOnce, payload.clone());
+                    let mut publish =
+                        Publish::new(topic.clone(), QoS::AtLeastOnce, payload.clone());
                     publish.pkid = next_id;
                     write_packet(&Packet::Publish(publish), &mut out).unwrap();
                     sent += 1;
@@ -223,7 +301,10 @@ async fn ingest(hub_dir: Option<PathBuf>, broker: Option<String>, ca: Option<Pat
                     }
                 }
                 if acked < messages && (sent == messages || sent - acked >= inflight) {
-                    assert!(stream.read_buf(&mut buf).await.unwrap() > 0, "connection closed");
+                    assert!(
+                        stream.read_buf(&mut buf).await.unwrap() > 0,
+                        "connection closed"
+                    );
                 }
             }
             acked
@@ -255,7 +336,12 @@ fn rss_kib(pid: u32) -> Option<u64> {
 async fn hold_connections(hub_dir: &Path, count: usize, pid: Option<u32>, parallel: usize) {
     let hub = HubEndpoint::from_data_dir(hub_dir);
     let logins = register_devices(&hub, "idle", count).await;
-    let target = Arc::new(Target { addr: hub.mqtt_addr, tls: Arc::new(hub.tls_config()), topics: Vec::new(), logins });
+    let target = Arc::new(Target {
+        addr: hub.mqtt_addr,
+        tls: Arc::new(hub.tls_config()),
+        topics: Vec::new(),
+        logins,
+    });
     let before = pid.and_then(rss_kib);
     let started = Instant::now();
     let mut held = Vec::with_capacity(count);
@@ -293,7 +379,12 @@ async fn methods(hub_dir: &Path, devices: usize, calls: usize) {
     let hub = HubEndpoint::from_data_dir(hub_dir);
     let logins = register_devices(&hub, "method", devices).await;
     let ids: Vec<String> = logins.iter().map(|(id, _, _)| id.clone()).collect();
-    let target = Arc::new(Target { addr: hub.mqtt_addr, tls: Arc::new(hub.tls_config()), topics: Vec::new(), logins });
+    let target = Arc::new(Target {
+        addr: hub.mqtt_addr,
+        tls: Arc::new(hub.tls_config()),
+        topics: Vec::new(),
+        logins,
+    });
     for i in 0..devices {
         let (mut stream, mut buf) = open(&target, i, 1000).await;
         let mut out = BytesMut::new();
@@ -309,7 +400,11 @@ async fn methods(hub_dir: &Path, devices: usize, calls: usize) {
                     if let Packet::Publish(p) = packet
                         && let Some(rid) = p.topic.rsplit("$rid=").next()
                     {
-                        let response = Publish::new(format!("$iothub/methods/res/200/?$rid={rid}"), QoS::AtMostOnce, b"{}".to_vec());
+                        let response = Publish::new(
+                            format!("$iothub/methods/res/200/?$rid={rid}"),
+                            QoS::AtMostOnce,
+                            b"{}".to_vec(),
+                        );
                         write_packet(&Packet::Publish(response), &mut out).unwrap();
                     }
                 }
@@ -342,7 +437,10 @@ async fn methods(hub_dir: &Path, devices: usize, calls: usize) {
         assert_eq!(r.body["status"], 200, "{:?}", r.body);
     }
     latencies.sort();
-    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)].as_secs_f64() * 1000.0;
+    let pct = |p: f64| {
+        latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)].as_secs_f64()
+            * 1000.0
+    };
     println!(
         "RESULT {}",
         json!({"bench": "methods", "devices": devices, "calls": calls, "p50_ms": pct(0.50), "p99_ms": pct(0.99), "max_ms": pct(1.0)})

@@ -63,6 +63,9 @@ struct StartArgs {
     /// MQTT-over-TLS port for devices (0 = any free port).
     #[arg(long, default_value_t = 8883)]
     mqtt_port: u16,
+    /// AMQP-over-TLS port for services (cloud-to-device, feedback) (0 = any free port).
+    #[arg(long, default_value_t = 5671)]
+    amqp_port: u16,
     /// Keep hub state in memory only (ca.pem and hub.json are still written).
     #[arg(long)]
     in_memory: bool,
@@ -122,7 +125,8 @@ async fn hub_start(args: StartArgs) -> Result<(), String> {
         .in_memory(args.in_memory)
         .bind_address(args.bind)
         .https_port(args.https_port)
-        .mqtt_port(args.mqtt_port);
+        .mqtt_port(args.mqtt_port)
+        .amqp_port(args.amqp_port);
     if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
         builder = builder.tls(TlsSource::Files {
             cert,
@@ -135,10 +139,11 @@ async fn hub_start(args: StartArgs) -> Result<(), String> {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
-        "IoT Hub emulator running\n  hostname:  {}\n  https:     {}\n  mqtt:      {}\n  state:     {}\n  CA:        {}  (trust this certificate)\n  hub.json:  {}\n\niothubowner connection string:\n  {}\n\nPress Ctrl-C to stop.",
+        "IoT Hub emulator running\n  hostname:  {}\n  https:     {}\n  mqtt:      {}\n  amqp:      {}\n  state:     {}\n  CA:        {}  (trust this certificate)\n  hub.json:  {}\n\niothubowner connection string:\n  {}\n\nPress Ctrl-C to stop.",
         hub.hostname(),
         hub.https_addr(),
         hub.mqtt_addr(),
+        hub.amqp_addr(),
         if args.in_memory {
             "in memory".to_owned()
         } else {

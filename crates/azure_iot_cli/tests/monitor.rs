@@ -21,6 +21,8 @@ async fn start(dir: &Path) -> (tokio::process::Child, HubEndpoint) {
             "0",
             "--mqtt-port",
             "0",
+            "--amqp-port",
+            "0",
             "--data-dir",
         ])
         .arg(dir)

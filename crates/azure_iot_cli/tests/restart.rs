@@ -24,6 +24,8 @@ async fn start(dir: &Path, extra: &[&str]) -> (Child, HubEndpoint) {
             "0",
             "--mqtt-port",
             "0",
+            "--amqp-port",
+            "0",
             "--data-dir",
         ])
         .arg(dir)
@@ -210,6 +212,8 @@ fn bad_flags_are_clear_errors() {
             "--https-port",
             "0",
             "--mqtt-port",
+            "0",
+            "--amqp-port",
             "0",
             "--in-memory",
             "--data-dir",

@@ -4,12 +4,12 @@
 //!
 //! ```json
 //! {"hostname": "localhost",
-//!  "ports": {"https": 443, "mqtt": 8883},
+//!  "ports": {"https": 443, "mqtt": 8883, "amqp": 5671},
 //!  "connection_strings": {"iothubowner": "HostName=...", "service": "...", "registryRead": "...",
 //!                         "registryReadWrite": "...", "device": "..."}}
 //! ```
 //!
-//! `ports` gains `amqp` when that endpoint is added. Together with `ca.pem` this
+//! Together with `ca.pem` this
 //! is the contract scripts and the conformance suite rely on: keep names and shape.
 
 use std::collections::BTreeMap;
@@ -30,6 +30,9 @@ pub const DEFAULT_HTTPS_PORT: u16 = 443;
 /// The IoT Hub MQTT-over-TLS port the official SDKs dial.
 pub const DEFAULT_MQTT_PORT: u16 = 8883;
 
+/// The IoT Hub AMQP-over-TLS port the official SDKs dial.
+pub const DEFAULT_AMQP_PORT: u16 = 5671;
+
 /// Configures and starts an emulator; see [`crate::Emulator::builder`].
 #[derive(Debug, Clone)]
 pub struct EmulatorBuilder {
@@ -39,6 +42,7 @@ pub struct EmulatorBuilder {
     bind: IpAddr,
     https_port: u16,
     mqtt_port: u16,
+    amqp_port: u16,
     tls: TlsSource,
 }
 
@@ -51,6 +55,7 @@ impl Default for EmulatorBuilder {
             bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
             https_port: DEFAULT_HTTPS_PORT,
             mqtt_port: DEFAULT_MQTT_PORT,
+            amqp_port: DEFAULT_AMQP_PORT,
             tls: TlsSource::Generated,
         }
     }
@@ -62,6 +67,7 @@ pub(crate) struct Config {
     pub(crate) in_memory: bool,
     pub(crate) https_addr: SocketAddr,
     pub(crate) mqtt_addr: SocketAddr,
+    pub(crate) amqp_addr: SocketAddr,
     pub(crate) tls: TlsSource,
 }
 
@@ -104,6 +110,12 @@ impl EmulatorBuilder {
         self
     }
 
+    /// The AMQP-over-TLS port (service C2D and feedback). Default 5671; 0 picks a free port.
+    pub fn amqp_port(mut self, port: u16) -> Self {
+        self.amqp_port = port;
+        self
+    }
+
     /// Use these certificates instead of generated ones.
     pub fn tls(mut self, tls: TlsSource) -> Self {
         self.tls = tls;
@@ -127,6 +139,7 @@ impl EmulatorBuilder {
             in_memory: self.in_memory,
             https_addr: SocketAddr::new(self.bind, self.https_port),
             mqtt_addr: SocketAddr::new(self.bind, self.mqtt_port),
+            amqp_addr: SocketAddr::new(self.bind, self.amqp_port),
             tls: self.tls,
         })
     }

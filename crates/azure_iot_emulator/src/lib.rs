@@ -35,7 +35,12 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), azure_iot_emulator::EmulatorError> {
-//! let hub = azure_iot_emulator::Emulator::builder().https_port(0).mqtt_port(0).start().await?;
+//! let hub = azure_iot_emulator::Emulator::builder()
+//!     .https_port(0)
+//!     .mqtt_port(0)
+//!     .amqp_port(0)
+//!     .start()
+//!     .await?;
 //! let owner = hub.connection_string("iothubowner");
 //! let addr = hub.https_addr();          // 127.0.0.1:<ephemeral port>
 //! let ca = hub.ca_pem();                // trust this in the client
@@ -44,6 +49,7 @@
 //! # Ok(()) }
 //! ```
 
+mod amqp;
 pub mod config;
 mod error;
 mod http;
@@ -91,6 +97,7 @@ pub struct EmulatorHandle {
     hostname: String,
     https_addr: SocketAddr,
     mqtt_addr: SocketAddr,
+    amqp_addr: SocketAddr,
     ca_pem: String,
     hub: Hub,
     telemetry: telemetry::TelemetryLog,
@@ -107,6 +114,7 @@ impl std::fmt::Debug for EmulatorHandle {
             .field("hostname", &self.hostname)
             .field("https_addr", &self.https_addr)
             .field("mqtt_addr", &self.mqtt_addr)
+            .field("amqp_addr", &self.amqp_addr)
             .field("data_dir", &self.data_dir)
             .finish_non_exhaustive()
     }
@@ -126,6 +134,11 @@ impl EmulatorHandle {
     /// The address the MQTT-over-TLS endpoint listens on.
     pub fn mqtt_addr(&self) -> SocketAddr {
         self.mqtt_addr
+    }
+
+    /// The address the AMQP-over-TLS endpoint listens on.
+    pub fn amqp_addr(&self) -> SocketAddr {
+        self.amqp_addr
     }
 
     /// Up to `limit` telemetry messages the hub accepted after sequence number `after` (0: from
@@ -230,6 +243,8 @@ impl EmulatorBuilder {
         let https_addr = https_listener.local_addr()?;
         let mqtt_listener = bind(config.mqtt_addr).await?;
         let mqtt_addr = mqtt_listener.local_addr()?;
+        let amqp_listener = bind(config.amqp_addr).await?;
+        let amqp_addr = amqp_listener.local_addr()?;
         let telemetry =
             telemetry::TelemetryLog::open(if config.in_memory { None } else { data_dir })?;
 
@@ -245,7 +260,11 @@ impl EmulatorBuilder {
             })
             .collect();
         if let Some(dir) = data_dir {
-            let ports = BTreeMap::from([("https", https_addr.port()), ("mqtt", mqtt_addr.port())]);
+            let ports = BTreeMap::from([
+                ("https", https_addr.port()),
+                ("mqtt", mqtt_addr.port()),
+                ("amqp", amqp_addr.port()),
+            ]);
             config::write_hub_file(dir, &config.hostname, &ports, &connection_strings)?;
         }
 
@@ -256,6 +275,12 @@ impl EmulatorBuilder {
         let mqtt_context = Arc::new(mqtt::MqttContext {
             hub: hub.clone(),
             telemetry: telemetry.clone(),
+            hostname: hostname.clone(),
+            shutdown: shutdown_rx.clone(),
+        });
+        let amqp_context = Arc::new(amqp::AmqpContext {
+            hub: hub.clone(),
+            policies: policies.clone(),
             hostname: hostname.clone(),
             shutdown: shutdown_rx.clone(),
         });
@@ -273,8 +298,14 @@ impl EmulatorBuilder {
         ));
         let mqtt = tokio::spawn(mqtt::serve(
             mqtt_listener,
-            tls.mqtt_config()?,
+            tls.plain_config()?,
             mqtt_context,
+            shutdown_rx.clone(),
+        ));
+        let amqp = tokio::spawn(amqp::serve(
+            amqp_listener,
+            tls.plain_config()?,
+            amqp_context,
             shutdown_rx,
         ));
         tracing::info!(hostname = %config.hostname, %https_addr, %mqtt_addr, "IoT Hub emulator started");
@@ -282,13 +313,14 @@ impl EmulatorBuilder {
             hostname: config.hostname,
             https_addr,
             mqtt_addr,
+            amqp_addr,
             ca_pem: tls.ca_pem,
             hub: handle_hub,
             telemetry,
             connection_strings,
             data_dir: config.data_dir,
             shutdown,
-            tasks: vec![https, mqtt, sweeper],
+            tasks: vec![https, mqtt, amqp, sweeper],
             hub_thread: Some(hub_thread),
         })
     }

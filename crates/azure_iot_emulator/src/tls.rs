@@ -133,8 +133,8 @@ impl TlsMaterial {
         Ok(Arc::new(config))
     }
 
-    /// A rustls server configuration for the MQTT endpoint.
-    pub(crate) fn mqtt_config(&self) -> Result<Arc<ServerConfig>, EmulatorError> {
+    /// A rustls server configuration for the MQTT and AMQP endpoints.
+    pub(crate) fn plain_config(&self) -> Result<Arc<ServerConfig>, EmulatorError> {
         Ok(Arc::new(self.base_config()?))
     }
 

@@ -218,6 +218,7 @@ async fn expired_messages_are_dropped_with_feedback_and_state_survives_restart()
         azure_iot_emulator::Emulator::builder()
             .https_port(0)
             .mqtt_port(0)
+            .amqp_port(0)
             .data_dir(dir.path())
             .start()
             .await

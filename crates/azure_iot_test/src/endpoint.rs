@@ -13,6 +13,7 @@ pub struct HubEndpoint {
     pub hostname: String,
     pub https_addr: SocketAddr,
     pub mqtt_addr: SocketAddr,
+    pub amqp_addr: SocketAddr,
     pub ca_pem: String,
     pub connection_strings: BTreeMap<String, String>,
 }
@@ -37,6 +38,7 @@ impl HubEndpoint {
             hostname: hub.hostname().to_owned(),
             https_addr: hub.https_addr(),
             mqtt_addr: hub.mqtt_addr(),
+            amqp_addr: hub.amqp_addr(),
             ca_pem: hub.ca_pem().to_owned(),
             connection_strings,
         }
@@ -51,6 +53,7 @@ impl HubEndpoint {
             hostname: doc["hostname"].as_str().unwrap().to_owned(),
             https_addr: ([127, 0, 0, 1], port("https")).into(),
             mqtt_addr: ([127, 0, 0, 1], port("mqtt")).into(),
+            amqp_addr: ([127, 0, 0, 1], port("amqp")).into(),
             ca_pem: std::fs::read_to_string(dir.join("ca.pem")).unwrap(),
             connection_strings: serde_json::from_value(doc["connection_strings"].clone()).unwrap(),
         }

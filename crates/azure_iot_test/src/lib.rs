@@ -26,6 +26,7 @@ pub async fn emulator() -> EmulatorHandle {
     Emulator::builder()
         .https_port(0)
         .mqtt_port(0)
+        .amqp_port(0)
         .start()
         .await
         .expect("emulator starts")

@@ -1,0 +1,285 @@
+//! Service AMQP over real TLS with an independent AMQP 1.0 client (fe2o3-amqp): no-SASL and
+//! SASL PLAIN connections, CBS put-token, cloud-to-device sends and refusals, and the feedback
+//! link.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use azure_iot_core::{ResourceUri, SasToken, ServiceConnectionString};
+use azure_iot_protocol::mqtt::codec::{Packet, PubAck, QoS};
+use azure_iot_test::{HubEndpoint, MqttClient, RestClient, device_token, emulator};
+use fe2o3_amqp::sasl_profile::SaslProfile;
+use fe2o3_amqp::{Connection, Receiver, Sender, Session};
+use fe2o3_amqp_types::messaging::{
+    AmqpValue, ApplicationProperties, Body, Message, Outcome, Properties,
+};
+use fe2o3_amqp_types::primitives::{SimpleValue, Value};
+use reqwest::StatusCode;
+use serde_json::json;
+
+async fn tls(hub: &HubEndpoint) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let tcp = tokio::net::TcpStream::connect(hub.amqp_addr).await.unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(hub.tls_config()))
+        .connect(
+            rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap()
+}
+
+fn service_token(hub: &HubEndpoint, policy: &str) -> String {
+    let cs = ServiceConnectionString::parse(hub.connection_string(policy)).unwrap();
+    SasToken::generate_with_ttl(
+        &ResourceUri::hub(&hub.hostname),
+        cs.key(),
+        Some(policy),
+        Duration::from_secs(600),
+    )
+    .secret()
+    .to_owned()
+}
+
+/// The CBS links of a connection, kept for its whole life as the SDKs do.
+struct Cbs {
+    requests: Sender,
+    answers: Receiver,
+    next_id: u64,
+}
+
+impl Cbs {
+    async fn attach(session: &mut fe2o3_amqp::session::SessionHandle<()>) -> Self {
+        Self {
+            requests: Sender::attach(session, "cbs-sender", "$cbs").await.unwrap(),
+            answers: Receiver::attach(session, "cbs-receiver", "$cbs")
+                .await
+                .unwrap(),
+            next_id: 0,
+        }
+    }
+
+    /// Puts `token` the way the Node SDK does; returns the answer's status code.
+    async fn put(&mut self, hub: &HubEndpoint, token: &str) -> i32 {
+        self.next_id += 1;
+        let id = format!("req-{}", self.next_id);
+        let request = Message::builder()
+            .properties(
+                Properties::builder()
+                    .message_id(id.clone())
+                    .reply_to("cbs")
+                    .to("$cbs")
+                    .build(),
+            )
+            .application_properties(
+                ApplicationProperties::builder()
+                    .insert("operation", "put-token")
+                    .insert("type", "servicebus.windows.net:sastoken")
+                    .insert("name", hub.hostname.as_str())
+                    .build(),
+            )
+            .body(Body::Value(AmqpValue(Value::String(token.to_owned()))))
+            .build();
+        self.requests.send(request).await.unwrap();
+        let answer =
+            tokio::time::timeout(Duration::from_secs(10), self.answers.recv::<Body<Value>>())
+                .await
+                .expect("a CBS answer within 10 s")
+                .unwrap();
+        self.answers.accept(&answer).await.unwrap();
+        let message = answer.into_message();
+        assert_eq!(
+            message.properties.unwrap().correlation_id,
+            Some(fe2o3_amqp_types::messaging::MessageId::String(id)),
+            "the answer correlates with the request's message id"
+        );
+        match message.application_properties.unwrap().get("status-code") {
+            Some(SimpleValue::Int(code)) => *code,
+            other => panic!("status-code {other:?}"),
+        }
+    }
+}
+
+fn c2d(device: &str, id: &str) -> Message<Body<Value>> {
+    Message::builder()
+        .properties(
+            Properties::builder()
+                .message_id(id.to_owned())
+                .to(format!("/devices/{device}/messages/devicebound"))
+                .build(),
+        )
+        .application_properties(
+            ApplicationProperties::builder()
+                .insert("iothub-ack", "full")
+                .insert("color", "blue")
+                .build(),
+        )
+        .body(Body::Data(
+            vec![fe2o3_amqp_types::messaging::Data(
+                b"hello device".to_vec().into(),
+            )]
+            .into(),
+        ))
+        .build()
+}
+
+#[tokio::test]
+async fn c2d_over_amqp_with_cbs_then_feedback() {
+    let hub = emulator().await;
+    let ep = HubEndpoint::of(&hub);
+    let api = RestClient::new(&ep, "iothubowner");
+    let key = api.put("/devices/dev1", json!({})).await.body["authentication"]["symmetricKey"]["primaryKey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Node-style: no SASL, CBS only.
+    let mut connection = Connection::builder()
+        .container_id("test-service")
+        .hostname("localhost")
+        .open_with_stream(tls(&ep).await)
+        .await
+        .unwrap();
+    let mut session = Session::begin(&mut connection).await.unwrap();
+
+    // Before any token: refused.
+    let mut sender = Sender::attach(&mut session, "c2d", "/messages/devicebound")
+        .await
+        .unwrap();
+    match sender.send(c2d("dev1", "early")).await.unwrap() {
+        Outcome::Rejected(r) => assert!(
+            format!("{:?}", r.error).contains("UnauthorizedAccess"),
+            "{r:?}"
+        ),
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    // A token of a policy without ServiceConnect is refused with 401; iothubowner's with 200.
+    let mut cbs = Cbs::attach(&mut session).await;
+    assert_eq!(cbs.put(&ep, &service_token(&ep, "registryRead")).await, 401);
+    assert_eq!(cbs.put(&ep, &service_token(&ep, "iothubowner")).await, 200);
+
+    assert!(matches!(
+        sender.send(c2d("dev1", "m1")).await.unwrap(),
+        Outcome::Accepted(_)
+    ));
+    match sender.send(c2d("ghost", "m2")).await.unwrap() {
+        Outcome::Rejected(r) => assert!(format!("{:?}", r.error).contains("NotFound"), "{r:?}"),
+        other => panic!("expected amqp:not-found, got {other:?}"),
+    }
+    assert_eq!(
+        api.get("/devices/dev1").await.body["cloudToDeviceMessageCount"],
+        1
+    );
+
+    // The device receives it over MQTT with the service's properties, and completes it.
+    let token = device_token(&ep, "dev1", None, &key, Duration::from_secs(600));
+    let (mut device, _) = MqttClient::connect(&ep, "dev1", &token, true, 60).await;
+    device
+        .subscribe("devices/dev1/messages/devicebound/#", QoS::AtLeastOnce)
+        .await;
+    let delivered = match device.recv().await {
+        Some(Packet::Publish(p)) => p,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(delivered.payload.as_ref(), b"hello device");
+    assert!(
+        delivered.topic.contains("%24.mid=m1") && delivered.topic.contains("color=blue"),
+        "{}",
+        delivered.topic
+    );
+    device
+        .send(Packet::PubAck(PubAck::new(delivered.pkid)))
+        .await;
+
+    // Feedback arrives on the feedback link; accepting it completes it.
+    let mut feedback =
+        Receiver::attach(&mut session, "feedback", "/messages/serviceBound/feedback")
+            .await
+            .unwrap();
+    let batch = tokio::time::timeout(Duration::from_secs(10), feedback.recv::<Body<Value>>())
+        .await
+        .unwrap()
+        .unwrap();
+    feedback.accept(&batch).await.unwrap();
+    let message = batch.into_message();
+    assert_eq!(
+        message
+            .properties
+            .as_ref()
+            .and_then(|p| p.content_type.clone())
+            .map(|c| c.0),
+        Some("application/vnd.microsoft.iothub.feedback.json".to_owned())
+    );
+    let body = match &message.body {
+        Body::Data(batch) => batch.iter().flat_map(|d| d.0.to_vec()).collect::<Vec<u8>>(),
+        other => panic!("feedback must be a data section, got {other:?}"),
+    };
+    let records: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(records[0]["originalMessageId"], "m1");
+    assert_eq!(records[0]["statusCode"], "Success");
+    assert_eq!(records[0]["description"], "Success");
+    // Completed: nothing left for the REST reader either.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        api.get("/messages/serviceBound/feedback").await.status,
+        StatusCode::NO_CONTENT
+    );
+
+    // Unknown addresses are refused explicitly.
+    let refused = Sender::attach(&mut session, "other", "/messages/events").await;
+    if let Ok(mut s) = refused {
+        assert!(
+            s.send(c2d("dev1", "x")).await.is_err(),
+            "sending on an unserved link must fail"
+        );
+    }
+    let _ = session.end().await;
+    let _ = connection.close().await;
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn sasl_plain_with_a_policy_token_authorizes_the_connection() {
+    let hub = emulator().await;
+    let ep = HubEndpoint::of(&hub);
+    let api = RestClient::new(&ep, "iothubowner");
+    api.put("/devices/dev1", json!({})).await;
+    let hub_name = ep.hostname.split('.').next().unwrap().to_owned();
+    let mut connection = Connection::builder()
+        .container_id("c-sdk-style")
+        .hostname("localhost")
+        .sasl_profile(SaslProfile::Plain {
+            username: format!("iothubowner@sas.root.{hub_name}"),
+            password: service_token(&ep, "iothubowner"),
+        })
+        .open_with_stream(tls(&ep).await)
+        .await
+        .unwrap();
+    let mut session = Session::begin(&mut connection).await.unwrap();
+    let mut sender = Sender::attach(
+        &mut session,
+        "c2d",
+        "amqps://localhost/messages/deviceBound",
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        sender.send(c2d("dev1", "plain-1")).await.unwrap(),
+        Outcome::Accepted(_)
+    ));
+    let _ = connection.close().await;
+
+    // A bad password is refused at SASL.
+    let refused = Connection::builder()
+        .container_id("bad")
+        .hostname("localhost")
+        .sasl_profile(SaslProfile::Plain {
+            username: format!("iothubowner@sas.root.{hub_name}"),
+            password: "SharedAccessSignature sr=localhost&sig=AAAA&se=9999999999&skn=iothubowner"
+                .into(),
+        })
+        .open_with_stream(tls(&ep).await)
+        .await;
+    assert!(refused.is_err());
+    hub.shutdown().await;
+}
