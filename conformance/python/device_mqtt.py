@@ -196,6 +196,31 @@ def _():
     raise AssertionError("sending to an unknown device succeeded")
 
 
+@check("X.509 self-signed device: thumbprint registered, certificate presented")
+def _():
+    import hashlib, ssl, subprocess, tempfile
+    from azure.iot.device import X509
+
+    work = tempfile.mkdtemp()
+    cert, key = os.path.join(work, "cert.pem"), os.path.join(work, "key.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=pyd-x509"],
+        check=True, capture_output=True,
+    )
+    der = ssl.PEM_cert_to_DER_cert(open(cert).read())
+    thumbprint = hashlib.sha1(der).hexdigest().upper()
+    RM.create_device_with_x509("pyd-x509", thumbprint, thumbprint, "enabled")
+    client = IoTHubDeviceClient.create_from_x509_certificate(
+        x509=X509(cert_file=cert, key_file=key), hostname=HOST, device_id="pyd-x509", server_verification_cert=CA
+    )
+    client.connect()
+    client.send_message("signed by a certificate")
+    client.shutdown()
+    rows = logged("pyd-x509", 1)
+    assert rows[0][2] == b"signed by a certificate", rows
+
+
 @check("a wrong key is refused")
 def _():
     RM.create_device_with_sas("pyd-refused", "", "", "enabled")

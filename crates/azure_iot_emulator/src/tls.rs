@@ -126,7 +126,8 @@ impl TlsMaterial {
         Ok(Self { ca_pem, chain, key })
     }
 
-    /// A rustls server configuration with ALPN `http/1.1` for the HTTPS endpoint.
+    /// A rustls server configuration with ALPN `http/1.1` for the HTTPS endpoint (which also
+    /// carries MQTT over WebSockets, so it asks for a client certificate too).
     pub(crate) fn https_config(&self) -> Result<Arc<ServerConfig>, EmulatorError> {
         let mut config = self.base_config()?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -138,15 +139,99 @@ impl TlsMaterial {
         Ok(Arc::new(self.base_config()?))
     }
 
+    /// Every endpoint asks for a client certificate and does not require one: SAS clients
+    /// send none, X.509 clients prove they hold their certificate's key in the handshake, and
+    /// the hub decides afterwards whether that certificate belongs to the identity (its
+    /// thumbprint), as IoT Hub does.
     fn base_config(&self) -> Result<ServerConfig, EmulatorError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        ServerConfig::builder_with_provider(provider)
+        ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| EmulatorError::Tls(e.to_string()))?
-            .with_no_client_auth()
+            .with_client_cert_verifier(Arc::new(AnyClientCertificate { provider }))
             .with_single_cert(self.chain.clone(), self.key.clone_key())
             .map_err(|e| EmulatorError::Tls(format!("server certificate: {e}")))
     }
+}
+
+/// Accepts any client certificate whose key signed the handshake; identity checks come later.
+#[derive(Debug)]
+struct AnyClientCertificate {
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::server::danger::ClientCertVerifier for AnyClientCertificate {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        Ok(rustls::server::danger::ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// Upper-case hex SHA-1 and SHA-256 thumbprints of a certificate (DER), as IoT Hub stores them.
+pub(crate) fn thumbprints(der: &[u8]) -> (String, String) {
+    let hex = |d: ring::digest::Digest| {
+        d.as_ref()
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect::<String>()
+    };
+    (
+        hex(ring::digest::digest(
+            &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
+            der,
+        )),
+        hex(ring::digest::digest(&ring::digest::SHA256, der)),
+    )
 }
 
 fn new_ca() -> Result<(String, KeyPair), EmulatorError> {

@@ -648,3 +648,87 @@ async fn mqtt_over_websockets_on_the_https_port() {
     assert_eq!(refused.status(), StatusCode::NOT_IMPLEMENTED);
     hub.shutdown().await;
 }
+
+/// A self-signed device certificate (rcgen) and its SHA-1 thumbprint, upper-case hex.
+fn device_certificate(
+    cn: &str,
+) -> (
+    rustls_pki_types::CertificateDer<'static>,
+    rustls_pki_types::PrivateKeyDer<'static>,
+    String,
+) {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let der = cert.der().clone();
+    let sha1: String = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &der)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect();
+    (
+        der,
+        rustls_pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+        sha1,
+    )
+}
+
+#[tokio::test]
+async fn x509_self_signed_devices_authenticate_by_thumbprint() {
+    let hub = emulator().await;
+    let ep = HubEndpoint::of(&hub);
+    let c = RestClient::new(&ep, "iothubowner");
+    let (cert, key, thumbprint) = device_certificate("x509dev");
+    let r = c
+        .put(
+            "/devices/x509dev",
+            json!({"authentication": {"type": "selfSigned", "x509Thumbprint": {"primaryThumbprint": thumbprint, "secondaryThumbprint": null}}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+
+    // The registered certificate, no password: accepted, and telemetry is stamped x509.
+    let client = MqttClient::open_with_certificate(&ep, vec![cert.clone()], key.clone_key()).await;
+    let (mut device, ack) = client.connect_x509(&ep, "x509dev").await;
+    assert_eq!(ack.code, ConnectReturnCode::Success);
+    let pkid = device
+        .publish(
+            "devices/x509dev/messages/events/",
+            "signed",
+            QoS::AtLeastOnce,
+        )
+        .await;
+    assert!(matches!(device.recv().await, Some(Packet::PubAck(a)) if a.pkid == pkid));
+    let events = hub.telemetry(0, 10).await.unwrap();
+    assert_eq!(
+        events[0]
+            .message
+            .system_properties()
+            .connection_auth_method
+            .as_deref(),
+        Some("x509")
+    );
+
+    // Another certificate, no certificate, or a SAS device with a certificate: refused.
+    let (other, other_key, _) = device_certificate("x509dev");
+    let (_, ack) = MqttClient::open_with_certificate(&ep, vec![other], other_key)
+        .await
+        .connect_x509(&ep, "x509dev")
+        .await;
+    assert_eq!(ack.code, ConnectReturnCode::NotAuthorized);
+    let (_, ack) = MqttClient::open(&ep)
+        .await
+        .connect_x509(&ep, "x509dev")
+        .await;
+    assert_eq!(ack.code, ConnectReturnCode::NotAuthorized);
+    register(&c, "sasdev").await;
+    let (_, ack) = MqttClient::open_with_certificate(&ep, vec![cert], key)
+        .await
+        .connect_x509(&ep, "sasdev")
+        .await;
+    assert_eq!(ack.code, ConnectReturnCode::NotAuthorized);
+    hub.shutdown().await;
+}

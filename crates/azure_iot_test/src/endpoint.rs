@@ -64,6 +64,32 @@ impl HubEndpoint {
         self.connection_strings.get(policy).expect("policy exists")
     }
 
+    /// [`tls_config`](Self::tls_config) presenting a client certificate.
+    pub fn tls_config_with_certificate(
+        &self,
+        chain: Vec<CertificateDer<'static>>,
+        key: rustls_pki_types::PrivateKeyDer<'static>,
+    ) -> rustls::ClientConfig {
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(self.roots())
+        .with_client_auth_cert(chain, key)
+        .expect("client certificate and key match")
+    }
+
+    fn roots(&self) -> rustls::RootCertStore {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
+            roots
+                .add(cert.expect("CA PEM parses"))
+                .expect("CA is acceptable");
+        }
+        roots
+    }
+
     /// A TLS client configuration trusting the hub's CA (ring provider, as everywhere).
     pub fn tls_config(&self) -> rustls::ClientConfig {
         let mut roots = rustls::RootCertStore::empty();

@@ -44,7 +44,37 @@ pub fn device_token(
 impl MqttClient {
     /// Opens TLS to the emulator's MQTT port (no CONNECT yet).
     pub async fn open(hub: &HubEndpoint) -> Self {
-        let config = hub.tls_config();
+        Self::open_with(hub, hub.tls_config()).await
+    }
+
+    /// Opens TLS presenting a client certificate (DER chain, leaf first, and its key).
+    pub async fn open_with_certificate(
+        hub: &HubEndpoint,
+        chain: Vec<rustls_pki_types::CertificateDer<'static>>,
+        key: rustls_pki_types::PrivateKeyDer<'static>,
+    ) -> Self {
+        Self::open_with(hub, hub.tls_config_with_certificate(chain, key)).await
+    }
+
+    /// Sends CONNECT with the IoT Hub user name and no password (X.509 authentication).
+    pub async fn connect_x509(mut self, hub: &HubEndpoint, client_id: &str) -> (Self, ConnAck) {
+        let mut connect = Connect::new(client_id);
+        connect.keep_alive = 60;
+        connect.login = Some(azure_iot_protocol::mqtt::codec::Login::new(
+            format!(
+                "{}/{client_id}/?api-version=2021-04-12&DeviceClientType=test",
+                hub.hostname
+            ),
+            "",
+        ));
+        self.send(Packet::Connect(connect)).await;
+        match self.recv().await {
+            Some(Packet::ConnAck(ack)) => (self, ack),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    async fn open_with(hub: &HubEndpoint, config: rustls::ClientConfig) -> Self {
         let tcp = TcpStream::connect(hub.mqtt_addr).await.unwrap();
         tcp.set_nodelay(true).unwrap();
         let stream = TlsConnector::from(Arc::new(config))

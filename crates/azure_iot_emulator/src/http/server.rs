@@ -21,7 +21,9 @@ pub(crate) async fn serve(
     shutdown: watch::Receiver<bool>,
 ) {
     serve_tls(listener, tls, shutdown, move |stream, peer| {
-        let service = TowerToHyperService::new(app.clone().layer(Extension(Peer(peer))));
+        let certificate = crate::mqtt::client_certificate(&stream);
+        let service =
+            TowerToHyperService::new(app.clone().layer(Extension(Peer(peer, certificate))));
         async move {
             let result = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)

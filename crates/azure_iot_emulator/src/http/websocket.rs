@@ -28,16 +28,20 @@ use super::{ApiError, AppState};
 use crate::hub::error::ErrorCode;
 use crate::mqtt::{MqttContext, run_session};
 
-/// The peer address of the connection a request arrived on.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Peer(pub(crate) SocketAddr);
+/// The peer address of the connection a request arrived on, and the client certificate it
+/// presented in the TLS handshake (if any).
+#[derive(Debug, Clone)]
+pub(crate) struct Peer(
+    pub(crate) SocketAddr,
+    pub(crate) Option<rustls_pki_types::CertificateDer<'static>>,
+);
 
 /// Bytes buffered between the WebSocket and the MQTT session in each direction.
 const PIPE_BYTES: usize = 64 * 1024;
 
 pub(crate) async fn upgrade(
     State(app): State<AppState>,
-    Extension(Peer(peer)): Extension<Peer>,
+    Extension(Peer(peer, certificate)): Extension<Peer>,
     mut request: Request,
 ) -> Response {
     let headers = request.headers();
@@ -88,7 +92,7 @@ pub(crate) async fn upgrade(
                 let ws =
                     WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
                         .await;
-                bridge(ws, context, peer).await;
+                bridge(ws, context, peer, certificate).await;
             }
             Err(e) => tracing::debug!(%peer, error = %e, "WebSocket upgrade failed"),
         }
@@ -115,12 +119,16 @@ fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> boo
 }
 
 /// Pumps bytes between the WebSocket and an MQTT session until either side ends.
-async fn bridge<S>(ws: WebSocketStream<S>, context: Arc<MqttContext>, peer: SocketAddr)
-where
+async fn bridge<S>(
+    ws: WebSocketStream<S>,
+    context: Arc<MqttContext>,
+    peer: SocketAddr,
+    certificate: Option<rustls_pki_types::CertificateDer<'static>>,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let (session_end, mut pipe) = tokio::io::duplex(PIPE_BYTES);
-    let session = tokio::spawn(run_session(session_end, peer, context));
+    let session = tokio::spawn(run_session(session_end, peer, context, certificate));
     let (mut sink, mut frames) = ws.split();
     let mut buffer = vec![0u8; 16 * 1024];
     loop {

@@ -166,14 +166,16 @@ impl Links {
 }
 
 impl HubState {
-    /// Checks a connecting identity's credentials: a SAS token signed with the identity's own
-    /// key or with a policy that grants DeviceConnect, unexpired, whose resource covers the
-    /// identity on `hostname`. `password: None` means a certificate-based client.
+    /// Checks a connecting identity's credentials: a SAS token (the password) signed with the
+    /// identity's own key or with a policy that grants DeviceConnect, unexpired, whose resource
+    /// covers the identity on `hostname`; or, without a password, the TLS client certificate
+    /// (DER) whose thumbprint the identity registered.
     pub(crate) fn authenticate_device(
         &mut self,
         identity: &Identity,
         hostname: &str,
         password: Option<&str>,
+        client_certificate: Option<&[u8]>,
         now: SystemTime,
     ) -> Result<Grant, Refusal> {
         if let Some(code) = self.faults.take_refusal(identity) {
@@ -196,9 +198,12 @@ impl HubState {
             )));
         }
         let Some(password) = password.filter(|p| !p.is_empty()) else {
-            return Err(Refusal::not_authorized(
-                "X.509 client certificate authentication is not supported by the emulator yet; use a SAS token",
-            ));
+            return match client_certificate {
+                Some(der) => authenticate_certificate(identity, &record.credentials, der),
+                None => Err(Refusal::not_authorized(
+                    "neither a SAS token (password) nor a client certificate was presented",
+                )),
+            };
         };
         let token = SasToken::parse(password).map_err(|e| {
             Refusal::not_authorized(format!("the password is not a SAS token: {e}"))
@@ -393,5 +398,45 @@ impl HubState {
         let mut record = record.clone();
         record.twin.model_id = model_id.to_owned();
         self.save(record)
+    }
+}
+
+/// X.509 authentication of a self-signed ("thumbprint") identity: the certificate presented
+/// in the TLS handshake (whose key the client proved it holds) must have the SHA-1 or SHA-256
+/// thumbprint registered as the identity's primary or secondary thumbprint.
+fn authenticate_certificate(
+    identity: &Identity,
+    credentials: &super::identity::Credentials,
+    der: &[u8],
+) -> Result<Grant, Refusal> {
+    match credentials.auth_type {
+        AuthType::SelfSigned => {
+            let (sha1, sha256) = crate::tls::thumbprints(der);
+            let registered = [
+                &credentials.primary_thumbprint,
+                &credentials.secondary_thumbprint,
+            ];
+            if registered
+                .into_iter()
+                .flatten()
+                .any(|t| *t == sha1 || *t == sha256)
+            {
+                Ok(Grant {
+                    expires_at: None,
+                    auth_method: "x509",
+                })
+            } else {
+                Err(Refusal::not_authorized(format!(
+                    "the client certificate's thumbprint is not registered for {identity}"
+                )))
+            }
+        }
+        AuthType::CertificateAuthority => Err(Refusal::not_authorized(
+            "CA-signed device certificates are not supported by the emulator yet; register the certificate's thumbprint (selfSigned)",
+        )),
+        other => Err(Refusal::not_authorized(format!(
+            "{identity} authenticates with {}, not an X.509 certificate",
+            other.as_str()
+        ))),
     }
 }

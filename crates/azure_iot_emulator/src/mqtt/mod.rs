@@ -38,7 +38,20 @@ pub(crate) async fn serve(
 ) {
     serve_tls(listener, tls, shutdown, move |stream, peer| {
         let context = context.clone();
-        session::run(stream, peer, context)
+        let certificate = client_certificate(&stream);
+        session::run(stream, peer, context, certificate)
     })
     .await;
+}
+
+/// The leaf certificate the client presented in the TLS handshake, if any.
+pub(crate) fn client_certificate<S>(
+    stream: &tokio_rustls::server::TlsStream<S>,
+) -> Option<rustls_pki_types::CertificateDer<'static>> {
+    stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|leaf| leaf.clone().into_owned())
 }

@@ -59,8 +59,12 @@ type Closed = String;
 type Ack = (Option<u16>, oneshot::Receiver<Result<u64, String>>);
 
 /// Serves one connection until it ends.
-pub(crate) async fn run<S>(io: S, peer: SocketAddr, ctx: Arc<MqttContext>)
-where
+pub(crate) async fn run<S>(
+    io: S,
+    peer: SocketAddr,
+    ctx: Arc<MqttContext>,
+    client_certificate: Option<rustls_pki_types::CertificateDer<'static>>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let mut io = io;
@@ -82,7 +86,8 @@ where
             return;
         }
     };
-    let Some(mut session) = Session::open(io, buffer, connect, peer, ctx).await else {
+    let Some(mut session) = Session::open(io, buffer, connect, peer, ctx, client_certificate).await
+    else {
         return;
     };
     let reason = session.serve().await;
@@ -143,6 +148,7 @@ where
         connect: Connect,
         peer: SocketAddr,
         ctx: Arc<MqttContext>,
+        client_certificate: Option<rustls_pki_types::CertificateDer<'static>>,
     ) -> Option<Self> {
         let refuse = |code: ConnectReturnCode, reason: String| (code, reason);
         let checked = (|| {
@@ -194,7 +200,13 @@ where
         let grant = ctx
             .hub
             .call(move |s| {
-                s.authenticate_device(&who, &hostname, Some(password.as_str()), SystemTime::now())
+                s.authenticate_device(
+                    &who,
+                    &hostname,
+                    Some(password.as_str()),
+                    client_certificate.as_deref(),
+                    SystemTime::now(),
+                )
             })
             .await;
         let grant = match grant {
