@@ -289,6 +289,7 @@ impl EmulatorBuilder {
             policies,
             hostname,
             mqtt: mqtt_context.clone(),
+            amqp: amqp_context.clone(),
         });
         let https = tokio::spawn(http::serve(
             https_listener,

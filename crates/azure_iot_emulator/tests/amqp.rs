@@ -283,3 +283,84 @@ async fn sasl_plain_with_a_policy_token_authorizes_the_connection() {
     assert!(refused.is_err());
     hub.shutdown().await;
 }
+
+/// A byte stream carried over a WebSocket to `/$iothub/websocket` with subprotocol AMQPWSB10,
+/// as the SDKs' AMQP-over-WebSockets transports open it.
+async fn websocket_stream(hub: &HubEndpoint) -> tokio::io::DuplexStream {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::Message as Frame;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let tcp = tokio::net::TcpStream::connect(hub.https_addr)
+        .await
+        .unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(hub.tls_config()))
+        .connect(
+            rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    let mut request = "wss://localhost/$iothub/websocket"
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", "AMQPWSB10".parse().unwrap());
+    let (ws, response) = tokio_tungstenite::client_async(request, tls).await.unwrap();
+    assert_eq!(response.headers()["sec-websocket-protocol"], "AMQPWSB10");
+    let (ours, mut theirs) = tokio::io::duplex(64 * 1024);
+    tokio::spawn(async move {
+        let (mut sink, mut frames) = ws.split();
+        let mut buffer = vec![0u8; 16 * 1024];
+        loop {
+            tokio::select! {
+                frame = frames.next() => match frame {
+                    Some(Ok(Frame::Binary(bytes))) => if theirs.write_all(&bytes).await.is_err() { break },
+                    Some(Ok(_)) => {}
+                    _ => break,
+                },
+                read = theirs.read(&mut buffer) => match read {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => if sink.send(Frame::Binary(buffer[..n].to_vec().into())).await.is_err() { break },
+                },
+            }
+        }
+    });
+    ours
+}
+
+#[tokio::test]
+async fn amqp_over_websockets_on_the_https_port() {
+    let hub = emulator().await;
+    let ep = HubEndpoint::of(&hub);
+    RestClient::new(&ep, "iothubowner")
+        .put("/devices/dev1", json!({}))
+        .await;
+    let mut connection = Connection::builder()
+        .container_id("ws-service")
+        .hostname("localhost")
+        .open_with_stream(websocket_stream(&ep).await)
+        .await
+        .unwrap();
+    let mut session = Session::begin(&mut connection).await.unwrap();
+    let mut cbs = Cbs::attach(&mut session).await;
+    assert_eq!(cbs.put(&ep, &service_token(&ep, "service")).await, 200);
+    let mut sender = Sender::attach(&mut session, "c2d", "/messages/devicebound")
+        .await
+        .unwrap();
+    assert!(matches!(
+        sender.send(c2d("dev1", "over-ws")).await.unwrap(),
+        Outcome::Accepted(_)
+    ));
+    assert_eq!(
+        RestClient::new(&ep, "iothubowner")
+            .get("/devices/dev1")
+            .await
+            .body["cloudToDeviceMessageCount"],
+        1
+    );
+    let _ = connection.close().await;
+    hub.shutdown().await;
+}

@@ -101,7 +101,8 @@ impl ConnectionState {
     }
 }
 
-async fn run<S>(mut stream: S, peer: std::net::SocketAddr, context: Arc<AmqpContext>)
+/// Serves one AMQP connection (from the TLS port or a WebSocket upgrade).
+pub(crate) async fn run<S>(mut stream: S, peer: std::net::SocketAddr, context: Arc<AmqpContext>)
 where
     S: AsyncRead + AsyncWrite + std::fmt::Debug + Send + Unpin + 'static,
 {

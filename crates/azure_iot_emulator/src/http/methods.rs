@@ -155,11 +155,18 @@ mod tests {
             hostname: Arc::from("h"),
             shutdown: tokio::sync::watch::channel(false).1,
         });
+        let amqp = Arc::new(crate::amqp::AmqpContext {
+            hub: hub.clone(),
+            policies: policies.clone(),
+            hostname: Arc::from("h"),
+            shutdown: tokio::sync::watch::channel(false).1,
+        });
         let app = AppState {
             hub,
             policies,
             hostname: Arc::from("h"),
             mqtt,
+            amqp,
         };
         (app, headers)
     }

@@ -54,6 +54,8 @@ pub(crate) struct AppState {
     pub(crate) hostname: Arc<str>,
     /// For MQTT sessions arriving as WebSocket upgrades.
     pub(crate) mqtt: Arc<MqttContext>,
+    /// For AMQP connections arriving as WebSocket upgrades.
+    pub(crate) amqp: Arc<crate::amqp::AmqpContext>,
 }
 
 impl AppState {

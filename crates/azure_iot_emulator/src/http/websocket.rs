@@ -1,15 +1,14 @@
 //! `GET /$iothub/websocket`: MQTT over WebSockets on the HTTPS port.
 //!
-//! The client's subprotocol picks the protocol: `mqtt` in any case (the C SDK sends `MQTT`),
-//! echoed back exactly as the client wrote it. `AMQPWSB10` is recognised and refused with an
-//! explicit 501 until AMQP is served. Query strings are ignored (the Java SDK appends
+//! The client's subprotocol picks the protocol, echoed back exactly as the client wrote it:
+//! `mqtt` in any case (the C SDK sends `MQTT`) for devices over MQTT, `AMQPWSB10` for AMQP (the
+//! service endpoint of port 5671). Query strings are ignored (the Java SDK appends
 //! `?iothub-no-client-cert=true`).
 //!
-//! WebSocket frames carry an arbitrary slicing of the MQTT byte stream, so the connection is
-//! bridged to a byte pipe and served by the very same MQTT session code as port 8883.
+//! WebSocket frames carry an arbitrary slicing of the byte stream, so the connection is
+//! bridged to a byte pipe and served by the very same code as the TLS ports.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use axum::Extension;
 use axum::extract::{Request, State};
@@ -25,8 +24,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
 use super::{ApiError, AppState};
-use crate::hub::error::ErrorCode;
-use crate::mqtt::{MqttContext, run_session};
+use crate::mqtt::run_session;
 
 /// The peer address of the connection a request arrived on, and the client certificate it
 /// presented in the TLS handshake (if any).
@@ -64,35 +62,34 @@ pub(crate) async fn upgrade(
         .map(|p| p.trim().to_owned())
         .filter(|p| !p.is_empty())
         .collect();
-    let Some(protocol) = offered
+    let chosen = offered
         .iter()
-        .find(|p| p.eq_ignore_ascii_case("mqtt"))
-        .cloned()
-    else {
-        let message = if offered.iter().any(|p| p.eq_ignore_ascii_case("AMQPWSB10")) {
-            ApiError::new(
-                ErrorCode::NotImplemented,
-                "AMQP over WebSockets is not supported by the emulator yet",
-            )
-        } else {
-            ApiError::invalid(format!(
-                "WebSocket subprotocol must be `mqtt` (or `AMQPWSB10`); offered: {offered:?}"
-            ))
-        };
-        return message.into_response();
+        .find(|p| p.eq_ignore_ascii_case("mqtt") || p.eq_ignore_ascii_case("AMQPWSB10"))
+        .cloned();
+    let Some(protocol) = chosen else {
+        return ApiError::invalid(format!(
+            "WebSocket subprotocol must be `mqtt` or `AMQPWSB10`; offered: {offered:?}"
+        ))
+        .into_response();
     };
     let Ok(protocol_header) = HeaderValue::from_str(&protocol) else {
         return ApiError::invalid("invalid subprotocol").into_response();
     };
     let on_upgrade = hyper::upgrade::on(&mut request);
-    let context = app.mqtt.clone();
+    let mqtt = app.mqtt.clone();
+    let amqp = app.amqp.clone();
+    let is_mqtt = protocol.eq_ignore_ascii_case("mqtt");
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
                 let ws =
                     WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
                         .await;
-                bridge(ws, context, peer, certificate).await;
+                if is_mqtt {
+                    bridge(ws, peer, move |io| run_session(io, peer, mqtt, certificate)).await;
+                } else {
+                    bridge(ws, peer, move |io| crate::amqp::run(io, peer, amqp)).await;
+                }
             }
             Err(e) => tracing::debug!(%peer, error = %e, "WebSocket upgrade failed"),
         }
@@ -118,17 +115,16 @@ fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> boo
         .any(|v| v.trim().eq_ignore_ascii_case(token))
 }
 
-/// Pumps bytes between the WebSocket and an MQTT session until either side ends.
-async fn bridge<S>(
-    ws: WebSocketStream<S>,
-    context: Arc<MqttContext>,
-    peer: SocketAddr,
-    certificate: Option<rustls_pki_types::CertificateDer<'static>>,
-) where
+/// Pumps bytes between the WebSocket and the protocol `serve` runs on a byte pipe, until
+/// either side ends.
+async fn bridge<S, F, Fut>(ws: WebSocketStream<S>, peer: SocketAddr, serve: F)
+where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    F: FnOnce(tokio::io::DuplexStream) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let (session_end, mut pipe) = tokio::io::duplex(PIPE_BYTES);
-    let session = tokio::spawn(run_session(session_end, peer, context, certificate));
+    let session = tokio::spawn(serve(session_end));
     let (mut sink, mut frames) = ws.split();
     let mut buffer = vec![0u8; 16 * 1024];
     loop {
@@ -142,7 +138,7 @@ async fn bridge<S>(
                 // Pings are answered by the WebSocket layer; text frames are not MQTT.
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
                 Some(Ok(Message::Text(_))) => {
-                    tracing::info!(%peer, "text frame on an MQTT WebSocket; closing");
+                    tracing::info!(%peer, "text frame on a binary-protocol WebSocket; closing");
                     break;
                 }
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
