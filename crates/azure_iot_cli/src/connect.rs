@@ -83,6 +83,16 @@ impl HubConnection {
         method: reqwest::Method,
         path_and_query: &str,
     ) -> Result<Reply, String> {
+        self.send_json(method, path_and_query, None).await
+    }
+
+    /// Sends a request with a JSON body and a fresh SAS token.
+    pub(crate) async fn send_json(
+        &self,
+        method: reqwest::Method,
+        path_and_query: &str,
+        body: Option<Value>,
+    ) -> Result<Reply, String> {
         let token = SasToken::generate_with_ttl(
             &ResourceUri::hub(self.cs.host_name()),
             self.cs.key(),
@@ -98,10 +108,16 @@ impl HubConnection {
             "{}{path_and_query}{separator}api-version=2021-04-12",
             self.base
         );
-        let response = self
+        let mut request = self
             .http
             .request(method, url)
-            .header("Authorization", token.secret())
+            .header("Authorization", token.secret());
+        if let Some(body) = body {
+            request = request
+                .header("Content-Type", "application/json; charset=utf-8")
+                .body(body.to_string());
+        }
+        let response = request
             .send()
             .await
             .map_err(|e| format!("cannot reach the emulator at {}: {e}", self.base))?;

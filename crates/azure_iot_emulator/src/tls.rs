@@ -287,7 +287,8 @@ pub(crate) fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()>
     file.sync_all()
 }
 
-fn pem_encode(der: &[u8]) -> String {
+/// PEM text of a DER certificate.
+pub(crate) fn pem_encode(der: &[u8]) -> String {
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
     let mut out = String::from("-----BEGIN CERTIFICATE-----\n");

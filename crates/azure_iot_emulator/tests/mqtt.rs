@@ -732,3 +732,116 @@ async fn x509_self_signed_devices_authenticate_by_thumbprint() {
     assert_eq!(ack.code, ConnectReturnCode::NotAuthorized);
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn x509_ca_signed_devices_chain_to_a_registered_ca_and_name_themselves() {
+    let hub = emulator().await;
+    let ep = HubEndpoint::of(&hub);
+    let c = RestClient::new(&ep, "iothubowner");
+    let make_ca = |name: &str| {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        (cert.pem(), rcgen::Issuer::new(params, key))
+    };
+    let leaf = |cn: &str, issuer: &rcgen::Issuer<'_, rcgen::KeyPair>| {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, issuer).unwrap();
+        (
+            cert.der().clone(),
+            rustls_pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+        )
+    };
+    let (ca_pem, ca) = make_ca("fleet CA");
+    let (_, stranger_ca) = make_ca("someone else's CA");
+
+    let registered = c
+        .put(
+            "/certificates/fleet",
+            json!({"properties": {"certificate": ca_pem}}),
+        )
+        .await;
+    assert_eq!(registered.status, StatusCode::OK, "{:?}", registered.body);
+    assert_eq!(registered.body["properties"]["isVerified"], true);
+    assert!(
+        registered.body["properties"]["subject"]
+            .as_str()
+            .unwrap()
+            .contains("fleet CA")
+    );
+    assert_eq!(
+        c.get("/certificates").await.body["value"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        c.put(
+            "/certificates/bad",
+            json!({"properties": {"certificate": "nope"}})
+        )
+        .await
+        .status,
+        StatusCode::BAD_REQUEST
+    );
+    c.put(
+        "/devices/ca-dev",
+        json!({"authentication": {"type": "certificateAuthority"}}),
+    )
+    .await;
+
+    let (cert, key) = leaf("ca-dev", &ca);
+    let (_, ack) = MqttClient::open_with_certificate(&ep, vec![cert], key)
+        .await
+        .connect_x509(&ep, "ca-dev")
+        .await;
+    assert_eq!(
+        ack.code,
+        ConnectReturnCode::Success,
+        "signed by the registered CA, CN = device id"
+    );
+
+    let (cert, key) = leaf("someone-else", &ca);
+    let (_, ack) = MqttClient::open_with_certificate(&ep, vec![cert], key)
+        .await
+        .connect_x509(&ep, "ca-dev")
+        .await;
+    assert_eq!(
+        ack.code,
+        ConnectReturnCode::NotAuthorized,
+        "CN must be the device id"
+    );
+
+    let (cert, key) = leaf("ca-dev", &stranger_ca);
+    let (_, ack) = MqttClient::open_with_certificate(&ep, vec![cert], key)
+        .await
+        .connect_x509(&ep, "ca-dev")
+        .await;
+    assert_eq!(
+        ack.code,
+        ConnectReturnCode::NotAuthorized,
+        "an unregistered CA is not trusted"
+    );
+
+    // Removing the CA revokes the trust.
+    assert_eq!(
+        c.delete("/certificates/fleet").await.status,
+        StatusCode::NO_CONTENT
+    );
+    let (cert, key) = leaf("ca-dev", &ca);
+    let (_, ack) = MqttClient::open_with_certificate(&ep, vec![cert], key)
+        .await
+        .connect_x509(&ep, "ca-dev")
+        .await;
+    assert_eq!(ack.code, ConnectReturnCode::NotAuthorized);
+    hub.shutdown().await;
+}

@@ -11,6 +11,7 @@
 //! thread, encode the answer. Bodies are read with a size limit and decoded by hand so that
 //! every malformed request gets an IoT Hub error body, not a framework's plain-text one.
 
+mod certificates;
 mod error;
 mod faults;
 mod feedback;
@@ -113,6 +114,13 @@ pub(crate) fn router(state: AppState) -> Router {
                 .put(twins::replace_module_twin),
         )
         .route("/$iothub/websocket", get(websocket::upgrade))
+        .route("/certificates", get(certificates::list))
+        .route(
+            "/certificates/{name}",
+            get(certificates::get)
+                .put(certificates::put)
+                .delete(certificates::delete),
+        )
         .route("/$emulator/telemetry", get(monitor::telemetry))
         .route(
             "/$emulator/faults",

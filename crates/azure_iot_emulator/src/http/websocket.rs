@@ -31,7 +31,7 @@ use crate::mqtt::run_session;
 #[derive(Debug, Clone)]
 pub(crate) struct Peer(
     pub(crate) SocketAddr,
-    pub(crate) Option<rustls_pki_types::CertificateDer<'static>>,
+    pub(crate) Vec<rustls_pki_types::CertificateDer<'static>>,
 );
 
 /// Bytes buffered between the WebSocket and the MQTT session in each direction.

@@ -60,7 +60,7 @@ pub(crate) struct Refusal {
 }
 
 impl Refusal {
-    fn not_authorized(reason: impl Into<String>) -> Self {
+    pub(super) fn not_authorized(reason: impl Into<String>) -> Self {
         Self {
             code: 5,
             reason: reason.into(),
@@ -175,7 +175,7 @@ impl HubState {
         identity: &Identity,
         hostname: &str,
         password: Option<&str>,
-        client_certificate: Option<&[u8]>,
+        client_chain: &[rustls_pki_types::CertificateDer<'static>],
         now: SystemTime,
     ) -> Result<Grant, Refusal> {
         if let Some(code) = self.faults.take_refusal(identity) {
@@ -198,12 +198,13 @@ impl HubState {
             )));
         }
         let Some(password) = password.filter(|p| !p.is_empty()) else {
-            return match client_certificate {
-                Some(der) => authenticate_certificate(identity, &record.credentials, der),
-                None => Err(Refusal::not_authorized(
+            if client_chain.is_empty() {
+                return Err(Refusal::not_authorized(
                     "neither a SAS token (password) nor a client certificate was presented",
-                )),
-            };
+                ));
+            }
+            let credentials = record.credentials.clone();
+            return self.authenticate_certificate(identity, &credentials, client_chain);
         };
         let token = SasToken::parse(password).map_err(|e| {
             Refusal::not_authorized(format!("the password is not a SAS token: {e}"))
@@ -398,45 +399,5 @@ impl HubState {
         let mut record = record.clone();
         record.twin.model_id = model_id.to_owned();
         self.save(record)
-    }
-}
-
-/// X.509 authentication of a self-signed ("thumbprint") identity: the certificate presented
-/// in the TLS handshake (whose key the client proved it holds) must have the SHA-1 or SHA-256
-/// thumbprint registered as the identity's primary or secondary thumbprint.
-fn authenticate_certificate(
-    identity: &Identity,
-    credentials: &super::identity::Credentials,
-    der: &[u8],
-) -> Result<Grant, Refusal> {
-    match credentials.auth_type {
-        AuthType::SelfSigned => {
-            let (sha1, sha256) = crate::tls::thumbprints(der);
-            let registered = [
-                &credentials.primary_thumbprint,
-                &credentials.secondary_thumbprint,
-            ];
-            if registered
-                .into_iter()
-                .flatten()
-                .any(|t| *t == sha1 || *t == sha256)
-            {
-                Ok(Grant {
-                    expires_at: None,
-                    auth_method: "x509",
-                })
-            } else {
-                Err(Refusal::not_authorized(format!(
-                    "the client certificate's thumbprint is not registered for {identity}"
-                )))
-            }
-        }
-        AuthType::CertificateAuthority => Err(Refusal::not_authorized(
-            "CA-signed device certificates are not supported by the emulator yet; register the certificate's thumbprint (selfSigned)",
-        )),
-        other => Err(Refusal::not_authorized(format!(
-            "{identity} authenticates with {}, not an X.509 certificate",
-            other.as_str()
-        ))),
     }
 }

@@ -53,6 +53,8 @@ pub(crate) struct HubState {
     pub(super) c2d: CloudToDevice,
     /// Injected faults (see `faults.rs`).
     pub(super) faults: Faults,
+    /// Registered CA certificates (see `certificates.rs`).
+    pub(super) certificates: super::certificates::Certificates,
 }
 
 impl HubState {
@@ -108,9 +110,11 @@ impl HubState {
             .map(|d| d.as_micros() as u64)
             .unwrap_or(0);
         let c2d = CloudToDevice::load(&store)?;
+        let certificates = super::certificates::load(&store)?;
         Ok(Self {
             c2d,
             faults: Faults::default(),
+            certificates,
             store,
             policies: Policies::new(policies),
             devices,

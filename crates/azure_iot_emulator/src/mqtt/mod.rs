@@ -44,14 +44,14 @@ pub(crate) async fn serve(
     .await;
 }
 
-/// The leaf certificate the client presented in the TLS handshake, if any.
+/// The certificate chain the client presented in the TLS handshake (leaf first; empty if none).
 pub(crate) fn client_certificate<S>(
     stream: &tokio_rustls::server::TlsStream<S>,
-) -> Option<rustls_pki_types::CertificateDer<'static>> {
+) -> Vec<rustls_pki_types::CertificateDer<'static>> {
     stream
         .get_ref()
         .1
         .peer_certificates()
-        .and_then(|chain| chain.first())
-        .map(|leaf| leaf.clone().into_owned())
+        .map(|chain| chain.iter().map(|c| c.clone().into_owned()).collect())
+        .unwrap_or_default()
 }

@@ -63,7 +63,7 @@ pub(crate) async fn run<S>(
     io: S,
     peer: SocketAddr,
     ctx: Arc<MqttContext>,
-    client_certificate: Option<rustls_pki_types::CertificateDer<'static>>,
+    client_certificate: Vec<rustls_pki_types::CertificateDer<'static>>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -148,7 +148,7 @@ where
         connect: Connect,
         peer: SocketAddr,
         ctx: Arc<MqttContext>,
-        client_certificate: Option<rustls_pki_types::CertificateDer<'static>>,
+        client_certificate: Vec<rustls_pki_types::CertificateDer<'static>>,
     ) -> Option<Self> {
         let refuse = |code: ConnectReturnCode, reason: String| (code, reason);
         let checked = (|| {
@@ -204,7 +204,7 @@ where
                     &who,
                     &hostname,
                     Some(password.as_str()),
-                    client_certificate.as_deref(),
+                    &client_certificate,
                     SystemTime::now(),
                 )
             })

@@ -45,6 +45,11 @@ CREATE TABLE IF NOT EXISTS c2d (
     properties     TEXT NOT NULL,
     body           BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS certificates (
+    name    TEXT PRIMARY KEY,
+    pem     TEXT NOT NULL,
+    created TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS feedback (
     id     INTEGER PRIMARY KEY,
     record TEXT NOT NULL
@@ -73,6 +78,10 @@ pub(crate) enum Change<'a> {
     PutFeedback(u64, &'a str),
     /// Remove a delivered feedback record.
     DeleteFeedback(u64),
+    /// Register (or replace) a CA certificate: name, PEM, creation time.
+    PutCertificate(&'a str, &'a str, &'a str),
+    /// Remove a CA certificate.
+    DeleteCertificate(&'a str),
 }
 
 /// A stored cloud-to-device message.
@@ -261,6 +270,16 @@ impl Store {
                 Change::DeleteFeedback(id) => {
                     tx.execute("DELETE FROM feedback WHERE id = ?1", [*id as i64])?;
                 }
+                Change::PutCertificate(name, pem, created) => {
+                    tx.execute(
+                        "INSERT INTO certificates (name, pem, created) VALUES (?1, ?2, ?3)
+                         ON CONFLICT(name) DO UPDATE SET pem = excluded.pem",
+                        params![name, pem, created],
+                    )?;
+                }
+                Change::DeleteCertificate(name) => {
+                    tx.execute("DELETE FROM certificates WHERE name = ?1", [name])?;
+                }
             }
         }
         tx.commit()
@@ -282,6 +301,15 @@ impl Store {
                 body: r.get(6)?,
             })
         })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Every registered CA certificate: name, PEM, creation time.
+    pub(crate) fn certificates(&self) -> Result<Vec<(String, String, String)>, EmulatorError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, pem, created FROM certificates ORDER BY name")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

@@ -1,0 +1,64 @@
+//! CA certificates: `GET /certificates`, `GET|PUT|DELETE /certificates/{name}`.
+//!
+//! PUT takes `{"properties": {"certificate": "<PEM or base64 DER>"}}` (IoT Hub's shape) or
+//! `{"certificate": "..."}`; a registered CA counts as verified (the emulator skips IoT Hub's
+//! proof-of-possession step). Devices whose authentication type is `certificateAuthority`
+//! then connect with a certificate that chains to it and names the device id as common name.
+
+use axum::extract::{Path, State};
+use axum::response::Response;
+use http::{HeaderMap, StatusCode};
+use serde_json::Value;
+
+use super::{ApiError, AppState, Body, json_ok};
+use crate::hub::policy::Rights;
+
+pub(crate) async fn list(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    app.authorize(&headers, Rights::REGISTRY_READ)?;
+    Ok(json_ok(app.hub.call(|s| s.list_cas()).await?))
+}
+
+pub(crate) async fn get(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    app.authorize(&headers, Rights::REGISTRY_READ)?;
+    Ok(json_ok(app.hub.call(move |s| s.get_ca(&name)).await??))
+}
+
+pub(crate) async fn put(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    app.authorize(&headers, Rights::REGISTRY_WRITE)?;
+    let body: Value = body.json()?;
+    let certificate = body
+        .pointer("/properties/certificate")
+        .or_else(|| body.get("certificate"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            ApiError::invalid("the body needs properties.certificate (PEM or base64 DER)")
+        })?
+        .to_owned();
+    Ok(json_ok(
+        app.hub
+            .call(move |s| s.put_ca(&name, &certificate))
+            .await??,
+    ))
+}
+
+pub(crate) async fn delete(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    app.authorize(&headers, Rights::REGISTRY_WRITE)?;
+    app.hub.call(move |s| s.delete_ca(&name)).await??;
+    Ok(StatusCode::NO_CONTENT)
+}
