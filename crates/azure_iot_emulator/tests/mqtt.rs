@@ -121,6 +121,60 @@ async fn module_outputs_are_logged_as_the_module() {
             .as_deref(),
         Some("m")
     );
+
+    // Module twins and direct methods go through the same topics as a device's.
+    module
+        .subscribe("$iothub/twin/res/#", QoS::AtLeastOnce)
+        .await;
+    module
+        .subscribe("$iothub/methods/POST/#", QoS::AtLeastOnce)
+        .await;
+    module
+        .publish(
+            "$iothub/twin/PATCH/properties/reported/?$rid=1",
+            r#"{"state":"ok"}"#,
+            QoS::AtLeastOnce,
+        )
+        .await;
+    assert_eq!(
+        module.next_publish().await.topic,
+        "$iothub/twin/res/204/?$rid=1&$version=2"
+    );
+    assert_eq!(
+        c.get("/twins/d/modules/m").await.body["properties"]["reported"]["state"],
+        "ok"
+    );
+    let service = c.clone();
+    let call = tokio::spawn(async move {
+        service
+            .request(
+                Method::POST,
+                "/twins/d/modules/m/methods",
+                Some(json!({"methodName": "restart", "responseTimeoutInSeconds": 10})),
+                &[],
+            )
+            .await
+    });
+    let request = module.next_publish().await;
+    assert!(
+        request
+            .topic
+            .starts_with("$iothub/methods/POST/restart/?$rid="),
+        "{}",
+        request.topic
+    );
+    let rid = request.topic.rsplit("$rid=").next().unwrap().to_owned();
+    module
+        .publish(
+            &format!("$iothub/methods/res/200/?$rid={rid}"),
+            r#""done""#,
+            QoS::AtLeastOnce,
+        )
+        .await;
+    assert_eq!(
+        call.await.unwrap().body,
+        json!({"status": 200, "payload": "done"})
+    );
     hub.shutdown().await;
 }
 
