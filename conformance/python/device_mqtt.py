@@ -9,13 +9,12 @@ Ends with "N passed, M failed"; exit status 0 only if nothing failed.
 import json
 import os
 import sqlite3
-import sys
 import threading
 import time
-import traceback
 import urllib.parse
 from datetime import datetime, timezone
 
+from harness import check, finish
 import certifi
 
 # The service SDK's AMQP stack (uamqp) trusts only certifi's bundle (it ignores
@@ -32,22 +31,6 @@ CA = open(os.path.join(DATA_DIR, "ca.pem")).read()
 RM = IoTHubRegistryManager.from_connection_string(HUB["connection_strings"]["iothubowner"])
 HOST = HUB["hostname"]
 
-results = []
-
-
-def check(name):
-    def wrap(fn):
-        try:
-            fn()
-            results.append((name, None))
-            print(f"ok    {name}", flush=True)
-        except Exception as e:  # noqa: BLE001 - report every failure and keep going
-            results.append((name, e))
-            print(f"FAIL  {name}: {e!r}", flush=True)
-            traceback.print_exc()
-        return fn
-
-    return wrap
 
 
 def device_client(device_id, websockets=False):
@@ -236,6 +219,4 @@ def _():
         client.shutdown()
 
 
-failed = [n for n, e in results if e is not None]
-print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
-sys.exit(1 if failed else 0)
+finish()

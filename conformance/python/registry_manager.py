@@ -8,9 +8,8 @@ per check and ends with "N passed, M failed". Exit status is 0 only if nothing f
 import base64
 import json
 import os
-import sys
-import traceback
 
+from harness import check, finish
 from azure.iot.hub import IoTHubRegistryManager
 from azure.iot.hub.models import (
     CloudToDeviceMethod,
@@ -26,22 +25,6 @@ RM = IoTHubRegistryManager.from_connection_string(HUB["connection_strings"]["iot
 KEY_A = base64.b64encode(bytes(range(32))).decode()
 KEY_B = base64.b64encode(bytes(range(32, 64))).decode()
 
-results = []
-
-
-def check(name):
-    def wrap(fn):
-        try:
-            fn()
-            results.append((name, None))
-            print(f"ok    {name}", flush=True)
-        except Exception as e:  # noqa: BLE001 - report every failure and keep going
-            results.append((name, e))
-            print(f"FAIL  {name}: {e!r}", flush=True)
-            traceback.print_exc()
-        return fn
-
-    return wrap
 
 
 def status_of(call):
@@ -184,6 +167,4 @@ def _():
     assert status_of(lambda: bad.get_device("py-dev-2")) == 401
 
 
-failed = [n for n, e in results if e is not None]
-print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
-sys.exit(1 if failed else 0)
+finish()

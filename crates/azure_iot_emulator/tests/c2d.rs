@@ -12,14 +12,6 @@ use serde_json::{Value, json};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
-async fn register(c: &RestClient, device: &str) -> String {
-    let r = c.put(&format!("/devices/{device}"), json!({})).await;
-    r.body["authentication"]["symmetricKey"]["primaryKey"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 fn c2d(mid: &str, ack: AckMode) -> Message {
     Message::builder(format!("body of {mid}"))
         .message_id(mid)
@@ -52,7 +44,7 @@ async fn queued_messages_are_delivered_on_subscribe_and_completed_by_puback() {
     let hub = emulator().await;
     let ep = HubEndpoint::of(&hub);
     let c = RestClient::new(&ep, "iothubowner");
-    let key = register(&c, "dev1").await;
+    let key = c.register_device("dev1").await;
     hub.send_cloud_to_device("dev1", c2d("m1", AckMode::Full))
         .await
         .unwrap();
@@ -127,7 +119,7 @@ async fn live_delivery_and_redelivery_of_unacknowledged_messages() {
     let hub = emulator().await;
     let ep = HubEndpoint::of(&hub);
     let c = RestClient::new(&ep, "iothubowner");
-    let key = register(&c, "dev1").await;
+    let key = c.register_device("dev1").await;
     let token = device_token(&ep, "dev1", None, &key, HOUR);
     let (mut first, _) = MqttClient::connect(&ep, "dev1", &token, false, 60).await;
     first
@@ -166,7 +158,7 @@ async fn queue_limit_purge_and_feedback_per_ack_mode() {
     let hub = emulator().await;
     let ep = HubEndpoint::of(&hub);
     let c = RestClient::new(&ep, "iothubowner");
-    register(&c, "dev1").await;
+    c.register_device("dev1").await;
     for i in 0..50 {
         let ack = match i % 4 {
             0 => AckMode::None,
@@ -227,7 +219,7 @@ async fn expired_messages_are_dropped_with_feedback_and_state_survives_restart()
     let hub = start().await;
     let ep = HubEndpoint::of(&hub);
     let c = RestClient::new(&ep, "iothubowner");
-    register(&c, "dev1").await;
+    c.register_device("dev1").await;
     let soon = time::OffsetDateTime::now_utc() + time::Duration::seconds(1);
     let short = c2d("short", AckMode::Negative)
         .into_builder()

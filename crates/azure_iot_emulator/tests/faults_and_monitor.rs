@@ -11,20 +11,12 @@ use serde_json::{Value, json};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
-async fn register(c: &RestClient, device: &str) -> String {
-    let r = c.put(&format!("/devices/{device}"), json!({})).await;
-    r.body["authentication"]["symmetricKey"]["primaryKey"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 #[tokio::test]
 async fn drop_refuse_withhold_and_throttle() {
     let hub = emulator().await;
     let ep = HubEndpoint::of(&hub);
     let c = RestClient::new(&ep, "iothubowner");
-    let key = register(&c, "dev1").await;
+    let key = c.register_device("dev1").await;
     let token = device_token(&ep, "dev1", None, &key, HOUR);
 
     // Drop: the live connection closes at once.
@@ -131,7 +123,7 @@ async fn delayed_pubacks_arrive_late() {
     let hub = emulator().await;
     let ep = HubEndpoint::of(&hub);
     let c = RestClient::new(&ep, "iothubowner");
-    let key = register(&c, "dev1").await;
+    let key = c.register_device("dev1").await;
     hub.inject(Fault::DelayPubacks {
         device_id: "dev1".into(),
         module_id: None,
@@ -161,8 +153,8 @@ async fn monitor_endpoint_reads_and_long_polls_the_log() {
     let ep = HubEndpoint::of(&hub);
     let c = RestClient::new(&ep, "service");
     let owner = RestClient::new(&ep, "iothubowner");
-    let key = register(&owner, "dev1").await;
-    register(&owner, "dev2").await;
+    let key = owner.register_device("dev1").await;
+    owner.register_device("dev2").await;
     let token = device_token(&ep, "dev1", None, &key, HOUR);
     let (mut device, _) = MqttClient::connect(&ep, "dev1", &token, true, 60).await;
     device

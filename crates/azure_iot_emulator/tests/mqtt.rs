@@ -11,16 +11,6 @@ use serde_json::{Value, json};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
-/// Registers `device` and returns its primary key.
-async fn register(c: &RestClient, device: &str) -> String {
-    let r = c.put(&format!("/devices/{device}"), json!({})).await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    r.body["authentication"]["symmetricKey"]["primaryKey"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 async fn connected(hub: &HubEndpoint, device: &str, key: &str) -> MqttClient {
     let token = device_token(hub, device, None, key, HOUR);
     let (client, ack) = MqttClient::connect(hub, device, &token, true, 60).await;
@@ -33,7 +23,7 @@ async fn telemetry_is_logged_with_properties_before_the_puback() {
     let hub = emulator().await;
     let ep = HubEndpoint::of(&hub);
     let c = RestClient::new(&ep, "iothubowner");
-    let key = register(&c, "dev1").await;
+    let key = c.register_device("dev1").await;
     let mut device = connected(&ep, "dev1", &key).await;
     // The Python SDK's exact topic for a message with system and custom properties.
     let topic = "devices/dev1/messages/events/%24.mid=mid-1&%24.cid=cid-1&%24.ct=application%2Fjson&%24.ce=utf-8&%24.exp=2033-05-18T03%3A33%3A20%2B00%3A00&p1=v1";
@@ -89,7 +79,7 @@ async fn module_outputs_are_logged_as_the_module() {
     let hub = emulator().await;
     let ep = HubEndpoint::of(&hub);
     let c = RestClient::new(&ep, "iothubowner");
-    register(&c, "d").await;
+    c.register_device("d").await;
     let m = c.put("/devices/d/modules/m", json!({})).await;
     let key = m.body["authentication"]["symmetricKey"]["primaryKey"]
         .as_str()
@@ -183,7 +173,7 @@ async fn connects_are_refused_with_the_hubs_codes() {
     let hub = emulator().await;
     let ep = HubEndpoint::of(&hub);
     let c = RestClient::new(&ep, "iothubowner");
-    let key = register(&c, "dev1").await;
+    let key = c.register_device("dev1").await;
     c.put("/devices/off", json!({"status": "disabled"})).await;
     let other_key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
     let cases = [
@@ -289,8 +279,8 @@ async fn forbidden_traffic_ends_only_that_connection() {
     let hub = emulator().await;
     let ep = HubEndpoint::of(&hub);
     let c = RestClient::new(&ep, "iothubowner");
-    let key = register(&c, "dev1").await;
-    register(&c, "dev2").await;
+    let key = c.register_device("dev1").await;
+    c.register_device("dev2").await;
     enum Attempt {
         Publish(&'static str, Vec<u8>, QoS),
         Subscribe(&'static str),
@@ -371,7 +361,7 @@ async fn twin_get_reported_patch_and_desired_push() {
     let hub = emulator().await;
     let ep = HubEndpoint::of(&hub);
     let c = RestClient::new(&ep, "iothubowner");
-    let key = register(&c, "dev1").await;
+    let key = c.register_device("dev1").await;
     let mut device = connected(&ep, "dev1", &key).await;
     for filter in [
         "$iothub/twin/res/#",
@@ -458,7 +448,7 @@ async fn direct_method_round_trip_through_rest_and_mqtt() {
     let hub = emulator().await;
     let ep = HubEndpoint::of(&hub);
     let c = RestClient::new(&ep, "iothubowner");
-    let key = register(&c, "dev1").await;
+    let key = c.register_device("dev1").await;
     let mut device = connected(&ep, "dev1", &key).await;
     device
         .subscribe("$iothub/methods/POST/#", QoS::AtMostOnce)
@@ -513,7 +503,7 @@ async fn a_new_connection_replaces_the_old_one_and_sessions_persist() {
     let hub = emulator().await;
     let ep = HubEndpoint::of(&hub);
     let c = RestClient::new(&ep, "iothubowner");
-    let key = register(&c, "dev1").await;
+    let key = c.register_device("dev1").await;
     let token = device_token(&ep, "dev1", None, &key, HOUR);
     let (mut first, ack) = MqttClient::connect(&ep, "dev1", &token, false, 60).await;
     assert!(!ack.session_present);
@@ -564,7 +554,7 @@ async fn silent_clients_and_expired_tokens_are_disconnected() {
     let hub = emulator().await;
     let ep = HubEndpoint::of(&hub);
     let c = RestClient::new(&ep, "iothubowner");
-    let key = register(&c, "dev1").await;
+    let key = c.register_device("dev1").await;
     // Keep-alive 1 s: the hub waits 1.5 s for a packet, then closes.
     let token = device_token(&ep, "dev1", None, &key, HOUR);
     let (mut quiet, _) = MqttClient::connect(&ep, "dev1", &token, true, 1).await;
@@ -594,7 +584,7 @@ async fn mqtt_over_websockets_on_the_https_port() {
     let hub = emulator().await;
     let ep = HubEndpoint::of(&hub);
     let c = RestClient::new(&ep, "iothubowner");
-    let key = register(&c, "wsdev").await;
+    let key = c.register_device("wsdev").await;
 
     let tls = {
         use rustls_pki_types::CertificateDer;
@@ -778,7 +768,7 @@ async fn x509_self_signed_devices_authenticate_by_thumbprint() {
         .connect_x509(&ep, "x509dev")
         .await;
     assert_eq!(ack.code, ConnectReturnCode::NotAuthorized);
-    register(&c, "sasdev").await;
+    c.register_device("sasdev").await;
     let (_, ack) = MqttClient::open_with_certificate(&ep, vec![cert], key)
         .await
         .connect_x509(&ep, "sasdev")

@@ -136,6 +136,23 @@ impl RestClient {
         self.request(Method::PUT, path, Some(body), &[]).await
     }
 
+    /// Registers a SAS device with generated keys and returns its primary key.
+    pub async fn register_device(&self, device_id: &str) -> String {
+        let r = self
+            .put(&format!("/devices/{device_id}"), serde_json::json!({}))
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::OK,
+            "registering {device_id}: {:?}",
+            r.body
+        );
+        r.body["authentication"]["symmetricKey"]["primaryKey"]
+            .as_str()
+            .expect("a generated key")
+            .to_owned()
+    }
+
     pub async fn delete(&self, path: &str) -> Reply {
         self.request(Method::DELETE, path, None, &[]).await
     }

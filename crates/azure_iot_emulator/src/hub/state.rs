@@ -259,20 +259,7 @@ impl HubState {
                         });
                     }
                 }
-                let mut spec = spec;
-                spec.credentials
-                    .fill_missing_keys(Some(&record.credentials))?;
-                if record.status != spec.status {
-                    record.status_updated_time = now();
-                }
-                record.status = spec.status;
-                record.status_reason = spec.status_reason;
-                record.credentials = spec.credentials;
-                record.iot_edge = spec.iot_edge;
-                record.device_scope = spec.device_scope;
-                record.parent_scopes = spec.parent_scopes;
-                record.managed_by = spec.managed_by;
-                record.etag = self.next_etag();
+                self.update_record(&mut record, spec)?;
                 Ok(record)
             }
             None => {
@@ -285,6 +272,29 @@ impl HubState {
                 self.new_record(device_id, module_id, spec)
             }
         }
+    }
+
+    /// Applies an update to an existing identity: keys the update leaves out are kept, the
+    /// status time moves only if the status changes, and the ETag always changes.
+    fn update_record(
+        &mut self,
+        record: &mut IdentityRecord,
+        mut spec: IdentitySpec,
+    ) -> Result<(), HubError> {
+        spec.credentials
+            .fill_missing_keys(Some(&record.credentials))?;
+        if record.status != spec.status {
+            record.status_updated_time = now();
+        }
+        record.status = spec.status;
+        record.status_reason = spec.status_reason;
+        record.credentials = spec.credentials;
+        record.iot_edge = spec.iot_edge;
+        record.device_scope = spec.device_scope;
+        record.parent_scopes = spec.parent_scopes;
+        record.managed_by = spec.managed_by;
+        record.etag = self.next_etag();
+        Ok(())
     }
 
     /// A new identity with a fresh generation id, ETag and twin.
@@ -487,17 +497,7 @@ impl HubState {
                 let spec = entry.identity.validate(&device_id, module_id.as_deref())?;
                 let mut record = match current {
                     Some(mut record) => {
-                        let mut spec = spec;
-                        spec.credentials
-                            .fill_missing_keys(Some(&record.credentials))?;
-                        record.status = spec.status;
-                        record.status_reason = spec.status_reason;
-                        record.credentials = spec.credentials;
-                        record.iot_edge = spec.iot_edge;
-                        record.device_scope = spec.device_scope;
-                        record.parent_scopes = spec.parent_scopes;
-                        record.managed_by = spec.managed_by;
-                        record.etag = self.next_etag();
+                        self.update_record(&mut record, spec)?;
                         record
                     }
                     None => self.new_record(&device_id, module_id.as_deref(), spec)?,
