@@ -16,6 +16,15 @@ if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/python/requirements.txt"
+# The Node SDK scenarios run when node is on the PATH (CI installs it); packages go into
+# conformance/node/node_modules (git-ignored), pinned by package-lock.json.
+scenarios="python/registry_manager.py python/device_mqtt.py"
+if command -v npm >/dev/null 2>&1; then
+  (cd "$here/node" && npm ci --silent --no-audit --no-fund)
+  scenarios="$scenarios node/scenarios.js"
+else
+  echo "conformance: node not found, the Node SDK scenarios are skipped"
+fi
 
 (cd "$root" && cargo build --quiet --locked -p azure_iot_cli)
 bin="$root/target/debug/azure-iot"
@@ -38,16 +47,21 @@ done
 
 passed=0
 failed=0
-for scenario in registry_manager device_mqtt; do
-  echo "== conformance: python/$scenario.py"
-  out="$data/$scenario.out"
+for scenario in $scenarios; do
+  echo "== conformance: $scenario"
+  out="$data/$(basename "$scenario").out"
+  case "$scenario" in
+    *.py) runner=("$venv/bin/python") ;;
+    *.js) runner=(node) ;;
+  esac
   set +e
   HUB_JSON="$data/hub.json" DATA_DIR="$data" REQUESTS_CA_BUNDLE="$data/ca.pem" \
-    "$venv/bin/python" "$here/python/$scenario.py" 2>&1 | tee "$out"
+    NODE_EXTRA_CA_CERTS="$data/ca.pem" \
+    "${runner[@]}" "$here/$scenario" 2>&1 | tee "$out"
   set -e
   summary="$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$out" | tail -n 1)"
   if [ -z "$summary" ]; then
-    echo "python/$scenario.py did not finish"; failed=$((failed + 1)); continue
+    echo "$scenario did not finish"; failed=$((failed + 1)); continue
   fi
   passed=$((passed + ${summary%% passed*}))
   f="${summary#*, }"; failed=$((failed + ${f%% failed*}))
