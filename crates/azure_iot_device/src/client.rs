@@ -1,0 +1,802 @@
+//! [`DeviceClient`]: the handle users hold, and the driver task that owns the connection.
+//!
+//! The handle sends [`Command`]s over a bounded channel; the driver (spawned by
+//! [`DeviceClient::open`]) writes packets, reads the hub's answers and completes each caller's
+//! oneshot. Every call is bounded by the one operation timeout, so nothing waits forever.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use azure_iot_core::Message;
+use azure_iot_core::connection_string::DeviceConnectionString;
+use azure_iot_core::message::MAX_MESSAGE_SIZE;
+use azure_iot_core::method::{MethodRequest, MethodResponse};
+use azure_iot_core::sas::ResourceUri;
+use azure_iot_protocol::Identity;
+use azure_iot_protocol::mqtt::codec::{MAX_PACKET_BYTES, Packet, read_packet, write_packet};
+use bytes::{Bytes, BytesMut};
+use futures_util::Stream;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_rustls::client::TlsStream;
+
+use crate::auth::Credential;
+use crate::error::{Error, ErrorKind, Result};
+use crate::options::ClientOptions;
+use crate::session::{Feature, Inbound, Session};
+use crate::transport;
+
+type Stream_ = TlsStream<TcpStream>;
+
+/// How many commands may wait for the driver before callers wait for room.
+const COMMAND_QUEUE: usize = 256;
+
+/// Whether the client is connected, and if not, why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectionState {
+    /// Connected and authenticated.
+    Connected,
+    /// Not connected.
+    Disconnected(DisconnectReason),
+}
+
+/// Why a client is disconnected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DisconnectReason {
+    /// The network connection was lost or the hub closed it.
+    Network,
+    /// The hub answered the keep-alive late or not at all.
+    KeepAliveTimeout,
+    /// The hub sent something that is not IoT Hub MQTT.
+    ProtocolError,
+    /// [`DeviceClient::close`] was called or every handle was dropped.
+    ClosedByUser,
+}
+
+/// A device's twin as the device sees it.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct DeviceTwin {
+    /// Desired properties, including `$version`.
+    pub desired: Value,
+    /// Reported properties, including `$version`.
+    pub reported: Value,
+}
+
+/// A desired-properties patch pushed by the hub.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct DesiredPatch {
+    /// The desired-properties version after this patch.
+    pub version: i64,
+    /// The patch (a JSON object; `null` removes a property).
+    pub patch: Value,
+}
+
+struct TwinAnswer {
+    status: u16,
+    version: Option<i64>,
+    body: Bytes,
+}
+
+enum Command {
+    /// Boxed: a message with its system properties is large next to the other commands.
+    SendEvent(Box<Message>, oneshot::Sender<Result<()>>),
+    TwinGet(oneshot::Sender<Result<TwinAnswer>>),
+    PatchReported(Bytes, oneshot::Sender<Result<TwinAnswer>>),
+    RespondToMethod(MethodResponse, oneshot::Sender<Result<()>>),
+    Subscribe(Sink, oneshot::Sender<Result<()>>),
+    Close(oneshot::Sender<()>),
+}
+
+/// Where inbound messages of one kind go.
+enum Sink {
+    CloudToDevice(mpsc::UnboundedSender<Message>),
+    Desired(mpsc::UnboundedSender<DesiredPatch>),
+    Methods(mpsc::UnboundedSender<MethodRequest>),
+}
+
+impl Sink {
+    fn feature(&self) -> Feature {
+        match self {
+            Self::CloudToDevice(_) => Feature::CloudToDevice,
+            Self::Desired(_) => Feature::DesiredPatches,
+            Self::Methods(_) => Feature::Methods,
+        }
+    }
+}
+
+/// A connected device (or, from a connection string with `ModuleId`, module) client.
+///
+/// Cheap to clone; every clone drives the same connection. The connection closes when
+/// [`close`](Self::close) is called or the last clone is dropped.
+///
+/// This version holds one MQTT connection over TLS: if the hub drops it, the state becomes
+/// [`ConnectionState::Disconnected`] and operations fail with
+/// [`ErrorKind::Disconnected`]. Automatic reconnection, SAS renewal, X.509 and the
+/// WebSocket transport are not implemented yet.
+#[derive(Clone, Debug)]
+pub struct DeviceClient {
+    commands: mpsc::Sender<Command>,
+    state: watch::Receiver<ConnectionState>,
+    identity: Identity,
+    operation_timeout: Duration,
+}
+
+impl DeviceClient {
+    /// Connects with a device or module connection string
+    /// (`HostName=…;DeviceId=…[;ModuleId=…];SharedAccessKey=…` or `SharedAccessSignature=…`;
+    /// `GatewayHostName` is dialled instead of `HostName` when present).
+    ///
+    /// Returns once the hub accepted the connection; a refused key fails here with
+    /// [`ErrorKind::Unauthorized`].
+    pub async fn from_connection_string(
+        connection_string: &str,
+        options: ClientOptions,
+    ) -> Result<Self> {
+        let cs = DeviceConnectionString::parse(connection_string).map_err(|e| {
+            Error::with_source(
+                ErrorKind::InvalidArgument,
+                "the device connection string is invalid",
+                e,
+            )
+        })?;
+        let credential = Credential::from_connection_string(&cs)?;
+        let identity = match cs.module_id() {
+            Some(module) => Identity::module(cs.device_id(), module),
+            None => Identity::device(cs.device_id()),
+        };
+        Self::open(
+            cs.host_name(),
+            cs.connect_host(),
+            identity,
+            credential,
+            options,
+        )
+        .await
+    }
+
+    async fn open(
+        host_name: &str,
+        connect_host: &str,
+        identity: Identity,
+        credential: Credential,
+        options: ClientOptions,
+    ) -> Result<Self> {
+        let tls = transport::tls_config(options.trusted_ca_pem.as_deref())?;
+        let session = Session::new(
+            identity.clone(),
+            host_name,
+            options.model_id.clone(),
+            options.product_info.as_deref(),
+        );
+        let resource = match identity.module_id() {
+            Some(module) => ResourceUri::module(host_name, identity.device_id(), module),
+            None => ResourceUri::device(host_name, identity.device_id()),
+        };
+        let keep_alive_secs = u16::try_from(options.keep_alive.as_secs()).unwrap_or(u16::MAX);
+        let connect = session.connect(
+            &credential.password(&resource, options.token_ttl),
+            keep_alive_secs,
+        );
+        let stream = timeout(
+            options.operation_timeout,
+            handshake(tls, connect_host, options.port, connect),
+        )
+        .await
+        .map_err(|_| {
+            Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "connecting to {connect_host}:{} took longer than {:?}",
+                    options.port, options.operation_timeout
+                ),
+            )
+        })??;
+        let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
+        let (state_tx, state_rx) = watch::channel(ConnectionState::Connected);
+        let (reader, writer) = tokio::io::split(stream);
+        let driver = Driver {
+            session,
+            commands: commands_rx,
+            reader,
+            writer,
+            read_buf: BytesMut::with_capacity(4096),
+            write_buf: BytesMut::with_capacity(4096),
+            acks: HashMap::new(),
+            twin: HashMap::new(),
+            c2d: None,
+            desired: None,
+            methods: None,
+            state: state_tx,
+            keep_alive: Duration::from_secs(u64::from(keep_alive_secs)),
+            last_sent: Instant::now(),
+            ping_sent: None,
+        };
+        tracing::debug!(client_id = %identity.client_id(), "connected");
+        tokio::spawn(driver.run());
+        Ok(Self {
+            commands: commands_tx,
+            state: state_rx,
+            identity,
+            operation_timeout: options.operation_timeout,
+        })
+    }
+
+    /// The device (and module) this client is.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// The connection state now; [`watch_connection_state`](Self::watch_connection_state)
+    /// to follow changes.
+    pub fn connection_state(&self) -> ConnectionState {
+        self.state.borrow().clone()
+    }
+
+    /// A receiver that sees every change of the connection state.
+    pub fn watch_connection_state(&self) -> watch::Receiver<ConnectionState> {
+        self.state.clone()
+    }
+
+    /// Sends telemetry (or, for a module with an output name set, a module output message);
+    /// returns once the hub acknowledged it (PUBACK).
+    ///
+    /// A message larger than IoT Hub's 256 KiB limit is refused here, before anything is sent.
+    pub async fn send_event(&self, message: Message) -> Result<()> {
+        if message.size() > MAX_MESSAGE_SIZE {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "message is {} bytes; IoT Hub accepts at most {MAX_MESSAGE_SIZE}",
+                    message.size()
+                ),
+            ));
+        }
+        self.call("send_event", |tx| Command::SendEvent(Box::new(message), tx))
+            .await
+    }
+
+    /// The device's twin (desired and reported properties).
+    pub async fn get_twin(&self) -> Result<DeviceTwin> {
+        let answer = self.call("get_twin", Command::TwinGet).await?;
+        ok_status("twin GET", &answer)?;
+        let mut doc: Value = serde_json::from_slice(&answer.body).map_err(|e| {
+            Error::with_source(ErrorKind::Protocol, "the twin the hub sent is not JSON", e)
+        })?;
+        Ok(DeviceTwin {
+            desired: doc.get_mut("desired").map(Value::take).unwrap_or_default(),
+            reported: doc.get_mut("reported").map(Value::take).unwrap_or_default(),
+        })
+    }
+
+    /// Patches reported properties with `patch` (a JSON object; `null` removes a property);
+    /// returns the new reported-properties version.
+    pub async fn update_reported_properties(&self, patch: &Value) -> Result<i64> {
+        if !patch.is_object() {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "a reported-properties patch must be a JSON object",
+            ));
+        }
+        let body = Bytes::from(patch.to_string());
+        let answer = self
+            .call("update_reported_properties", |tx| {
+                Command::PatchReported(body, tx)
+            })
+            .await?;
+        ok_status("reported-properties PATCH", &answer)?;
+        answer.version.ok_or_else(|| {
+            Error::new(
+                ErrorKind::Protocol,
+                "the hub accepted the reported patch without saying the new version",
+            )
+        })
+    }
+
+    /// Starts receiving cloud-to-device messages (subscribes on first call). A later call
+    /// replaces the stream; the earlier one ends.
+    ///
+    /// The hub considers a message delivered once the client holds it: drain the stream.
+    pub async fn cloud_to_device_messages(&self) -> Result<Incoming<Message>> {
+        if self.identity.is_module() {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "modules do not receive cloud-to-device messages",
+            ));
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.call("subscribe", |done| {
+            Command::Subscribe(Sink::CloudToDevice(tx), done)
+        })
+        .await?;
+        Ok(Incoming(rx))
+    }
+
+    /// Starts receiving desired-property patches (subscribes on first call).
+    pub async fn desired_property_patches(&self) -> Result<Incoming<DesiredPatch>> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.call("subscribe", |done| {
+            Command::Subscribe(Sink::Desired(tx), done)
+        })
+        .await?;
+        Ok(Incoming(rx))
+    }
+
+    /// Starts receiving direct method calls (subscribes on first call); answer each with
+    /// [`respond_to_method`](Self::respond_to_method).
+    pub async fn method_requests(&self) -> Result<Incoming<MethodRequest>> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.call("subscribe", |done| {
+            Command::Subscribe(Sink::Methods(tx), done)
+        })
+        .await?;
+        Ok(Incoming(rx))
+    }
+
+    /// Answers a direct method call.
+    pub async fn respond_to_method(&self, response: MethodResponse) -> Result<()> {
+        self.call("respond_to_method", |tx| {
+            Command::RespondToMethod(response, tx)
+        })
+        .await
+    }
+
+    /// Disconnects (MQTT DISCONNECT) and ends every stream. Operations still waiting fail
+    /// with [`ErrorKind::Closed`].
+    pub async fn close(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Close(tx)).await.is_ok() {
+            let _ = timeout(self.operation_timeout, rx).await;
+        }
+    }
+
+    /// Queues a command and waits for its answer, all within the operation timeout.
+    async fn call<T>(
+        &self,
+        what: &'static str,
+        command: impl FnOnce(oneshot::Sender<Result<T>>) -> Command,
+    ) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        let work = async {
+            self.commands
+                .send(command(tx))
+                .await
+                .map_err(|_| self.gone())?;
+            rx.await.map_err(|_| self.gone())?
+        };
+        timeout(self.operation_timeout, work).await.map_err(|_| {
+            Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "{what} did not finish within the operation timeout ({:?})",
+                    self.operation_timeout
+                ),
+            )
+        })?
+    }
+
+    fn gone(&self) -> Error {
+        match &*self.state.borrow() {
+            ConnectionState::Disconnected(DisconnectReason::ClosedByUser) => {
+                Error::new(ErrorKind::Closed, "the client was closed")
+            }
+            ConnectionState::Disconnected(reason) => Error::new(
+                ErrorKind::Disconnected,
+                format!("the connection to the hub was lost ({reason:?})"),
+            ),
+            ConnectionState::Connected => Error::new(
+                ErrorKind::Disconnected,
+                "the connection to the hub was lost",
+            ),
+        }
+    }
+}
+
+fn ok_status(what: &str, answer: &TwinAnswer) -> Result<()> {
+    if (200..300).contains(&answer.status) {
+        return Ok(());
+    }
+    let detail = String::from_utf8_lossy(&answer.body);
+    Err(Error::new(
+        ErrorKind::Status(answer.status),
+        format!(
+            "the hub answered the {what} with {}: {detail}",
+            answer.status
+        ),
+    ))
+}
+
+/// A stream of inbound messages of one kind. It ends when the client closes or the
+/// connection is lost.
+#[derive(Debug)]
+pub struct Incoming<T>(mpsc::UnboundedReceiver<T>);
+
+impl<T> Incoming<T> {
+    /// The next item, or `None` once the stream has ended.
+    pub async fn recv(&mut self) -> Option<T> {
+        self.0.recv().await
+    }
+}
+
+impl<T> Stream for Incoming<T> {
+    type Item = T;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+/// TLS, CONNECT, CONNACK.
+async fn handshake(
+    tls: std::sync::Arc<rustls::ClientConfig>,
+    host: &str,
+    port: u16,
+    connect: Packet,
+) -> Result<Stream_> {
+    let mut stream = transport::connect(tls, host, port).await?;
+    let mut buf = BytesMut::new();
+    write_packet(&connect, &mut buf)
+        .map_err(|e| Error::with_source(ErrorKind::InvalidArgument, "CONNECT", e))?;
+    stream
+        .write_all(&buf)
+        .await
+        .map_err(|e| Error::with_source(ErrorKind::Connect, "sending CONNECT", e))?;
+    buf.clear();
+    loop {
+        match read_packet(&mut buf, MAX_PACKET_BYTES) {
+            Ok(Some(Packet::ConnAck(ack))) => {
+                use azure_iot_protocol::mqtt::codec::ConnectReturnCode;
+                return match ack.code {
+                    ConnectReturnCode::Success => Ok(stream),
+                    code if Session::is_unauthorized(code) => Err(Error::new(
+                        ErrorKind::Unauthorized,
+                        format!("the hub refused the credentials ({code:?})"),
+                    )),
+                    code => Err(Error::new(
+                        ErrorKind::Refused,
+                        format!("the hub refused the connection ({code:?})"),
+                    )),
+                };
+            }
+            Ok(Some(other)) => {
+                return Err(Error::new(
+                    ErrorKind::Protocol,
+                    format!("expected CONNACK, the hub sent {other:?}"),
+                ));
+            }
+            Ok(None) => {}
+            Err(e) => return Err(Error::with_source(ErrorKind::Protocol, "CONNACK", e)),
+        }
+        let n = stream
+            .read_buf(&mut buf)
+            .await
+            .map_err(|e| Error::with_source(ErrorKind::Connect, "reading CONNACK", e))?;
+        if n == 0 {
+            return Err(Error::new(
+                ErrorKind::Connect,
+                "the hub closed the connection before answering CONNECT",
+            ));
+        }
+    }
+}
+
+/// What a packet id's PUBACK or SUBACK completes.
+enum Waiter {
+    Ack(oneshot::Sender<Result<()>>),
+    /// A twin request's PUBLISH: the answer comes on the response topic, not in the PUBACK.
+    TwinRequest,
+    Subscribe(Feature, Option<oneshot::Sender<Result<()>>>),
+}
+
+struct Driver {
+    session: Session,
+    commands: mpsc::Receiver<Command>,
+    reader: ReadHalf<Stream_>,
+    writer: WriteHalf<Stream_>,
+    read_buf: BytesMut,
+    write_buf: BytesMut,
+    acks: HashMap<u16, Waiter>,
+    twin: HashMap<String, oneshot::Sender<Result<TwinAnswer>>>,
+    c2d: Option<mpsc::UnboundedSender<Message>>,
+    desired: Option<mpsc::UnboundedSender<DesiredPatch>>,
+    methods: Option<mpsc::UnboundedSender<MethodRequest>>,
+    state: watch::Sender<ConnectionState>,
+    keep_alive: Duration,
+    last_sent: Instant,
+    ping_sent: Option<Instant>,
+}
+
+/// Why the driver stopped.
+enum Stop {
+    Reason(DisconnectReason),
+    Closed(Option<oneshot::Sender<()>>),
+}
+
+impl Driver {
+    async fn run(mut self) {
+        let stop = self.serve().await;
+        let (reason, done) = match stop {
+            Stop::Reason(reason) => (reason, None),
+            Stop::Closed(done) => {
+                self.write_buf.clear();
+                let _ = write_packet(&Packet::Disconnect, &mut self.write_buf);
+                let _ = self.writer.write_all(&self.write_buf).await;
+                let _ = self.writer.shutdown().await;
+                (DisconnectReason::ClosedByUser, done)
+            }
+        };
+        tracing::debug!(client_id = %self.session.identity().client_id(), ?reason, "disconnected");
+        // Set the state before dropping the waiters so that callers see why.
+        self.state
+            .send_replace(ConnectionState::Disconnected(reason));
+        self.fail_all(reason);
+        if let Some(done) = done {
+            let _ = done.send(());
+        }
+    }
+
+    fn fail_all(&mut self, reason: DisconnectReason) {
+        let error = || match reason {
+            DisconnectReason::ClosedByUser => {
+                Error::new(ErrorKind::Closed, "the client was closed")
+            }
+            other => Error::new(
+                ErrorKind::Disconnected,
+                format!("the connection to the hub was lost ({other:?})"),
+            ),
+        };
+        for (_, waiter) in self.acks.drain() {
+            match waiter {
+                Waiter::Ack(tx) | Waiter::Subscribe(_, Some(tx)) => {
+                    let _ = tx.send(Err(error()));
+                }
+                Waiter::Subscribe(_, None) | Waiter::TwinRequest => {}
+            }
+        }
+        for (_, tx) in self.twin.drain() {
+            let _ = tx.send(Err(error()));
+        }
+        self.commands.close();
+        while let Ok(command) = self.commands.try_recv() {
+            match command {
+                Command::SendEvent(_, tx)
+                | Command::RespondToMethod(_, tx)
+                | Command::Subscribe(_, tx) => {
+                    let _ = tx.send(Err(error()));
+                }
+                Command::TwinGet(tx) | Command::PatchReported(_, tx) => {
+                    let _ = tx.send(Err(error()));
+                }
+                Command::Close(done) => {
+                    let _ = done.send(());
+                }
+            }
+        }
+        self.c2d = None;
+        self.desired = None;
+        self.methods = None;
+    }
+
+    async fn serve(&mut self) -> Stop {
+        loop {
+            let deadline = self.next_deadline();
+            tokio::select! {
+                command = self.commands.recv() => match command {
+                    None => return Stop::Closed(None),
+                    Some(Command::Close(done)) => return Stop::Closed(Some(done)),
+                    Some(command) => self.handle_command(command),
+                },
+                read = self.reader.read_buf(&mut self.read_buf) => match read {
+                    Ok(0) | Err(_) => return Stop::Reason(DisconnectReason::Network),
+                    Ok(_) => {
+                        if let Err(reason) = self.handle_input() {
+                            return Stop::Reason(reason);
+                        }
+                    }
+                },
+                () = sleep_until(deadline) => {
+                    if let Err(reason) = self.on_deadline() {
+                        return Stop::Reason(reason);
+                    }
+                }
+            }
+            if !self.write_buf.is_empty() {
+                if self.writer.write_all(&self.write_buf).await.is_err() {
+                    return Stop::Reason(DisconnectReason::Network);
+                }
+                self.write_buf.clear();
+                self.last_sent = Instant::now();
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Instant {
+        match self.ping_sent {
+            // The hub must answer a PINGREQ within half a keep-alive.
+            Some(sent) => sent + self.keep_alive / 2,
+            None => self.last_sent + self.keep_alive,
+        }
+    }
+
+    fn on_deadline(&mut self) -> Result<(), DisconnectReason> {
+        if self.keep_alive.is_zero() {
+            return Ok(());
+        }
+        if self.ping_sent.is_some() {
+            return Err(DisconnectReason::KeepAliveTimeout);
+        }
+        self.queue(&Packet::PingReq);
+        self.ping_sent = Some(Instant::now());
+        // Callers that timed out dropped their receivers; forget them.
+        self.acks.retain(|_, w| match w {
+            Waiter::Ack(tx) => !tx.is_closed(),
+            _ => true,
+        });
+        self.twin.retain(|_, tx| !tx.is_closed());
+        Ok(())
+    }
+
+    fn queue(&mut self, packet: &Packet) {
+        // Every packet this driver builds is within the codec's limits (messages are
+        // checked against 256 KiB before they reach it), so encoding cannot fail.
+        if let Err(e) = write_packet(packet, &mut self.write_buf) {
+            tracing::error!(error = %e, "could not encode a packet");
+        }
+    }
+
+    fn handle_command(&mut self, command: Command) {
+        match command {
+            Command::SendEvent(message, tx) => {
+                let (pkid, packet) = self.session.telemetry(&message);
+                self.queue(&packet);
+                self.acks.insert(pkid, Waiter::Ack(tx));
+            }
+            Command::RespondToMethod(response, tx) => {
+                let (pkid, packet) = self.session.method_response(&response);
+                self.queue(&packet);
+                self.acks.insert(pkid, Waiter::Ack(tx));
+            }
+            Command::TwinGet(tx) => {
+                self.ensure_subscribed(Feature::TwinResponses);
+                let (rid, pkid, packet) = self.session.twin_get();
+                self.queue(&packet);
+                self.acks.insert(pkid, Waiter::TwinRequest);
+                self.twin.insert(rid, tx);
+            }
+            Command::PatchReported(body, tx) => {
+                self.ensure_subscribed(Feature::TwinResponses);
+                let (rid, pkid, packet) = self.session.patch_reported(body);
+                self.queue(&packet);
+                self.acks.insert(pkid, Waiter::TwinRequest);
+                self.twin.insert(rid, tx);
+            }
+            Command::Subscribe(sink, tx) => {
+                let feature = sink.feature();
+                match sink {
+                    Sink::CloudToDevice(s) => self.c2d = Some(s),
+                    Sink::Desired(s) => self.desired = Some(s),
+                    Sink::Methods(s) => self.methods = Some(s),
+                }
+                match self.session.subscribe(feature) {
+                    Some((pkid, packet)) => {
+                        self.queue(&packet);
+                        self.acks.insert(pkid, Waiter::Subscribe(feature, Some(tx)));
+                    }
+                    None => {
+                        let _ = tx.send(Ok(()));
+                    }
+                }
+            }
+            Command::Close(_) => {}
+        }
+    }
+
+    /// Subscribes to `feature` without waiting: the hub handles a connection's packets in
+    /// order, so a request published right after the SUBSCRIBE gets its answer delivered.
+    fn ensure_subscribed(&mut self, feature: Feature) {
+        if let Some((pkid, packet)) = self.session.subscribe(feature) {
+            self.queue(&packet);
+            self.session.subscribed(feature);
+            self.acks.insert(pkid, Waiter::Subscribe(feature, None));
+        }
+    }
+
+    fn handle_input(&mut self) -> Result<(), DisconnectReason> {
+        loop {
+            let packet = match read_packet(&mut self.read_buf, MAX_PACKET_BYTES) {
+                Ok(Some(packet)) => packet,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the hub sent a malformed packet");
+                    return Err(DisconnectReason::ProtocolError);
+                }
+            };
+            let ack = match &packet {
+                Packet::Publish(publish) => Session::ack_for(publish),
+                _ => None,
+            };
+            let inbound = self.session.decode(packet).map_err(|violation| {
+                tracing::warn!(violation = %violation.0, "closing the connection");
+                DisconnectReason::ProtocolError
+            })?;
+            if let Some(ack) = ack {
+                self.queue(&ack);
+            }
+            if let Some(inbound) = inbound {
+                self.dispatch(inbound);
+            }
+        }
+    }
+
+    fn dispatch(&mut self, inbound: Inbound) {
+        match inbound {
+            Inbound::PubAck(pkid) => match self.acks.remove(&pkid) {
+                Some(Waiter::Ack(tx)) => {
+                    let _ = tx.send(Ok(()));
+                }
+                Some(other) => {
+                    // A PUBACK for a SUBSCRIBE's id would be a hub bug; keep the waiter.
+                    if let Waiter::Subscribe(..) = other {
+                        self.acks.insert(pkid, other);
+                    }
+                }
+                None => {}
+            },
+            Inbound::SubAck { pkid, granted } => {
+                if let Some(Waiter::Subscribe(feature, tx)) = self.acks.remove(&pkid) {
+                    let result = if granted {
+                        self.session.subscribed(feature);
+                        Ok(())
+                    } else {
+                        Err(Error::new(
+                            ErrorKind::Refused,
+                            format!("the hub refused the {feature:?} subscription"),
+                        ))
+                    };
+                    if let Some(tx) = tx {
+                        let _ = tx.send(result);
+                    }
+                }
+            }
+            Inbound::CloudToDevice(message) => {
+                if let Some(tx) = &self.c2d {
+                    let _ = tx.send(*message);
+                }
+            }
+            Inbound::TwinResponse {
+                request_id,
+                status,
+                version,
+                body,
+            } => {
+                if let Some(tx) = self.twin.remove(&request_id) {
+                    let _ = tx.send(Ok(TwinAnswer {
+                        status,
+                        version,
+                        body,
+                    }));
+                }
+            }
+            Inbound::DesiredPatch { version, body } => {
+                let patch = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                if let Some(tx) = &self.desired {
+                    let _ = tx.send(DesiredPatch { version, patch });
+                }
+            }
+            Inbound::Method(request) => {
+                if let Some(tx) = &self.methods {
+                    let _ = tx.send(request);
+                }
+            }
+            Inbound::Pong => self.ping_sent = None,
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! Azure IoT Hub device and module client.
+//!
+//! ```text
+//!  DeviceClient (Clone)             driver task (one per connection)
+//!  ─────────────────────            ─────────────────────────────────────────────
+//!  send_event ─┐                    ┌─ Session (sans-IO): packets ⇄ operations,
+//!  get_twin    ├─ Command channel ─▶│   packet ids, twin request ids, subscriptions
+//!  respond…    ┘   (bounded)        ├─ socket: TLS 1.2/1.3 (rustls, ring) to :8883
+//!  Incoming<Message | DesiredPatch  ├─ keep-alive: PINGREQ after keep-alive idle,
+//!   | MethodRequest>  ◀─────────────┤   disconnect if no PINGRESP in half of it
+//!  watch<ConnectionState> ◀─────────┘
+//! ```
+//!
+//! * Every operation finishes on the hub's answer (`send_event` on the PUBACK,
+//!   `update_reported_properties` on the twin response) and is bounded by one operation
+//!   timeout ([`ClientOptions::operation_timeout`]): nothing waits forever.
+//! * The connection is opened with `clean_session = false`, as the official SDKs do, so the
+//!   hub keeps undelivered cloud-to-device messages for the device.
+//! * Inbound messages arrive as [`Incoming`] streams; subscriptions are made when a stream is
+//!   first asked for.
+//! * Keys never leave the private `Credential` type except as signed tokens; `Debug` output and
+//!   errors never contain them.
+//!
+//! Not yet implemented (each fails explicitly rather than pretending): automatic reconnect
+//! with the core crate's retry policies, SAS token renewal, X.509 authentication, MQTT over
+//! WebSockets, AMQP and HTTPS transports.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), azure_iot_device::Error> {
+//! use azure_iot_device::{ClientOptions, DeviceClient, Message};
+//! let client = DeviceClient::from_connection_string(
+//!     "HostName=myhub.azure-devices.net;DeviceId=dev1;SharedAccessKey=…",
+//!     ClientOptions::default(),
+//! )
+//! .await?;
+//! client.send_event(Message::new("{\"temperature\":21.5}").expect("small message")).await?;
+//! client.close().await;
+//! # Ok(()) }
+//! ```
+
+mod auth;
+mod client;
+mod error;
+mod options;
+mod session;
+mod transport;
+
+pub use azure_iot_core::Message;
+pub use azure_iot_core::method::{MethodRequest, MethodResponse};
+pub use client::{
+    ConnectionState, DesiredPatch, DeviceClient, DeviceTwin, DisconnectReason, Incoming,
+};
+pub use error::{Error, ErrorKind, Result};
+pub use options::{
+    ClientOptions, DEFAULT_KEEP_ALIVE, DEFAULT_OPERATION_TIMEOUT, DEFAULT_TOKEN_TTL,
+};

@@ -1,0 +1,83 @@
+//! [`ClientOptions`]: everything about a connection that is not the identity.
+
+use std::time::Duration;
+
+/// The default time one operation may take, from the call to the hub's answer.
+pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(60);
+/// The default MQTT keep-alive (the official SDKs use 60 s; IoT Hub allows up to 1177 s).
+pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(60);
+/// How long the SAS tokens the client signs live (the official SDKs use one hour).
+pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
+
+/// Connection options. Start from [`ClientOptions::default`] and change what you need.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    pub(crate) operation_timeout: Duration,
+    pub(crate) keep_alive: Duration,
+    pub(crate) token_ttl: Duration,
+    pub(crate) trusted_ca_pem: Option<String>,
+    pub(crate) model_id: Option<String>,
+    pub(crate) product_info: Option<String>,
+    pub(crate) port: u16,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            operation_timeout: DEFAULT_OPERATION_TIMEOUT,
+            keep_alive: DEFAULT_KEEP_ALIVE,
+            token_ttl: DEFAULT_TOKEN_TTL,
+            trusted_ca_pem: None,
+            model_id: None,
+            product_info: None,
+            port: 8883,
+        }
+    }
+}
+
+impl ClientOptions {
+    /// The one timeout every operation has: connecting, sending, a twin request, a method
+    /// response. An operation that has not finished by then fails with
+    /// [`ErrorKind::Timeout`](crate::ErrorKind::Timeout); it never hangs.
+    pub fn operation_timeout(mut self, timeout: Duration) -> Self {
+        self.operation_timeout = timeout;
+        self
+    }
+
+    /// The MQTT keep-alive interval, rounded down to seconds (at most 65 535 s).
+    pub fn keep_alive(mut self, keep_alive: Duration) -> Self {
+        self.keep_alive = keep_alive;
+        self
+    }
+
+    /// How long the SAS tokens the client signs from a key live.
+    pub fn token_ttl(mut self, ttl: Duration) -> Self {
+        self.token_ttl = ttl;
+        self
+    }
+
+    /// Trust these PEM certificates instead of the operating system's roots (an emulator, a
+    /// gateway with a private CA).
+    pub fn trusted_ca_pem(mut self, pem: impl Into<String>) -> Self {
+        self.trusted_ca_pem = Some(pem.into());
+        self
+    }
+
+    /// The IoT Plug and Play model id the device announces (`model-id` in the user name).
+    pub fn model_id(mut self, model_id: impl Into<String>) -> Self {
+        self.model_id = Some(model_id.into());
+        self
+    }
+
+    /// Text appended to the client type the hub records (`DeviceClientType`).
+    pub fn product_info(mut self, info: impl Into<String>) -> Self {
+        self.product_info = Some(info.into());
+        self
+    }
+
+    /// The MQTT port (8883 unless a gateway or an emulator listens elsewhere).
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+}

@@ -1,0 +1,320 @@
+//! The device client against the in-process emulator over real TLS sockets: telemetry,
+//! twins, desired patches, direct methods, cloud-to-device, refusals, timeouts and drops.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use azure_iot_device::{
+    ClientOptions, ConnectionState, DeviceClient, DisconnectReason, ErrorKind, Message,
+    MethodResponse,
+};
+use azure_iot_emulator::{EmulatorHandle, Fault};
+use azure_iot_test::{HubEndpoint, RestClient, emulator};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+/// Waits long enough for a loaded CI machine, short enough to keep the suite quick.
+const WAIT: Duration = Duration::from_secs(10);
+
+fn options(hub: &EmulatorHandle) -> ClientOptions {
+    ClientOptions::default()
+        .trusted_ca_pem(hub.ca_pem())
+        .port(hub.mqtt_addr().port())
+        .operation_timeout(WAIT)
+}
+
+async fn device(hub: &EmulatorHandle, device_id: &str) -> (DeviceClient, RestClient) {
+    let service = RestClient::new(&HubEndpoint::of(hub), "iothubowner");
+    let key = service.register_device(device_id).await;
+    let cs = format!(
+        "HostName={};DeviceId={device_id};SharedAccessKey={key}",
+        hub.hostname()
+    );
+    let client = DeviceClient::from_connection_string(&cs, options(hub))
+        .await
+        .expect("the device connects");
+    (client, service)
+}
+
+#[tokio::test]
+async fn send_event_returns_once_the_hub_logged_the_message_with_its_properties() {
+    let hub = emulator().await;
+    let (client, _) = device(&hub, "dev-1").await;
+    assert_eq!(client.connection_state(), ConnectionState::Connected);
+    let message = Message::builder("{\"t\":21}")
+        .message_id("m-1")
+        .content_type("application/json")
+        .content_encoding("utf-8")
+        .property("k space", "v/slash")
+        .build()
+        .unwrap();
+    client.send_event(message).await.unwrap();
+    // No wait: Ok means the hub acknowledged, and the hub acknowledges after logging.
+    let logged = hub.telemetry(0, 10).await.unwrap();
+    assert_eq!(logged.len(), 1);
+    let m = &logged[0].message;
+    assert_eq!(m.body().as_ref(), b"{\"t\":21}");
+    assert_eq!(m.property("k space"), Some("v/slash"));
+    assert_eq!(m.system_properties().message_id.as_deref(), Some("m-1"));
+    assert_eq!(
+        m.system_properties().content_type.as_deref(),
+        Some("application/json")
+    );
+    assert_eq!(
+        m.system_properties().connection_device_id.as_deref(),
+        Some("dev-1")
+    );
+
+    // Many sends in flight at once all complete, each on its own PUBACK.
+    let sends = (0..50).map(|i| {
+        let client = client.clone();
+        tokio::spawn(async move {
+            client
+                .send_event(Message::new(format!("{i}")).unwrap())
+                .await
+        })
+    });
+    for send in sends {
+        send.await.unwrap().unwrap();
+    }
+    assert_eq!(hub.telemetry(0, 100).await.unwrap().len(), 51);
+    client.close().await;
+}
+
+#[tokio::test]
+async fn twin_get_reported_patch_and_desired_patches() {
+    let hub = emulator().await;
+    let (client, service) = device(&hub, "dev-2").await;
+    let twin = client.get_twin().await.unwrap();
+    assert_eq!(twin.desired["$version"], 1);
+    assert_eq!(twin.reported["$version"], 1);
+
+    let version = client
+        .update_reported_properties(&json!({"firmware": "1.2", "battery": 90}))
+        .await
+        .unwrap();
+    assert_eq!(version, 2);
+    let seen = service.get("/twins/dev-2").await;
+    assert_eq!(seen.body["properties"]["reported"]["firmware"], "1.2");
+    assert_eq!(
+        client.get_twin().await.unwrap().reported["battery"],
+        json!(90)
+    );
+
+    let mut patches = client.desired_property_patches().await.unwrap();
+    let r = service
+        .request(
+            Method::PATCH,
+            "/twins/dev-2",
+            Some(json!({"properties": {"desired": {"fan": true}}})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let patch = tokio::time::timeout(WAIT, patches.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(patch.version, 2);
+    assert_eq!(patch.patch["fan"], true);
+
+    let refused = client
+        .update_reported_properties(&json!([1, 2]))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::InvalidArgument);
+}
+
+#[tokio::test]
+async fn direct_methods_are_received_and_answered() {
+    let hub = emulator().await;
+    let (client, service) = device(&hub, "dev-3").await;
+    let mut calls = client.method_requests().await.unwrap();
+    let invoke = tokio::spawn(async move {
+        service
+            .request(
+                Method::POST,
+                "/twins/dev-3/methods",
+                Some(json!({"methodName": "reboot", "payload": {"delay": 5}, "responseTimeoutInSeconds": 10})),
+                &[],
+            )
+            .await
+    });
+    let call = tokio::time::timeout(WAIT, calls.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(call.name, "reboot");
+    assert_eq!(call.payload["delay"], 5);
+    client
+        .respond_to_method(MethodResponse::new(
+            call.request_id,
+            202,
+            json!({"rebooting": true}),
+        ))
+        .await
+        .unwrap();
+    let result = invoke.await.unwrap();
+    assert_eq!(result.status, StatusCode::OK, "{:?}", result.body);
+    assert_eq!(result.body["status"], 202);
+    assert_eq!(result.body["payload"]["rebooting"], true);
+}
+
+#[tokio::test]
+async fn cloud_to_device_messages_arrive_with_their_properties() {
+    let hub = emulator().await;
+    let (client, _) = device(&hub, "dev-4").await;
+    // Queued before the device subscribes: the hub delivers it on SUBSCRIBE.
+    let queued = Message::builder("first")
+        .message_id("c2d-1")
+        .property("color", "green")
+        .build()
+        .unwrap();
+    hub.send_cloud_to_device("dev-4", queued).await.unwrap();
+    let mut messages = client.cloud_to_device_messages().await.unwrap();
+    let first = tokio::time::timeout(WAIT, messages.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.body().as_ref(), b"first");
+    assert_eq!(first.property("color"), Some("green"));
+    assert_eq!(
+        first.system_properties().message_id.as_deref(),
+        Some("c2d-1")
+    );
+
+    hub.send_cloud_to_device("dev-4", Message::new("second").unwrap())
+        .await
+        .unwrap();
+    let second = tokio::time::timeout(WAIT, messages.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.body().as_ref(), b"second");
+}
+
+#[tokio::test]
+async fn bad_credentials_and_bad_input_fail_at_the_call_with_a_typed_error() {
+    let hub = emulator().await;
+    let service = RestClient::new(&HubEndpoint::of(&hub), "iothubowner");
+    service.register_device("dev-5").await;
+    let wrong_key = format!(
+        "HostName={};DeviceId=dev-5;SharedAccessKey={}",
+        hub.hostname(),
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+    );
+    let e = DeviceClient::from_connection_string(&wrong_key, options(&hub))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unauthorized, "{e}");
+    assert!(
+        !e.to_string().contains("AAAAAAAA"),
+        "the key is not in the error: {e}"
+    );
+
+    let e = DeviceClient::from_connection_string("HostName=h;DeviceId=d", options(&hub))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+    let e = DeviceClient::from_connection_string(
+        "HostName=h;DeviceId=d;SharedAccessKey=not base64!",
+        options(&hub),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+    let e = DeviceClient::from_connection_string(
+        "HostName=localhost;DeviceId=d;SharedAccessKey=AAAA",
+        options(&hub).trusted_ca_pem("not a certificate"),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+
+    // Nothing listens on the port of a listener we just closed.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let e = DeviceClient::from_connection_string(
+        &format!("HostName=localhost;DeviceId=d;SharedAccessKey={}", "AAAA"),
+        options(&hub).port(port),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Connect, "{e}");
+    assert!(e.is_transient());
+}
+
+#[tokio::test]
+async fn an_operation_the_hub_never_answers_times_out() {
+    let hub = emulator().await;
+    let service = RestClient::new(&HubEndpoint::of(&hub), "iothubowner");
+    let key = service.register_device("dev-6").await;
+    let cs = format!(
+        "HostName={};DeviceId=dev-6;SharedAccessKey={key}",
+        hub.hostname()
+    );
+    let client = DeviceClient::from_connection_string(
+        &cs,
+        options(&hub).operation_timeout(Duration::from_millis(300)),
+    )
+    .await
+    .unwrap();
+    hub.inject(Fault::WithholdPubacks {
+        device_id: "dev-6".into(),
+        module_id: None,
+    })
+    .await
+    .unwrap();
+    let e = client
+        .send_event(Message::new("x").unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+    assert!(e.is_transient());
+}
+
+#[tokio::test]
+async fn a_dropped_connection_is_reported_and_operations_fail_instead_of_hanging() {
+    let hub = emulator().await;
+    let (client, _) = device(&hub, "dev-7").await;
+    let mut state = client.watch_connection_state();
+    let mut messages = client.cloud_to_device_messages().await.unwrap();
+    hub.inject(Fault::DropConnection {
+        device_id: "dev-7".into(),
+        module_id: None,
+    })
+    .await
+    .unwrap();
+    tokio::time::timeout(WAIT, state.wait_for(|s| *s != ConnectionState::Connected))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        client.connection_state(),
+        ConnectionState::Disconnected(DisconnectReason::Network)
+    );
+    assert_eq!(
+        tokio::time::timeout(WAIT, messages.recv()).await.unwrap(),
+        None
+    );
+    let e = client
+        .send_event(Message::new("x").unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+}
+
+#[tokio::test]
+async fn close_ends_the_connection_and_later_calls_say_closed() {
+    let hub = emulator().await;
+    let (client, _) = device(&hub, "dev-8").await;
+    client.close().await;
+    assert_eq!(
+        client.connection_state(),
+        ConnectionState::Disconnected(DisconnectReason::ClosedByUser)
+    );
+    let e = client.get_twin().await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Closed, "{e}");
+}
