@@ -1,0 +1,35 @@
+//! Sends ten telemetry messages, each acknowledged by the hub.
+//!
+//! ```sh
+//! export IOTHUB_DEVICE_CONNECTION_STRING='HostName=…;DeviceId=…;SharedAccessKey=…'
+//! # Against the emulator (`azure-iot hub start`), also trust its CA:
+//! export IOTHUB_CA_PEM=/path/to/data-dir/ca.pem
+//! cargo run -p azure_iot_device --example send_telemetry
+//! ```
+
+use azure_iot_device::{ClientOptions, DeviceClient, Message};
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let connection_string = std::env::var("IOTHUB_DEVICE_CONNECTION_STRING")
+        .map_err(|_| "set IOTHUB_DEVICE_CONNECTION_STRING to a device connection string")?;
+    let mut options = ClientOptions::default();
+    if let Ok(path) = std::env::var("IOTHUB_CA_PEM") {
+        options = options.trusted_ca_pem(std::fs::read_to_string(path)?);
+    }
+    if let Ok(port) = std::env::var("IOTHUB_MQTT_PORT") {
+        options = options.port(port.parse()?);
+    }
+    let client = DeviceClient::from_connection_string(&connection_string, options).await?;
+    for i in 0..10 {
+        let message = Message::builder(format!("{{\"temperature\":{}}}", 20 + i))
+            .content_type("application/json")
+            .content_encoding("utf-8")
+            .property("sequence", i.to_string())
+            .build()?;
+        client.send_event(message).await?;
+        println!("message {i} acknowledged by the hub");
+    }
+    client.close().await;
+    Ok(())
+}
