@@ -7,6 +7,9 @@
 //! cargo run -p azure_iot_device --example send_telemetry
 //! ```
 
+// An example reports progress on standard output.
+#![allow(clippy::print_stdout)]
+
 use azure_iot_device::{ClientOptions, DeviceClient, Message};
 
 #[tokio::main(flavor = "current_thread")]
