@@ -13,7 +13,7 @@ use azure_iot_core::method::{MethodRequest, MethodResponse};
 use azure_iot_protocol::Identity;
 use azure_iot_protocol::mqtt::codec::{
     Connect, ConnectReturnCode, Packet, PubAck, Publish, QoS, Subscribe, SubscribeFilter,
-    SubscribeReasonCode,
+    SubscribeReasonCode, packet_name,
 };
 use azure_iot_protocol::mqtt::{
     DownstreamTopic, HubUsername, PropertyBag, TopicFilter, UpstreamTopic,
@@ -266,25 +266,6 @@ impl Session {
                 "the hub published to a topic a device does not receive: {other}"
             ))),
         }
-    }
-}
-
-fn packet_name(packet: &Packet) -> &'static str {
-    match packet {
-        Packet::Connect(_) => "CONNECT",
-        Packet::ConnAck(_) => "CONNACK",
-        Packet::Publish(_) => "PUBLISH",
-        Packet::PubAck(_) => "PUBACK",
-        Packet::PubRec(_) => "PUBREC",
-        Packet::PubRel(_) => "PUBREL",
-        Packet::PubComp(_) => "PUBCOMP",
-        Packet::Subscribe(_) => "SUBSCRIBE",
-        Packet::SubAck(_) => "SUBACK",
-        Packet::Unsubscribe(_) => "UNSUBSCRIBE",
-        Packet::UnsubAck(_) => "UNSUBACK",
-        Packet::PingReq => "PINGREQ",
-        Packet::PingResp => "PINGRESP",
-        Packet::Disconnect => "DISCONNECT",
     }
 }
 

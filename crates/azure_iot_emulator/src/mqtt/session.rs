@@ -24,7 +24,7 @@ use azure_iot_core::method::{DirectMethodResponse, json_or_null};
 use azure_iot_protocol::Identity;
 use azure_iot_protocol::mqtt::codec::{
     ConnAck, Connect, ConnectReturnCode, MAX_PACKET_BYTES, Packet, PubAck, Publish, QoS, SubAck,
-    SubscribeReasonCode, UnsubAck, read_packet, write_packet,
+    SubscribeReasonCode, UnsubAck, packet_name, read_packet, write_packet,
 };
 use azure_iot_protocol::mqtt::{DownstreamTopic, HubUsername, TopicFilter, UpstreamTopic};
 use azure_iot_protocol::request_id::RequestIdGenerator;
@@ -846,24 +846,5 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
-    }
-}
-
-fn packet_name(packet: &Packet) -> &'static str {
-    match packet {
-        Packet::Connect(_) => "CONNECT",
-        Packet::ConnAck(_) => "CONNACK",
-        Packet::Publish(_) => "PUBLISH",
-        Packet::PubAck(_) => "PUBACK",
-        Packet::PubRec(_) => "PUBREC",
-        Packet::PubRel(_) => "PUBREL",
-        Packet::PubComp(_) => "PUBCOMP",
-        Packet::Subscribe(_) => "SUBSCRIBE",
-        Packet::SubAck(_) => "SUBACK",
-        Packet::Unsubscribe(_) => "UNSUBSCRIBE",
-        Packet::UnsubAck(_) => "UNSUBACK",
-        Packet::PingReq => "PINGREQ",
-        Packet::PingResp => "PINGRESP",
-        Packet::Disconnect => "DISCONNECT",
     }
 }
