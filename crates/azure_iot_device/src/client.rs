@@ -13,9 +13,12 @@ use azure_iot_core::Message;
 use azure_iot_core::connection_string::DeviceConnectionString;
 use azure_iot_core::message::MAX_MESSAGE_SIZE;
 use azure_iot_core::method::{MethodRequest, MethodResponse};
+use azure_iot_core::retry::{ErrorClass, RetryAttempt, RetryPolicy, SharedRetryPolicy};
 use azure_iot_core::sas::ResourceUri;
 use azure_iot_protocol::Identity;
-use azure_iot_protocol::mqtt::codec::{MAX_PACKET_BYTES, Packet, read_packet, write_packet};
+use azure_iot_protocol::mqtt::codec::{
+    MAX_PACKET_BYTES, Packet, Publish, read_packet, write_packet,
+};
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use serde_json::Value;
@@ -58,6 +61,12 @@ pub enum DisconnectReason {
     ProtocolError,
     /// [`DeviceClient::close`] was called or every handle was dropped.
     ClosedByUser,
+    /// The hub refused the credentials when the client reconnected (final).
+    Unauthorized,
+    /// The hub refused the connection for a reason retrying cannot fix (final).
+    Refused,
+    /// The retry policy gave up reconnecting (final).
+    RetriesExhausted,
 }
 
 /// A device's twin as the device sees it.
@@ -118,10 +127,13 @@ impl Sink {
 /// Cheap to clone; every clone drives the same connection. The connection closes when
 /// [`close`](Self::close) is called or the last clone is dropped.
 ///
-/// This version holds one MQTT connection over TLS: if the hub drops it, the state becomes
-/// [`ConnectionState::Disconnected`] and operations fail with
-/// [`ErrorKind::Disconnected`]. Automatic reconnection, SAS renewal, X.509 and the
-/// WebSocket transport are not implemented yet.
+/// When the connection is lost the client reconnects by its retry policy
+/// ([`ClientOptions::retry_policy`]): operations issued meanwhile wait (within their timeout),
+/// messages the hub had not acknowledged are sent again, subscriptions are renewed, and a
+/// desired-properties change made while the device was away is delivered on the
+/// desired-patch stream. Refused credentials end the client with
+/// [`DisconnectReason::Unauthorized`]. SAS renewal, X.509 and the WebSocket transport are not
+/// implemented yet.
 #[derive(Clone, Debug)]
 pub struct DeviceClient {
     commands: mpsc::Sender<Command>,
@@ -182,38 +194,35 @@ impl DeviceClient {
             None => ResourceUri::device(host_name, identity.device_id()),
         };
         let keep_alive_secs = u16::try_from(options.keep_alive.as_secs()).unwrap_or(u16::MAX);
-        let connect = session.connect(
-            &credential.password(&resource, options.token_ttl),
+        let connector = Connector {
+            tls,
+            host: connect_host.to_owned(),
+            port: options.port,
+            credential,
+            resource,
+            token_ttl: options.token_ttl,
             keep_alive_secs,
-        );
-        let stream = timeout(
-            options.operation_timeout,
-            handshake(tls, connect_host, options.port, connect),
-        )
-        .await
-        .map_err(|_| {
-            Error::new(
-                ErrorKind::Timeout,
-                format!(
-                    "connecting to {connect_host}:{} took longer than {:?}",
-                    options.port, options.operation_timeout
-                ),
-            )
-        })??;
+            timeout: options.operation_timeout,
+        };
+        let stream = connector.connect(&session).await?;
         let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
         let (state_tx, state_rx) = watch::channel(ConnectionState::Connected);
         let (reader, writer) = tokio::io::split(stream);
         let driver = Driver {
             session,
+            connector,
+            retry: options.retry_policy.clone(),
             commands: commands_rx,
             reader,
             writer,
             read_buf: BytesMut::with_capacity(4096),
             write_buf: BytesMut::with_capacity(4096),
             acks: HashMap::new(),
+            next_seq: 0,
             twin: HashMap::new(),
             c2d: None,
             desired: None,
+            desired_version: None,
             methods: None,
             state: state_tx,
             keep_alive: Duration::from_secs(u64::from(keep_alive_secs)),
@@ -388,6 +397,10 @@ impl DeviceClient {
             ConnectionState::Disconnected(DisconnectReason::ClosedByUser) => {
                 Error::new(ErrorKind::Closed, "the client was closed")
             }
+            ConnectionState::Disconnected(DisconnectReason::Unauthorized) => Error::new(
+                ErrorKind::Unauthorized,
+                "the hub refused the credentials when the client reconnected",
+            ),
             ConnectionState::Disconnected(reason) => Error::new(
                 ErrorKind::Disconnected,
                 format!("the connection to the hub was lost ({reason:?})"),
@@ -434,6 +447,42 @@ impl<T> Stream for Incoming<T> {
     }
 }
 
+/// Everything needed to open a connection again: the driver keeps it for reconnecting.
+struct Connector {
+    tls: std::sync::Arc<rustls::ClientConfig>,
+    host: String,
+    port: u16,
+    credential: Credential,
+    resource: ResourceUri,
+    token_ttl: Duration,
+    keep_alive_secs: u16,
+    timeout: Duration,
+}
+
+impl Connector {
+    /// TLS, CONNECT with a freshly signed token, CONNACK, within the operation timeout.
+    async fn connect(&self, session: &Session) -> Result<Stream_> {
+        let connect = session.connect(
+            &self.credential.password(&self.resource, self.token_ttl),
+            self.keep_alive_secs,
+        );
+        timeout(
+            self.timeout,
+            handshake(self.tls.clone(), &self.host, self.port, connect),
+        )
+        .await
+        .map_err(|_| {
+            Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "connecting to {}:{} took longer than {:?}",
+                    self.host, self.port, self.timeout
+                ),
+            )
+        })?
+    }
+}
+
 /// TLS, CONNECT, CONNACK.
 async fn handshake(
     tls: std::sync::Arc<rustls::ClientConfig>,
@@ -459,6 +508,10 @@ async fn handshake(
                     code if Session::is_unauthorized(code) => Err(Error::new(
                         ErrorKind::Unauthorized,
                         format!("the hub refused the credentials ({code:?})"),
+                    )),
+                    ConnectReturnCode::ServiceUnavailable => Err(Error::new(
+                        ErrorKind::Connect,
+                        "the hub is unavailable (CONNACK 3); try again later",
                     )),
                     code => Err(Error::new(
                         ErrorKind::Refused,
@@ -490,23 +543,40 @@ async fn handshake(
 
 /// What a packet id's PUBACK or SUBACK completes.
 enum Waiter {
-    Ack(oneshot::Sender<Result<()>>),
+    /// A PUBLISH whose PUBACK completes a caller; kept to send again after a reconnect.
+    Ack(u64, Publish, oneshot::Sender<Result<()>>),
     /// A twin request's PUBLISH: the answer comes on the response topic, not in the PUBACK.
-    TwinRequest,
+    TwinRequest(u64, Publish),
     Subscribe(Feature, Option<oneshot::Sender<Result<()>>>),
+}
+
+/// Who waits for a twin response.
+enum TwinWaiter {
+    Caller(oneshot::Sender<Result<TwinAnswer>>),
+    /// The driver's own GET that learns the desired version (`resync: false`) or recovers a
+    /// change missed while disconnected (`resync: true`).
+    Desired {
+        resync: bool,
+    },
 }
 
 struct Driver {
     session: Session,
+    connector: Connector,
+    retry: SharedRetryPolicy,
     commands: mpsc::Receiver<Command>,
     reader: ReadHalf<Stream_>,
     writer: WriteHalf<Stream_>,
     read_buf: BytesMut,
     write_buf: BytesMut,
     acks: HashMap<u16, Waiter>,
-    twin: HashMap<String, oneshot::Sender<Result<TwinAnswer>>>,
+    /// Orders unacknowledged publishes for resending.
+    next_seq: u64,
+    twin: HashMap<String, TwinWaiter>,
     c2d: Option<mpsc::UnboundedSender<Message>>,
     desired: Option<mpsc::UnboundedSender<DesiredPatch>>,
+    /// The newest desired version the application has been given (or had at subscribe).
+    desired_version: Option<i64>,
     methods: Option<mpsc::UnboundedSender<MethodRequest>>,
     state: watch::Sender<ConnectionState>,
     keep_alive: Duration,
@@ -522,18 +592,30 @@ enum Stop {
 
 impl Driver {
     async fn run(mut self) {
-        let stop = self.serve().await;
-        let (reason, done) = match stop {
-            Stop::Reason(reason) => (reason, None),
-            Stop::Closed(done) => {
-                self.write_buf.clear();
-                let _ = write_packet(&Packet::Disconnect, &mut self.write_buf);
-                let _ = self.writer.write_all(&self.write_buf).await;
-                let _ = self.writer.shutdown().await;
-                (DisconnectReason::ClosedByUser, done)
+        let (reason, done) = loop {
+            match self.serve().await {
+                Stop::Closed(done) => {
+                    self.write_buf.clear();
+                    let _ = write_packet(&Packet::Disconnect, &mut self.write_buf);
+                    let _ = self.writer.write_all(&self.write_buf).await;
+                    let _ = self.writer.shutdown().await;
+                    break (DisconnectReason::ClosedByUser, done);
+                }
+                Stop::Reason(reason) => {
+                    tracing::debug!(client_id = %self.session.identity().client_id(), ?reason, "connection lost");
+                    self.state
+                        .send_replace(ConnectionState::Disconnected(reason));
+                    match self.reconnect().await {
+                        Ok(()) => {
+                            self.state.send_replace(ConnectionState::Connected);
+                        }
+                        Err(Stop::Closed(done)) => break (DisconnectReason::ClosedByUser, done),
+                        Err(Stop::Reason(reason)) => break (reason, None),
+                    }
+                }
             }
         };
-        tracing::debug!(client_id = %self.session.identity().client_id(), ?reason, "disconnected");
+        tracing::debug!(client_id = %self.session.identity().client_id(), ?reason, "stopped");
         // Set the state before dropping the waiters so that callers see why.
         self.state
             .send_replace(ConnectionState::Disconnected(reason));
@@ -541,6 +623,138 @@ impl Driver {
         if let Some(done) = done {
             let _ = done.send(());
         }
+    }
+
+    /// Connects again by the retry policy, taking commands meanwhile (they are sent once
+    /// connected). `Err` when the policy gives up, the credentials are refused, or the user
+    /// closes the client.
+    async fn reconnect(&mut self) -> Result<(), Stop> {
+        let started = Instant::now();
+        let mut attempt = 0;
+        let mut class = ErrorClass::Transient;
+        let mut last_kind = ErrorKind::Disconnected;
+        loop {
+            let Some(delay) =
+                self.retry
+                    .next_delay(&RetryAttempt::new(attempt, class, started.elapsed()))
+            else {
+                return Err(Stop::Reason(match last_kind {
+                    ErrorKind::Unauthorized => DisconnectReason::Unauthorized,
+                    ErrorKind::Refused => DisconnectReason::Refused,
+                    _ => DisconnectReason::RetriesExhausted,
+                }));
+            };
+            attempt = attempt.saturating_add(1);
+            let wake = Instant::now() + delay;
+            let connected = loop {
+                tokio::select! {
+                    command = self.commands.recv() => match command {
+                        None => return Err(Stop::Closed(None)),
+                        Some(Command::Close(done)) => return Err(Stop::Closed(Some(done))),
+                        Some(command) => self.handle_command(command),
+                    },
+                    () = sleep_until(wake) => break self.connector.connect(&self.session).await,
+                }
+            };
+            match connected {
+                Ok(stream) => {
+                    let (reader, writer) = tokio::io::split(stream);
+                    self.reader = reader;
+                    self.writer = writer;
+                    self.resume();
+                    tracing::debug!(client_id = %self.session.identity().client_id(), attempt, "reconnected");
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, attempt, "reconnect failed");
+                    last_kind = e.kind();
+                    class = match e.kind() {
+                        ErrorKind::Unauthorized
+                        | ErrorKind::Refused
+                        | ErrorKind::InvalidArgument => ErrorClass::Permanent,
+                        _ => ErrorClass::Transient,
+                    };
+                }
+            }
+        }
+    }
+
+    /// After a reconnect: subscribe again, send every unacknowledged PUBLISH again (DUP set),
+    /// and ask for the twin to recover desired changes missed while away.
+    fn resume(&mut self) {
+        self.read_buf.clear();
+        self.write_buf.clear();
+        self.ping_sent = None;
+        self.last_sent = Instant::now();
+        self.session.clear_subscriptions();
+        let mut pending_subscribes: HashMap<Feature, Vec<oneshot::Sender<Result<()>>>> =
+            HashMap::new();
+        let mut resend = Vec::new();
+        for (_, waiter) in self.acks.drain() {
+            match waiter {
+                Waiter::Subscribe(feature, tx) => {
+                    pending_subscribes.entry(feature).or_default().extend(tx);
+                }
+                Waiter::Ack(seq, publish, tx) => resend.push((seq, publish, Some(tx))),
+                Waiter::TwinRequest(seq, publish) => resend.push((seq, publish, None)),
+            }
+        }
+        let mut features = Vec::new();
+        if self.c2d.is_some() {
+            features.push(Feature::CloudToDevice);
+        }
+        if self.methods.is_some() {
+            features.push(Feature::Methods);
+        }
+        if self.desired.is_some() {
+            features.push(Feature::DesiredPatches);
+        }
+        for feature in features {
+            if let Some((pkid, packet)) = self.session.subscribe(feature) {
+                self.queue(&packet);
+                let mut txs = pending_subscribes.remove(&feature).unwrap_or_default();
+                let first = txs.pop();
+                for tx in txs {
+                    let _ = tx.send(Ok(()));
+                }
+                self.acks.insert(pkid, Waiter::Subscribe(feature, first));
+            }
+        }
+        if !self.twin.is_empty() || self.desired.is_some() {
+            self.ensure_subscribed(Feature::TwinResponses);
+        }
+        // Subscriptions that are no longer wanted (their stream was replaced) just succeed.
+        for tx in pending_subscribes.into_values().flatten() {
+            let _ = tx.send(Ok(()));
+        }
+        resend.sort_by_key(|(seq, ..)| *seq);
+        for (seq, mut publish, tx) in resend {
+            publish.dup = true;
+            self.queue(&Packet::Publish(publish.clone()));
+            let waiter = match tx {
+                Some(tx) => Waiter::Ack(seq, publish.clone(), tx),
+                None => Waiter::TwinRequest(seq, publish.clone()),
+            };
+            self.acks.insert(publish.pkid, waiter);
+        }
+        if self.desired.is_some() {
+            self.desired_get(true);
+        }
+    }
+
+    /// Sends the driver's own twin GET (see [`TwinWaiter::Desired`]).
+    fn desired_get(&mut self, resync: bool) {
+        self.ensure_subscribed(Feature::TwinResponses);
+        let (rid, pkid, publish) = self.session.twin_get();
+        self.queue(&Packet::Publish(publish.clone()));
+        let seq = self.seq();
+        self.acks.insert(pkid, Waiter::TwinRequest(seq, publish));
+        self.twin.insert(rid, TwinWaiter::Desired { resync });
+    }
+
+    fn seq(&mut self) -> u64 {
+        self.next_seq += 1;
+        self.next_seq
     }
 
     fn fail_all(&mut self, reason: DisconnectReason) {
@@ -555,14 +769,16 @@ impl Driver {
         };
         for (_, waiter) in self.acks.drain() {
             match waiter {
-                Waiter::Ack(tx) | Waiter::Subscribe(_, Some(tx)) => {
+                Waiter::Ack(_, _, tx) | Waiter::Subscribe(_, Some(tx)) => {
                     let _ = tx.send(Err(error()));
                 }
-                Waiter::Subscribe(_, None) | Waiter::TwinRequest => {}
+                Waiter::Subscribe(_, None) | Waiter::TwinRequest(..) => {}
             }
         }
-        for (_, tx) in self.twin.drain() {
-            let _ = tx.send(Err(error()));
+        for (_, waiter) in self.twin.drain() {
+            if let TwinWaiter::Caller(tx) = waiter {
+                let _ = tx.send(Err(error()));
+            }
         }
         self.commands.close();
         while let Ok(command) = self.commands.try_recv() {
@@ -587,6 +803,14 @@ impl Driver {
 
     async fn serve(&mut self) -> Stop {
         loop {
+            // Packets queued by the last event, or by `resume` after a reconnect.
+            if !self.write_buf.is_empty() {
+                if self.writer.write_all(&self.write_buf).await.is_err() {
+                    return Stop::Reason(DisconnectReason::Network);
+                }
+                self.write_buf.clear();
+                self.last_sent = Instant::now();
+            }
             let deadline = self.next_deadline();
             tokio::select! {
                 command = self.commands.recv() => match command {
@@ -608,17 +832,14 @@ impl Driver {
                     }
                 }
             }
-            if !self.write_buf.is_empty() {
-                if self.writer.write_all(&self.write_buf).await.is_err() {
-                    return Stop::Reason(DisconnectReason::Network);
-                }
-                self.write_buf.clear();
-                self.last_sent = Instant::now();
-            }
         }
     }
 
     fn next_deadline(&self) -> Instant {
+        if self.keep_alive.is_zero() {
+            // Keep-alive off (MQTT allows 0): wake only for I/O.
+            return Instant::now() + Duration::from_secs(86_400);
+        }
         match self.ping_sent {
             // The hub must answer a PINGREQ within half a keep-alive.
             Some(sent) => sent + self.keep_alive / 2,
@@ -637,10 +858,13 @@ impl Driver {
         self.ping_sent = Some(Instant::now());
         // Callers that timed out dropped their receivers; forget them.
         self.acks.retain(|_, w| match w {
-            Waiter::Ack(tx) => !tx.is_closed(),
+            Waiter::Ack(_, _, tx) => !tx.is_closed(),
             _ => true,
         });
-        self.twin.retain(|_, tx| !tx.is_closed());
+        self.twin.retain(|_, w| match w {
+            TwinWaiter::Caller(tx) => !tx.is_closed(),
+            TwinWaiter::Desired { .. } => true,
+        });
         Ok(())
     }
 
@@ -656,33 +880,36 @@ impl Driver {
         match command {
             Command::SendEvent(message, tx) => {
                 let (pkid, packet) = self.session.telemetry(&message);
-                self.queue(&packet);
-                self.acks.insert(pkid, Waiter::Ack(tx));
+                self.track(pkid, packet, Some(tx));
             }
             Command::RespondToMethod(response, tx) => {
                 let (pkid, packet) = self.session.method_response(&response);
-                self.queue(&packet);
-                self.acks.insert(pkid, Waiter::Ack(tx));
+                self.track(pkid, packet, Some(tx));
             }
             Command::TwinGet(tx) => {
                 self.ensure_subscribed(Feature::TwinResponses);
                 let (rid, pkid, packet) = self.session.twin_get();
-                self.queue(&packet);
-                self.acks.insert(pkid, Waiter::TwinRequest);
-                self.twin.insert(rid, tx);
+                self.track(pkid, packet, None);
+                self.twin.insert(rid, TwinWaiter::Caller(tx));
             }
             Command::PatchReported(body, tx) => {
                 self.ensure_subscribed(Feature::TwinResponses);
                 let (rid, pkid, packet) = self.session.patch_reported(body);
-                self.queue(&packet);
-                self.acks.insert(pkid, Waiter::TwinRequest);
-                self.twin.insert(rid, tx);
+                self.track(pkid, packet, None);
+                self.twin.insert(rid, TwinWaiter::Caller(tx));
             }
             Command::Subscribe(sink, tx) => {
                 let feature = sink.feature();
                 match sink {
                     Sink::CloudToDevice(s) => self.c2d = Some(s),
-                    Sink::Desired(s) => self.desired = Some(s),
+                    Sink::Desired(s) => {
+                        self.desired = Some(s);
+                        if self.desired_version.is_none() {
+                            // Learn the current version, so that a reconnect can tell
+                            // whether a change was missed.
+                            self.desired_get(false);
+                        }
+                    }
                     Sink::Methods(s) => self.methods = Some(s),
                 }
                 match self.session.subscribe(feature) {
@@ -697,6 +924,18 @@ impl Driver {
             }
             Command::Close(_) => {}
         }
+    }
+
+    /// Queues a PUBLISH and remembers it until its PUBACK: `tx` is completed by the PUBACK,
+    /// `None` marks a twin request (completed by the twin response).
+    fn track(&mut self, pkid: u16, publish: Publish, tx: Option<oneshot::Sender<Result<()>>>) {
+        self.queue(&Packet::Publish(publish.clone()));
+        let seq = self.seq();
+        let waiter = match tx {
+            Some(tx) => Waiter::Ack(seq, publish, tx),
+            None => Waiter::TwinRequest(seq, publish),
+        };
+        self.acks.insert(pkid, waiter);
     }
 
     /// Subscribes to `feature` without waiting: the hub handles a connection's packets in
@@ -739,7 +978,7 @@ impl Driver {
     fn dispatch(&mut self, inbound: Inbound) {
         match inbound {
             Inbound::PubAck(pkid) => match self.acks.remove(&pkid) {
-                Some(Waiter::Ack(tx)) => {
+                Some(Waiter::Ack(_, _, tx)) => {
                     let _ = tx.send(Ok(()));
                 }
                 Some(other) => {
@@ -776,17 +1015,25 @@ impl Driver {
                 status,
                 version,
                 body,
-            } => {
-                if let Some(tx) = self.twin.remove(&request_id) {
+            } => match self.twin.remove(&request_id) {
+                Some(TwinWaiter::Caller(tx)) => {
                     let _ = tx.send(Ok(TwinAnswer {
                         status,
                         version,
                         body,
                     }));
                 }
-            }
+                Some(TwinWaiter::Desired { resync }) if status == 200 => {
+                    self.desired_answer(resync, &body);
+                }
+                Some(TwinWaiter::Desired { .. }) | None => {}
+            },
             Inbound::DesiredPatch { version, body } => {
                 let patch = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                if self.desired_version.is_some_and(|seen| version <= seen) {
+                    return; // already delivered, by a resync after a reconnect
+                }
+                self.desired_version = Some(version);
                 if let Some(tx) = &self.desired {
                     let _ = tx.send(DesiredPatch { version, patch });
                 }
@@ -797,6 +1044,31 @@ impl Driver {
                 }
             }
             Inbound::Pong => self.ping_sent = None,
+        }
+    }
+}
+
+impl Driver {
+    /// The driver's own twin GET answered: record the desired version, and after a
+    /// reconnect hand the whole desired document to the application if it changed.
+    fn desired_answer(&mut self, resync: bool, body: &[u8]) {
+        let Ok(mut doc) = serde_json::from_slice::<Value>(body) else {
+            return;
+        };
+        let desired = doc.get_mut("desired").map(Value::take).unwrap_or_default();
+        let Some(version) = desired.get("$version").and_then(Value::as_i64) else {
+            return;
+        };
+        let missed = self.desired_version.is_none_or(|seen| version > seen);
+        if !missed {
+            return;
+        }
+        self.desired_version = Some(version);
+        if resync && let Some(tx) = &self.desired {
+            let _ = tx.send(DesiredPatch {
+                version,
+                patch: desired,
+            });
         }
     }
 }

@@ -21,9 +21,14 @@
 //! * Keys never leave the private `Credential` type except as signed tokens; `Debug` output and
 //!   errors never contain them.
 //!
-//! Not yet implemented (each fails explicitly rather than pretending): automatic reconnect
-//! with the core crate's retry policies, SAS token renewal, X.509 authentication, MQTT over
-//! WebSockets, AMQP and HTTPS transports.
+//! * A lost connection is re-established by the retry policy
+//!   ([`ClientOptions::retry_policy`]): every PUBLISH the hub had not acknowledged is sent
+//!   again (DUP set), subscriptions are renewed, and the twin is read again so that a
+//!   desired-properties change made meanwhile reaches the desired-patch stream (as one patch
+//!   holding the whole desired document, once). Refused credentials are final.
+//!
+//! Not yet implemented (each fails explicitly rather than pretending): SAS token renewal
+//! before expiry, X.509 authentication, MQTT over WebSockets, AMQP and HTTPS transports.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), azure_iot_device::Error> {

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use azure_iot_core::retry::{RetryPolicy, SharedRetryPolicy};
+
 /// The default time one operation may take, from the call to the hub's answer.
 pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(60);
 /// The default MQTT keep-alive (the official SDKs use 60 s; IoT Hub allows up to 1177 s).
@@ -19,6 +21,7 @@ pub struct ClientOptions {
     pub(crate) model_id: Option<String>,
     pub(crate) product_info: Option<String>,
     pub(crate) port: u16,
+    pub(crate) retry_policy: SharedRetryPolicy,
 }
 
 impl Default for ClientOptions {
@@ -31,6 +34,7 @@ impl Default for ClientOptions {
             model_id: None,
             product_info: None,
             port: 8883,
+            retry_policy: SharedRetryPolicy::default(),
         }
     }
 }
@@ -72,6 +76,14 @@ impl ClientOptions {
     /// Text appended to the client type the hub records (`DeviceClientType`).
     pub fn product_info(mut self, info: impl Into<String>) -> Self {
         self.product_info = Some(info.into());
+        self
+    }
+
+    /// How the client reconnects after it lost the connection (default: exponential
+    /// backoff with jitter, no limit; refused credentials are never retried). Use
+    /// [`NoRetry`](azure_iot_core::retry::NoRetry) to stay disconnected.
+    pub fn retry_policy(mut self, policy: impl RetryPolicy + 'static) -> Self {
+        self.retry_policy = SharedRetryPolicy::new(policy);
         self
     }
 

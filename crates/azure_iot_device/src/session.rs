@@ -132,15 +132,15 @@ impl Session {
         self.next_pkid
     }
 
-    fn publish(&mut self, topic: String, payload: Bytes) -> (u16, Packet) {
+    fn publish(&mut self, topic: String, payload: Bytes) -> (u16, Publish) {
         let pkid = self.pkid();
         let mut publish = Publish::new(topic, QoS::AtLeastOnce, payload);
         publish.pkid = pkid;
-        (pkid, Packet::Publish(publish))
+        (pkid, publish)
     }
 
     /// A telemetry PUBLISH (QoS 1) for `message`.
-    pub(crate) fn telemetry(&mut self, message: &Message) -> (u16, Packet) {
+    pub(crate) fn telemetry(&mut self, message: &Message) -> (u16, Publish) {
         let topic = UpstreamTopic::Telemetry {
             identity: self.identity.clone(),
             properties: PropertyBag::from_message(message),
@@ -149,7 +149,7 @@ impl Session {
     }
 
     /// A twin GET; returns the request id the answer will carry.
-    pub(crate) fn twin_get(&mut self) -> (String, u16, Packet) {
+    pub(crate) fn twin_get(&mut self) -> (String, u16, Publish) {
         let request_id = self.request_ids.next_id();
         let topic = UpstreamTopic::TwinGet {
             request_id: request_id.clone(),
@@ -159,7 +159,7 @@ impl Session {
     }
 
     /// A reported-properties PATCH with `body` (a JSON object).
-    pub(crate) fn patch_reported(&mut self, body: Bytes) -> (String, u16, Packet) {
+    pub(crate) fn patch_reported(&mut self, body: Bytes) -> (String, u16, Publish) {
         let request_id = self.request_ids.next_id();
         let topic = UpstreamTopic::TwinPatchReported {
             request_id: request_id.clone(),
@@ -170,7 +170,7 @@ impl Session {
     }
 
     /// The answer to a direct method call.
-    pub(crate) fn method_response(&mut self, response: &MethodResponse) -> (u16, Packet) {
+    pub(crate) fn method_response(&mut self, response: &MethodResponse) -> (u16, Publish) {
         let topic = UpstreamTopic::MethodResponse {
             status: response.status,
             request_id: response.request_id.clone(),
@@ -194,6 +194,11 @@ impl Session {
     /// Records that the hub granted `feature`'s subscription.
     pub(crate) fn subscribed(&mut self, feature: Feature) {
         self.subscribed.insert(feature);
+    }
+
+    /// Forgets every subscription: after a reconnect they are made again.
+    pub(crate) fn clear_subscriptions(&mut self) {
+        self.subscribed.clear();
     }
 
     fn filter(&self, feature: Feature) -> Option<TopicFilter> {
@@ -301,9 +306,7 @@ mod tests {
             .property("k", "v")
             .build()
             .expect("message");
-        let (first, Packet::Publish(p)) = s.telemetry(&message) else {
-            panic!("not PUBLISH")
-        };
+        let (first, p) = s.telemetry(&message);
         assert_eq!(p.topic, "devices/dev%201/messages/events/%24.mid=m1&k=v");
         assert_eq!(p.qos, QoS::AtLeastOnce);
         let (second, _) = s.telemetry(&message);

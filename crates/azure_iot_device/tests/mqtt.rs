@@ -275,25 +275,83 @@ async fn an_operation_the_hub_never_answers_times_out() {
     assert!(e.is_transient());
 }
 
-#[tokio::test]
-async fn a_dropped_connection_is_reported_and_operations_fail_instead_of_hanging() {
-    let hub = emulator().await;
-    let (client, _) = device(&hub, "dev-7").await;
-    let mut state = client.watch_connection_state();
-    let mut messages = client.cloud_to_device_messages().await.unwrap();
+async fn drop_connection(hub: &EmulatorHandle, device_id: &str) {
     hub.inject(Fault::DropConnection {
-        device_id: "dev-7".into(),
+        device_id: device_id.into(),
         module_id: None,
     })
     .await
     .unwrap();
-    tokio::time::timeout(WAIT, state.wait_for(|s| *s != ConnectionState::Connected))
+}
+
+async fn wait_for_state(
+    client: &DeviceClient,
+    wanted: impl Fn(&ConnectionState) -> bool,
+) -> ConnectionState {
+    let mut state = client.watch_connection_state();
+    tokio::time::timeout(WAIT, state.wait_for(|s| wanted(s)))
+        .await
+        .expect("the state changed in time")
+        .expect("the client is alive")
+        .clone()
+}
+
+fn disconnected(s: &ConnectionState) -> bool {
+    *s != ConnectionState::Connected
+}
+
+#[tokio::test]
+async fn after_a_drop_the_client_reconnects_and_streams_carry_on() {
+    let hub = emulator().await;
+    let (client, _) = device(&hub, "dev-7").await;
+    let mut messages = client.cloud_to_device_messages().await.unwrap();
+    let mut state = client.watch_connection_state();
+    state.mark_unchanged();
+    drop_connection(&hub, "dev-7").await;
+    tokio::time::timeout(WAIT, state.wait_for(disconnected))
         .await
         .unwrap()
         .unwrap();
+    wait_for_state(&client, |s| *s == ConnectionState::Connected).await;
+
+    client
+        .send_event(Message::new("after").unwrap())
+        .await
+        .unwrap();
+    hub.send_cloud_to_device("dev-7", Message::new("c2d after").unwrap())
+        .await
+        .unwrap();
+    let m = tokio::time::timeout(WAIT, messages.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(m.body().as_ref(), b"c2d after");
+}
+
+#[tokio::test]
+async fn without_retries_a_drop_ends_the_client_and_operations_fail_instead_of_hanging() {
+    let hub = emulator().await;
+    let service = RestClient::new(&HubEndpoint::of(&hub), "iothubowner");
+    let key = service.register_device("dev-9").await;
+    let cs = format!(
+        "HostName={};DeviceId=dev-9;SharedAccessKey={key}",
+        hub.hostname()
+    );
+    let client = DeviceClient::from_connection_string(
+        &cs,
+        options(&hub).retry_policy(azure_iot_core::retry::NoRetry),
+    )
+    .await
+    .unwrap();
+    let mut messages = client.cloud_to_device_messages().await.unwrap();
+    drop_connection(&hub, "dev-9").await;
+    let end = wait_for_state(&client, |s| {
+        *s == ConnectionState::Disconnected(DisconnectReason::RetriesExhausted)
+    })
+    .await;
     assert_eq!(
-        client.connection_state(),
-        ConnectionState::Disconnected(DisconnectReason::Network)
+        end,
+        ConnectionState::Disconnected(DisconnectReason::RetriesExhausted)
     );
     assert_eq!(
         tokio::time::timeout(WAIT, messages.recv()).await.unwrap(),
@@ -304,6 +362,113 @@ async fn a_dropped_connection_is_reported_and_operations_fail_instead_of_hanging
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+}
+
+#[tokio::test]
+async fn a_message_the_hub_did_not_acknowledge_is_sent_again_after_a_reconnect() {
+    let hub = emulator().await;
+    let (client, _) = device(&hub, "dev-10").await;
+    hub.inject(Fault::WithholdPubacks {
+        device_id: "dev-10".into(),
+        module_id: None,
+    })
+    .await
+    .unwrap();
+    let sender = client.clone();
+    let send = tokio::spawn(async move { sender.send_event(Message::new("once").unwrap()).await });
+    // The hub logs it but never acknowledges it.
+    tokio::time::timeout(WAIT, async {
+        while hub.telemetry(0, 10).await.unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap();
+    assert!(!send.is_finished());
+    hub.clear_faults().await.unwrap();
+    drop_connection(&hub, "dev-10").await;
+    // Resent with DUP after the reconnect, acknowledged this time: the caller gets Ok.
+    send.await.unwrap().unwrap();
+    let logged = hub.telemetry(0, 10).await.unwrap();
+    assert!(logged.iter().all(|e| e.message.body().as_ref() == b"once"));
+    assert!(
+        !logged.is_empty() && logged.len() <= 2,
+        "at least once: {}",
+        logged.len()
+    );
+}
+
+#[tokio::test]
+async fn a_desired_change_made_while_offline_is_delivered_after_the_reconnect() {
+    let hub = emulator().await;
+    let (client, service) = device(&hub, "dev-11").await;
+    let mut patches = client.desired_property_patches().await.unwrap();
+    // Keep the device away: every reconnect attempt is refused as "server unavailable".
+    hub.inject(Fault::RefuseConnects {
+        device_id: "dev-11".into(),
+        module_id: None,
+        count: 1_000,
+        return_code: 3,
+    })
+    .await
+    .unwrap();
+    drop_connection(&hub, "dev-11").await;
+    wait_for_state(&client, disconnected).await;
+    let r = service
+        .request(
+            Method::PATCH,
+            "/twins/dev-11",
+            Some(json!({"properties": {"desired": {"fan": true}}})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    hub.clear_faults().await.unwrap();
+    let patch = tokio::time::timeout(WAIT, patches.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(patch.version, 2);
+    assert_eq!(patch.patch["fan"], true);
+    // Delivered once: a later live patch comes next, not a repeat.
+    let r = service
+        .request(
+            Method::PATCH,
+            "/twins/dev-11",
+            Some(json!({"properties": {"desired": {"fan": false}}})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let next = tokio::time::timeout(WAIT, patches.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((next.version, next.patch["fan"].clone()), (3, json!(false)));
+}
+
+#[tokio::test]
+async fn credentials_refused_on_reconnect_end_the_client_as_unauthorized() {
+    let hub = emulator().await;
+    let (client, _) = device(&hub, "dev-12").await;
+    hub.inject(Fault::RefuseConnects {
+        device_id: "dev-12".into(),
+        module_id: None,
+        count: 1,
+        return_code: 5,
+    })
+    .await
+    .unwrap();
+    drop_connection(&hub, "dev-12").await;
+    wait_for_state(&client, |s| {
+        *s == ConnectionState::Disconnected(DisconnectReason::Unauthorized)
+    })
+    .await;
+    let e = client
+        .send_event(Message::new("x").unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unauthorized, "{e}");
 }
 
 #[tokio::test]
