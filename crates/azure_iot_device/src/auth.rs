@@ -1,7 +1,7 @@
 //! Credentials: what a device or module proves itself with, and the MQTT password it yields.
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use azure_iot_core::connection_string::{DeviceConnectionString, DeviceCredential};
 use azure_iot_core::sas::{ResourceUri, SasToken, SharedAccessKey};
@@ -60,15 +60,19 @@ impl Credential {
         }
     }
 
-    /// The MQTT password for one connection: a token for `resource` valid for `ttl`.
-    pub(crate) fn password(&self, resource: &ResourceUri, ttl: Duration) -> String {
+    /// The MQTT password for one connection (a token for `resource` valid for `ttl`), and
+    /// the token's expiry if the client can sign another one when it nears.
+    pub(crate) fn password(
+        &self,
+        resource: &ResourceUri,
+        ttl: Duration,
+    ) -> (String, Option<SystemTime>) {
         match self {
             Self::Key { key, key_name } => {
-                SasToken::generate_with_ttl(resource, key, key_name.as_deref(), ttl)
-                    .secret()
-                    .to_owned()
+                let token = SasToken::generate_with_ttl(resource, key, key_name.as_deref(), ttl);
+                (token.secret().to_owned(), Some(token.expires_at()))
             }
-            Self::Token(token) => token.secret().to_owned(),
+            Self::Token(token) => (token.secret().to_owned(), None),
         }
     }
 }

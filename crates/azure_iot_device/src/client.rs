@@ -67,6 +67,9 @@ pub enum DisconnectReason {
     Refused,
     /// The retry policy gave up reconnecting (final).
     RetriesExhausted,
+    /// The SAS token the client was given has expired and it has no key to sign another
+    /// (final; open a new client with a fresh token).
+    ExpiredToken,
 }
 
 /// A device's twin as the device sees it.
@@ -204,7 +207,7 @@ impl DeviceClient {
             keep_alive_secs,
             timeout: options.operation_timeout,
         };
-        let stream = connector.connect(&session).await?;
+        let (stream, renew_at) = connector.connect(&session).await?;
         let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
         let (state_tx, state_rx) = watch::channel(ConnectionState::Connected);
         let (reader, writer) = tokio::io::split(stream);
@@ -228,6 +231,7 @@ impl DeviceClient {
             keep_alive: Duration::from_secs(u64::from(keep_alive_secs)),
             last_sent: Instant::now(),
             ping_sent: None,
+            renew_at,
         };
         tracing::debug!(client_id = %identity.client_id(), "connected");
         tokio::spawn(driver.run());
@@ -461,12 +465,21 @@ struct Connector {
 
 impl Connector {
     /// TLS, CONNECT with a freshly signed token, CONNACK, within the operation timeout.
-    async fn connect(&self, session: &Session) -> Result<Stream_> {
-        let connect = session.connect(
-            &self.credential.password(&self.resource, self.token_ttl),
-            self.keep_alive_secs,
-        );
-        timeout(
+    ///
+    /// Also returns when to renew: at 85 % of the signed token's remaining life (its expiry
+    /// is rounded down to a whole second, so a short TTL can leave less than it says), so the
+    /// renewal completes before the hub closes the connection at expiry. `None` when the
+    /// client holds a token it cannot renew.
+    async fn connect(&self, session: &Session) -> Result<(Stream_, Option<Instant>)> {
+        let (password, expires) = self.credential.password(&self.resource, self.token_ttl);
+        let connect = session.connect(&password, self.keep_alive_secs);
+        let renew_at = expires.map(|expiry| {
+            let left = expiry
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default();
+            Instant::now() + left.mul_f64(0.85)
+        });
+        let stream = timeout(
             self.timeout,
             handshake(self.tls.clone(), &self.host, self.port, connect),
         )
@@ -479,7 +492,8 @@ impl Connector {
                     self.host, self.port, self.timeout
                 ),
             )
-        })?
+        })??;
+        Ok((stream, renew_at))
     }
 }
 
@@ -582,12 +596,16 @@ struct Driver {
     keep_alive: Duration,
     last_sent: Instant,
     ping_sent: Option<Instant>,
+    /// When to reconnect with a fresh token (`None` for a token the client cannot renew).
+    renew_at: Option<Instant>,
 }
 
 /// Why the driver stopped.
 enum Stop {
     Reason(DisconnectReason),
     Closed(Option<oneshot::Sender<()>>),
+    /// The token is due for renewal: MQTT 3.1.1 can only change it by reconnecting.
+    Renew,
 }
 
 impl Driver {
@@ -601,6 +619,22 @@ impl Driver {
                     let _ = self.writer.shutdown().await;
                     break (DisconnectReason::ClosedByUser, done);
                 }
+                Stop::Renew => {
+                    if self.renew().await {
+                        continue;
+                    }
+                    let reason = DisconnectReason::Network;
+                    self.state
+                        .send_replace(ConnectionState::Disconnected(reason));
+                    match self.reconnect().await {
+                        Ok(()) => {
+                            self.state.send_replace(ConnectionState::Connected);
+                        }
+                        Err(Stop::Closed(done)) => break (DisconnectReason::ClosedByUser, done),
+                        Err(Stop::Reason(reason)) => break (reason, None),
+                        Err(Stop::Renew) => break (DisconnectReason::RetriesExhausted, None),
+                    }
+                }
                 Stop::Reason(reason) => {
                     tracing::debug!(client_id = %self.session.identity().client_id(), ?reason, "connection lost");
                     self.state
@@ -611,6 +645,7 @@ impl Driver {
                         }
                         Err(Stop::Closed(done)) => break (DisconnectReason::ClosedByUser, done),
                         Err(Stop::Reason(reason)) => break (reason, None),
+                        Err(Stop::Renew) => break (DisconnectReason::RetriesExhausted, None),
                     }
                 }
             }
@@ -657,11 +692,8 @@ impl Driver {
                 }
             };
             match connected {
-                Ok(stream) => {
-                    let (reader, writer) = tokio::io::split(stream);
-                    self.reader = reader;
-                    self.writer = writer;
-                    self.resume();
+                Ok((stream, renew_at)) => {
+                    self.install(stream, renew_at);
                     tracing::debug!(client_id = %self.session.identity().client_id(), attempt, "reconnected");
                     return Ok(());
                 }
@@ -677,6 +709,37 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// Replaces the connection with one authenticated by a fresh token, without reporting a
+    /// disconnection: in-flight PUBLISHes are sent again on the new connection, so no
+    /// operation fails or is lost. `false` if the new connection could not be made (the
+    /// caller then falls back to the retry policy).
+    async fn renew(&mut self) -> bool {
+        self.write_buf.clear();
+        let _ = write_packet(&Packet::Disconnect, &mut self.write_buf);
+        let _ = self.writer.write_all(&self.write_buf).await;
+        let _ = self.writer.shutdown().await;
+        match self.connector.connect(&self.session).await {
+            Ok((stream, renew_at)) => {
+                self.install(stream, renew_at);
+                tracing::debug!(client_id = %self.session.identity().client_id(), "token renewed");
+                true
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "renewal reconnect failed");
+                false
+            }
+        }
+    }
+
+    /// Makes `stream` the connection and resumes the session on it.
+    fn install(&mut self, stream: Stream_, renew_at: Option<Instant>) {
+        let (reader, writer) = tokio::io::split(stream);
+        self.reader = reader;
+        self.writer = writer;
+        self.renew_at = renew_at;
+        self.resume();
     }
 
     /// After a reconnect: subscribe again, send every unacknowledged PUBLISH again (DUP set),
@@ -811,7 +874,10 @@ impl Driver {
                 self.write_buf.clear();
                 self.last_sent = Instant::now();
             }
-            let deadline = self.next_deadline();
+            let deadline = match self.renew_at {
+                Some(renew) => self.next_deadline().min(renew),
+                None => self.next_deadline(),
+            };
             tokio::select! {
                 command = self.commands.recv() => match command {
                     None => return Stop::Closed(None),
@@ -827,6 +893,9 @@ impl Driver {
                     }
                 },
                 () = sleep_until(deadline) => {
+                    if self.renew_at.is_some_and(|at| Instant::now() >= at) {
+                        return Stop::Renew;
+                    }
                     if let Err(reason) = self.on_deadline() {
                         return Stop::Reason(reason);
                     }

@@ -27,8 +27,12 @@
 //!   desired-properties change made meanwhile reaches the desired-patch stream (as one patch
 //!   holding the whole desired document, once). Refused credentials are final.
 //!
-//! Not yet implemented (each fails explicitly rather than pretending): SAS token renewal
-//! before expiry, X.509 authentication, MQTT over WebSockets, AMQP and HTTPS transports.
+//! * A client holding a key renews its SAS token at 85 % of the token's life: MQTT 3.1.1 can
+//!   only change credentials by reconnecting, so it reconnects without reporting a
+//!   disconnection and resends in-flight PUBLISHes; no operation fails. A client given a
+//!   ready-made token ends with [`DisconnectReason::ExpiredToken`] once the token expires.
+//!
+//! Not yet implemented (each fails explicitly rather than pretending): X.509 authentication, MQTT over WebSockets, AMQP and HTTPS transports.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), azure_iot_device::Error> {

@@ -483,3 +483,71 @@ async fn close_ends_the_connection_and_later_calls_say_closed() {
     let e = client.get_twin().await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Closed, "{e}");
 }
+
+#[tokio::test]
+async fn a_short_lived_token_is_renewed_without_losing_or_failing_a_message() {
+    let hub = emulator().await;
+    let service = RestClient::new(&HubEndpoint::of(&hub), "iothubowner");
+    let key = service.register_device("dev-13").await;
+    let cs = format!(
+        "HostName={};DeviceId=dev-13;SharedAccessKey={key}",
+        hub.hostname()
+    );
+    // The hub closes a connection when its token expires (2 s); the client must renew first.
+    let client =
+        DeviceClient::from_connection_string(&cs, options(&hub).token_ttl(Duration::from_secs(2)))
+            .await
+            .unwrap();
+    let mut state = client.watch_connection_state();
+    let watcher = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while state.changed().await.is_ok() {
+            seen.push(state.borrow_and_update().clone());
+        }
+        seen
+    });
+    // Sends in flight across two renewals (about 1.7 s and 3.4 s in).
+    let mut sent = 0;
+    let start = tokio::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(4) {
+        let batch: Vec<_> = (0..10)
+            .map(|i| {
+                let client = client.clone();
+                let body = format!("{}", sent + i);
+                tokio::spawn(async move { client.send_event(Message::new(body).unwrap()).await })
+            })
+            .collect();
+        for send in batch {
+            send.await.unwrap().expect("no send fails across a renewal");
+        }
+        sent += 10;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(client.connection_state(), ConnectionState::Connected);
+    client.close().await;
+    let seen = watcher.await.unwrap();
+    assert_eq!(
+        seen,
+        vec![ConnectionState::Disconnected(
+            DisconnectReason::ClosedByUser
+        )],
+        "renewal is not a disconnection"
+    );
+    let logged = hub.telemetry(0, 100_000).await.unwrap();
+    let mut bodies: Vec<u64> = logged
+        .iter()
+        .map(|e| {
+            std::str::from_utf8(e.message.body())
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    bodies.sort_unstable();
+    bodies.dedup();
+    assert_eq!(
+        bodies.len() as u64,
+        sent,
+        "every acknowledged message is in the hub"
+    );
+}
