@@ -49,6 +49,7 @@
 
 mod auth;
 mod client;
+mod driver;
 mod error;
 mod options;
 mod session;
