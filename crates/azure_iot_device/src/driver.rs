@@ -233,43 +233,26 @@ enum Stop {
 impl Driver {
     async fn run(mut self) {
         let (reason, done) = loop {
-            match self.serve().await {
+            let lost = match self.serve().await {
                 Stop::Closed(done) => {
-                    self.write_buf.clear();
-                    let _ = write_packet(&Packet::Disconnect, &mut self.write_buf);
-                    let _ = self.writer.write_all(&self.write_buf).await;
-                    let _ = self.writer.shutdown().await;
+                    self.disconnect().await;
                     break (DisconnectReason::ClosedByUser, done);
                 }
-                Stop::Renew => {
-                    if self.renew().await {
-                        continue;
-                    }
-                    let reason = DisconnectReason::Network;
-                    self.state
-                        .send_replace(ConnectionState::Disconnected(reason));
-                    match self.reconnect().await {
-                        Ok(()) => {
-                            self.state.send_replace(ConnectionState::Connected);
-                        }
-                        Err(Stop::Closed(done)) => break (DisconnectReason::ClosedByUser, done),
-                        Err(Stop::Reason(reason)) => break (reason, None),
-                        Err(Stop::Renew) => break (DisconnectReason::RetriesExhausted, None),
-                    }
+                // A failed renewal falls back to the retry policy like a lost connection.
+                Stop::Renew if self.renew().await => continue,
+                Stop::Renew => DisconnectReason::Network,
+                Stop::Reason(reason) => reason,
+            };
+            tracing::debug!(client_id = %self.session.identity().client_id(), ?lost, "connection lost");
+            self.state.send_replace(ConnectionState::Disconnected(lost));
+            match self.reconnect().await {
+                Ok(()) => {
+                    self.state.send_replace(ConnectionState::Connected);
                 }
-                Stop::Reason(reason) => {
-                    tracing::debug!(client_id = %self.session.identity().client_id(), ?reason, "connection lost");
-                    self.state
-                        .send_replace(ConnectionState::Disconnected(reason));
-                    match self.reconnect().await {
-                        Ok(()) => {
-                            self.state.send_replace(ConnectionState::Connected);
-                        }
-                        Err(Stop::Closed(done)) => break (DisconnectReason::ClosedByUser, done),
-                        Err(Stop::Reason(reason)) => break (reason, None),
-                        Err(Stop::Renew) => break (DisconnectReason::RetriesExhausted, None),
-                    }
-                }
+                Err(Stop::Closed(done)) => break (DisconnectReason::ClosedByUser, done),
+                Err(Stop::Reason(reason)) => break (reason, None),
+                // `reconnect` never asks for a renewal; treat it as giving up.
+                Err(Stop::Renew) => break (DisconnectReason::RetriesExhausted, None),
             }
         };
         tracing::debug!(client_id = %self.session.identity().client_id(), ?reason, "stopped");
@@ -333,15 +316,22 @@ impl Driver {
         }
     }
 
+    /// Ends the current connection cleanly (MQTT DISCONNECT, then TLS close_notify). Errors
+    /// are ignored: the connection is being abandoned either way.
+    async fn disconnect(&mut self) {
+        self.write_buf.clear();
+        let _ = write_packet(&Packet::Disconnect, &mut self.write_buf);
+        let _ = self.writer.write_all(&self.write_buf).await;
+        let _ = self.writer.shutdown().await;
+        self.write_buf.clear();
+    }
+
     /// Replaces the connection with one authenticated by a fresh token, without reporting a
     /// disconnection: in-flight PUBLISHes are sent again on the new connection, so no
     /// operation fails or is lost. `false` if the new connection could not be made (the
     /// caller then falls back to the retry policy).
     async fn renew(&mut self) -> bool {
-        self.write_buf.clear();
-        let _ = write_packet(&Packet::Disconnect, &mut self.write_buf);
-        let _ = self.writer.write_all(&self.write_buf).await;
-        let _ = self.writer.shutdown().await;
+        self.disconnect().await;
         match self.connector.connect(&self.session).await {
             Ok((stream, renew_at)) => {
                 self.install(stream, renew_at);
