@@ -20,7 +20,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::timeout;
 
-use crate::auth::Credential;
+use crate::auth::{Credential, X509Certificate};
 use crate::driver::{self, Connector};
 use crate::error::{Error, ErrorKind, Result};
 use crate::options::ClientOptions;
@@ -164,6 +164,34 @@ impl DeviceClient {
             cs.connect_host(),
             identity,
             credential,
+            None,
+            options,
+        )
+        .await
+    }
+
+    /// Connects as `device_id` (or, with `module_id`, that module) authenticated by an X.509
+    /// certificate: self-signed and registered by thumbprint, or signed by a CA registered
+    /// with the hub (the certificate's common name must be the device id).
+    ///
+    /// A certificate the hub does not accept fails here with [`ErrorKind::Unauthorized`].
+    pub async fn from_x509(
+        host_name: &str,
+        device_id: &str,
+        module_id: Option<&str>,
+        certificate: &X509Certificate,
+        options: ClientOptions,
+    ) -> Result<Self> {
+        let identity = match module_id {
+            Some(module) => Identity::module(device_id, module),
+            None => Identity::device(device_id),
+        };
+        Self::open(
+            host_name,
+            host_name,
+            identity,
+            Credential::X509,
+            Some(certificate),
             options,
         )
         .await
@@ -174,9 +202,10 @@ impl DeviceClient {
         connect_host: &str,
         identity: Identity,
         credential: Credential,
+        certificate: Option<&X509Certificate>,
         options: ClientOptions,
     ) -> Result<Self> {
-        let tls = transport::tls_config(options.trusted_ca_pem.as_deref())?;
+        let tls = transport::tls_config(options.trusted_ca_pem.as_deref(), certificate)?;
         let session = Session::new(
             identity.clone(),
             host_name,

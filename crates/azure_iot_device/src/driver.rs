@@ -86,6 +86,14 @@ pub(crate) struct Connector {
 }
 
 impl Connector {
+    /// Whether the credential is a given token that has expired: no reconnect can work.
+    fn token_expired(&self) -> bool {
+        match &self.credential {
+            Credential::Token(token) => token.expires_at() <= std::time::SystemTime::now(),
+            Credential::Key { .. } | Credential::X509 => false,
+        }
+    }
+
     /// TLS, CONNECT with a freshly signed token, CONNACK, within the operation timeout.
     ///
     /// Also returns when to renew: at 85 % of the signed token's remaining life (its expiry
@@ -274,6 +282,9 @@ impl Driver {
         let mut class = ErrorClass::Transient;
         let mut last_kind = ErrorKind::Disconnected;
         loop {
+            if self.connector.token_expired() {
+                return Err(Stop::Reason(DisconnectReason::ExpiredToken));
+            }
             let Some(delay) =
                 self.retry
                     .next_delay(&RetryAttempt::new(attempt, class, started.elapsed()))

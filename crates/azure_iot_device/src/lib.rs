@@ -32,7 +32,7 @@
 //!   disconnection and resends in-flight PUBLISHes; no operation fails. A client given a
 //!   ready-made token ends with [`DisconnectReason::ExpiredToken`] once the token expires.
 //!
-//! Not yet implemented (each fails explicitly rather than pretending): X.509 authentication, MQTT over WebSockets, AMQP and HTTPS transports.
+//! Not yet implemented (each fails explicitly rather than pretending): MQTT over WebSockets, AMQP and HTTPS transports.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), azure_iot_device::Error> {
@@ -55,6 +55,7 @@ mod options;
 mod session;
 mod transport;
 
+pub use auth::X509Certificate;
 pub use azure_iot_core::Message;
 pub use azure_iot_core::method::{MethodRequest, MethodResponse};
 pub use client::{

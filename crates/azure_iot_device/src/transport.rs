@@ -9,11 +9,15 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+use crate::auth::X509Certificate;
 use crate::error::{Error, ErrorKind, Result};
 
 /// The client's TLS configuration: `trusted_ca_pem` if given, else the operating system's
-/// roots (which is what trusts the real Azure IoT Hub).
-pub(crate) fn tls_config(trusted_ca_pem: Option<&str>) -> Result<Arc<rustls::ClientConfig>> {
+/// roots (which is what trusts the real Azure IoT Hub); presenting `certificate` if given.
+pub(crate) fn tls_config(
+    trusted_ca_pem: Option<&str>,
+    certificate: Option<&X509Certificate>,
+) -> Result<Arc<rustls::ClientConfig>> {
     let mut roots = RootCertStore::empty();
     match trusted_ca_pem {
         Some(pem) => {
@@ -52,13 +56,24 @@ pub(crate) fn tls_config(trusted_ca_pem: Option<&str>) -> Result<Arc<rustls::Cli
             }
         }
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .map_err(|e| Error::with_source(ErrorKind::Connect, "TLS configuration", e))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    .with_root_certificates(roots);
+    let config = match certificate {
+        Some(cert) => builder
+            .with_client_auth_cert(cert.chain.clone(), cert.key.clone_key())
+            .map_err(|e| {
+                Error::with_source(
+                    ErrorKind::InvalidArgument,
+                    "the device certificate and private key cannot be used together",
+                    e,
+                )
+            })?,
+        None => builder.with_no_client_auth(),
+    };
     Ok(Arc::new(config))
 }
 

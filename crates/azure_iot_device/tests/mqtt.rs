@@ -551,3 +551,38 @@ async fn a_short_lived_token_is_renewed_without_losing_or_failing_a_message() {
         "every acknowledged message is in the hub"
     );
 }
+
+#[tokio::test]
+async fn a_client_given_a_token_ends_as_expired_token_when_it_expires() {
+    let hub = emulator().await;
+    let ep = HubEndpoint::of(&hub);
+    let service = RestClient::new(&ep, "iothubowner");
+    let key = service.register_device("dev-14").await;
+    // A token the client cannot renew; the hub closes the connection when it expires.
+    let token = azure_iot_test::device_token(&ep, "dev-14", None, &key, Duration::from_secs(2));
+    let cs = format!(
+        "HostName={};DeviceId=dev-14;SharedAccessSignature={token}",
+        hub.hostname()
+    );
+    let client = DeviceClient::from_connection_string(&cs, options(&hub))
+        .await
+        .unwrap();
+    client
+        .send_event(Message::new("before").unwrap())
+        .await
+        .unwrap();
+    let end = wait_for_state(&client, |s| {
+        *s == ConnectionState::Disconnected(DisconnectReason::ExpiredToken)
+    })
+    .await;
+    assert_eq!(
+        end,
+        ConnectionState::Disconnected(DisconnectReason::ExpiredToken)
+    );
+    let e = client
+        .send_event(Message::new("after").unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+    assert!(e.to_string().contains("ExpiredToken"), "{e}");
+}
