@@ -220,7 +220,8 @@ impl DeviceClient {
         let connector = Connector {
             tls,
             host: connect_host.to_owned(),
-            port: options.port,
+            port: options.effective_port(),
+            transport: options.transport,
             credential,
             resource,
             token_ttl: options.token_ttl,

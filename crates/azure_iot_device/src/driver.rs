@@ -19,18 +19,17 @@ use azure_iot_protocol::mqtt::codec::{
 use bytes::BytesMut;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, sleep_until, timeout};
-use tokio_rustls::client::TlsStream;
 
 use crate::auth::Credential;
 use crate::client::{Command, ConnectionState, DesiredPatch, DisconnectReason, Sink, TwinAnswer};
 use crate::error::{Error, ErrorKind, Result};
+use crate::options::Transport;
 use crate::session::{Feature, Inbound, Session};
-use crate::transport;
+use crate::transport::{self, Connection};
 
-type Stream_ = TlsStream<TcpStream>;
+type Stream_ = Connection;
 
 /// What [`spawn`] needs: a connected stream and everything to keep it going.
 pub(crate) struct Parts {
@@ -78,6 +77,7 @@ pub(crate) struct Connector {
     pub(crate) tls: std::sync::Arc<rustls::ClientConfig>,
     pub(crate) host: String,
     pub(crate) port: u16,
+    pub(crate) transport: Transport,
     pub(crate) credential: Credential,
     pub(crate) resource: ResourceUri,
     pub(crate) token_ttl: Duration,
@@ -111,7 +111,13 @@ impl Connector {
         });
         let stream = timeout(
             self.timeout,
-            handshake(self.tls.clone(), &self.host, self.port, connect),
+            handshake(
+                self.tls.clone(),
+                &self.host,
+                self.port,
+                self.transport,
+                connect,
+            ),
         )
         .await
         .map_err(|_| {
@@ -132,9 +138,10 @@ async fn handshake(
     tls: std::sync::Arc<rustls::ClientConfig>,
     host: &str,
     port: u16,
+    transport: Transport,
     connect: Packet,
 ) -> Result<Stream_> {
-    let mut stream = transport::connect(tls, host, port).await?;
+    let mut stream = transport::connect(tls, host, port, transport).await?;
     let mut buf = BytesMut::new();
     write_packet(&connect, &mut buf)
         .map_err(|e| Error::with_source(ErrorKind::InvalidArgument, "CONNECT", e))?;

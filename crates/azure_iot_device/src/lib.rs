@@ -32,7 +32,11 @@
 //!   disconnection and resends in-flight PUBLISHes; no operation fails. A client given a
 //!   ready-made token ends with [`DisconnectReason::ExpiredToken`] once the token expires.
 //!
-//! Not yet implemented (each fails explicitly rather than pretending): MQTT over WebSockets, AMQP and HTTPS transports.
+//! * Transports: MQTT over TLS (port 8883) and, with the default `mqtt_ws` feature, MQTT over
+//!   WebSockets (port 443) via [`ClientOptions::transport`].
+//!
+//! Not yet implemented (each fails explicitly rather than pretending): HTTP CONNECT proxies,
+//! AMQP and HTTPS transports.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), azure_iot_device::Error> {
@@ -63,5 +67,5 @@ pub use client::{
 };
 pub use error::{Error, ErrorKind, Result};
 pub use options::{
-    ClientOptions, DEFAULT_KEEP_ALIVE, DEFAULT_OPERATION_TIMEOUT, DEFAULT_TOKEN_TTL,
+    ClientOptions, DEFAULT_KEEP_ALIVE, DEFAULT_OPERATION_TIMEOUT, DEFAULT_TOKEN_TTL, Transport,
 };

@@ -20,7 +20,8 @@ pub struct ClientOptions {
     pub(crate) trusted_ca_pem: Option<String>,
     pub(crate) model_id: Option<String>,
     pub(crate) product_info: Option<String>,
-    pub(crate) port: u16,
+    pub(crate) port: Option<u16>,
+    pub(crate) transport: Transport,
     pub(crate) retry_policy: SharedRetryPolicy,
 }
 
@@ -33,7 +34,8 @@ impl Default for ClientOptions {
             trusted_ca_pem: None,
             model_id: None,
             product_info: None,
-            port: 8883,
+            port: None,
+            transport: Transport::Mqtt,
             retry_policy: SharedRetryPolicy::default(),
         }
     }
@@ -87,9 +89,37 @@ impl ClientOptions {
         self
     }
 
-    /// The MQTT port (8883 unless a gateway or an emulator listens elsewhere).
+    /// The port to dial instead of the transport's (8883 for MQTT, 443 for WebSockets), for a
+    /// gateway or an emulator that listens elsewhere.
     pub fn port(mut self, port: u16) -> Self {
-        self.port = port;
+        self.port = Some(port);
         self
     }
+
+    /// The transport (MQTT over TLS by default).
+    pub fn transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
+        self
+    }
+
+    pub(crate) fn effective_port(&self) -> u16 {
+        self.port.unwrap_or(match self.transport {
+            Transport::Mqtt => 8883,
+            #[cfg(feature = "mqtt_ws")]
+            Transport::MqttWebSockets => 443,
+        })
+    }
+}
+
+/// How the client reaches the hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Transport {
+    /// MQTT 3.1.1 over TLS, port 8883.
+    #[default]
+    Mqtt,
+    /// MQTT 3.1.1 over a WebSocket (`wss://{host}/$iothub/websocket`, subprotocol `mqtt`) on
+    /// port 443, for networks that only let HTTPS out.
+    #[cfg(feature = "mqtt_ws")]
+    MqttWebSockets,
 }

@@ -9,8 +9,11 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+use tokio::io::{AsyncRead, AsyncWrite};
+
 use crate::auth::X509Certificate;
 use crate::error::{Error, ErrorKind, Result};
+use crate::options::Transport;
 
 /// The client's TLS configuration: `trusted_ca_pem` if given, else the operating system's
 /// roots (which is what trusts the real Azure IoT Hub); presenting `certificate` if given.
@@ -77,8 +80,31 @@ pub(crate) fn tls_config(
     Ok(Arc::new(config))
 }
 
-/// Opens TCP to `host:port` and completes the TLS handshake, verifying `host`.
+/// A byte stream to the hub, whichever transport carries it.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// A connection to the hub as the driver sees it: MQTT bytes in both directions.
+pub(crate) type Connection = Box<dyn Io>;
+
+/// Opens `transport` to `host:port`: TLS, then for WebSockets the upgrade.
 pub(crate) async fn connect(
+    config: Arc<rustls::ClientConfig>,
+    host: &str,
+    port: u16,
+    transport: Transport,
+) -> Result<Connection> {
+    let tls = connect_tls(config, host, port).await?;
+    match transport {
+        Transport::Mqtt => Ok(Box::new(tls)),
+        #[cfg(feature = "mqtt_ws")]
+        Transport::MqttWebSockets => websocket::connect(tls, host).await,
+    }
+}
+
+/// Opens TCP to `host:port` and completes the TLS handshake, verifying `host`.
+async fn connect_tls(
     config: Arc<rustls::ClientConfig>,
     host: &str,
     port: u16,
@@ -106,4 +132,83 @@ pub(crate) async fn connect(
                 e,
             )
         })
+}
+
+#[cfg(feature = "mqtt_ws")]
+mod websocket {
+    //! MQTT over WebSockets. Frames carry an arbitrary slicing of the MQTT byte stream, so
+    //! the socket is bridged to an in-memory byte pipe by a task, and the driver reads and
+    //! writes the pipe exactly as it would a TLS stream.
+
+    use bytes::Bytes;
+    use futures_util::{SinkExt, StreamExt};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+    use tokio::net::TcpStream;
+    use tokio_rustls::client::TlsStream;
+    use tokio_tungstenite::WebSocketStream;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+    use super::Connection;
+    use crate::error::{Error, ErrorKind, Result};
+
+    /// Bytes buffered in the pipe in each direction.
+    const PIPE_BYTES: usize = 64 * 1024;
+
+    /// The WebSocket upgrade on an open TLS stream, then the bridge.
+    pub(super) async fn connect(tls: TlsStream<TcpStream>, host: &str) -> Result<Connection> {
+        let url = format!("wss://{host}/$iothub/websocket");
+        let mut request = url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| Error::with_source(ErrorKind::InvalidArgument, format!("`{url}`"), e))?;
+        request
+            .headers_mut()
+            .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("mqtt"));
+        let (ws, _response) = tokio_tungstenite::client_async(request, tls)
+            .await
+            .map_err(|e| {
+                Error::with_source(
+                    ErrorKind::Connect,
+                    format!("the WebSocket upgrade at {url} failed"),
+                    e,
+                )
+            })?;
+        let (ours, theirs) = tokio::io::duplex(PIPE_BYTES);
+        tokio::spawn(bridge(ws, theirs));
+        Ok(Box::new(ours))
+    }
+
+    /// Pumps bytes between the pipe and the WebSocket until either side ends; dropping the
+    /// pipe then shows the driver an end of stream, as a closed socket would.
+    async fn bridge(ws: WebSocketStream<TlsStream<TcpStream>>, mut pipe: DuplexStream) {
+        let (mut sink, mut frames) = ws.split();
+        let mut buffer = vec![0u8; 16 * 1024];
+        loop {
+            tokio::select! {
+                frame = frames.next() => match frame {
+                    Some(Ok(Message::Binary(bytes))) => {
+                        if pipe.write_all(&bytes).await.is_err() {
+                            break;
+                        }
+                    }
+                    // Pings are answered by the WebSocket layer.
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                    Some(Ok(Message::Text(_) | Message::Close(_)) | Err(_)) | None => break,
+                },
+                read = pipe.read(&mut buffer) => match read {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        let frame = Message::Binary(Bytes::copy_from_slice(&buffer[..n]));
+                        if sink.send(frame).await.is_err() {
+                            break;
+                        }
+                    }
+                },
+            }
+        }
+        drop(pipe);
+        let _ = sink.close().await;
+    }
 }
