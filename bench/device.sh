@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Device telemetry throughput: this project's client beside the official Python and Node
+# device SDKs, all sending to the same emulator (`azure-iot hub start`, durable log) in the
+# same run. 100-byte QoS 1 messages with two custom properties; `seq` awaits each
+# acknowledgement, `conc` keeps 100 in flight. 3 rounds, alternating clients.
+#
+# Needs root: the official SDKs always dial port 8883. The Python and Node SDKs come from
+# conformance/ (run conformance/run.sh once first to install them). Prints RESULT lines.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds="${ROUNDS:-3}"
+peers=../shared/bench-peers
+[ -d "$peers" ] || peers=bench/peers
+venv=conformance/.venv
+node_modules=conformance/node/node_modules
+[ -x "$venv/bin/python" ] && [ -d "$node_modules" ] || { echo "run conformance/run.sh first"; exit 1; }
+
+cargo build --release --locked -q -p azure_iot_cli -p azure_iot_device --example bench_telemetry
+bin=target/release
+work="$(mktemp -d)"
+"$bin/azure-iot" hub start --data-dir "$work/hub" >"$work/hub.log" 2>&1 &
+hub_pid=$!
+trap 'kill $hub_pid 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+for _ in $(seq 1 300); do [ -f "$work/hub/hub.json" ] && break; sleep 0.1; done
+
+# One device per client, registered through the service REST API.
+register() {
+  python3 - "$work/hub" "$1" <<'PY'
+import base64, hashlib, hmac, json, ssl, sys, time, urllib.parse, urllib.request
+d, dev = sys.argv[1], sys.argv[2]
+hub = json.load(open(d + "/hub.json"))
+cs = dict(kv.split("=", 1) for kv in hub["connection_strings"]["iothubowner"].split(";"))
+host = hub["hostname"]
+sr = urllib.parse.quote(host, safe=""); se = str(int(time.time()) + 3600)
+sig = base64.b64encode(hmac.new(base64.b64decode(cs["SharedAccessKey"]), f"{sr}\n{se}".encode(), hashlib.sha256).digest()).decode()
+token = f"SharedAccessSignature sr={sr}&sig={urllib.parse.quote(sig, safe='')}&se={se}&skn={cs['SharedAccessKeyName']}"
+ctx = ssl.create_default_context(cafile=d + "/ca.pem")
+req = urllib.request.Request(f"https://localhost:{hub['ports']['https']}/devices/{dev}?api-version=2021-04-12",
+                             data=b"{}", method="PUT", headers={"Authorization": token, "Content-Type": "application/json"})
+key = json.load(urllib.request.urlopen(req, context=ctx))["authentication"]["symmetricKey"]["primaryKey"]
+print(f"HostName={host};DeviceId={dev};SharedAccessKey={key}")
+PY
+}
+export CA_FILE="$work/hub/ca.pem"
+cs_rust="$(register bench-rust)"; cs_py="$(register bench-py)"; cs_node="$(register bench-node)"
+
+run() { # label, connection string, command...
+  local label="$1" cs="$2"; shift 2
+  local line
+  line="$(CS="$cs" T0_NS="$(date +%s%N)" "$@" 2>/dev/null | grep '^RESULT ' | tail -n 1)"
+  echo "$label $line"
+}
+for round in $(seq 1 "$rounds"); do
+  echo "== round $round"
+  run rust-seq "$cs_rust" "$bin/examples/bench_telemetry" seq 3000
+  run python-sync "$cs_py" "$venv/bin/python" "$peers/py_sdk.py" sync 2000
+  run node-seq "$cs_node" env NODE_PATH="$node_modules" node "$peers/node/node_sdk.js" seq 3000
+  run rust-conc "$cs_rust" "$bin/examples/bench_telemetry" conc 30000 100
+  run python-async "$cs_py" "$venv/bin/python" "$peers/py_sdk.py" async 2000 100
+  run node-conc "$cs_node" env NODE_PATH="$node_modules" node "$peers/node/node_sdk.js" conc 30000 100
+  run rust-mem10k "$cs_rust" "$bin/examples/bench_telemetry" seq 10000
+done
