@@ -17,12 +17,12 @@ use std::time::Instant;
 use azure_iot_device::{ClientOptions, DeviceClient, Message};
 use futures_util::StreamExt;
 
-fn message(i: usize) -> Message {
+fn message(i: usize) -> Result<Message, azure_iot_device::Error> {
     Message::builder(format!("{i:08}{}", "x".repeat(92)))
         .property("prop1", "value1")
         .property("prop2", "value2")
         .build()
-        .expect("a 100-byte message is valid")
+        .map_err(azure_iot_device::Error::from)
 }
 
 /// User + system CPU seconds of this process, and peak RSS in KiB (Linux `/proc`).
@@ -65,14 +65,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     match mode {
         "seq" => {
             for i in 0..n {
-                client.send_event(message(i)).await?;
+                client.send_event(message(i)?).await?;
             }
         }
         "conc" => {
             let results: Vec<_> = futures_util::stream::iter(0..n)
                 .map(|i| {
                     let client = client.clone();
-                    async move { client.send_event(message(i)).await }
+                    async move { client.send_event(message(i)?).await }
                 })
                 .buffer_unordered(batch)
                 .collect()

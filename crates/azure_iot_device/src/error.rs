@@ -88,3 +88,10 @@ impl std::error::Error for Error {
 
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<azure_iot_core::message::MessageError> for Error {
+    /// A message that cannot be built (too large, a bad property name) is an invalid argument.
+    fn from(e: azure_iot_core::message::MessageError) -> Self {
+        Self::with_source(ErrorKind::InvalidArgument, e.to_string(), e)
+    }
+}
