@@ -116,7 +116,8 @@ impl Sink {
     }
 }
 
-/// A connected device (or, from a connection string with `ModuleId`, module) client.
+/// A connected device client (a module connection string also works here, but
+/// [`ModuleClient`](crate::ModuleClient) says what a module can do).
 ///
 /// Cheap to clone; every clone drives the same connection. The connection closes when
 /// [`close`](Self::close) is called or the last clone is dropped.

@@ -55,6 +55,7 @@ mod auth;
 mod client;
 mod driver;
 mod error;
+mod module;
 mod options;
 mod session;
 mod transport;
@@ -66,6 +67,7 @@ pub use client::{
     ConnectionState, DesiredPatch, DeviceClient, DeviceTwin, DisconnectReason, Incoming,
 };
 pub use error::{Error, ErrorKind, Result};
+pub use module::ModuleClient;
 pub use options::{
     ClientOptions, DEFAULT_KEEP_ALIVE, DEFAULT_OPERATION_TIMEOUT, DEFAULT_TOKEN_TTL, Transport,
 };
