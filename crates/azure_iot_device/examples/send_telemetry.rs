@@ -10,20 +10,13 @@
 // An example reports progress on standard output.
 #![allow(clippy::print_stdout)]
 
-use azure_iot_device::{ClientOptions, DeviceClient, Message};
+mod common;
+
+use azure_iot_device::Message;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let connection_string = std::env::var("IOTHUB_DEVICE_CONNECTION_STRING")
-        .map_err(|_| "set IOTHUB_DEVICE_CONNECTION_STRING to a device connection string")?;
-    let mut options = ClientOptions::default();
-    if let Ok(path) = std::env::var("IOTHUB_CA_PEM") {
-        options = options.trusted_ca_pem(std::fs::read_to_string(path)?);
-    }
-    if let Ok(port) = std::env::var("IOTHUB_MQTT_PORT") {
-        options = options.port(port.parse()?);
-    }
-    let client = DeviceClient::from_connection_string(&connection_string, options).await?;
+    let client = common::connect().await?;
     for i in 0..10 {
         let message = Message::builder(format!("{{\"temperature\":{}}}", 20 + i))
             .content_type("application/json")
