@@ -199,7 +199,8 @@ async fn monitor_endpoint_reads_and_long_polls_the_log() {
             ))
             .await
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Whether the poll is registered before or after the publish, it answers with the
+    // message: a poll for `after={last}` returns as soon as a newer one exists.
     device
         .publish("devices/dev1/messages/events/", "late", QoS::AtLeastOnce)
         .await;
