@@ -245,6 +245,14 @@ enum Stop {
     Renew,
 }
 
+/// Why reconnecting stopped for good.
+enum Ended {
+    /// The user closed the client (with the close call's completion, if any).
+    Closed(Option<oneshot::Sender<()>>),
+    /// Credentials refused, token expired, or the retry policy gave up.
+    Final(DisconnectReason),
+}
+
 impl Driver {
     async fn run(mut self) {
         let (reason, done) = loop {
@@ -264,10 +272,8 @@ impl Driver {
                 Ok(()) => {
                     self.state.send_replace(ConnectionState::Connected);
                 }
-                Err(Stop::Closed(done)) => break (DisconnectReason::ClosedByUser, done),
-                Err(Stop::Reason(reason)) => break (reason, None),
-                // `reconnect` never asks for a renewal; treat it as giving up.
-                Err(Stop::Renew) => break (DisconnectReason::RetriesExhausted, None),
+                Err(Ended::Closed(done)) => break (DisconnectReason::ClosedByUser, done),
+                Err(Ended::Final(reason)) => break (reason, None),
             }
         };
         tracing::debug!(client_id = %self.session.identity().client_id(), ?reason, "stopped");
@@ -283,20 +289,20 @@ impl Driver {
     /// Connects again by the retry policy, taking commands meanwhile (they are sent once
     /// connected). `Err` when the policy gives up, the credentials are refused, or the user
     /// closes the client.
-    async fn reconnect(&mut self) -> Result<(), Stop> {
+    async fn reconnect(&mut self) -> Result<(), Ended> {
         let started = Instant::now();
         let mut attempt = 0;
         let mut class = ErrorClass::Transient;
         let mut last_kind = ErrorKind::Disconnected;
         loop {
             if self.connector.token_expired() {
-                return Err(Stop::Reason(DisconnectReason::ExpiredToken));
+                return Err(Ended::Final(DisconnectReason::ExpiredToken));
             }
             let Some(delay) =
                 self.retry
                     .next_delay(&RetryAttempt::new(attempt, class, started.elapsed()))
             else {
-                return Err(Stop::Reason(match last_kind {
+                return Err(Ended::Final(match last_kind {
                     ErrorKind::Unauthorized => DisconnectReason::Unauthorized,
                     ErrorKind::Refused => DisconnectReason::Refused,
                     _ => DisconnectReason::RetriesExhausted,
@@ -307,8 +313,8 @@ impl Driver {
             let connected = loop {
                 tokio::select! {
                     command = self.commands.recv() => match command {
-                        None => return Err(Stop::Closed(None)),
-                        Some(Command::Close(done)) => return Err(Stop::Closed(Some(done))),
+                        None => return Err(Ended::Closed(None)),
+                        Some(Command::Close(done)) => return Err(Ended::Closed(Some(done))),
                         Some(command) => self.handle_command(command),
                     },
                     () = sleep_until(wake) => break self.connector.connect(&self.session).await,
