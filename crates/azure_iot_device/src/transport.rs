@@ -2,9 +2,8 @@
 
 use std::sync::Arc;
 
-use rustls::RootCertStore;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
+use azure_iot_protocol::tls::{client_config_builder, root_store};
+use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -21,50 +20,16 @@ pub(crate) fn tls_config(
     trusted_ca_pem: Option<&str>,
     certificate: Option<&X509Certificate>,
 ) -> Result<Arc<rustls::ClientConfig>> {
-    let mut roots = RootCertStore::empty();
-    match trusted_ca_pem {
-        Some(pem) => {
-            for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-                let cert = cert.map_err(|e| {
-                    Error::with_source(
-                        ErrorKind::InvalidArgument,
-                        "the trusted CA is not valid PEM",
-                        e,
-                    )
-                })?;
-                roots.add(cert).map_err(|e| {
-                    Error::with_source(
-                        ErrorKind::InvalidArgument,
-                        "the trusted CA certificate is not usable as a trust anchor",
-                        e,
-                    )
-                })?;
-            }
-            if roots.is_empty() {
-                return Err(Error::new(
-                    ErrorKind::InvalidArgument,
-                    "the trusted CA PEM holds no certificate",
-                ));
-            }
-        }
-        None => {
-            let native = rustls_native_certs::load_native_certs();
-            roots.add_parsable_certificates(native.certs);
-            if roots.is_empty() {
-                return Err(Error::new(
-                    ErrorKind::Connect,
-                    "no trusted root certificates found in the operating system's store; \
-                     install ca-certificates or pass ClientOptions::trusted_ca_pem",
-                ));
-            }
-        }
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| Error::with_source(ErrorKind::Connect, "TLS configuration", e))?
-    .with_root_certificates(roots);
+    let roots = root_store(trusted_ca_pem).map_err(|e| {
+        let kind = if e.is_invalid_argument() {
+            ErrorKind::InvalidArgument
+        } else {
+            ErrorKind::Connect
+        };
+        Error::with_source(kind, e.to_string(), e)
+    })?;
+    let builder = client_config_builder(roots)
+        .map_err(|e| Error::with_source(ErrorKind::Connect, "TLS configuration", e))?;
     let config = match certificate {
         Some(cert) => builder
             .with_client_auth_cert(cert.chain.clone(), cert.key.clone_key())

@@ -22,6 +22,37 @@ pub enum IdentityError {
     /// The client id has more than one `/`.
     #[error("an MQTT client id is `deviceId` or `deviceId/moduleId`, not more segments")]
     TooManySegments,
+    /// The id is empty or longer than [`MAX_ID_LEN`] characters.
+    #[error("an id must be 1 to 128 characters long")]
+    IdLength,
+    /// The id has a character IoT Hub does not allow.
+    #[error("the id contains the character {0:?}; allowed are A-Z a-z 0-9 and -:.+%_#*?!(),=@;$'")]
+    IdCharacter(char),
+}
+
+/// The longest device or module id IoT Hub accepts.
+pub const MAX_ID_LEN: usize = 128;
+
+/// Checks a device or module id against IoT Hub's rules:
+/// `^[A-Za-z0-9\-:.+%_#*?!(),=@;$']{1,128}$`.
+///
+/// ```
+/// use azure_iot_protocol::identity::{check_id, IdentityError};
+/// assert!(check_id("sensor-01").is_ok());
+/// assert_eq!(check_id("a/b"), Err(IdentityError::IdCharacter('/')));
+/// ```
+pub fn check_id(id: &str) -> Result<(), IdentityError> {
+    const EXTRA: &str = "-:.+%_#*?!(),=@;$'";
+    if id.is_empty() || id.chars().count() > MAX_ID_LEN {
+        return Err(IdentityError::IdLength);
+    }
+    match id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || EXTRA.contains(*c)))
+    {
+        Some(bad) => Err(IdentityError::IdCharacter(bad)),
+        None => Ok(()),
+    }
 }
 
 impl Identity {

@@ -24,6 +24,8 @@
 //! * [`identity`]: device / module identities and MQTT client ids.
 //! * [`request_id`]: `$rid` generation.
 //! * [`http`]: HTTP header names for message properties.
+//! * [`tls`]: the roots a client trusts and its rustls configuration (ring provider); the one
+//!   place that touches the system, to read the operating system's root store.
 //!
 //! Formatting is exact (what the official SDKs' parsers require); parsing is liberal (every
 //! variant the official SDKs send) and total: any input gives a value or a typed error.
@@ -33,6 +35,7 @@ pub mod http;
 pub mod identity;
 pub mod mqtt;
 pub mod request_id;
+pub mod tls;
 
 pub use identity::{Identity, IdentityError};
 

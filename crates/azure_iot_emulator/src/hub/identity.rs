@@ -9,30 +9,14 @@ use azure_iot_core::sas::SharedAccessKey;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use azure_iot_protocol::identity::check_id;
+
 use super::error::HubError;
 use super::twin::TwinState;
 
-/// The longest device or module id IoT Hub accepts.
-pub(crate) const MAX_ID_LEN: usize = 128;
-
-/// Checks a device or module id against IoT Hub's rules:
-/// `^[A-Za-z0-9\-:.+%_#*?!(),=@;$']{1,128}$`.
+/// Checks a device or module id against IoT Hub's rules ([`check_id`]).
 pub(crate) fn validate_id(kind: &str, id: &str) -> Result<(), HubError> {
-    const EXTRA: &str = "-:.+%_#*?!(),=@;$'";
-    if id.is_empty() || id.chars().count() > MAX_ID_LEN {
-        return Err(HubError::invalid(format!(
-            "{kind} id must be 1 to {MAX_ID_LEN} characters long"
-        )));
-    }
-    if let Some(bad) = id
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || EXTRA.contains(*c)))
-    {
-        return Err(HubError::invalid(format!(
-            "{kind} id contains the character {bad:?}; allowed are A-Z a-z 0-9 and {EXTRA}"
-        )));
-    }
-    Ok(())
+    check_id(id).map_err(|e| HubError::invalid(format!("{kind} id: {e}")))
 }
 
 /// How an identity authenticates.

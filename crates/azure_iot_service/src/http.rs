@@ -1,0 +1,295 @@
+//! The HTTPS pipeline: one reqwest client on the ring TLS configuration, a SAS token on every
+//! request, the retry policy, and hub error bodies turned into typed errors.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use azure_iot_core::encoding::encode_component;
+use azure_iot_core::retry::{Classify, ErrorClass, RetryAttempt, RetryPolicy};
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::credential::TokenSource;
+use crate::error::{Error, ErrorKind, HubErrorBody, Result};
+use crate::options::{API_VERSION, ServiceClientOptions};
+
+/// One request to the hub.
+pub(crate) struct Request {
+    method: Method,
+    path: String,
+    query: Vec<(&'static str, String)>,
+    headers: Vec<(&'static str, String)>,
+    body: Option<Bytes>,
+    /// Whether sending it twice has the effect of sending it once.
+    idempotent: bool,
+    /// An error status whose body the caller reads itself (bulk's 400).
+    also_ok: Option<u16>,
+    timeout: Option<Duration>,
+}
+
+impl Request {
+    /// A request for `path` (already percent-encoded), idempotent unless the method is POST.
+    pub(crate) fn new(method: Method, path: impl Into<String>) -> Self {
+        let idempotent = method != Method::POST;
+        Self {
+            method,
+            path: path.into(),
+            query: Vec::new(),
+            headers: Vec::new(),
+            body: None,
+            idempotent,
+            also_ok: None,
+            timeout: None,
+        }
+    }
+
+    pub(crate) fn json(mut self, body: &impl Serialize) -> Result<Self> {
+        let bytes = serde_json::to_vec(body).map_err(|e| {
+            Error::with_source(
+                ErrorKind::InvalidArgument,
+                "the body cannot be serialized",
+                e,
+            )
+        })?;
+        self.body = Some(bytes.into());
+        Ok(self)
+    }
+
+    pub(crate) fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    pub(crate) fn query(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.query.push((name, value.into()));
+        self
+    }
+
+    pub(crate) fn if_match(self, condition: &crate::IfMatch) -> Self {
+        let value = condition.header_value();
+        self.header("If-Match", value)
+    }
+
+    pub(crate) fn idempotent(mut self, idempotent: bool) -> Self {
+        self.idempotent = idempotent;
+        self
+    }
+
+    pub(crate) fn also_ok(mut self, status: u16) -> Self {
+        self.also_ok = Some(status);
+        self
+    }
+
+    pub(crate) fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+}
+
+/// A successful answer.
+pub(crate) struct Reply {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+}
+
+impl Reply {
+    pub(crate) fn json<T: DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_slice(&self.body).map_err(|e| {
+            Error::with_source(
+                ErrorKind::Protocol,
+                format!(
+                    "the hub's answer ({}) is not the JSON this client expects",
+                    self.status
+                ),
+                e,
+            )
+        })
+    }
+
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// The HTTPS side of a service client.
+pub(crate) struct Http {
+    client: reqwest::Client,
+    base: String,
+    tokens: Arc<TokenSource>,
+    retry: azure_iot_core::retry::SharedRetryPolicy,
+    timeout: Duration,
+}
+
+impl Http {
+    pub(crate) fn new(
+        host: &str,
+        tokens: Arc<TokenSource>,
+        tls: rustls::ClientConfig,
+        options: &ServiceClientOptions,
+    ) -> Result<Self> {
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .user_agent(concat!("azure-iot-rs-service/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::with_source(ErrorKind::Transport, "HTTP client set-up", e))?;
+        let base = if options.https_port == 443 {
+            format!("https://{host}")
+        } else {
+            format!("https://{host}:{}", options.https_port)
+        };
+        Ok(Self {
+            client,
+            base,
+            tokens,
+            retry: options.retry_policy.clone(),
+            timeout: options.request_timeout,
+        })
+    }
+
+    /// Sends `request`, retrying what the policy allows; a status ≥ 300 is an error.
+    pub(crate) async fn send(&self, request: Request) -> Result<Reply> {
+        let started = Instant::now();
+        let mut attempt = 0;
+        loop {
+            match self.send_once(&request).await {
+                Ok(reply) => return Ok(reply),
+                Err(failure) => {
+                    let class = failure.error.error_class();
+                    let may_repeat = request.idempotent
+                        || !failure.reached_hub
+                        || class == ErrorClass::Throttled;
+                    let delay = if may_repeat {
+                        self.retry
+                            .next_delay(&RetryAttempt::new(attempt, class, started.elapsed()))
+                    } else {
+                        None
+                    };
+                    let Some(delay) = delay else {
+                        return Err(failure.error);
+                    };
+                    tracing::debug!(
+                        method = %request.method,
+                        path = %request.path,
+                        attempt,
+                        ?delay,
+                        error = %failure.error,
+                        "retrying"
+                    );
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    async fn send_once(&self, request: &Request) -> Result<Reply, Failure> {
+        let mut url = format!("{}{}?api-version={API_VERSION}", self.base, request.path);
+        for (name, value) in &request.query {
+            url.push('&');
+            url.push_str(name);
+            url.push('=');
+            url.push_str(&encode_component(value));
+        }
+        let mut builder = self
+            .client
+            .request(request.method.clone(), &url)
+            .timeout(request.timeout.unwrap_or(self.timeout))
+            .header("Authorization", self.tokens.header())
+            .header("Accept", "application/json");
+        for (name, value) in &request.headers {
+            builder = builder.header(*name, value);
+        }
+        if let Some(body) = &request.body {
+            builder = builder
+                .header(
+                    "Content-Type",
+                    HeaderValue::from_static("application/json; charset=utf-8"),
+                )
+                .body(body.clone());
+        }
+        let response = builder.send().await.map_err(|e| {
+            let reached_hub = !e.is_connect();
+            let kind = if e.is_timeout() {
+                ErrorKind::Timeout
+            } else {
+                ErrorKind::Transport
+            };
+            let what = if e.is_timeout() {
+                "timed out"
+            } else if e.is_connect() {
+                "could not connect"
+            } else {
+                "failed"
+            };
+            Failure {
+                error: Error::with_source(
+                    kind,
+                    format!("{} {}: {what}", request.method, request.path),
+                    e.without_url(),
+                ),
+                reached_hub,
+            }
+        })?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.bytes().await.map_err(|e| Failure {
+            error: Error::with_source(
+                ErrorKind::Transport,
+                format!("{} {}: the answer broke off", request.method, request.path),
+                e.without_url(),
+            ),
+            reached_hub: true,
+        })?;
+        let reply = Reply {
+            status,
+            headers,
+            body,
+        };
+        if status.as_u16() < 300 || request.also_ok == Some(status.as_u16()) {
+            return Ok(reply);
+        }
+        Err(Failure {
+            error: reply.into_error(&request.method, &request.path),
+            reached_hub: true,
+        })
+    }
+
+    pub(crate) fn policy_name(&self) -> &str {
+        self.tokens.policy_name()
+    }
+}
+
+impl Reply {
+    /// The typed error this (error) answer stands for.
+    pub(crate) fn into_error(self, method: &Method, path: &str) -> Error {
+        let Reply {
+            status,
+            headers,
+            body,
+        } = self;
+        let parsed = HubErrorBody::parse(&body);
+        let code = parsed.code.or_else(|| {
+            headers
+                .get("iothub-errorcode")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        });
+        let message = format!(
+            "{method} {path}: {}",
+            parsed
+                .message
+                .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned())
+        );
+        Error::from_hub(status.as_u16(), code, parsed.tracking_id, message)
+    }
+}
+
+/// A failed attempt, and whether the hub may have acted on it.
+struct Failure {
+    error: Error,
+    reached_hub: bool,
+}

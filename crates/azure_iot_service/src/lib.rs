@@ -1,0 +1,71 @@
+//! Azure IoT Hub service client: the back end's half of IoT Hub.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), azure_iot_service::Error> {
+//! use azure_iot_service::{CloudToDeviceMessage, Device, FeedbackMode, ServiceClient, ServiceClientOptions, TwinPatch};
+//! use azure_iot_core::method::DirectMethodRequest;
+//! use serde_json::json;
+//!
+//! let hub = ServiceClient::from_connection_string(
+//!     "HostName=myhub.azure-devices.net;SharedAccessKeyName=iothubowner;SharedAccessKey=...",
+//!     ServiceClientOptions::default(),
+//! )?;
+//! let device = hub.create_device(&Device::new("sensor-1")).await?;
+//! hub.update_twin("sensor-1", &TwinPatch::new().desired(json!({"interval": 5}))?, Default::default()).await?;
+//! let answer = hub
+//!     .invoke_device_method("sensor-1", &DirectMethodRequest::new("reboot", json!({})))
+//!     .await?;
+//! let messaging = hub.messaging().await?;
+//! messaging
+//!     .send("sensor-1", CloudToDeviceMessage::new("hello").feedback(FeedbackMode::Full))
+//!     .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Design
+//!
+//! * **HTTPS** (`http.rs`): one reqwest client on rustls with the ring provider, trusting the
+//!   operating system's roots or the CA in [`ServiceClientOptions::trusted_ca_pem`]. Every
+//!   request carries a SAS token signed with the shared access policy and cached until 85 % of
+//!   its life (`credential.rs`). Error answers in either of the hub's two body formats become an
+//!   [`Error`] with an [`ErrorKind`], the HTTP status, the hub's error code and tracking id.
+//! * **Retries** use the core crate's [`RetryPolicy`](azure_iot_core::RetryPolicy) (the same
+//!   one the device client uses): transient and throttled failures are retried, permanent ones
+//!   never. A request that is not safe to repeat (a direct method call, a create, a bulk
+//!   operation) is retried only when it provably never reached the hub (connect failure) or
+//!   the hub answered 429, so a retry never runs a method twice.
+//! * **Bad input** (ids outside the hub's character set, a twin patch that is not an object,
+//!   an oversized message, more than 100 bulk entries) fails before anything is sent.
+//! * **Query** (`query.rs`) follows `x-ms-continuation` tokens page by page; a [`Query`] is
+//!   read by page, as a `Stream` of items, or whole.
+//! * **AMQP** (`messaging.rs`): cloud-to-device sends and the feedback receiver share one
+//!   fe2o3-amqp connection authenticated with CBS put-token (written here: fe2o3's CBS helper
+//!   expects 202, IoT Hub answers 200) and renewed from a background task.
+//!
+//! Not built on `azure_core`: see docs/adr/0006-service-client-http-stack.md.
+
+mod client;
+mod credential;
+mod error;
+mod http;
+mod messaging;
+pub mod models;
+mod options;
+mod query;
+
+pub use azure_iot_core::method::{DirectMethodRequest, DirectMethodResponse};
+pub use azure_iot_core::twin::Twin;
+pub use client::{IfMatch, ServiceClient, TwinPatch};
+pub use credential::SharedAccessPolicy;
+pub use error::{Error, ErrorKind, Result};
+pub use messaging::{
+    CloudToDeviceMessage, FeedbackBatch, FeedbackMode, FeedbackReceiver, FeedbackRecord,
+    FeedbackStatus, MAX_C2D_BODY, Messaging,
+};
+pub use models::{
+    AuthenticationMechanism, AuthenticationType, BulkEntry, BulkError, BulkMode, BulkResult,
+    Device, DeviceCapabilities, DeviceConnectionState, DeviceStatus, Module, PurgeResult,
+    RegistryStatistics, ServiceStatistics, SymmetricKey, X509Thumbprint,
+};
+pub use options::{API_VERSION, ServiceClientOptions};
+pub use query::Query;

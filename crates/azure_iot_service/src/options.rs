@@ -1,0 +1,91 @@
+//! Client options.
+
+use std::time::Duration;
+
+use azure_iot_core::ExponentialBackoff;
+use azure_iot_core::retry::{RetryPolicy, SharedRetryPolicy};
+
+/// The REST API version this client speaks (the one the official SDKs use).
+pub const API_VERSION: &str = "2021-04-12";
+
+/// Options for a [`ServiceClient`](crate::ServiceClient).
+///
+/// ```
+/// use std::time::Duration;
+/// use azure_iot_service::ServiceClientOptions;
+///
+/// let options = ServiceClientOptions::default()
+///     .request_timeout(Duration::from_secs(30))
+///     .https_port(8443);
+/// ```
+#[derive(Debug, Clone)]
+pub struct ServiceClientOptions {
+    pub(crate) trusted_ca_pem: Option<String>,
+    pub(crate) https_port: u16,
+    pub(crate) amqp_port: u16,
+    pub(crate) request_timeout: Duration,
+    pub(crate) token_ttl: Duration,
+    pub(crate) retry_policy: SharedRetryPolicy,
+}
+
+impl Default for ServiceClientOptions {
+    fn default() -> Self {
+        Self {
+            trusted_ca_pem: None,
+            https_port: 443,
+            amqp_port: 5671,
+            request_timeout: Duration::from_secs(60),
+            token_ttl: azure_iot_core::sas::DEFAULT_TOKEN_TTL,
+            retry_policy: SharedRetryPolicy::new(ExponentialBackoff {
+                max_retries: Some(4),
+                max_elapsed: Some(Duration::from_secs(60)),
+                ..ExponentialBackoff::default()
+            }),
+        }
+    }
+}
+
+impl ServiceClientOptions {
+    /// Trust this CA (PEM) instead of the operating system's roots: the emulator's `ca.pem`.
+    pub fn trusted_ca_pem(mut self, pem: impl Into<String>) -> Self {
+        self.trusted_ca_pem = Some(pem.into());
+        self
+    }
+
+    /// The HTTPS port (443 on the real hub).
+    pub fn https_port(mut self, port: u16) -> Self {
+        self.https_port = port;
+        self
+    }
+
+    /// The AMQP port for cloud-to-device messages and feedback (5671 on the real hub).
+    pub fn amqp_port(mut self, port: u16) -> Self {
+        self.amqp_port = port;
+        self
+    }
+
+    /// How long one HTTP request may take, and how long an AMQP operation may wait (60 s).
+    /// A direct method call waits for its own response and connect timeouts on top of this.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// The lifetime of the SAS tokens the client signs (1 hour; at least 1 minute). Tokens are
+    /// renewed after 85 % of it.
+    pub fn token_ttl(mut self, ttl: Duration) -> Self {
+        self.token_ttl = ttl;
+        self
+    }
+
+    /// How transient failures are retried. The default is exponential backoff with jitter,
+    /// at most 4 retries within 60 s; [`NoRetry`](azure_iot_core::NoRetry) turns retries off.
+    ///
+    /// Only requests that are safe to repeat are retried after the hub may have seen them;
+    /// a direct method call or a create is retried only when it never reached the hub or the
+    /// hub answered 429.
+    pub fn retry_policy(mut self, policy: impl RetryPolicy + 'static) -> Self {
+        self.retry_policy = SharedRetryPolicy::new(policy);
+        self
+    }
+}

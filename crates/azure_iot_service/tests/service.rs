@@ -1,0 +1,601 @@
+//! The service client against the in-process emulator over real TLS: registry, modules, bulk,
+//! statistics, twins, direct methods (answered by this project's device client), query paging,
+//! cloud-to-device with feedback end to end, typed errors, and the retry rules.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use azure_iot_core::NoRetry;
+use azure_iot_core::retry::RetryAttempt;
+use azure_iot_device::{ClientOptions, DeviceClient, MethodResponse};
+use azure_iot_emulator::EmulatorHandle;
+use azure_iot_service::{
+    BulkEntry, BulkMode, CloudToDeviceMessage, Device, DeviceStatus, DirectMethodRequest,
+    ErrorKind, FeedbackMode, FeedbackStatus, IfMatch, Module, ServiceClient, ServiceClientOptions,
+    SharedAccessPolicy, TwinPatch,
+};
+use azure_iot_test::emulator;
+use futures_util::TryStreamExt;
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn options(hub: &EmulatorHandle) -> ServiceClientOptions {
+    ServiceClientOptions::default()
+        .trusted_ca_pem(hub.ca_pem())
+        .https_port(hub.https_addr().port())
+        .amqp_port(hub.amqp_addr().port())
+        .request_timeout(WAIT)
+}
+
+fn service(hub: &EmulatorHandle, policy: &str) -> ServiceClient {
+    ServiceClient::from_connection_string(hub.connection_string(policy).unwrap(), options(hub))
+        .unwrap()
+}
+
+async fn connect_device(hub: &EmulatorHandle, device: &Device) -> DeviceClient {
+    let cs = format!(
+        "HostName={};DeviceId={};SharedAccessKey={}",
+        hub.hostname(),
+        device.device_id,
+        device.primary_key().unwrap()
+    );
+    DeviceClient::from_connection_string(
+        &cs,
+        ClientOptions::default()
+            .trusted_ca_pem(hub.ca_pem())
+            .port(hub.mqtt_addr().port())
+            .operation_timeout(WAIT),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn device_identities_create_get_update_delete_with_etags() {
+    let hub = emulator().await;
+    let api = service(&hub, "iothubowner");
+
+    let created = api.create_device(&Device::new("dev-1")).await.unwrap();
+    assert_eq!(created.device_id, "dev-1");
+    assert!(created.primary_key().is_some(), "the hub generated keys");
+    assert!(created.etag.is_some() && created.generation_id.is_some());
+
+    let again = api.create_device(&Device::new("dev-1")).await.unwrap_err();
+    assert_eq!(again.kind(), ErrorKind::AlreadyExists);
+    assert_eq!(again.status(), Some(409));
+    assert_eq!(again.error_code(), Some("DeviceAlreadyExists"));
+
+    let fetched = api.get_device("dev-1").await.unwrap();
+    assert_eq!(fetched.etag, created.etag);
+
+    let disabled = fetched
+        .clone()
+        .with_status(DeviceStatus::Disabled, Some("maintenance".into()));
+    let stale = IfMatch::ETag("not-the-etag".into());
+    let refused = api.update_device(&disabled, stale).await.unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::PreconditionFailed);
+    let updated = api
+        .update_device(&disabled, IfMatch::etag_or_any(fetched.etag.as_deref()))
+        .await
+        .unwrap();
+    assert_eq!(updated.status, DeviceStatus::Disabled);
+    assert_ne!(updated.etag, fetched.etag);
+
+    let keyed = api
+        .create_device(
+            &Device::new("dev-2")
+                .with_symmetric_key("MDEyMzQ1Njc4OWFiY2RlZg==", "ZmVkY2JhOTg3NjU0MzIxMA=="),
+        )
+        .await
+        .unwrap();
+    assert_eq!(keyed.primary_key(), Some("MDEyMzQ1Njc4OWFiY2RlZg=="));
+    let edge = api
+        .create_device(&Device::new("edge-1").with_iot_edge(true))
+        .await
+        .unwrap();
+    assert!(edge.capabilities.iot_edge);
+
+    let listed = api.list_devices(100).await.unwrap();
+    assert_eq!(listed.len(), 3);
+    let stats = api.registry_statistics().await.unwrap();
+    assert_eq!(
+        (stats.total_device_count, stats.disabled_device_count),
+        (3, 1)
+    );
+    assert_eq!(
+        api.service_statistics()
+            .await
+            .unwrap()
+            .connected_device_count,
+        0
+    );
+
+    api.delete_device("dev-1", IfMatch::Any).await.unwrap();
+    let gone = api.get_device("dev-1").await.unwrap_err();
+    assert_eq!(gone.kind(), ErrorKind::NotFound);
+    assert_eq!(gone.error_code(), Some("DeviceNotFound"));
+    assert!(!gone.is_transient());
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_input_fails_before_anything_is_sent() {
+    // No hub listens on this port: every error below comes from the client itself.
+    let api = ServiceClient::new(
+        "localhost",
+        SharedAccessPolicy::new("iothubowner", "c2VjcmV0").unwrap(),
+        ServiceClientOptions::default()
+            .https_port(1)
+            .retry_policy(NoRetry),
+    )
+    .unwrap();
+    for bad in ["", "has space", "a/b", &"x".repeat(129)] {
+        let err = api.get_device(bad).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{bad:?}");
+    }
+    assert_eq!(
+        api.bulk(&[]).await.unwrap_err().kind(),
+        ErrorKind::InvalidArgument
+    );
+    let many: Vec<_> = (0..101)
+        .map(|i| BulkEntry::new(BulkMode::Create, Device::new(format!("d{i}"))))
+        .collect();
+    assert_eq!(
+        api.bulk(&many).await.unwrap_err().kind(),
+        ErrorKind::InvalidArgument
+    );
+    assert!(TwinPatch::new().desired(json!("not an object")).is_err());
+    let empty_method = DirectMethodRequest::new("", json!(null));
+    assert_eq!(
+        api.invoke_device_method("d", &empty_method)
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::InvalidArgument
+    );
+    let err = ServiceClient::from_connection_string(
+        "HostName=h;SharedAccessKeyName=p;SharedAccessKey=not base64!",
+        ServiceClientOptions::default(),
+    )
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    assert!(!err.to_string().contains("not base64!"), "{err}");
+    let err = ServiceClient::from_connection_string(
+        "HostName=h;SharedAccessKeyName=p",
+        ServiceClientOptions::default(),
+    )
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    // A hub that is not there: a transport error, not a hang.
+    let err = api.get_device("d").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Transport, "{err}");
+    assert!(err.is_transient());
+}
+
+#[tokio::test]
+async fn wrong_keys_and_missing_rights_are_typed() {
+    let hub = emulator().await;
+    let wrong = ServiceClient::new(
+        hub.hostname(),
+        SharedAccessPolicy::new("iothubowner", "d3Jvbmd3cm9uZ3dyb25nd3Jvbmc=").unwrap(),
+        options(&hub),
+    )
+    .unwrap();
+    let err = wrong.get_device("x").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unauthorized, "{err}");
+    let err = wrong.messaging().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unauthorized, "{err}");
+
+    let reader = service(&hub, "registryRead");
+    let err = reader.create_device(&Device::new("d")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unauthorized, "{err}");
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn modules_and_module_twins() {
+    let hub = emulator().await;
+    let api = service(&hub, "iothubowner");
+    api.create_device(&Device::new("gw")).await.unwrap();
+    let module = api
+        .create_module(&Module::new("gw", "filter"))
+        .await
+        .unwrap();
+    assert!(module.primary_key().is_some());
+    assert_eq!(
+        api.create_module(&Module::new("gw", "filter"))
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::AlreadyExists
+    );
+    api.create_module(&Module::new("gw", "second"))
+        .await
+        .unwrap();
+    let mut ids: Vec<_> = api
+        .list_modules("gw")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.module_id)
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["filter", "second"]);
+    let fetched = api.get_module("gw", "filter").await.unwrap();
+    let updated = api
+        .update_module(&fetched, IfMatch::etag_or_any(fetched.etag.as_deref()))
+        .await
+        .unwrap();
+    assert_eq!(updated.module_id, "filter");
+
+    let twin = api
+        .update_module_twin(
+            "gw",
+            "filter",
+            &TwinPatch::new().desired(json!({"threshold": 7})).unwrap(),
+            IfMatch::Any,
+        )
+        .await
+        .unwrap();
+    assert_eq!(twin.module_id.as_deref(), Some("filter"));
+    assert_eq!(twin.properties.desired.get("threshold"), Some(&json!(7)));
+    let replaced = api
+        .replace_module_twin(
+            "gw",
+            "filter",
+            &TwinPatch::new().desired(json!({"other": true})).unwrap(),
+            IfMatch::Any,
+        )
+        .await
+        .unwrap();
+    assert_eq!(replaced.properties.desired.get("threshold"), None);
+    assert_eq!(
+        api.get_module_twin("gw", "filter")
+            .await
+            .unwrap()
+            .properties
+            .desired
+            .get("other"),
+        Some(&json!(true))
+    );
+
+    api.delete_module("gw", "filter", IfMatch::Any)
+        .await
+        .unwrap();
+    assert_eq!(
+        api.get_module("gw", "filter").await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn bulk_reports_each_failed_entry() {
+    let hub = emulator().await;
+    let api = service(&hub, "iothubowner");
+    api.create_device(&Device::new("exists")).await.unwrap();
+    let entries = [
+        BulkEntry::new(BulkMode::Create, Device::new("b1")),
+        BulkEntry::new(BulkMode::Create, Device::new("exists")),
+        BulkEntry::new(BulkMode::Create, Device::new("b2")),
+    ];
+    let result = api.bulk(&entries).await.unwrap();
+    assert!(!result.is_successful);
+    assert_eq!(result.errors.len(), 1);
+    assert_eq!(result.errors[0].device_id, "exists");
+    assert_eq!(result.errors[0].error_code, "DeviceAlreadyExists");
+    api.get_device("b2").await.unwrap();
+
+    let deletes = [
+        BulkEntry::new(BulkMode::Delete, Device::new("b1")),
+        BulkEntry::new(BulkMode::Delete, Device::new("b2")),
+    ];
+    assert!(api.bulk(&deletes).await.unwrap().is_successful);
+    assert_eq!(
+        api.registry_statistics().await.unwrap().total_device_count,
+        1
+    );
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn twins_patch_replace_and_etag_conditions_reach_the_device() {
+    let hub = emulator().await;
+    let api = service(&hub, "iothubowner");
+    let device = api.create_device(&Device::new("t1")).await.unwrap();
+    let client = connect_device(&hub, &device).await;
+    let mut patches = client.desired_property_patches().await.unwrap();
+
+    let twin = api.get_twin("t1").await.unwrap();
+    let patch = TwinPatch::new()
+        .desired(json!({"interval": 5}))
+        .unwrap()
+        .tags(json!({"floor": 3}))
+        .unwrap();
+    let stale = api
+        .update_twin("t1", &patch, IfMatch::ETag("stale".into()))
+        .await
+        .unwrap_err();
+    assert_eq!(stale.kind(), ErrorKind::PreconditionFailed);
+    let patched = api
+        .update_twin("t1", &patch, IfMatch::etag_or_any(twin.etag.as_deref()))
+        .await
+        .unwrap();
+    assert_eq!(patched.properties.desired.get("interval"), Some(&json!(5)));
+    assert_eq!(patched.tags.as_ref().unwrap()["floor"], 3);
+    let pushed = tokio::time::timeout(WAIT, patches.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(pushed.patch["interval"], 5);
+
+    client
+        .update_reported_properties(&json!({"firmware": "1.2"}))
+        .await
+        .unwrap();
+    let seen = api.get_twin("t1").await.unwrap();
+    assert_eq!(
+        seen.properties.reported.get("firmware"),
+        Some(&json!("1.2"))
+    );
+
+    let replaced = api
+        .replace_twin(
+            "t1",
+            &TwinPatch::new().desired(json!({"mode": "eco"})).unwrap(),
+            IfMatch::Any,
+        )
+        .await
+        .unwrap();
+    assert_eq!(replaced.properties.desired.get("interval"), None);
+    assert_eq!(replaced.properties.desired.get("mode"), Some(&json!("eco")));
+    assert_eq!(
+        api.get_twin("nobody").await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    client.close().await;
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn methods_answered_offline_and_timed_out() {
+    let hub = emulator().await;
+    let api = service(&hub, "iothubowner");
+    let device = api.create_device(&Device::new("m1")).await.unwrap();
+
+    let offline = api
+        .invoke_device_method("m1", &DirectMethodRequest::new("reboot", json!(null)))
+        .await
+        .unwrap_err();
+    assert_eq!(offline.kind(), ErrorKind::DeviceNotOnline, "{offline}");
+
+    let client = connect_device(&hub, &device).await;
+    let mut requests = client.method_requests().await.unwrap();
+    let responder = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            while let Some(request) = requests.recv().await {
+                if request.name == "silent" {
+                    continue;
+                }
+                let answer = json!({"echo": request.payload, "method": request.name});
+                client
+                    .respond_to_method(MethodResponse::new(request.request_id, 201, answer))
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let answer = api
+        .invoke_device_method(
+            "m1",
+            &DirectMethodRequest::new("echo", json!({"n": 1})).with_response_timeout(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 201);
+    assert_eq!(answer.payload, json!({"echo": {"n": 1}, "method": "echo"}));
+
+    // A 504 is not retried: the method may have run.
+    let retries = Arc::new(AtomicU32::new(0));
+    let counted = {
+        let retries = retries.clone();
+        move |_: &RetryAttempt| {
+            retries.fetch_add(1, Ordering::SeqCst);
+            Some(Duration::ZERO)
+        }
+    };
+    let once = ServiceClient::from_connection_string(
+        hub.connection_string("iothubowner").unwrap(),
+        options(&hub).retry_policy(counted),
+    )
+    .unwrap();
+    let timeout = once
+        .invoke_device_method(
+            "m1",
+            &DirectMethodRequest::new("silent", json!(null)).with_response_timeout(5),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(timeout.kind(), ErrorKind::Timeout, "{timeout}");
+    assert_eq!(retries.load(Ordering::SeqCst), 0);
+
+    client.close().await;
+    responder.await.unwrap();
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn idempotent_requests_are_retried_and_method_calls_only_before_they_reach_the_hub() {
+    let retries = Arc::new(AtomicU32::new(0));
+    let counted = {
+        let retries = retries.clone();
+        move |attempt: &RetryAttempt| {
+            retries.fetch_add(1, Ordering::SeqCst);
+            (attempt.attempt < 2).then_some(Duration::from_millis(1))
+        }
+    };
+    let api = ServiceClient::new(
+        "localhost",
+        SharedAccessPolicy::new("iothubowner", "c2VjcmV0").unwrap(),
+        ServiceClientOptions::default()
+            .https_port(1)
+            .retry_policy(counted),
+    )
+    .unwrap();
+    assert_eq!(
+        api.get_twin("d").await.unwrap_err().kind(),
+        ErrorKind::Transport
+    );
+    assert_eq!(
+        retries.swap(0, Ordering::SeqCst),
+        3,
+        "asked 3 times, retried twice"
+    );
+    // A connect failure proves the hub never saw the call: retried too.
+    api.invoke_device_method("d", &DirectMethodRequest::new("m", json!(null)))
+        .await
+        .unwrap_err();
+    assert_eq!(retries.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn queries_page_with_continuation_tokens() {
+    let hub = emulator().await;
+    let api = service(&hub, "iothubowner");
+    for i in 0..5 {
+        api.create_device(&Device::new(format!("q{i}")))
+            .await
+            .unwrap();
+    }
+    api.update_twin(
+        "q3",
+        &TwinPatch::new().tags(json!({"floor": 3})).unwrap(),
+        IfMatch::Any,
+    )
+    .await
+    .unwrap();
+
+    let mut query = api.query_twins("SELECT * FROM devices").page_size(2);
+    let mut pages = Vec::new();
+    while let Some(page) = query.next_page().await.unwrap() {
+        pages.push(page.len());
+    }
+    assert_eq!(pages, [2, 2, 1]);
+    assert_eq!(query.item_type(), Some("twin"));
+
+    let mut all: Vec<_> = api
+        .query_twins("SELECT * FROM devices")
+        .page_size(2)
+        .into_stream()
+        .map_ok(|twin| twin.device_id)
+        .try_collect()
+        .await
+        .unwrap();
+    all.sort();
+    assert_eq!(all, ["q0", "q1", "q2", "q3", "q4"]);
+
+    let floor = api
+        .query_twins("SELECT * FROM devices WHERE tags.floor = 3")
+        .all()
+        .await
+        .unwrap();
+    assert_eq!(floor.len(), 1);
+    assert_eq!(floor[0].device_id, "q3");
+
+    let count = api
+        .query("SELECT COUNT() AS n FROM devices")
+        .all()
+        .await
+        .unwrap();
+    assert_eq!(count, [json!({"n": 5})]);
+    let bad = api.query("SELEKT nonsense").all().await.unwrap_err();
+    assert_eq!(bad.kind(), ErrorKind::BadRequest, "{bad}");
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn c2d_end_to_end_with_feedback_purge_and_refusals() {
+    let hub = emulator().await;
+    let api = service(&hub, "service");
+    let owner = service(&hub, "iothubowner");
+    let device = owner.create_device(&Device::new("c1")).await.unwrap();
+    let messaging = api.messaging().await.unwrap();
+
+    let id = messaging
+        .send(
+            "c1",
+            CloudToDeviceMessage::new("switch on")
+                .message_id("cmd-1")
+                .correlation_id("corr-1")
+                .feedback(FeedbackMode::Full)
+                .property("color", "blue")
+                .time_to_live(Duration::from_secs(600)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(id, "cmd-1");
+    let unknown = messaging
+        .send("ghost", CloudToDeviceMessage::new("x"))
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.kind(), ErrorKind::NotFound, "{unknown}");
+
+    // The device receives it with its properties; receiving completes it.
+    let client = connect_device(&hub, &device).await;
+    let mut inbox = client.cloud_to_device_messages().await.unwrap();
+    let received = tokio::time::timeout(WAIT, inbox.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(received.body().as_ref(), b"switch on");
+    let system = received.system_properties();
+    assert_eq!(system.message_id.as_deref(), Some("cmd-1"));
+    assert_eq!(system.correlation_id.as_deref(), Some("corr-1"));
+    assert_eq!(received.property("color"), Some("blue"));
+
+    let feedback = messaging.feedback().await.unwrap();
+    let mut records = Box::pin(feedback.into_stream());
+    let record = tokio::time::timeout(WAIT, records.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.original_message_id, "cmd-1");
+    assert_eq!(record.device_id, "c1");
+    assert_eq!(record.status_code, FeedbackStatus::Success);
+    drop(records);
+    client.close().await;
+
+    // A full queue refuses the 51st message; a purge empties it.
+    for i in 0..50 {
+        messaging
+            .send("c1", CloudToDeviceMessage::new(format!("m{i}")))
+            .await
+            .unwrap();
+    }
+    let full = messaging
+        .send("c1", CloudToDeviceMessage::new("one too many"))
+        .await
+        .unwrap_err();
+    assert_eq!(full.kind(), ErrorKind::QueueFull, "{full}");
+    let purged = api.purge_c2d_queue("c1").await.unwrap();
+    assert_eq!(purged.total_messages_purged, 50);
+    messaging
+        .send("c1", CloudToDeviceMessage::new("fits again"))
+        .await
+        .unwrap();
+    messaging.close().await.unwrap();
+    assert_eq!(
+        messaging
+            .send("c1", CloudToDeviceMessage::new("after close"))
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::Closed
+    );
+    hub.shutdown().await;
+}
