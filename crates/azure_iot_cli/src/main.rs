@@ -4,6 +4,12 @@
 //! the CA to trust and the `iothubowner` connection string; `ca.pem` and `hub.json` in the data
 //! directory carry the same facts for scripts. `azure-iot hub monitor-events` and
 //! `monitor-feedback` watch a running emulator through those files.
+//!
+//! The `az iot`-style commands (`device`, `twin`, `method`, `c2d`, `query`) use the service
+//! client (`azure_iot_service`) against any hub: `--connection-string` or
+//! `IOTHUB_CONNECTION_STRING`, else the local emulator's `hub.json` (see `target.rs`).
+//! `device simulate` drives this project's device client. `quickstart` runs everything
+//! against an embedded emulator. Errors are one line on stderr and exit status 1.
 // A command-line tool's output is its product.
 #![allow(clippy::print_stdout)]
 
@@ -12,8 +18,14 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod calls;
 mod connect;
+mod devices;
 mod monitor;
+mod quickstart;
+mod simulate;
+mod target;
+mod twins;
 
 use azure_iot_emulator::{CA_FILE, Emulator, HUB_FILE, TlsSource};
 use clap::{Args, Parser, Subcommand};
@@ -34,6 +46,22 @@ enum Command {
     /// The local IoT Hub emulator.
     #[command(subcommand)]
     Hub(HubCommand),
+    /// Device and module identities.
+    #[command(subcommand)]
+    Device(devices::DeviceCommand),
+    /// Device and module twins.
+    #[command(subcommand)]
+    Twin(twins::TwinCommand),
+    /// Direct methods.
+    #[command(subcommand)]
+    Method(calls::MethodCommand),
+    /// Cloud-to-device messages.
+    #[command(subcommand)]
+    C2d(calls::C2dCommand),
+    /// Run an IoT Hub query and print one JSON item per line.
+    Query(twins::QueryArgs),
+    /// See the whole system work: an embedded hub, a device and a back end, end to end.
+    Quickstart,
 }
 
 #[derive(Subcommand)]
@@ -106,15 +134,20 @@ struct StartArgs {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The emulator logs what it does; the other commands' output is their answer.
+    let default_filter = match cli.command {
+        Command::Hub(HubCommand::Start(_)) => "info",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("AZURE_IOT_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -133,6 +166,12 @@ fn main() -> ExitCode {
                 monitor::monitor_feedback(args).await
             }
             Command::Hub(HubCommand::Ca(command)) => ca(command).await,
+            Command::Device(command) => devices::run(command).await,
+            Command::Twin(command) => twins::run(command).await,
+            Command::Method(command) => calls::method(command).await,
+            Command::C2d(command) => calls::c2d(command).await,
+            Command::Query(args) => twins::query(args).await,
+            Command::Quickstart => quickstart::run().await,
         }
     });
     match result {
@@ -221,6 +260,22 @@ async fn ca(command: CaCommand) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Prints `value` as pretty JSON on stdout.
+pub(crate) fn print_json(value: &impl serde::Serialize) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
+    print_line(&text)
+}
+
+/// Prints one line on stdout; a closed pipe (`| head`) is not an error worth a message.
+pub(crate) fn print_line(text: &str) -> Result<(), String> {
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => Err(format!("cannot write to stdout: {e}")),
+    }
 }
 
 /// Ctrl-C, or SIGTERM on Unix.

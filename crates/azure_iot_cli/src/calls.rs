@@ -1,0 +1,192 @@
+//! `azure-iot method invoke` and `azure-iot c2d send`.
+
+use std::time::Duration;
+
+use azure_iot_service::{CloudToDeviceMessage, DirectMethodRequest, FeedbackMode};
+use clap::{Args, Subcommand, ValueEnum};
+use serde_json::{Value, json};
+
+use crate::print_json;
+use crate::target::HubArgs;
+
+#[derive(Subcommand)]
+pub(crate) enum MethodCommand {
+    /// Call a direct method on a device or module and print its answer.
+    Invoke(InvokeArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct InvokeArgs {
+    /// The device id.
+    #[arg(long, short = 'd')]
+    device_id: String,
+    /// A module of the device.
+    #[arg(long, short = 'm')]
+    module_id: Option<String>,
+    /// The method name.
+    #[arg(long, short = 'n')]
+    method_name: String,
+    /// The payload (JSON).
+    #[arg(long, default_value = "null")]
+    payload: String,
+    /// Seconds the hub waits for the device's answer (5 to 300).
+    #[arg(long, default_value_t = 30)]
+    timeout: u32,
+    /// Seconds the hub waits for an offline device to connect (0: fail at once).
+    #[arg(long, default_value_t = 0)]
+    connect_timeout: u32,
+    #[command(flatten)]
+    hub: HubArgs,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum C2dCommand {
+    /// Send a cloud-to-device message.
+    Send(SendArgs),
+}
+
+/// Which outcomes produce feedback.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum Ack {
+    None,
+    Positive,
+    Negative,
+    Full,
+}
+
+#[derive(Args)]
+pub(crate) struct SendArgs {
+    /// The device id.
+    #[arg(long, short = 'd')]
+    device_id: String,
+    /// The message body.
+    #[arg(long)]
+    data: String,
+    /// The message id (generated when absent).
+    #[arg(long)]
+    message_id: Option<String>,
+    /// The correlation id.
+    #[arg(long)]
+    correlation_id: Option<String>,
+    /// The content type.
+    #[arg(long)]
+    content_type: Option<String>,
+    /// An application property `name=value` (repeatable).
+    #[arg(long = "property", short = 'p', value_parser = parse_property)]
+    properties: Vec<(String, String)>,
+    /// Which outcomes produce feedback.
+    #[arg(long, value_enum, default_value_t = Ack::None)]
+    ack: Ack,
+    /// Seconds until the message expires.
+    #[arg(long)]
+    ttl: Option<u64>,
+    /// Wait up to this many seconds for the message's feedback and print it (needs --ack).
+    #[arg(long)]
+    wait_feedback: Option<u64>,
+    #[command(flatten)]
+    hub: HubArgs,
+}
+
+fn parse_property(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("a property is name=value, not {text:?}"))
+}
+
+pub(crate) async fn method(command: MethodCommand) -> Result<(), String> {
+    let MethodCommand::Invoke(args) = command;
+    let payload: Value = serde_json::from_str(&args.payload)
+        .map_err(|e| format!("--payload is not valid JSON: {e}"))?;
+    let hub = args.hub.resolve()?;
+    let request = DirectMethodRequest::new(&args.method_name, payload)
+        .with_response_timeout(args.timeout)
+        .with_connect_timeout(args.connect_timeout);
+    let answer = match &args.module_id {
+        Some(module) => {
+            hub.service
+                .invoke_module_method(&args.device_id, module, &request)
+                .await
+        }
+        None => {
+            hub.service
+                .invoke_device_method(&args.device_id, &request)
+                .await
+        }
+    }
+    .map_err(|e| e.to_string())?;
+    print_json(&json!({"status": answer.status, "payload": answer.payload}))
+}
+
+pub(crate) async fn c2d(command: C2dCommand) -> Result<(), String> {
+    let C2dCommand::Send(args) = command;
+    let feedback = match args.ack {
+        Ack::None => FeedbackMode::None,
+        Ack::Positive => FeedbackMode::Positive,
+        Ack::Negative => FeedbackMode::Negative,
+        Ack::Full => FeedbackMode::Full,
+    };
+    if args.wait_feedback.is_some() && feedback == FeedbackMode::None {
+        return Err("--wait-feedback needs --ack positive, negative or full".into());
+    }
+    let mut message = CloudToDeviceMessage::new(args.data.clone().into_bytes()).feedback(feedback);
+    if let Some(id) = &args.message_id {
+        message = message.message_id(id);
+    }
+    if let Some(id) = &args.correlation_id {
+        message = message.correlation_id(id);
+    }
+    if let Some(value) = &args.content_type {
+        message = message.content_type(value);
+    }
+    if let Some(ttl) = args.ttl {
+        message = message.time_to_live(Duration::from_secs(ttl));
+    }
+    for (name, value) in &args.properties {
+        message = message.property(name, value);
+    }
+    let hub = args.hub.resolve()?;
+    let messaging = hub.service.messaging().await.map_err(|e| e.to_string())?;
+    // Attach the feedback link first, so no record can be missed.
+    let receiver = match args.wait_feedback {
+        Some(_) => Some(messaging.feedback().await.map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let id = messaging
+        .send(&args.device_id, message)
+        .await
+        .map_err(|e| e.to_string())?;
+    eprintln!("sent message {id} to {}", args.device_id);
+    if let (Some(mut receiver), Some(seconds)) = (receiver, args.wait_feedback) {
+        // A batch holding our record is completed; others go back for other readers.
+        let wait = async {
+            loop {
+                let batch = receiver.next_batch().await.map_err(|e| e.to_string())?;
+                let ours = batch
+                    .records
+                    .iter()
+                    .find(|r| r.original_message_id == id)
+                    .cloned();
+                match ours {
+                    Some(record) => {
+                        receiver.complete(batch).await.map_err(|e| e.to_string())?;
+                        return Ok::<_, String>(record);
+                    }
+                    None => receiver.abandon(batch).await.map_err(|e| e.to_string())?,
+                }
+            }
+        };
+        let record = tokio::time::timeout(Duration::from_secs(seconds), wait)
+            .await
+            .map_err(|_| format!("no feedback for message {id} within {seconds} s"))??;
+        print_json(&json!({
+            "originalMessageId": record.original_message_id,
+            "deviceId": record.device_id,
+            "statusCode": format!("{:?}", record.status_code),
+            "description": record.description,
+            "enqueuedTimeUtc": record.enqueued_time_utc,
+        }))?;
+    }
+    let _ = messaging.close().await;
+    Ok(())
+}

@@ -1,0 +1,131 @@
+//! Which hub a service command talks to, and with which credentials.
+//!
+//! In order: `--connection-string` (or `IOTHUB_CONNECTION_STRING`), a shared access policy
+//! connection string of any hub; otherwise the local emulator described by `hub.json` in
+//! `--data-dir` (or `AZURE_IOT_HUB_DATA_DIR`, default `.azure-iot-hub`), with its
+//! `iothubowner` policy, its ports and its CA. A connection string to the emulator's host
+//! still picks up the emulator's ports and CA from the data directory when it is there.
+
+use std::path::{Path, PathBuf};
+
+use azure_iot_core::ServiceConnectionString;
+use azure_iot_service::{ServiceClient, ServiceClientOptions};
+use clap::Args;
+use serde_json::Value;
+
+/// The hub options every service command takes.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct HubArgs {
+    /// A shared access policy connection string of the hub
+    /// (`HostName=...;SharedAccessKeyName=...;SharedAccessKey=...`). Default: the local
+    /// emulator's iothubowner policy from --data-dir.
+    #[arg(long, env = "IOTHUB_CONNECTION_STRING", hide_env_values = true)]
+    pub(crate) connection_string: Option<String>,
+    /// The local emulator's data directory (its hub.json and ca.pem).
+    #[arg(long, env = "AZURE_IOT_HUB_DATA_DIR", default_value = ".azure-iot-hub")]
+    pub(crate) data_dir: PathBuf,
+    /// A CA certificate (PEM) to trust instead of the system's roots.
+    #[arg(long)]
+    pub(crate) ca_file: Option<PathBuf>,
+}
+
+/// A resolved hub: a service client and what device commands need to reach the same hub.
+pub(crate) struct Hub {
+    pub(crate) service: ServiceClient,
+    pub(crate) host: String,
+    pub(crate) mqtt_port: u16,
+    pub(crate) ca_pem: Option<String>,
+}
+
+/// What `hub.json` says.
+struct Local {
+    host: String,
+    https: u16,
+    mqtt: u16,
+    amqp: u16,
+    owner: String,
+    ca_pem: String,
+}
+
+fn read_local(dir: &Path) -> Result<Local, String> {
+    let file = dir.join("hub.json");
+    let text = std::fs::read_to_string(&file).map_err(|e| {
+        format!(
+            "no hub given and no emulator found: cannot read {} ({e}). Pass --connection-string \
+             (or set IOTHUB_CONNECTION_STRING), or start one with `azure-iot hub start --data-dir {}`",
+            file.display(),
+            dir.display()
+        )
+    })?;
+    let doc: Value = serde_json::from_str(&text)
+        .map_err(|e| format!("{} is not valid JSON: {e}", file.display()))?;
+    let port = |name: &str| {
+        doc["ports"][name]
+            .as_u64()
+            .and_then(|p| u16::try_from(p).ok())
+            .ok_or_else(|| format!("{} has no ports.{name}", file.display()))
+    };
+    let ca_file = dir.join("ca.pem");
+    Ok(Local {
+        host: doc["hostname"]
+            .as_str()
+            .ok_or_else(|| format!("{} has no hostname", file.display()))?
+            .to_owned(),
+        https: port("https")?,
+        mqtt: port("mqtt")?,
+        amqp: port("amqp")?,
+        owner: doc["connection_strings"]["iothubowner"]
+            .as_str()
+            .ok_or_else(|| format!("{} has no iothubowner connection string", file.display()))?
+            .to_owned(),
+        ca_pem: std::fs::read_to_string(&ca_file)
+            .map_err(|e| format!("cannot read {}: {e}", ca_file.display()))?,
+    })
+}
+
+impl HubArgs {
+    /// The hub these arguments name.
+    pub(crate) fn resolve(&self) -> Result<Hub, String> {
+        let given_ca = match &self.ca_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+            ),
+            None => None,
+        };
+        let (connection_string, local) = match &self.connection_string {
+            Some(cs) => {
+                let parsed = ServiceConnectionString::parse(cs)
+                    .map_err(|e| format!("--connection-string: {e}"))?;
+                // The emulator's own host: use its ports and CA.
+                let local = read_local(&self.data_dir)
+                    .ok()
+                    .filter(|l| l.host.eq_ignore_ascii_case(parsed.host_name()));
+                (cs.clone(), local)
+            }
+            None => {
+                let local = read_local(&self.data_dir)?;
+                (local.owner.clone(), Some(local))
+            }
+        };
+        let mut options = ServiceClientOptions::default();
+        let mut mqtt_port = 8883;
+        let mut ca_pem = given_ca;
+        if let Some(local) = &local {
+            options = options.https_port(local.https).amqp_port(local.amqp);
+            mqtt_port = local.mqtt;
+            ca_pem.get_or_insert_with(|| local.ca_pem.clone());
+        }
+        if let Some(pem) = &ca_pem {
+            options = options.trusted_ca_pem(pem.clone());
+        }
+        let service = ServiceClient::from_connection_string(&connection_string, options)
+            .map_err(|e| format!("connection string: {e}"))?;
+        Ok(Hub {
+            host: service.host_name().to_owned(),
+            service,
+            mqtt_port,
+            ca_pem,
+        })
+    }
+}
