@@ -117,12 +117,11 @@ pub(crate) async fn run(command: TwinCommand) -> Result<(), String> {
 /// `azure-iot query`: one JSON item per line.
 pub(crate) async fn query(args: QueryArgs) -> Result<(), String> {
     let hub = args.hub.resolve()?;
-    let mut items = Box::pin(
-        hub.service
-            .query(&args.query_command)
-            .page_size(args.page_size)
-            .into_stream(),
-    );
+    let mut items = hub
+        .service
+        .query(&args.query_command)
+        .page_size(args.page_size)
+        .into_stream();
     let mut printed = 0;
     while args.top.is_none_or(|top| printed < top) {
         match items.try_next().await.map_err(|e| e.to_string())? {

@@ -38,8 +38,3 @@ pub mod request_id;
 pub mod tls;
 
 pub use identity::{Identity, IdentityError};
-
-/// The README's examples, compiled and run as doc tests so that they stay true.
-#[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
-pub struct ReadmeDoctests;

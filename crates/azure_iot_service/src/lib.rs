@@ -69,3 +69,9 @@ pub use models::{
 };
 pub use options::{API_VERSION, ServiceClientOptions};
 pub use query::Query;
+
+/// The README's examples (the core and protocol tour, the service client), compiled as doc
+/// tests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;

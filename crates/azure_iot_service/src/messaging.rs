@@ -27,7 +27,7 @@ use fe2o3_amqp_types::messaging::{
     AmqpValue, ApplicationProperties, Body, Data, Message, MessageId, Outcome, Properties,
 };
 use fe2o3_amqp_types::primitives::{SimpleValue, Timestamp, Value};
-use futures_util::Stream;
+use futures_util::stream::BoxStream;
 use serde::Deserialize;
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
@@ -625,8 +625,8 @@ impl FeedbackReceiver {
 
     /// Every record, batch after batch. A batch is completed when the caller asks for the
     /// record after its last one, so a caller that stops early leaves it to be redelivered.
-    pub fn into_stream(self) -> impl Stream<Item = Result<FeedbackRecord>> + Send {
-        futures_util::stream::try_unfold(
+    pub fn into_stream(self) -> BoxStream<'static, Result<FeedbackRecord>> {
+        Box::pin(futures_util::stream::try_unfold(
             (self, VecDeque::<FeedbackRecord>::new()),
             |(mut this, mut buffered)| async move {
                 loop {
@@ -644,7 +644,7 @@ impl FeedbackReceiver {
                     buffered.extend(batch.records);
                 }
             },
-        )
+        ))
     }
 
     /// Detaches the link; a batch not completed is released.

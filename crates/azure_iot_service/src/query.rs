@@ -3,7 +3,7 @@
 
 use std::marker::PhantomData;
 
-use futures_util::Stream;
+use futures_util::stream::BoxStream;
 use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -116,8 +116,8 @@ impl<T: DeserializeOwned + Send + 'static> Query<T> {
 
     /// Every item of every page, in order. The stream ends after the last page, or after
     /// the first error.
-    pub fn into_stream(self) -> impl Stream<Item = Result<T>> + Send + 'static {
-        futures_util::stream::try_unfold(
+    pub fn into_stream(self) -> BoxStream<'static, Result<T>> {
+        Box::pin(futures_util::stream::try_unfold(
             (self, std::collections::VecDeque::new()),
             |(mut query, mut buffered)| async move {
                 loop {
@@ -130,7 +130,7 @@ impl<T: DeserializeOwned + Send + 'static> Query<T> {
                     }
                 }
             },
-        )
+        ))
     }
 
     /// Every item of every page, collected.

@@ -558,7 +558,7 @@ async fn c2d_end_to_end_with_feedback_purge_and_refusals() {
     assert_eq!(received.property("color"), Some("blue"));
 
     let feedback = messaging.feedback().await.unwrap();
-    let mut records = Box::pin(feedback.into_stream());
+    let mut records = feedback.into_stream();
     let record = tokio::time::timeout(WAIT, records.try_next())
         .await
         .unwrap()
