@@ -18,7 +18,7 @@ fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/python/requirements.txt"
 # The Node SDK scenarios run when node is on the PATH (CI installs it); packages go into
 # conformance/node/node_modules (git-ignored), pinned by package-lock.json.
-scenarios="python/registry_manager.py python/device_mqtt.py"
+scenarios="python/registry_manager.py python/device_mqtt.py python/service_to_rust_device.py python/rust_service_to_device.py"
 if command -v npm >/dev/null 2>&1; then
   (cd "$here/node" && npm ci --silent --no-audit --no-fund)
   scenarios="$scenarios node/scenarios.js"
@@ -26,8 +26,9 @@ else
   echo "conformance: node not found, the Node SDK scenarios are skipped"
 fi
 
-(cd "$root" && cargo build --quiet --locked -p azure_iot_cli)
+(cd "$root" && cargo build --quiet --locked -p azure_iot_cli && cargo build --quiet --locked -p azure_iot_device --example echo_device)
 bin="$root/target/debug/azure-iot"
+results="$(mktemp)"
 
 data="$(mktemp -d)"
 log="$data/emulator.log"
@@ -35,7 +36,7 @@ log="$data/emulator.log"
 # hub accepted.
 "$bin" hub start --data-dir "$data" >"$log" 2>&1 &
 pid=$!
-cleanup() { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$data"; }
+cleanup() { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$data" "$results"; }
 trap cleanup EXIT
 
 for _ in $(seq 1 300); do
@@ -56,7 +57,7 @@ for scenario in $scenarios; do
   esac
   set +e
   HUB_JSON="$data/hub.json" DATA_DIR="$data" REQUESTS_CA_BUNDLE="$data/ca.pem" \
-    NODE_EXTRA_CA_CERTS="$data/ca.pem" \
+    NODE_EXTRA_CA_CERTS="$data/ca.pem" AZURE_IOT_BIN="$bin" CONFORMANCE_RESULTS="$results" \
     "${runner[@]}" "$here/$scenario" 2>&1 | tee "$out"
   set -e
   summary="$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$out" | tail -n 1)"
@@ -69,5 +70,7 @@ done
 if [ "$failed" -ne 0 ]; then
   echo "--- emulator log ---"; cat "$log"
 fi
+# The scenario × client × transport table in docs/CONFORMANCE.md.
+python3 "$here/table.py" "$results" "$root/docs/CONFORMANCE.md"
 echo "conformance: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -17,13 +17,15 @@ const owner = hub.connection_strings.iothubowner;
 const registry = Registry.fromConnectionString(owner);
 const results = [];
 
-async function check(name, fn) {
+// Each check fills rows (scenarios) of one column (client, transport) of the table in
+// docs/CONFORMANCE.md; results go to CONFORMANCE_RESULTS as JSON lines (see table.py).
+async function check(name, cell, fn) {
   try {
     await fn();
-    results.push([name, null]);
+    results.push([name, null, cell]);
     console.log(`ok    ${name}`);
   } catch (e) {
-    results.push([name, e]);
+    results.push([name, e, cell]);
     console.log(`FAIL  ${name}: ${e && e.stack ? e.stack : e}`);
   }
 }
@@ -64,7 +66,7 @@ print(json.dumps([[p, b.decode("utf-8", "replace")] for p, b in rows]))
 }
 
 (async () => {
-  await check('registry: create, get, update with etag, delete', async () => {
+  await check('registry: create, get, update with etag, delete', { scenarios: ['registry CRUD'], transport: 'HTTPS' }, async () => {
     const { responseBody: created } = await registry.create({ deviceId: 'node-dev-1' });
     assert(created.authentication.symmetricKey.primaryKey.length === 44, 'generated key');
     const { responseBody: got } = await registry.get('node-dev-1');
@@ -80,7 +82,7 @@ print(json.dumps([[p, b.decode("utf-8", "replace")] for p, b in rows]))
     assert(missing && missing.constructor.name === 'DeviceNotFoundError', `404 maps to DeviceNotFoundError, got ${missing && missing.constructor.name}`);
   });
 
-  await check('twin: update desired with etag, query with paging', async () => {
+  await check('twin: update desired with etag, query with paging', { scenarios: ['twin: get, desired patch, reported', 'query with paging'], transport: 'HTTPS' }, async () => {
     for (let i = 0; i < 3; i++) await registry.create({ deviceId: `node-q-${i}` });
     const { responseBody: twin } = await registry.getTwin('node-q-0');
     const { responseBody: patched } = await registry.updateTwin('node-q-0', { tags: { floor: 2 }, properties: { desired: { fan: true } } }, twin.etag);
@@ -94,7 +96,7 @@ print(json.dumps([[p, b.decode("utf-8", "replace")] for p, b in rows]))
     assert(JSON.stringify(ids) === JSON.stringify(['node-q-0', 'node-q-1', 'node-q-2']), `paged ids ${ids}`);
   });
 
-  await check('device over MQTT: telemetry with properties, twin, reported patch, method', async () => {
+  await check('device over MQTT: telemetry with properties, twin, reported patch, method', { scenarios: ['telemetry with properties', 'twin: get, desired patch, reported', 'direct method'], transport: 'MQTT' }, async () => {
     const client = await deviceClient('node-dev-2');
     const message = new Message('{"temperature":21.5}');
     message.messageId = 'mid-1';
@@ -119,7 +121,7 @@ print(json.dumps([[p, b.decode("utf-8", "replace")] for p, b in rows]))
     await client.close();
   });
 
-  await check('cloud-to-device: service client over AMQP (no SASL, CBS), device over MQTT, feedback', async () => {
+  await check('cloud-to-device: service client over AMQP (no SASL, CBS), device over MQTT, feedback', { scenarios: ['cloud-to-device and feedback'], transport: 'MQTT' }, async () => {
     const client = await deviceClient('node-dev-3');
     const received = new Promise((resolve) => client.on('message', (msg) => { client.complete(msg, () => resolve(msg)); }));
     const service = ServiceClient.fromConnectionString(owner);
@@ -144,6 +146,12 @@ print(json.dumps([[p, b.decode("utf-8", "replace")] for p, b in rows]))
     await client.close();
   });
 
+  if (process.env.CONFORMANCE_RESULTS) {
+    const lines = results.flatMap(([name, e, cell]) => cell.scenarios.map((scenario) => JSON.stringify({
+      scenario, client: 'Node SDKs', transport: cell.transport, check: name, passed: e === null,
+    }) + '\n'));
+    fs.appendFileSync(process.env.CONFORMANCE_RESULTS, lines.join(''));
+  }
   const failed = results.filter(([, e]) => e !== null).length;
   console.log(`${results.length - failed} passed, ${failed} failed`);
   process.exit(failed ? 1 : 0);

@@ -62,7 +62,7 @@ def wait_for(event, what, timeout=10):
         raise AssertionError(f"timed out waiting for {what}")
 
 
-@check("telemetry with custom and system properties")
+@check("telemetry with custom and system properties", scenario="telemetry with properties")
 def _():
     client = device_client("pyd-telemetry")
     m = Message('{"temperature":21.5}', message_id="mid-1", content_encoding="utf-8", content_type="application/json")
@@ -84,7 +84,7 @@ def _():
     assert rows[1][2] == b"plain"
 
 
-@check("telemetry and twin over MQTT over WebSockets (port 443)")
+@check("telemetry and twin over MQTT over WebSockets (port 443)", scenario=["telemetry with properties", "twin: get, desired patch, reported"], transport="MQTT-WS")
 def _():
     client = device_client("pyd-ws", websockets=True)
     client.send_message(Message("over websockets", message_id="ws-1"))
@@ -95,7 +95,7 @@ def _():
     assert rows[0][2] == b"over websockets" and rows[0][1]["$.mid"] == "ws-1", rows
 
 
-@check("module output message")
+@check("module output message", scenario="module: output, twin, method")
 def _():
     RM.create_device_with_sas("pyd-edge", "", "", "enabled")
     m = RM.create_module_with_sas("pyd-edge", "filter", None, "", "")
@@ -109,7 +109,7 @@ def _():
     assert rows[0][0] == "filter" and rows[0][1]["$.on"] == "out1", rows
 
 
-@check("twin: get, reported patch, desired patch")
+@check("twin: get, reported patch, desired patch", scenario="twin: get, desired patch, reported")
 def _():
     client = device_client("pyd-twin")
     received = []
@@ -131,7 +131,7 @@ def _():
     client.shutdown()
 
 
-@check("direct method answered through the SDK's handler")
+@check("direct method answered through the SDK's handler", scenario="direct method")
 def _():
     client = device_client("pyd-method")
 
@@ -150,7 +150,7 @@ def _():
     client.shutdown()
 
 
-@check("cloud-to-device: service SDK over AMQP, device SDK over MQTT")
+@check("cloud-to-device: service SDK over AMQP, device SDK over MQTT", scenario="cloud-to-device and feedback")
 def _():
     client = device_client("pyd-c2d")
     received = []
@@ -170,7 +170,7 @@ def _():
     client.shutdown()
 
 
-@check("cloud-to-device to an unknown device fails in the service SDK")
+@check("cloud-to-device to an unknown device fails in the service SDK", scenario="cloud-to-device to an unknown device refused")
 def _():
     try:
         RM.send_c2d_message("pyd-nobody", "lost")
@@ -179,7 +179,7 @@ def _():
     raise AssertionError("sending to an unknown device succeeded")
 
 
-@check("X.509 self-signed device: thumbprint registered, certificate presented")
+@check("X.509 self-signed device: thumbprint registered, certificate presented", scenario="X.509 self-signed device")
 def _():
     import hashlib, ssl, subprocess, tempfile
     from azure.iot.device import X509
@@ -204,7 +204,7 @@ def _():
     assert rows[0][2] == b"signed by a certificate", rows
 
 
-@check("a wrong key is refused")
+@check("a wrong key is refused", scenario="wrong key refused")
 def _():
     RM.create_device_with_sas("pyd-refused", "", "", "enabled")
     cs = f"HostName={HOST};DeviceId=pyd-refused;SharedAccessKey=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
@@ -217,6 +217,89 @@ def _():
         raise AssertionError("connect with a wrong key succeeded")
     finally:
         client.shutdown()
+
+
+
+def cli(*args, timeout=30):
+    """Runs this project's `azure-iot` against the emulator; returns its stdout lines."""
+    import subprocess
+    done = subprocess.run(
+        [os.environ["AZURE_IOT_BIN"], *args, "--data-dir", DATA_DIR],
+        capture_output=True, text=True, timeout=timeout,
+    )
+    if done.returncode != 0:
+        raise AssertionError(f"azure-iot {' '.join(args)} failed: {done.stderr.strip()}")
+    return [line for line in done.stdout.splitlines() if line.strip()]
+
+
+@check("telemetry: properties that need encoding, seen by monitor-events", scenario="telemetry with properties")
+def _():
+    client = device_client("pyd-encoding")
+    m = Message("ünïcödé body", message_id="mid enc/1", content_type="text/plain", content_encoding="utf-8")
+    tricky = {"a b": "c d", "slash/key": "x/y", "eq": "1=2", "amp": "a&b", "pct": "50%", "naïve": "çà", "tab": "a+b"}
+    for k, v in tricky.items():
+        m.custom_properties[k] = v
+    client.send_message(m)
+    client.shutdown()
+    lines = cli("hub", "monitor-events", "--output", "json", "--from-start", "--device-id", "pyd-encoding",
+                "--count", "1", "--timeout", "10")
+    assert len(lines) == 1, lines
+    event = json.loads(lines[0])
+    assert event["body"] == "ünïcödé body", event
+    assert event["properties"] == tricky, event["properties"]
+    system = event["systemProperties"]
+    assert system["messageId"] == "mid enc/1" and system["contentType"] == "text/plain", system
+    assert system["connectionDeviceId"] == "pyd-encoding", system
+
+
+@check("module client: twin get, reported and desired patches, direct method", scenario="module: output, twin, method")
+def _():
+    RM.create_device_with_sas("pyd-edge2", "", "", "enabled")
+    m = RM.create_module_with_sas("pyd-edge2", "sensor", None, "", "")
+    key = m.authentication.symmetric_key.primary_key
+    cs = f"HostName={HOST};DeviceId=pyd-edge2;ModuleId=sensor;SharedAccessKey={key}"
+    client = IoTHubModuleClient.create_from_connection_string(cs, server_verification_cert=CA)
+    patches = []
+    got = threading.Event()
+
+    def on_patch(patch):
+        patches.append(patch)
+        got.set()
+
+    def on_method(request):
+        client.send_method_response(MethodResponse.create_from_method_request(request, 200, {"module": request.name}))
+
+    client.on_twin_desired_properties_patch_received = on_patch
+    client.on_method_request_received = on_method
+    client.connect()
+    twin = client.get_twin()
+    assert twin["desired"]["$version"] == 1, twin
+    client.patch_twin_reported_properties({"rate": 3})
+    assert RM.get_module_twin("pyd-edge2", "sensor").properties.reported["rate"] == 3
+    RM.update_module_twin("pyd-edge2", "sensor", Twin(properties=TwinProperties(desired={"mode": "fast"})), "*")
+    wait_for(got, "the module's desired patch")
+    assert patches[0]["mode"] == "fast", patches
+    result = RM.invoke_device_module_method(
+        "pyd-edge2", "sensor",
+        CloudToDeviceMethod(method_name="status", payload=None, response_timeout_in_seconds=10, connect_timeout_in_seconds=10),
+    )
+    assert result.status == 200 and result.payload == {"module": "status"}, (result.status, result.payload)
+    client.shutdown()
+
+
+@check("feedback of a C2D message the service SDK sent, read with monitor-feedback", scenario="cloud-to-device and feedback")
+def _():
+    client = device_client("pyd-feedback")
+    got = threading.Event()
+    client.on_message_received = lambda message: got.set()
+    RM.send_c2d_message("pyd-feedback", "ack me", properties={"iothub-ack": "full", "messageId": "fb-1"})
+    wait_for(got, "the cloud-to-device message")
+    client.shutdown()
+    lines = cli("hub", "monitor-feedback", "--output", "json", "--count", "1", "--timeout", "20")
+    records = [json.loads(line) for line in lines]
+    ours = [r for r in records if r.get("deviceId") == "pyd-feedback"]
+    assert ours and ours[0]["statusCode"] == "Success", records
+    assert ours[0]["originalMessageId"] == "fb-1", ours
 
 
 finish()

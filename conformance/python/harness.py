@@ -1,21 +1,41 @@
 """The tiny test harness the conformance scenarios share: each `@check` runs at once, prints
 `ok`/`FAIL` with the reason, and `finish()` prints "N passed, M failed" and exits non-zero on
-any failure. Checks keep going after a failure so one run reports everything."""
+any failure. Checks keep going after a failure so one run reports everything.
 
+Each check also names the rows and column it fills in docs/CONFORMANCE.md: `scenario` (a
+row, or a list of rows; the check's name when not given), and the `client` and `transport` under test (the
+column; a script sets its defaults with `defaults(...)`). When CONFORMANCE_RESULTS names a
+file, `finish()` appends one JSON line per check to it for `conformance/table.py`."""
+
+import json
+import os
 import sys
 import traceback
 
 results = []
+_defaults = {"client": "Python SDKs", "transport": "MQTT"}
 
 
-def check(name):
+def defaults(client=None, transport=None):
+    if client:
+        _defaults["client"] = client
+    if transport:
+        _defaults["transport"] = transport
+
+
+def check(name, scenario=None, client=None, transport=None):
     def wrap(fn):
+        cell = {
+            "scenario": scenario or name,
+            "client": client or _defaults["client"],
+            "transport": transport or _defaults["transport"],
+        }
         try:
             fn()
-            results.append((name, None))
+            results.append((name, None, cell))
             print(f"ok    {name}", flush=True)
         except Exception as e:  # noqa: BLE001 - report every failure and keep going
-            results.append((name, e))
+            results.append((name, e, cell))
             print(f"FAIL  {name}: {e!r}", flush=True)
             traceback.print_exc()
         return fn
@@ -24,6 +44,14 @@ def check(name):
 
 
 def finish():
-    failed = [n for n, e in results if e is not None]
+    failed = [name for name, error, _ in results if error is not None]
+    path = os.environ.get("CONFORMANCE_RESULTS")
+    if path:
+        with open(path, "a") as out:
+            for name, error, cell in results:
+                scenarios = cell["scenario"] if isinstance(cell["scenario"], list) else [cell["scenario"]]
+                for scenario in scenarios:
+                    row = {**cell, "scenario": scenario, "check": name, "passed": error is None}
+                    out.write(json.dumps(row) + "\n")
     print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
     sys.exit(1 if failed else 0)

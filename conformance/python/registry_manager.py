@@ -9,7 +9,9 @@ import base64
 import json
 import os
 
-from harness import check, finish
+from harness import check, defaults, finish
+
+defaults(client="Python SDKs", transport="HTTPS")
 from azure.iot.hub import IoTHubRegistryManager
 from azure.iot.hub.models import (
     CloudToDeviceMethod,
@@ -35,7 +37,7 @@ def status_of(call):
     return 200
 
 
-@check("create device with given SAS keys")
+@check("create device with given SAS keys", scenario="registry CRUD")
 def _():
     d = RM.create_device_with_sas("py-dev-1", KEY_A, KEY_B, "enabled")
     assert d.device_id == "py-dev-1"
@@ -44,19 +46,19 @@ def _():
     assert d.connection_state == "Disconnected"
 
 
-@check("create device letting the hub generate keys")
+@check("create device letting the hub generate keys", scenario="registry CRUD")
 def _():
     d = RM.create_device_with_sas("py-dev-2", "", "", "disabled")
     assert len(base64.b64decode(d.authentication.symmetric_key.primary_key)) == 32
     assert d.status == "disabled"
 
 
-@check("create duplicate device is 409")
+@check("create duplicate device is 409", scenario="registry CRUD")
 def _():
     assert status_of(lambda: RM.create_device_with_sas("py-dev-1", KEY_A, KEY_B, "enabled")) == 409
 
 
-@check("get and update device with etag")
+@check("get and update device with etag", scenario="registry CRUD")
 def _():
     d = RM.get_device("py-dev-1")
     u = RM.update_device_with_sas("py-dev-1", d.etag, KEY_B, KEY_A, "disabled")
@@ -66,14 +68,14 @@ def _():
     assert status_of(lambda: RM.update_device_with_sas("py-dev-1", d.etag, KEY_A, KEY_B, "enabled")) == 412
 
 
-@check("create device with X.509 thumbprints")
+@check("create device with X.509 thumbprints", scenario="registry CRUD")
 def _():
     d = RM.create_device_with_x509("py-x509", "A" * 40, "B" * 40, "enabled")
     assert d.authentication.type == "selfSigned"
     assert d.authentication.x509_thumbprint.primary_thumbprint == "A" * 40
 
 
-@check("modules: create, get, list, update, delete")
+@check("modules: create, get, list, update, delete", scenario="module identities")
 def _():
     m = RM.create_module_with_sas("py-dev-1", "py-mod", "me", KEY_A, KEY_B)
     assert m.module_id == "py-mod" and m.device_id == "py-dev-1" and m.managed_by == "me"
@@ -86,7 +88,7 @@ def _():
     assert status_of(lambda: RM.get_module("py-dev-1", "py-mod")) == 404
 
 
-@check("twin: get, update (merge), replace")
+@check("twin: get, update (merge), replace", scenario="twin: get, desired patch, reported")
 def _():
     t = RM.get_twin("py-dev-2")
     assert t.device_id == "py-dev-2"
@@ -101,7 +103,7 @@ def _():
     assert status_of(lambda: RM.update_twin("py-dev-2", patch, t.etag)) == 412
 
 
-@check("module twin: get and update")
+@check("module twin: get and update", scenario="module: output, twin, method")
 def _():
     RM.create_module_with_sas("py-dev-2", "m2", None, KEY_A, KEY_B)
     t = RM.get_module_twin("py-dev-2", "m2")
@@ -110,7 +112,7 @@ def _():
     assert u.properties.desired["k"] == "v"
 
 
-@check("query with paging and projections")
+@check("query with paging and projections", scenario="query with paging")
 def _():
     for i in range(5):
         RM.create_device_with_sas(f"py-q-{i}", KEY_A, KEY_B, "enabled")
@@ -130,14 +132,14 @@ def _():
     assert count.type == "raw" and len(count.items) == 1, count.items
 
 
-@check("statistics")
+@check("statistics", scenario="statistics and bulk")
 def _():
     s = RM.get_device_registry_statistics()
     assert s.total_device_count >= 8
     assert RM.get_service_statistics().connected_device_count == 0
 
 
-@check("bulk create and delete")
+@check("bulk create and delete", scenario="statistics and bulk")
 def _():
     result = RM.bulk_create_or_update_devices([
         ExportImportDevice(id="py-bulk-1", import_mode="create"),
@@ -149,18 +151,18 @@ def _():
     assert result.is_successful
 
 
-@check("direct method to an offline device is 404")
+@check("direct method to an offline device is 404", scenario="method on an offline device")
 def _():
     assert status_of(lambda: RM.invoke_device_method("py-dev-1", CloudToDeviceMethod(method_name="reboot", payload={}, response_timeout_in_seconds=5, connect_timeout_in_seconds=0))) == 404
 
 
-@check("delete device, then it is gone")
+@check("delete device, then it is gone", scenario="registry CRUD")
 def _():
     RM.delete_device("py-dev-1")
     assert status_of(lambda: RM.get_device("py-dev-1")) == 404
 
 
-@check("a wrong key is refused with 401")
+@check("a wrong key is refused with 401", scenario="wrong key refused")
 def _():
     cs = HUB["connection_strings"]["iothubowner"].split("SharedAccessKey=")[0] + "SharedAccessKey=" + KEY_A
     bad = IoTHubRegistryManager.from_connection_string(cs)
