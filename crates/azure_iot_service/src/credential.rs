@@ -73,7 +73,7 @@ impl TokenSource {
         Self {
             resource: ResourceUri::hub(host),
             policy,
-            ttl: ttl.max(Duration::from_secs(60)),
+            ttl: ttl.max(Duration::from_secs(1)),
             cached: Mutex::new(None),
         }
     }

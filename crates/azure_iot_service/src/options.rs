@@ -71,8 +71,9 @@ impl ServiceClientOptions {
         self
     }
 
-    /// The lifetime of the SAS tokens the client signs (1 hour; at least 1 minute). Tokens are
-    /// renewed after 85 % of it.
+    /// The lifetime of the SAS tokens the client signs (1 hour). Tokens are renewed after 85 %
+    /// of it: on the AMQP connection by a new CBS put-token, over HTTPS on the next request.
+    /// Lifetimes of seconds are for tests; at least 1 s.
     pub fn token_ttl(mut self, ttl: Duration) -> Self {
         self.token_ttl = ttl;
         self

@@ -599,3 +599,40 @@ async fn c2d_end_to_end_with_feedback_purge_and_refusals() {
     );
     hub.shutdown().await;
 }
+
+/// The hub refuses sends on an AMQP connection whose CBS token has expired; the client puts a
+/// fresh one at 85 % of the old one's life, so a connection outlives its first token. Real
+/// time: token expiry is wall-clock seconds on both sides.
+#[tokio::test]
+async fn cbs_tokens_are_renewed_before_they_expire() {
+    let hub = emulator().await;
+    let owner = service(&hub, "iothubowner");
+    owner.create_device(&Device::new("r1")).await.unwrap();
+    let short = ServiceClient::from_connection_string(
+        hub.connection_string("service").unwrap(),
+        options(&hub).token_ttl(Duration::from_secs(3)),
+    )
+    .unwrap();
+    let messaging = short.messaging().await.unwrap();
+    messaging
+        .send("r1", CloudToDeviceMessage::new("first"))
+        .await
+        .unwrap();
+    // Past the first token's expiry (≤ 3 s): only a renewed token lets this through.
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    messaging
+        .send("r1", CloudToDeviceMessage::new("after renewal"))
+        .await
+        .unwrap();
+    // HTTPS requests past the first token's life carry a fresh one too.
+    assert_eq!(
+        short
+            .purge_c2d_queue("r1")
+            .await
+            .unwrap()
+            .total_messages_purged,
+        2
+    );
+    messaging.close().await.unwrap();
+    hub.shutdown().await;
+}

@@ -74,8 +74,9 @@ pub(crate) async fn serve(
 
 /// Per-connection state shared by its links.
 struct ConnectionState {
-    /// The policy that authorized this connection (SASL PLAIN or CBS put-token).
-    authorized: Mutex<Option<String>>,
+    /// The policy that authorized this connection (SASL PLAIN or CBS put-token) and when its
+    /// token expires: after that, sends are refused until a fresh token is put, as on the hub.
+    authorized: Mutex<Option<(String, SystemTime)>>,
     /// Where CBS answers go. uamqp sends its put-token before it has attached (or we have
     /// accepted) its `$cbs` receiver link, so answers wait here until that link exists.
     cbs: Mutex<CbsReplies>,
@@ -91,12 +92,18 @@ struct CbsReplies {
 
 impl ConnectionState {
     fn authorized(&self) -> bool {
-        self.authorized.lock().map(|a| a.is_some()).unwrap_or(false)
+        self.authorized
+            .lock()
+            .map(|a| {
+                a.as_ref()
+                    .is_some_and(|(_, expiry)| SystemTime::now() < *expiry)
+            })
+            .unwrap_or(false)
     }
 
-    fn authorize(&self, policy: String) {
+    fn authorize(&self, grant: (String, SystemTime)) {
         if let Ok(mut slot) = self.authorized.lock() {
-            *slot = Some(policy);
+            *slot = Some(grant);
         }
     }
 }
@@ -383,8 +390,8 @@ async fn serve_cbs_requests(
 }
 
 /// Checks a token for service use: a policy (`skn`) with ServiceConnect, signature, expiry,
-/// and a resource covering the hub. Returns the policy name.
-fn check_service_token(context: &AmqpContext, token: &str) -> Result<String, String> {
+/// and a resource covering the hub. Returns the policy name and the token's expiry.
+fn check_service_token(context: &AmqpContext, token: &str) -> Result<(String, SystemTime), String> {
     let policy = context
         .policies
         .authorize(
@@ -394,7 +401,10 @@ fn check_service_token(context: &AmqpContext, token: &str) -> Result<String, Str
             SystemTime::now(),
         )
         .map_err(|e| e.message)?;
-    Ok(policy.name.clone())
+    let expiry = azure_iot_core::SasToken::parse(token)
+        .map_err(|e| e.to_string())?
+        .expires_at();
+    Ok((policy.name.clone(), expiry))
 }
 
 /// SASL: MSSBCBS and ANONYMOUS succeed (authentication follows by CBS); PLAIN with
@@ -697,4 +707,29 @@ fn uuid_like() -> String {
     let mut bytes = [0u8; 16];
     let _ = SystemRandom::new().fill(&mut bytes);
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn an_expired_grant_no_longer_authorizes() {
+        let state = ConnectionState {
+            authorized: Mutex::new(None),
+            cbs: Mutex::new(CbsReplies::default()),
+        };
+        assert!(!state.authorized());
+        state.authorize((
+            "service".into(),
+            SystemTime::now() + Duration::from_secs(60),
+        ));
+        assert!(state.authorized());
+        state.authorize(("service".into(), SystemTime::now() - Duration::from_secs(1)));
+        assert!(
+            !state.authorized(),
+            "after expiry, a fresh put-token is needed"
+        );
+    }
 }
