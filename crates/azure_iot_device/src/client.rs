@@ -223,6 +223,7 @@ impl DeviceClient {
             host: connect_host.to_owned(),
             port: options.effective_port(),
             transport: options.transport,
+            proxy: options.proxy.clone(),
             credential,
             resource,
             token_ttl: options.token_ttl,

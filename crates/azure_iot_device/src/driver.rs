@@ -78,6 +78,7 @@ pub(crate) struct Connector {
     pub(crate) host: String,
     pub(crate) port: u16,
     pub(crate) transport: Transport,
+    pub(crate) proxy: Option<crate::options::Proxy>,
     pub(crate) credential: Credential,
     pub(crate) resource: ResourceUri,
     pub(crate) token_ttl: Duration,
@@ -116,6 +117,7 @@ impl Connector {
                 &self.host,
                 self.port,
                 self.transport,
+                self.proxy.as_ref(),
                 connect,
             ),
         )
@@ -139,9 +141,10 @@ async fn handshake(
     host: &str,
     port: u16,
     transport: Transport,
+    proxy: Option<&crate::options::Proxy>,
     connect: Packet,
 ) -> Result<Stream_> {
-    let mut stream = transport::connect(tls, host, port, transport).await?;
+    let mut stream = transport::connect(tls, host, port, transport, proxy).await?;
     let mut buf = BytesMut::new();
     write_packet(&connect, &mut buf)
         .map_err(|e| Error::with_source(ErrorKind::InvalidArgument, "CONNECT", e))?;

@@ -33,10 +33,12 @@
 //!   ready-made token ends with [`DisconnectReason::ExpiredToken`] once the token expires.
 //!
 //! * Transports: MQTT over TLS (port 8883) and, with the default `mqtt_ws` feature, MQTT over
-//!   WebSockets (port 443) via [`ClientOptions::transport`].
+//!   WebSockets (port 443) via [`ClientOptions::transport`]; either through an HTTP `CONNECT`
+//!   proxy ([`ClientOptions::proxy`], Basic authentication; TLS to the hub runs inside the
+//!   tunnel).
 //!
-//! Not yet implemented (each fails explicitly rather than pretending): HTTP CONNECT proxies,
-//! AMQP and HTTPS transports.
+//! Not yet implemented (each fails explicitly rather than pretending): AMQP and HTTPS
+//! transports.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), azure_iot_device::Error> {
@@ -69,5 +71,6 @@ pub use client::{
 pub use error::{Error, ErrorKind, Result};
 pub use module::ModuleClient;
 pub use options::{
-    ClientOptions, DEFAULT_KEEP_ALIVE, DEFAULT_OPERATION_TIMEOUT, DEFAULT_TOKEN_TTL, Transport,
+    ClientOptions, DEFAULT_KEEP_ALIVE, DEFAULT_OPERATION_TIMEOUT, DEFAULT_TOKEN_TTL, Proxy,
+    Transport,
 };

@@ -23,6 +23,7 @@ pub struct ClientOptions {
     pub(crate) port: Option<u16>,
     pub(crate) transport: Transport,
     pub(crate) retry_policy: SharedRetryPolicy,
+    pub(crate) proxy: Option<Proxy>,
 }
 
 impl Default for ClientOptions {
@@ -37,6 +38,7 @@ impl Default for ClientOptions {
             port: None,
             transport: Transport::Mqtt,
             retry_policy: SharedRetryPolicy::default(),
+            proxy: None,
         }
     }
 }
@@ -102,6 +104,14 @@ impl ClientOptions {
         self
     }
 
+    /// Reach the hub through an HTTP proxy (`CONNECT` tunnel). Usually paired with
+    /// [`Transport::MqttWebSockets`], since proxies tend to allow only port 443; TLS to the hub
+    /// runs inside the tunnel, so the proxy sees neither messages nor credentials.
+    pub fn proxy(mut self, proxy: Proxy) -> Self {
+        self.proxy = Some(proxy);
+        self
+    }
+
     pub(crate) fn effective_port(&self) -> u16 {
         self.port.unwrap_or(match self.transport {
             Transport::Mqtt => 8883,
@@ -122,4 +132,142 @@ pub enum Transport {
     /// port 443, for networks that only let HTTPS out.
     #[cfg(feature = "mqtt_ws")]
     MqttWebSockets,
+}
+
+/// An HTTP proxy that tunnels connections with `CONNECT`.
+///
+/// `Debug` shows the proxy's address and user name, never the password.
+///
+/// ```
+/// use azure_iot_device::Proxy;
+///
+/// let proxy = Proxy::from_url("http://alice:s3cret@proxy.example:3128")?;
+/// assert_eq!(proxy.address(), ("proxy.example", 3128));
+/// assert!(!format!("{proxy:?}").contains("s3cret"));
+/// # Ok::<(), azure_iot_device::Error>(())
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct Proxy {
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) credentials: Option<(String, String)>,
+}
+
+impl Proxy {
+    /// A proxy at `host:port`, without authentication.
+    pub fn new(host: impl Into<String>, port: u16) -> Self {
+        Self {
+            host: host.into(),
+            port,
+            credentials: None,
+        }
+    }
+
+    /// A proxy from `http://[user:password@]host[:port]` (port 80 when absent), as the
+    /// `HTTPS_PROXY` environment variable usually holds it. `user` and `password` are
+    /// percent-decoded.
+    pub fn from_url(url: &str) -> crate::Result<Self> {
+        let invalid = |why: &str| {
+            crate::Error::new(
+                crate::ErrorKind::InvalidArgument,
+                format!("the proxy URL is not http://[user:password@]host[:port]: {why}"),
+            )
+        };
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or_else(|| invalid("it must start with http://"))?;
+        let rest = rest.trim_end_matches('/');
+        let (userinfo, hostport) = match rest.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, rest),
+        };
+        let port_of = |text: &str| {
+            text.parse::<u16>()
+                .map_err(|_| invalid("the port is not a number"))
+        };
+        let (host, port) = match hostport.strip_prefix('[') {
+            // An IPv6 literal: [::1] or [::1]:3128.
+            Some(v6) => {
+                let (host, after) = v6
+                    .split_once(']')
+                    .ok_or_else(|| invalid("an IPv6 address lacks its closing ]"))?;
+                match after.strip_prefix(':') {
+                    Some(port) => (host, port_of(port)?),
+                    None if after.is_empty() => (host, 80),
+                    None => return Err(invalid("text after the IPv6 address")),
+                }
+            }
+            None => match hostport.split_once(':') {
+                Some((host, port)) => (host, port_of(port)?),
+                None => (hostport, 80),
+            },
+        };
+        if host.is_empty() || host.contains('/') {
+            return Err(invalid("no host"));
+        }
+        let credentials = match userinfo {
+            Some(info) => {
+                let (user, password) = info.split_once(':').unwrap_or((info, ""));
+                let decode = |t: &str| azure_iot_core::encoding::decode_component(t).into_owned();
+                Some((decode(user), decode(password)))
+            }
+            None => None,
+        };
+        Ok(Self {
+            host: host.to_owned(),
+            port,
+            credentials,
+        })
+    }
+
+    /// Authenticates to the proxy with HTTP Basic.
+    pub fn basic_auth(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
+        self.credentials = Some((user.into(), password.into()));
+        self
+    }
+
+    /// The proxy's host and port.
+    pub fn address(&self) -> (&str, u16) {
+        (&self.host, self.port)
+    }
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.credentials.as_ref().map(|(u, _)| u))
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_urls_parse() {
+        let p = Proxy::from_url("http://proxy.example:3128").unwrap();
+        assert_eq!(p.address(), ("proxy.example", 3128));
+        assert_eq!(p.credentials, None);
+        let p = Proxy::from_url("http://u%40corp:p%3Aw@10.0.0.1/").unwrap();
+        assert_eq!(p.address(), ("10.0.0.1", 80));
+        assert_eq!(p.credentials, Some(("u@corp".into(), "p:w".into())));
+        let p = Proxy::from_url("http://[::1]:8080").unwrap();
+        assert_eq!(p.address(), ("::1", 8080));
+        for bad in [
+            "proxy:3128",
+            "https://p:1",
+            "http://",
+            "http://p:port",
+            "http://[::1",
+            "http://p/x",
+        ] {
+            let err = Proxy::from_url(bad).unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::InvalidArgument, "{bad}");
+        }
+        let with_secret = Proxy::from_url("http://a:topsecret@p:1").unwrap();
+        assert!(!format!("{with_secret:?}").contains("topsecret"));
+    }
 }

@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::auth::X509Certificate;
 use crate::error::{Error, ErrorKind, Result};
-use crate::options::Transport;
+use crate::options::{Proxy, Transport};
 
 /// The client's TLS configuration: `trusted_ca_pem` if given, else the operating system's
 /// roots (which is what trusts the real Azure IoT Hub); presenting `certificate` if given.
@@ -53,14 +53,22 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 /// A connection to the hub as the driver sees it: MQTT bytes in both directions.
 pub(crate) type Connection = Box<dyn Io>;
 
-/// Opens `transport` to `host:port`: TLS, then for WebSockets the upgrade.
+/// Opens `transport` to `host:port`, through `proxy` if one is given: TLS, then for
+/// WebSockets the upgrade.
 pub(crate) async fn connect(
     config: Arc<rustls::ClientConfig>,
     host: &str,
     port: u16,
     transport: Transport,
+    proxy: Option<&Proxy>,
 ) -> Result<Connection> {
-    let tls = connect_tls(config, host, port).await?;
+    let tcp = match proxy {
+        Some(proxy) => proxy::tunnel(proxy, host, port).await?,
+        None => TcpStream::connect((host, port)).await.map_err(|e| {
+            Error::with_source(ErrorKind::Connect, format!("cannot reach {host}:{port}"), e)
+        })?,
+    };
+    let tls = connect_tls(config, host, port, tcp).await?;
     match transport {
         Transport::Mqtt => Ok(Box::new(tls)),
         #[cfg(feature = "mqtt_ws")]
@@ -68,11 +76,12 @@ pub(crate) async fn connect(
     }
 }
 
-/// Opens TCP to `host:port` and completes the TLS handshake, verifying `host`.
+/// Completes the TLS handshake with `host` on `tcp`, verifying `host`.
 async fn connect_tls(
     config: Arc<rustls::ClientConfig>,
     host: &str,
     port: u16,
+    tcp: TcpStream,
 ) -> Result<TlsStream<TcpStream>> {
     let server_name = ServerName::try_from(host.to_owned()).map_err(|e| {
         Error::with_source(
@@ -80,9 +89,6 @@ async fn connect_tls(
             format!("`{host}` is not a valid host name"),
             e,
         )
-    })?;
-    let tcp = TcpStream::connect((host, port)).await.map_err(|e| {
-        Error::with_source(ErrorKind::Connect, format!("cannot reach {host}:{port}"), e)
     })?;
     // Telemetry is many small packets, each awaited: Nagle would add latency to every one.
     tcp.set_nodelay(true)
@@ -175,5 +181,88 @@ mod websocket {
         }
         drop(pipe);
         let _ = sink.close().await;
+    }
+}
+
+mod proxy {
+    //! HTTP `CONNECT` tunnels (RFC 9110 §9.3.6): ask the proxy for a byte stream to the hub,
+    //! then run TLS inside it as if it were the TCP connection.
+
+    use base64::Engine as _;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    use crate::error::{Error, ErrorKind, Result};
+    use crate::options::Proxy;
+
+    /// The most a proxy's answer to `CONNECT` may hold before the blank line.
+    const MAX_ANSWER: usize = 8 * 1024;
+
+    /// A TCP connection to `proxy` that now carries bytes to and from `host:port`.
+    pub(super) async fn tunnel(proxy: &Proxy, host: &str, port: u16) -> Result<TcpStream> {
+        let (proxy_host, proxy_port) = proxy.address();
+        let mut tcp = TcpStream::connect((proxy_host, proxy_port))
+            .await
+            .map_err(|e| {
+                Error::with_source(
+                    ErrorKind::Connect,
+                    format!("cannot reach the proxy {proxy_host}:{proxy_port}"),
+                    e,
+                )
+            })?;
+        let mut request = format!("CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n");
+        if let Some((user, password)) = &proxy.credentials {
+            let basic =
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+            request.push_str(&format!("Proxy-Authorization: Basic {basic}\r\n"));
+        }
+        request.push_str("\r\n");
+        let broken = |e: std::io::Error| {
+            Error::with_source(
+                ErrorKind::Connect,
+                format!("the proxy {proxy_host}:{proxy_port} closed the tunnel request"),
+                e,
+            )
+        };
+        tcp.write_all(request.as_bytes()).await.map_err(broken)?;
+        // Read the answer byte by byte up to its blank line, so that nothing the hub sends
+        // after it is consumed here.
+        let mut answer = Vec::with_capacity(256);
+        while !answer.ends_with(b"\r\n\r\n") {
+            if answer.len() >= MAX_ANSWER {
+                return Err(Error::new(
+                    ErrorKind::Protocol,
+                    format!(
+                        "the proxy {proxy_host}:{proxy_port} sent an oversized answer to CONNECT"
+                    ),
+                ));
+            }
+            let byte = tcp.read_u8().await.map_err(broken)?;
+            answer.push(byte);
+        }
+        let status_line = String::from_utf8_lossy(&answer)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let status = status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse::<u16>().ok());
+        match status {
+            Some(200..=299) => Ok(tcp),
+            Some(407) => Err(Error::new(
+                ErrorKind::Unauthorized,
+                format!(
+                    "the proxy {proxy_host}:{proxy_port} wants credentials or refused them ({status_line})"
+                ),
+            )),
+            _ => Err(Error::new(
+                ErrorKind::Connect,
+                format!(
+                    "the proxy {proxy_host}:{proxy_port} refused a tunnel to {host}:{port} ({status_line})"
+                ),
+            )),
+        }
     }
 }

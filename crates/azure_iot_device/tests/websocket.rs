@@ -73,3 +73,119 @@ async fn the_client_works_over_websockets_and_reconnects_over_them() {
         .unwrap();
     client.close().await;
 }
+
+/// A minimal HTTP CONNECT proxy for the tests: it records each request head, answers
+/// `answer`, and on 200 pipes bytes to `target` (whatever host the request named).
+async fn connect_proxy(
+    target: std::net::SocketAddr,
+    answer: &'static str,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (heads, seen) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let heads = heads.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                while !head.ends_with(b"\r\n\r\n") {
+                    match client.read_u8().await {
+                        Ok(byte) => head.push(byte),
+                        Err(_) => return,
+                    }
+                }
+                let _ = heads.send(String::from_utf8(head).unwrap());
+                client.write_all(answer.as_bytes()).await.unwrap();
+                if answer.starts_with("HTTP/1.1 200") {
+                    let mut hub = tokio::net::TcpStream::connect(target).await.unwrap();
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut hub).await;
+                }
+            });
+        }
+    });
+    (address, seen)
+}
+
+#[tokio::test]
+async fn websockets_go_through_an_http_connect_proxy_with_basic_auth() {
+    let hub = emulator().await;
+    let service = RestClient::new(&HubEndpoint::of(&hub), "iothubowner");
+    let key = service.register_device("proxied").await;
+    let cs = format!(
+        "HostName={};DeviceId=proxied;SharedAccessKey={key}",
+        hub.hostname()
+    );
+    let (address, mut heads) = connect_proxy(
+        hub.https_addr(),
+        "HTTP/1.1 200 Connection established\r\n\r\n",
+    )
+    .await;
+    let proxy =
+        azure_iot_device::Proxy::from_url(&format!("http://alice:s%40cret@{address}")).unwrap();
+    let options = ClientOptions::default()
+        .trusted_ca_pem(hub.ca_pem())
+        .transport(Transport::MqttWebSockets)
+        .port(hub.https_addr().port())
+        .operation_timeout(WAIT)
+        .proxy(proxy);
+    let client = DeviceClient::from_connection_string(&cs, options)
+        .await
+        .unwrap();
+    client
+        .send_event(Message::new("through the proxy").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        hub.telemetry(0, 10).await.unwrap()[0]
+            .message
+            .body()
+            .as_ref(),
+        b"through the proxy"
+    );
+    let head = heads.recv().await.unwrap();
+    let port = hub.https_addr().port();
+    assert!(
+        head.starts_with(&format!("CONNECT localhost:{port} HTTP/1.1\r\n")),
+        "{head}"
+    );
+    // alice:s@cret, decoded from the URL, in Basic form.
+    assert!(
+        head.contains("Proxy-Authorization: Basic YWxpY2U6c0BjcmV0\r\n"),
+        "{head}"
+    );
+    client.close().await;
+
+    // A proxy that wants other credentials: the connect fails, saying so, without the password.
+    let (address, _heads) = connect_proxy(
+        hub.https_addr(),
+        "HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic\r\n\r\n",
+    )
+    .await;
+    let refused = DeviceClient::from_connection_string(
+        &cs,
+        ClientOptions::default()
+            .trusted_ca_pem(hub.ca_pem())
+            .transport(Transport::MqttWebSockets)
+            .port(hub.https_addr().port())
+            .operation_timeout(WAIT)
+            .retry_policy(azure_iot_core::NoRetry)
+            .proxy(
+                azure_iot_device::Proxy::new("127.0.0.1", address.port())
+                    .basic_auth("alice", "wrong-pass"),
+            ),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        refused.kind(),
+        azure_iot_device::ErrorKind::Unauthorized,
+        "{refused}"
+    );
+    assert!(refused.to_string().contains("407"), "{refused}");
+    assert!(!refused.to_string().contains("wrong-pass"));
+    hub.shutdown().await;
+}
