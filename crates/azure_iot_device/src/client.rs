@@ -230,7 +230,7 @@ impl DeviceClient {
             keep_alive_secs,
             timeout: options.operation_timeout,
         };
-        let (stream, renew_at) = connector.connect(&session).await?;
+        let link = connector.connect(&session).await?;
         let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
         let (state_tx, state_rx) = watch::channel(ConnectionState::Connected);
         driver::spawn(driver::Parts {
@@ -238,8 +238,7 @@ impl DeviceClient {
             connector,
             retry: options.retry_policy.clone(),
             commands: commands_rx,
-            stream,
-            renew_at,
+            link,
             state: state_tx,
         });
         tracing::debug!(client_id = %identity.client_id(), "connected");

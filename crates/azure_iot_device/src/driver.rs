@@ -37,14 +37,22 @@ pub(crate) struct Parts {
     pub(crate) connector: Connector,
     pub(crate) retry: SharedRetryPolicy,
     pub(crate) commands: mpsc::Receiver<Command>,
-    pub(crate) stream: Stream_,
-    pub(crate) renew_at: Option<Instant>,
+    pub(crate) link: Link,
     pub(crate) state: watch::Sender<ConnectionState>,
+}
+
+/// A connection the hub accepted.
+pub(crate) struct Link {
+    pub(crate) stream: Stream_,
+    /// Bytes read after the CONNACK: the hub may send queued messages in the same TLS record.
+    pub(crate) buffered: BytesMut,
+    /// When to renew the token (`None`: a token the client cannot renew).
+    pub(crate) renew_at: Option<Instant>,
 }
 
 /// Starts the driver task on the current tokio runtime.
 pub(crate) fn spawn(parts: Parts) {
-    let (reader, writer) = tokio::io::split(parts.stream);
+    let (reader, writer) = tokio::io::split(parts.link.stream);
     let keep_alive = Duration::from_secs(u64::from(parts.connector.keep_alive_secs));
     tracing::debug!(client_id = %parts.session.identity().client_id(), "connected");
     let driver = Driver {
@@ -54,12 +62,13 @@ pub(crate) fn spawn(parts: Parts) {
         commands: parts.commands,
         reader,
         writer,
-        read_buf: BytesMut::with_capacity(4096),
+        read_buf: parts.link.buffered,
         write_buf: BytesMut::with_capacity(4096),
         acks: HashMap::new(),
         next_seq: 0,
         twin: HashMap::new(),
         c2d: None,
+        c2d_waiting: std::collections::VecDeque::new(),
         desired: None,
         desired_version: None,
         methods: None,
@@ -67,10 +76,14 @@ pub(crate) fn spawn(parts: Parts) {
         keep_alive,
         last_sent: Instant::now(),
         ping_sent: None,
-        renew_at: parts.renew_at,
+        renew_at: parts.link.renew_at,
     };
     tokio::spawn(driver.run());
 }
+
+/// IoT Hub queues at most 50 cloud-to-device messages per device; the client holds as many
+/// for a stream that is not open yet.
+const C2D_WAITING_MAX: usize = 50;
 
 /// Everything needed to open a connection again: the driver keeps it for reconnecting.
 pub(crate) struct Connector {
@@ -101,7 +114,7 @@ impl Connector {
     /// is rounded down to a whole second, so a short TTL can leave less than it says), so the
     /// renewal completes before the hub closes the connection at expiry. `None` when the
     /// client holds a token it cannot renew.
-    pub(crate) async fn connect(&self, session: &Session) -> Result<(Stream_, Option<Instant>)> {
+    pub(crate) async fn connect(&self, session: &Session) -> Result<Link> {
         let (password, expires) = self.credential.password(&self.resource, self.token_ttl);
         let connect = session.connect(&password, self.keep_alive_secs);
         let renew_at = expires.map(|expiry| {
@@ -110,7 +123,7 @@ impl Connector {
                 .unwrap_or_default();
             Instant::now() + left.mul_f64(0.85)
         });
-        let stream = timeout(
+        let (stream, buffered) = timeout(
             self.timeout,
             handshake(
                 self.tls.clone(),
@@ -131,7 +144,11 @@ impl Connector {
                 ),
             )
         })??;
-        Ok((stream, renew_at))
+        Ok(Link {
+            stream,
+            buffered,
+            renew_at,
+        })
     }
 }
 
@@ -143,7 +160,7 @@ async fn handshake(
     transport: Transport,
     proxy: Option<&crate::options::Proxy>,
     connect: Packet,
-) -> Result<Stream_> {
+) -> Result<(Stream_, BytesMut)> {
     let mut stream = transport::connect(tls, host, port, transport, proxy).await?;
     let mut buf = BytesMut::new();
     write_packet(&connect, &mut buf)
@@ -158,7 +175,8 @@ async fn handshake(
             Ok(Some(Packet::ConnAck(ack))) => {
                 use azure_iot_protocol::mqtt::codec::ConnectReturnCode;
                 return match ack.code {
-                    ConnectReturnCode::Success => Ok(stream),
+                    // Whatever followed the CONNACK is the driver's to read.
+                    ConnectReturnCode::Success => Ok((stream, buf)),
                     code if Session::is_unauthorized(code) => Err(Error::new(
                         ErrorKind::Unauthorized,
                         format!("the hub refused the credentials ({code:?})"),
@@ -228,6 +246,10 @@ struct Driver {
     next_seq: u64,
     twin: HashMap<String, TwinWaiter>,
     c2d: Option<mpsc::UnboundedSender<Message>>,
+    /// Cloud-to-device messages that arrived while no stream was open (a persistent session
+    /// delivers queued messages right after CONNACK, before the application asks): the next
+    /// stream gets them first. At most the hub's queue depth.
+    c2d_waiting: std::collections::VecDeque<Message>,
     desired: Option<mpsc::UnboundedSender<DesiredPatch>>,
     /// The newest desired version the application has been given (or had at subscribe).
     desired_version: Option<i64>,
@@ -324,8 +346,8 @@ impl Driver {
                 }
             };
             match connected {
-                Ok((stream, renew_at)) => {
-                    self.install(stream, renew_at);
+                Ok(link) => {
+                    self.install(link);
                     tracing::debug!(client_id = %self.session.identity().client_id(), attempt, "reconnected");
                     return Ok(());
                 }
@@ -360,8 +382,8 @@ impl Driver {
     async fn renew(&mut self) -> bool {
         self.disconnect().await;
         match self.connector.connect(&self.session).await {
-            Ok((stream, renew_at)) => {
-                self.install(stream, renew_at);
+            Ok(link) => {
+                self.install(link);
                 tracing::debug!(client_id = %self.session.identity().client_id(), "token renewed");
                 true
             }
@@ -372,13 +394,14 @@ impl Driver {
         }
     }
 
-    /// Makes `stream` the connection and resumes the session on it.
-    fn install(&mut self, stream: Stream_, renew_at: Option<Instant>) {
-        let (reader, writer) = tokio::io::split(stream);
+    /// Makes `link` the connection and resumes the session on it.
+    fn install(&mut self, link: Link) {
+        let (reader, writer) = tokio::io::split(link.stream);
         self.reader = reader;
         self.writer = writer;
-        self.renew_at = renew_at;
+        self.renew_at = link.renew_at;
         self.resume();
+        self.read_buf = link.buffered;
     }
 
     /// After a reconnect: subscribe again, send every unacknowledged PUBLISH again (DUP set),
@@ -504,6 +527,11 @@ impl Driver {
     }
 
     async fn serve(&mut self) -> Stop {
+        // Packets that arrived with the CONNACK (queued cloud-to-device messages, pending
+        // desired patches) are already buffered: handle them before waiting for more.
+        if let Err(reason) = self.handle_input() {
+            return Stop::Reason(reason);
+        }
         loop {
             // Packets queued by the last event, or by `resume` after a reconnect.
             if !self.write_buf.is_empty() {
@@ -609,7 +637,15 @@ impl Driver {
             Command::Subscribe(sink, tx) => {
                 let feature = sink.feature();
                 match sink {
-                    Sink::CloudToDevice(s) => self.c2d = Some(s),
+                    Sink::CloudToDevice(s) => {
+                        while let Some(message) = self.c2d_waiting.pop_front() {
+                            if let Err(unsent) = s.send(message) {
+                                self.c2d_waiting.push_front(unsent.0);
+                                break;
+                            }
+                        }
+                        self.c2d = Some(s);
+                    }
                     Sink::Desired(s) => {
                         self.desired = Some(s);
                         if self.desired_version.is_none() {
@@ -714,8 +750,19 @@ impl Driver {
                 }
             }
             Inbound::CloudToDevice(message) => {
-                if let Some(tx) = &self.c2d {
-                    let _ = tx.send(*message);
+                let unsent = match &self.c2d {
+                    Some(tx) => tx.send(*message).err().map(|e| e.0),
+                    None => Some(*message),
+                };
+                if let Some(message) = unsent {
+                    if self.c2d_waiting.len() == C2D_WAITING_MAX {
+                        tracing::warn!(
+                            "{C2D_WAITING_MAX} cloud-to-device messages wait for a stream; \
+                             dropping the oldest"
+                        );
+                        self.c2d_waiting.pop_front();
+                    }
+                    self.c2d_waiting.push_back(message);
                 }
             }
             Inbound::TwinResponse {

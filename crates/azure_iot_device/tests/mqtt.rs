@@ -580,3 +580,44 @@ async fn a_client_given_a_token_ends_as_expired_token_when_it_expires() {
     assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
     assert!(e.to_string().contains("ExpiredToken"), "{e}");
 }
+
+/// With a persistent session the hub pushes queued messages right after CONNACK, before the
+/// application has asked for a stream: the client keeps them for the first stream.
+#[tokio::test]
+async fn c2d_pushed_before_the_stream_exists_is_kept_for_it() {
+    let hub = emulator().await;
+    let (client, service) = device(&hub, "dev-early").await;
+    // Subscribe once, so that the session (clean session off) remembers the subscription.
+    drop(client.cloud_to_device_messages().await.unwrap());
+    client.close().await;
+    hub.send_cloud_to_device("dev-early", Message::new("while offline").unwrap())
+        .await
+        .unwrap();
+
+    let key = service.get("/devices/dev-early").await.body["authentication"]["symmetricKey"]
+        ["primaryKey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let cs = format!(
+        "HostName={};DeviceId=dev-early;SharedAccessKey={key}",
+        hub.hostname()
+    );
+    let client = DeviceClient::from_connection_string(&cs, options(&hub))
+        .await
+        .unwrap();
+    // The hub counts a message as delivered once the client acknowledged it: wait for that,
+    // so the message surely arrived before the stream below exists.
+    let deadline = std::time::Instant::now() + WAIT;
+    while service.get("/devices/dev-early").await.body["cloudToDeviceMessageCount"] != 0 {
+        assert!(std::time::Instant::now() < deadline, "never delivered");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut messages = client.cloud_to_device_messages().await.unwrap();
+    let early = tokio::time::timeout(WAIT, messages.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(early.body().as_ref(), b"while offline");
+    client.close().await;
+}
