@@ -500,6 +500,21 @@ impl ServiceClient {
         if request.method_name.is_empty() {
             return Err(Error::invalid("the method name is empty"));
         }
+        // The hub's ranges: response 5 to 300 s, connect 0 to 300 s.
+        if let Some(t) = request.response_timeout_in_seconds
+            && !(5..=300).contains(&t)
+        {
+            return Err(Error::invalid(format!(
+                "the response timeout must be 5 to 300 seconds, not {t}"
+            )));
+        }
+        if let Some(t) = request.connect_timeout_in_seconds
+            && t > 300
+        {
+            return Err(Error::invalid(format!(
+                "the connect timeout must be 0 to 300 seconds, not {t}"
+            )));
+        }
         let path = format!("{}/methods", twin_path(device_id, module_id)?);
         // The hub holds the request for up to connect + response timeout.
         let response = request.response_timeout_in_seconds.unwrap_or(30);

@@ -204,21 +204,48 @@ impl CloudToDeviceMessage {
     }
 }
 
-/// An open AMQP connection for cloud-to-device messaging, from
-/// [`ServiceClient::messaging`](crate::ServiceClient::messaging).
+/// Cloud-to-device messaging over AMQP, from [`ServiceClient::messaging`](crate::ServiceClient::messaging).
 ///
-/// Sends may run concurrently from clones of one `Arc<Messaging>`; they share one link.
+/// Sends may run concurrently from clones of one `Arc<Messaging>`; they share one link. The
+/// connection is reopened when it was lost: a send that finds it closed opens a new one
+/// first, and a send whose link broke before the hub settled it is made once more on a new
+/// connection (cloud-to-device delivery is at least once: the device may see a duplicate,
+/// with the same message id).
 pub struct Messaging {
-    connection: Mutex<fe2o3_amqp::connection::ConnectionHandle<()>>,
-    session: Mutex<SessionHandle<()>>,
-    sender: Mutex<Option<Sender>>,
-    renewal: JoinHandle<()>,
+    endpoint: Endpoint,
+    link: Mutex<Option<Link>>,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+/// Where and how to open a connection.
+struct Endpoint {
+    host: String,
+    port: u16,
+    tls: Arc<rustls::ClientConfig>,
+    tokens: Arc<TokenSource>,
     timeout: Duration,
+}
+
+/// One open connection: its session, the C2D sender and the token renewal task.
+struct Link {
+    connection: fe2o3_amqp::connection::ConnectionHandle<()>,
+    session: SessionHandle<()>,
+    sender: Sender,
+    renewal: JoinHandle<()>,
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.renewal.abort();
+    }
 }
 
 impl std::fmt::Debug for Messaging {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Messaging").finish_non_exhaustive()
+        f.debug_struct("Messaging")
+            .field("host", &self.endpoint.host)
+            .field("port", &self.endpoint.port)
+            .finish_non_exhaustive()
     }
 }
 
@@ -235,24 +262,20 @@ async fn within<T>(limit: Duration, what: &str, f: impl Future<Output = Result<T
     })?
 }
 
-impl Messaging {
-    pub(crate) async fn open(
-        host: &str,
-        port: u16,
-        tls: Arc<rustls::ClientConfig>,
-        tokens: Arc<TokenSource>,
-        timeout: Duration,
-    ) -> Result<Self> {
-        within(timeout, "opening the AMQP connection", async {
+impl Endpoint {
+    /// TLS, AMQP open, session, CBS put-token, the C2D sender.
+    async fn open(&self) -> Result<Link> {
+        within(self.timeout, "opening the AMQP connection", async {
+            let host = self.host.as_str();
             let server_name =
                 rustls_pki_types::ServerName::try_from(host.to_owned()).map_err(|e| {
                     Error::with_source(ErrorKind::InvalidArgument, "the hub host name", e)
                 })?;
-            let tcp = tokio::net::TcpStream::connect((host, port))
+            let tcp = tokio::net::TcpStream::connect((host, self.port))
                 .await
                 .map_err(|e| transport("could not connect to the hub's AMQP port", e))?;
             let _ = tcp.set_nodelay(true);
-            let stream = tokio_rustls::TlsConnector::from(tls)
+            let stream = tokio_rustls::TlsConnector::from(self.tls.clone())
                 .connect(server_name, tcp)
                 .await
                 .map_err(|e| transport("TLS handshake with the hub's AMQP port failed", e))?;
@@ -266,20 +289,60 @@ impl Messaging {
                 .await
                 .map_err(|e| transport("the AMQP session was refused", e))?;
             let mut cbs = Cbs::attach(&mut session, host).await?;
-            let renew_at = cbs.put(&tokens).await?;
+            let renew_at = cbs.put(&self.tokens).await?;
             let sender = Sender::attach(&mut session, "c2d-sender", "/messages/devicebound")
                 .await
                 .map_err(|e| transport("the hub refused the cloud-to-device link", e))?;
-            let renewal = tokio::spawn(cbs.renew_forever(tokens, renew_at));
-            Ok(Self {
-                connection: Mutex::new(connection),
-                session: Mutex::new(session),
-                sender: Mutex::new(Some(sender)),
+            let renewal = tokio::spawn(cbs.renew_forever(self.tokens.clone(), renew_at));
+            Ok(Link {
+                connection,
+                session,
+                sender,
                 renewal,
-                timeout,
             })
         })
         .await
+    }
+}
+
+impl Messaging {
+    pub(crate) async fn open(
+        host: &str,
+        port: u16,
+        tls: Arc<rustls::ClientConfig>,
+        tokens: Arc<TokenSource>,
+        timeout: Duration,
+    ) -> Result<Self> {
+        let endpoint = Endpoint {
+            host: host.to_owned(),
+            port,
+            tls,
+            tokens,
+            timeout,
+        };
+        let link = endpoint.open().await?;
+        Ok(Self {
+            endpoint,
+            link: Mutex::new(Some(link)),
+            closed: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// The open link, reopened first if it was lost.
+    async fn live<'a>(&self, slot: &'a mut Option<Link>) -> Result<&'a mut Link> {
+        if self.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(Error::new(
+                ErrorKind::Closed,
+                "the messaging connection is closed",
+            ));
+        }
+        if slot.as_ref().is_none_or(|l| l.connection.is_closed()) {
+            *slot = None;
+            tracing::debug!(host = %self.endpoint.host, "opening the AMQP connection again");
+            *slot = Some(self.endpoint.open().await?);
+        }
+        slot.as_mut()
+            .ok_or_else(|| Error::new(ErrorKind::Closed, "the messaging connection is closed"))
     }
 
     /// Queues `message` for `device_id`. Returns once the hub has accepted it; fails with
@@ -298,20 +361,36 @@ impl Messaging {
             "/devices/{}/messages/devicebound",
             encode_component(device_id)
         );
-        let amqp = message.to_amqp(to, message_id.clone());
-        let mut sender = self.sender.lock().await;
-        let Some(link) = sender.as_mut() else {
-            return Err(Error::new(
-                ErrorKind::Closed,
-                "the messaging connection is closed",
-            ));
+        let mut slot = self.link.lock().await;
+        let mut attempt = 0;
+        let outcome = loop {
+            let link = self.live(&mut slot).await?;
+            let amqp = message.to_amqp(to.clone(), message_id.clone());
+            let sent = tokio::time::timeout(self.endpoint.timeout, link.sender.send(amqp)).await;
+            match sent {
+                Ok(Ok(outcome)) => break outcome,
+                // The link was (or went) down: once more on a new connection.
+                Ok(Err(fe2o3_amqp::link::SendError::LinkStateError(e))) if attempt == 0 => {
+                    tracing::debug!(error = %e, "the cloud-to-device link is down; reconnecting");
+                    *slot = None;
+                    attempt += 1;
+                }
+                Ok(Err(e)) => {
+                    *slot = None;
+                    return Err(transport("the cloud-to-device link broke", e));
+                }
+                Err(_) => {
+                    *slot = None;
+                    return Err(Error::new(
+                        ErrorKind::Timeout,
+                        format!(
+                            "the hub did not settle the message within {:?}",
+                            self.endpoint.timeout
+                        ),
+                    ));
+                }
+            }
         };
-        let outcome = within(self.timeout, "sending a cloud-to-device message", async {
-            link.send(amqp)
-                .await
-                .map_err(|e| transport("the cloud-to-device link broke", e))
-        })
-        .await?;
         match outcome {
             Outcome::Accepted(_) => Ok(message_id),
             Outcome::Rejected(rejected) => Err(rejection(device_id, rejected.error)),
@@ -323,44 +402,42 @@ impl Messaging {
     }
 
     /// Attaches a receiver of delivery feedback. Only one receiver should be open per hub:
-    /// the hub hands each batch to one of them.
+    /// the hub hands each batch to one of them. If the connection is lost, the receiver ends
+    /// with an error; attach a new one.
     pub async fn feedback(&self) -> Result<FeedbackReceiver> {
-        let mut session = self.session.lock().await;
-        let receiver = within(self.timeout, "attaching the feedback link", async {
-            Receiver::attach(
-                &mut *session,
-                format!("feedback-{}", uuid::Uuid::new_v4()),
-                "/messages/serviceBound/feedback",
-            )
-            .await
-            .map_err(|e| transport("the hub refused the feedback link", e))
-        })
+        let mut slot = self.link.lock().await;
+        let link = self.live(&mut slot).await?;
+        let receiver = within(
+            self.endpoint.timeout,
+            "attaching the feedback link",
+            async {
+                Receiver::attach(
+                    &mut link.session,
+                    format!("feedback-{}", uuid::Uuid::new_v4()),
+                    "/messages/serviceBound/feedback",
+                )
+                .await
+                .map_err(|e| transport("the hub refused the feedback link", e))
+            },
+        )
         .await?;
-        Ok(FeedbackReceiver {
-            receiver,
-            pending: None,
-        })
+        Ok(FeedbackReceiver { receiver })
     }
 
-    /// Closes the links and the connection.
+    /// Closes the links and the connection; later sends fail with [`ErrorKind::Closed`].
     pub async fn close(&self) -> Result<()> {
-        self.renewal.abort();
-        if let Some(sender) = self.sender.lock().await.take() {
-            let _ = sender.close().await;
-        }
-        let _ = self.session.lock().await.end().await;
-        self.connection
-            .lock()
-            .await
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        let Some(mut link) = self.link.lock().await.take() else {
+            return Ok(());
+        };
+        link.renewal.abort();
+        // Ending the session detaches its links.
+        let _ = link.session.end().await;
+        link.connection
             .close()
             .await
             .map_err(|e| transport("closing the AMQP connection", e))
-    }
-}
-
-impl Drop for Messaging {
-    fn drop(&mut self) {
-        self.renewal.abort();
     }
 }
 
@@ -564,8 +641,6 @@ pub struct FeedbackBatch {
 /// Receives delivery feedback, from [`Messaging::feedback`].
 pub struct FeedbackReceiver {
     receiver: Receiver,
-    /// The last batch the stream handed out, accepted when the caller asks for more.
-    pending: Option<DeliveryInfo>,
 }
 
 impl std::fmt::Debug for FeedbackReceiver {
@@ -623,24 +698,34 @@ impl FeedbackReceiver {
             .map_err(|e| transport("abandoning the feedback batch failed", e))
     }
 
-    /// Every record, batch after batch. A batch is completed when the caller asks for the
-    /// record after its last one, so a caller that stops early leaves it to be redelivered.
+    /// Every record, batch after batch. A batch is completed as its last record is handed
+    /// over; a caller that stops in the middle of a batch leaves that batch to be delivered
+    /// again, records it already had included (feedback is at least once).
     pub fn into_stream(self) -> BoxStream<'static, Result<FeedbackRecord>> {
         Box::pin(futures_util::stream::try_unfold(
-            (self, VecDeque::<FeedbackRecord>::new()),
-            |(mut this, mut buffered)| async move {
+            (
+                self,
+                VecDeque::<FeedbackRecord>::new(),
+                None::<DeliveryInfo>,
+            ),
+            |(mut this, mut buffered, mut open)| async move {
                 loop {
                     if let Some(record) = buffered.pop_front() {
-                        return Ok(Some((record, (this, buffered))));
-                    }
-                    if let Some(done) = this.pending.take() {
-                        this.receiver
-                            .accept(done)
-                            .await
-                            .map_err(|e| transport("completing the feedback batch failed", e))?;
+                        if buffered.is_empty()
+                            && let Some(done) = open.take()
+                        {
+                            this.receiver.accept(done).await.map_err(|e| {
+                                transport("completing the feedback batch failed", e)
+                            })?;
+                        }
+                        return Ok(Some((record, (this, buffered, open))));
                     }
                     let batch = this.next_batch().await?;
-                    this.pending = Some(batch.delivery);
+                    if batch.records.is_empty() {
+                        this.complete(batch).await?;
+                        continue;
+                    }
+                    open = Some(batch.delivery);
                     buffered.extend(batch.records);
                 }
             },

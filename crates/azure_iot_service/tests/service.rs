@@ -148,6 +148,14 @@ async fn bad_input_fails_before_anything_is_sent() {
         ErrorKind::InvalidArgument
     );
     assert!(TwinPatch::new().desired(json!("not an object")).is_err());
+    for request in [
+        DirectMethodRequest::new("m", json!(null)).with_response_timeout(4),
+        DirectMethodRequest::new("m", json!(null)).with_response_timeout(301),
+        DirectMethodRequest::new("m", json!(null)).with_connect_timeout(301),
+    ] {
+        let err = api.invoke_device_method("d", &request).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    }
     let empty_method = DirectMethodRequest::new("", json!(null));
     assert_eq!(
         api.invoke_device_method("d", &empty_method)
@@ -635,4 +643,46 @@ async fn cbs_tokens_are_renewed_before_they_expire() {
     );
     messaging.close().await.unwrap();
     hub.shutdown().await;
+}
+
+/// A hub restart breaks the AMQP connection; the next send opens a new one by itself, and a
+/// feedback receiver attached afterwards works on it.
+#[tokio::test]
+async fn messaging_reopens_its_connection_after_the_hub_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = |https: u16, amqp: u16| {
+        azure_iot_emulator::Emulator::builder()
+            .data_dir(dir.path())
+            .https_port(https)
+            .mqtt_port(0)
+            .amqp_port(amqp)
+            .start()
+    };
+    let first = start(0, 0).await.unwrap();
+    let (https, amqp) = (first.https_addr().port(), first.amqp_addr().port());
+    let api = service(&first, "iothubowner");
+    api.create_device(&Device::new("restart-1")).await.unwrap();
+    let messaging = api.messaging().await.unwrap();
+    messaging
+        .send("restart-1", CloudToDeviceMessage::new("before"))
+        .await
+        .unwrap();
+    first.shutdown().await;
+
+    let second = start(https, amqp).await.unwrap();
+    messaging
+        .send("restart-1", CloudToDeviceMessage::new("after"))
+        .await
+        .unwrap();
+    assert_eq!(
+        api.get_device("restart-1")
+            .await
+            .unwrap()
+            .cloud_to_device_message_count,
+        2,
+        "both messages are queued (the emulator keeps its queues across restarts)"
+    );
+    messaging.feedback().await.unwrap();
+    messaging.close().await.unwrap();
+    second.shutdown().await;
 }
