@@ -686,3 +686,41 @@ async fn messaging_reopens_its_connection_after_the_hub_restarts() {
     messaging.close().await.unwrap();
     second.shutdown().await;
 }
+
+/// Purging a queue produces `Purged` feedback for messages that asked for it; a reader that
+/// holds a batch without settling it does not keep the hub from shutting down.
+#[tokio::test]
+async fn purge_feedback_and_shutdown_with_an_unsettled_batch() {
+    let hub = emulator().await;
+    let api = service(&hub, "iothubowner");
+    api.create_device(&Device::new("p1")).await.unwrap();
+    let messaging = api.messaging().await.unwrap();
+    messaging
+        .send(
+            "p1",
+            CloudToDeviceMessage::new("never read")
+                .message_id("purged-1")
+                .feedback(FeedbackMode::Negative),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        api.purge_c2d_queue("p1")
+            .await
+            .unwrap()
+            .total_messages_purged,
+        1
+    );
+    let mut feedback = messaging.feedback().await.unwrap();
+    let batch = tokio::time::timeout(WAIT, feedback.next_batch())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(batch.records[0].original_message_id, "purged-1");
+    assert_eq!(batch.records[0].status_code, FeedbackStatus::Purged);
+    // Neither completed nor abandoned: the hub must still stop promptly.
+    tokio::time::timeout(WAIT, hub.shutdown())
+        .await
+        .expect("the emulator stops while a feedback batch is unsettled");
+    drop(batch);
+}

@@ -49,6 +49,9 @@ use crate::net::serve_tls;
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the feedback link looks for new records when it has none.
 const FEEDBACK_POLL: Duration = Duration::from_millis(250);
+/// How long a feedback batch handed to an AMQP reader stays locked waiting for its settlement
+/// (IoT Hub's default lock for the feedback queue).
+const FEEDBACK_LOCK: Duration = Duration::from_secs(60);
 
 /// What every AMQP connection can reach.
 pub(crate) struct AmqpContext {
@@ -682,7 +685,16 @@ async fn serve_feedback(
             )
             .data(Data(Binary::from(body.into_bytes())))
             .build();
-        let outcome = sender.send(message).await;
+        // A reader that never settles (or gives no credit) holds the batch only for the
+        // lock time, as on the hub; shutdown does not wait for it.
+        let outcome = tokio::select! {
+            outcome = sender.send(message) => outcome.map_err(|_| ()),
+            _ = tokio::time::sleep(FEEDBACK_LOCK) => {
+                tracing::debug!("a feedback batch was not settled within its lock; abandoning it");
+                Ok(Outcome::Released(fe2o3_amqp_types::messaging::Released {}))
+            }
+            _ = shutdown.changed() => Err(()),
+        };
         let accepted = matches!(outcome, Ok(Outcome::Accepted(_)));
         let token = lock.clone();
         let _ = context
