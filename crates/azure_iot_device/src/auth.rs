@@ -1,6 +1,9 @@
 //! Credentials: what a device or module proves itself with, and the MQTT password it yields.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use azure_iot_core::connection_string::{DeviceConnectionString, DeviceCredential};
@@ -23,6 +26,8 @@ pub(crate) enum Credential {
     },
     /// A ready-made token; it cannot be renewed, so a connection after its expiry is refused.
     Token(SasToken),
+    /// Tokens from the application, asked for before every connection.
+    Provider(Arc<dyn TokenProvider>),
     /// An X.509 client certificate, presented in the TLS handshake (no MQTT password).
     X509,
 }
@@ -35,6 +40,7 @@ impl fmt::Debug for Credential {
                 .field("key_name", key_name)
                 .finish_non_exhaustive(),
             Self::Token(token) => f.debug_tuple("Token").field(token).finish(),
+            Self::Provider(_) => f.write_str("Provider"),
             Self::X509 => f.write_str("X509"),
         }
     }
@@ -66,20 +72,74 @@ impl Credential {
     }
 
     /// The MQTT password for one connection (a token for `resource` valid for `ttl`), and
-    /// the token's expiry if the client can sign another one when it nears.
-    pub(crate) fn password(
+    /// the token's expiry if the client can get another one when it nears.
+    pub(crate) async fn password(
         &self,
         resource: &ResourceUri,
         ttl: Duration,
-    ) -> (String, Option<SystemTime>) {
+    ) -> Result<(String, Option<SystemTime>)> {
         match self {
             Self::Key { key, key_name } => {
                 let token = SasToken::generate_with_ttl(resource, key, key_name.as_deref(), ttl);
-                (token.secret().to_owned(), Some(token.expires_at()))
+                Ok((token.secret().to_owned(), Some(token.expires_at())))
             }
-            Self::Token(token) => (token.secret().to_owned(), None),
-            Self::X509 => (String::new(), None),
+            Self::Token(token) => Ok((token.secret().to_owned(), None)),
+            Self::Provider(provider) => {
+                let text = provider.token().await.map_err(|e| {
+                    Error::new(
+                        ErrorKind::Connect,
+                        format!("the token provider failed: {e}"),
+                    )
+                })?;
+                let token = SasToken::parse(&text).map_err(|e| {
+                    Error::with_source(
+                        ErrorKind::InvalidArgument,
+                        "the token provider returned something that is not a SAS token",
+                        e,
+                    )
+                })?;
+                Ok((token.secret().to_owned(), Some(token.expires_at())))
+            }
+            Self::X509 => Ok((String::new(), None)),
         }
+    }
+}
+
+/// The error a [`TokenProvider`] may fail with.
+pub type TokenProviderError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Supplies SAS tokens to a client that holds no key: from a secure element, a vault, a back
+/// end. The client asks before every connection (the first, each reconnect, and each renewal
+/// at 85 % of the previous token's life), so each token only has to outlive one connection.
+///
+/// Any `Fn() -> impl Future<Output = Result<String, E>>` is a provider:
+///
+/// ```
+/// use azure_iot_device::TokenProvider;
+///
+/// fn provider() -> impl TokenProvider {
+///     || async { Ok::<_, std::io::Error>(std::fs::read_to_string("/run/secrets/iot-token")?) }
+/// }
+/// ```
+pub trait TokenProvider: Send + Sync + 'static {
+    /// A fresh token, `SharedAccessSignature sr=…&sig=…&se=…`, for the client's identity.
+    fn token(
+        &self,
+    ) -> Pin<Box<dyn Future<Output = std::result::Result<String, TokenProviderError>> + Send + '_>>;
+}
+
+impl<F, Fut, E> TokenProvider for F
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = std::result::Result<String, E>> + Send + 'static,
+    E: Into<TokenProviderError>,
+{
+    fn token(
+        &self,
+    ) -> Pin<Box<dyn Future<Output = std::result::Result<String, TokenProviderError>> + Send + '_>>
+    {
+        let pending = self();
+        Box::pin(async move { pending.await.map_err(Into::into) })
     }
 }
 

@@ -12,7 +12,7 @@ use azure_iot_core::Message;
 use azure_iot_core::connection_string::DeviceConnectionString;
 use azure_iot_core::message::MAX_MESSAGE_SIZE;
 use azure_iot_core::method::{MethodRequest, MethodResponse};
-use azure_iot_core::sas::ResourceUri;
+use azure_iot_core::sas::{ResourceUri, SharedAccessKey};
 use azure_iot_protocol::Identity;
 use bytes::Bytes;
 use futures_util::Stream;
@@ -20,7 +20,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::timeout;
 
-use crate::auth::{Credential, X509Certificate};
+use crate::auth::{Credential, TokenProvider, X509Certificate};
 use crate::driver::{self, Connector};
 use crate::error::{Error, ErrorKind, Result};
 use crate::options::ClientOptions;
@@ -28,7 +28,6 @@ use crate::session::{Feature, Session};
 use crate::transport;
 
 /// How many commands may wait for the driver before callers wait for room.
-const COMMAND_QUEUE: usize = 256;
 
 /// Whether the client is connected, and if not, why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,6 +136,23 @@ pub struct DeviceClient {
     operation_timeout: Duration,
 }
 
+/// The identity `device_id` / `module_id` names, if both are ids IoT Hub accepts.
+fn identity_of(device_id: &str, module_id: Option<&str>) -> Result<Identity> {
+    let check = |what: &str, id: &str| {
+        azure_iot_protocol::identity::check_id(id).map_err(|e| {
+            Error::with_source(ErrorKind::InvalidArgument, format!("{what} id: {e}"), e)
+        })
+    };
+    check("device", device_id)?;
+    Ok(match module_id {
+        Some(module) => {
+            check("module", module)?;
+            Identity::module(device_id, module)
+        }
+        None => Identity::device(device_id),
+    })
+}
+
 impl DeviceClient {
     /// Connects with a device or module connection string
     /// (`HostName=…;DeviceId=…[;ModuleId=…];SharedAccessKey=…` or `SharedAccessSignature=…`;
@@ -171,6 +187,57 @@ impl DeviceClient {
         .await
     }
 
+    /// Connects as `device_id` (or, with `module_id`, that module) of the hub `host_name`
+    /// with its symmetric key (base64), signing a fresh token for every connection.
+    pub async fn from_symmetric_key(
+        host_name: &str,
+        device_id: &str,
+        module_id: Option<&str>,
+        key_base64: &str,
+        options: ClientOptions,
+    ) -> Result<Self> {
+        let key = SharedAccessKey::from_base64(key_base64).map_err(|e| {
+            Error::with_source(
+                ErrorKind::InvalidArgument,
+                "the symmetric key is not valid base64",
+                e,
+            )
+        })?;
+        Self::open(
+            host_name,
+            host_name,
+            identity_of(device_id, module_id)?,
+            Credential::Key {
+                key,
+                key_name: None,
+            },
+            None,
+            options,
+        )
+        .await
+    }
+
+    /// Connects as `device_id` (or, with `module_id`, that module) with SAS tokens the
+    /// application supplies: `provider` is asked for one before every connection, including
+    /// the renewal at 85 % of the previous token's life, so the client never needs the key.
+    pub async fn from_token_provider(
+        host_name: &str,
+        device_id: &str,
+        module_id: Option<&str>,
+        provider: impl TokenProvider,
+        options: ClientOptions,
+    ) -> Result<Self> {
+        Self::open(
+            host_name,
+            host_name,
+            identity_of(device_id, module_id)?,
+            Credential::Provider(std::sync::Arc::new(provider)),
+            None,
+            options,
+        )
+        .await
+    }
+
     /// Connects as `device_id` (or, with `module_id`, that module) authenticated by an X.509
     /// certificate: self-signed and registered by thumbprint, or signed by a CA registered
     /// with the hub (the certificate's common name must be the device id).
@@ -183,14 +250,10 @@ impl DeviceClient {
         certificate: &X509Certificate,
         options: ClientOptions,
     ) -> Result<Self> {
-        let identity = match module_id {
-            Some(module) => Identity::module(device_id, module),
-            None => Identity::device(device_id),
-        };
         Self::open(
             host_name,
             host_name,
-            identity,
+            identity_of(device_id, module_id)?,
             Credential::X509,
             Some(certificate),
             options,
@@ -231,7 +294,7 @@ impl DeviceClient {
             timeout: options.operation_timeout,
         };
         let link = connector.connect(&session).await?;
-        let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
+        let (commands_tx, commands_rx) = mpsc::channel(options.max_pending_operations.max(1));
         let (state_tx, state_rx) = watch::channel(ConnectionState::Connected);
         driver::spawn(driver::Parts {
             session,

@@ -104,7 +104,7 @@ impl Connector {
     fn token_expired(&self) -> bool {
         match &self.credential {
             Credential::Token(token) => token.expires_at() <= std::time::SystemTime::now(),
-            Credential::Key { .. } | Credential::X509 => false,
+            Credential::Key { .. } | Credential::Provider(_) | Credential::X509 => false,
         }
     }
 
@@ -115,7 +115,10 @@ impl Connector {
     /// renewal completes before the hub closes the connection at expiry. `None` when the
     /// client holds a token it cannot renew.
     pub(crate) async fn connect(&self, session: &Session) -> Result<Link> {
-        let (password, expires) = self.credential.password(&self.resource, self.token_ttl);
+        let (password, expires) = self
+            .credential
+            .password(&self.resource, self.token_ttl)
+            .await?;
         let connect = session.connect(&password, self.keep_alive_secs);
         let renew_at = expires.map(|expiry| {
             let left = expiry

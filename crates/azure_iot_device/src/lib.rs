@@ -11,6 +11,10 @@
 //!  watch<ConnectionState> ◀─────────┘
 //! ```
 //!
+//! * Credentials: a connection string ([`DeviceClient::from_connection_string`], with a key or
+//!   a ready-made token), a symmetric key ([`DeviceClient::from_symmetric_key`]), tokens from
+//!   the application ([`DeviceClient::from_token_provider`], asked before every connection),
+//!   or an X.509 certificate ([`DeviceClient::from_x509`]).
 //! * Every operation finishes on the hub's answer (`send_event` on the PUBACK,
 //!   `update_reported_properties` on the twin response) and is bounded by one operation
 //!   timeout ([`ClientOptions::operation_timeout`]): nothing waits forever.
@@ -62,7 +66,7 @@ mod options;
 mod session;
 mod transport;
 
-pub use auth::X509Certificate;
+pub use auth::{TokenProvider, TokenProviderError, X509Certificate};
 pub use azure_iot_core::Message;
 pub use azure_iot_core::method::{MethodRequest, MethodResponse};
 pub use client::{
@@ -71,6 +75,6 @@ pub use client::{
 pub use error::{Error, ErrorKind, Result};
 pub use module::ModuleClient;
 pub use options::{
-    ClientOptions, DEFAULT_KEEP_ALIVE, DEFAULT_OPERATION_TIMEOUT, DEFAULT_TOKEN_TTL, Proxy,
-    Transport,
+    ClientOptions, DEFAULT_KEEP_ALIVE, DEFAULT_MAX_PENDING_OPERATIONS, DEFAULT_OPERATION_TIMEOUT,
+    DEFAULT_TOKEN_TTL, Proxy, Transport,
 };

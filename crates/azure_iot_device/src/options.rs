@@ -10,6 +10,8 @@ pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(60);
 /// How long the SAS tokens the client signs live (the official SDKs use one hour).
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
+/// How many operations may wait for the connection at once by default.
+pub const DEFAULT_MAX_PENDING_OPERATIONS: usize = 256;
 
 /// Connection options. Start from [`ClientOptions::default`] and change what you need.
 #[derive(Debug, Clone)]
@@ -24,6 +26,7 @@ pub struct ClientOptions {
     pub(crate) transport: Transport,
     pub(crate) retry_policy: SharedRetryPolicy,
     pub(crate) proxy: Option<Proxy>,
+    pub(crate) max_pending_operations: usize,
 }
 
 impl Default for ClientOptions {
@@ -39,6 +42,7 @@ impl Default for ClientOptions {
             transport: Transport::Mqtt,
             retry_policy: SharedRetryPolicy::default(),
             proxy: None,
+            max_pending_operations: DEFAULT_MAX_PENDING_OPERATIONS,
         }
     }
 }
@@ -101,6 +105,14 @@ impl ClientOptions {
     /// The transport (MQTT over TLS by default).
     pub fn transport(mut self, transport: Transport) -> Self {
         self.transport = transport;
+        self
+    }
+
+    /// How many operations (sends, twin requests, method answers) may be queued for the
+    /// connection at once, for example while it is re-established (256 by default, at least
+    /// 1). A call beyond that waits for room, still within its operation timeout.
+    pub fn max_pending_operations(mut self, operations: usize) -> Self {
+        self.max_pending_operations = operations;
         self
     }
 

@@ -621,3 +621,90 @@ async fn c2d_pushed_before_the_stream_exists_is_kept_for_it() {
     assert_eq!(early.body().as_ref(), b"while offline");
     client.close().await;
 }
+
+/// A client given a token provider asks it for a token before every connection, so renewal
+/// keeps working without the key; the symmetric-key constructor and the id checks.
+#[tokio::test]
+async fn token_providers_and_symmetric_keys() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    let hub = emulator().await;
+    let service = RestClient::new(&HubEndpoint::of(&hub), "iothubowner");
+    let key = service.register_device("dev-provided").await;
+    let asked = Arc::new(AtomicU32::new(0));
+    let provider = {
+        let asked = asked.clone();
+        let hostname = hub.hostname().to_owned();
+        let key = key.clone();
+        move || {
+            asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let token = azure_iot_core::SasToken::generate_with_ttl(
+                &azure_iot_core::ResourceUri::device(&hostname, "dev-provided"),
+                &azure_iot_core::SharedAccessKey::from_base64(&key).unwrap(),
+                None,
+                Duration::from_secs(2),
+            );
+            let text = token.secret().to_owned();
+            async move { Ok::<_, std::io::Error>(text) }
+        }
+    };
+    let client = DeviceClient::from_token_provider(
+        hub.hostname(),
+        "dev-provided",
+        None,
+        provider,
+        options(&hub),
+    )
+    .await
+    .unwrap();
+    // Sends across more than one 2 s token: renewal asks the provider again, nothing fails.
+    let until = std::time::Instant::now() + Duration::from_millis(3500);
+    while std::time::Instant::now() < until {
+        client
+            .send_event(Message::new("provided").unwrap())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        asked.load(Ordering::SeqCst) >= 2,
+        "the provider was asked again"
+    );
+    assert_eq!(client.connection_state(), ConnectionState::Connected);
+    client.close().await;
+
+    // A provider that returns garbage: a typed error at the call.
+    let bad = DeviceClient::from_token_provider(
+        hub.hostname(),
+        "dev-provided",
+        None,
+        || async { Ok::<_, std::io::Error>("not a token".to_owned()) },
+        options(&hub),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(bad.kind(), ErrorKind::InvalidArgument, "{bad}");
+
+    let keyed = DeviceClient::from_symmetric_key(
+        hub.hostname(),
+        "dev-provided",
+        None,
+        &key,
+        options(&hub).max_pending_operations(4),
+    )
+    .await
+    .unwrap();
+    keyed
+        .send_event(Message::new("keyed").unwrap())
+        .await
+        .unwrap();
+    keyed.close().await;
+    for (device, key) in [("bad/id", key.as_str()), ("dev-provided", "not base64!")] {
+        let err =
+            DeviceClient::from_symmetric_key(hub.hostname(), device, None, key, options(&hub))
+                .await
+                .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    }
+}
