@@ -27,8 +27,6 @@ use crate::options::ClientOptions;
 use crate::session::{Feature, Session};
 use crate::transport;
 
-/// How many commands may wait for the driver before callers wait for room.
-
 /// Whether the client is connected, and if not, why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
