@@ -15,7 +15,14 @@ venv=conformance/.venv
 node_modules=conformance/node/node_modules
 [ -x "$venv/bin/python" ] && [ -d "$node_modules" ] || { echo "run conformance/run.sh first"; exit 1; }
 
-cargo build --release --locked -q -p azure_iot_cli -p azure_iot_device --example bench_telemetry
+# Two commands: with `--example`, cargo builds only that example, not the `azure-iot` binary.
+cargo build --release --locked -q -p azure_iot_cli
+cargo build --release --locked -q -p azure_iot_device --example bench_telemetry
+# The same example with the `small` profile (fat LTO, one codegen unit, panic=abort).
+cargo build --profile small --locked -q -p azure_iot_device --example bench_telemetry
+# The raw rumqttc publisher (the limit), adapted to take an IoT Hub identity: bench/peers/rustraw.
+(cd bench/peers/rustraw && cargo build --release --locked -q)
+raw=bench/peers/rustraw/target/release/rustraw
 bin=target/release
 work="$(mktemp -d)"
 "$bin/azure-iot" hub start --data-dir "$work/hub" >"$work/hub.log" 2>&1 &
@@ -43,6 +50,18 @@ PY
 }
 export CA_FILE="$work/hub/ca.pem"
 cs_rust="$(register bench-rust)"; cs_py="$(register bench-py)"; cs_node="$(register bench-node)"
+cs_raw="$(register bench-raw)"
+# The raw publisher gets a SAS token (24 h) for its device, signed here.
+raw_token="$(python3 - "$cs_raw" <<'PY'
+import base64, hashlib, hmac, sys, time, urllib.parse
+cs = dict(kv.split("=", 1) for kv in sys.argv[1].split(";"))
+sr = urllib.parse.quote(f"{cs['HostName']}/devices/{cs['DeviceId']}", safe="")
+se = str(int(time.time()) + 86400)
+sig = base64.b64encode(hmac.new(base64.b64decode(cs["SharedAccessKey"]), f"{sr}\n{se}".encode(), hashlib.sha256).digest()).decode()
+print(f"SharedAccessSignature sr={sr}&sig={urllib.parse.quote(sig, safe='')}&se={se}")
+PY
+)"
+export CLIENT_ID=bench-raw USERNAME="localhost/bench-raw/?api-version=2021-04-12" PASSWORD="$raw_token" CLIENT_NODELAY=1
 
 run() { # label, connection string, command...
   local label="$1" cs="$2"; shift 2
@@ -53,10 +72,14 @@ run() { # label, connection string, command...
 for round in $(seq 1 "$rounds"); do
   echo "== round $round"
   run rust-seq "$cs_rust" "$bin/examples/bench_telemetry" seq 3000
+  run raw-seq "$cs_raw" "$raw" tls seq 3000
   run python-sync "$cs_py" "$venv/bin/python" "$peers/py_sdk.py" sync 2000
   run node-seq "$cs_node" env NODE_PATH="$node_modules" node "$peers/node/node_sdk.js" seq 3000
   run rust-conc "$cs_rust" "$bin/examples/bench_telemetry" conc 30000 100
+  run raw-pipe "$cs_raw" "$raw" tls pipe 30000 100
   run python-async "$cs_py" "$venv/bin/python" "$peers/py_sdk.py" async 2000 100
   run node-conc "$cs_node" env NODE_PATH="$node_modules" node "$peers/node/node_sdk.js" conc 30000 100
   run rust-mem10k "$cs_rust" "$bin/examples/bench_telemetry" seq 10000
+  run rust-small-mem10k "$cs_rust" target/small/examples/bench_telemetry seq 10000
+  run raw-mem10k "$cs_raw" "$raw" tls seq 10000
 done
