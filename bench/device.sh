@@ -6,6 +6,9 @@
 #
 # Needs root: the official SDKs always dial port 8883. The Python and Node SDKs come from
 # conformance/ (run conformance/run.sh once first to install them). Prints RESULT lines.
+#
+# BROKER=mosquitto runs the same clients against Mosquitto over TLS instead (the setting of
+# the issue's baseline figures): any key is accepted there, nothing is durable.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds="${ROUNDS:-3}"
@@ -25,6 +28,37 @@ cargo build --profile small --locked -q -p azure_iot_device --example bench_tele
 raw=bench/peers/rustraw/target/release/rustraw
 bin=target/release
 work="$(mktemp -d)"
+broker="${BROKER:-emulator}"
+if [ "$broker" = mosquitto ]; then
+  command -v mosquitto >/dev/null || { apt-get update -q && apt-get install -y -q mosquitto; }
+  cargo build --release --locked -q -p azure_iot_bench
+  "$bin/iot-bench" gen-cert "$work/mosquitto"
+  # Mosquitto started as root drops to its own user, which must be able to read its files.
+  chmod 755 "$work" "$work/mosquitto" && chmod 644 "$work"/mosquitto/*
+  cat >"$work/mosquitto.conf" <<CONF
+listener 8883 127.0.0.1
+cafile $work/mosquitto/ca.pem
+certfile $work/mosquitto/server.pem
+keyfile $work/mosquitto/server-key.pem
+allow_anonymous true
+set_tcp_nodelay true
+persistence false
+max_inflight_messages 0
+max_queued_messages 100000
+CONF
+  mosquitto -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
+  hub_pid=$!
+  trap 'kill $hub_pid 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+  for _ in $(seq 1 50); do grep -q "running" "$work/mosquitto.log" 2>/dev/null && break; sleep 0.1; done
+  echo "broker: mosquitto $(mosquitto -h 2>/dev/null | head -1 | awk '{print $3}') over TLS on 8883"
+  export CA_FILE="$work/mosquitto/ca.pem"
+  key="$(python3 -c 'import base64, os; print(base64.b64encode(os.urandom(32)).decode())')"
+  cs_rust="HostName=localhost;DeviceId=bench-rust;SharedAccessKey=$key"
+  cs_py="HostName=localhost;DeviceId=bench-py;SharedAccessKey=$key"
+  cs_node="HostName=localhost;DeviceId=bench-node;SharedAccessKey=$key"
+  cs_raw="HostName=localhost;DeviceId=bench-raw;SharedAccessKey=$key"
+  raw_token=unused
+else
 "$bin/azure-iot" hub start --data-dir "$work/hub" >"$work/hub.log" 2>&1 &
 hub_pid=$!
 trap 'kill $hub_pid 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -61,6 +95,8 @@ sig = base64.b64encode(hmac.new(base64.b64decode(cs["SharedAccessKey"]), f"{sr}\
 print(f"SharedAccessSignature sr={sr}&sig={urllib.parse.quote(sig, safe='')}&se={se}")
 PY
 )"
+  echo "broker: azure-iot hub start (durable telemetry log) on 8883"
+fi
 export CLIENT_ID=bench-raw USERNAME="localhost/bench-raw/?api-version=2021-04-12" PASSWORD="$raw_token" CLIENT_NODELAY=1
 
 run() { # label, connection string, command...
