@@ -71,6 +71,56 @@ async fn the_client_works_over_websockets_and_reconnects_over_them() {
         .send_event(Message::new("after").unwrap())
         .await
         .unwrap();
+
+    // Desired patches and direct methods over WebSockets too.
+    let mut patches = client.desired_property_patches().await.unwrap();
+    let mut calls = client.method_requests().await.unwrap();
+    let patched = service
+        .request(
+            reqwest::Method::PATCH,
+            "/twins/ws-dev",
+            Some(serde_json::json!({"properties": {"desired": {"mode": "ws"}}})),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        patched.status,
+        reqwest::StatusCode::OK,
+        "{:?}",
+        patched.body
+    );
+    let patch = tokio::time::timeout(WAIT, patches.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(patch.patch["mode"], "ws");
+    let invoke = {
+        let service = RestClient::new(&HubEndpoint::of(&hub), "iothubowner");
+        tokio::spawn(async move {
+            service
+                .request(
+                    reqwest::Method::POST,
+                    "/twins/ws-dev/methods",
+                    Some(serde_json::json!({"methodName": "ping", "payload": 1, "responseTimeoutInSeconds": 10})),
+                    &[],
+                )
+                .await
+        })
+    };
+    let call = tokio::time::timeout(WAIT, calls.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    client
+        .respond_to_method(azure_iot_device::MethodResponse::new(
+            call.request_id,
+            200,
+            serde_json::json!("pong"),
+        ))
+        .await
+        .unwrap();
+    let answer = invoke.await.unwrap();
+    assert_eq!(answer.body["payload"], "pong");
     client.close().await;
 }
 
