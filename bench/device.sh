@@ -30,26 +30,12 @@ bin=target/release
 work="$(mktemp -d)"
 broker="${BROKER:-emulator}"
 if [ "$broker" = mosquitto ]; then
-  command -v mosquitto >/dev/null || { apt-get update -q && apt-get install -y -q mosquitto; }
   cargo build --release --locked -q -p azure_iot_bench
-  "$bin/iot-bench" gen-cert "$work/mosquitto"
-  # Mosquitto started as root drops to its own user, which must be able to read its files.
-  chmod 755 "$work" "$work/mosquitto" && chmod 644 "$work"/mosquitto/*
-  cat >"$work/mosquitto.conf" <<CONF
-listener 8883 127.0.0.1
-cafile $work/mosquitto/ca.pem
-certfile $work/mosquitto/server.pem
-keyfile $work/mosquitto/server-key.pem
-allow_anonymous true
-set_tcp_nodelay true
-persistence false
-max_inflight_messages 0
-max_queued_messages 100000
-CONF
-  mosquitto -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
-  hub_pid=$!
+  # shellcheck source=bench/mosquitto.sh
+  . bench/mosquitto.sh
+  start_mosquitto "$work" 8883
+  hub_pid=$MOSQUITTO_PID
   trap 'kill $hub_pid 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
-  for _ in $(seq 1 50); do grep -q "running" "$work/mosquitto.log" 2>/dev/null && break; sleep 0.1; done
   echo "broker: mosquitto $(mosquitto -h 2>/dev/null | head -1 | awk '{print $3}') over TLS on 8883"
   export CA_FILE="$work/mosquitto/ca.pem"
   key="$(python3 -c 'import base64, os; print(base64.b64encode(os.urandom(32)).decode())')"

@@ -10,7 +10,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds="${ROUNDS:-3}"
 
-command -v mosquitto >/dev/null || { apt-get update -q && apt-get install -y -q mosquitto; }
 cargo build --release --locked -p azure_iot_cli -p azure_iot_bench
 ulimit -n "$(ulimit -Hn)"
 bin=target/release
@@ -23,23 +22,10 @@ trap cleanup EXIT
 hub_pid=$!; pids+=("$hub_pid")
 for _ in $(seq 1 300); do [ -f "$work/hub/hub.json" ] && break; sleep 0.1; done
 
-"$bin/iot-bench" gen-cert "$work/mosquitto"
-# Mosquitto started as root drops to its own user, which must be able to read its files.
-chmod 755 "$work" "$work/mosquitto" && chmod 644 "$work"/mosquitto/*
-cat >"$work/mosquitto.conf" <<CONF
-listener 28883 127.0.0.1
-cafile $work/mosquitto/ca.pem
-certfile $work/mosquitto/server.pem
-keyfile $work/mosquitto/server-key.pem
-allow_anonymous true
-set_tcp_nodelay true
-persistence false
-max_inflight_messages 0
-max_queued_messages 100000
-CONF
-mosquitto -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
-pids+=("$!")
-for _ in $(seq 1 50); do grep -q "running" "$work/mosquitto.log" 2>/dev/null && break; sleep 0.1; done
+# shellcheck source=bench/mosquitto.sh
+. bench/mosquitto.sh
+start_mosquitto "$work" 28883
+pids+=("$MOSQUITTO_PID")
 
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -r), mosquitto $(mosquitto -h 2>/dev/null | head -1 | awk '{print $3}')"
 for round in $(seq 1 "$rounds"); do
