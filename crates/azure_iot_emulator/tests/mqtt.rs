@@ -889,3 +889,47 @@ async fn x509_ca_signed_devices_chain_to_a_registered_ca_and_name_themselves() {
     assert_eq!(ack.code, ConnectReturnCode::NotAuthorized);
     hub.shutdown().await;
 }
+
+/// `connectionStateUpdatedTime` and `lastActivityTime` follow connects, telemetry and
+/// disconnects, in the identity and in the twin.
+#[tokio::test]
+async fn connection_and_activity_times_are_kept() {
+    let hub = emulator().await;
+    let ep = HubEndpoint::of(&hub);
+    let c = RestClient::new(&ep, "iothubowner");
+    let key = c.register_device("active").await;
+    let never = "0001-01-01T00:00:00Z";
+    let before = c.get("/devices/active").await.body;
+    assert_eq!(before["connectionStateUpdatedTime"], never);
+    assert_eq!(before["lastActivityTime"], never);
+
+    let mut device = connected(&ep, "active", &key).await;
+    let pkid = device
+        .publish("devices/active/messages/events/", "hi", QoS::AtLeastOnce)
+        .await;
+    assert!(matches!(device.recv().await, Some(Packet::PubAck(a)) if a.pkid == pkid));
+    let online = c.get("/devices/active").await.body;
+    assert_eq!(online["connectionState"], "Connected");
+    let connected_at = online["connectionStateUpdatedTime"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(connected_at, never);
+    assert!(online["lastActivityTime"].as_str().unwrap() >= connected_at.as_str());
+    let twin = c.get("/twins/active").await.body;
+    assert_eq!(twin["lastActivityTime"], online["lastActivityTime"]);
+
+    device.send(Packet::Disconnect).await;
+    drop(device);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let offline = loop {
+        let now = c.get("/devices/active").await.body;
+        if now["connectionState"] == "Disconnected" {
+            break now;
+        }
+        assert!(std::time::Instant::now() < deadline, "never disconnected");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(offline["connectionStateUpdatedTime"].as_str().unwrap() >= connected_at.as_str());
+    hub.shutdown().await;
+}

@@ -86,9 +86,31 @@ pub(crate) struct Links {
     sessions: HashMap<Identity, BTreeSet<String>>,
     method_targets: HashMap<Identity, mpsc::Sender<MethodCall>>,
     method_waiters: HashMap<Identity, Vec<oneshot::Sender<mpsc::Sender<MethodCall>>>>,
+    /// Connection-state and last-activity times (runtime only, like the connection state).
+    activity: HashMap<Identity, Activity>,
+}
+
+/// When an identity's connection state last changed, and when it was last active
+/// (connected, sent, or disconnected), as ISO 8601 timestamps.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Activity {
+    pub(crate) state_changed: Option<String>,
+    pub(crate) last: Option<String>,
 }
 
 impl Links {
+    /// The identity's activity times, if it ever connected since the emulator started.
+    pub(super) fn activity(&self, identity: &Identity) -> Option<&Activity> {
+        self.activity.get(identity)
+    }
+
+    /// Records activity of a connected identity (telemetry).
+    pub(super) fn touch(&mut self, identity: &Identity) {
+        if self.live.contains_key(identity) {
+            self.activity.entry(identity.clone()).or_default().last = Some(super::state::now());
+        }
+    }
+
     pub(super) fn is_connected(&self, identity: &Identity) -> bool {
         self.live.contains_key(identity)
     }
@@ -101,6 +123,7 @@ impl Links {
 
     /// Drops everything about a deleted identity; its connection closes.
     pub(super) fn forget(&mut self, identity: &Identity) {
+        self.activity.remove(identity);
         self.live.remove(identity);
         self.sessions.remove(identity);
         self.method_targets.remove(identity);
@@ -274,6 +297,10 @@ impl HubState {
         } else {
             self.links.sessions.get(&identity).cloned()
         };
+        let at = super::state::now();
+        let activity = self.links.activity.entry(identity.clone()).or_default();
+        activity.state_changed = Some(at.clone());
+        activity.last = Some(at);
         self.links.live.insert(
             identity,
             DeviceLink {
@@ -284,6 +311,11 @@ impl HubState {
         );
         let present = kept.is_some();
         (connection, present, kept.unwrap_or_default())
+    }
+
+    /// Records that `identity` just sent something.
+    pub(crate) fn touch_device(&mut self, identity: &Identity) {
+        self.links.touch(identity);
     }
 
     /// The injected faults a connection of `identity` applies.
@@ -306,6 +338,10 @@ impl HubState {
         {
             self.links.live.remove(identity);
             self.links.method_targets.remove(identity);
+            let at = super::state::now();
+            let activity = self.links.activity.entry(identity.clone()).or_default();
+            activity.state_changed = Some(at.clone());
+            activity.last = Some(at);
             if clean_session {
                 self.links.sessions.remove(identity);
             }

@@ -175,7 +175,33 @@ impl HubState {
         } else {
             0
         };
-        record.to_json(connected, queued)
+        let mut json = record.to_json(connected, queued);
+        self.stamp_activity(record, &mut json);
+        json
+    }
+
+    /// Fills `connectionStateUpdatedTime` and `lastActivityTime` from live state: they are
+    /// kept in memory (like the connection state), not written per message.
+    fn stamp_activity(&self, record: &IdentityRecord, json: &mut Value) {
+        let identity = match record.module_id.as_deref() {
+            Some(m) => Identity::module(&record.device_id, m),
+            None => Identity::device(&record.device_id),
+        };
+        let (Some(activity), Some(map)) = (self.links.activity(&identity), json.as_object_mut())
+        else {
+            return;
+        };
+        if let Some(at) = &activity.state_changed
+            && map.contains_key("connectionStateUpdatedTime")
+        {
+            map.insert(
+                "connectionStateUpdatedTime".into(),
+                Value::String(at.clone()),
+            );
+        }
+        if let Some(at) = &activity.last {
+            map.insert("lastActivityTime".into(), Value::String(at.clone()));
+        }
     }
 
     // ---- identities ---------------------------------------------------------------------
@@ -594,6 +620,7 @@ impl HubState {
             }
             map.insert("properties".into(), record.twin.properties_json(true));
         }
+        self.stamp_activity(record, &mut twin);
         twin
     }
 

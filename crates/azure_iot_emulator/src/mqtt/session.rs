@@ -50,6 +50,8 @@ const MAX_KEEP_ALIVE: Duration = Duration::from_secs(1177);
 const MAX_PENDING_ACKS: usize = 1024;
 /// Hub pushes buffered per connection before a slow device is disconnected.
 const PUSH_CAPACITY: usize = 64;
+/// How fresh `lastActivityTime` is kept while a device sends.
+const ACTIVITY_RESOLUTION: Duration = Duration::from_secs(1);
 /// Method calls buffered per connection.
 const METHOD_CAPACITY: usize = 64;
 
@@ -135,6 +137,8 @@ struct Session<S> {
     pending_c2d: Vec<C2dDelivery>,
     /// Injected faults this connection applies.
     faults: SessionFaults,
+    /// When this connection last reported activity to the hub state.
+    last_touch: Option<Instant>,
 }
 
 impl<S> Session<S>
@@ -267,6 +271,7 @@ where
             c2d_inflight: HashMap::new(),
             pending_c2d: Vec::new(),
             faults: SessionFaults::default(),
+            last_touch: None,
         };
         let who = session.identity.clone();
         session.faults = session
@@ -469,6 +474,15 @@ where
                 );
                 let packet_id = (publish.qos == QoS::AtLeastOnce).then_some(publish.pkid);
                 self.acks.push_back((packet_id, committed));
+                // lastActivityTime: at most one state-thread call a second, not one a message.
+                if self
+                    .last_touch
+                    .is_none_or(|at| at.elapsed() >= ACTIVITY_RESOLUTION)
+                {
+                    self.last_touch = Some(Instant::now());
+                    let who = self.identity.clone();
+                    let _ = self.ctx.hub.call(move |s| s.touch_device(&who)).await;
+                }
                 Ok(())
             }
             UpstreamTopic::TwinGet { request_id }
