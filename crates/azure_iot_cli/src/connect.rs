@@ -2,12 +2,10 @@
 //! `hub.json` says where it is and which keys to use, `ca.pem` what to trust.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use azure_iot_core::{ResourceUri, SasToken, ServiceConnectionString};
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
+use azure_iot_protocol::tls::{client_config_builder, root_store};
 use serde_json::Value;
 
 /// An authenticated HTTPS connection to the emulator's service API.
@@ -50,20 +48,12 @@ impl HubConnection {
             })?;
         let cs = ServiceConnectionString::parse(cs_text)
             .map_err(|e| format!("iothubowner connection string: {e}"))?;
-        let ca =
-            std::fs::read(dir.join("ca.pem")).map_err(|e| format!("cannot read ca.pem: {e}"))?;
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(&ca) {
-            let cert = cert.map_err(|e| format!("ca.pem: {e}"))?;
-            roots.add(cert).map_err(|e| format!("ca.pem: {e}"))?;
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let ca = std::fs::read_to_string(dir.join("ca.pem"))
+            .map_err(|e| format!("cannot read ca.pem: {e}"))?;
+        let roots = root_store(Some(&ca)).map_err(|e| format!("ca.pem: {e}"))?;
+        let tls = client_config_builder(roots)
+            .map_err(|e| e.to_string())?
+            .with_no_client_auth();
         let host = cs.host_name().to_owned();
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
