@@ -170,7 +170,7 @@ def _():
     client.shutdown()
 
 
-@check("cloud-to-device to an unknown device fails in the service SDK", scenario="cloud-to-device to an unknown device refused")
+@check("cloud-to-device to an unknown device fails in the service SDK", scenario="cloud-to-device to an unknown device refused", transport="AMQP")
 def _():
     try:
         RM.send_c2d_message("pyd-nobody", "lost")
