@@ -86,12 +86,11 @@ impl Credential {
             Self::Token(token) => Ok((token.secret().to_owned(), None)),
             Self::Provider(provider) => {
                 let text = provider.token().await.map_err(|e| {
-                    Error::new(
-                        ErrorKind::Connect,
-                        format!("the token provider failed: {e}"),
-                    )
+                    let message = format!("the token provider failed: {e}");
+                    Error::new(ErrorKind::Connect, message).with_boxed_source(e)
                 })?;
-                let token = SasToken::parse(&text).map_err(|e| {
+                // Tokens read from files or pipes often end with a newline.
+                let token = SasToken::parse(text.trim()).map_err(|e| {
                     Error::with_source(
                         ErrorKind::InvalidArgument,
                         "the token provider returned something that is not a SAS token",

@@ -115,10 +115,18 @@ impl Connector {
     /// renewal completes before the hub closes the connection at expiry. `None` when the
     /// client holds a token it cannot renew.
     pub(crate) async fn connect(&self, session: &Session) -> Result<Link> {
-        let (password, expires) = self
-            .credential
-            .password(&self.resource, self.token_ttl)
-            .await?;
+        // A token provider is the application's code: bounded like the rest of the connect.
+        let (password, expires) = timeout(
+            self.timeout,
+            self.credential.password(&self.resource, self.token_ttl),
+        )
+        .await
+        .map_err(|_| {
+            Error::new(
+                ErrorKind::Timeout,
+                format!("the token provider gave no token within {:?}", self.timeout),
+            )
+        })??;
         let connect = session.connect(&password, self.keep_alive_secs);
         let renew_at = expires.map(|expiry| {
             let left = expiry

@@ -201,6 +201,27 @@ mod proxy {
     /// A TCP connection to `proxy` that now carries bytes to and from `host:port`.
     pub(super) async fn tunnel(proxy: &Proxy, host: &str, port: u16) -> Result<TcpStream> {
         let (proxy_host, proxy_port) = proxy.address();
+        // The host goes into the request line: only host-name and address characters, so a
+        // crafted host name cannot add lines to the request.
+        if host.is_empty()
+            || !host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'))
+        {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "`{}` is not a host name a proxy can be asked for",
+                    host.escape_debug()
+                ),
+            ));
+        }
+        // An IPv6 literal is bracketed in an authority.
+        let authority = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
         let mut tcp = TcpStream::connect((proxy_host, proxy_port))
             .await
             .map_err(|e| {
@@ -210,7 +231,7 @@ mod proxy {
                     e,
                 )
             })?;
-        let mut request = format!("CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n");
+        let mut request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
         if let Some((user, password)) = &proxy.credentials {
             let basic =
                 base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
@@ -228,7 +249,8 @@ mod proxy {
         // Read the answer byte by byte up to its blank line, so that nothing the hub sends
         // after it is consumed here.
         let mut answer = Vec::with_capacity(256);
-        while !answer.ends_with(b"\r\n\r\n") {
+        // The blank line ends the head; some proxies end lines with a bare LF.
+        while !(answer.ends_with(b"\r\n\r\n") || answer.ends_with(b"\n\n")) {
             if answer.len() >= MAX_ANSWER {
                 return Err(Error::new(
                     ErrorKind::Protocol,

@@ -645,7 +645,8 @@ async fn token_providers_and_symmetric_keys() {
                 None,
                 Duration::from_secs(2),
             );
-            let text = token.secret().to_owned();
+            // As read from a file: with a trailing newline.
+            let text = format!("{}\n", token.secret());
             async move { Ok::<_, std::io::Error>(text) }
         }
     };

@@ -150,7 +150,7 @@ async fn connect_proxy(
                 }
                 let _ = heads.send(String::from_utf8(head).unwrap());
                 client.write_all(answer.as_bytes()).await.unwrap();
-                if answer.starts_with("HTTP/1.1 200") {
+                if answer.contains(" 200 ") {
                     let mut hub = tokio::net::TcpStream::connect(target).await.unwrap();
                     let _ = tokio::io::copy_bidirectional(&mut client, &mut hub).await;
                 }
@@ -237,5 +237,37 @@ async fn websockets_go_through_an_http_connect_proxy_with_basic_auth() {
     );
     assert!(refused.to_string().contains("407"), "{refused}");
     assert!(!refused.to_string().contains("wrong-pass"));
+
+    // A proxy that ends its answer's lines with a bare LF is understood.
+    let (address, _heads) = connect_proxy(hub.https_addr(), "HTTP/1.0 200 OK\n\n").await;
+    let lf = DeviceClient::from_connection_string(
+        &cs,
+        ClientOptions::default()
+            .trusted_ca_pem(hub.ca_pem())
+            .transport(Transport::MqttWebSockets)
+            .port(hub.https_addr().port())
+            .operation_timeout(WAIT)
+            .proxy(azure_iot_device::Proxy::new("127.0.0.1", address.port())),
+    )
+    .await
+    .unwrap();
+    lf.close().await;
+
+    // A host name that would add lines to the CONNECT request is refused before it is sent.
+    let (address, mut heads) = connect_proxy(hub.https_addr(), "HTTP/1.1 200 OK\r\n\r\n").await;
+    let injected = DeviceClient::from_connection_string(
+        &format!("HostName=hub.example\r\nX-Injected: yes;DeviceId=proxied;SharedAccessKey={key}"),
+        ClientOptions::default()
+            .transport(Transport::MqttWebSockets)
+            .operation_timeout(WAIT)
+            .retry_policy(azure_iot_core::NoRetry)
+            .proxy(azure_iot_device::Proxy::new("127.0.0.1", address.port())),
+    )
+    .await;
+    if let Err(e) = &injected {
+        assert!(!e.to_string().contains('\n'), "{e}");
+    }
+    assert!(injected.is_err());
+    assert!(heads.try_recv().is_err(), "nothing reached the proxy");
     hub.shutdown().await;
 }
