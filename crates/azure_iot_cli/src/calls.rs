@@ -158,7 +158,10 @@ pub(crate) async fn c2d(command: C2dCommand) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     eprintln!("sent message {id} to {}", args.device_id);
     if let (Some(mut receiver), Some(seconds)) = (receiver, args.wait_feedback) {
-        // A batch holding our record is completed; others go back for other readers.
+        // A batch holding our record is completed. Other batches stay unsettled while we
+        // wait (giving them back at once would only have the hub hand them straight back),
+        // and are given back afterwards for other readers.
+        let mut others = Vec::new();
         let wait = async {
             loop {
                 let batch = receiver.next_batch().await.map_err(|e| e.to_string())?;
@@ -169,16 +172,26 @@ pub(crate) async fn c2d(command: C2dCommand) -> Result<(), String> {
                     .cloned();
                 match ours {
                     Some(record) => {
+                        if batch.records.len() > 1 {
+                            eprintln!(
+                                "note: {} other feedback record(s) came in the same batch and are \
+                                 completed with it",
+                                batch.records.len() - 1
+                            );
+                        }
                         receiver.complete(batch).await.map_err(|e| e.to_string())?;
                         return Ok::<_, String>(record);
                     }
-                    None => receiver.abandon(batch).await.map_err(|e| e.to_string())?,
+                    None => others.push(batch),
                 }
             }
         };
-        let record = tokio::time::timeout(Duration::from_secs(seconds), wait)
-            .await
-            .map_err(|_| format!("no feedback for message {id} within {seconds} s"))??;
+        let waited = tokio::time::timeout(Duration::from_secs(seconds), wait).await;
+        for batch in others {
+            let _ = receiver.abandon(batch).await;
+        }
+        let record =
+            waited.map_err(|_| format!("no feedback for message {id} within {seconds} s"))??;
         print_json(&json!({
             "originalMessageId": record.original_message_id,
             "deviceId": record.device_id,

@@ -52,14 +52,33 @@ pub(crate) async fn run(args: SimulateArgs) -> Result<(), String> {
     if args.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
         return Err("--rate must be a positive number of messages per second".into());
     }
-    let hub = args.hub.resolve()?;
-    let connection_string = match &args.device_connection_string {
-        Some(cs) => cs.clone(),
-        None => crate::devices::connection_string(&hub, &args.device_id, None, false).await?,
+    let (connection_string, mqtt_port, ca_pem) = match &args.device_connection_string {
+        // A device connection string needs no service credentials; the local emulator's port
+        // and CA apply only if it names the emulator's host.
+        Some(cs) => {
+            let host = azure_iot_core::DeviceConnectionString::parse(cs)
+                .map_err(|e| format!("--device-connection-string: {e}"))?
+                .connect_host()
+                .to_owned();
+            let local = args.hub.local_device_endpoint(&host);
+            let ca = match &args.hub.ca_file {
+                Some(path) => Some(
+                    std::fs::read_to_string(path)
+                        .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+                ),
+                None => local.as_ref().map(|(_, ca)| ca.clone()),
+            };
+            (cs.clone(), local.map_or(8883, |(port, _)| port), ca)
+        }
+        None => {
+            let hub = args.hub.resolve()?;
+            let cs = crate::devices::connection_string(&hub, &args.device_id, None, false).await?;
+            (cs, hub.mqtt_port, hub.ca_pem)
+        }
     };
-    let mut options = ClientOptions::default().port(hub.mqtt_port);
-    if let Some(pem) = &hub.ca_pem {
-        options = options.trusted_ca_pem(pem.clone());
+    let mut options = ClientOptions::default().port(mqtt_port);
+    if let Some(pem) = ca_pem {
+        options = options.trusted_ca_pem(pem);
     }
     let client = DeviceClient::from_connection_string(&connection_string, options)
         .await

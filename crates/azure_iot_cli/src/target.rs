@@ -84,6 +84,14 @@ fn read_local(dir: &Path) -> Result<Local, String> {
 }
 
 impl HubArgs {
+    /// The local emulator's MQTT port and CA, if `--data-dir` describes an emulator on `host`.
+    pub(crate) fn local_device_endpoint(&self, host: &str) -> Option<(u16, String)> {
+        read_local(&self.data_dir)
+            .ok()
+            .filter(|l| l.host.eq_ignore_ascii_case(host))
+            .map(|l| (l.mqtt, l.ca_pem))
+    }
+
     /// The hub these arguments name.
     pub(crate) fn resolve(&self) -> Result<Hub, String> {
         let given_ca = match &self.ca_file {

@@ -303,6 +303,9 @@ async fn method_c2d_and_simulate_reach_a_connected_device() {
         "{first}"
     );
 
+    // One connection per identity: the device above leaves before `simulate` connects as it.
+    device.close().await;
+    answering.await.unwrap();
     let summary = stdout(
         &cli(
             d,
@@ -322,12 +325,31 @@ async fn method_c2d_and_simulate_reach_a_connected_device() {
         .await,
     );
     assert!(summary.contains("acknowledged 40, failed 0"), "{summary}");
+    // With a device connection string, no service credentials are needed: the emulator's
+    // port and CA come from its hub.json because the host names it.
+    let direct = Command::new(env!("CARGO_BIN_EXE_azure-iot"))
+        .args(["device", "simulate", "-d", "dev", "--count", "5"])
+        .env("IOTHUB_DEVICE_CONNECTION_STRING", cs.trim())
+        .env(
+            "IOTHUB_CONNECTION_STRING",
+            "HostName=elsewhere;SharedAccessKeyName=p;SharedAccessKey=bad",
+        )
+        .env("AZURE_IOT_HUB_DATA_DIR", d)
+        .output()
+        .await
+        .unwrap();
+    assert!(stdout(&direct).contains("acknowledged 5, failed 0"));
     let logged = hub.telemetry(0, 1000).await.unwrap();
-    assert_eq!(logged.iter().filter(|e| e.device_id == "dev").count(), 40);
-    assert!(logged.iter().all(|e| e.message.body().len() == 64));
+    assert_eq!(logged.iter().filter(|e| e.device_id == "dev").count(), 45);
+    assert_eq!(
+        logged
+            .iter()
+            .filter(|e| e.message.body().len() == 64)
+            .count(),
+        40,
+        "--size 64 for the first run, the default 100 for the second"
+    );
 
-    device.close().await;
-    answering.await.unwrap();
     hub.shutdown().await;
 }
 

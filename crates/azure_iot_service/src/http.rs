@@ -272,12 +272,13 @@ impl Reply {
             body,
         } = self;
         let parsed = HubErrorBody::parse(&body);
-        let code = parsed.code.or_else(|| {
-            headers
-                .get("iothub-errorcode")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        });
+        // The header names the code (`DeviceNotFound`) in both body formats; the newer body
+        // format only has its number.
+        let code = headers
+            .get("iothub-errorcode")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .or(parsed.code);
         let message = format!(
             "{method} {path}: {}",
             parsed

@@ -60,6 +60,9 @@ impl FeedbackMode {
     }
 }
 
+/// How many feedback batches a receiver takes at once (each stays locked to it until settled).
+const FEEDBACK_CREDIT: u32 = 4;
+
 /// The largest cloud-to-device message body IoT Hub accepts.
 pub const MAX_C2D_BODY: usize = 64 * 1024;
 
@@ -206,11 +209,12 @@ impl CloudToDeviceMessage {
 
 /// Cloud-to-device messaging over AMQP, from [`ServiceClient::messaging`](crate::ServiceClient::messaging).
 ///
-/// Sends may run concurrently from clones of one `Arc<Messaging>`; they share one link. The
-/// connection is reopened when it was lost: a send that finds it closed opens a new one
-/// first, and a send whose link broke before the hub settled it is made once more on a new
-/// connection (cloud-to-device delivery is at least once: the device may see a duplicate,
-/// with the same message id).
+/// Sends share one link and go one at a time (each waits for the hub's settlement); for
+/// more throughput, open several `Messaging`. A send that finds the connection lost opens a
+/// new one first. A send whose link breaks after the message was handed over fails with
+/// [`ErrorKind::Transport`] and is not repeated: the hub may have queued it, and resending
+/// could deliver it twice. Feedback receivers keep the connection they were attached on
+/// open for as long as they live.
 pub struct Messaging {
     endpoint: Endpoint,
     link: Mutex<Option<Link>>,
@@ -226,18 +230,24 @@ struct Endpoint {
     timeout: Duration,
 }
 
-/// One open connection: its session, the C2D sender and the token renewal task.
-struct Link {
-    connection: fe2o3_amqp::connection::ConnectionHandle<()>,
-    session: SessionHandle<()>,
-    sender: Sender,
+/// One open connection: its session and token renewal. Shared by the C2D sender and the
+/// feedback receivers attached on it, so it closes when the last of them goes.
+struct Conn {
+    connection: Mutex<fe2o3_amqp::connection::ConnectionHandle<()>>,
+    session: Mutex<SessionHandle<()>>,
     renewal: JoinHandle<()>,
 }
 
-impl Drop for Link {
+impl Drop for Conn {
     fn drop(&mut self) {
         self.renewal.abort();
     }
+}
+
+/// The C2D sender on a connection.
+struct Link {
+    conn: Arc<Conn>,
+    sender: Sender,
 }
 
 impl std::fmt::Debug for Messaging {
@@ -293,12 +303,15 @@ impl Endpoint {
             let sender = Sender::attach(&mut session, "c2d-sender", "/messages/devicebound")
                 .await
                 .map_err(|e| transport("the hub refused the cloud-to-device link", e))?;
-            let renewal = tokio::spawn(cbs.renew_forever(self.tokens.clone(), renew_at));
+            let renewal =
+                tokio::spawn(cbs.renew_forever(self.tokens.clone(), renew_at, self.timeout));
             Ok(Link {
-                connection,
-                session,
+                conn: Arc::new(Conn {
+                    connection: Mutex::new(connection),
+                    session: Mutex::new(session),
+                    renewal,
+                }),
                 sender,
-                renewal,
             })
         })
         .await
@@ -336,7 +349,11 @@ impl Messaging {
                 "the messaging connection is closed",
             ));
         }
-        if slot.as_ref().is_none_or(|l| l.connection.is_closed()) {
+        let lost = match slot.as_ref() {
+            Some(link) => link.conn.connection.lock().await.is_closed(),
+            None => true,
+        };
+        if lost {
             *slot = None;
             tracing::debug!(host = %self.endpoint.host, "opening the AMQP connection again");
             *slot = Some(self.endpoint.open().await?);
@@ -362,33 +379,29 @@ impl Messaging {
             encode_component(device_id)
         );
         let mut slot = self.link.lock().await;
-        let mut attempt = 0;
-        let outcome = loop {
-            let link = self.live(&mut slot).await?;
-            let amqp = message.to_amqp(to.clone(), message_id.clone());
-            let sent = tokio::time::timeout(self.endpoint.timeout, link.sender.send(amqp)).await;
-            match sent {
-                Ok(Ok(outcome)) => break outcome,
-                // The link was (or went) down: once more on a new connection.
-                Ok(Err(fe2o3_amqp::link::SendError::LinkStateError(e))) if attempt == 0 => {
-                    tracing::debug!(error = %e, "the cloud-to-device link is down; reconnecting");
-                    *slot = None;
-                    attempt += 1;
-                }
-                Ok(Err(e)) => {
-                    *slot = None;
-                    return Err(transport("the cloud-to-device link broke", e));
-                }
-                Err(_) => {
-                    *slot = None;
-                    return Err(Error::new(
-                        ErrorKind::Timeout,
-                        format!(
-                            "the hub did not settle the message within {:?}",
-                            self.endpoint.timeout
-                        ),
-                    ));
-                }
+        let link = self.live(&mut slot).await?;
+        let amqp = message.to_amqp(to, message_id.clone());
+        let sent = tokio::time::timeout(self.endpoint.timeout, link.sender.send(amqp)).await;
+        let outcome = match sent {
+            Ok(Ok(outcome)) => outcome,
+            // The next send opens a new connection. This one is not repeated: the hub may
+            // have queued it.
+            Ok(Err(e)) => {
+                *slot = None;
+                return Err(transport(
+                    "the cloud-to-device link broke; the message may or may not have been queued",
+                    e,
+                ));
+            }
+            Err(_) => {
+                *slot = None;
+                return Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "the hub did not settle the message within {:?}; it may or may not have been queued",
+                        self.endpoint.timeout
+                    ),
+                ));
             }
         };
         match outcome {
@@ -406,35 +419,53 @@ impl Messaging {
     /// with an error; attach a new one.
     pub async fn feedback(&self) -> Result<FeedbackReceiver> {
         let mut slot = self.link.lock().await;
-        let link = self.live(&mut slot).await?;
+        let conn = self.live(&mut slot).await?.conn.clone();
+        drop(slot);
         let receiver = within(
             self.endpoint.timeout,
             "attaching the feedback link",
             async {
-                Receiver::attach(
-                    &mut link.session,
-                    format!("feedback-{}", uuid::Uuid::new_v4()),
-                    "/messages/serviceBound/feedback",
-                )
-                .await
-                .map_err(|e| transport("the hub refused the feedback link", e))
+                let mut session = conn.session.lock().await;
+                // A few batches at a time: each one the hub hands over stays locked to this
+                // receiver until it is settled.
+                Receiver::builder()
+                    .name(format!("feedback-{}", uuid::Uuid::new_v4()))
+                    .source("/messages/serviceBound/feedback")
+                    .credit_mode(fe2o3_amqp::link::CreditMode::Auto(FEEDBACK_CREDIT))
+                    .attach(&mut *session)
+                    .await
+                    .map_err(|e| transport("the hub refused the feedback link", e))
             },
         )
         .await?;
-        Ok(FeedbackReceiver { receiver })
+        Ok(FeedbackReceiver {
+            receiver,
+            _conn: conn,
+        })
+    }
+
+    /// Whether the connection is open now (a send would reopen a lost one).
+    pub async fn is_connected(&self) -> bool {
+        match self.link.lock().await.as_ref() {
+            Some(link) => !link.conn.connection.lock().await.is_closed(),
+            None => false,
+        }
     }
 
     /// Closes the links and the connection; later sends fail with [`ErrorKind::Closed`].
     pub async fn close(&self) -> Result<()> {
         self.closed
             .store(true, std::sync::atomic::Ordering::Release);
-        let Some(mut link) = self.link.lock().await.take() else {
+        let Some(link) = self.link.lock().await.take() else {
             return Ok(());
         };
-        link.renewal.abort();
-        // Ending the session detaches its links.
-        let _ = link.session.end().await;
-        link.connection
+        link.conn.renewal.abort();
+        // Ending the session detaches its links, feedback receivers' included.
+        let _ = link.conn.session.lock().await.end().await;
+        link.conn
+            .connection
+            .lock()
+            .await
             .close()
             .await
             .map_err(|e| transport("closing the AMQP connection", e))
@@ -567,13 +598,18 @@ impl Cbs {
     }
 
     /// Puts a fresh token whenever one is due, until the connection goes.
-    async fn renew_forever(mut self, tokens: Arc<TokenSource>, mut renew_at: SystemTime) {
+    async fn renew_forever(
+        mut self,
+        tokens: Arc<TokenSource>,
+        mut renew_at: SystemTime,
+        limit: Duration,
+    ) {
         loop {
             let wait = renew_at
                 .duration_since(SystemTime::now())
                 .unwrap_or(Duration::ZERO);
             tokio::time::sleep(wait).await;
-            match self.put(&tokens).await {
+            match within(limit, "renewing the CBS token", self.put(&tokens)).await {
                 Ok(next) => renew_at = next,
                 Err(e) if e.kind() == ErrorKind::Transport => {
                     tracing::debug!(error = %e, "CBS renewal stopped: the connection is gone");
@@ -593,9 +629,11 @@ impl Cbs {
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct FeedbackRecord {
-    /// The message id of the cloud-to-device message.
+    /// The message id of the cloud-to-device message (empty if it had none).
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub original_message_id: String,
     /// The target device.
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub device_id: String,
     /// The device's generation id.
     #[serde(default)]
@@ -608,6 +646,12 @@ pub struct FeedbackRecord {
     /// When the outcome happened (ISO 8601).
     #[serde(default)]
     pub enqueued_time_utc: String,
+}
+
+/// A string member that may be `null` (a message sent without an id): read as empty, so one
+/// odd record does not make its whole batch unreadable.
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
 }
 
 /// What happened to a cloud-to-device message.
@@ -641,6 +685,8 @@ pub struct FeedbackBatch {
 /// Receives delivery feedback, from [`Messaging::feedback`].
 pub struct FeedbackReceiver {
     receiver: Receiver,
+    /// Keeps the connection open while the receiver lives.
+    _conn: Arc<Conn>,
 }
 
 impl std::fmt::Debug for FeedbackReceiver {
@@ -698,9 +744,10 @@ impl FeedbackReceiver {
             .map_err(|e| transport("abandoning the feedback batch failed", e))
     }
 
-    /// Every record, batch after batch. A batch is completed as its last record is handed
-    /// over; a caller that stops in the middle of a batch leaves that batch to be delivered
-    /// again, records it already had included (feedback is at least once).
+    /// Every record, batch after batch. A batch is completed when the caller asks for the
+    /// record after its last one: a caller that stops (or fails) before that leaves the batch
+    /// to be delivered again, records it already had included. Feedback is at least once; to
+    /// settle batches exactly when you choose, use [`next_batch`](Self::next_batch).
     pub fn into_stream(self) -> BoxStream<'static, Result<FeedbackRecord>> {
         Box::pin(futures_util::stream::try_unfold(
             (
@@ -708,24 +755,23 @@ impl FeedbackReceiver {
                 VecDeque::<FeedbackRecord>::new(),
                 None::<DeliveryInfo>,
             ),
-            |(mut this, mut buffered, mut open)| async move {
+            |(mut this, mut buffered, mut handed)| async move {
                 loop {
                     if let Some(record) = buffered.pop_front() {
-                        if buffered.is_empty()
-                            && let Some(done) = open.take()
-                        {
-                            this.receiver.accept(done).await.map_err(|e| {
-                                transport("completing the feedback batch failed", e)
-                            })?;
-                        }
-                        return Ok(Some((record, (this, buffered, open))));
+                        return Ok(Some((record, (this, buffered, handed))));
+                    }
+                    if let Some(done) = handed.take() {
+                        this.receiver
+                            .accept(done)
+                            .await
+                            .map_err(|e| transport("completing the feedback batch failed", e))?;
                     }
                     let batch = this.next_batch().await?;
                     if batch.records.is_empty() {
                         this.complete(batch).await?;
                         continue;
                     }
-                    open = Some(batch.delivery);
+                    handed = Some(batch.delivery);
                     buffered.extend(batch.records);
                 }
             },

@@ -645,8 +645,8 @@ async fn cbs_tokens_are_renewed_before_they_expire() {
     hub.shutdown().await;
 }
 
-/// A hub restart breaks the AMQP connection; the next send opens a new one by itself, and a
-/// feedback receiver attached afterwards works on it.
+/// A hub restart breaks the AMQP connection; once the client has seen it go, the next send
+/// opens a new one by itself, and a feedback receiver attached afterwards works on it.
 #[tokio::test]
 async fn messaging_reopens_its_connection_after_the_hub_restarts() {
     let dir = tempfile::tempdir().unwrap();
@@ -669,6 +669,14 @@ async fn messaging_reopens_its_connection_after_the_hub_restarts() {
         .unwrap();
     first.shutdown().await;
 
+    let deadline = std::time::Instant::now() + WAIT;
+    while messaging.is_connected().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lost connection went unnoticed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let second = start(https, amqp).await.unwrap();
     messaging
         .send("restart-1", CloudToDeviceMessage::new("after"))
@@ -723,4 +731,32 @@ async fn purge_feedback_and_shutdown_with_an_unsettled_batch() {
         .await
         .expect("the emulator stops while a feedback batch is unsettled");
     drop(batch);
+}
+
+/// A feedback receiver keeps its connection open on its own: dropping the `Messaging` it came
+/// from does not end it.
+#[tokio::test]
+async fn a_feedback_receiver_outlives_its_messaging() {
+    let hub = emulator().await;
+    let api = service(&hub, "iothubowner");
+    api.create_device(&Device::new("fb1")).await.unwrap();
+    let mut feedback = api.messaging().await.unwrap().feedback().await.unwrap();
+    let messaging = api.messaging().await.unwrap();
+    messaging
+        .send(
+            "fb1",
+            CloudToDeviceMessage::new("x")
+                .message_id("outlived")
+                .feedback(FeedbackMode::Negative),
+        )
+        .await
+        .unwrap();
+    api.purge_c2d_queue("fb1").await.unwrap();
+    let batch = tokio::time::timeout(WAIT, feedback.next_batch())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(batch.records[0].original_message_id, "outlived");
+    feedback.complete(batch).await.unwrap();
+    hub.shutdown().await;
 }
