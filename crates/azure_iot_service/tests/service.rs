@@ -760,3 +760,43 @@ async fn a_feedback_receiver_outlives_its_messaging() {
     feedback.complete(batch).await.unwrap();
     hub.shutdown().await;
 }
+
+/// A reader that goes away without settling its batch gives it back at once: the next reader
+/// gets it, not after the 60 s lock.
+#[tokio::test]
+async fn an_unsettled_batch_returns_when_its_reader_leaves() {
+    let hub = emulator().await;
+    let api = service(&hub, "iothubowner");
+    api.create_device(&Device::new("fb2")).await.unwrap();
+    let messaging = api.messaging().await.unwrap();
+    messaging
+        .send(
+            "fb2",
+            CloudToDeviceMessage::new("x")
+                .message_id("handed-back")
+                .feedback(FeedbackMode::Negative),
+        )
+        .await
+        .unwrap();
+    api.purge_c2d_queue("fb2").await.unwrap();
+    let first = api.messaging().await.unwrap();
+    let mut reader = first.feedback().await.unwrap();
+    let batch = tokio::time::timeout(WAIT, reader.next_batch())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(batch.records[0].original_message_id, "handed-back");
+    // Gone without settling or closing anything, as a process that exits.
+    drop(batch);
+    drop(reader);
+    drop(first);
+
+    let mut second = messaging.feedback().await.unwrap();
+    let again = tokio::time::timeout(WAIT, second.next_batch())
+        .await
+        .expect("the batch comes back well within the lock time")
+        .unwrap();
+    assert_eq!(again.records[0].original_message_id, "handed-back");
+    second.complete(again).await.unwrap();
+    hub.shutdown().await;
+}
