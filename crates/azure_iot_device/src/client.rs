@@ -49,7 +49,9 @@ pub enum DisconnectReason {
     ProtocolError,
     /// [`DeviceClient::close`] was called or every handle was dropped.
     ClosedByUser,
-    /// The hub refused the credentials when the client reconnected (final).
+    /// The hub refused the credentials when the client reconnected (final). This is also how
+    /// a device that was disabled or deleted meanwhile shows: IoT Hub refuses it with the same
+    /// CONNACK code (5, not authorized) as a wrong key, so the client cannot tell them apart.
     Unauthorized,
     /// The hub refused the connection for a reason retrying cannot fix (final).
     Refused,

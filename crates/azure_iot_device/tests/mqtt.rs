@@ -709,3 +709,29 @@ async fn token_providers_and_symmetric_keys() {
         assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
     }
 }
+
+/// Disabling a connected device closes its connection, and the reconnect is refused like a
+/// wrong key: the client ends as `Unauthorized` instead of retrying forever.
+#[tokio::test]
+async fn a_device_disabled_while_connected_ends_as_unauthorized() {
+    let hub = emulator().await;
+    let (client, service) = device(&hub, "dev-disabled").await;
+    let mut state = client.watch_connection_state();
+    let mut identity = service.get("/devices/dev-disabled").await.body;
+    identity["status"] = json!("disabled");
+    let put = service
+        .request(
+            Method::PUT,
+            "/devices/dev-disabled",
+            Some(identity),
+            &[("If-Match", "*")],
+        )
+        .await;
+    assert_eq!(put.status, StatusCode::OK, "{:?}", put.body);
+    let ended = tokio::time::timeout(
+        WAIT,
+        state.wait_for(|s| *s == ConnectionState::Disconnected(DisconnectReason::Unauthorized)),
+    )
+    .await;
+    assert!(ended.is_ok(), "state is {:?}", client.connection_state());
+}

@@ -159,6 +159,19 @@ impl Links {
         }
     }
 
+    /// [`close`](Self::close) for a device and all its modules.
+    pub(super) fn close_device(&mut self, device_id: &str, reason: &str) {
+        let live: Vec<Identity> = self
+            .live
+            .keys()
+            .filter(|i| i.device_id() == device_id)
+            .cloned()
+            .collect();
+        for identity in live {
+            self.close(&identity, reason);
+        }
+    }
+
     /// Hands `push` to the identity's live connection, if any.
     pub(super) fn push(&mut self, identity: &Identity, push: Push) {
         let Some(link) = self.live.get(identity) else {

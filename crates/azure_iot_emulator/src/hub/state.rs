@@ -20,7 +20,7 @@ use super::c2d::CloudToDevice;
 use super::devices::{Links, MethodTarget};
 use super::error::{ErrorCode, HubError};
 use super::faults::Faults;
-use super::identity::{IdentityBody, IdentityRecord, IdentitySpec, NEVER, validate_id};
+use super::identity::{IdentityBody, IdentityRecord, IdentitySpec, NEVER, Status, validate_id};
 use super::policy::{DEFAULT_POLICIES, Policies, Policy};
 use super::twin::TwinState;
 use crate::error::EmulatorError;
@@ -311,6 +311,12 @@ impl HubState {
             .fill_missing_keys(Some(&record.credentials))?;
         if record.status != spec.status {
             record.status_updated_time = now();
+            // A disabled device is disconnected at once, its modules too; reconnects are
+            // refused (CONNACK 5) until it is enabled again.
+            if spec.status == Status::Disabled && record.module_id.is_none() {
+                self.links
+                    .close_device(&record.device_id, "the device was disabled");
+            }
         }
         record.status = spec.status;
         record.status_reason = spec.status_reason;
