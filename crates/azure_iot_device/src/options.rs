@@ -282,4 +282,26 @@ mod tests {
         let with_secret = Proxy::from_url("http://a:topsecret@p:1").unwrap();
         assert!(!format!("{with_secret:?}").contains("topsecret"));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_proxy_url_gives_a_proxy_or_an_invalid_argument(url in "\\PC{0,60}") {
+            if let Err(e) = Proxy::from_url(&url) {
+                proptest::prop_assert_eq!(e.kind(), crate::ErrorKind::InvalidArgument);
+            }
+        }
+
+        #[test]
+        fn parsed_proxies_keep_their_parts(
+            host in "[a-z][a-z0-9.-]{0,20}",
+            port in 1u16..,
+            user in "[a-zA-Z0-9]{1,8}",
+            password in "[a-zA-Z0-9@:%/]{0,12}",
+        ) {
+            let encoded = azure_iot_core::encoding::encode_component(&password);
+            let proxy = Proxy::from_url(&format!("http://{user}:{encoded}@{host}:{port}")).unwrap();
+            proptest::prop_assert_eq!(proxy.address(), (host.as_str(), port));
+            proptest::prop_assert_eq!(proxy.credentials, Some((user, password)));
+        }
+    }
 }

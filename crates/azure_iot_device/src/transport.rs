@@ -262,15 +262,7 @@ mod proxy {
             let byte = tcp.read_u8().await.map_err(broken)?;
             answer.push(byte);
         }
-        let status_line = String::from_utf8_lossy(&answer)
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .to_owned();
-        let status = status_line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|code| code.parse::<u16>().ok());
+        let (status, status_line) = answer_status(&answer);
         match status {
             Some(200..=299) => Ok(tcp),
             Some(407) => Err(Error::new(
@@ -285,6 +277,61 @@ mod proxy {
                     "the proxy {proxy_host}:{proxy_port} refused a tunnel to {host}:{port} ({status_line})"
                 ),
             )),
+        }
+    }
+
+    /// The status code of a proxy's answer head and its status line (printable), or `None`
+    /// when the head does not start with `HTTP/x.y NNN`.
+    pub(super) fn answer_status(head: &[u8]) -> (Option<u16>, String) {
+        let text = String::from_utf8_lossy(head);
+        let line: String = text
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(200)
+            .collect();
+        let mut words = line.split_whitespace();
+        let status = match (words.next(), words.next()) {
+            (Some(version), Some(code)) if version.starts_with("HTTP/") && code.len() == 3 => {
+                code.parse::<u16>().ok().filter(|c| (100..=599).contains(c))
+            }
+            _ => None,
+        };
+        (status, line)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::answer_status;
+        use proptest::prelude::*;
+
+        #[test]
+        fn status_lines() {
+            assert_eq!(
+                answer_status(b"HTTP/1.1 200 Connection established\r\n\r\n").0,
+                Some(200)
+            );
+            assert_eq!(answer_status(b"HTTP/1.0 407 Proxy Auth\n\n").0, Some(407));
+            assert_eq!(answer_status(b"SSH-2.0-OpenSSH\r\n\r\n").0, None);
+            assert_eq!(answer_status(b"HTTP/1.1 2000 x\r\n\r\n").0, None);
+            let (_, line) = answer_status(b"HTTP/1.1 502 Bad\x1b[31m Gateway\r\n\r\n");
+            assert!(
+                !line.contains('\x1b'),
+                "control characters are not echoed: {line:?}"
+            );
+        }
+
+        proptest! {
+            #[test]
+            fn any_answer_head_is_read_without_panicking(head in proptest::collection::vec(any::<u8>(), 0..300)) {
+                let (status, line) = answer_status(&head);
+                prop_assert!(line.chars().count() <= 200);
+                if let Some(code) = status {
+                    prop_assert!((100..=599).contains(&code));
+                }
+            }
         }
     }
 }

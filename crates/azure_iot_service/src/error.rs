@@ -279,6 +279,20 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_body_is_read_without_panicking(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            let _ = HubErrorBody::parse(&body);
+        }
+
+        #[test]
+        fn legacy_bodies_give_back_their_code(code in "[A-Za-z]{1,30}", text in "[^;\"\\\\]{0,40}") {
+            let body = serde_json::json!({"Message": format!("ErrorCode:{code};{text}")}).to_string();
+            let parsed = HubErrorBody::parse(body.as_bytes());
+            proptest::prop_assert_eq!(parsed.code, Some(code));
+        }
+    }
+
     #[test]
     fn statuses_map_to_kinds() {
         assert_eq!(

@@ -800,6 +800,13 @@ mod tests {
         assert_eq!(records[1].status_code, FeedbackStatus::Unknown);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_feedback_body_is_read_without_panicking(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            let _ = serde_json::from_slice::<Vec<FeedbackRecord>>(&body);
+        }
+    }
+
     #[test]
     fn messages_are_checked_and_carry_their_properties() {
         let too_big = CloudToDeviceMessage::new(vec![0u8; MAX_C2D_BODY + 1]);
