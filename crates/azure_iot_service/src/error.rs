@@ -35,8 +35,11 @@ pub enum ErrorKind {
     BadRequest,
     /// The hub failed (5xx other than 504).
     ServiceError,
-    /// The hub could not be reached, or the connection broke (DNS, TCP, TLS, AMQP).
+    /// The hub could not be reached, or the connection broke (DNS, TCP, AMQP).
     Transport,
+    /// TLS with the hub failed in a way retrying does not fix: its certificate is not trusted
+    /// (wrong `trusted_ca_pem`, wrong host name) or the handshake was refused.
+    Tls,
     /// The hub sent something this client cannot make sense of.
     Protocol,
     /// The client (or the link) was closed.

@@ -162,7 +162,8 @@ impl Http {
                     let may_repeat = request.idempotent
                         || !failure.reached_hub
                         || class == ErrorClass::Throttled;
-                    let delay = if may_repeat {
+                    // Permanent failures are final whatever the policy would say.
+                    let delay = if may_repeat && class.is_retryable() {
                         self.retry
                             .next_delay(&RetryAttempt::new(attempt, class, started.elapsed()))
                     } else {
@@ -213,12 +214,17 @@ impl Http {
         }
         let response = builder.send().await.map_err(|e| {
             let reached_hub = !e.is_connect();
-            let kind = if e.is_timeout() {
+            let tls = tls_failure(&e);
+            let kind = if tls.is_some() {
+                ErrorKind::Tls
+            } else if e.is_timeout() {
                 ErrorKind::Timeout
             } else {
                 ErrorKind::Transport
             };
-            let what = if e.is_timeout() {
+            let what = if let Some(tls) = &tls {
+                tls.as_str()
+            } else if e.is_timeout() {
                 "timed out"
             } else if e.is_connect() {
                 "could not connect"
@@ -287,6 +293,27 @@ impl Reply {
         );
         Error::from_hub(status.as_u16(), code, parsed.tracking_id, message)
     }
+}
+
+/// The TLS error in `error`'s chain, if the failure was TLS's (certificate, handshake).
+pub(crate) fn tls_failure(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    find_rustls(error).map(|tls| format!("TLS with the hub failed: {tls}"))
+}
+
+/// Walks sources and the errors that `io::Error`s wrap (their `source()` skips the wrapped
+/// error itself, which is where rustls puts its own).
+fn find_rustls<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+        return Some(tls);
+    }
+    if let Some(inner) = error
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+        && let Some(tls) = find_rustls(inner)
+    {
+        return Some(tls);
+    }
+    error.source().and_then(find_rustls)
 }
 
 /// A failed attempt, and whether the hub may have acted on it.

@@ -288,7 +288,10 @@ impl Endpoint {
             let stream = tokio_rustls::TlsConnector::from(self.tls.clone())
                 .connect(server_name, tcp)
                 .await
-                .map_err(|e| transport("TLS handshake with the hub's AMQP port failed", e))?;
+                .map_err(|e| match crate::http::tls_failure(&e) {
+                    Some(why) => Error::with_source(ErrorKind::Tls, why, e),
+                    None => transport("TLS handshake with the hub's AMQP port failed", e),
+                })?;
             let mut connection = Connection::builder()
                 .container_id(format!("azure-iot-rs-{}", uuid::Uuid::new_v4()))
                 .hostname(host)

@@ -800,3 +800,40 @@ async fn an_unsettled_batch_returns_when_its_reader_leaves() {
     second.complete(again).await.unwrap();
     hub.shutdown().await;
 }
+
+/// A hub whose certificate is not trusted fails at once with `Tls`, over HTTPS and AMQP,
+/// and is not retried: retrying cannot fix trust.
+#[tokio::test]
+async fn an_untrusted_hub_certificate_is_a_tls_error_not_retried() {
+    let hub = emulator().await;
+    let other = emulator().await;
+    let retries = Arc::new(AtomicU32::new(0));
+    let counted = {
+        let retries = retries.clone();
+        move |attempt: &RetryAttempt| {
+            retries.fetch_add(1, Ordering::SeqCst);
+            (attempt.attempt < 3).then_some(Duration::ZERO)
+        }
+    };
+    let api = ServiceClient::from_connection_string(
+        hub.connection_string("iothubowner").unwrap(),
+        options(&hub)
+            .trusted_ca_pem(other.ca_pem())
+            .retry_policy(counted),
+    )
+    .unwrap();
+    let err = api.get_device("d").await.unwrap_err();
+    let mut chain = format!("{err:?}");
+    let mut source = std::error::Error::source(&err);
+    while let Some(e) = source {
+        chain.push_str(&format!(" <- {e:?}"));
+        source = e.source();
+    }
+    assert_eq!(err.kind(), ErrorKind::Tls, "{chain}");
+    assert!(!err.is_transient());
+    assert_eq!(retries.load(Ordering::SeqCst), 0);
+    let err = api.messaging().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Tls, "{err}");
+    hub.shutdown().await;
+    other.shutdown().await;
+}
