@@ -387,10 +387,7 @@ impl DeviceClient {
     /// Starts receiving cloud-to-device messages (subscribes on first call). A later call
     /// replaces the stream; the earlier one ends.
     ///
-    /// The client acknowledges a message (and the hub considers it delivered) once it is in
-    /// the stream: drain the stream. Messages that arrive before any stream exists (a kept
-    /// session delivers queued ones right after connecting) wait for it unacknowledged, so a
-    /// crash before then loses nothing: the hub delivers them again.
+    /// The hub considers a message delivered once the client holds it: drain the stream.
     pub async fn cloud_to_device_messages(&self) -> Result<Incoming<Message>> {
         if self.identity.is_module() {
             return Err(Error::new(

@@ -258,10 +258,9 @@ struct Driver {
     twin: HashMap<String, TwinWaiter>,
     c2d: Option<mpsc::UnboundedSender<Message>>,
     /// Cloud-to-device messages that arrived while no stream was open (a persistent session
-    /// delivers queued messages right after CONNACK, before the application asks), with their
-    /// PUBACK: the next stream gets them first, and only then does the hub learn they were
-    /// delivered. Unacknowledged, they are the hub's again after a reconnect.
-    c2d_waiting: std::collections::VecDeque<(Message, Option<Packet>)>,
+    /// delivers queued messages right after CONNACK, before the application asks): the next
+    /// stream gets them first. At most the hub's queue depth.
+    c2d_waiting: std::collections::VecDeque<Message>,
     desired: Option<mpsc::UnboundedSender<DesiredPatch>>,
     /// The newest desired version the application has been given (or had at subscribe).
     desired_version: Option<i64>,
@@ -419,8 +418,6 @@ impl Driver {
     /// After a reconnect: subscribe again, send every unacknowledged PUBLISH again (DUP set),
     /// and ask for the twin to recover desired changes missed while away.
     fn resume(&mut self) {
-        // Messages held for a stream were never acknowledged: the hub delivers them again.
-        self.c2d_waiting.clear();
         self.read_buf.clear();
         self.write_buf.clear();
         self.ping_sent = None;
@@ -652,17 +649,10 @@ impl Driver {
                 let feature = sink.feature();
                 match sink {
                     Sink::CloudToDevice(s) => {
-                        while let Some((message, ack)) = self.c2d_waiting.pop_front() {
-                            match s.send(message) {
-                                Ok(()) => {
-                                    if let Some(ack) = ack {
-                                        self.queue(&ack);
-                                    }
-                                }
-                                Err(unsent) => {
-                                    self.c2d_waiting.push_front((unsent.0, ack));
-                                    break;
-                                }
+                        while let Some(message) = self.c2d_waiting.pop_front() {
+                            if let Err(unsent) = s.send(message) {
+                                self.c2d_waiting.push_front(unsent.0);
+                                break;
                             }
                         }
                         self.c2d = Some(s);
@@ -731,41 +721,12 @@ impl Driver {
                 tracing::warn!(violation = %violation.0, "closing the connection");
                 DisconnectReason::ProtocolError
             })?;
-            if let Some(Inbound::CloudToDevice(message)) = inbound {
-                // Acknowledged only once a stream has it.
-                self.receive_c2d(*message, ack);
-                continue;
-            }
             if let Some(ack) = ack {
                 self.queue(&ack);
             }
             if let Some(inbound) = inbound {
                 self.dispatch(inbound);
             }
-        }
-    }
-
-    /// Hands a cloud-to-device message to the open stream and acknowledges it, or keeps it,
-    /// unacknowledged, for the next stream.
-    fn receive_c2d(&mut self, message: Message, ack: Option<Packet>) {
-        let unsent = match &self.c2d {
-            Some(tx) => tx.send(message).err().map(|e| e.0),
-            None => Some(message),
-        };
-        match unsent {
-            None => {
-                if let Some(ack) = ack {
-                    self.queue(&ack);
-                }
-            }
-            Some(_) if self.c2d_waiting.len() >= C2D_WAITING_MAX => {
-                // Not acknowledged: the hub delivers it again after a reconnect.
-                tracing::warn!(
-                    "{C2D_WAITING_MAX} cloud-to-device messages already wait for a stream; \
-                     leaving this one with the hub"
-                );
-            }
-            Some(message) => self.c2d_waiting.push_back((message, ack)),
         }
     }
 
@@ -799,7 +760,22 @@ impl Driver {
                     }
                 }
             }
-            Inbound::CloudToDevice(message) => self.receive_c2d(*message, None),
+            Inbound::CloudToDevice(message) => {
+                let unsent = match &self.c2d {
+                    Some(tx) => tx.send(*message).err().map(|e| e.0),
+                    None => Some(*message),
+                };
+                if let Some(message) = unsent {
+                    if self.c2d_waiting.len() == C2D_WAITING_MAX {
+                        tracing::warn!(
+                            "{C2D_WAITING_MAX} cloud-to-device messages wait for a stream; \
+                             dropping the oldest"
+                        );
+                        self.c2d_waiting.pop_front();
+                    }
+                    self.c2d_waiting.push_back(message);
+                }
+            }
             Inbound::TwinResponse {
                 request_id,
                 status,
