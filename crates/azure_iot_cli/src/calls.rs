@@ -81,6 +81,8 @@ pub(crate) struct SendArgs {
     #[arg(long)]
     ttl: Option<u64>,
     /// Wait up to this many seconds for the message's feedback and print it (needs --ack).
+    /// This reads the hub's feedback queue: records of other messages read meanwhile are
+    /// completed too, and shown on stderr.
     #[arg(long)]
     wait_feedback: Option<u64>,
     #[command(flatten)]
@@ -158,10 +160,10 @@ pub(crate) async fn c2d(command: C2dCommand) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     eprintln!("sent message {id} to {}", args.device_id);
     if let (Some(mut receiver), Some(seconds)) = (receiver, args.wait_feedback) {
-        // A batch holding our record is completed. Other batches stay unsettled while we
-        // wait (giving them back at once would only have the hub hand them straight back),
-        // and are given back afterwards for other readers.
-        let mut others = Vec::new();
+        // Read the feedback queue until our record comes, completing what is read: holding
+        // other batches would stop the hub from sending more (link credit, and each batch's
+        // lock), and giving them back would have them handed straight back. Records for other
+        // messages are shown on stderr, so nothing is consumed silently.
         let wait = async {
             loop {
                 let batch = receiver.next_batch().await.map_err(|e| e.to_string())?;
@@ -170,28 +172,21 @@ pub(crate) async fn c2d(command: C2dCommand) -> Result<(), String> {
                     .iter()
                     .find(|r| r.original_message_id == id)
                     .cloned();
-                match ours {
-                    Some(record) => {
-                        if batch.records.len() > 1 {
-                            eprintln!(
-                                "note: {} other feedback record(s) came in the same batch and are \
-                                 completed with it",
-                                batch.records.len() - 1
-                            );
-                        }
-                        receiver.complete(batch).await.map_err(|e| e.to_string())?;
-                        return Ok::<_, String>(record);
-                    }
-                    None => others.push(batch),
+                for other in batch.records.iter().filter(|r| r.original_message_id != id) {
+                    eprintln!(
+                        "note: completed the feedback of another message: {} to {}: {:?}",
+                        other.original_message_id, other.device_id, other.status_code
+                    );
+                }
+                receiver.complete(batch).await.map_err(|e| e.to_string())?;
+                if let Some(record) = ours {
+                    return Ok::<_, String>(record);
                 }
             }
         };
-        let waited = tokio::time::timeout(Duration::from_secs(seconds), wait).await;
-        for batch in others {
-            let _ = receiver.abandon(batch).await;
-        }
-        let record =
-            waited.map_err(|_| format!("no feedback for message {id} within {seconds} s"))??;
+        let record = tokio::time::timeout(Duration::from_secs(seconds), wait)
+            .await
+            .map_err(|_| format!("no feedback for message {id} within {seconds} s"))??;
         print_json(&json!({
             "originalMessageId": record.original_message_id,
             "deviceId": record.device_id,

@@ -258,6 +258,29 @@ async fn method_c2d_and_simulate_reach_a_connected_device() {
         json!({"status": 200, "payload": {"pong": {"x": 1}}})
     );
 
+    // Feedback for another message is already waiting: --wait-feedback reads past it.
+    stdout(&cli(d, &["device", "create", "-d", "other"]).await);
+    let service = azure_iot_service::ServiceClient::from_connection_string(
+        hub.connection_string("iothubowner").unwrap(),
+        azure_iot_service::ServiceClientOptions::default()
+            .trusted_ca_pem(hub.ca_pem())
+            .https_port(hub.https_addr().port())
+            .amqp_port(hub.amqp_addr().port()),
+    )
+    .unwrap();
+    let messaging = service.messaging().await.unwrap();
+    messaging
+        .send(
+            "other",
+            azure_iot_service::CloudToDeviceMessage::new("never read")
+                .message_id("foreign-1")
+                .feedback(azure_iot_service::FeedbackMode::Negative),
+        )
+        .await
+        .unwrap();
+    service.purge_c2d_queue("other").await.unwrap();
+    messaging.close().await.unwrap();
+
     let mut inbox = device.cloud_to_device_messages().await.unwrap();
     let sent = cli(
         d,
@@ -288,6 +311,11 @@ async fn method_c2d_and_simulate_reach_a_connected_device() {
     assert_eq!(received.property("color"), Some("blue"));
     let feedback = json_out(&sent);
     assert_eq!(feedback["originalMessageId"], "cli-m1");
+    let notes = String::from_utf8_lossy(&sent.stderr);
+    assert!(
+        notes.contains("foreign-1"),
+        "the other record is shown: {notes}"
+    );
     assert_eq!(feedback["statusCode"], "Success");
     // A usage error is clap's: exit status 2, the problem on the first line.
     let usage = cli(

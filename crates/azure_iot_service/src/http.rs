@@ -304,7 +304,15 @@ pub(crate) fn tls_failure(error: &(dyn std::error::Error + 'static)) -> Option<S
 /// error itself, which is where rustls puts its own).
 fn find_rustls<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
     if let Some(tls) = error.downcast_ref::<rustls::Error>() {
-        return Some(tls);
+        // Only what a retry cannot fix: trust and incompatibility, not a garbled record.
+        return matches!(
+            tls,
+            rustls::Error::InvalidCertificate(_)
+                | rustls::Error::NoCertificatesPresented
+                | rustls::Error::PeerIncompatible(_)
+                | rustls::Error::UnsupportedNameType
+        )
+        .then_some(tls);
     }
     if let Some(inner) = error
         .downcast_ref::<std::io::Error>()

@@ -387,6 +387,14 @@ impl Messaging {
         let sent = tokio::time::timeout(self.endpoint.timeout, link.sender.send(amqp)).await;
         let outcome = match sent {
             Ok(Ok(outcome)) => outcome,
+            // Refused before anything was sent: the link is fine.
+            Ok(Err(e @ fe2o3_amqp::link::SendError::MessageSizeExceeded(_))) => {
+                return Err(Error::with_source(
+                    ErrorKind::InvalidArgument,
+                    "the message is larger than the hub's link accepts",
+                    e,
+                ));
+            }
             // The next send opens a new connection. This one is not repeated: the hub may
             // have queued it.
             Ok(Err(e)) => {
@@ -447,7 +455,8 @@ impl Messaging {
         })
     }
 
-    /// Whether the connection is open now (a send would reopen a lost one).
+    /// Whether the connection is open now (a send would reopen a lost one). Waits for a send
+    /// in progress to finish.
     pub async fn is_connected(&self) -> bool {
         match self.link.lock().await.as_ref() {
             Some(link) => !link.conn.connection.lock().await.is_closed(),
@@ -455,7 +464,9 @@ impl Messaging {
         }
     }
 
-    /// Closes the links and the connection; later sends fail with [`ErrorKind::Closed`].
+    /// Closes the current connection and its links, including the feedback receivers attached
+    /// on it; later sends fail with [`ErrorKind::Closed`]. A receiver attached on an earlier
+    /// connection (one replaced after it was lost) keeps that connection until it is dropped.
     pub async fn close(&self) -> Result<()> {
         self.closed
             .store(true, std::sync::atomic::Ordering::Release);
@@ -463,7 +474,7 @@ impl Messaging {
             return Ok(());
         };
         link.conn.renewal.abort();
-        // Ending the session detaches its links, feedback receivers' included.
+        // Ending the session detaches its links, this connection's feedback receivers' too.
         let _ = link.conn.session.lock().await.end().await;
         link.conn
             .connection
@@ -639,15 +650,16 @@ pub struct FeedbackRecord {
     #[serde(default, deserialize_with = "null_as_empty")]
     pub device_id: String,
     /// The device's generation id.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub device_generation_id: String,
     /// What happened.
+    #[serde(default, deserialize_with = "status_or_unknown")]
     pub status_code: FeedbackStatus,
     /// The hub's description.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub description: String,
     /// When the outcome happened (ISO 8601).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub enqueued_time_utc: String,
 }
 
@@ -657,8 +669,15 @@ fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<
     Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
 }
 
+/// A status that may be `null` or missing: [`FeedbackStatus::Unknown`].
+fn status_or_unknown<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<FeedbackStatus, D::Error> {
+    Ok(Option::<FeedbackStatus>::deserialize(d)?.unwrap_or(FeedbackStatus::Unknown))
+}
+
 /// What happened to a cloud-to-device message.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[non_exhaustive]
 pub enum FeedbackStatus {
     /// The device completed it.
@@ -671,8 +690,9 @@ pub enum FeedbackStatus {
     Rejected,
     /// The queue was purged.
     Purged,
-    /// A status this client does not know.
+    /// A status this client does not know (or none).
     #[serde(other)]
+    #[default]
     Unknown,
 }
 
@@ -797,10 +817,13 @@ mod tests {
     #[test]
     fn feedback_records_parse_with_unknown_statuses() {
         let body = br#"[{"originalMessageId":"m1","deviceId":"d1","deviceGenerationId":"g","statusCode":"Success","description":"Success","enqueuedTimeUtc":"2026-01-01T00:00:00Z"},
-                        {"originalMessageId":"m2","deviceId":"d1","statusCode":"SomethingNew"}]"#;
+                        {"originalMessageId":"m2","deviceId":"d1","statusCode":"SomethingNew"},
+                        {"originalMessageId":null,"deviceId":"d1","statusCode":null,"description":null,"deviceGenerationId":null,"enqueuedTimeUtc":null}]"#;
         let records: Vec<FeedbackRecord> = serde_json::from_slice(body).unwrap();
         assert_eq!(records[0].status_code, FeedbackStatus::Success);
         assert_eq!(records[1].status_code, FeedbackStatus::Unknown);
+        assert_eq!(records[2].status_code, FeedbackStatus::Unknown);
+        assert_eq!(records[2].original_message_id, "");
     }
 
     proptest::proptest! {

@@ -81,6 +81,8 @@ impl ServiceClientOptions {
 
     /// How transient failures are retried. The default is exponential backoff with jitter,
     /// at most 4 retries within 60 s; [`NoRetry`](azure_iot_core::NoRetry) turns retries off.
+    /// Permanent failures (bad request, not found, unauthorized, untrusted certificate, ...)
+    /// are never retried, whatever the policy says.
     ///
     /// Only requests that are safe to repeat are retried after the hub may have seen them;
     /// a direct method call or a create is retried only when it never reached the hub or the

@@ -311,12 +311,6 @@ impl HubState {
             .fill_missing_keys(Some(&record.credentials))?;
         if record.status != spec.status {
             record.status_updated_time = now();
-            // A disabled device is disconnected at once, its modules too; reconnects are
-            // refused (CONNACK 5) until it is enabled again.
-            if spec.status == Status::Disabled && record.module_id.is_none() {
-                self.links
-                    .close_device(&record.device_id, "the device was disabled");
-            }
         }
         record.status = spec.status;
         record.status_reason = spec.status_reason;
@@ -357,7 +351,14 @@ impl HubState {
     }
 
     /// Puts a record (already stored) into memory.
+    /// Makes a stored record the live one. A device that is disabled now is disconnected
+    /// (its modules too): the change is stored, so its reconnects are refused (CONNACK 5)
+    /// until it is enabled again.
     fn install(&mut self, record: IdentityRecord) {
+        if record.module_id.is_none() && record.status == Status::Disabled {
+            self.links
+                .close_device(&record.device_id, "the device is disabled");
+        }
         match record.module_id.clone() {
             None => {
                 let device_id = record.device_id.clone();
