@@ -364,3 +364,56 @@ async fn amqp_over_websockets_on_the_https_port() {
     let _ = connection.close().await;
     hub.shutdown().await;
 }
+
+/// After the CBS token expires, a send is refused as unauthorized and the link is closed, as
+/// the hub does; a fresh connection with a fresh token works again. Real time: SAS expiry is
+/// wall-clock seconds.
+#[tokio::test]
+async fn an_expired_cbs_token_ends_the_link() {
+    let hub = emulator().await;
+    let ep = HubEndpoint::of(&hub);
+    let api = RestClient::new(&ep, "iothubowner");
+    api.put("/devices/dev1", json!({})).await;
+    let cs = ServiceConnectionString::parse(ep.connection_string("iothubowner")).unwrap();
+    let short = SasToken::generate_with_ttl(
+        &ResourceUri::hub(&ep.hostname),
+        cs.key(),
+        Some("iothubowner"),
+        Duration::from_secs(2),
+    );
+    let mut connection = Connection::builder()
+        .container_id("expiring")
+        .hostname("localhost")
+        .open_with_stream(tls(&ep).await)
+        .await
+        .unwrap();
+    let mut session = Session::begin(&mut connection).await.unwrap();
+    let mut cbs = Cbs::attach(&mut session).await;
+    assert_eq!(cbs.put(&ep, short.secret()).await, 200);
+    let mut sender = Sender::attach(&mut session, "c2d", "/messages/devicebound")
+        .await
+        .unwrap();
+    assert!(matches!(
+        sender.send(c2d("dev1", "in-time")).await.unwrap(),
+        Outcome::Accepted(_)
+    ));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    match sender.send(c2d("dev1", "too-late")).await {
+        Ok(Outcome::Rejected(r)) => assert!(
+            format!("{:?}", r.error).contains("UnauthorizedAccess"),
+            "{r:?}"
+        ),
+        other => panic!("expected an unauthorized rejection, got {other:?}"),
+    }
+    assert!(
+        sender.send(c2d("dev1", "after")).await.is_err(),
+        "the link is closed after the token expired"
+    );
+    assert_eq!(
+        api.get("/devices/dev1").await.body["cloudToDeviceMessageCount"],
+        1,
+        "only the message sent in time was queued"
+    );
+    let _ = connection.close().await;
+    hub.shutdown().await;
+}

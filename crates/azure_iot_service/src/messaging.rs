@@ -417,7 +417,15 @@ impl Messaging {
         };
         match outcome {
             Outcome::Accepted(_) => Ok(message_id),
-            Outcome::Rejected(rejected) => Err(rejection(device_id, rejected.error)),
+            Outcome::Rejected(rejected) => {
+                let error = rejection(device_id, rejected.error);
+                if error.kind() == ErrorKind::Unauthorized {
+                    // The connection's token is not (or no longer) good: the next send opens
+                    // a new connection and puts a fresh one.
+                    *slot = None;
+                }
+                Err(error)
+            }
             other => Err(Error::new(
                 ErrorKind::Protocol,
                 format!("the hub settled the message with {other:?}"),

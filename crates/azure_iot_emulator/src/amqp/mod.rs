@@ -104,6 +104,17 @@ impl ConnectionState {
             .unwrap_or(false)
     }
 
+    /// Whether a token was put and has expired since (as opposed to never put).
+    fn expired(&self) -> bool {
+        self.authorized
+            .lock()
+            .map(|a| {
+                a.as_ref()
+                    .is_some_and(|(_, expiry)| SystemTime::now() >= *expiry)
+            })
+            .unwrap_or(false)
+    }
+
     fn authorize(&self, grant: (String, SystemTime)) {
         if let Ok(mut slot) = self.authorized.lock() {
             *slot = Some(grant);
@@ -483,15 +494,22 @@ async fn serve_c2d(mut receiver: Receiver, state: Arc<ConnectionState>, context:
             Err(_) => break,
         };
         if !state.authorized() {
+            let expired = state.expired();
+            let why = if expired {
+                "the service token expired: put a fresh one on $cbs"
+            } else {
+                "put a service token on $cbs first"
+            };
             let _ = receiver
-                .reject(
-                    &delivery,
-                    error(
-                        AmqpError::UnauthorizedAccess,
-                        "put a service token on $cbs first",
-                    ),
-                )
+                .reject(&delivery, error(AmqpError::UnauthorizedAccess, why))
                 .await;
+            if expired {
+                // As the hub does: the link goes with the token.
+                let _ = receiver
+                    .close_with_error(error(AmqpError::UnauthorizedAccess, why))
+                    .await;
+                return;
+            }
             continue;
         }
         let outcome = match to_hub_message(delivery.message()) {
@@ -653,6 +671,16 @@ async fn serve_feedback(
     }
     let mut shutdown = context.shutdown.clone();
     loop {
+        if state.expired() {
+            // As the hub does: the link goes with the token.
+            let _ = sender
+                .close_with_error(error(
+                    AmqpError::UnauthorizedAccess,
+                    "the service token expired: put a fresh one on $cbs",
+                ))
+                .await;
+            return;
+        }
         let lock = format!("amqp-{}", uuid_like());
         let token = lock.clone();
         let batch = match context.hub.call(move |s| s.take_feedback(token)).await {
