@@ -11,6 +11,15 @@ use azure_iot_test::{HubEndpoint, RestClient, emulator};
 
 const WAIT: Duration = Duration::from_secs(10);
 
+/// Options for MQTT over WebSockets to the in-process emulator's HTTPS port.
+fn ws_options(hub: &azure_iot_emulator::EmulatorHandle) -> ClientOptions {
+    ClientOptions::default()
+        .trusted_ca_pem(hub.ca_pem())
+        .transport(Transport::MqttWebSockets)
+        .port(hub.https_addr().port())
+        .operation_timeout(WAIT)
+}
+
 #[tokio::test]
 async fn the_client_works_over_websockets_and_reconnects_over_them() {
     let hub = emulator().await;
@@ -20,11 +29,7 @@ async fn the_client_works_over_websockets_and_reconnects_over_them() {
         "HostName={};DeviceId=ws-dev;SharedAccessKey={key}",
         hub.hostname()
     );
-    let options = ClientOptions::default()
-        .trusted_ca_pem(hub.ca_pem())
-        .transport(Transport::MqttWebSockets)
-        .port(hub.https_addr().port())
-        .operation_timeout(WAIT);
+    let options = ws_options(&hub);
     let client = DeviceClient::from_connection_string(&cs, options)
         .await
         .unwrap();
@@ -176,12 +181,7 @@ async fn websockets_go_through_an_http_connect_proxy_with_basic_auth() {
     .await;
     let proxy =
         azure_iot_device::Proxy::from_url(&format!("http://alice:s%40cret@{address}")).unwrap();
-    let options = ClientOptions::default()
-        .trusted_ca_pem(hub.ca_pem())
-        .transport(Transport::MqttWebSockets)
-        .port(hub.https_addr().port())
-        .operation_timeout(WAIT)
-        .proxy(proxy);
+    let options = ws_options(&hub).proxy(proxy);
     let client = DeviceClient::from_connection_string(&cs, options)
         .await
         .unwrap();
@@ -217,11 +217,7 @@ async fn websockets_go_through_an_http_connect_proxy_with_basic_auth() {
     .await;
     let refused = DeviceClient::from_connection_string(
         &cs,
-        ClientOptions::default()
-            .trusted_ca_pem(hub.ca_pem())
-            .transport(Transport::MqttWebSockets)
-            .port(hub.https_addr().port())
-            .operation_timeout(WAIT)
+        ws_options(&hub)
             .retry_policy(azure_iot_core::NoRetry)
             .proxy(
                 azure_iot_device::Proxy::new("127.0.0.1", address.port())
@@ -242,12 +238,7 @@ async fn websockets_go_through_an_http_connect_proxy_with_basic_auth() {
     let (address, _heads) = connect_proxy(hub.https_addr(), "HTTP/1.0 200 OK\n\n").await;
     let lf = DeviceClient::from_connection_string(
         &cs,
-        ClientOptions::default()
-            .trusted_ca_pem(hub.ca_pem())
-            .transport(Transport::MqttWebSockets)
-            .port(hub.https_addr().port())
-            .operation_timeout(WAIT)
-            .proxy(azure_iot_device::Proxy::new("127.0.0.1", address.port())),
+        ws_options(&hub).proxy(azure_iot_device::Proxy::new("127.0.0.1", address.port())),
     )
     .await
     .unwrap();
