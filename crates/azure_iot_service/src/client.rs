@@ -537,6 +537,12 @@ impl ServiceClient {
         Query::new(self.clone(), sql.into())
     }
 
+    /// Every device's twin (identity fields, tags and properties), page by page: the
+    /// registry listing without the 1,000-device cap of [`list_devices`](Self::list_devices).
+    pub fn list_device_twins(&self) -> Query<Twin> {
+        self.query_twins("SELECT * FROM devices")
+    }
+
     /// Runs a query whose items are twins (`SELECT * FROM devices` or `... FROM devices.modules`).
     pub fn query_twins(&self, sql: impl Into<String>) -> Query<Twin> {
         Query::new(self.clone(), sql.into())

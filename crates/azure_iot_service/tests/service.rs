@@ -506,6 +506,9 @@ async fn queries_page_with_continuation_tokens() {
     all.sort();
     assert_eq!(all, ["q0", "q1", "q2", "q3", "q4"]);
 
+    let listed = api.list_device_twins().page_size(3).all().await.unwrap();
+    assert_eq!(listed.len(), 5);
+
     let floor = api
         .query_twins("SELECT * FROM devices WHERE tags.floor = 3")
         .all()
