@@ -226,9 +226,16 @@ pub(crate) async fn connection_string(
                 .authentication
         }
     };
-    let keys = authentication.symmetric_key.filter(|k| !k.primary_key.is_empty()).ok_or_else(|| {
-        format!("{device_id} does not authenticate with keys (it uses X.509): it has no connection string with a key")
-    })?;
+    let kind = authentication.kind;
+    let keys = authentication
+        .symmetric_key
+        .filter(|k| !k.primary_key.is_empty())
+        .ok_or_else(|| {
+            format!(
+                "{device_id} does not authenticate with keys (its authentication is {kind:?}): \
+                 it has no connection string with a key"
+            )
+        })?;
     let key = if secondary {
         keys.secondary_key
     } else {

@@ -177,7 +177,9 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            eprintln!("error: {message}");
+            // One line, whatever the message quotes (a host name with a line break, a body).
+            let one_line: Vec<&str> = message.lines().map(str::trim).collect();
+            eprintln!("error: {}", one_line.join(" "));
             ExitCode::FAILURE
         }
     }

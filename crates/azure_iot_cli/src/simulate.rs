@@ -94,9 +94,12 @@ pub(crate) async fn run(args: SimulateArgs) -> Result<(), String> {
         failed.clone(),
         std::io::stderr().is_terminal(),
     ));
-    let pace = args
-        .rate
-        .map(|r| tokio::time::interval(Duration::from_secs_f64(1.0 / r)));
+    // After a stall (a slow acknowledgement), keep the rate instead of bursting to catch up.
+    let pace = args.rate.map(|r| {
+        let mut every = tokio::time::interval(Duration::from_secs_f64(1.0 / r));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        every
+    });
     let count = args.count;
     let ticks = futures_util::stream::unfold((0, pace), move |(i, mut pace)| async move {
         if i >= count {
