@@ -209,17 +209,21 @@ impl CloudToDeviceMessage {
 
 /// Cloud-to-device messaging over AMQP, from [`ServiceClient::messaging`](crate::ServiceClient::messaging).
 ///
-/// Sends share one link and go one at a time (each waits for the hub's settlement); for
-/// more throughput, open several `Messaging`. A send that finds the connection lost opens a
-/// new one first. A send whose link breaks after the message was handed over fails with
-/// [`ErrorKind::Transport`] and is not repeated: the hub may have queued it, and resending
-/// could deliver it twice. Feedback receivers keep the connection they were attached on
-/// open for as long as they live.
+/// Share it (`Arc<Messaging>`) to send from many tasks: the connection carries
+/// [`SENDER_LINKS`] sender links, so that many sends wait for the hub's settlement at once.
+/// A send that finds the connection lost opens a new one first. A send whose link breaks
+/// after the message was handed over fails with [`ErrorKind::Transport`] and is not repeated:
+/// the hub may have queued it, and resending could deliver it twice. Feedback receivers keep
+/// the connection they were attached on open for as long as they live.
 pub struct Messaging {
     endpoint: Endpoint,
-    link: Mutex<Option<Link>>,
+    /// The current connection's links; held only to find or replace them.
+    link: Mutex<Option<Arc<Link>>>,
     closed: std::sync::atomic::AtomicBool,
 }
+
+/// How many C2D sender links a connection carries: each waits for one settlement at a time.
+pub const SENDER_LINKS: usize = 4;
 
 /// Where and how to open a connection.
 struct Endpoint {
@@ -244,10 +248,38 @@ impl Drop for Conn {
     }
 }
 
-/// The C2D sender on a connection.
+/// The C2D senders on a connection.
 struct Link {
     conn: Arc<Conn>,
-    sender: Sender,
+    senders: Vec<Mutex<Sender>>,
+    /// Where the next send starts looking for a free sender.
+    next: std::sync::atomic::AtomicUsize,
+    /// Set when a send broke a link or the hub refused the token: replace the connection.
+    broken: std::sync::atomic::AtomicBool,
+}
+
+impl Link {
+    /// A free sender if there is one, else the next one in turn (waiting for it).
+    async fn sender(&self) -> tokio::sync::MutexGuard<'_, Sender> {
+        let start = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let n = self.senders.len();
+        for i in 0..n {
+            if let Ok(free) = self.senders[(start + i) % n].try_lock() {
+                return free;
+            }
+        }
+        self.senders[start % n].lock().await
+    }
+
+    async fn is_usable(&self) -> bool {
+        !self.broken.load(std::sync::atomic::Ordering::Acquire)
+            && !self.conn.connection.lock().await.is_closed()
+    }
+
+    fn mark_broken(&self) {
+        self.broken
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
 }
 
 impl std::fmt::Debug for Messaging {
@@ -303,9 +335,17 @@ impl Endpoint {
                 .map_err(|e| transport("the AMQP session was refused", e))?;
             let mut cbs = Cbs::attach(&mut session, host).await?;
             let renew_at = cbs.put(&self.tokens).await?;
-            let sender = Sender::attach(&mut session, "c2d-sender", "/messages/devicebound")
+            let mut senders = Vec::with_capacity(SENDER_LINKS);
+            for i in 0..SENDER_LINKS {
+                let sender = Sender::attach(
+                    &mut session,
+                    format!("c2d-sender-{i}"),
+                    "/messages/devicebound",
+                )
                 .await
                 .map_err(|e| transport("the hub refused the cloud-to-device link", e))?;
+                senders.push(Mutex::new(sender));
+            }
             let renewal =
                 tokio::spawn(cbs.renew_forever(self.tokens.clone(), renew_at, self.timeout));
             Ok(Link {
@@ -314,7 +354,9 @@ impl Endpoint {
                     session: Mutex::new(session),
                     renewal,
                 }),
-                sender,
+                senders,
+                next: std::sync::atomic::AtomicUsize::new(0),
+                broken: std::sync::atomic::AtomicBool::new(false),
             })
         })
         .await
@@ -339,30 +381,30 @@ impl Messaging {
         let link = endpoint.open().await?;
         Ok(Self {
             endpoint,
-            link: Mutex::new(Some(link)),
+            link: Mutex::new(Some(Arc::new(link))),
             closed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
-    /// The open link, reopened first if it was lost.
-    async fn live<'a>(&self, slot: &'a mut Option<Link>) -> Result<&'a mut Link> {
+    /// The current links, reopened first if they were lost.
+    async fn live(&self) -> Result<Arc<Link>> {
+        let mut slot = self.link.lock().await;
         if self.closed.load(std::sync::atomic::Ordering::Acquire) {
             return Err(Error::new(
                 ErrorKind::Closed,
                 "the messaging connection is closed",
             ));
         }
-        let lost = match slot.as_ref() {
-            Some(link) => link.conn.connection.lock().await.is_closed(),
-            None => true,
-        };
-        if lost {
-            *slot = None;
-            tracing::debug!(host = %self.endpoint.host, "opening the AMQP connection again");
-            *slot = Some(self.endpoint.open().await?);
+        if let Some(link) = slot.as_ref()
+            && link.is_usable().await
+        {
+            return Ok(link.clone());
         }
-        slot.as_mut()
-            .ok_or_else(|| Error::new(ErrorKind::Closed, "the messaging connection is closed"))
+        *slot = None;
+        tracing::debug!(host = %self.endpoint.host, "opening the AMQP connection");
+        let link = Arc::new(self.endpoint.open().await?);
+        *slot = Some(link.clone());
+        Ok(link)
     }
 
     /// Queues `message` for `device_id`. Returns once the hub has accepted it; fails with
@@ -381,10 +423,11 @@ impl Messaging {
             "/devices/{}/messages/devicebound",
             encode_component(device_id)
         );
-        let mut slot = self.link.lock().await;
-        let link = self.live(&mut slot).await?;
+        let link = self.live().await?;
         let amqp = message.to_amqp(to, message_id.clone());
-        let sent = tokio::time::timeout(self.endpoint.timeout, link.sender.send(amqp)).await;
+        let mut sender = link.sender().await;
+        let sent = tokio::time::timeout(self.endpoint.timeout, sender.send(amqp)).await;
+        drop(sender);
         let outcome = match sent {
             Ok(Ok(outcome)) => outcome,
             // Refused before anything was sent: the link is fine.
@@ -398,14 +441,14 @@ impl Messaging {
             // The next send opens a new connection. This one is not repeated: the hub may
             // have queued it.
             Ok(Err(e)) => {
-                *slot = None;
+                link.mark_broken();
                 return Err(transport(
                     "the cloud-to-device link broke; the message may or may not have been queued",
                     e,
                 ));
             }
             Err(_) => {
-                *slot = None;
+                link.mark_broken();
                 return Err(Error::new(
                     ErrorKind::Timeout,
                     format!(
@@ -422,7 +465,7 @@ impl Messaging {
                 if error.kind() == ErrorKind::Unauthorized {
                     // The connection's token is not (or no longer) good: the next send opens
                     // a new connection and puts a fresh one.
-                    *slot = None;
+                    link.mark_broken();
                 }
                 Err(error)
             }
@@ -437,9 +480,7 @@ impl Messaging {
     /// the hub hands each batch to one of them. If the connection is lost, the receiver ends
     /// with an error; attach a new one.
     pub async fn feedback(&self) -> Result<FeedbackReceiver> {
-        let mut slot = self.link.lock().await;
-        let conn = self.live(&mut slot).await?.conn.clone();
-        drop(slot);
+        let conn = self.live().await?.conn.clone();
         let receiver = within(
             self.endpoint.timeout,
             "attaching the feedback link",
@@ -463,11 +504,11 @@ impl Messaging {
         })
     }
 
-    /// Whether the connection is open now (a send would reopen a lost one). Waits for a send
-    /// in progress to finish.
+    /// Whether the connection is open and usable now (a send would reopen a lost one).
     pub async fn is_connected(&self) -> bool {
-        match self.link.lock().await.as_ref() {
-            Some(link) => !link.conn.connection.lock().await.is_closed(),
+        let current = self.link.lock().await.clone();
+        match current {
+            Some(link) => link.is_usable().await,
             None => false,
         }
     }

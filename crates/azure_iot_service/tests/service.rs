@@ -840,3 +840,40 @@ async fn an_untrusted_hub_certificate_is_a_tls_error_not_retried() {
     hub.shutdown().await;
     other.shutdown().await;
 }
+
+/// Many tasks sending through one shared `Messaging` use its several links at once; every
+/// message is queued exactly once.
+#[tokio::test]
+async fn concurrent_sends_share_the_links() {
+    let hub = emulator().await;
+    let api = service(&hub, "iothubowner");
+    for device in ["cc1", "cc2"] {
+        api.create_device(&Device::new(device)).await.unwrap();
+    }
+    let messaging = Arc::new(api.messaging().await.unwrap());
+    let sends: Vec<_> = (0..40)
+        .map(|i| {
+            let messaging = messaging.clone();
+            tokio::spawn(async move {
+                let device = if i % 2 == 0 { "cc1" } else { "cc2" };
+                messaging
+                    .send(device, CloudToDeviceMessage::new(format!("m{i}")))
+                    .await
+            })
+        })
+        .collect();
+    for send in sends {
+        send.await.unwrap().unwrap();
+    }
+    for device in ["cc1", "cc2"] {
+        assert_eq!(
+            api.get_device(device)
+                .await
+                .unwrap()
+                .cloud_to_device_message_count,
+            20
+        );
+    }
+    messaging.close().await.unwrap();
+    hub.shutdown().await;
+}
