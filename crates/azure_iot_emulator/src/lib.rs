@@ -232,6 +232,7 @@ impl EmulatorBuilder {
         let store = Store::open(if config.in_memory { None } else { data_dir })?;
         let state = HubState::load(store)?;
         let policies = Arc::new(state.policies().clone());
+        let grant_generation = state.grant_generation();
         let (hub, hub_thread) = Hub::start(state)?;
 
         let bind = |addr: SocketAddr| async move {
@@ -283,6 +284,7 @@ impl EmulatorBuilder {
             policies: policies.clone(),
             hostname: hostname.clone(),
             shutdown: shutdown_rx.clone(),
+            grant_generation,
         });
         let app = http::router(http::AppState {
             hub,

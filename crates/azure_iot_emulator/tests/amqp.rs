@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use azure_iot_core::{ResourceUri, SasToken, ServiceConnectionString};
+use azure_iot_emulator::Fault;
 use azure_iot_protocol::mqtt::codec::{Packet, PubAck, QoS};
 use azure_iot_test::{HubEndpoint, MqttClient, RestClient, device_token, emulator};
 use fe2o3_amqp::sasl_profile::SaslProfile;
@@ -365,22 +366,14 @@ async fn amqp_over_websockets_on_the_https_port() {
     hub.shutdown().await;
 }
 
-/// After the CBS token expires, a send is refused as unauthorized and the link is closed, as
-/// the hub does; a fresh connection with a fresh token works again. Real time: SAS expiry is
-/// wall-clock seconds.
+/// After the CBS token expires (here: the `ExpireServiceTokens` fault, so no waiting), a send
+/// is refused as unauthorized and the link is closed, as the hub does.
 #[tokio::test]
 async fn an_expired_cbs_token_ends_the_link() {
     let hub = emulator().await;
     let ep = HubEndpoint::of(&hub);
     let api = RestClient::new(&ep, "iothubowner");
     api.put("/devices/dev1", json!({})).await;
-    let cs = ServiceConnectionString::parse(ep.connection_string("iothubowner")).unwrap();
-    let short = SasToken::generate_with_ttl(
-        &ResourceUri::hub(&ep.hostname),
-        cs.key(),
-        Some("iothubowner"),
-        Duration::from_secs(2),
-    );
     let mut connection = Connection::builder()
         .container_id("expiring")
         .hostname("localhost")
@@ -389,7 +382,7 @@ async fn an_expired_cbs_token_ends_the_link() {
         .unwrap();
     let mut session = Session::begin(&mut connection).await.unwrap();
     let mut cbs = Cbs::attach(&mut session).await;
-    assert_eq!(cbs.put(&ep, short.secret()).await, 200);
+    assert_eq!(cbs.put(&ep, &service_token(&ep, "iothubowner")).await, 200);
     let mut sender = Sender::attach(&mut session, "c2d", "/messages/devicebound")
         .await
         .unwrap();
@@ -397,7 +390,7 @@ async fn an_expired_cbs_token_ends_the_link() {
         sender.send(c2d("dev1", "in-time")).await.unwrap(),
         Outcome::Accepted(_)
     ));
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    hub.inject(Fault::ExpireServiceTokens).await.unwrap();
     match sender.send(c2d("dev1", "too-late")).await {
         Ok(Outcome::Rejected(r)) => assert!(
             format!("{:?}", r.error).contains("UnauthorizedAccess"),

@@ -80,7 +80,11 @@ impl TokenSource {
 
     /// A valid token, and the time after which it should be renewed.
     pub(crate) fn token(&self) -> (SasToken, SystemTime) {
-        let now = SystemTime::now();
+        self.token_at(SystemTime::now())
+    }
+
+    /// [`token`](Self::token) as of `now`.
+    fn token_at(&self, now: SystemTime) -> (SasToken, SystemTime) {
         let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((token, renew_at)) = cached.as_ref()
             && now < *renew_at
@@ -128,6 +132,11 @@ mod tests {
         assert!(first.secret().contains("skn=iothubowner"));
         let life = renew_at.duration_since(SystemTime::now()).unwrap();
         assert!(life > Duration::from_secs(3000) && life < Duration::from_secs(3100));
+        // Once the renewal time comes, a new token is signed, expiring a full life later.
+        let (renewed, next) = source.token_at(renew_at);
+        assert_ne!(renewed.secret(), first.secret());
+        assert!(renewed.expires_at() > first.expires_at());
+        assert!(next > renew_at);
     }
 
     #[test]

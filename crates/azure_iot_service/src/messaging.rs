@@ -31,6 +31,7 @@ use futures_util::stream::BoxStream;
 use serde::Deserialize;
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::credential::TokenSource;
 use crate::error::{Error, ErrorKind, Result};
@@ -334,7 +335,7 @@ impl Endpoint {
                 .await
                 .map_err(|e| transport("the AMQP session was refused", e))?;
             let mut cbs = Cbs::attach(&mut session, host).await?;
-            let renew_at = cbs.put(&self.tokens).await?;
+            let due = due_instant(cbs.put(&self.tokens).await?);
             let mut senders = Vec::with_capacity(SENDER_LINKS);
             for i in 0..SENDER_LINKS {
                 let sender = Sender::attach(
@@ -346,8 +347,14 @@ impl Endpoint {
                 .map_err(|e| transport("the hub refused the cloud-to-device link", e))?;
                 senders.push(Mutex::new(sender));
             }
-            let renewal =
-                tokio::spawn(cbs.renew_forever(self.tokens.clone(), renew_at, self.timeout));
+            let renewal = tokio::spawn(renew_forever(
+                CbsRenewal {
+                    cbs,
+                    tokens: self.tokens.clone(),
+                },
+                due,
+                self.timeout,
+            ));
             Ok(Link {
                 conn: Arc::new(Conn {
                     connection: Mutex::new(connection),
@@ -659,29 +666,47 @@ impl Cbs {
             };
         }
     }
+}
 
-    /// Puts a fresh token whenever one is due, until the connection goes.
-    async fn renew_forever(
-        mut self,
-        tokens: Arc<TokenSource>,
-        mut renew_at: SystemTime,
-        limit: Duration,
-    ) {
-        loop {
-            let wait = renew_at
-                .duration_since(SystemTime::now())
-                .unwrap_or(Duration::ZERO);
-            tokio::time::sleep(wait).await;
-            match within(limit, "renewing the CBS token", self.put(&tokens)).await {
-                Ok(next) => renew_at = next,
-                Err(e) if e.kind() == ErrorKind::Transport => {
-                    tracing::debug!(error = %e, "CBS renewal stopped: the connection is gone");
-                    return;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "CBS token renewal failed; retrying in 30 s");
-                    renew_at = SystemTime::now() + Duration::from_secs(30);
-                }
+/// How long a failed renewal waits before the next try.
+const RENEWAL_RETRY: Duration = Duration::from_secs(30);
+
+/// A token renewal's wall-clock due time on tokio's clock (a time already past is now).
+fn due_instant(at: SystemTime) -> Instant {
+    Instant::now() + at.duration_since(SystemTime::now()).unwrap_or_default()
+}
+
+/// Puts a fresh token on a connection; says when the next one is due.
+trait PutToken: Send {
+    fn put_token(&mut self) -> impl Future<Output = Result<Instant>> + Send;
+}
+
+/// The `$cbs` links and the tokens to put on them.
+struct CbsRenewal {
+    cbs: Cbs,
+    tokens: Arc<TokenSource>,
+}
+
+impl PutToken for CbsRenewal {
+    async fn put_token(&mut self) -> Result<Instant> {
+        self.cbs.put(&self.tokens).await.map(due_instant)
+    }
+}
+
+/// Puts a fresh token whenever one is due, until the connection goes. A put that fails (or
+/// takes longer than `limit`) for another reason is tried again after [`RENEWAL_RETRY`].
+async fn renew_forever(mut put: impl PutToken, mut due: Instant, limit: Duration) {
+    loop {
+        tokio::time::sleep_until(due).await;
+        match within(limit, "renewing the CBS token", put.put_token()).await {
+            Ok(next) => due = next,
+            Err(e) if e.kind() == ErrorKind::Transport => {
+                tracing::debug!(error = %e, "CBS renewal stopped: the connection is gone");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "CBS token renewal failed; trying again in 30 s");
+                due = Instant::now() + RENEWAL_RETRY;
             }
         }
     }
@@ -873,6 +898,56 @@ mod tests {
         assert_eq!(records[1].status_code, FeedbackStatus::Unknown);
         assert_eq!(records[2].status_code, FeedbackStatus::Unknown);
         assert_eq!(records[2].original_message_id, "");
+    }
+
+    /// A renewal that records when it is called and answers from a script.
+    struct Scripted {
+        calls: Vec<Instant>,
+        answers: VecDeque<Option<Result<Duration>>>,
+    }
+
+    impl PutToken for &mut Scripted {
+        fn put_token(&mut self) -> impl Future<Output = Result<Instant>> + Send {
+            let now = Instant::now();
+            self.calls.push(now);
+            let answer = self.answers.pop_front().flatten();
+            async move {
+                match answer {
+                    Some(answer) => answer.map(|next| now + next),
+                    // No answer: the hub never replies.
+                    None => std::future::pending().await,
+                }
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tokens_are_put_when_due_and_again_after_failures() {
+        let start = Instant::now();
+        let mut script = Scripted {
+            calls: Vec::new(),
+            answers: VecDeque::from([
+                Some(Ok(Duration::from_secs(100))),
+                Some(Err(Error::new(ErrorKind::Unauthorized, "refused"))),
+                None, // hangs: cut off by the 5 s limit
+                Some(Ok(Duration::from_secs(50))),
+                Some(Err(Error::new(ErrorKind::Transport, "gone"))),
+            ]),
+        };
+        renew_forever(
+            &mut script,
+            start + Duration::from_secs(10),
+            Duration::from_secs(5),
+        )
+        .await;
+        let at: Vec<u64> = script
+            .calls
+            .iter()
+            .map(|t| t.duration_since(start).as_secs())
+            .collect();
+        // Due at 10; next due 100 s later; refused → 30 s later; hangs 5 s → 30 s later;
+        // then 50 s later the connection is gone and renewal stops.
+        assert_eq!(at, [10, 110, 140, 175, 225]);
     }
 
     proptest::proptest! {

@@ -611,45 +611,45 @@ async fn c2d_end_to_end_with_feedback_purge_and_refusals() {
     hub.shutdown().await;
 }
 
-/// The hub refuses sends on an AMQP connection whose CBS token has expired; the client puts a
-/// fresh one at 85 % of the old one's life, so a connection outlives its first token. Real
-/// time: token expiry is wall-clock seconds on both sides.
+/// When the hub ends a connection's CBS grant (here the `ExpireServiceTokens` fault: a token
+/// that expired), the send it refuses fails as `Unauthorized` and is not queued; the next
+/// send opens a new connection with a fresh token. (When tokens are renewed is tested on the
+/// paused clock in `messaging.rs` and `credential.rs`.)
 #[tokio::test]
-async fn cbs_tokens_are_renewed_before_they_expire() {
+async fn an_expired_cbs_grant_is_replaced_by_the_next_send() {
     let hub = emulator().await;
     let owner = service(&hub, "iothubowner");
     owner.create_device(&Device::new("r1")).await.unwrap();
-    let short = ServiceClient::from_connection_string(
-        hub.connection_string("service").unwrap(),
-        options(&hub).token_ttl(Duration::from_secs(3)),
-    )
-    .unwrap();
-    let messaging = short.messaging().await.unwrap();
+    let api = service(&hub, "service");
+    let messaging = api.messaging().await.unwrap();
     messaging
         .send("r1", CloudToDeviceMessage::new("first"))
         .await
         .unwrap();
-    // Past the first token's expiry (≤ 3 s): only a renewed token lets this through.
-    tokio::time::sleep(Duration::from_millis(4500)).await;
-    messaging
-        .send("r1", CloudToDeviceMessage::new("after renewal"))
+    hub.inject(azure_iot_emulator::Fault::ExpireServiceTokens)
         .await
         .unwrap();
-    // HTTPS requests past the first token's life carry a fresh one too.
+    let refused = messaging
+        .send("r1", CloudToDeviceMessage::new("refused"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::Unauthorized, "{refused}");
+    messaging
+        .send("r1", CloudToDeviceMessage::new("after a fresh token"))
+        .await
+        .unwrap();
     assert_eq!(
-        short
-            .purge_c2d_queue("r1")
+        api.purge_c2d_queue("r1")
             .await
             .unwrap()
             .total_messages_purged,
-        2
+        2,
+        "the refused message was not queued"
     );
     messaging.close().await.unwrap();
     hub.shutdown().await;
 }
 
-/// A hub restart breaks the AMQP connection; once the client has seen it go, the next send
-/// opens a new one by itself, and a feedback receiver attached afterwards works on it.
 #[tokio::test]
 async fn messaging_reopens_its_connection_after_the_hub_restarts() {
     let dir = tempfile::tempdir().unwrap();

@@ -59,6 +59,8 @@ pub(crate) struct AmqpContext {
     pub(crate) policies: Arc<Policies>,
     pub(crate) hostname: Arc<str>,
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// Moved on by `Fault::ExpireServiceTokens`.
+    pub(crate) grant_generation: watch::Receiver<u64>,
 }
 
 /// Serves AMQP over TLS on `listener` until `shutdown` turns true.
@@ -77,9 +79,12 @@ pub(crate) async fn serve(
 
 /// Per-connection state shared by its links.
 struct ConnectionState {
-    /// The policy that authorized this connection (SASL PLAIN or CBS put-token) and when its
-    /// token expires: after that, sends are refused until a fresh token is put, as on the hub.
-    authorized: Mutex<Option<(String, SystemTime)>>,
+    /// The grant of this connection (SASL PLAIN or CBS put-token): after its token expires,
+    /// sends are refused until a fresh token is put, as on the hub.
+    authorized: Mutex<Option<Grant>>,
+    /// The hub's grant generation; `Fault::ExpireServiceTokens` moves it on, which ends every
+    /// grant made before, as if its token had expired.
+    generation: watch::Receiver<u64>,
     /// Where CBS answers go. uamqp sends its put-token before it has attached (or we have
     /// accepted) its `$cbs` receiver link, so answers wait here until that link exists.
     cbs: Mutex<CbsReplies>,
@@ -93,31 +98,51 @@ struct CbsReplies {
     pending: Vec<AmqpMessage>,
 }
 
+/// What authorized a connection: the policy, its token's expiry, and the grant generation.
+struct Grant {
+    #[allow(dead_code)] // kept for diagnostics
+    policy: String,
+    expiry: SystemTime,
+    generation: u64,
+}
+
 impl ConnectionState {
-    fn authorized(&self) -> bool {
+    fn new(generation: watch::Receiver<u64>) -> Self {
+        Self {
+            authorized: Mutex::new(None),
+            generation,
+            cbs: Mutex::new(CbsReplies::default()),
+        }
+    }
+
+    /// `Some(true)` while the grant holds, `Some(false)` once it expired, `None` if no token
+    /// was ever put.
+    fn grant_holds(&self) -> Option<bool> {
+        let current = *self.generation.borrow();
         self.authorized
             .lock()
-            .map(|a| {
-                a.as_ref()
-                    .is_some_and(|(_, expiry)| SystemTime::now() < *expiry)
-            })
-            .unwrap_or(false)
+            .ok()?
+            .as_ref()
+            .map(|grant| SystemTime::now() < grant.expiry && grant.generation == current)
+    }
+
+    fn authorized(&self) -> bool {
+        self.grant_holds() == Some(true)
     }
 
     /// Whether a token was put and has expired since (as opposed to never put).
     fn expired(&self) -> bool {
-        self.authorized
-            .lock()
-            .map(|a| {
-                a.as_ref()
-                    .is_some_and(|(_, expiry)| SystemTime::now() >= *expiry)
-            })
-            .unwrap_or(false)
+        self.grant_holds() == Some(false)
     }
 
-    fn authorize(&self, grant: (String, SystemTime)) {
+    fn authorize(&self, (policy, expiry): (String, SystemTime)) {
+        let generation = *self.generation.borrow();
         if let Ok(mut slot) = self.authorized.lock() {
-            *slot = Some(grant);
+            *slot = Some(Grant {
+                policy,
+                expiry,
+                generation,
+            });
         }
     }
 }
@@ -135,10 +160,7 @@ where
             return;
         }
     }
-    let state = Arc::new(ConnectionState {
-        authorized: Mutex::new(None),
-        cbs: Mutex::new(CbsReplies::default()),
-    });
+    let state = Arc::new(ConnectionState::new(context.grant_generation.clone()));
     let io = prefixed::Prefixed::new(header.to_vec(), stream);
     let container = format!("azure-iot-emulator:{}", context.hostname);
     let accepted = match header[4] {
@@ -756,11 +778,10 @@ mod tests {
 
     #[test]
     fn an_expired_grant_no_longer_authorizes() {
-        let state = ConnectionState {
-            authorized: Mutex::new(None),
-            cbs: Mutex::new(CbsReplies::default()),
-        };
+        let (revoke, generation) = watch::channel(0);
+        let state = ConnectionState::new(generation);
         assert!(!state.authorized());
+        assert!(!state.expired(), "never authorized is not expired");
         state.authorize((
             "service".into(),
             SystemTime::now() + Duration::from_secs(60),
@@ -771,5 +792,18 @@ mod tests {
             !state.authorized(),
             "after expiry, a fresh put-token is needed"
         );
+        assert!(state.expired());
+        // The fault ends a grant that is still in date.
+        state.authorize((
+            "service".into(),
+            SystemTime::now() + Duration::from_secs(60),
+        ));
+        revoke.send_modify(|g| *g += 1);
+        assert!(state.expired());
+        state.authorize((
+            "service".into(),
+            SystemTime::now() + Duration::from_secs(60),
+        ));
+        assert!(state.authorized(), "a token put after the fault holds");
     }
 }

@@ -160,6 +160,7 @@ mod tests {
             policies: policies.clone(),
             hostname: Arc::from("h"),
             shutdown: tokio::sync::watch::channel(false).1,
+            grant_generation: tokio::sync::watch::channel(0).1,
         });
         let app = AppState {
             hub,

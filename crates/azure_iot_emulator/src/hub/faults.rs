@@ -2,7 +2,8 @@
 //!
 //! Faults are per identity. One-shot faults act at once (`DropConnection`) or on the next
 //! connects (`RefuseConnects`); session faults (`DelayPubacks`, `WithholdPubacks`,
-//! `ThrottleTwin`) last until cleared and reach a live connection at once. Available in process
+//! `ThrottleTwin`) last until cleared and reach a live connection at once. `ExpireServiceTokens`
+//! is hub-wide: it ends every service AMQP connection's CBS grant. Available in process
 //! ([`crate::EmulatorHandle::inject`]) and over HTTPS (`POST /$emulator/faults`).
 
 use std::collections::HashMap;
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use azure_iot_protocol::Identity;
 use serde::Deserialize;
+use tokio::sync::watch;
 
 use super::HubState;
 use super::devices::Push;
@@ -17,7 +19,8 @@ use super::devices::Push;
 /// A fault to inject. JSON (for `POST /$emulator/faults`):
 /// `{"type": "dropConnection" | "refuseConnects" | "delayPubacks" | "withholdPubacks" |
 /// "throttleTwin", "deviceId": "...", "moduleId": "..."?, ...}` with `count` and `returnCode`
-/// for `refuseConnects` and `milliseconds` for `delayPubacks`.
+/// for `refuseConnects` and `milliseconds` for `delayPubacks`; or
+/// `{"type": "expireServiceTokens"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(
     tag = "type",
@@ -73,11 +76,17 @@ pub enum Fault {
         #[serde(default)]
         module_id: Option<String>,
     },
+    /// End every service AMQP connection's CBS grant now, as if its token had expired: its
+    /// C2D and feedback links close with `amqp:unauthorized-access` at their next use, until
+    /// a fresh token is put. Hub-wide, one-shot; no identity.
+    ExpireServiceTokens,
 }
 
 impl Fault {
-    fn identity(&self) -> Identity {
+    /// The identity a fault is about; `None` for the hub-wide ones.
+    fn identity(&self) -> Option<Identity> {
         let (device, module) = match self {
+            Fault::ExpireServiceTokens => return None,
             Fault::DropConnection {
                 device_id,
                 module_id,
@@ -101,10 +110,10 @@ impl Fault {
                 module_id,
             } => (device_id, module_id),
         };
-        match module {
+        Some(match module {
             Some(m) => Identity::module(device.clone(), m.clone()),
             None => Identity::device(device.clone()),
-        }
+        })
     }
 }
 
@@ -117,13 +126,30 @@ pub(crate) struct SessionFaults {
 }
 
 /// All injected faults.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Faults {
     refuse: HashMap<Identity, (u32, u8)>,
     sessions: HashMap<Identity, SessionFaults>,
+    /// The service grant generation the AMQP front-end compares grants with.
+    grant_generation: watch::Sender<u64>,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Self {
+            refuse: HashMap::new(),
+            sessions: HashMap::new(),
+            grant_generation: watch::channel(0).0,
+        }
+    }
 }
 
 impl Faults {
+    /// Follows the service grant generation (moved on by `ExpireServiceTokens`).
+    pub(crate) fn grant_generation(&self) -> watch::Receiver<u64> {
+        self.grant_generation.subscribe()
+    }
+
     /// The session faults of `identity`.
     pub(crate) fn session(&self, identity: &Identity) -> SessionFaults {
         self.sessions.get(identity).cloned().unwrap_or_default()
@@ -145,8 +171,13 @@ impl Faults {
 impl HubState {
     /// Applies `fault`.
     pub(crate) fn inject(&mut self, fault: Fault) -> Result<(), String> {
-        let identity = fault.identity();
+        let Some(identity) = fault.identity() else {
+            // The hub-wide faults.
+            self.faults.grant_generation.send_modify(|g| *g += 1);
+            return Ok(());
+        };
         match fault {
+            Fault::ExpireServiceTokens => return Ok(()),
             Fault::DropConnection { .. } => {
                 self.links
                     .close(&identity, "fault injection: connection dropped");

@@ -58,6 +58,11 @@ pub(crate) struct HubState {
 }
 
 impl HubState {
+    /// Follows the service grant generation (see `Fault::ExpireServiceTokens`).
+    pub(crate) fn grant_generation(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.faults.grant_generation()
+    }
+
     /// Loads the state from `store`, creating the default policies on first start.
     pub(crate) fn load(store: Store) -> Result<Self, EmulatorError> {
         let mut policies = store.policies()?;
