@@ -26,30 +26,11 @@ pub(crate) struct Reply {
 impl HubConnection {
     /// Reads `hub.json` and `ca.pem` in `dir`.
     pub(crate) fn from_data_dir(dir: &Path) -> Result<Self, String> {
-        let hub_file = dir.join("hub.json");
-        let text = std::fs::read_to_string(&hub_file).map_err(|e| {
-            format!(
-                "cannot read {} ({e}); is `azure-iot hub start` running with this --data-dir?",
-                hub_file.display()
-            )
-        })?;
-        let doc: Value = serde_json::from_str(&text)
-            .map_err(|e| format!("{} is not valid JSON: {e}", hub_file.display()))?;
-        let port = doc["ports"]["https"]
-            .as_u64()
-            .ok_or_else(|| format!("{} has no ports.https", hub_file.display()))?;
-        let cs_text = doc["connection_strings"]["iothubowner"]
-            .as_str()
-            .ok_or_else(|| {
-                format!(
-                    "{} has no iothubowner connection string",
-                    hub_file.display()
-                )
-            })?;
-        let cs = ServiceConnectionString::parse(cs_text)
+        let local = crate::target::read_local(dir)?;
+        let port = local.https;
+        let cs = ServiceConnectionString::parse(&local.owner)
             .map_err(|e| format!("iothubowner connection string: {e}"))?;
-        let ca = std::fs::read_to_string(dir.join("ca.pem"))
-            .map_err(|e| format!("cannot read ca.pem: {e}"))?;
+        let ca = local.ca_pem;
         let roots = root_store(Some(&ca)).map_err(|e| format!("ca.pem: {e}"))?;
         let tls = client_config_builder(roots)
             .map_err(|e| e.to_string())?

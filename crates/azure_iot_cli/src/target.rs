@@ -37,22 +37,23 @@ pub(crate) struct Hub {
     pub(crate) ca_pem: Option<String>,
 }
 
-/// What `hub.json` says.
-struct Local {
-    host: String,
-    https: u16,
-    mqtt: u16,
-    amqp: u16,
-    owner: String,
-    ca_pem: String,
+/// What `hub.json` (and `ca.pem`) in an emulator's data directory say.
+pub(crate) struct Local {
+    pub(crate) host: String,
+    pub(crate) https: u16,
+    pub(crate) mqtt: u16,
+    pub(crate) amqp: u16,
+    /// The iothubowner connection string.
+    pub(crate) owner: String,
+    pub(crate) ca_pem: String,
 }
 
-fn read_local(dir: &Path) -> Result<Local, String> {
+/// Reads the emulator's `hub.json` and `ca.pem` in `dir`.
+pub(crate) fn read_local(dir: &Path) -> Result<Local, String> {
     let file = dir.join("hub.json");
     let text = std::fs::read_to_string(&file).map_err(|e| {
         format!(
-            "no hub given and no emulator found: cannot read {} ({e}). Pass --connection-string \
-             (or set IOTHUB_CONNECTION_STRING), or start one with `azure-iot hub start --data-dir {}`",
+            "cannot read {} ({e}); is `azure-iot hub start --data-dir {}` running?",
             file.display(),
             dir.display()
         )
@@ -112,7 +113,12 @@ impl HubArgs {
                 (cs.clone(), local)
             }
             None => {
-                let local = read_local(&self.data_dir)?;
+                let local = read_local(&self.data_dir).map_err(|e| {
+                    format!(
+                        "no hub given and no emulator found: {e} Or pass --connection-string \
+                         (or set IOTHUB_CONNECTION_STRING)."
+                    )
+                })?;
                 (local.owner.clone(), Some(local))
             }
         };

@@ -98,10 +98,8 @@ struct CbsReplies {
     pending: Vec<AmqpMessage>,
 }
 
-/// What authorized a connection: the policy, its token's expiry, and the grant generation.
+/// What authorized a connection: its token's expiry, and the grant generation.
 struct Grant {
-    #[allow(dead_code)] // kept for diagnostics
-    policy: String,
     expiry: SystemTime,
     generation: u64,
 }
@@ -135,14 +133,11 @@ impl ConnectionState {
         self.grant_holds() == Some(false)
     }
 
-    fn authorize(&self, (policy, expiry): (String, SystemTime)) {
+    /// Authorizes the connection until `expiry` (its token's).
+    fn authorize(&self, expiry: SystemTime) {
         let generation = *self.generation.borrow();
         if let Ok(mut slot) = self.authorized.lock() {
-            *slot = Some(Grant {
-                policy,
-                expiry,
-                generation,
-            });
+            *slot = Some(Grant { expiry, generation });
         }
     }
 }
@@ -378,8 +373,8 @@ async fn serve_cbs_requests(
             (400, format!("unsupported CBS operation `{operation}`"))
         } else {
             match token.as_deref().map(|t| check_service_token(&context, t)) {
-                Some(Ok(policy)) => {
-                    state.authorize(policy);
+                Some(Ok(expiry)) => {
+                    state.authorize(expiry);
                     (200, "OK".to_owned())
                 }
                 Some(Err(why)) => (401, why),
@@ -426,9 +421,9 @@ async fn serve_cbs_requests(
 }
 
 /// Checks a token for service use: a policy (`skn`) with ServiceConnect, signature, expiry,
-/// and a resource covering the hub. Returns the policy name and the token's expiry.
-fn check_service_token(context: &AmqpContext, token: &str) -> Result<(String, SystemTime), String> {
-    let policy = context
+/// and a resource covering the hub. Returns the token's expiry.
+fn check_service_token(context: &AmqpContext, token: &str) -> Result<SystemTime, String> {
+    context
         .policies
         .authorize(
             Some(token),
@@ -437,10 +432,9 @@ fn check_service_token(context: &AmqpContext, token: &str) -> Result<(String, Sy
             SystemTime::now(),
         )
         .map_err(|e| e.message)?;
-    let expiry = azure_iot_core::SasToken::parse(token)
+    Ok(azure_iot_core::SasToken::parse(token)
         .map_err(|e| e.to_string())?
-        .expires_at();
-    Ok((policy.name.clone(), expiry))
+        .expires_at())
 }
 
 /// SASL: MSSBCBS and ANONYMOUS succeed (authentication follows by CBS); PLAIN with
@@ -479,8 +473,8 @@ impl SaslAcceptor for HubSasl {
                 match (authcid, password) {
                     (Some(user), Some(token)) if user.contains("@sas.root.") => {
                         match check_service_token(&self.context, &token) {
-                            Ok(policy) => {
-                                self.state.authorize(policy);
+                            Ok(expiry) => {
+                                self.state.authorize(expiry);
                                 SaslCode::Ok
                             }
                             Err(why) => {
@@ -782,28 +776,19 @@ mod tests {
         let state = ConnectionState::new(generation);
         assert!(!state.authorized());
         assert!(!state.expired(), "never authorized is not expired");
-        state.authorize((
-            "service".into(),
-            SystemTime::now() + Duration::from_secs(60),
-        ));
+        state.authorize(SystemTime::now() + Duration::from_secs(60));
         assert!(state.authorized());
-        state.authorize(("service".into(), SystemTime::now() - Duration::from_secs(1)));
+        state.authorize(SystemTime::now() - Duration::from_secs(1));
         assert!(
             !state.authorized(),
             "after expiry, a fresh put-token is needed"
         );
         assert!(state.expired());
         // The fault ends a grant that is still in date.
-        state.authorize((
-            "service".into(),
-            SystemTime::now() + Duration::from_secs(60),
-        ));
+        state.authorize(SystemTime::now() + Duration::from_secs(60));
         revoke.send_modify(|g| *g += 1);
         assert!(state.expired());
-        state.authorize((
-            "service".into(),
-            SystemTime::now() + Duration::from_secs(60),
-        ));
+        state.authorize(SystemTime::now() + Duration::from_secs(60));
         assert!(state.authorized(), "a token put after the fault holds");
     }
 }

@@ -78,4 +78,13 @@ impl Hub {
             .map_err(|_| EmulatorError::ShuttingDown)?;
         rx.await.map_err(|_| EmulatorError::ShuttingDown)
     }
+
+    /// Runs `f` on the state thread without waiting for it (bookkeeping that no answer
+    /// depends on); dropped if the emulator is shutting down.
+    pub(crate) fn tell<F>(&self, f: F)
+    where
+        F: FnOnce(&mut HubState) + Send + 'static,
+    {
+        let _ = self.jobs.send(Box::new(f));
+    }
 }

@@ -256,7 +256,7 @@ impl HubState {
         let record = self.prepare_put(device_id, module_id, spec, if_match)?;
         self.store.apply(&[Change::Put(&record)])?;
         let json = self.identity_json(&record);
-        self.install(record);
+        self.install_identity(record);
         Ok(json)
     }
 
@@ -356,14 +356,19 @@ impl HubState {
     }
 
     /// Puts a record (already stored) into memory.
-    /// Makes a stored record the live one. A device that is disabled now is disconnected
+    /// Makes a stored identity the live one. A device that is disabled now is disconnected
     /// (its modules too): the change is stored, so its reconnects are refused (CONNACK 5)
     /// until it is enabled again.
-    fn install(&mut self, record: IdentityRecord) {
+    fn install_identity(&mut self, record: IdentityRecord) {
         if record.module_id.is_none() && record.status == Status::Disabled {
             self.links
                 .close_device(&record.device_id, "the device is disabled");
         }
+        self.install(record);
+    }
+
+    /// Makes a stored record (identity or twin change) the live one.
+    fn install(&mut self, record: IdentityRecord) {
         match record.module_id.clone() {
             None => {
                 let device_id = record.device_id.clone();
@@ -476,7 +481,7 @@ impl HubState {
         self.store.apply(&changes)?;
         for (device_id, module_id, record) in staged {
             match record {
-                Some(r) => self.install(r),
+                Some(r) => self.install_identity(r),
                 None => self.forget(&device_id, module_id.as_deref()),
             }
         }

@@ -474,14 +474,15 @@ where
                 );
                 let packet_id = (publish.qos == QoS::AtLeastOnce).then_some(publish.pkid);
                 self.acks.push_back((packet_id, committed));
-                // lastActivityTime: at most one state-thread call a second, not one a message.
+                // lastActivityTime: at most one state-thread job a second, not one a message,
+                // and nothing waits for it.
                 if self
                     .last_touch
                     .is_none_or(|at| at.elapsed() >= ACTIVITY_RESOLUTION)
                 {
                     self.last_touch = Some(Instant::now());
                     let who = self.identity.clone();
-                    let _ = self.ctx.hub.call(move |s| s.touch_device(&who)).await;
+                    self.ctx.hub.tell(move |s| s.touch_device(&who));
                 }
                 Ok(())
             }
