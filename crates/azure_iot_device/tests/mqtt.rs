@@ -8,7 +8,7 @@ use azure_iot_device::{
     ClientOptions, ConnectionState, DeviceClient, DisconnectReason, ErrorKind, Message,
     MethodResponse,
 };
-use azure_iot_emulator::{EmulatorHandle, Fault};
+use azure_iot_emulator::{EmulatorHandle, Fault, RefusalReason};
 use azure_iot_test::{HubEndpoint, RestClient, emulator};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -405,7 +405,7 @@ async fn a_desired_change_made_while_offline_is_delivered_after_the_reconnect() 
         device_id: "dev-11".into(),
         module_id: None,
         count: 1_000,
-        return_code: 3,
+        reason: RefusalReason::ServerUnavailable,
     })
     .await
     .unwrap();
@@ -452,7 +452,7 @@ async fn credentials_refused_on_reconnect_end_the_client_as_unauthorized() {
         device_id: "dev-12".into(),
         module_id: None,
         count: 1,
-        return_code: 5,
+        reason: RefusalReason::NotAuthorized,
     })
     .await
     .unwrap();

@@ -51,6 +51,7 @@
 
 mod amqp;
 pub mod config;
+mod device;
 mod error;
 mod http;
 mod hub;
@@ -71,6 +72,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use config::{EmulatorBuilder, HUB_FILE};
+pub use device::RefusalReason;
 pub use error::EmulatorError;
 pub use hub::faults::Fault;
 pub use telemetry::TelemetryEvent;

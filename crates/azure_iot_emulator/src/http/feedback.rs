@@ -19,7 +19,7 @@ pub(crate) async fn receive(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     app.authorize(&headers, Rights::SERVICE_CONNECT)?;
-    let token = lock_token();
+    let token = crate::hub::queue::new_lock_token();
     let lock = token.clone();
     match app.hub.call(move |s| s.take_feedback(lock)).await? {
         None => Ok(StatusCode::NO_CONTENT.into_response()),
@@ -53,12 +53,4 @@ pub(crate) async fn abandon(
     let token = token.trim_matches('"').to_owned();
     app.hub.call(move |s| s.abandon_feedback(&token)).await??;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// A random lock token (32 hex digits).
-fn lock_token() -> String {
-    use ring::rand::{SecureRandom, SystemRandom};
-    let mut bytes = [0u8; 16];
-    let _ = SystemRandom::new().fill(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -11,7 +11,7 @@
 //!   positive/full; `Expired`, `DeliveryCountExceeded`, `Rejected`, `Purged` for negative/full.
 //!   Feedback records wait, durably, for a feedback receiver.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 
 use azure_iot_core::datetime::{format_timestamp, parse_timestamp};
 use azure_iot_core::message::{AckMode, Message};
@@ -23,6 +23,7 @@ use time::{Duration, OffsetDateTime};
 use super::HubState;
 use super::devices::Push;
 use super::error::{ErrorCode, HubError};
+use super::queue::{Lock, LockedQueue, Outcome, QueueError, Settle};
 use crate::error::EmulatorError;
 use crate::store::{C2dRow, Change, Store};
 
@@ -39,34 +40,35 @@ pub(crate) const FEEDBACK_BATCH: usize = 64;
 /// How long a feedback batch stays locked to the receiver that took it.
 pub(crate) const FEEDBACK_LOCK: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// A queued message.
+/// A queued message: its stored row and what the hub reads from it often.
 #[derive(Debug, Clone)]
 struct Queued {
     row: C2dRow,
     expiry: OffsetDateTime,
     ack: AckMode,
     message_id: String,
-    /// The connection the message is locked to, while delivered and not completed.
-    locked_by: Option<u64>,
 }
 
 /// A message on its way to a device.
 #[derive(Debug, Clone)]
 pub(crate) struct C2dDelivery {
-    /// Identifies the message for completion.
+    /// Identifies the message in its queue.
     pub(crate) id: u64,
+    /// The lock the delivery is held under; presenting it settles the message.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) lock: Lock,
+    /// The message with the hub's delivery properties (count, sequence number, lock token).
     pub(crate) message: Message,
 }
 
 /// Queues and feedback.
 #[derive(Default)]
 pub(crate) struct CloudToDevice {
-    queues: HashMap<String, VecDeque<Queued>>,
+    queues: HashMap<String, LockedQueue<Queued>>,
     next_id: u64,
-    feedback: VecDeque<(u64, Value)>,
-    /// Feedback records handed out and not yet completed, by lock token, with the time the
-    /// lock ends (after which they are delivered again).
-    feedback_locked: HashMap<String, (std::time::Instant, Vec<(u64, Value)>)>,
+    /// Feedback records waiting for (or locked to) a feedback receiver; a batch shares one
+    /// token lock.
+    feedback: LockedQueue<Value>,
     /// Devices whose live connection receives messages as they arrive.
     subscribed: HashMap<String, u64>,
 }
@@ -82,6 +84,7 @@ impl CloudToDevice {
                 .map_err(|e| {
                     EmulatorError::Storage(format!("C2D message {} is corrupt: {e}", row.id))
                 })?;
+            let (id, count) = (row.id, row.delivery_count);
             let queued = Queued {
                 expiry: parse_timestamp(&row.expiry).unwrap_or_else(OffsetDateTime::now_utc),
                 ack: message.system_properties().ack.unwrap_or_default(),
@@ -90,27 +93,26 @@ impl CloudToDevice {
                     .message_id
                     .clone()
                     .unwrap_or_default(),
-                locked_by: None,
                 row,
             };
             c2d.queues
                 .entry(queued.row.device_id.clone())
                 .or_default()
-                .push_back(queued);
+                .push_back(id, queued, count);
         }
         for (id, record) in store.feedback_rows()? {
             c2d.next_id = c2d.next_id.max(id);
             let value = serde_json::from_str(&record).map_err(|e| {
                 EmulatorError::Storage(format!("feedback record {id} is corrupt: {e}"))
             })?;
-            c2d.feedback.push_back((id, value));
+            c2d.feedback.push_back(id, value, 0);
         }
         Ok(c2d)
     }
 
     /// Messages waiting for `device_id`.
     pub(crate) fn depth(&self, device_id: &str) -> usize {
-        self.queues.get(device_id).map_or(0, VecDeque::len)
+        self.queues.get(device_id).map_or(0, LockedQueue::len)
     }
 }
 
@@ -148,8 +150,7 @@ impl HubState {
         let message = builder
             .build()
             .map_err(|e| HubError::invalid(e.to_string()))?;
-        self.c2d.next_id += 1;
-        let id = self.c2d.next_id;
+        let id = self.c2d.next_id + 1;
         let row = C2dRow {
             id,
             device_id: device_id.to_owned(),
@@ -160,6 +161,7 @@ impl HubState {
             body: message.body().to_vec(),
         };
         self.store.apply(&[Change::PutC2d(&row)])?;
+        self.c2d.next_id = id;
         let queued = Queued {
             expiry,
             ack: message.system_properties().ack.unwrap_or_default(),
@@ -168,23 +170,28 @@ impl HubState {
                 .message_id
                 .clone()
                 .unwrap_or_default(),
-            locked_by: None,
             row,
         };
         self.c2d
             .queues
             .entry(device_id.to_owned())
             .or_default()
-            .push_back(queued);
+            .push_back(id, queued, 0);
+        self.push_c2d(device_id);
+        Ok(id)
+    }
+
+    /// Hands every deliverable message of `device_id` to its subscribed live connection.
+    fn push_c2d(&mut self, device_id: &str) {
         if let Some(connection) = self.c2d.subscribed.get(device_id).copied() {
-            for delivery in self.take_c2d(device_id, connection) {
+            let lock = Lock::Connection(connection);
+            for delivery in self.deliver_c2d(device_id, &lock, None, usize::MAX) {
                 self.links.push(
                     &azure_iot_protocol::Identity::device(device_id),
                     Push::CloudToDevice(Box::new(delivery)),
                 );
             }
         }
-        Ok(id)
     }
 
     /// A live connection of `device_id` subscribes (or stops) to cloud-to-device messages;
@@ -198,7 +205,7 @@ impl HubState {
         if on {
             self.c2d.subscribed.insert(device_id.to_owned(), connection);
             self.sweep_c2d();
-            self.take_c2d(device_id, connection)
+            self.deliver_c2d(device_id, &Lock::Connection(connection), None, usize::MAX)
         } else {
             if self.c2d.subscribed.get(device_id) == Some(&connection) {
                 self.c2d.subscribed.remove(device_id);
@@ -207,53 +214,120 @@ impl HubState {
         }
     }
 
-    /// Locks every unlocked message of `device_id` to `connection` and counts the attempt.
-    fn take_c2d(&mut self, device_id: &str, connection: u64) -> Vec<C2dDelivery> {
+    /// Takes the oldest deliverable message of `device_id` under a new token lock that lasts
+    /// `lock_for` (HTTPS receive, AMQP delivery). `None` when nothing is deliverable.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn take_c2d_locked(
+        &mut self,
+        device_id: &str,
+        lock_for: std::time::Duration,
+    ) -> Option<C2dDelivery> {
+        self.sweep_c2d();
+        let lock = Lock::Token(super::queue::new_lock_token());
+        let until = std::time::Instant::now() + lock_for;
+        self.deliver_c2d(device_id, &lock, Some(until), 1)
+            .into_iter()
+            .next()
+    }
+
+    /// Locks up to `max` deliverable messages of `device_id` to `lock` and counts the attempt:
+    /// the new counts are stored first, then the locks are taken. A message that has used up
+    /// its deliveries is dead-lettered instead.
+    fn deliver_c2d(
+        &mut self,
+        device_id: &str,
+        lock: &Lock,
+        until: Option<std::time::Instant>,
+        max: usize,
+    ) -> Vec<C2dDelivery> {
+        let now = std::time::Instant::now();
         let Some(queue) = self.c2d.queues.get_mut(device_id) else {
             return Vec::new();
         };
-        let mut deliveries = Vec::new();
         let mut dead = Vec::new();
-        for queued in queue.iter_mut().filter(|q| q.locked_by.is_none()) {
-            if queued.row.delivery_count >= MAX_DELIVERY_COUNT {
-                dead.push(queued.row.id);
+        let mut rows = Vec::new();
+        for id in queue.deliverable(usize::MAX, now) {
+            if rows.len() >= max {
+                break;
+            }
+            let Some(entry) = queue.get(id) else { continue };
+            if entry.delivery_count >= MAX_DELIVERY_COUNT {
+                dead.push(id);
                 continue;
             }
-            queued.row.delivery_count += 1;
-            queued.locked_by = Some(connection);
-            if let Ok(message) = delivered_message(queued) {
-                deliveries.push(C2dDelivery {
-                    id: queued.row.id,
-                    message,
-                });
-            }
+            let mut row = entry.item.row.clone();
+            row.delivery_count = entry.delivery_count + 1;
+            rows.push(row);
         }
-        let rows: Vec<C2dRow> = queue
-            .iter()
-            .filter(|q| deliveries.iter().any(|d| d.id == q.row.id))
-            .map(|q| q.row.clone())
-            .collect();
         let changes: Vec<Change<'_>> = rows.iter().map(Change::PutC2d).collect();
-        if let Err(e) = self.store.apply(&changes) {
-            tracing::error!(error = %e, "could not record C2D delivery attempts");
-        }
+        let stored = self.store.apply(&changes);
         for id in dead {
-            self.finish_c2d(device_id, id, "DeliveryCountExceeded");
+            self.finish_c2d(device_id, id, Outcome::DeliveryCountExceeded);
+        }
+        if let Err(e) = stored {
+            tracing::error!(error = %e, "could not record C2D delivery attempts; nothing delivered");
+            return Vec::new();
+        }
+        let Some(queue) = self.c2d.queues.get_mut(device_id) else {
+            return Vec::new();
+        };
+        let ids: Vec<u64> = rows.iter().map(|r| r.id).collect();
+        queue.lock(&ids, lock, until);
+        let mut deliveries = Vec::new();
+        for row in rows {
+            if queue.get(row.id).is_some_and(|e| e.is_locked()) {
+                match delivered_message(&row, lock) {
+                    Ok(message) => deliveries.push(C2dDelivery {
+                        id: row.id,
+                        lock: lock.clone(),
+                        message,
+                    }),
+                    Err(e) => tracing::error!(error = %e.message, "stored C2D message unreadable"),
+                }
+            }
         }
         deliveries
     }
 
-    /// The device completed message `id` (MQTT PUBACK).
-    pub(crate) fn complete_c2d(&mut self, device_id: &str, connection: u64, id: u64) {
-        let locked = self
+    /// Settles message `id` (or, without an id, every message) that `lock` holds for
+    /// `device_id`: complete (feedback `Success`), reject (dead-letter, feedback `Rejected`) or
+    /// abandon (delivered again). A lock that expired, was released, or never held the message
+    /// is IoT Hub's `DeviceMessageLockLost`, and nothing changes.
+    pub(crate) fn settle_c2d(
+        &mut self,
+        device_id: &str,
+        lock: &Lock,
+        id: Option<u64>,
+        settle: Settle,
+    ) -> Result<(), HubError> {
+        let now = std::time::Instant::now();
+        let held = self
             .c2d
             .queues
             .get(device_id)
-            .and_then(|q| q.iter().find(|m| m.row.id == id))
-            .is_some_and(|m| m.locked_by == Some(connection));
-        if locked {
-            self.finish_c2d(device_id, id, "Success");
+            .ok_or(QueueError::LockLost)
+            .and_then(|q| q.held_by(lock, id, now))
+            .map_err(|QueueError::LockLost| {
+                HubError::new(
+                    ErrorCode::DeviceMessageLockLost,
+                    "the message's lock was lost: it was settled already, its lock expired, or this lock never held it",
+                )
+            })?;
+        for id in held {
+            match settle {
+                Settle::Complete => self.finish_c2d(device_id, id, Outcome::Success),
+                Settle::Reject => self.finish_c2d(device_id, id, Outcome::Rejected),
+                Settle::Abandon => {
+                    if let Some(queue) = self.c2d.queues.get_mut(device_id) {
+                        queue.unlock(id);
+                    }
+                }
+            }
         }
+        if settle == Settle::Abandon {
+            self.push_c2d(device_id);
+        }
+        Ok(())
     }
 
     /// A connection ended: its locked messages become deliverable again.
@@ -262,9 +336,7 @@ impl HubState {
             self.c2d.subscribed.remove(device_id);
         }
         if let Some(queue) = self.c2d.queues.get_mut(device_id) {
-            for queued in queue.iter_mut().filter(|q| q.locked_by == Some(connection)) {
-                queued.locked_by = None;
-            }
+            queue.unlock_all(&Lock::Connection(connection));
         }
     }
 
@@ -277,12 +349,12 @@ impl HubState {
             .iter()
             .flat_map(|(d, q)| {
                 q.iter()
-                    .filter(|m| m.expiry <= now)
-                    .map(|m| (d.clone(), m.row.id))
+                    .filter(|m| m.item.expiry <= now)
+                    .map(|m| (d.clone(), m.id))
             })
             .collect();
         for (device_id, id) in expired {
-            self.finish_c2d(&device_id, id, "Expired");
+            self.finish_c2d(&device_id, id, Outcome::Expired);
         }
     }
 
@@ -293,10 +365,10 @@ impl HubState {
             .c2d
             .queues
             .get(device_id)
-            .map(|q| q.iter().map(|m| m.row.id).collect())
+            .map(|q| q.iter().map(|m| m.id).collect())
             .unwrap_or_default();
         for id in &ids {
-            self.finish_c2d(device_id, *id, "Purged");
+            self.finish_c2d(device_id, *id, Outcome::Purged);
         }
         Ok(ids.len() as u64)
     }
@@ -309,40 +381,32 @@ impl HubState {
 
     /// Removes message `id` from `device_id`'s queue in its final state and records the
     /// feedback its sender asked for, in one transaction.
-    fn finish_c2d(&mut self, device_id: &str, id: u64, status: &str) {
-        let Some(queue) = self.c2d.queues.get_mut(device_id) else {
+    fn finish_c2d(&mut self, device_id: &str, id: u64, outcome: Outcome) {
+        let Some(queued) = self.c2d.queues.get(device_id).and_then(|q| q.get(id)) else {
             return;
         };
-        let Some(index) = queue.iter().position(|m| m.row.id == id) else {
-            return;
-        };
-        let wants = match queue[index].ack {
+        let wants = match queued.item.ack {
             AckMode::Full => true,
-            AckMode::Positive => status == "Success",
-            AckMode::Negative => status != "Success",
+            AckMode::Positive => outcome.is_positive(),
+            AckMode::Negative => !outcome.is_positive(),
             AckMode::None => false,
         };
+        let message_id = queued.item.message_id.clone();
         let generation = self
             .record(device_id, None)
             .map(|r| r.generation_id.clone())
             .unwrap_or_default();
-        let Some(queue) = self.c2d.queues.get_mut(device_id) else {
-            return;
-        };
         let record = wants.then(|| {
             json!({
-                "originalMessageId": queue[index].message_id,
+                "originalMessageId": message_id,
                 "enqueuedTimeUtc": format_timestamp(OffsetDateTime::now_utc()),
-                "statusCode": status,
-                "description": status,
+                "statusCode": outcome.as_str(),
+                "description": outcome.as_str(),
                 "deviceId": device_id,
                 "deviceGenerationId": generation,
             })
         });
-        let feedback_id = record.as_ref().map(|_| {
-            self.c2d.next_id += 1;
-            self.c2d.next_id
-        });
+        let feedback_id = record.as_ref().map(|_| self.c2d.next_id + 1);
         let text = record.as_ref().map(Value::to_string);
         let mut changes = vec![Change::DeleteC2d(id)];
         if let (Some(fid), Some(text)) = (feedback_id, text.as_deref()) {
@@ -353,10 +417,11 @@ impl HubState {
             return;
         }
         if let Some(queue) = self.c2d.queues.get_mut(device_id) {
-            queue.retain(|m| m.row.id != id);
+            queue.remove(id);
         }
         if let (Some(fid), Some(record)) = (feedback_id, record) {
-            self.c2d.feedback.push_back((fid, record));
+            self.c2d.next_id = fid;
+            self.c2d.feedback.push_back(fid, record, 0);
         }
     }
 
@@ -365,74 +430,75 @@ impl HubState {
         self.c2d.depth(device_id) as u64
     }
 
-    /// Takes up to [`FEEDBACK_BATCH`] feedback records under a new lock token; they stay
-    /// stored until completed and return to the queue if abandoned.
+    /// Takes up to [`FEEDBACK_BATCH`] feedback records under the token lock `lock_token`
+    /// for [`FEEDBACK_LOCK`]; they stay stored until completed and are handed out again if
+    /// abandoned or when the lock ends.
     pub(crate) fn take_feedback(&mut self, lock_token: String) -> Option<Vec<Value>> {
         let now = std::time::Instant::now();
-        let expired: Vec<String> = self
-            .c2d
-            .feedback_locked
-            .iter()
-            .filter(|(_, (until, _))| *until <= now)
-            .map(|(token, _)| token.clone())
-            .collect();
-        for token in expired {
-            let _ = self.abandon_feedback(&token);
-        }
-        if self.c2d.feedback.is_empty() {
+        let ids = self.c2d.feedback.deliverable(FEEDBACK_BATCH, now);
+        if ids.is_empty() {
             return None;
         }
-        let n = self.c2d.feedback.len().min(FEEDBACK_BATCH);
-        let batch: Vec<(u64, Value)> = self.c2d.feedback.drain(..n).collect();
-        let records = batch.iter().map(|(_, v)| v.clone()).collect();
         self.c2d
-            .feedback_locked
-            .insert(lock_token, (now + FEEDBACK_LOCK, batch));
-        Some(records)
+            .feedback
+            .lock(&ids, &Lock::Token(lock_token), Some(now + FEEDBACK_LOCK));
+        Some(
+            ids.iter()
+                .filter_map(|id| self.c2d.feedback.get(*id).map(|e| e.item.clone()))
+                .collect(),
+        )
     }
 
     /// Completes a feedback batch: its records are gone for good.
     pub(crate) fn complete_feedback(&mut self, lock_token: &str) -> Result<(), HubError> {
-        let (_, batch) = self.c2d.feedback_locked.get(lock_token).ok_or_else(|| {
-            HubError::new(
-                ErrorCode::PreconditionFailed,
-                "no feedback batch holds this lock token",
-            )
-        })?;
-        let changes: Vec<Change<'_>> = batch
-            .iter()
-            .map(|(id, _)| Change::DeleteFeedback(*id))
-            .collect();
+        let ids = self.feedback_held(lock_token)?;
+        let changes: Vec<Change<'_>> = ids.iter().map(|id| Change::DeleteFeedback(*id)).collect();
         self.store.apply(&changes)?;
-        self.c2d.feedback_locked.remove(lock_token);
+        for id in ids {
+            self.c2d.feedback.remove(id);
+        }
         Ok(())
     }
 
     /// Abandons a feedback batch: its records are delivered again.
     pub(crate) fn abandon_feedback(&mut self, lock_token: &str) -> Result<(), HubError> {
-        let (_, batch) = self.c2d.feedback_locked.remove(lock_token).ok_or_else(|| {
-            HubError::new(
-                ErrorCode::PreconditionFailed,
-                "no feedback batch holds this lock token",
-            )
-        })?;
-        for record in batch.into_iter().rev() {
-            self.c2d.feedback.push_front(record);
-        }
+        self.feedback_held(lock_token)?;
+        self.c2d
+            .feedback
+            .unlock_all(&Lock::Token(lock_token.to_owned()));
         Ok(())
+    }
+
+    fn feedback_held(&self, lock_token: &str) -> Result<Vec<u64>, HubError> {
+        self.c2d
+            .feedback
+            .held_by(
+                &Lock::Token(lock_token.to_owned()),
+                None,
+                std::time::Instant::now(),
+            )
+            .map_err(|QueueError::LockLost| {
+                HubError::new(
+                    ErrorCode::PreconditionFailed,
+                    "no feedback batch holds this lock token (completed already, or its lock expired)",
+                )
+            })
     }
 }
 
 /// The message as delivered: with the hub's delivery properties.
-fn delivered_message(queued: &Queued) -> Result<Message, HubError> {
-    let message = PropertyBag::parse(&queued.row.properties)
-        .to_message(Bytes::from(queued.row.body.clone()))
+fn delivered_message(row: &C2dRow, lock: &Lock) -> Result<Message, HubError> {
+    let message = PropertyBag::parse(&row.properties)
+        .to_message(Bytes::from(row.body.clone()))
         .map_err(HubError::storage)?;
     let mut system = message.system_properties().clone();
-    system.delivery_count = Some(queued.row.delivery_count);
-    system.sequence_number = Some(queued.row.id);
-    system.enqueued_time = parse_timestamp(&queued.row.enqueued_time);
-    system.lock_token = Some(queued.row.id.to_string());
+    system.delivery_count = Some(row.delivery_count);
+    system.sequence_number = Some(row.id);
+    system.enqueued_time = parse_timestamp(&row.enqueued_time);
+    system.lock_token = Some(match lock {
+        Lock::Token(token) => token.clone(),
+        Lock::Connection(_) => row.id.to_string(),
+    });
     let (body, properties, _) = message.into_parts();
     let mut builder = Message::builder(body).system_properties(system);
     for (k, v) in properties {
@@ -441,4 +507,196 @@ fn delivered_message(queued: &Queued) -> Result<Message, HubError> {
     builder
         .build()
         .map_err(|e| HubError::invalid(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration as StdDuration;
+
+    use azure_iot_core::message::{AckMode, Message};
+
+    use super::*;
+    use crate::hub::identity::IdentityBody;
+    use crate::store::Store;
+
+    fn hub_with_device() -> HubState {
+        let mut state = HubState::load(Store::open(None).unwrap()).unwrap();
+        state
+            .put_identity("d1", None, IdentityBody::default(), None)
+            .unwrap();
+        state
+    }
+
+    fn enqueue(state: &mut HubState, id: &str) -> u64 {
+        let message = Message::builder("hi")
+            .message_id(id)
+            .ack(AckMode::Full)
+            .build()
+            .unwrap();
+        state.enqueue_c2d("d1", message).unwrap()
+    }
+
+    fn feedback_codes(state: &mut HubState) -> Vec<String> {
+        let Some(batch) = state.take_feedback("t".into()) else {
+            return Vec::new();
+        };
+        state.complete_feedback("t").unwrap();
+        batch
+            .iter()
+            .map(|r| r["statusCode"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn token_lock_complete_gives_success_feedback() {
+        let mut state = hub_with_device();
+        enqueue(&mut state, "m1");
+        let delivery = state
+            .take_c2d_locked("d1", StdDuration::from_secs(60))
+            .unwrap();
+        assert_eq!(delivery.message.system_properties().delivery_count, Some(1));
+        let token = delivery.message.system_properties().lock_token.clone();
+        assert!(matches!(&delivery.lock, Lock::Token(t) if Some(t) == token.as_ref()));
+        // Nothing else is deliverable while the message is locked.
+        assert!(
+            state
+                .take_c2d_locked("d1", StdDuration::from_secs(60))
+                .is_none()
+        );
+        state
+            .settle_c2d("d1", &delivery.lock, Some(delivery.id), Settle::Complete)
+            .unwrap();
+        assert_eq!(state.c2d_count("d1"), 0);
+        assert_eq!(feedback_codes(&mut state), ["Success"]);
+        // A second settle with the same token finds nothing: lock lost, and nothing changes.
+        let again = state.settle_c2d("d1", &delivery.lock, Some(delivery.id), Settle::Complete);
+        assert_eq!(again.unwrap_err().code, ErrorCode::DeviceMessageLockLost);
+    }
+
+    #[test]
+    fn abandon_redelivers_with_the_next_count_and_reject_dead_letters() {
+        let mut state = hub_with_device();
+        enqueue(&mut state, "m1");
+        let first = state
+            .take_c2d_locked("d1", StdDuration::from_secs(60))
+            .unwrap();
+        state
+            .settle_c2d("d1", &first.lock, Some(first.id), Settle::Abandon)
+            .unwrap();
+        let second = state
+            .take_c2d_locked("d1", StdDuration::from_secs(60))
+            .unwrap();
+        assert_eq!(second.id, first.id);
+        assert_eq!(second.message.system_properties().delivery_count, Some(2));
+        assert_ne!(second.lock, first.lock, "every delivery gets a new token");
+        // The old token no longer settles the message.
+        let stale = state.settle_c2d("d1", &first.lock, Some(first.id), Settle::Complete);
+        assert_eq!(stale.unwrap_err().code, ErrorCode::DeviceMessageLockLost);
+        state
+            .settle_c2d("d1", &second.lock, Some(second.id), Settle::Reject)
+            .unwrap();
+        assert_eq!(state.c2d_count("d1"), 0);
+        assert_eq!(feedback_codes(&mut state), ["Rejected"]);
+    }
+
+    #[test]
+    fn an_expired_token_lock_settles_nothing_and_the_message_is_delivered_again() {
+        let mut state = hub_with_device();
+        enqueue(&mut state, "m1");
+        let delivery = state.take_c2d_locked("d1", StdDuration::ZERO).unwrap();
+        let late = state.settle_c2d("d1", &delivery.lock, Some(delivery.id), Settle::Complete);
+        assert_eq!(late.unwrap_err().code, ErrorCode::DeviceMessageLockLost);
+        assert_eq!(state.c2d_count("d1"), 1);
+        let again = state
+            .take_c2d_locked("d1", StdDuration::from_secs(60))
+            .unwrap();
+        assert_eq!(again.message.system_properties().delivery_count, Some(2));
+    }
+
+    #[test]
+    fn connection_locks_are_released_when_the_connection_ends() {
+        let mut state = hub_with_device();
+        enqueue(&mut state, "m1");
+        let delivered = state.subscribe_c2d("d1", 7, true);
+        assert_eq!(delivered.len(), 1);
+        // Another holder cannot settle it.
+        let foreign = state.settle_c2d(
+            "d1",
+            &Lock::Connection(8),
+            Some(delivered[0].id),
+            Settle::Complete,
+        );
+        assert_eq!(foreign.unwrap_err().code, ErrorCode::DeviceMessageLockLost);
+        state.release_c2d("d1", 7);
+        let again = state.subscribe_c2d("d1", 8, true);
+        assert_eq!(again[0].message.system_properties().delivery_count, Some(2));
+        state
+            .settle_c2d(
+                "d1",
+                &Lock::Connection(8),
+                Some(again[0].id),
+                Settle::Complete,
+            )
+            .unwrap();
+        assert_eq!(feedback_codes(&mut state), ["Success"]);
+    }
+
+    #[test]
+    fn the_delivery_count_is_stored_before_the_lock_is_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut state = HubState::load(Store::open(Some(dir.path())).unwrap()).unwrap();
+            state
+                .put_identity("d1", None, IdentityBody::default(), None)
+                .unwrap();
+            enqueue(&mut state, "m1");
+            state
+                .take_c2d_locked("d1", StdDuration::from_secs(60))
+                .unwrap();
+        }
+        // After a crash the lock is gone, the attempt is not.
+        let mut state = HubState::load(Store::open(Some(dir.path())).unwrap()).unwrap();
+        let again = state
+            .take_c2d_locked("d1", StdDuration::from_secs(60))
+            .unwrap();
+        assert_eq!(again.message.system_properties().delivery_count, Some(2));
+    }
+
+    #[test]
+    fn the_last_delivery_then_dead_letters_with_delivery_count_exceeded() {
+        let mut state = hub_with_device();
+        enqueue(&mut state, "m1");
+        for _ in 0..MAX_DELIVERY_COUNT {
+            let d = state
+                .take_c2d_locked("d1", StdDuration::from_secs(60))
+                .unwrap();
+            state
+                .settle_c2d("d1", &d.lock, Some(d.id), Settle::Abandon)
+                .unwrap();
+        }
+        assert!(
+            state
+                .take_c2d_locked("d1", StdDuration::from_secs(60))
+                .is_none()
+        );
+        assert_eq!(state.c2d_count("d1"), 0);
+        assert_eq!(feedback_codes(&mut state), ["DeliveryCountExceeded"]);
+    }
+
+    #[test]
+    fn feedback_batches_are_token_locked() {
+        let mut state = hub_with_device();
+        enqueue(&mut state, "m1");
+        state.purge_c2d("d1").unwrap();
+        let batch = state.take_feedback("a".into()).unwrap();
+        assert_eq!(batch.len(), 1);
+        assert!(state.take_feedback("b".into()).is_none(), "locked to `a`");
+        assert!(state.complete_feedback("b").is_err());
+        state.abandon_feedback("a").unwrap();
+        assert!(state.complete_feedback("a").is_err(), "abandoned");
+        let again = state.take_feedback("c".into()).unwrap();
+        assert_eq!(again[0]["statusCode"], "Purged");
+        state.complete_feedback("c").unwrap();
+        assert!(state.take_feedback("d".into()).is_none());
+    }
 }

@@ -16,10 +16,11 @@ use rustls_pki_types::{CertificateDer, UnixTime};
 use serde_json::{Value, json};
 
 use super::HubState;
-use super::devices::{Grant, Refusal};
+use super::devices::Grant;
 use super::error::{ErrorCode, HubError};
 use super::identity::{AuthType, Credentials};
 use super::state::now;
+use crate::device::Refusal;
 use crate::store::Change;
 use azure_iot_protocol::Identity;
 

@@ -1,7 +1,8 @@
-//! The device side of the hub: live connections, authentication of connecting devices,
-//! persistent MQTT sessions, direct-method routing, and the twin operations devices perform.
+//! The device side of the hub state: live connections, authentication of connecting devices,
+//! persistent sessions, direct-method routing, and the twin operations devices perform. The
+//! device core (`crate::device`) is its only caller; front-ends go through that core.
 //!
-//! A device front-end (MQTT now; AMQP next) registers each authenticated connection as a
+//! The device core registers each authenticated connection as a
 //! [`DeviceLink`]: a connection id and a channel the hub pushes desired-property patches into.
 //! Only one link per identity exists: a new connection replaces the old one, whose push
 //! channel is dropped, which is how the old connection learns it must close (IoT Hub's
@@ -23,6 +24,7 @@ use super::identity::{AuthType, Status};
 use super::methods::MethodCall;
 use super::policy::Rights;
 use super::state::now;
+use crate::device::{Feature, Refusal};
 
 /// Something the hub pushes to a connected device.
 #[derive(Debug)]
@@ -50,24 +52,6 @@ pub(crate) enum MethodTarget {
     Wait(oneshot::Receiver<mpsc::Sender<MethodCall>>),
 }
 
-/// Why a connecting device is refused, as the MQTT CONNACK return code the hub uses.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Refusal {
-    /// 4 (bad user name or password) or 5 (not authorized); injected faults may use 1 to 5.
-    pub(crate) code: u8,
-    /// For the log; never contains the token.
-    pub(crate) reason: String,
-}
-
-impl Refusal {
-    pub(super) fn not_authorized(reason: impl Into<String>) -> Self {
-        Self {
-            code: 5,
-            reason: reason.into(),
-        }
-    }
-}
-
 /// What a successful authentication grants.
 #[derive(Debug, Clone)]
 pub(crate) struct Grant {
@@ -82,8 +66,8 @@ pub(crate) struct Grant {
 pub(crate) struct Links {
     live: HashMap<Identity, DeviceLink>,
     next_connection: u64,
-    /// Subscriptions kept for clean-session-0 clients between connections.
-    sessions: HashMap<Identity, BTreeSet<String>>,
+    /// What persistent sessions (MQTT clean session 0) asked for, kept between connections.
+    sessions: HashMap<Identity, BTreeSet<Feature>>,
     method_targets: HashMap<Identity, mpsc::Sender<MethodCall>>,
     method_waiters: HashMap<Identity, Vec<oneshot::Sender<mpsc::Sender<MethodCall>>>>,
     /// Connection-state and last-activity times (runtime only, like the connection state).
@@ -214,10 +198,10 @@ impl HubState {
         client_chain: &[rustls_pki_types::CertificateDer<'static>],
         now: SystemTime,
     ) -> Result<Grant, Refusal> {
-        if let Some(code) = self.faults.take_refusal(identity) {
+        if let Some(reason) = self.faults.take_refusal(identity) {
             return Err(Refusal {
-                code,
-                reason: "fault injection: connect refused".into(),
+                reason,
+                detail: "fault injection: connect refused".into(),
             });
         }
         let record = self
@@ -297,7 +281,7 @@ impl HubState {
         identity: Identity,
         pushes: mpsc::Sender<Push>,
         clean_session: bool,
-    ) -> (u64, bool, BTreeSet<String>) {
+    ) -> (u64, bool, BTreeSet<Feature>) {
         self.links.next_connection += 1;
         let connection = self.links.next_connection;
         if self.links.live.remove(&identity).is_some() {
@@ -361,15 +345,16 @@ impl HubState {
         }
     }
 
-    /// Records the subscriptions of a live connection (kept across clean-session-0 reconnects).
+    /// Records what a live connection of a persistent session asked for (kept across
+    /// reconnects).
     pub(crate) fn save_subscriptions(
         &mut self,
         identity: &Identity,
         connection: u64,
-        filters: BTreeSet<String>,
+        features: BTreeSet<Feature>,
     ) {
         if self.is_current(identity, connection) {
-            self.links.sessions.insert(identity.clone(), filters);
+            self.links.sessions.insert(identity.clone(), features);
         }
     }
 

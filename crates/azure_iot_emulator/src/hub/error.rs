@@ -20,6 +20,7 @@ pub(crate) enum ErrorCode {
     DeviceAlreadyExists,
     ModuleAlreadyExists,
     PreconditionFailed,
+    DeviceMessageLockLost,
     MessageTooLarge,
     DeviceMaximumQueueDepthExceeded,
     Throttled,
@@ -41,6 +42,7 @@ impl ErrorCode {
             Self::DeviceAlreadyExists => (409, 409_001, "DeviceAlreadyExists"),
             Self::ModuleAlreadyExists => (409, 409_301, "ModuleAlreadyExists"),
             Self::PreconditionFailed => (412, 412_001, "PreconditionFailed"),
+            Self::DeviceMessageLockLost => (412, 412_002, "DeviceMessageLockLost"),
             Self::MessageTooLarge => (413, 413_001, "MessageTooLarge"),
             Self::DeviceMaximumQueueDepthExceeded => {
                 (403, 403_004, "DeviceMaximumQueueDepthExceeded")

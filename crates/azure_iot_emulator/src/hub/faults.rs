@@ -15,11 +15,12 @@ use tokio::sync::watch;
 
 use super::HubState;
 use super::devices::Push;
+use crate::device::RefusalReason;
 
 /// A fault to inject. JSON (for `POST /$emulator/faults`):
 /// `{"type": "dropConnection" | "refuseConnects" | "delayPubacks" | "withholdPubacks" |
-/// "throttleTwin", "deviceId": "...", "moduleId": "..."?, ...}` with `count` and `returnCode`
-/// for `refuseConnects` and `milliseconds` for `delayPubacks`; or
+/// "throttleTwin", "deviceId": "...", "moduleId": "..."?, ...}` with `count` and `reason` (or
+/// the MQTT `returnCode`) for `refuseConnects` and `milliseconds` for `delayPubacks`; or
 /// `{"type": "expireServiceTokens"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(
@@ -37,8 +38,10 @@ pub enum Fault {
         #[serde(default)]
         module_id: Option<String>,
     },
-    /// Refuse the identity's next `count` connection attempts with MQTT CONNACK code
-    /// `return_code` (3 server unavailable, 4 bad credentials, 5 not authorized).
+    /// Refuse the identity's next `count` connection attempts for `reason`; each protocol
+    /// answers as it does for that reason (MQTT: CONNACK 3 for `serverUnavailable`, 4 for
+    /// `badCredentials`, 5 for `notAuthorized`). JSON: `"reason": "notAuthorized"`, or the MQTT
+    /// return code as `"returnCode": 5` (the older form, still accepted).
     RefuseConnects {
         /// The device.
         device_id: String,
@@ -47,10 +50,12 @@ pub enum Fault {
         module_id: Option<String>,
         /// How many attempts to refuse.
         count: u32,
-        /// The CONNACK return code to refuse with (1 to 5).
-        return_code: u8,
+        /// Why they are refused.
+        #[serde(alias = "returnCode")]
+        reason: RefusalReason,
     },
-    /// Send each telemetry PUBACK `milliseconds` late (until cleared).
+    /// Acknowledge each telemetry message `milliseconds` late (until cleared; MQTT: the
+    /// PUBACK).
     DelayPubacks {
         /// The device.
         device_id: String,
@@ -128,7 +133,7 @@ pub(crate) struct SessionFaults {
 /// All injected faults.
 #[derive(Debug)]
 pub(crate) struct Faults {
-    refuse: HashMap<Identity, (u32, u8)>,
+    refuse: HashMap<Identity, (u32, RefusalReason)>,
     sessions: HashMap<Identity, SessionFaults>,
     /// The service grant generation the AMQP front-end compares grants with.
     grant_generation: watch::Sender<u64>,
@@ -155,9 +160,9 @@ impl Faults {
         self.sessions.get(identity).cloned().unwrap_or_default()
     }
 
-    /// If the next connect of `identity` is to be refused, the CONNACK code (and one fewer
-    /// refusals remain).
-    pub(crate) fn take_refusal(&mut self, identity: &Identity) -> Option<u8> {
+    /// If the next connect of `identity` is to be refused, why (and one fewer refusals
+    /// remain).
+    pub(crate) fn take_refusal(&mut self, identity: &Identity) -> Option<RefusalReason> {
         let (left, code) = self.refuse.get_mut(identity)?;
         let code = *code;
         *left -= 1;
@@ -183,14 +188,9 @@ impl HubState {
                     .close(&identity, "fault injection: connection dropped");
                 return Ok(());
             }
-            Fault::RefuseConnects {
-                count, return_code, ..
-            } => {
-                if !(1..=5).contains(&return_code) {
-                    return Err("returnCode must be an MQTT CONNACK refusal code, 1 to 5".into());
-                }
+            Fault::RefuseConnects { count, reason, .. } => {
                 if count > 0 {
-                    self.faults.refuse.insert(identity, (count, return_code));
+                    self.faults.refuse.insert(identity, (count, reason));
                 }
                 return Ok(());
             }

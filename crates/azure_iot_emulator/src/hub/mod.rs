@@ -20,6 +20,7 @@ pub(crate) mod faults;
 pub(crate) mod identity;
 pub(crate) mod methods;
 pub(crate) mod policy;
+pub(crate) mod queue;
 pub(crate) mod state;
 pub(crate) mod twin;
 

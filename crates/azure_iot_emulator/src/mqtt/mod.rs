@@ -1,8 +1,9 @@
 //! The MQTT front-end: devices and modules over MQTT 3.1.1 on TLS (port 8883).
 //!
-//! Each connection is a [`session`]: it authenticates against the hub's registry, turns
-//! publishes into hub operations (telemetry into the durable log, twin requests, method
-//! answers) and hub pushes into publishes. Topic and property-bag grammar, usernames and the
+//! Each connection is a [`session`]: a codec and flow adapter over the device core
+//! (`crate::device`), which authenticates, stores telemetry, answers twin requests, routes
+//! method answers and settles cloud-to-device messages. The session turns packets into core
+//! calls and core events into packets. Topic and property-bag grammar, usernames and the
 //! packet codec come from `azure_iot_protocol`, the same code the device client uses.
 
 mod session;
@@ -27,6 +28,17 @@ pub(crate) struct MqttContext {
     /// Turns true when the emulator shuts down; every session then closes, including those
     /// that arrived as WebSocket upgrades (which the accept loops do not own).
     pub(crate) shutdown: watch::Receiver<bool>,
+}
+
+impl MqttContext {
+    /// The device core MQTT sessions are adapters over.
+    pub(crate) fn device_core(&self) -> crate::device::DeviceCore {
+        crate::device::DeviceCore {
+            hub: self.hub.clone(),
+            telemetry: self.telemetry.clone(),
+            hostname: self.hostname.clone(),
+        }
+    }
 }
 
 /// Serves MQTT over TLS on `listener` until `shutdown` turns true.

@@ -1,46 +1,47 @@
-//! One device or module connection over MQTT 3.1.1.
+//! One device or module connection over MQTT 3.1.1: a codec and flow adapter over the device
+//! core (`crate::device`), which holds every IoT Hub rule.
 //!
 //! ```text
-//!  CONNECT ─▶ username/client id ─▶ authenticate (state thread) ─▶ register link ─▶ CONNACK
+//!  CONNECT ─▶ username/client id ─▶ DeviceCore::open ─▶ resume kept features ─▶ CONNACK
 //!  then one loop over:
-//!    socket packets   PUBLISH (telemetry → log; twin GET/PATCH; method responses),
-//!                     SUBSCRIBE/UNSUBSCRIBE (ACL-checked), PINGREQ, DISCONNECT
-//!    telemetry acks   PUBACK each message, in order, once the log has committed it
-//!    hub pushes       desired-property patches; the channel closing = replaced connection
-//!    method calls     PUBLISH $iothub/methods/POST/..., answer routed back by $rid
-//!    deadlines        1.5 × keep-alive without a packet; SAS token expiry
+//!    socket packets   PUBLISH (telemetry, twin GET/PATCH, method responses) → core calls,
+//!                     SUBSCRIBE/UNSUBSCRIBE (ACL-checked) → features, PINGREQ, DISCONNECT
+//!    telemetry acks   PUBACK each message, in order, once its commit resolves
+//!    core events      desired patches, C2D messages, method requests → PUBLISH; close
+//!    deadlines        1.5 × keep-alive without a packet; credential expiry
 //! ```
 //!
-//! Anything IoT Hub does not allow — QoS 2, a topic outside the identity's own, an unknown
-//! subscription, an oversize message, a second CONNECT — ends this connection only, as the
-//! hub does, with the reason logged.
+//! What is MQTT's stays here: topics and filters, packet ids, QoS, in-order PUBACKs, the
+//! retain flag (the hub marks such a message `mqtt-retain`), and the refusal → CONNACK code
+//! mapping. Anything MQTT at IoT Hub does not allow — QoS 2, a topic outside the identity's
+//! own, an unknown subscription, an oversize message, a second CONNECT — ends this connection
+//! only, as the hub does, with the reason logged.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use azure_iot_core::method::{DirectMethodResponse, json_or_null};
 use azure_iot_protocol::Identity;
 use azure_iot_protocol::mqtt::codec::{
     ConnAck, Connect, ConnectReturnCode, MAX_PACKET_BYTES, Packet, PubAck, Publish, QoS, SubAck,
     SubscribeReasonCode, UnsubAck, packet_name, read_packet, write_packet,
 };
-use azure_iot_protocol::mqtt::{DownstreamTopic, HubUsername, TopicFilter, UpstreamTopic};
-use azure_iot_protocol::request_id::RequestIdGenerator;
+use azure_iot_protocol::mqtt::{
+    DownstreamTopic, HubUsername, InputsFilterForm, TopicFilter, UpstreamTopic,
+};
 use bytes::BytesMut;
-use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::MqttContext;
+use crate::device::{
+    Acknowledge, Commit, DeviceConnection, Event, Feature, OpenRequest, RefusalReason,
+    twin_error_body,
+};
 use crate::hub::c2d::C2dDelivery;
-use crate::hub::devices::Push;
-use crate::hub::error::{ErrorCode, HubError};
-use crate::hub::faults::SessionFaults;
-use crate::hub::methods::MethodCall;
-use crate::hub::state::now;
+use crate::hub::error::HubError;
+use crate::hub::queue::Settle;
 
 /// How long a client has to send CONNECT after the TLS handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -48,17 +49,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_KEEP_ALIVE: Duration = Duration::from_secs(1177);
 /// Telemetry messages a connection may have waiting for the log before reading pauses.
 const MAX_PENDING_ACKS: usize = 1024;
-/// Hub pushes buffered per connection before a slow device is disconnected.
-const PUSH_CAPACITY: usize = 64;
-/// How fresh `lastActivityTime` is kept while a device sends.
-const ACTIVITY_RESOLUTION: Duration = Duration::from_secs(1);
-/// Method calls buffered per connection.
-const METHOD_CAPACITY: usize = 64;
 
 /// Why a session ended (for the log).
 type Closed = String;
 
-type Ack = (Option<u16>, oneshot::Receiver<Result<u64, String>>);
+/// A telemetry PUBACK waiting for its commit: the packet id (none at QoS 0) and the commit.
+type Ack = (Option<u16>, Commit);
 
 /// Serves one connection until it ends.
 pub(crate) async fn run<S>(
@@ -111,6 +107,45 @@ async fn first_packet<S: AsyncRead + Unpin>(
     }
 }
 
+/// The MQTT CONNACK code for a neutral refusal.
+fn connack_code(reason: RefusalReason) -> ConnectReturnCode {
+    match reason {
+        RefusalReason::UnsupportedProtocol => ConnectReturnCode::RefusedProtocolVersion,
+        RefusalReason::IdentifierRejected => ConnectReturnCode::BadClientId,
+        RefusalReason::ServerUnavailable => ConnectReturnCode::ServiceUnavailable,
+        RefusalReason::BadCredentials => ConnectReturnCode::BadUserNamePassword,
+        _ => ConnectReturnCode::NotAuthorized,
+    }
+}
+
+/// The feature a subscription asks the hub for.
+fn feature_of(filter: &TopicFilter) -> Option<Feature> {
+    Some(match filter {
+        TopicFilter::CloudToDevice { .. } => Feature::CloudToDevice,
+        TopicFilter::ModuleInputs { .. } => Feature::ModuleInputs,
+        TopicFilter::TwinResponses => Feature::TwinResponses,
+        TopicFilter::DesiredPatches => Feature::DesiredPatches,
+        TopicFilter::MethodRequests => Feature::Methods,
+        _ => return None,
+    })
+}
+
+/// The filter that resumes a kept `feature` for `identity`.
+fn filter_of(feature: Feature, identity: &Identity) -> TopicFilter {
+    match feature {
+        Feature::CloudToDevice => TopicFilter::CloudToDevice {
+            device_id: identity.device_id().to_owned(),
+        },
+        Feature::ModuleInputs => TopicFilter::ModuleInputs {
+            identity: identity.clone(),
+            form: InputsFilterForm::Inputs,
+        },
+        Feature::TwinResponses => TopicFilter::TwinResponses,
+        Feature::DesiredPatches => TopicFilter::DesiredPatches,
+        Feature::Methods => TopicFilter::MethodRequests,
+    }
+}
+
 struct Session<S> {
     io: S,
     read_buf: BytesMut,
@@ -118,34 +153,24 @@ struct Session<S> {
     ctx: Arc<MqttContext>,
     peer: SocketAddr,
     identity: Identity,
-    connection: u64,
-    clean_session: bool,
-    auth_method: &'static str,
+    device: DeviceConnection,
     keep_alive: Option<Duration>,
-    expires_at: Option<SystemTime>,
     subscriptions: BTreeMap<String, (TopicFilter, QoS)>,
     next_packet_id: u16,
-    pushes: mpsc::Receiver<Push>,
-    methods: Option<mpsc::Receiver<MethodCall>>,
-    pending_methods: HashMap<String, oneshot::Sender<DirectMethodResponse>>,
-    request_ids: RequestIdGenerator,
     acks: VecDeque<Ack>,
     /// Cloud-to-device messages delivered at QoS 1 and not yet acknowledged: packet id →
     /// message id. The device's PUBACK completes the message.
     c2d_inflight: HashMap<u16, u64>,
     /// Deliveries handed over while a SUBSCRIBE is processed, published once it is recorded.
     pending_c2d: Vec<C2dDelivery>,
-    /// Injected faults this connection applies.
-    faults: SessionFaults,
-    /// When this connection last reported activity to the hub state.
-    last_touch: Option<Instant>,
 }
 
 impl<S> Session<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    /// Authenticates the CONNECT, registers the connection and sends CONNACK.
+    /// Authenticates the CONNECT through the device core, resumes a kept session and sends
+    /// CONNACK.
     async fn open(
         mut io: S,
         read_buf: BytesMut,
@@ -199,56 +224,24 @@ where
                 return None;
             }
         };
-        let hostname = ctx.hostname.clone();
-        let who = identity.clone();
-        let grant = ctx
-            .hub
-            .call(move |s| {
-                s.authenticate_device(
-                    &who,
-                    &hostname,
-                    Some(password.as_str()),
-                    &client_certificate,
-                    SystemTime::now(),
-                )
-            })
-            .await;
-        let grant = match grant {
-            Ok(Ok(grant)) => grant,
-            Ok(Err(refusal)) => {
-                tracing::info!(%peer, %identity, reason = %refusal.reason, "CONNECT refused");
-                let code = match refusal.code {
-                    1 => ConnectReturnCode::RefusedProtocolVersion,
-                    2 => ConnectReturnCode::BadClientId,
-                    3 => ConnectReturnCode::ServiceUnavailable,
-                    4 => ConnectReturnCode::BadUserNamePassword,
-                    _ => ConnectReturnCode::NotAuthorized,
-                };
-                let _ = send_connack(&mut io, code).await;
-                return None;
-            }
-            Err(_) => {
-                let _ = send_connack(&mut io, ConnectReturnCode::ServiceUnavailable).await;
-                return None;
-            }
+        let request = OpenRequest {
+            identity: identity.clone(),
+            sas_token: Some(password).filter(|p| !p.is_empty()),
+            certificates: client_certificate,
+            persistent: !connect.clean_session,
+            model_id: username.model_id().map(str::to_owned),
         };
-        if let Some(model_id) = username.model_id().map(str::to_owned) {
-            let who = identity.clone();
-            let _ = ctx.hub.call(move |s| s.set_model_id(&who, &model_id)).await;
-        }
-        let (push_tx, pushes) = mpsc::channel(PUSH_CAPACITY);
-        let who = identity.clone();
-        let clean = connect.clean_session;
-        let Ok((connection, session_present, kept)) = ctx
-            .hub
-            .call(move |s| s.connect_device(who, push_tx, clean))
-            .await
-        else {
-            let _ = send_connack(&mut io, ConnectReturnCode::ServiceUnavailable).await;
-            return None;
+        let device = match ctx.device_core().open(request).await {
+            Ok(device) => device,
+            Err(refusal) => {
+                tracing::info!(%peer, %identity, reason = %refusal.detail, "CONNECT refused");
+                let _ = send_connack(&mut io, connack_code(refusal.reason)).await;
+                return None;
+            }
         };
         let keep_alive = (connect.keep_alive > 0)
             .then(|| Duration::from_secs(u64::from(connect.keep_alive)).min(MAX_KEEP_ALIVE));
+        let session_present = device.session_present();
         let mut session = Session {
             io,
             read_buf,
@@ -256,38 +249,22 @@ where
             ctx,
             peer,
             identity,
-            connection,
-            clean_session: connect.clean_session,
-            auth_method: grant.auth_method,
+            device,
             keep_alive,
-            expires_at: grant.expires_at,
             subscriptions: BTreeMap::new(),
             next_packet_id: 0,
-            pushes,
-            methods: None,
-            pending_methods: HashMap::new(),
-            request_ids: RequestIdGenerator::new(),
             acks: VecDeque::new(),
             c2d_inflight: HashMap::new(),
             pending_c2d: Vec::new(),
-            faults: SessionFaults::default(),
-            last_touch: None,
         };
-        let who = session.identity.clone();
-        session.faults = session
-            .ctx
-            .hub
-            .call(move |s| s.session_faults(&who))
-            .await
-            .unwrap_or_default();
-        // A kept session (clean session 0) resumes its subscriptions.
-        for filter in kept {
-            if let Ok(parsed) = TopicFilter::parse(&filter) {
-                session.activate(&parsed).await;
-                session
-                    .subscriptions
-                    .insert(filter, (parsed, QoS::AtLeastOnce));
-            }
+        // A kept session (clean session 0) resumes what it had subscribed to.
+        for feature in session.device.resumed_features() {
+            let filter = filter_of(feature, &session.identity);
+            let deliveries = session.device.subscribe(feature, true).await;
+            session.pending_c2d.extend(deliveries);
+            session
+                .subscriptions
+                .insert(filter.to_string(), (filter, QoS::AtLeastOnce));
         }
         let connack = Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, session_present));
         if session.write(&connack).is_err() {
@@ -337,49 +314,65 @@ where
                     Ok(_) => {}
                     Err(e) => return format!("read failed: {e}"),
                 },
-                (packet_id, committed) = next_ack(&mut self.acks) => match committed {
-                    Ok(Ok(_)) => {
-                        if let Some(delay) = self.faults.puback_delay {
-                            tokio::time::sleep(delay).await;
+                (packet_id, acknowledge, durable) = next_ack(&mut self.acks) => match durable {
+                    Ok(()) => {
+                        match acknowledge {
+                            Acknowledge::Now => {}
+                            Acknowledge::After(delay) => tokio::time::sleep(delay).await,
+                            Acknowledge::Never => continue,
                         }
-                        if let Some(pkid) = packet_id.filter(|_| !self.faults.withhold_pubacks)
+                        if let Some(pkid) = packet_id
                             && let Err(e) = self.write(&Packet::PubAck(PubAck::new(pkid)))
                         {
                             return e;
                         }
                     }
                     // Not durable, so not acknowledged: the device will resend after reconnecting.
-                    _ => return "the telemetry log could not store a message".into(),
+                    Err(reason) => return reason,
                 },
-                push = self.pushes.recv() => match push {
-                    Some(Push::DesiredPatch(patch)) => {
-                        if let Err(e) = self.deliver_desired(patch) {
-                            return e;
-                        }
+                event = self.device.next_event() => {
+                    if let Err(e) = self.on_event(event).await {
+                        return e;
                     }
-                    Some(Push::Faults(faults)) => self.faults = faults,
-                    Some(Push::Close(reason)) => return reason,
-                    Some(Push::CloudToDevice(delivery)) => {
-                        if let Err(e) = self.deliver_c2d(*delivery).await {
-                            return e;
-                        }
-                    }
-                    None => return "replaced by a new connection of the same identity (or the identity was deleted)".into(),
-                },
-                call = next_method(&mut self.methods) => match call {
-                    Some(call) => {
-                        if let Err(e) = self.deliver_method(call) {
-                            return e;
-                        }
-                    }
-                    None => self.methods = None,
-                },
+                }
                 _ = sleep_until(keep_alive_deadline) => {
                     return "no packet within 1.5 × the keep-alive interval".into();
                 }
                 _ = sleep_until(expiry) => return "the SAS token expired".into(),
                 _ = shutdown.changed() => return "the emulator is shutting down".into(),
             }
+        }
+    }
+
+    async fn on_event(&mut self, event: Event) -> Result<(), Closed> {
+        match event {
+            Event::DesiredPatch { version, body } => {
+                let Some(qos) = self.delivery_qos(|f| matches!(f, TopicFilter::DesiredPatches))
+                else {
+                    return Ok(());
+                };
+                let topic = DownstreamTopic::DesiredPatch { version };
+                self.publish(topic.to_string(), body, qos).map(drop)
+            }
+            Event::CloudToDevice(delivery) => self.deliver_c2d(*delivery).await,
+            Event::MethodRequest {
+                name,
+                request_id,
+                payload,
+            } => {
+                // Unsubscribed while the call was queued: nobody answers it, and the caller's
+                // response timeout ends it.
+                let Some(qos) = self.delivery_qos(|f| matches!(f, TopicFilter::MethodRequests))
+                else {
+                    return Ok(());
+                };
+                let topic = DownstreamTopic::MethodRequest {
+                    method_name: name,
+                    request_id,
+                };
+                self.publish(topic.to_string(), payload, qos).map(drop)
+            }
+            Event::Close(reason) => Err(reason),
         }
     }
 
@@ -391,23 +384,23 @@ where
                 for filter in subscribe.filters {
                     let parsed = TopicFilter::parse(&filter.path)
                         .map_err(|e| format!("subscription refused: {e}"))?;
-                    if !self.may_subscribe(&parsed) {
-                        return Err(format!(
-                            "{} may not subscribe to `{}`",
-                            self.identity, filter.path
-                        ));
-                    }
+                    let feature = feature_of(&parsed)
+                        .filter(|_| self.may_subscribe(&parsed))
+                        .ok_or_else(|| {
+                            format!("{} may not subscribe to `{}`", self.identity, filter.path)
+                        })?;
                     // IoT Hub grants at most QoS 1.
                     let qos = if filter.qos == QoS::AtMostOnce {
                         QoS::AtMostOnce
                     } else {
                         QoS::AtLeastOnce
                     };
-                    self.activate(&parsed).await;
+                    // Recorded first, so that the deliveries find their QoS.
                     self.subscriptions.insert(filter.path, (parsed, qos));
+                    let deliveries = self.device.subscribe(feature, true).await;
+                    self.pending_c2d.extend(deliveries);
                     codes.push(SubscribeReasonCode::Success(qos));
                 }
-                self.save_subscriptions().await;
                 self.write(&Packet::SubAck(SubAck::new(subscribe.pkid, codes)))?;
                 for delivery in std::mem::take(&mut self.pending_c2d) {
                     self.deliver_c2d(delivery).await?;
@@ -416,11 +409,16 @@ where
             }
             Packet::Unsubscribe(unsubscribe) => {
                 for filter in &unsubscribe.topics {
-                    if let Some((parsed, _)) = self.subscriptions.remove(filter) {
-                        self.deactivate(&parsed).await;
+                    if let Some((parsed, _)) = self.subscriptions.remove(filter)
+                        && let Some(feature) = feature_of(&parsed)
+                        && !self
+                            .subscriptions
+                            .values()
+                            .any(|(f, _)| feature_of(f) == Some(feature))
+                    {
+                        self.device.subscribe(feature, false).await;
                     }
                 }
-                self.save_subscriptions().await;
                 self.write(&Packet::UnsubAck(UnsubAck::new(unsubscribe.pkid)))
             }
             Packet::PingReq => self.write(&Packet::PingResp),
@@ -463,82 +461,29 @@ where
                         .build()
                         .map_err(|e| format!("telemetry refused: {e}"))?;
                 }
-                let (reply, committed) = oneshot::channel();
-                self.ctx.telemetry.append_with(
-                    self.identity.device_id().to_owned(),
-                    self.identity.module_id().map(str::to_owned),
-                    self.auth_method,
-                    now(),
-                    message,
-                    reply,
-                );
+                let committed = self.device.send_telemetry(message);
                 let packet_id = (publish.qos == QoS::AtLeastOnce).then_some(publish.pkid);
                 self.acks.push_back((packet_id, committed));
-                // lastActivityTime: at most one state-thread job a second, not one a message,
-                // and nothing waits for it.
-                if self
-                    .last_touch
-                    .is_none_or(|at| at.elapsed() >= ACTIVITY_RESOLUTION)
-                {
-                    self.last_touch = Some(Instant::now());
-                    let who = self.identity.clone();
-                    self.ctx.hub.tell(move |s| s.touch_device(&who));
-                }
                 Ok(())
-            }
-            UpstreamTopic::TwinGet { request_id }
-            | UpstreamTopic::TwinPatchReported { request_id, .. }
-                if self.faults.throttle_twin =>
-            {
-                self.ack_request(&publish)?;
-                let throttled = HubError::new(
-                    ErrorCode::Throttled,
-                    "fault injection: twin requests are throttled",
-                );
-                self.twin_error(&request_id, &throttled)
             }
             UpstreamTopic::TwinGet { request_id } => {
                 self.ack_request(&publish)?;
-                let who = self.identity.clone();
-                let result = self.ctx.hub.call(move |s| s.device_twin(&who)).await;
-                match result {
-                    Ok(Ok(twin)) => {
-                        self.twin_response(200, &request_id, None, twin.to_string().into_bytes())
-                    }
-                    Ok(Err(e)) => self.twin_error(&request_id, &e),
-                    Err(_) => Err("the hub is shutting down".into()),
+                match self.device.get_twin().await {
+                    Ok(twin) => self.twin_response(200, &request_id, None, twin),
+                    Err(e) => self.twin_error(&request_id, &e),
                 }
             }
             UpstreamTopic::TwinPatchReported { request_id, .. } => {
                 self.ack_request(&publish)?;
-                let patch: Result<Value, _> = serde_json::from_slice(&publish.payload);
-                let who = self.identity.clone();
-                let result = match patch {
-                    Err(e) => Err(HubError::invalid(format!(
-                        "the reported patch is not JSON: {e}"
-                    ))),
-                    Ok(patch) => self
-                        .ctx
-                        .hub
-                        .call(move |s| s.patch_reported(&who, &patch))
-                        .await
-                        .map_err(|_| "the hub is shutting down".to_owned())?,
-                };
-                match result {
+                match self.device.patch_reported(&publish.payload).await {
                     Ok(version) => self.twin_response(204, &request_id, Some(version), Vec::new()),
                     Err(e) => self.twin_error(&request_id, &e),
                 }
             }
             UpstreamTopic::MethodResponse { status, request_id } => {
                 self.ack_request(&publish)?;
-                if let Some(reply) = self.pending_methods.remove(&request_id) {
-                    let payload = json_or_null(&publish.payload).unwrap_or_else(|_| {
-                        Value::String(String::from_utf8_lossy(&publish.payload).into_owned())
-                    });
-                    let _ = reply.send(DirectMethodResponse::new(status, payload));
-                } else {
-                    tracing::debug!(identity = %self.identity, %request_id, "method response for no pending call (late or unknown); dropped");
-                }
+                self.device
+                    .answer_method(&request_id, status, &publish.payload);
                 Ok(())
             }
             UpstreamTopic::DpsRegister { .. } | UpstreamTopic::DpsOperationStatus { .. } => {
@@ -569,82 +514,6 @@ where
         }
     }
 
-    /// Tells the hub what a subscription asks for.
-    async fn activate(&mut self, filter: &TopicFilter) {
-        let who = self.identity.clone();
-        let connection = self.connection;
-        match filter {
-            TopicFilter::CloudToDevice { device_id } => {
-                let device = device_id.clone();
-                // The subscription is recorded first so that the deliveries find their QoS.
-                let deliveries = self
-                    .ctx
-                    .hub
-                    .call(move |s| s.subscribe_c2d(&device, connection, true))
-                    .await
-                    .unwrap_or_default();
-                self.pending_c2d.extend(deliveries);
-            }
-            TopicFilter::DesiredPatches => {
-                let _ = self
-                    .ctx
-                    .hub
-                    .call(move |s| s.subscribe_desired(&who, connection, true))
-                    .await;
-            }
-            TopicFilter::MethodRequests if self.methods.is_none() => {
-                let (tx, rx) = mpsc::channel(METHOD_CAPACITY);
-                self.methods = Some(rx);
-                let _ = self
-                    .ctx
-                    .hub
-                    .call(move |s| s.subscribe_methods(who, tx))
-                    .await;
-            }
-            _ => {}
-        }
-    }
-
-    async fn deactivate(&mut self, filter: &TopicFilter) {
-        match filter {
-            TopicFilter::DesiredPatches => {
-                let who = self.identity.clone();
-                let connection = self.connection;
-                let _ = self
-                    .ctx
-                    .hub
-                    .call(move |s| s.subscribe_desired(&who, connection, false))
-                    .await;
-            }
-            // Dropping the receiver closes the hub's target for this connection.
-            TopicFilter::MethodRequests => self.methods = None,
-            TopicFilter::CloudToDevice { device_id } => {
-                let device = device_id.clone();
-                let connection = self.connection;
-                let _ = self
-                    .ctx
-                    .hub
-                    .call(move |s| s.subscribe_c2d(&device, connection, false))
-                    .await;
-            }
-            _ => {}
-        }
-    }
-
-    async fn save_subscriptions(&mut self) {
-        if self.clean_session {
-            return;
-        }
-        let who = self.identity.clone();
-        let connection = self.connection;
-        let filters: BTreeSet<String> = self.subscriptions.keys().cloned().collect();
-        let _ = self
-            .ctx
-            .hub
-            .call(move |s| s.save_subscriptions(&who, connection, filters))
-            .await;
-    }
-
     /// The QoS to deliver at on the first subscription matching `kind`, if any.
     fn delivery_qos(&self, wanted: impl Fn(&TopicFilter) -> bool) -> Option<QoS> {
         self.subscriptions
@@ -672,33 +541,13 @@ where
         self.publish(topic.to_string(), body, qos).map(drop)
     }
 
-    /// An error answer with the body every SDK can read (Node needs a non-zero `errorCode`).
     fn twin_error(&mut self, request_id: &str, error: &HubError) -> Result<(), Closed> {
-        let body = json!({
-            "errorCode": error.code.number(),
-            "message": error.message,
-            "trackingId": "",
-            "timestampUtc": now(),
-        });
         self.twin_response(
             error.code.status(),
             request_id,
             None,
-            body.to_string().into_bytes(),
+            twin_error_body(error),
         )
-    }
-
-    fn deliver_desired(&mut self, patch: Value) -> Result<(), Closed> {
-        let Some(qos) = self.delivery_qos(|f| matches!(f, TopicFilter::DesiredPatches)) else {
-            return Ok(());
-        };
-        let version = patch
-            .get("$version")
-            .and_then(Value::as_i64)
-            .unwrap_or_default();
-        let topic = DownstreamTopic::DesiredPatch { version };
-        self.publish(topic.to_string(), patch.to_string().into_bytes(), qos)
-            .map(drop)
     }
 
     async fn deliver_c2d(&mut self, delivery: C2dDelivery) -> Result<(), Closed> {
@@ -719,34 +568,12 @@ where
         Ok(())
     }
 
+    /// MQTT can only complete a cloud-to-device message (its PUBACK); abandon and reject do
+    /// not exist here.
     async fn complete_c2d(&mut self, id: u64) {
-        let device = self.identity.device_id().to_owned();
-        let connection = self.connection;
-        let _ = self
-            .ctx
-            .hub
-            .call(move |s| s.complete_c2d(&device, connection, id))
-            .await;
-    }
-
-    fn deliver_method(&mut self, call: MethodCall) -> Result<(), Closed> {
-        let Some(qos) = self.delivery_qos(|f| matches!(f, TopicFilter::MethodRequests)) else {
-            // Unsubscribed while the call was queued: dropping `reply` tells the caller.
-            return Ok(());
-        };
-        let request_id = self.request_ids.next_id();
-        let topic = DownstreamTopic::MethodRequest {
-            method_name: call.method_name,
-            request_id: request_id.clone(),
-        };
-        self.pending_methods.retain(|_, reply| !reply.is_closed());
-        self.pending_methods.insert(request_id, call.reply);
-        self.publish(
-            topic.to_string(),
-            call.payload.to_string().into_bytes(),
-            qos,
-        )
-        .map(drop)
+        if let Err(e) = self.device.settle_c2d(id, Settle::Complete).await {
+            tracing::debug!(identity = %self.identity, error = %e.message, "C2D PUBACK completed nothing");
+        }
     }
 
     /// Publishes to the device; returns the packet id of a QoS 1 publish.
@@ -785,18 +612,18 @@ where
     }
 
     fn expiry_deadline(&self) -> Option<Instant> {
-        self.expires_at.map(|at| {
+        self.device.expires_at().map(|at| {
             let left = at.duration_since(SystemTime::now()).unwrap_or_default();
             Instant::now() + left
         })
     }
 
     async fn close(mut self) {
-        // Whatever the log already committed is acknowledged before closing; the rest is not
-        // (the device resends it).
-        while let Some((packet_id, committed)) = self.acks.pop_front() {
-            match committed.await {
-                Ok(Ok(_)) => {
+        // Whatever the log commits is acknowledged before closing; the rest is not (the device
+        // resends it).
+        while let Some((packet_id, mut committed)) = self.acks.pop_front() {
+            match committed.durable().await {
+                Ok(()) => {
                     if let Some(pkid) = packet_id {
                         let _ = self.write(&Packet::PubAck(PubAck::new(pkid)));
                     }
@@ -806,18 +633,8 @@ where
         }
         let _ = self.flush().await;
         let _ = self.io.shutdown().await;
-        let who = self.identity.clone();
-        let connection = self.connection;
-        let clean = self.clean_session;
-        let _ = self
-            .ctx
-            .hub
-            .call(move |s| {
-                // Unacknowledged cloud-to-device messages are delivered again next time.
-                s.release_c2d(who.device_id(), connection);
-                s.disconnect_device(&who, connection, clean);
-            })
-            .await;
+        // Unacknowledged cloud-to-device messages are delivered again next time.
+        self.device.close().await;
     }
 }
 
@@ -833,26 +650,16 @@ async fn send_connack<S: AsyncWrite + Unpin>(
     io.shutdown().await
 }
 
-async fn next_ack(
-    acks: &mut VecDeque<Ack>,
-) -> (
-    Option<u16>,
-    Result<Result<u64, String>, oneshot::error::RecvError>,
-) {
+/// The oldest waiting acknowledgement once its message is durable (cancel-safe: it stays queued
+/// until then).
+async fn next_ack(acks: &mut VecDeque<Ack>) -> (Option<u16>, Acknowledge, Result<(), String>) {
     match acks.front_mut() {
         Some((packet_id, committed)) => {
-            let result = committed.await;
-            let packet_id = *packet_id;
+            let result = committed.durable().await;
+            let out = (*packet_id, committed.acknowledge());
             acks.pop_front();
-            (packet_id, result)
+            (out.0, out.1, result)
         }
-        None => std::future::pending().await,
-    }
-}
-
-async fn next_method(methods: &mut Option<mpsc::Receiver<MethodCall>>) -> Option<MethodCall> {
-    match methods {
-        Some(rx) => rx.recv().await,
         None => std::future::pending().await,
     }
 }
