@@ -11,6 +11,11 @@
 //!    deadlines        1.5 × keep-alive without a packet; credential expiry
 //! ```
 //!
+//! Twin responses, desired patches and method requests go out at QoS 0 whatever QoS the
+//! subscription was granted, as IoT Hub sends them (a real hub's logs show `q0` to a client
+//! that subscribed at QoS 1); cloud-to-device messages at the granted QoS, their PUBACK being
+//! the completion.
+//!
 //! What is MQTT's stays here: topics and filters, packet ids, QoS, in-order PUBACKs, the
 //! retain flag (the hub marks such a message `mqtt-retain`), and the refusal → CONNACK code
 //! mapping. Anything MQTT at IoT Hub does not allow — QoS 2, a topic outside the identity's
@@ -347,12 +352,15 @@ where
     async fn on_event(&mut self, event: Event) -> Result<(), Closed> {
         match event {
             Event::DesiredPatch { version, body } => {
-                let Some(qos) = self.delivery_qos(|f| matches!(f, TopicFilter::DesiredPatches))
-                else {
+                if self
+                    .delivery_qos(|f| matches!(f, TopicFilter::DesiredPatches))
+                    .is_none()
+                {
                     return Ok(());
-                };
+                }
                 let topic = DownstreamTopic::DesiredPatch { version };
-                self.publish(topic.to_string(), body, qos).map(drop)
+                self.publish(topic.to_string(), body, QoS::AtMostOnce)
+                    .map(drop)
             }
             Event::CloudToDevice(delivery) => self.deliver_c2d(*delivery).await,
             Event::MethodRequest {
@@ -362,15 +370,18 @@ where
             } => {
                 // Unsubscribed while the call was queued: nobody answers it, and the caller's
                 // response timeout ends it.
-                let Some(qos) = self.delivery_qos(|f| matches!(f, TopicFilter::MethodRequests))
-                else {
+                if self
+                    .delivery_qos(|f| matches!(f, TopicFilter::MethodRequests))
+                    .is_none()
+                {
                     return Ok(());
-                };
+                }
                 let topic = DownstreamTopic::MethodRequest {
                     method_name: name,
                     request_id,
                 };
-                self.publish(topic.to_string(), payload, qos).map(drop)
+                self.publish(topic.to_string(), payload, QoS::AtMostOnce)
+                    .map(drop)
             }
             Event::Close(reason) => Err(reason),
         }
@@ -529,16 +540,22 @@ where
         version: Option<i64>,
         body: Vec<u8>,
     ) -> Result<(), Closed> {
-        let Some(qos) = self.delivery_qos(|f| matches!(f, TopicFilter::TwinResponses)) else {
+        // The hub answers only a connection subscribed to twin responses (the request itself
+        // is carried out); see docs/CONFORMANCE.md.
+        if self
+            .delivery_qos(|f| matches!(f, TopicFilter::TwinResponses))
+            .is_none()
+        {
             tracing::debug!(identity = %self.identity, "twin request without a subscription to $iothub/twin/res/#; no response sent");
             return Ok(());
-        };
+        }
         let topic = DownstreamTopic::TwinResponse {
             status,
             request_id: request_id.to_owned(),
             version,
         };
-        self.publish(topic.to_string(), body, qos).map(drop)
+        self.publish(topic.to_string(), body, QoS::AtMostOnce)
+            .map(drop)
     }
 
     fn twin_error(&mut self, request_id: &str, error: &HubError) -> Result<(), Closed> {
