@@ -223,16 +223,23 @@ impl EmulatorBuilder {
     /// `hub.json` to the data directory (if any) and starts serving.
     pub async fn start(self) -> Result<EmulatorHandle, EmulatorError> {
         let config = self.into_config()?;
-        if let Some(dir) = &config.data_dir {
-            std::fs::create_dir_all(dir)?;
-        }
+        // Files, SQLite and key generation block: they run off the async worker threads.
+        let (config, tls, state) = tokio::task::spawn_blocking(move || {
+            if let Some(dir) = &config.data_dir {
+                std::fs::create_dir_all(dir)?;
+            }
+            let data_dir = config.data_dir.as_deref();
+            let tls = tls::TlsMaterial::load(&config.tls, data_dir, &config.hostname)?;
+            if let (Some(dir), TlsSource::Files { .. }) = (data_dir, &config.tls) {
+                std::fs::write(dir.join(CA_FILE), tls.ca_pem.as_bytes())?;
+            }
+            let store = Store::open(if config.in_memory { None } else { data_dir })?;
+            let state = HubState::load(store)?;
+            Ok::<_, EmulatorError>((config, tls, state))
+        })
+        .await
+        .map_err(|e| EmulatorError::Config(format!("start-up did not finish: {e}")))??;
         let data_dir = config.data_dir.as_deref();
-        let tls = tls::TlsMaterial::load(&config.tls, data_dir, &config.hostname)?;
-        if let (Some(dir), TlsSource::Files { .. }) = (data_dir, &config.tls) {
-            std::fs::write(dir.join(CA_FILE), tls.ca_pem.as_bytes())?;
-        }
-        let store = Store::open(if config.in_memory { None } else { data_dir })?;
-        let state = HubState::load(store)?;
         let policies = Arc::new(state.policies().clone());
         let grant_generation = state.grant_generation();
         let (hub, hub_thread) = Hub::start(state)?;
