@@ -57,6 +57,7 @@ mod http;
 mod hub;
 mod mqtt;
 mod net;
+mod route;
 mod store;
 mod telemetry;
 mod tls;

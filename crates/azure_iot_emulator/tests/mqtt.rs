@@ -252,6 +252,18 @@ async fn connects_are_refused_with_the_hubs_codes() {
     )
     .await;
     assert_eq!(ack.code, ConnectReturnCode::NotAuthorized);
+    // A DPS registration's user name is classified as DPS, which is not served yet: refused
+    // as unavailable, not as bad credentials.
+    let (_, ack) = MqttClient::connect_as(
+        &ep,
+        "dev1",
+        "0ne00000001/registrations/dev1/api-version=2019-03-31",
+        &token,
+        true,
+        60,
+    )
+    .await;
+    assert_eq!(ack.code, ConnectReturnCode::ServiceUnavailable);
 
     // A token made from a policy that grants DeviceConnect is accepted; one without it is not.
     let policy_token = |policy: &str| {

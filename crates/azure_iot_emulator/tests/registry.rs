@@ -477,3 +477,27 @@ async fn unsupported_features_say_so() {
     assert_eq!(unknown.error_name(), "NotFound");
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn requests_for_dps_are_classified_and_refused_explicitly() {
+    let hub = emulator().await;
+    let ep = HubEndpoint::of(&hub);
+    let c = RestClient::new(&ep, "iothubowner");
+    for path in [
+        "/enrollments/e1?api-version=2021-10-01",
+        "/0ne00000001/registrations/dev1/register?api-version=2021-06-01",
+    ] {
+        let answer = c.request(Method::PUT, path, Some(json!({})), &[]).await;
+        assert_eq!(answer.status, StatusCode::NOT_IMPLEMENTED, "{path}");
+        assert!(
+            answer.body["Message"]
+                .as_str()
+                .unwrap()
+                .contains("Device Provisioning Service"),
+            "{:?}",
+            answer.body
+        );
+    }
+    // Hub paths are untouched.
+    assert_eq!(c.get("/devices/nobody").await.status, StatusCode::NOT_FOUND);
+}

@@ -141,7 +141,23 @@ pub(crate) fn router(state: AppState) -> Router {
             post(methods::invoke_module),
         )
         .fallback(unsupported)
+        .layer(axum::middleware::from_fn(classify))
         .with_state(state)
+}
+
+/// The classification step (`crate::route`): requests for the Device Provisioning Service
+/// never reach the hub's routes; until DPS is served they get an explicit 501.
+async fn classify(request: Request, next: axum::middleware::Next) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok());
+    match crate::route::http(host, request.uri().path(), None) {
+        crate::route::Service::Hub => next.run(request).await,
+        crate::route::Service::Dps => {
+            ApiError::new(ErrorCode::NotImplemented, crate::route::DPS_UNSUPPORTED).into_response()
+        }
+    }
 }
 
 /// Anything else: a known IoT Hub feature the emulator does not have yet answers 501 and says

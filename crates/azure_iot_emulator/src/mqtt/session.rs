@@ -89,6 +89,13 @@ pub(crate) async fn run<S>(
             return;
         }
     };
+    if let Some(login) = &connect.login
+        && crate::route::mqtt(&login.username) == crate::route::Service::Dps
+    {
+        tracing::info!(%peer, client_id = %connect.client_id, "CONNECT refused: {}", crate::route::DPS_UNSUPPORTED);
+        let _ = send_connack(&mut io, ConnectReturnCode::ServiceUnavailable).await;
+        return;
+    }
     let Some(mut session) = Session::open(io, buffer, connect, peer, ctx, client_certificate).await
     else {
         return;
