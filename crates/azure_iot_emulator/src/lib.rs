@@ -3,33 +3,44 @@
 //! # Design
 //!
 //! ```text
-//!                  ┌──────────────────────────── Emulator ─────────────────────────────┐
-//!  service SDKs ──▶│ HTTPS :443  TLS ─▶ hyper ─▶ axum router ─▶ handlers ─┐             │
-//!  (REST)          │                         (SAS + policy rights)         │ Hub::call   │
-//!  devices ───────▶│ MQTT :8883  TLS ─▶ session per connection ───────────┤             │
-//!                  │                    telemetry ─▶ TelemetryLog (telemetry.db, group commit)
-//!                  │                                                       │             │
-//!                  │                                                       ▼             │
-//!                  │                         state thread: HubState ──▶ Store (SQLite)   │
-//!                  │                         registry, twins, policies,   hub.db, WAL    │
-//!                  │                         method routing                              │
-//!                  └──────────────────────────────────────────────────────────────────────┘
+//!                  ┌──────────────────────────── Emulator ─────────────────────────────────┐
+//!                  │  TLS accept (net) ─▶ classification (route): hub or DPS traffic         │
+//!  service SDKs ──▶│ HTTPS :443  hyper ─▶ axum router ─▶ handlers ────────┐                 │
+//!  (REST)          │                  (SAS + policy rights)               │ Hub::call       │
+//!  devices ───────▶│ MQTT :8883  mqtt::session (codec, flow) ─▶ device ───┤ (bounded queue) │
+//!                  │             (also MQTT over WebSockets on :443)  core │                 │
+//!                  │    telemetry ─▶ TelemetryLog (telemetry.db, group commit)               │
+//!  services ──────▶│ AMQP :5671  amqp (CBS, C2D sender, feedback) ─────────┤                 │
+//!                  │                                                       ▼                 │
+//!                  │                   state thread: HubState ──▶ Store (SQLite, hub.db, WAL) │
+//!                  │                   registry, twins, policies, links, locked queues       │
+//!                  └──────────────────────────────────────────────────────────────────────────┘
 //!   data dir: ca.pem (trust this), ca-key.pem, hub.db, telemetry.db, hub.json (hostname, ports,
 //!             connection strings)
 //! ```
 //!
-//! * **One owner of state.** `HubState` (module `hub`) lives on one thread; front-ends send it closures
-//!   and await the results. No locks, no torn reads, and SQLite used from one thread.
+//! * **One owner of state.** `HubState` (module `hub`) lives on one thread; front-ends send it
+//!   closures and await the results. No locks, no torn reads, and SQLite used from one thread.
+//!   Its job queue is bounded: a flood of requests slows the connections that send it.
 //! * **Write-through durability.** A mutation is validated, committed to SQLite, and only
 //!   then applied in memory and acknowledged: a failed request changes nothing, and an
 //!   acknowledged one survives `kill -9`.
-//! * **Thin front-ends.** The HTTPS front-end authenticates (SAS against the hub's shared
-//!   access policies, with the right each operation needs), decodes, calls the hub, encodes.
-//!   Errors use the IoT Hub body the official SDKs parse.
+//! * **One device core, thin front-ends.** Every IoT Hub rule for devices (authentication,
+//!   telemetry stamping, twin answers and errors, method routing, C2D settlement, persistent
+//!   sessions) lives in `device`; a device front-end (MQTT today) is a codec and flow adapter
+//!   over it and maps its neutral refusals to its wire form. Hub state holds no protocol
+//!   detail: no topic filters, no CONNACK codes.
+//! * **One locked queue.** Cloud-to-device messages and feedback records are handed out under
+//!   connection locks (MQTT) or token locks with a deadline (HTTPS ETags, AMQP deliveries,
+//!   feedback batches) and settled as complete, abandon or reject (`hub::queue`).
+//! * **Thin service front-ends.** The HTTPS front-end authenticates (SAS against the hub's
+//!   shared access policies, with the right each operation needs), decodes, calls the hub,
+//!   encodes. Errors use the IoT Hub body the official SDKs parse.
 //! * **TLS everywhere.** A CA generated on first start (or the user's certificate) signs the
 //!   server certificate for the hostname, `localhost`, `127.0.0.1` and `::1`.
-//! * **Loud about gaps.** Known IoT Hub features not implemented here answer 501 with an
-//!   explanation; nothing pretends to succeed.
+//! * **Loud about gaps.** Known IoT Hub features not implemented here (and DPS traffic, until
+//!   DPS lands) answer 501 or their protocol's "unavailable" with an explanation; nothing
+//!   pretends to succeed.
 //!
 //! # Use from tests
 //!
