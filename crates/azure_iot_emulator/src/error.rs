@@ -1,5 +1,9 @@
 //! Errors that stop the emulator from starting or running (as opposed to the IoT Hub errors it
 //! answers clients with, which live in `http::error`).
+//!
+//! These reach the embedding test or the CLI, never a device or service client: a request
+//! that meets one mid-flight (a storage failure, the state thread gone) is answered with a
+//! 500 IoT Hub error body by the front-end instead.
 
 /// Why the emulator could not start or stopped.
 #[derive(Debug, thiserror::Error)]

@@ -5,6 +5,11 @@
 //! timeout (so a client that connects and says nothing cannot pin a task), and its own task
 //! running the endpoint's connection handler. On shutdown the loop stops accepting and aborts
 //! every connection task.
+//!
+//! The loop only deals in bytes and TLS. Which protocol runs on a connection is the caller's
+//! choice of `handle` (one loop per port); telling hub from DPS traffic on a shared port
+//! happens later, once the first protocol bytes are known. Connection tasks live in a
+//! `JoinSet`, reaped on every turn, so memory stays proportional to live connections.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -18,10 +23,15 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
-/// How long a client may take to finish the TLS handshake.
+/// How long a client may take to finish the TLS handshake. Generous for a real client on a
+/// slow link, short enough that half-open sockets do not pile up.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Accepts TLS connections on `listener` and runs `handle` for each until `shutdown` turns true.
+///
+/// A failed or timed-out handshake is logged at debug level and costs nothing else: a port
+/// scanner or a client that does not trust the CA must not disturb other connections. When
+/// `shutdown` fires, in-flight connection tasks are aborted and awaited before returning.
 pub(crate) async fn serve_tls<H, F>(
     listener: TcpListener,
     tls: Arc<ServerConfig>,

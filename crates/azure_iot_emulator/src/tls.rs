@@ -11,6 +11,11 @@
 //!
 //! TLS 1.2 stays enabled because the Python SDK pins it. One crypto provider, ring, as in the
 //! whole workspace.
+//!
+//! No endpoint is plaintext, as on the hub (no 1883, 5672 or 80). Every listener *requests* a
+//! client certificate without requiring one, because SAS clients send none; whether a
+//! presented certificate belongs to the identity is decided by the hub after the handshake
+//! (thumbprint or CA chain plus common name), not by the TLS layer.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
@@ -27,8 +32,10 @@ use time::{Duration, OffsetDateTime};
 
 use crate::error::EmulatorError;
 
-/// The CA file other tools trust.
+/// The CA file other tools trust: point `server_verification_cert` (Python), `ca` (Node),
+/// `TrustedCerts` (C) or the OS store at it.
 pub const CA_FILE: &str = "ca.pem";
+/// The CA's private key, written readable by the owner only.
 const CA_KEY_FILE: &str = "ca-key.pem";
 
 /// Where the server certificate comes from.
@@ -51,13 +58,18 @@ pub enum TlsSource {
 
 /// The server's certificate chain and key, and the CA clients trust.
 pub(crate) struct TlsMaterial {
+    /// PEM of the CA clients should trust (also written to `ca.pem` and shown by the CLI).
     pub(crate) ca_pem: String,
+    /// Server chain, leaf first; the generated one also sends the CA so clients that trust
+    /// only the CA file can build the path.
     chain: Vec<CertificateDer<'static>>,
+    /// The leaf's private key.
     key: PrivateKeyDer<'static>,
 }
 
 impl TlsMaterial {
-    /// Loads or makes the material for `hostname`.
+    /// Loads or makes the material for `hostname`. Runs on a blocking thread at start-up
+    /// (key generation and file I/O), never on an async worker.
     pub(crate) fn load(
         source: &TlsSource,
         data_dir: Option<&Path>,
@@ -69,6 +81,9 @@ impl TlsMaterial {
         }
     }
 
+    /// A fresh leaf (ECDSA P-256, one year, server-auth only) signed by the kept or new CA,
+    /// with the hostname, `localhost` and both loopback addresses as subject alternative
+    /// names, so `127.0.0.1` works as well as a real-looking hub host mapped in `/etc/hosts`.
     fn generated(data_dir: Option<&Path>, hostname: &str) -> Result<Self, EmulatorError> {
         let (ca_pem, ca_key) = match data_dir {
             Some(dir) => load_or_create_ca(dir)?,
@@ -106,6 +121,9 @@ impl TlsMaterial {
         })
     }
 
+    /// The user's PEM chain and key. The chain's own validity and names are not checked here:
+    /// a mismatch shows up as the client's own TLS error, which names the cause better. An
+    /// empty chain or an unreadable file is an error naming the file.
     fn from_files(cert: &Path, key: &Path, ca: Option<&Path>) -> Result<Self, EmulatorError> {
         let chain = CertificateDer::pem_file_iter(cert)
             .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
@@ -155,6 +173,11 @@ impl TlsMaterial {
 }
 
 /// Accepts any client certificate whose key signed the handshake; identity checks come later.
+///
+/// Chain validation is skipped on purpose: a self-signed device certificate has no chain,
+/// and for CA-signed ones the trust anchors are the hub's registered CAs, which can change at
+/// run time and are consulted per identity. The handshake signature is still verified, so a
+/// client cannot present a certificate whose key it does not hold.
 #[derive(Debug)]
 struct AnyClientCertificate {
     provider: Arc<rustls::crypto::CryptoProvider>,
@@ -218,6 +241,7 @@ impl rustls::server::danger::ClientCertVerifier for AnyClientCertificate {
 }
 
 /// Upper-case hex SHA-1 and SHA-256 thumbprints of a certificate (DER), as IoT Hub stores them.
+/// Both are computed because an identity may register either length.
 pub(crate) fn thumbprints(der: &[u8]) -> (String, String) {
     let hex = |d: ring::digest::Digest| {
         d.as_ref()
@@ -234,6 +258,8 @@ pub(crate) fn thumbprints(der: &[u8]) -> (String, String) {
     )
 }
 
+/// A new self-signed CA (ECDSA P-256, ten years, back-dated a day against clock skew) whose
+/// subject says it is for local testing only.
 fn new_ca() -> Result<(String, KeyPair), EmulatorError> {
     let mut params = CertificateParams::new(Vec::<String>::new()).map_err(cert_error)?;
     let mut dn = DistinguishedName::new();
@@ -257,6 +283,8 @@ fn new_ca() -> Result<(String, KeyPair), EmulatorError> {
     Ok((cert.pem(), key))
 }
 
+/// The CA from the data directory, or a new one written there (key first, owner-only) when
+/// either file is missing. Keeping it is what lets clients trust `ca.pem` once.
 fn load_or_create_ca(dir: &Path) -> Result<(String, KeyPair), EmulatorError> {
     let cert_path = dir.join(CA_FILE);
     let key_path = dir.join(CA_KEY_FILE);
@@ -300,6 +328,7 @@ pub(crate) fn pem_encode(der: &[u8]) -> String {
     out
 }
 
+/// A certificate-generation failure as a start-up error.
 fn cert_error(e: rcgen::Error) -> EmulatorError {
     EmulatorError::Tls(format!("certificate generation: {e}"))
 }

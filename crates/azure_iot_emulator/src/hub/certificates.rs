@@ -9,6 +9,12 @@
 //!
 //! In both cases the TLS layer has already checked that the client holds the certificate's
 //! private key (it signed the handshake).
+//!
+//! Refusals are neutral (`Refusal::not_authorized` with a reason for the log); each device
+//! front-end maps them to its own wire form (CONNACK 5 on MQTT). The reason names what did not
+//! match (thumbprint, chain, common name) but never the certificate's contents beyond that.
+//! CA registrations are write-through like everything else: the `certificates` row is
+//! committed before the in-memory map changes.
 
 use std::collections::BTreeMap;
 
@@ -27,12 +33,17 @@ use azure_iot_protocol::Identity;
 /// A registered CA.
 #[derive(Debug, Clone)]
 pub(crate) struct CaCertificate {
+    /// The certificate, used as a trust anchor for `certificateAuthority` devices.
     pub(crate) der: CertificateDer<'static>,
+    /// The same certificate as PEM, as stored and as returned in `properties.certificate`.
     pub(crate) pem: String,
+    /// Registration time (the `created` and `updated` properties).
     pub(crate) created: String,
 }
 
-/// Parses a certificate given as PEM or as base64 DER.
+/// Parses a certificate given as PEM or as base64 DER (the two forms the hub's certificate API
+/// and `az iot hub certificate create` send). Anything that is not a parseable X.509
+/// certificate is 400, so a registered CA is always usable as a trust anchor later.
 pub(crate) fn parse_certificate(text: &str) -> Result<CertificateDer<'static>, HubError> {
     use base64::Engine as _;
     use rustls_pki_types::pem::PemObject;
@@ -52,6 +63,7 @@ pub(crate) fn parse_certificate(text: &str) -> Result<CertificateDer<'static>, H
     Ok(der)
 }
 
+/// The first common name in the certificate's subject, if it has one.
 fn subject_common_name(der: &[u8]) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let cn = cert
@@ -64,6 +76,10 @@ fn subject_common_name(der: &[u8]) -> Option<String> {
     Some(cn)
 }
 
+/// The REST shape of a registered CA (`CertificateDescription`): `name`, `etag` and
+/// `properties` with subject, expiry, SHA-256 thumbprint, `isVerified` (always true here: no
+/// proof of possession is asked) and the PEM. The ETag derives from the thumbprint, so it
+/// changes exactly when the certificate does.
 fn describe(name: &str, ca: &CaCertificate) -> Value {
     let (_, sha256) = crate::tls::thumbprints(&ca.der);
     let (subject, expiry) = x509_parser::parse_x509_certificate(&ca.der)
@@ -86,6 +102,10 @@ fn describe(name: &str, ca: &CaCertificate) -> Value {
 
 impl HubState {
     /// `PUT /certificates/{name}`: registers (or replaces) a CA.
+    ///
+    /// Names are limited to `A-Z a-z 0-9 - _ .`, which keeps them safe in a URL path. A
+    /// replacement takes effect for the next device connection; connections already
+    /// authenticated with the old CA stay up.
     pub(crate) fn put_ca(&mut self, name: &str, certificate: &str) -> Result<Value, HubError> {
         if name.is_empty()
             || !name
@@ -107,6 +127,7 @@ impl HubState {
         Ok(json)
     }
 
+    /// `GET /certificates/{name}`; 404 when there is no CA of that name.
     pub(crate) fn get_ca(&self, name: &str) -> Result<Value, HubError> {
         self.certificates
             .get(name)
@@ -119,10 +140,13 @@ impl HubState {
             })
     }
 
+    /// `GET /certificates`: `{"value": [...]}` in name order, the hub's list shape.
     pub(crate) fn list_cas(&self) -> Value {
         json!({"value": self.certificates.iter().map(|(n, ca)| describe(n, ca)).collect::<Vec<_>>()})
     }
 
+    /// `DELETE /certificates/{name}`; 404 when there is none. Devices that chained to it
+    /// are refused from their next connection on.
     pub(crate) fn delete_ca(&mut self, name: &str) -> Result<(), HubError> {
         if !self.certificates.contains_key(name) {
             return Err(HubError::new(
@@ -136,6 +160,13 @@ impl HubState {
     }
 
     /// X.509 authentication of `identity` with the presented chain (leaf first).
+    ///
+    /// `selfSigned`: the leaf's SHA-1 or SHA-256 thumbprint must equal a registered one.
+    /// `certificateAuthority`: the leaf must verify for client authentication, at the current
+    /// time, through the presented intermediates to any registered CA, and its subject CN must
+    /// be the device id (also for a module, whose certificate names its device). Any other
+    /// authentication type is refused: a SAS identity cannot switch to certificates. The grant
+    /// has no expiry (a certificate session is not cut at a token's `se`).
     pub(super) fn authenticate_certificate(
         &self,
         identity: &Identity,
@@ -214,7 +245,8 @@ impl HubState {
 /// The hub's registered CAs, by name.
 pub(crate) type Certificates = BTreeMap<String, CaCertificate>;
 
-/// Loads the registered CAs.
+/// Loads the registered CAs. A stored PEM that no longer parses stops the start with an error
+/// naming the CA, rather than silently dropping a trust anchor devices rely on.
 pub(crate) fn load(
     store: &crate::store::Store,
 ) -> Result<Certificates, crate::error::EmulatorError> {

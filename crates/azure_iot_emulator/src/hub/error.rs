@@ -5,27 +5,62 @@
 //! (`{"Message":"ErrorCode:{Name};{text}","ExceptionMessage":"Tracking ID:...","ErrorCode":n}`).
 //! Messages say what is wrong in terms the caller can act on; they never contain keys or
 //! tokens.
+//!
+//! The set is deliberately small: one variant per distinct answer a client can act on, with
+//! the numeric codes of the hub's published table ("IoT Hub API common error codes", the .NET
+//! `IotHubServiceErrorCode` enum). Clients mostly branch on the HTTP status (the Node service
+//! SDK picks its error class from the status alone unless `Message` starts with
+//! `ErrorCode:{Name};`), so the status must be right even where the numeric code is a best
+//! guess (`ModuleNotFound` 404010, `GatewayTimeout` 504101). Device front-ends reuse the same
+//! codes: an MQTT twin error answers with the status in the topic and `errorCode` in the body
+//! (the Node device SDK only treats a twin answer as an error when the body has a non-zero
+//! `errorCode`).
 
 use std::fmt;
 
 /// The IoT Hub error codes the emulator answers with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ErrorCode {
+    /// 400 / 400004: a malformed body, a bad id, a value out of range. Not retried by any SDK.
     ArgumentInvalid,
+    /// 401 / 401002: no token, a bad signature, an expired `se`, a resource that does not
+    /// cover the hub, or a policy without the right the operation needs.
     IotHubUnauthorizedAccess,
+    /// 404 / 404000: a path with no IoT Hub endpoint behind it, or a missing named resource
+    /// that is not an identity (a CA certificate).
     EndpointNotFound,
+    /// 404 / 404001: the device id is not in the registry.
     DeviceNotFound,
+    /// 404 / 404010: the device exists but has no such module.
     ModuleNotFound,
+    /// 404 / 404103: a direct method found no subscribed device within its connect timeout,
+    /// or the device left with the call unanswered.
     DeviceNotOnline,
+    /// 409 / 409001: a create (`PUT` without `If-Match`, bulk `create`) of an existing device.
     DeviceAlreadyExists,
+    /// 409 / 409301: the same for a module.
     ModuleAlreadyExists,
+    /// 412 / 412001: `If-Match` names an ETag that is no longer current, or a lock token no
+    /// longer holds anything.
     PreconditionFailed,
+    /// 412 / 412002: settling a C2D message whose lock has lapsed, that was settled already,
+    /// or that the presented lock never held.
     DeviceMessageLockLost,
+    /// 413 / 413001: a request body or message over the hub's limit.
     MessageTooLarge,
+    /// 403 / 403004: the device's C2D queue already holds the maximum (50) messages.
     DeviceMaximumQueueDepthExceeded,
+    /// 429 / 429001 (`ThrottlingException`): an injected twin-throttling fault (MQTT twin
+    /// `res/429`). CS and Java back off up to 10 s; Node switches to its 10–60 s throttled
+    /// back-off.
     Throttled,
+    /// 501 / 501001: a real IoT Hub feature the emulator does not have (jobs, configurations,
+    /// DPS); answered instead of pretending to succeed.
     NotImplemented,
+    /// 500 / 500001: a storage failure or a stopped state thread; retried by CS and Node.
     ServerError,
+    /// 504 / 504101: the device took the method call but did not answer within
+    /// `responseTimeoutInSeconds`.
     GatewayTimeout,
 }
 
@@ -54,14 +89,17 @@ impl ErrorCode {
         }
     }
 
+    /// The HTTP status the REST API answers with.
     pub(crate) fn status(self) -> u16 {
         self.parts().0
     }
 
+    /// The six-digit code: the status times 1000 plus a sub-code (the body's `ErrorCode`).
     pub(crate) fn number(self) -> u32 {
         self.parts().1
     }
 
+    /// The name in `ErrorCode:{Name};` and the `iothub-errorcode` header.
     pub(crate) fn name(self) -> &'static str {
         self.parts().2
     }
@@ -70,11 +108,14 @@ impl ErrorCode {
 /// A failed hub operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct HubError {
+    /// What kind of failure: decides the status, the numeric code and the name.
     pub(crate) code: ErrorCode,
+    /// The text after `ErrorCode:{Name};`, for people: which input, which limit, which id.
     pub(crate) message: String,
 }
 
 impl HubError {
+    /// An error with `code` and a human-readable `message`.
     pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             code,
@@ -82,10 +123,12 @@ impl HubError {
         }
     }
 
+    /// 400 `ArgumentInvalid`: the request itself is wrong and retrying it cannot help.
     pub(crate) fn invalid(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::ArgumentInvalid, message)
     }
 
+    /// 404 `DeviceNotFound`, worded as the hub words it (`Device {id} not found`).
     pub(crate) fn device_not_found(device_id: &str) -> Self {
         Self::new(
             ErrorCode::DeviceNotFound,
@@ -93,6 +136,7 @@ impl HubError {
         )
     }
 
+    /// 404 `ModuleNotFound` for a module of an existing device.
     pub(crate) fn module_not_found(device_id: &str, module_id: &str) -> Self {
         Self::new(
             ErrorCode::ModuleNotFound,
@@ -100,6 +144,8 @@ impl HubError {
         )
     }
 
+    /// 412 `PreconditionFailed`: the `If-Match` ETag is stale. The caller should read the
+    /// entity again and retry with its current ETag (or `*`).
     pub(crate) fn precondition_failed() -> Self {
         Self::new(
             ErrorCode::PreconditionFailed,
@@ -107,6 +153,8 @@ impl HubError {
         )
     }
 
+    /// 500 for a failed SQLite write or unreadable stored data. Because writes go to the
+    /// store before memory (ADR 4), the operation that hit it changed nothing.
     pub(crate) fn storage(e: impl fmt::Display) -> Self {
         Self::new(ErrorCode::ServerError, format!("storage failure: {e}"))
     }

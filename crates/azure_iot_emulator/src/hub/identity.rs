@@ -4,6 +4,13 @@
 //! what a client sends in `PUT /devices/{id}` and [`IdentityRecord::to_json`] what it gets
 //! back. Validation follows the hub: ids from its character set and at most 128 characters,
 //! keys that decode to 16–64 bytes, thumbprints of 40 or 64 hex digits.
+//!
+//! The record carries its twin ([`TwinState`]) so that an identity and its twin are one SQLite
+//! row and one write: a create makes both, a delete removes both, and a twin write can never
+//! land on an identity that no longer exists. Server-maintained members (`generationId`,
+//! `etag`, the timestamps) are assigned by the state owner, never taken from a client body.
+//! Connection state, last activity and the C2D count are not stored here at all: they are
+//! live facts merged in when the JSON is rendered.
 
 use azure_iot_core::sas::SharedAccessKey;
 use serde::{Deserialize, Serialize};
@@ -14,7 +21,9 @@ use azure_iot_protocol::identity::check_id;
 use super::error::HubError;
 use super::twin::TwinState;
 
-/// Checks a device or module id against IoT Hub's rules ([`check_id`]).
+/// Checks a device or module id against IoT Hub's rules ([`check_id`]): 1–128 characters of
+/// ASCII letters, digits and `-:.+%_#*?!(),=@;$'`. `kind` (`device`, `module`) names the id in
+/// the 400 message.
 pub(crate) fn validate_id(kind: &str, id: &str) -> Result<(), HubError> {
     check_id(id).map_err(|e| HubError::invalid(format!("{kind} id: {e}")))
 }
@@ -23,14 +32,22 @@ pub(crate) fn validate_id(kind: &str, id: &str) -> Result<(), HubError> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub(crate) enum AuthType {
+    /// Symmetric keys: the device signs SAS tokens with its primary or secondary key.
     #[default]
     Sas,
+    /// X.509 "thumbprint" authentication: the TLS client certificate's SHA-1 or SHA-256 must
+    /// equal a registered thumbprint.
     SelfSigned,
+    /// X.509 CA authentication: the client chain must lead to a CA registered with the hub
+    /// and the leaf's common name must be the device id.
     CertificateAuthority,
+    /// No credentials of its own (e.g. a module authenticated by its Edge runtime); such an
+    /// identity can only connect with a policy token that grants DeviceConnect.
     None,
 }
 
 impl AuthType {
+    /// Parses the `authentication.type` member case-insensitively; an unknown type is 400.
     fn parse(text: &str) -> Result<Self, HubError> {
         match text.to_ascii_lowercase().as_str() {
             "sas" => Ok(Self::Sas),
@@ -43,6 +60,8 @@ impl AuthType {
         }
     }
 
+    /// The wire spelling (`sas`, `selfSigned`, `certificateAuthority`, `none`), used in the
+    /// identity JSON and as the twin's `authenticationType`.
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Sas => "sas",
@@ -57,12 +76,17 @@ impl AuthType {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub(crate) enum Status {
+    /// The identity may connect (the default when a body names no status).
     #[default]
     Enabled,
+    /// Connections are refused and live ones closed; the registry and twin stay readable and
+    /// writable from the service side.
     Disabled,
 }
 
 impl Status {
+    /// Parses `status` case-insensitively (SDKs send `enabled` and `Enabled`); other values
+    /// are 400.
     fn parse(text: &str) -> Result<Self, HubError> {
         match text.to_ascii_lowercase().as_str() {
             "enabled" => Ok(Self::Enabled),
@@ -73,6 +97,7 @@ impl Status {
         }
     }
 
+    /// The lower-case wire spelling.
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Enabled => "enabled",
@@ -82,18 +107,27 @@ impl Status {
 }
 
 /// An identity's credentials.
+///
+/// Only the members of `auth_type` are ever set (validation refuses keys on an X.509 identity
+/// and thumbprints on a SAS one), so a device cannot authenticate by a method its registry
+/// entry does not name. Two of each exist so a device can roll one while using the other.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Credentials {
+    /// Which of the members below are in use.
     pub(crate) auth_type: AuthType,
     /// Base64 symmetric keys (SAS).
     pub(crate) primary_key: Option<String>,
+    /// The second SAS key; a token signed with either is accepted.
     pub(crate) secondary_key: Option<String>,
     /// Upper-case hex thumbprints (self-signed X.509).
     pub(crate) primary_thumbprint: Option<String>,
+    /// The second thumbprint; a certificate matching either is accepted.
     pub(crate) secondary_thumbprint: Option<String>,
 }
 
 impl Credentials {
+    /// The REST `authentication` object. Both sub-objects are always present, with `null`
+    /// members, as the hub renders them: clients index into them without checking.
     fn to_json(&self) -> Value {
         json!({
             "symmetricKey": {
@@ -112,30 +146,52 @@ impl Credentials {
 /// A stored device or module identity with its twin.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct IdentityRecord {
+    /// Case-sensitive device id (validated by [`validate_id`]).
     pub(crate) device_id: String,
+    /// `Some` for a module identity; the store keys it as `""` for the device itself.
     pub(crate) module_id: Option<String>,
+    /// Assigned at creation and never changed: a device deleted and created again under the
+    /// same id gets a new one, which is how clients and feedback records tell the two apart.
     pub(crate) generation_id: String,
+    /// Identity ETag (base64 of a decimal sequence number, the hub's shape); new on every
+    /// identity write. Distinct from the twin ETag.
     pub(crate) etag: String,
+    /// Whether the identity may connect.
     pub(crate) status: Status,
+    /// Free text of at most 128 characters, usually why a device was disabled.
     pub(crate) status_reason: Option<String>,
+    /// When `status` last changed; [`NEVER`] until it does.
     pub(crate) status_updated_time: String,
+    /// How the identity authenticates.
     pub(crate) credentials: Credentials,
+    /// `capabilities.iotEdge`: the device is an IoT Edge gateway.
     pub(crate) iot_edge: bool,
+    /// Edge scope of this device (`ms-azure-iot-edge://...`), stored and echoed, not enforced.
     pub(crate) device_scope: Option<String>,
+    /// Scopes of the Edge parents (stored and echoed, not enforced).
     pub(crate) parent_scopes: Vec<String>,
+    /// Module `managedBy` (e.g. `IotEdge`); modules only.
     pub(crate) managed_by: Option<String>,
+    /// Stored value of `lastActivityTime`; the live value from the connection bookkeeping wins
+    /// when there is one (activity is not written per message).
     pub(crate) last_activity_time: String,
+    /// Stored value of `connectionStateUpdatedTime`, overridden by live state in the same way.
     pub(crate) connection_state_updated_time: String,
+    /// The identity's twin, stored in the same row.
     pub(crate) twin: TwinState,
 }
 
-/// The time IoT Hub reports for "never".
+/// The time IoT Hub reports for "never" (.NET's `DateTime.MinValue`); the SDKs parse it as an
+/// ordinary date, so it is used instead of `null`.
 pub(crate) const NEVER: &str = "0001-01-01T00:00:00Z";
 
 impl IdentityRecord {
     /// The REST JSON of the identity (`GET /devices/{id}` and friends).
     ///
-    /// `connected` and `c2d_count` come from live state, not storage.
+    /// `connected` and `c2d_count` come from live state, not storage. Device-only members
+    /// (`status`, `statusReason`, `capabilities`, scopes) are left out of a module's JSON and
+    /// `moduleId`/`managedBy` out of a device's, as in the hub's `Device` and `Module`
+    /// shapes. `connectionState` is capitalised (`Connected`), unlike `status`.
     pub(crate) fn to_json(&self, connected: bool, c2d_count: u64) -> Value {
         let mut out = json!({
             "deviceId": self.device_id,
@@ -174,54 +230,85 @@ impl IdentityRecord {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct IdentityBody {
+    /// Must equal the id in the URL when present and non-empty.
     pub(crate) device_id: Option<String>,
+    /// Must equal the module id in the URL when both are present.
     pub(crate) module_id: Option<String>,
+    /// `enabled` (default) or `disabled`, any case.
     pub(crate) status: Option<String>,
+    /// At most 128 characters.
     pub(crate) status_reason: Option<String>,
+    /// Credentials; absent means SAS with generated keys.
     pub(crate) authentication: Option<AuthenticationBody>,
+    /// `{iotEdge}`; absent means not an Edge device.
     pub(crate) capabilities: Option<CapabilitiesBody>,
+    /// Edge device scope, stored as given.
     pub(crate) device_scope: Option<String>,
+    /// Edge parent scopes, stored as given.
     pub(crate) parent_scopes: Option<Vec<String>>,
+    /// Module `managedBy`, stored as given.
     pub(crate) managed_by: Option<String>,
 }
 
+/// The `authentication` member of an identity body.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct AuthenticationBody {
+    /// `sas`, `selfSigned`, `certificateAuthority` or `none`; inferred when absent.
     #[serde(rename = "type")]
     pub(crate) auth_type: Option<String>,
+    /// `{primaryKey, secondaryKey}`; empty strings count as absent (Node sends `""`).
     pub(crate) symmetric_key: Option<KeyPairBody>,
+    /// `{primaryThumbprint, secondaryThumbprint}`.
     pub(crate) x509_thumbprint: Option<ThumbprintBody>,
 }
 
+/// `authentication.symmetricKey`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct KeyPairBody {
+    /// Base64 key, 16–64 bytes decoded; generated when missing.
     pub(crate) primary_key: Option<String>,
+    /// Base64 key, 16–64 bytes decoded; generated when missing.
     pub(crate) secondary_key: Option<String>,
 }
 
+/// `authentication.x509Thumbprint`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct ThumbprintBody {
+    /// 40 or 64 hex digits, any case; required for `selfSigned`.
     pub(crate) primary_thumbprint: Option<String>,
+    /// 40 or 64 hex digits, any case; optional.
     pub(crate) secondary_thumbprint: Option<String>,
 }
 
+/// `capabilities` of a device body.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct CapabilitiesBody {
+    /// Whether the device is an IoT Edge device.
     pub(crate) iot_edge: Option<bool>,
 }
 
-/// What a validated body asks for.
+/// What a validated body asks for: the client-settable part of an [`IdentityRecord`], with
+/// defaults applied. SAS keys may still be missing here; the state owner fills them with
+/// [`Credentials::fill_missing_keys`], because only it knows whether this is a create or an
+/// update.
 pub(crate) struct IdentitySpec {
+    /// Requested status.
     pub(crate) status: Status,
+    /// Requested status reason.
     pub(crate) status_reason: Option<String>,
+    /// Validated credentials (keys possibly still to be filled in).
     pub(crate) credentials: Credentials,
+    /// Requested `capabilities.iotEdge`.
     pub(crate) iot_edge: bool,
+    /// Requested Edge device scope.
     pub(crate) device_scope: Option<String>,
+    /// Requested Edge parent scopes.
     pub(crate) parent_scopes: Vec<String>,
+    /// Requested module `managedBy`.
     pub(crate) managed_by: Option<String>,
 }
 
@@ -276,6 +363,10 @@ impl IdentityBody {
 }
 
 impl AuthenticationBody {
+    /// Checks the credentials against their type: SAS identities take keys only (each 16–64
+    /// bytes), `selfSigned` ones a primary thumbprint and no keys, `certificateAuthority` and
+    /// `none` neither. Without a `type`, a thumbprint means `selfSigned` (as the Node SDK
+    /// infers) and anything else `sas`.
     fn validate(self) -> Result<Credentials, HubError> {
         let keys = self.symmetric_key.unwrap_or_default();
         let prints = self.x509_thumbprint.unwrap_or_default();
@@ -344,7 +435,8 @@ impl AuthenticationBody {
     }
 }
 
-/// A given key must decode to 16–64 bytes.
+/// A given key must be standard base64 that decodes to 16–64 bytes, the range the hub
+/// accepts; it is stored as sent (trimmed), so the client reads back exactly its own key.
 fn checked_key(name: &str, text: String) -> Result<String, HubError> {
     use base64::Engine as _;
     let bytes = base64::engine::general_purpose::STANDARD

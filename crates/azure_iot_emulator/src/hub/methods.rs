@@ -4,6 +4,11 @@
 //! caller's connect timeout for the device to subscribe), sends a [`MethodCall`] to it and
 //! waits up to the response timeout for the answer. The device front-end owns the request id
 //! and the device protocol; the hub only routes.
+//!
+//! Timeouts live with the REST caller, not here: the state thread never waits. A device that
+//! leaves with a call outstanding drops its `reply` sender, which the caller sees as 404
+//! `DeviceNotOnline`; a reply that arrives after the caller gave up (504) finds the receiver
+//! gone and is discarded, as the hub discards late method responses.
 
 use std::time::Duration;
 

@@ -5,6 +5,13 @@
 //! them. A request's SAS token names its policy in `skn`; the token must be signed with one of
 //! that policy's keys, be unexpired, have a resource (`sr`) that covers the hub, and the policy
 //! must grant the right the operation needs.
+//!
+//! Rights per operation family follow the hub's documentation: registry reads need
+//! RegistryRead, identity writes and bulk calls RegistryWrite, and twins, queries, direct
+//! methods, C2D and feedback ServiceConnect. Devices may also connect with a policy token
+//! (`skn` set) when the policy grants DeviceConnect; that check lives with device
+//! authentication. Policies are fixed after the first start: their keys are persisted so that
+//! connection strings written to `hub.json` stay valid across restarts.
 
 use std::time::SystemTime;
 
@@ -12,14 +19,19 @@ use azure_iot_core::sas::{SasError, SasToken, SharedAccessKey};
 
 use super::error::{ErrorCode, HubError};
 
-/// Rights a policy can grant.
+/// Rights a policy can grant: a small bit set (the portal's four permissions), persisted in
+/// the `policies` table as its bits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Rights(u8);
 
 impl Rights {
+    /// Read the identity registry and statistics.
     pub(crate) const REGISTRY_READ: Rights = Rights(1);
+    /// Create, update and delete identities, bulk registry calls, CA certificates.
     pub(crate) const REGISTRY_WRITE: Rights = Rights(2);
+    /// Service-side operations: twins, queries, methods, C2D, feedback, telemetry reading.
     pub(crate) const SERVICE_CONNECT: Rights = Rights(4);
+    /// Act as any device: connect with a policy token instead of the device's own key.
     pub(crate) const DEVICE_CONNECT: Rights = Rights(8);
 
     const NAMES: [(Rights, &'static str); 4] = [
@@ -29,18 +41,22 @@ impl Rights {
         (Self::DEVICE_CONNECT, "DeviceConnect"),
     ];
 
+    /// Both sets of rights (`const`, for [`DEFAULT_POLICIES`]).
     pub(crate) const fn union(self, other: Rights) -> Rights {
         Rights(self.0 | other.0)
     }
 
+    /// Whether every right in `other` is granted.
     pub(crate) fn contains(self, other: Rights) -> bool {
         self.0 & other.0 == other.0
     }
 
+    /// The stored form.
     pub(crate) fn bits(self) -> u8 {
         self.0
     }
 
+    /// From the stored form; unknown bits are dropped rather than granted.
     pub(crate) fn from_bits(bits: u8) -> Rights {
         Rights(bits & 0x0f)
     }
@@ -59,9 +75,13 @@ impl Rights {
 /// One named policy.
 #[derive(Debug, Clone)]
 pub(crate) struct Policy {
+    /// The name tokens carry in `skn` (case-sensitive).
     pub(crate) name: String,
+    /// Primary key; tokens signed with it or with the secondary are accepted.
     pub(crate) primary: SharedAccessKey,
+    /// Secondary key.
     pub(crate) secondary: SharedAccessKey,
+    /// What a token of this policy may do.
     pub(crate) rights: Rights,
 }
 
@@ -90,14 +110,17 @@ pub(crate) struct Policies {
 }
 
 impl Policies {
+    /// The given policies, in the order they were created.
     pub(crate) fn new(policies: Vec<Policy>) -> Self {
         Self { policies }
     }
 
+    /// The policy named `name` (exact match, as the hub matches `skn`).
     pub(crate) fn get(&self, name: &str) -> Option<&Policy> {
         self.policies.iter().find(|p| p.name == name)
     }
 
+    /// Every policy, in creation order (for `hub.json` connection strings).
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Policy> {
         self.policies.iter()
     }
@@ -105,6 +128,12 @@ impl Policies {
     /// Checks an `Authorization` header value for a service operation on `hostname` that needs
     /// `needed`. Every failure is a 401 `IotHubUnauthorizedAccess` whose message says why,
     /// without echoing the token.
+    ///
+    /// The checks run in the order a client can fix them: header present, token parses, `skn`
+    /// present and known, signature valid with either key, `se` in the future, `sr` covers
+    /// the hub host (case-insensitive host, segment-wise prefix), and finally the right.
+    /// Signature and expiry are verified before the rights so a forged token learns nothing
+    /// about what a policy grants. Bearer (AAD) tokens are refused: there is no directory.
     pub(crate) fn authorize(
         &self,
         header: Option<&str>,

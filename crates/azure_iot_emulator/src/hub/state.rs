@@ -4,6 +4,22 @@
 //! each sees and leaves a consistent registry. Every mutation is validated completely, written
 //! to the store in one transaction, and only then applied in memory: a request that fails
 //! changes nothing, and a crash after the commit loses nothing.
+//!
+//! The order is the invariant of ADR 4 and every mutating method here keeps it:
+//!
+//! 1. validate everything (ids, body, `If-Match`, limits) on a *copy* of the record;
+//! 2. `Store::apply` the resulting changes in one SQLite transaction;
+//! 3. install the copy in memory (`install` / `install_identity` / `forget`);
+//! 4. only then push side effects to live connections (desired patches, disconnects) and
+//!    return the answer.
+//!
+//! A failure at step 1 or 2 returns before memory is touched; nothing can fail after step 2.
+//! Reads, queries included, are served from memory and never touch SQLite.
+//!
+//! Identities are kept in a `BTreeMap` by device id, each with its modules in another one, so
+//! listings and query results come out in (device id, module id) order: the stable order query
+//! continuation tokens rely on. Runtime-only facts (connection state, last activity, C2D queue
+//! depth) are not stored in the record; they are merged into the JSON when it is rendered.
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -29,20 +45,28 @@ use crate::store::{Change, Store};
 /// The most entries one bulk registry call may carry.
 pub(crate) const MAX_BULK_ENTRIES: usize = 100;
 
-/// The current time in the hub's timestamp format.
+/// The current time in the hub's timestamp format (ISO 8601 UTC with seven fractional digits,
+/// as the hub writes `$lastUpdated` and `statusUpdatedTime`).
 pub(crate) fn now() -> String {
     format_timestamp(OffsetDateTime::now_utc())
 }
 
+/// A device and its modules. Deleting the device drops the entry, and with it the modules, as
+/// the hub deletes a device's modules with it.
 struct DeviceEntry {
+    /// The device identity and its twin.
     record: IdentityRecord,
+    /// Module identities by module id.
     modules: BTreeMap<String, IdentityRecord>,
 }
 
 /// Everything the hub knows.
 pub(crate) struct HubState {
+    /// The durable copy; written before memory on every mutation.
     pub(super) store: Store,
+    /// Shared access policies (fixed after start; the HTTPS front-end holds a clone).
     policies: Policies,
+    /// The identity registry with twins, by device id.
     devices: BTreeMap<String, DeviceEntry>,
     /// Source of identity ETags and generation ids: strictly increasing, seeded from the clock
     /// so that values stay unique across restarts without a write per use.
@@ -64,6 +88,11 @@ impl HubState {
     }
 
     /// Loads the state from `store`, creating the default policies on first start.
+    ///
+    /// A module row without its device row means the database was edited or corrupted; the
+    /// start is refused rather than serving a registry the hub could never have had. C2D
+    /// queues, feedback and CA certificates are loaded by their own modules from the same
+    /// store.
     pub(crate) fn load(store: Store) -> Result<Self, EmulatorError> {
         let mut policies = store.policies()?;
         if policies.is_empty() {
@@ -133,6 +162,9 @@ impl HubState {
         &self.policies
     }
 
+    /// The next sequence value: one more than the last, or the clock in microseconds if that
+    /// is larger. Never repeats within a run, and a restart starts past every earlier value
+    /// unless the clock went backwards by more than the values used.
     fn next_sequence(&mut self) -> u64 {
         let clock = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -147,6 +179,7 @@ impl HubState {
         base64::engine::general_purpose::STANDARD.encode(self.next_sequence().to_string())
     }
 
+    /// Whether the identity has a live device connection (`connectionState: Connected`).
     fn is_connected(&self, device_id: &str, module_id: Option<&str>) -> bool {
         let identity = match module_id {
             Some(m) => Identity::module(device_id, m),
@@ -155,6 +188,8 @@ impl HubState {
         self.links.is_connected(&identity)
     }
 
+    /// The stored record of a device or module: 404 `DeviceNotFound` if the device is
+    /// unknown, 404 `ModuleNotFound` if only the module is.
     pub(super) fn record(
         &self,
         device_id: &str,
@@ -173,6 +208,8 @@ impl HubState {
         }
     }
 
+    /// The registry JSON of an identity with its live facts: connection state, pending C2D
+    /// count (devices only; modules have no C2D queue of their own) and activity times.
     fn identity_json(&self, record: &IdentityRecord) -> Value {
         let connected = self.is_connected(&record.device_id, record.module_id.as_deref());
         let queued = if record.module_id.is_none() {
@@ -211,6 +248,8 @@ impl HubState {
 
     // ---- identities ---------------------------------------------------------------------
 
+    /// `GET /devices/{id}[/modules/{mid}]`: the identity as the registry shows it, with its
+    /// authentication (keys included) and live connection facts.
     pub(crate) fn get_identity(
         &self,
         device_id: &str,
@@ -219,7 +258,8 @@ impl HubState {
         Ok(self.identity_json(self.record(device_id, module_id)?))
     }
 
-    /// Devices in id order, at most `top`.
+    /// `GET /devices?top=n`: devices in id order, at most `top` (the handler caps it at the
+    /// hub's 1000). Modules are not listed here; they have their own listing per device.
     pub(crate) fn list_devices(&self, top: usize) -> Vec<Value> {
         self.devices
             .values()
@@ -228,6 +268,8 @@ impl HubState {
             .collect()
     }
 
+    /// `GET /devices/{id}/modules`: every module of the device, in id order; 404
+    /// `DeviceNotFound` for an unknown device (an empty list would hide a typo).
     pub(crate) fn list_modules(&self, device_id: &str) -> Result<Vec<Value>, HubError> {
         let entry = self
             .devices
@@ -241,6 +283,11 @@ impl HubState {
     }
 
     /// `PUT /devices/{id}[/modules/{mid}]`: create (no If-Match) or update (If-Match).
+    ///
+    /// Always answers the full identity, generated keys included (SDK users read them from
+    /// the create response), and the caller answers 200 even for a create: the Python SDK
+    /// accepts only 200 here. A module PUT on an unknown device is 404 `DeviceNotFound`, never
+    /// an implicit device create.
     pub(crate) fn put_identity(
         &mut self,
         device_id: &str,
@@ -260,7 +307,14 @@ impl HubState {
         Ok(json)
     }
 
-    /// Builds the record a PUT would store, applying the create/update and ETag rules.
+    /// Builds the record a PUT would store, applying the create/update and ETag rules of the
+    /// service API:
+    ///
+    /// * existing identity, no `If-Match`: 409 `DeviceAlreadyExists` / `ModuleAlreadyExists`
+    ///   (a create must not overwrite; Python and Node send no `If-Match` on create);
+    /// * existing identity, `If-Match`: `*` or the current ETag updates, anything else is 412;
+    /// * missing identity, `If-Match` other than `*`: 404, since there is nothing to match;
+    /// * missing identity otherwise: a create.
     fn prepare_put(
         &mut self,
         device_id: &str,
@@ -355,7 +409,6 @@ impl HubState {
         })
     }
 
-    /// Puts a record (already stored) into memory.
     /// Makes a stored identity the live one. A device that is disabled now is disconnected
     /// (its modules too): the change is stored, so its reconnects are refused (CONNACK 5)
     /// until it is enabled again.
@@ -393,7 +446,11 @@ impl HubState {
         }
     }
 
-    /// `DELETE /devices/{id}[/modules/{mid}]`.
+    /// `DELETE /devices/{id}[/modules/{mid}]`: `If-Match` is optional (Python and Node send
+    /// `"*"`); a stale one is 412. Deleting a device deletes its modules and its C2D queue in
+    /// the same transaction, then closes their connections and drops their persistent
+    /// sessions and method subscriptions.
+    /// The caller answers 204.
     pub(crate) fn delete_identity(
         &mut self,
         device_id: &str,
@@ -413,6 +470,8 @@ impl HubState {
         Ok(())
     }
 
+    /// Removes a deleted identity from memory and drops its connections; a device's queued
+    /// C2D messages go without feedback (the store dropped them in the delete transaction).
     fn forget(&mut self, device_id: &str, module_id: Option<&str>) {
         match module_id {
             Some(m) => {
@@ -433,6 +492,13 @@ impl HubState {
 
     /// `POST /devices`: up to 100 create/update/delete/updateTwin entries. Each entry succeeds
     /// or fails on its own; all successful changes are written in one transaction.
+    ///
+    /// Answers `(all succeeded, BulkRegistryOperationResult)`; the handler maps the flag to
+    /// 200 or 400 with the same body (Python deserializes both). Failures are reported per
+    /// entry with `errorCode` as the *name* (`DeviceAlreadyExists`), as the hub does. Entries
+    /// are applied in order against a staged view, so a `create` followed by an `updateTwin`
+    /// of the same id in one call works. An empty call or more than 100 entries (the hub's
+    /// limit, also enforced by the Node SDK) is refused as a whole with 400.
     pub(crate) fn bulk(&mut self, entries: Vec<Value>) -> Result<(bool, Value), HubError> {
         if entries.is_empty() || entries.len() > MAX_BULK_ENTRIES {
             return Err(HubError::invalid(format!(
@@ -492,6 +558,12 @@ impl HubState {
         ))
     }
 
+    /// Validates one `ExportImportDevice` and computes its effect: the record to store, or
+    /// `None` for a delete. `importMode` is matched case-insensitively because Node sends
+    /// `create` but `Update`, `Delete`, `UpdateIfMatchETag`. `updateIfMatchETag` and
+    /// `deleteIfMatchETag` check `eTag` against the identity ETag, `updateTwinIfMatchETag`
+    /// checks `twinETag` against the twin ETag; a missing tag in a conditional mode never
+    /// matches. Nothing is written here.
     fn bulk_entry(
         &mut self,
         entry: BulkEntry,
@@ -578,6 +650,8 @@ impl HubState {
 
     // ---- statistics ---------------------------------------------------------------------
 
+    /// `GET /statistics/devices`: total, enabled and disabled device counts (modules are not
+    /// devices and are not counted).
     pub(crate) fn device_statistics(&self) -> Value {
         let total = self.devices.len();
         let enabled = self
@@ -592,12 +666,19 @@ impl HubState {
         })
     }
 
+    /// `GET /statistics/service`: `connectedDeviceCount`, devices with a live connection now.
     pub(crate) fn service_statistics(&self) -> Value {
         json!({"connectedDeviceCount": self.links.connected_devices()})
     }
 
     // ---- twins --------------------------------------------------------------------------
 
+    /// The service-side twin document (`GET /twins/{id}`, query results): identity facts
+    /// (`deviceEtag`, status, connection state, authentication type, thumbprints) next to
+    /// `tags` and both property sections with `$metadata` and `$version`. `etag` is the
+    /// *twin* ETag, distinct from the identity's. Device-only members (`capabilities`,
+    /// `deviceScope`, `parentScopes`) are left out of module twins, `moduleId` out of device
+    /// twins, and `tags` when empty, as the hub renders them.
     fn twin_json(&self, record: &IdentityRecord) -> Value {
         let connected = self.is_connected(&record.device_id, record.module_id.as_deref());
         let mut twin = json!({
@@ -641,6 +722,7 @@ impl HubState {
         twin
     }
 
+    /// `GET /twins/{id}[/modules/{mid}]`.
     pub(crate) fn get_twin(
         &self,
         device_id: &str,
@@ -650,6 +732,13 @@ impl HubState {
     }
 
     /// `PATCH` (merge) or `PUT` (replace) of a twin from the service.
+    ///
+    /// `If-Match` is checked against the twin ETag (Python always sends one, `"*"` by
+    /// default; Node requires the caller's). On success the twin version grows and the ETag
+    /// changes. If the desired section changed, each connected identity subscribed to desired
+    /// properties gets a patch after the commit: for a merge, the desired part of the body as
+    /// sent; for a replace, the new desired document with `null` for every key it removed, so
+    /// the device's copy converges either way. Both carry the new desired `$version`.
     pub(crate) fn update_twin(
         &mut self,
         device_id: &str,
@@ -722,6 +811,11 @@ impl HubState {
     // ---- direct methods -------------------------------------------------------------------
 
     /// Where to send a method call for the identity: now, or once it subscribes.
+    ///
+    /// Checks that the identity exists first (404 `DeviceNotFound` / `ModuleNotFound` is
+    /// answered before any waiting). A `Wait` target is a oneshot the state fills when the
+    /// identity subscribes to methods; the REST handler bounds the wait by
+    /// `connectTimeoutInSeconds`.
     pub(crate) fn method_target(
         &mut self,
         device_id: &str,
@@ -735,7 +829,8 @@ impl HubState {
         Ok(self.links.method_target(identity))
     }
 
-    /// Stores and installs a changed record.
+    /// Stores and installs a changed record: the write-through step for device-side twin
+    /// writes (reported properties, model id) made through the device core.
     pub(super) fn save(&mut self, record: IdentityRecord) -> Result<(), HubError> {
         self.store.apply(&[Change::Put(&record)])?;
         self.install(record);
@@ -747,21 +842,35 @@ impl HubState {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct BulkEntry {
+    /// The device id: named `id` here, not `deviceId` as everywhere else.
     id: String,
+    /// The module id; absent or empty for a device entry.
     module_id: Option<String>,
+    /// Identity ETag for the `...IfMatchETag` modes (note the spelling `eTag`).
     #[serde(rename = "eTag")]
     e_tag: Option<String>,
+    /// `create`, `update`, `updateIfMatchETag`, `delete`, `deleteIfMatchETag`, `updateTwin`,
+    /// `updateTwinIfMatchETag`, in any case.
     import_mode: String,
+    /// Twin ETag for `updateTwinIfMatchETag`.
     #[serde(rename = "twinETag")]
     twin_e_tag: Option<String>,
+    /// Tags merged into the twin (create, update, updateTwin).
     tags: Option<Map<String, Value>>,
+    /// `{desired, reported}`; only `desired` is applied, as in a service twin patch.
     properties: Option<Map<String, Value>>,
+    /// The identity members (`status`, `authentication`, `capabilities` ...), shared with
+    /// `PUT /devices/{id}`.
     #[serde(flatten)]
     identity: IdentityBody,
 }
 
 /// `If-Match` rules: quotes are stripped, `*` matches anything, anything else must equal the
 /// current ETag.
+///
+/// SDKs disagree on quoting (Python and Node quote, Python's configuration client sends the
+/// ETag raw), so both forms are accepted. A mismatch is 412 `PreconditionFailed`, and the
+/// request changes nothing.
 pub(crate) fn check_if_match(if_match: &str, current: &str) -> Result<(), HubError> {
     let tag = if_match.trim();
     let tag = tag

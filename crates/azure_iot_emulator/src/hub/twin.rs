@@ -7,6 +7,12 @@
 //! * `$metadata` mirrors each section: every object and leaf written gets `$lastUpdated`, and
 //!   in `desired` also `$lastUpdatedVersion` (the desired version that wrote it).
 //! * Key rules and depth limits are those of [`azure_iot_core::twin::validate_patch`].
+//!
+//! Every operation works on a clone and replaces `self` only when the whole result is valid
+//! (keys, depth, section sizes), so a refused write leaves the twin exactly as it was; the
+//! caller then stores the new state before installing it (ADR 4). Who may write what is
+//! fixed here: the service writes `tags` and `desired` and is refused on `reported`; the
+//! device writes `reported` only (its desired section is read-only on every transport).
 
 use azure_iot_core::twin::{merge_patch, validate_patch};
 use base64::Engine as _;
@@ -21,14 +27,26 @@ pub(crate) const MAX_SECTION_BYTES: usize = 32 * 1024;
 /// A twin's mutable state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct TwinState {
+    /// Service-only metadata for queries and jobs; no `$metadata`, no `$version`, never sent
+    /// to the device.
     pub(crate) tags: Map<String, Value>,
+    /// Desired properties, without `$metadata` / `$version` (kept apart, added on render).
     pub(crate) desired: Map<String, Value>,
+    /// Reported properties, likewise without the `$` members.
     pub(crate) reported: Map<String, Value>,
+    /// `$metadata` of the desired section: `$lastUpdated` and `$lastUpdatedVersion` per node.
     pub(crate) desired_metadata: Map<String, Value>,
+    /// `$metadata` of the reported section: `$lastUpdated` per node, no version.
     pub(crate) reported_metadata: Map<String, Value>,
+    /// Desired `$version`: 1 at creation, +1 per change of the desired section. Devices use
+    /// it to order patches against a full twin GET.
     pub(crate) desired_version: i64,
+    /// Reported `$version`: 1 at creation, +1 per device patch; the MQTT twin PATCH answer
+    /// carries it.
     pub(crate) reported_version: i64,
+    /// Whole-twin `version`: +1 on every write of any section; the twin ETag derives from it.
     pub(crate) version: i64,
+    /// Plug and Play model id announced by the device at connect; empty when none.
     pub(crate) model_id: String,
 }
 
@@ -62,6 +80,10 @@ impl TwinState {
     }
 
     /// `{"desired": {... "$metadata", "$version"}, "reported": {...}}`.
+    ///
+    /// The service sees `$metadata` (`with_metadata`); a device's full twin GET does not.
+    /// `$version` is always present: devices compare it with the `$version` of later desired
+    /// patches to drop stale ones.
     pub(crate) fn properties_json(&self, with_metadata: bool) -> Value {
         let section = |props: &Map<String, Value>, meta: &Map<String, Value>, version: i64| {
             let mut out = props.clone();
@@ -78,6 +100,10 @@ impl TwinState {
     }
 
     /// Service PATCH: merges `tags` and `properties.desired`. Returns whether desired changed.
+    ///
+    /// An empty body (neither section) is a no-op that does not bump versions. A non-empty
+    /// desired patch bumps the desired `$version` once, whatever it contains, even if every
+    /// value is unchanged: the hub versions writes, not differences.
     pub(crate) fn patch_from_service(&mut self, body: &Value, now: &str) -> Result<bool, HubError> {
         let (tags, desired) = service_sections(body)?;
         if tags.is_none() && desired.is_none() {
@@ -101,6 +127,11 @@ impl TwinState {
     }
 
     /// Service PUT: replaces `tags` and `properties.desired` wholesale (reported untouched).
+    ///
+    /// A section missing from the body becomes empty. The desired `$version` grows even if the
+    /// new document equals the old one, and desired `$metadata` is rebuilt from scratch, so
+    /// every remaining node carries the new `$lastUpdatedVersion`. `null` members are dropped:
+    /// in a stored document they would be indistinguishable from a deletion marker.
     pub(crate) fn replace_from_service(&mut self, body: &Value, now: &str) -> Result<(), HubError> {
         let (tags, desired) = service_sections(body)?;
         let mut next = self.clone();
@@ -118,6 +149,10 @@ impl TwinState {
     }
 
     /// Device PATCH of reported properties. Returns the new reported version.
+    ///
+    /// The patch must be a JSON object passing the hub's key and depth rules; top-level `$`
+    /// members (a device echoing `$version`) are ignored rather than stored. `null` deletes
+    /// the property and its metadata.
     pub(crate) fn patch_reported(&mut self, patch: &Value, now: &str) -> Result<i64, HubError> {
         validate_patch(patch).map_err(|e| HubError::invalid(e.to_string()))?;
         let Value::Object(map) = patch else {
@@ -140,6 +175,9 @@ impl TwinState {
         Ok(self.reported_version)
     }
 
+    /// Refuses a state in which any section serialises to more than [`MAX_SECTION_BYTES`]
+    /// (400 with the size found), measured after the merge, as the hub limits the resulting
+    /// document rather than the patch.
     fn check_sizes(&self) -> Result<(), HubError> {
         for (name, section) in [
             ("tags", &self.tags),
@@ -238,6 +276,7 @@ fn update_metadata(
     }
 }
 
+/// Sets `$lastUpdated` (and, for desired metadata, `$lastUpdatedVersion`) on one node.
 fn stamp(meta: &mut Map<String, Value>, now: &str, version: Option<i64>) {
     meta.insert("$lastUpdated".into(), json!(now));
     if let Some(version) = version {

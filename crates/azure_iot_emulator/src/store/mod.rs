@@ -10,6 +10,19 @@
 //! the device itself): the schema stays small and the record shape can grow without
 //! migrations. Every change of one API call is written in one transaction, so a crash never
 //! leaves half of a bulk operation behind.
+//!
+//! The store is deliberately dumb: it validates nothing and knows no IoT Hub rule. The state
+//! owner decides what a request changes, expresses it as a list of [`Change`]s, and calls
+//! [`Store::apply`] *before* touching memory (ADR 4); the store's only promise is that the list
+//! lands entirely or not at all. Reads happen once, at start-up, to rebuild the in-memory model;
+//! after that the database is write-only until the next start.
+//!
+//! Tables: `meta` (schema version), `policies` (shared access policies with their keys),
+//! `identities` (device and module records with their twins), `c2d` (queued cloud-to-device
+//! messages with delivery counts), `feedback` (undelivered feedback records) and
+//! `certificates` (registered CAs). Telemetry has its own database and writer (`telemetry`),
+//! so a burst of device messages never queues behind registry writes. A database written by
+//! an emulator with another schema version is refused at open, not guessed at.
 
 use std::path::Path;
 
@@ -23,8 +36,11 @@ use crate::hub::policy::{Policy, Rights};
 /// The database file in the data directory.
 pub(crate) const DB_FILE: &str = "hub.db";
 
+/// The layout version written to `meta.schema_version`; a database with another value is
+/// refused at open instead of being misread.
 const SCHEMA_VERSION: i64 = 1;
 
+/// Every table, created if missing (so opening an existing database is idempotent).
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
@@ -87,23 +103,35 @@ pub(crate) enum Change<'a> {
 /// A stored cloud-to-device message.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct C2dRow {
+    /// Hub-wide message number: orders the queue and becomes the message's sequence number.
     pub(crate) id: u64,
+    /// The target device (C2D queues are per device; modules have none).
     pub(crate) device_id: String,
+    /// When the hub accepted the message (`iothub-enqueuedtime`).
     pub(crate) enqueued_time: String,
+    /// Absolute expiry; a message still queued then ends with feedback `Expired`.
     pub(crate) expiry: String,
+    /// Deliveries so far; after the hub's maximum the message is dead-lettered with
+    /// `DeliveryCountExceeded`. Stored so that redelivery counts survive a restart.
     pub(crate) delivery_count: u32,
     /// Every property, as MQTT property-bag text.
     pub(crate) properties: String,
+    /// The payload, opaque bytes.
     pub(crate) body: Vec<u8>,
 }
 
-/// The hub's database.
+/// The hub's database: one connection, owned by the state thread.
 pub(crate) struct Store {
     conn: Connection,
 }
 
 impl Store {
     /// Opens (creating if needed) the database in `dir`, or an in-memory one.
+    ///
+    /// The file database is switched to WAL with `synchronous=NORMAL` (durable against a
+    /// process crash, see the module header); the in-memory one (`--in-memory`, tests) runs
+    /// the same code without durability. A 5 s busy timeout covers another process (say a
+    /// CLI reading the file) briefly holding a lock.
     pub(crate) fn open(dir: Option<&Path>) -> Result<Self, EmulatorError> {
         let conn = match dir {
             Some(dir) => {
@@ -191,7 +219,9 @@ impl Store {
         Ok(())
     }
 
-    /// Every stored identity, devices before their modules.
+    /// Every stored identity, devices before their modules (the module key of a device is
+    /// `""`, which sorts first). A row that no longer deserialises stops the start with the
+    /// identity named: serving a registry with a silently missing device would be worse.
     pub(crate) fn identities(&self) -> Result<Vec<IdentityRecord>, EmulatorError> {
         let mut stmt = self.conn.prepare(
             "SELECT device_id, module_id, record FROM identities ORDER BY device_id, module_id",
@@ -215,6 +245,12 @@ impl Store {
     }
 
     /// Applies `changes` in one transaction: all or nothing.
+    ///
+    /// This is the write-through step of ADR 4: the state owner calls it with the complete
+    /// effect of one operation and changes memory only after it returns `Ok`. `DeleteDevice`
+    /// also removes the device's modules and queued C2D messages, mirroring the hub. Re-putting
+    /// a C2D row updates only its delivery count; re-putting a certificate only its PEM
+    /// (its creation time is kept).
     pub(crate) fn apply(&mut self, changes: &[Change<'_>]) -> Result<(), rusqlite::Error> {
         let tx = self.conn.transaction()?;
         for change in changes {
