@@ -5,6 +5,12 @@
 //! `{"Message":"ErrorCode:{Name};{text}","ExceptionMessage":"Tracking ID:{id}-G:0-TimeStamp:{t}","ErrorCode":{n}}`,
 //! with header `iothub-errorcode: {Name}` and a JSON content type (the Node SDK only parses a
 //! body whose content type says JSON).
+//!
+//! The legacy `Message` form (`ErrorCode:{Name};{text}`) is used rather than the newer one
+//! that nests a JSON string in `Message`: with it, Node's `parseErrorBody` yields typed errors
+//! (`DeviceNotFoundError` for 404 with `DeviceNotFound`), while Python keeps the body text of
+//! any failure. The tracking id is random per response and also logged at debug level with
+//! the message, so a failure a test reports can be found in the emulator's log.
 
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
@@ -14,18 +20,23 @@ use time::OffsetDateTime;
 use crate::error::EmulatorError;
 use crate::hub::error::{ErrorCode, HubError};
 
-/// Content type of every JSON response.
+/// Content type of every JSON response, success or error.
 pub(crate) const JSON: &str = "application/json; charset=utf-8";
 
-/// An error answered to a REST client.
+/// An error answered to a REST client: a [`HubError`] with an HTTP rendering. Handlers
+/// return it with `?` from hub calls (a `HubError`) and from the state thread being gone (an
+/// `EmulatorError`, answered as 500).
 #[derive(Debug)]
 pub(crate) struct ApiError(pub(crate) HubError);
 
 impl ApiError {
+    /// An error with `code` and `message`, made at the HTTP layer.
     pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self(HubError::new(code, message))
     }
 
+    /// 400 `ArgumentInvalid` for a request the HTTP layer itself can tell is wrong (headers,
+    /// query string, body shape).
     pub(crate) fn invalid(message: impl Into<String>) -> Self {
         Self(HubError::invalid(message))
     }
@@ -67,7 +78,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// A random 32-hex-digit tracking id.
+/// A random 32-hex-digit tracking id (the hub's are GUID-like hex too). If the system RNG
+/// fails, zeros: a tracking id is diagnostic only and must not turn an error into a panic.
 fn tracking_id() -> String {
     use ring::rand::{SecureRandom, SystemRandom};
     let mut bytes = [0u8; 16];

@@ -4,6 +4,14 @@
 //! (0: not at all) and answers 404 `DeviceNotOnline` if it is not; then it waits up to
 //! `responseTimeoutInSeconds` for the device's answer and answers 504 `GatewayTimeout` if none
 //! comes. The device's status and payload are returned with HTTP 200 whatever the status.
+//!
+//! Limits follow the current documentation: `responseTimeoutInSeconds` 5–300 (default 30, as
+//! Node sends), `connectTimeoutInSeconds` 0–300 (default 0); values outside are 400 before
+//! anything is sent to the device. A missing or empty `methodName` is 400. Waiting happens in
+//! this handler's task, never on the state thread: the state only hands out the target (or a
+//! oneshot that yields it when the device subscribes), so a slow device delays its own caller
+//! and nobody else. Unknown identities are 404 `DeviceNotFound` / `ModuleNotFound` at once,
+//! without waiting for the connect timeout.
 
 use std::time::Duration;
 
@@ -22,9 +30,10 @@ use crate::hub::error::ErrorCode;
 use crate::hub::methods::MethodCall;
 use crate::hub::policy::Rights;
 
-/// The smallest response timeout the hub accepts.
+/// The smallest response timeout the hub accepts (the documented lower bound).
 const MIN_RESPONSE_TIMEOUT_SECS: u32 = 5;
 
+/// `POST /twins/{id}/methods`.
 pub(crate) async fn invoke_device(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -34,6 +43,8 @@ pub(crate) async fn invoke_device(
     invoke(app, headers, id, None, body).await
 }
 
+/// `POST /twins/{id}/modules/{mid}/methods`: the same for a module (an Edge module or a
+/// module client subscribed to methods).
 pub(crate) async fn invoke_module(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -43,6 +54,12 @@ pub(crate) async fn invoke_module(
     invoke(app, headers, id, Some(mid), body).await
 }
 
+/// Validates the call, finds or waits for the target, sends the call and waits for the answer.
+///
+/// Failures after validation: 404 `DeviceNotOnline` when no subscription appears within the
+/// connect timeout, when the device's connection is gone as the call is sent, or when it
+/// leaves with the call unanswered; 504 `GatewayTimeout` when it keeps the call past the
+/// response timeout. A late answer is then discarded by the device front-end.
 async fn invoke(
     app: AppState,
     headers: HeaderMap,

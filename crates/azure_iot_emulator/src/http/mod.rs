@@ -10,6 +10,21 @@
 //! Handlers are thin: check the token, decode the request, run one closure on the state
 //! thread, encode the answer. Bodies are read with a size limit and decoded by hand so that
 //! every malformed request gets an IoT Hub error body, not a framework's plain-text one.
+//!
+//! Conventions shared by every handler, taken from what the official service SDKs send and
+//! accept:
+//!
+//! * `api-version` is accepted whatever its value (Python and Node send `2021-04-12`, the
+//!   Node generated client `2020-09-30`, others older ones) and never branched on.
+//! * Path ids arrive percent-encoded (Node `encodeURIComponent`, Python `quote`); axum decodes
+//!   them before lookup. `/devices/` and `/devices` are the same route (Node lists devices
+//!   with the trailing slash).
+//! * JSON bodies go out with `Content-Type: application/json; charset=utf-8`: Node only
+//!   parses a body whose content type says JSON.
+//! * Success codes are the ones Python's generated client insists on (it raises on any other
+//!   code): 200 for identity PUTs even on create, 204 for deletes.
+//! * Every request is authorized before its body is decoded, so an unauthenticated client
+//!   learns nothing about what a valid body would be.
 
 mod certificates;
 mod error;
@@ -45,13 +60,18 @@ use crate::hub::policy::{Policies, Rights};
 use crate::mqtt::MqttContext;
 
 /// The largest request body accepted (bulk calls of 100 devices with twins fit easily).
+/// Larger bodies are 413 `MessageTooLarge` before any JSON parsing.
 pub(crate) const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub(crate) struct AppState {
+    /// The state thread.
     pub(crate) hub: Hub,
+    /// A copy of the hub's policies, so authorizing a request does not queue behind the state
+    /// thread (policies do not change after start-up).
     pub(crate) policies: Arc<Policies>,
+    /// The hub host name tokens must cover (`sr`), as in the connection strings.
     pub(crate) hostname: Arc<str>,
     /// For MQTT sessions arriving as WebSocket upgrades.
     pub(crate) mqtt: Arc<MqttContext>,
@@ -60,7 +80,9 @@ pub(crate) struct AppState {
 }
 
 impl AppState {
-    /// Checks the request's SAS token for `needed` rights.
+    /// Checks the request's SAS token for `needed` rights: 401 `IotHubUnauthorizedAccess`
+    /// with a reason when it lacks them (see `Policies::authorize`). A header that is not
+    /// visible ASCII counts as missing.
     pub(crate) fn authorize(&self, headers: &HeaderMap, needed: Rights) -> Result<(), ApiError> {
         let header = headers
             .get(header::AUTHORIZATION)
@@ -73,6 +95,20 @@ impl AppState {
 }
 
 /// The service REST API.
+///
+/// Routes, with the right each needs:
+///
+/// * registry (RegistryRead / RegistryWrite): `/devices`, `/devices/{id}`,
+///   `/devices/{id}/modules[/{mid}]`, bulk `POST /devices`, `/statistics/devices`,
+///   `/certificates[/{name}]`;
+/// * service (ServiceConnect): `/twins/{id}[/modules/{mid}]`, `.../methods`,
+///   `/devices/query` (RegistryRead also accepted), `/devices/{id}/commands` (purge),
+///   `/messages/serviceBound/feedback...`, `/statistics/service`;
+/// * devices: `/$iothub/websocket` (MQTT or AMQP over WebSockets; the protocol authenticates);
+/// * emulator only: `/$emulator/telemetry` (read the telemetry log) and `/$emulator/faults`.
+///
+/// Every request first passes the classification layer (DPS or hub); unknown paths reach
+/// [`unsupported`].
 pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .route("/devices", get(registry::list_devices).post(registry::bulk))
@@ -162,6 +198,12 @@ async fn classify(request: Request, next: axum::middleware::Next) -> Response {
 
 /// Anything else: a known IoT Hub feature the emulator does not have yet answers 501 and says
 /// so; an unknown path is a 404. Never a silent success.
+///
+/// "Known" includes jobs, configurations (ADM), digital twins, the other service-bound
+/// endpoints (file notifications) and every unrouted path under `/devices/`, which covers the
+/// device-side HTTPS API (telemetry `POST .../messages/events`, C2D polling
+/// `.../messages/devicebound`, file upload): a device SDK on its HTTP transport gets an
+/// explicit 501 `NotImplemented` it can report, not a 404 it would read as an unknown device.
 async fn unsupported(request: Request) -> ApiError {
     let path = request.uri().path();
     let known = [
@@ -188,6 +230,10 @@ async fn unsupported(request: Request) -> ApiError {
 }
 
 /// A request body read with [`MAX_BODY_BYTES`] as the limit.
+///
+/// Used instead of axum's `Json` extractor so that every body failure (too large, empty, not
+/// JSON, wrong shape) is an IoT Hub error body with the hub's code, which the SDKs parse,
+/// rather than axum's plain-text rejection.
 pub(crate) struct Body(pub(crate) Bytes);
 
 impl<S: Send + Sync> FromRequest<S> for Body {
@@ -222,7 +268,8 @@ impl Body {
     }
 }
 
-/// The `If-Match` header, if any.
+/// The `If-Match` header, if any, as sent: quotes are stripped later by `check_if_match`,
+/// because Python and Node quote the ETag and Python's configuration client does not.
 pub(crate) fn if_match(headers: &HeaderMap) -> Option<String> {
     headers
         .get(header::IF_MATCH)
@@ -230,12 +277,13 @@ pub(crate) fn if_match(headers: &HeaderMap) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// A `200 OK` JSON response.
+/// A `200 OK` JSON response (the success code of every read and of identity and twin
+/// writes).
 pub(crate) fn json_ok(value: Value) -> Response {
     json_response(StatusCode::OK, value)
 }
 
-/// A JSON response with `status`.
+/// A JSON response with `status` and the JSON content type Node needs to parse it.
 pub(crate) fn json_response(status: StatusCode, value: Value) -> Response {
     let mut response = (status, value.to_string()).into_response();
     response

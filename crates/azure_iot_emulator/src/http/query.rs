@@ -6,6 +6,14 @@
 //! one). The token is opaque to clients: base64 of the offset into the result list, which is in
 //! a stable order (device id, then module id), so pages neither skip nor repeat while the
 //! registry is unchanged.
+//!
+//! Parsing and evaluation live in `azure_iot_query` (the hub's SQL-like grammar: `SELECT`,
+//! `TOP`, `WHERE`, `GROUP BY`, `IS_DEFINED`, case-insensitive property names). This handler
+//! picks the documents for the collection, runs the query over a snapshot taken in one state
+//! call (so a page is consistent in itself, unlike the real hub's eventually consistent
+//! index), and cuts the page. `x-ms-item-type` says what the rows are: `twin` for `SELECT *`
+//! over twins, `raw` for projections and aggregates, as the SPEC's `QueryResult.type`. A query
+//! that does not parse is 400 with the parser's reason.
 
 use axum::extract::State;
 use axum::response::Response;
@@ -19,15 +27,24 @@ use serde_json::Value;
 use super::{ApiError, AppState, Body, json_ok};
 use crate::hub::policy::Rights;
 
+/// Page size when the request has no `x-ms-max-item-count` (Node sends none by default; the
+/// C# and Node SDKs' own default is 100).
 const DEFAULT_PAGE: usize = 100;
+/// The largest page the hub serves.
 const MAX_PAGE: usize = 1000;
+/// Marks a continuation token as ours, so a token from elsewhere is refused, not misread.
 const TOKEN_PREFIX: &str = "offset:";
 
+/// The request body: `{"query": "SELECT ..."}`.
 #[derive(Deserialize)]
 struct QueryBody {
+    /// The query text.
     query: String,
 }
 
+/// `POST /devices/query`: one page of results as a JSON array, with `x-ms-item-type` and,
+/// when more remain, `x-ms-continuation`. A `x-ms-max-item-count` outside 1–1000 or a
+/// continuation token this hub did not issue is 400.
 pub(crate) async fn query(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -83,10 +100,13 @@ pub(crate) async fn query(
     Ok(response)
 }
 
+/// The continuation token for the page starting at `offset` (URL-safe base64, no padding,
+/// so it travels in a header unchanged).
 fn encode_token(offset: usize) -> String {
     URL_SAFE_NO_PAD.encode(format!("{TOKEN_PREFIX}{offset}"))
 }
 
+/// The offset in a token from [`encode_token`]; `None` for anything else.
 fn decode_token(token: &str) -> Option<usize> {
     let bytes = URL_SAFE_NO_PAD.decode(token.trim()).ok()?;
     let text = String::from_utf8(bytes).ok()?;

@@ -1,5 +1,11 @@
 //! Serving the router over TLS: HTTP/1.1 with upgrades (for the WebSocket endpoints) on each
 //! connection the shared accept loop hands over.
+//!
+//! HTTP/1.1 only (ALPN `http/1.1`): the service SDKs and the WebSocket device transports all
+//! speak it, and an upgrade needs it. The peer address and the TLS client certificate are
+//! attached to every request as a [`Peer`] extension, because an upgraded MQTT-over-WebSocket
+//! session authenticates X.509 devices with the certificate of the TLS connection it arrived
+//! on.
 
 use std::sync::Arc;
 
@@ -13,7 +19,8 @@ use tokio::sync::watch;
 use super::Peer;
 use crate::net::serve_tls;
 
-/// Serves `app` on `listener` until `shutdown` turns true.
+/// Serves `app` on `listener` until `shutdown` turns true. A connection that fails mid-request
+/// (client reset, malformed HTTP) is logged at debug level and affects no other.
 pub(crate) async fn serve(
     listener: TcpListener,
     tls: Arc<ServerConfig>,

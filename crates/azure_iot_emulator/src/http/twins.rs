@@ -1,4 +1,12 @@
 //! Device and module twins from the service side: get, patch (merge), replace.
+//!
+//! All need ServiceConnect. Writes take `tags` and `properties.desired` only; a body with
+//! `properties.reported` is 400 (only the device writes reported properties). `If-Match` is
+//! compared with the twin ETag, not the identity ETag (`deviceEtag` in the twin), and Python
+//! always sends one (`"*"` unless the caller gave an ETag). Every successful write answers
+//! 200 with the full twin after the change, so the caller gets the new ETag and versions
+//! without a second GET. A desired change is pushed to a connected, subscribed device only
+//! after it is committed.
 
 use axum::extract::{Path, State};
 use axum::response::Response;
@@ -8,6 +16,7 @@ use serde_json::Value;
 use super::{ApiError, AppState, Body, if_match, json_ok};
 use crate::hub::policy::Rights;
 
+/// Authorizes and reads one twin (device when `module` is `None`).
 async fn get(
     app: AppState,
     headers: HeaderMap,
@@ -22,6 +31,8 @@ async fn get(
     Ok(json_ok(twin))
 }
 
+/// Authorizes, decodes and applies a twin write: a merge (`PATCH`) or, with `replace`, a
+/// wholesale replacement of tags and desired properties (`PUT`).
 async fn update(
     app: AppState,
     headers: HeaderMap,
@@ -40,6 +51,7 @@ async fn update(
     Ok(json_ok(twin))
 }
 
+/// `GET /twins/{id}`: the device twin with `$metadata` and `$version` in both sections.
 pub(crate) async fn get_twin(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -48,6 +60,7 @@ pub(crate) async fn get_twin(
     get(app, headers, id, None).await
 }
 
+/// `GET /twins/{id}/modules/{mid}`.
 pub(crate) async fn get_module_twin(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -56,6 +69,8 @@ pub(crate) async fn get_module_twin(
     get(app, headers, id, Some(mid)).await
 }
 
+/// `PATCH /twins/{id}`: recursive merge of `tags` and `properties.desired`; `null` deletes a
+/// key. The desired `$version` grows only if the body touches desired properties.
 pub(crate) async fn patch_twin(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -65,6 +80,7 @@ pub(crate) async fn patch_twin(
     update(app, headers, id, None, body, false).await
 }
 
+/// `PATCH /twins/{id}/modules/{mid}`: as [`patch_twin`], for a module twin.
 pub(crate) async fn patch_module_twin(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -74,6 +90,9 @@ pub(crate) async fn patch_module_twin(
     update(app, headers, id, Some(mid), body, false).await
 }
 
+/// `PUT /twins/{id}`: `tags` and desired properties replaced wholesale (an absent section
+/// becomes empty); reported properties are untouched. The device's patch carries `null` for
+/// each desired key that disappeared.
 pub(crate) async fn replace_twin(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -83,6 +102,7 @@ pub(crate) async fn replace_twin(
     update(app, headers, id, None, body, true).await
 }
 
+/// `PUT /twins/{id}/modules/{mid}`: as [`replace_twin`], for a module twin.
 pub(crate) async fn replace_module_twin(
     State(app): State<AppState>,
     headers: HeaderMap,

@@ -1,4 +1,4 @@
-//! `GET /$iothub/websocket`: MQTT over WebSockets on the HTTPS port.
+//! `GET /$iothub/websocket`: MQTT and AMQP over WebSockets on the HTTPS port.
 //!
 //! The client's subprotocol picks the protocol, echoed back exactly as the client wrote it:
 //! `mqtt` in any case (the C SDK sends `MQTT`) for devices over MQTT, `AMQPWSB10` for AMQP (the
@@ -7,6 +7,12 @@
 //!
 //! WebSocket frames carry an arbitrary slicing of the byte stream, so the connection is
 //! bridged to a byte pipe and served by the very same code as the TLS ports.
+//!
+//! The upgrade itself carries no credentials: authentication happens inside the tunnelled
+//! protocol (MQTT CONNECT password or the TLS client certificate, AMQP CBS), exactly as on
+//! the plain ports, so no SAS check is made here. The handshake is answered by hand (accept
+//! key, echoed subprotocol) rather than through a WebSocket framework's extractor, so that a
+//! bad upgrade still gets an IoT Hub error body.
 
 use std::net::SocketAddr;
 
@@ -34,9 +40,17 @@ pub(crate) struct Peer(
     pub(crate) Vec<rustls_pki_types::CertificateDer<'static>>,
 );
 
-/// Bytes buffered between the WebSocket and the MQTT session in each direction.
+/// Bytes buffered between the WebSocket and the protocol session in each direction. When it
+/// is full the bridge stops reading frames, so a slow session pushes back on the client
+/// through TCP instead of buffering without bound.
 const PIPE_BYTES: usize = 64 * 1024;
 
+/// Answers the upgrade with 101 and spawns the bridge once hyper hands over the connection.
+///
+/// Refused with 400 (and the connection kept as plain HTTP): a request without
+/// `Upgrade: websocket` and `Connection: upgrade`, without `Sec-WebSocket-Key`, or offering
+/// neither `mqtt` nor `AMQPWSB10`. The chosen subprotocol is echoed byte for byte, since
+/// clients compare it with what they sent.
 pub(crate) async fn upgrade(
     State(app): State<AppState>,
     Extension(Peer(peer, certificate)): Extension<Peer>,
@@ -106,6 +120,8 @@ pub(crate) async fn upgrade(
     response
 }
 
+/// Whether a comma-separated header (`Connection: keep-alive, Upgrade`) lists `token`,
+/// compared case-insensitively as HTTP requires.
 fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
     headers
         .get_all(name)
@@ -117,6 +133,11 @@ fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> boo
 
 /// Pumps bytes between the WebSocket and the protocol `serve` runs on a byte pipe, until
 /// either side ends.
+///
+/// Binary frames become pipe bytes whatever their boundaries; pipe bytes go out as binary
+/// frames of up to 16 KiB. A text frame ends the connection (no IoT Hub protocol uses them).
+/// When either side ends, the pipe is dropped so the session sees end-of-stream, a close frame
+/// is sent, and the session task is awaited so nothing outlives the connection.
 async fn bridge<S, F, Fut>(ws: WebSocketStream<S>, peer: SocketAddr, serve: F)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
