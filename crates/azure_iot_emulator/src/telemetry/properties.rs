@@ -122,7 +122,7 @@ impl PropertyValue {
     }
 
     /// The value as the JSON the log stores (without its tag).
-    pub fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         fn float(v: f64) -> Value {
             if v.is_nan() {
                 json!("NaN")
@@ -154,7 +154,7 @@ impl PropertyValue {
     }
 
     /// Reads a value stored under `tag` (the inverse of [`to_json`](Self::to_json)).
-    pub fn from_json(tag: &str, value: &Value) -> Result<Self, String> {
+    pub(crate) fn from_json(tag: &str, value: &Value) -> Result<Self, String> {
         let bad = || format!("`{value}` is not a valid `{tag}` property value");
         let int = || value.as_i64().ok_or_else(bad);
         let uint = || value.as_u64().ok_or_else(bad);

@@ -6,7 +6,8 @@
 //! all and publishes the newest log-wide sequence number. After a commit, and at least every
 //! [`IDLE_CHECK`] while idle, it enforces retention: the oldest rows go while they are older
 //! than the maximum age or the log holds more than the maximum bytes (trimmed to 90 % of it, so
-//! a full log is not trimmed on every commit).
+//! a full log is not trimmed on every commit), at most a few thousand rows per pass so that a
+//! large trim is spread over the following commits instead of stalling one.
 
 use std::sync::mpsc;
 use std::time::Duration;
@@ -26,6 +27,10 @@ const IDLE_CHECK: Duration = Duration::from_secs(60);
 
 /// Rows looked at per retention step.
 const TRIM_BATCH: usize = 512;
+
+/// Most retention steps per pass: a pass deletes at most `TRIM_BATCH * MAX_TRIM_STEPS` rows,
+/// so trimming never stalls ingest for long; the next commit (or idle check) goes on.
+const MAX_TRIM_STEPS: usize = 8;
 
 /// Bytes a row costs beyond its text and body (its integer columns and index entries).
 const ROW_OVERHEAD: u64 = 64;
@@ -340,7 +345,7 @@ impl Writer {
         let mut deleted = 0u64;
         let tx = self.conn.transaction()?;
         let mut remaining = self.stored_bytes;
-        loop {
+        for _ in 0..MAX_TRIM_STEPS {
             let rows: Vec<(i64, i64, i64)> = tx
                 .prepare_cached(
                     "SELECT seq, enqueued_ms, size FROM telemetry ORDER BY seq LIMIT ?1",
