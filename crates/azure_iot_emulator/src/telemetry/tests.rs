@@ -603,3 +603,43 @@ async fn reads_run_beside_a_busy_writer() {
         assert_eq!(log.read(1990, 100, None, None).await.unwrap().len(), 10);
     }
 }
+
+#[test]
+fn a_large_trim_is_spread_over_passes() {
+    let mut conn = Connection::open_in_memory().unwrap();
+    let count = schema::prepare(&mut conn, Some(4)).unwrap();
+    let (notify, _latest) = tokio::sync::watch::channel(0);
+    let retention = Retention {
+        max_age: DEFAULT_RETENTION_AGE,
+        max_bytes: 1_000_000,
+    };
+    let mut writer = writer::Writer::new(conn, count, retention, notify).unwrap();
+    let now = writer::now_ms();
+    let time =
+        azure_iot_core::datetime::format_timestamp(properties::timestamp_from_ms(now).unwrap());
+    // 6000 rows of 1000 counted bytes each (body 900 + ids, time, empty JSON, overhead).
+    let group: Vec<_> = (0..6000)
+        .map(|_| {
+            let (reply, _) = oneshot::channel();
+            writer::Append {
+                row: row_from_event(NewEvent {
+                    device_id: "d".into(),
+                    module_id: None,
+                    auth_method: "sas".into(),
+                    enqueued_time: time.clone(),
+                    system: SystemProperties::default(),
+                    properties: vec![],
+                    body: Bytes::from(vec![b'x'; 900]),
+                }),
+                reply,
+            }
+        })
+        .collect();
+    writer.commit_group(group).unwrap();
+    assert_eq!(writer.stored_bytes(), 6_000_000);
+    // One pass deletes at most 8 × 512 rows; the next one reaches 90 % of the limit.
+    assert_eq!(writer.enforce_retention(now).unwrap(), 4096);
+    assert_eq!(writer.enforce_retention(now).unwrap(), 1004);
+    assert_eq!(writer.stored_bytes(), 900_000);
+    assert_eq!(writer.enforce_retention(now).unwrap(), 0);
+}
