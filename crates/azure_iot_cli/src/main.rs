@@ -131,6 +131,15 @@ struct StartArgs {
     /// CA (PEM) that clients should trust with --tls-cert; written as ca.pem.
     #[arg(long, requires = "tls_cert")]
     tls_ca: Option<PathBuf>,
+    /// Partitions of the telemetry log (1-128; a new log gets 4). Fixed once the log exists.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=128))]
+    partitions: Option<u32>,
+    /// Telemetry older than this many hours is deleted from the log.
+    #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u64).range(1..))]
+    telemetry_retention_hours: u64,
+    /// The oldest telemetry is deleted while the log holds more than this many MiB of messages.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
+    telemetry_max_mb: u64,
 }
 
 fn main() -> ExitCode {
@@ -193,7 +202,14 @@ async fn hub_start(args: StartArgs) -> Result<(), String> {
         .bind_address(args.bind)
         .https_port(args.https_port)
         .mqtt_port(args.mqtt_port)
-        .amqp_port(args.amqp_port);
+        .amqp_port(args.amqp_port)
+        .telemetry_retention(std::time::Duration::from_secs(
+            args.telemetry_retention_hours.saturating_mul(3600),
+        ))
+        .telemetry_max_bytes(args.telemetry_max_mb.saturating_mul(1024 * 1024));
+    if let Some(partitions) = args.partitions {
+        builder = builder.partitions(partitions);
+    }
     if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
         builder = builder.tls(TlsSource::Files {
             cert,
@@ -206,7 +222,7 @@ async fn hub_start(args: StartArgs) -> Result<(), String> {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
-        "IoT Hub emulator running\n  hostname:  {}\n  https:     {}\n  mqtt:      {}\n  amqp:      {}\n  state:     {}\n  CA:        {}  (trust this certificate)\n  hub.json:  {}\n\niothubowner connection string:\n  {}\n\nPress Ctrl-C to stop.",
+        "IoT Hub emulator running\n  hostname:  {}\n  https:     {}\n  mqtt:      {}\n  amqp:      {}\n  state:     {}\n  telemetry: {} partitions\n  CA:        {}  (trust this certificate)\n  hub.json:  {}\n\niothubowner connection string:\n  {}\n\nPress Ctrl-C to stop.",
         hub.hostname(),
         hub.https_addr(),
         hub.mqtt_addr(),
@@ -216,6 +232,7 @@ async fn hub_start(args: StartArgs) -> Result<(), String> {
         } else {
             dir.display().to_string()
         },
+        hub.telemetry_partitions(),
         dir.join(CA_FILE).display(),
         dir.join(HUB_FILE).display(),
         hub.owner_connection_string(),

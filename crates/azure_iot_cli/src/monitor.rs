@@ -2,7 +2,8 @@
 //!
 //! `monitor-events` long-polls the emulator's telemetry log (`GET /$emulator/telemetry`, see the
 //! emulator's docs): from now, or from the start of the retained log with `--from-start`;
-//! optionally for one device; stopping after `--timeout` seconds or `--count` messages.
+//! optionally for one device or one partition of the log; stopping after `--timeout` seconds or
+//! `--count` messages.
 //! `monitor-feedback` reads and completes cloud-to-device feedback batches.
 
 use std::io::Write as _;
@@ -32,6 +33,9 @@ pub(crate) struct MonitorArgs {
     /// Only messages from this device.
     #[arg(long)]
     device_id: Option<String>,
+    /// Only messages in this partition of the telemetry log (0 to its partition count - 1).
+    #[arg(long)]
+    partition: Option<u32>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     output: Output,
@@ -80,6 +84,10 @@ pub(crate) async fn monitor_events(args: MonitorArgs) -> Result<(), String> {
             )
         })
         .unwrap_or_default();
+    let filter = match args.partition {
+        Some(p) => format!("{device}&partition={p}"),
+        None => device,
+    };
     let mut after = if args.from_start {
         0
     } else {
@@ -112,7 +120,7 @@ pub(crate) async fn monitor_events(args: MonitorArgs) -> Result<(), String> {
         let reply = hub
             .send(
                 Method::GET,
-                &format!("/$emulator/telemetry?after={after}&limit=100&wait={wait}{device}"),
+                &format!("/$emulator/telemetry?after={after}&limit=100&wait={wait}{filter}"),
             )
             .await?;
         for event in reply.body.as_array().into_iter().flatten() {
@@ -182,9 +190,13 @@ fn print_event(event: &Value, output: Output) {
                 Some(m) => format!("{}/{m}", event["deviceId"].as_str().unwrap_or("?")),
                 None => event["deviceId"].as_str().unwrap_or("?").to_owned(),
             };
+            let position = match (event["partition"].as_u64(), event["offset"].as_str()) {
+                (Some(p), Some(o)) => format!(" (partition {p}, offset {o})"),
+                _ => String::new(),
+            };
             let _ = writeln!(
                 out,
-                "event #{} from {from} at {}:",
+                "event #{} from {from} at {}{position}:",
                 event["sequenceNumber"],
                 event["enqueuedTime"].as_str().unwrap_or("?")
             );

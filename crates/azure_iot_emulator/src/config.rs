@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 
 use crate::error::EmulatorError;
+use crate::telemetry::{MAX_PARTITIONS, Retention, TelemetryOptions};
 use crate::tls::{TlsSource, write_private};
 
 /// The file describing a running emulator, in the data directory.
@@ -44,6 +45,7 @@ pub struct EmulatorBuilder {
     mqtt_port: u16,
     amqp_port: u16,
     tls: TlsSource,
+    telemetry: TelemetryOptions,
 }
 
 impl Default for EmulatorBuilder {
@@ -57,6 +59,7 @@ impl Default for EmulatorBuilder {
             mqtt_port: DEFAULT_MQTT_PORT,
             amqp_port: DEFAULT_AMQP_PORT,
             tls: TlsSource::Generated,
+            telemetry: TelemetryOptions::default(),
         }
     }
 }
@@ -69,6 +72,7 @@ pub(crate) struct Config {
     pub(crate) mqtt_addr: SocketAddr,
     pub(crate) amqp_addr: SocketAddr,
     pub(crate) tls: TlsSource,
+    pub(crate) telemetry: TelemetryOptions,
 }
 
 impl EmulatorBuilder {
@@ -122,6 +126,28 @@ impl EmulatorBuilder {
         self
     }
 
+    /// The telemetry log's partition count, 1 to 128 (a new hub's built-in endpoint has 4, the
+    /// default). It is fixed when the log is created: a data directory whose log has another
+    /// count refuses to start. Unset, an existing log keeps its count.
+    pub fn partitions(mut self, count: u32) -> Self {
+        self.telemetry.partitions = Some(count);
+        self
+    }
+
+    /// Telemetry older than this is deleted from the log. Default 24 hours (IoT Hub's default
+    /// retention).
+    pub fn telemetry_retention(mut self, max_age: std::time::Duration) -> Self {
+        self.telemetry.retention.max_age = max_age;
+        self
+    }
+
+    /// The oldest telemetry is deleted while the log holds more than this many bytes of
+    /// messages (body, properties and ids; trimmed to 90 % of it). Default 256 MiB.
+    pub fn telemetry_max_bytes(mut self, max_bytes: u64) -> Self {
+        self.telemetry.retention.max_bytes = max_bytes;
+        self
+    }
+
     pub(crate) fn into_config(self) -> Result<Config, EmulatorError> {
         let hostname = self.hostname.trim().to_owned();
         if hostname.is_empty()
@@ -133,6 +159,19 @@ impl EmulatorBuilder {
                 "`{hostname}` is not a valid host name"
             )));
         }
+        if let Some(n) = self.telemetry.partitions
+            && !(1..=MAX_PARTITIONS).contains(&n)
+        {
+            return Err(EmulatorError::Config(format!(
+                "the partition count must be 1 to {MAX_PARTITIONS}, not {n}"
+            )));
+        }
+        let Retention { max_age, max_bytes } = self.telemetry.retention;
+        if max_age.is_zero() || max_bytes == 0 {
+            return Err(EmulatorError::Config(
+                "telemetry retention (age and size) must be more than zero".into(),
+            ));
+        }
         Ok(Config {
             hostname,
             data_dir: self.data_dir,
@@ -141,6 +180,7 @@ impl EmulatorBuilder {
             mqtt_addr: SocketAddr::new(self.bind, self.mqtt_port),
             amqp_addr: SocketAddr::new(self.bind, self.amqp_port),
             tls: self.tls,
+            telemetry: self.telemetry,
         })
     }
 }

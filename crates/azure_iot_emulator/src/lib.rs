@@ -87,7 +87,7 @@ pub use config::{EmulatorBuilder, HUB_FILE};
 pub use device::RefusalReason;
 pub use error::EmulatorError;
 pub use hub::faults::Fault;
-pub use telemetry::TelemetryEvent;
+pub use telemetry::{EventPosition, PartitionInfo, PropertyValue, TelemetryEvent};
 pub use tls::{CA_FILE, TlsSource};
 
 use crate::hub::{Hub, HubState};
@@ -162,7 +162,33 @@ impl EmulatorHandle {
         after: u64,
         limit: usize,
     ) -> Result<Vec<TelemetryEvent>, EmulatorError> {
-        self.telemetry.read(after, limit, None).await
+        self.telemetry.read(after, limit, None, None).await
+    }
+
+    /// The telemetry log's partition count.
+    pub fn telemetry_partitions(&self) -> u32 {
+        self.telemetry.partition_count()
+    }
+
+    /// Up to `limit` telemetry messages of one partition from `position`, in partition order
+    /// (what the Event Hubs-compatible endpoint serves).
+    pub async fn telemetry_partition(
+        &self,
+        partition: u32,
+        position: EventPosition,
+        limit: usize,
+    ) -> Result<Vec<TelemetryEvent>, EmulatorError> {
+        self.telemetry
+            .read_partition(partition, position, limit)
+            .await
+    }
+
+    /// A telemetry partition's first and last positions.
+    pub async fn telemetry_partition_info(
+        &self,
+        partition: u32,
+    ) -> Result<PartitionInfo, EmulatorError> {
+        self.telemetry.partition_info(partition).await
     }
 
     /// Queues a cloud-to-device message for `device_id`, as a service sending over AMQP
@@ -267,8 +293,10 @@ impl EmulatorBuilder {
         let mqtt_addr = mqtt_listener.local_addr()?;
         let amqp_listener = bind(config.amqp_addr).await?;
         let amqp_addr = amqp_listener.local_addr()?;
-        let telemetry =
-            telemetry::TelemetryLog::open(if config.in_memory { None } else { data_dir })?;
+        let telemetry = telemetry::TelemetryLog::open_with(
+            if config.in_memory { None } else { data_dir },
+            config.telemetry,
+        )?;
 
         let connection_strings: BTreeMap<String, String> = policies
             .iter()

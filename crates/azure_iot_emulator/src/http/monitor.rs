@@ -2,14 +2,19 @@
 //! scripts. Emulator-specific (IoT Hub itself exposes telemetry through its Event Hubs-compatible
 //! endpoint); authenticated like the service API (ServiceConnect).
 //!
-//! Query parameters: `after` (sequence number, default 0 = from the start), `limit` (1–1000,
-//! default 100), `deviceId` (only this device), `wait` (seconds, 0–60, default 0): when nothing
-//! newer exists yet, wait up to that long for it (long polling).
+//! Query parameters: `after` (log-wide sequence number, default 0 = from the start), `limit`
+//! (1–1000, default 100), `deviceId` (only this device), `partition` (only this partition),
+//! `wait` (seconds, 0–60, default 0): when nothing newer exists yet, wait up to that long for it
+//! (long polling).
 //!
 //! Answer: a JSON array, oldest first, of
 //! `{"sequenceNumber", "deviceId", "moduleId", "enqueuedTime", "body" | "bodyBase64",
-//!   "properties": {...}, "systemProperties": {...}}`
-//! where `body` is the payload as text when it is UTF-8, else `bodyBase64`. The header
+//!   "properties": {...}, "systemProperties": {...}, "partition", "partitionSequenceNumber",
+//!   "offset", "typedProperties": [...]}`
+//! where `body` is the payload as text when it is UTF-8, else `bodyBase64`; `properties` maps
+//! each application property to its value as text, `typedProperties` lists them with their
+//! types as the log stores them (`{"name", "type", "value"}`). Reads use the log's read-only
+//! connections, never its writer. The header
 //! `azure-iot-latest-sequence` carries the newest sequence number in the log, so a client can
 //! start "from now" with `after` set to it.
 
@@ -35,6 +40,7 @@ pub(crate) struct MonitorQuery {
     after: Option<u64>,
     limit: Option<usize>,
     device_id: Option<String>,
+    partition: Option<u32>,
     wait: Option<u64>,
 }
 
@@ -49,6 +55,14 @@ pub(crate) async fn telemetry(
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(ApiError::invalid(format!("limit must be 1 to {MAX_LIMIT}")));
     }
+    if let Some(p) = query.partition
+        && p >= app.mqtt.telemetry.partition_count()
+    {
+        return Err(ApiError::invalid(format!(
+            "partition must be below {}",
+            app.mqtt.telemetry.partition_count()
+        )));
+    }
     let wait = Duration::from_secs(query.wait.unwrap_or(0).min(MAX_WAIT_SECS));
     let deadline = tokio::time::Instant::now() + wait;
     let mut newest = app.mqtt.telemetry.watch();
@@ -58,7 +72,7 @@ pub(crate) async fn telemetry(
         let events = app
             .mqtt
             .telemetry
-            .read(after, limit, query.device_id.clone())
+            .read(after, limit, query.device_id.clone(), query.partition)
             .await?;
         let waited_enough = tokio::time::Instant::now() >= deadline;
         if events.is_empty()
@@ -107,6 +121,13 @@ pub(crate) fn event_json(event: &TelemetryEvent) -> Value {
         .iter()
         .map(|(k, v)| (k.clone(), json!(v)))
         .collect();
+    let typed: Vec<Value> = event
+        .properties
+        .iter()
+        .map(|(name, value)| {
+            json!({"name": name, "type": value.type_name(), "value": value.to_json()})
+        })
+        .collect();
     let mut out = json!({
         "sequenceNumber": event.sequence_number,
         "deviceId": event.device_id,
@@ -114,6 +135,10 @@ pub(crate) fn event_json(event: &TelemetryEvent) -> Value {
         "enqueuedTime": event.enqueued_time,
         "properties": properties,
         "systemProperties": system,
+        "partition": event.partition,
+        "partitionSequenceNumber": event.partition_sequence_number,
+        "offset": event.offset,
+        "typedProperties": typed,
     });
     if let Some(map) = out.as_object_mut() {
         match std::str::from_utf8(message.body()) {
