@@ -261,8 +261,9 @@ impl EmulatorBuilder {
     /// `hub.json` to the data directory (if any) and starts serving.
     pub async fn start(self) -> Result<EmulatorHandle, EmulatorError> {
         let config = self.into_config()?;
-        // Files, SQLite and key generation block: they run off the async worker threads.
-        let (config, tls, state) = tokio::task::spawn_blocking(move || {
+        // Files, SQLite (state load, telemetry log open or migration) and key generation block:
+        // they run off the async worker threads.
+        let (config, tls, state, telemetry) = tokio::task::spawn_blocking(move || {
             if let Some(dir) = &config.data_dir {
                 std::fs::create_dir_all(dir)?;
             }
@@ -273,7 +274,12 @@ impl EmulatorBuilder {
             }
             let store = Store::open(if config.in_memory { None } else { data_dir })?;
             let state = HubState::load(store)?;
-            Ok::<_, EmulatorError>((config, tls, state))
+            // Opening the log may migrate an old one, which takes a while on a big log.
+            let telemetry = telemetry::TelemetryLog::open_with(
+                if config.in_memory { None } else { data_dir },
+                config.telemetry,
+            )?;
+            Ok::<_, EmulatorError>((config, tls, state, telemetry))
         })
         .await
         .map_err(|e| EmulatorError::Config(format!("start-up did not finish: {e}")))??;
@@ -293,11 +299,6 @@ impl EmulatorBuilder {
         let mqtt_addr = mqtt_listener.local_addr()?;
         let amqp_listener = bind(config.amqp_addr).await?;
         let amqp_addr = amqp_listener.local_addr()?;
-        let telemetry = telemetry::TelemetryLog::open_with(
-            if config.in_memory { None } else { data_dir },
-            config.telemetry,
-        )?;
-
         let connection_strings: BTreeMap<String, String> = policies
             .iter()
             .map(|p| {

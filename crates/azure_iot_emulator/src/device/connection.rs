@@ -161,18 +161,21 @@ impl DeviceConnection {
     }
 
     /// Accepts a telemetry message: the hub stamps who sent it and how it authenticated, and
-    /// when; the returned [`Commit`] resolves once the message is durable in the log. A
-    /// message from another identity is refused.
-    pub(crate) fn send_telemetry(&mut self, message: Message) -> Commit {
+    /// when; the returned [`Commit`] resolves once the message is durable in the log. Waits
+    /// while the log's queue is full (back-pressure to this connection).
+    pub(crate) async fn send_telemetry(&mut self, message: Message) -> Commit {
         let (reply, committed) = oneshot::channel();
-        self.core.telemetry.append_with(
-            self.identity.device_id().to_owned(),
-            self.identity.module_id().map(str::to_owned),
-            self.auth_method,
-            now(),
-            message,
-            reply,
-        );
+        self.core
+            .telemetry
+            .append_with(
+                self.identity.device_id().to_owned(),
+                self.identity.module_id().map(str::to_owned),
+                self.auth_method,
+                now(),
+                message,
+                reply,
+            )
+            .await;
         // lastActivityTime: at most one state-thread job a second, not one a message, and
         // nothing waits for it.
         if self

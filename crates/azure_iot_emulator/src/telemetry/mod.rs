@@ -176,10 +176,19 @@ pub(crate) struct NewEvent {
     pub(crate) body: Bytes,
 }
 
+/// Most message bytes (body and properties) waiting for the writer thread.
+pub(crate) const MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
+/// The unit the queue's room is counted in.
+const QUEUE_UNIT: usize = 1024;
+
 /// Handle to the log: appends go to its writer thread, reads to its reader pool. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct TelemetryLog {
-    commands: mpsc::Sender<writer::Append>,
+    commands: mpsc::Sender<writer::Queued>,
+    /// Bytes of messages queued for the writer, in [`QUEUE_UNIT`]s: an append waits for room
+    /// (back-pressure to the connection that sends), so the queue never holds more than
+    /// [`MAX_QUEUED_BYTES`].
+    queued: Arc<tokio::sync::Semaphore>,
     /// The sequence number of the newest committed message (0: none yet).
     latest: tokio::sync::watch::Receiver<u64>,
     readers: Arc<reader::Readers>,
@@ -238,6 +247,7 @@ impl TelemetryLog {
             .spawn(move || writer.run(queue))?;
         Ok(Self {
             commands,
+            queued: Arc::new(tokio::sync::Semaphore::new(MAX_QUEUED_BYTES / QUEUE_UNIT)),
             latest,
             readers: Arc::new(reader::Readers::new(source)),
             partition_count,
@@ -267,17 +277,19 @@ impl TelemetryLog {
             enqueued_time,
             message,
             reply,
-        );
+        )
+        .await;
         answer
             .await
             .map_err(|_| EmulatorError::ShuttingDown)?
             .map_err(EmulatorError::Storage)
     }
 
-    /// Queues a message for the log; `reply` gets its sequence number once it is committed (or
-    /// the error that kept it from being stored). If the log has stopped, `reply` is dropped.
-    /// The message's application properties are strings (as MQTT carries them).
-    pub(crate) fn append_with(
+    /// Queues a message for the log, waiting for room while the writer is [`MAX_QUEUED_BYTES`]
+    /// behind; `reply` gets its sequence number once it is committed (or the error that kept it
+    /// from being stored). If the log has stopped, `reply` is dropped. The message's
+    /// application properties are strings (as MQTT carries them).
+    pub(crate) async fn append_with(
         &self,
         device_id: String,
         module_id: Option<String>,
@@ -287,18 +299,27 @@ impl TelemetryLog {
         reply: oneshot::Sender<Result<u64, String>>,
     ) {
         let event = event_from_message(device_id, module_id, auth_method, enqueued_time, &message);
-        self.append_event(event, reply);
+        self.append_event(event, reply).await;
     }
 
     /// Queues a message with typed application properties; like
     /// [`append_with`](Self::append_with) otherwise.
-    pub(crate) fn append_event(
+    pub(crate) async fn append_event(
         &self,
         event: NewEvent,
         reply: oneshot::Sender<Result<u64, String>>,
     ) {
         let row = row_from_event(event);
-        let _ = self.commands.send(writer::Append { row, reply });
+        let bytes = row.body.len() + row.properties.len() + row.system.len();
+        let units = bytes
+            .div_ceil(QUEUE_UNIT)
+            .clamp(1, MAX_QUEUED_BYTES / QUEUE_UNIT) as u32;
+        // The semaphore is never closed; without a permit the append still goes ahead.
+        let room = self.queued.clone().acquire_many_owned(units).await.ok();
+        let _ = self.commands.send(writer::Queued {
+            append: writer::Append { row, reply },
+            room,
+        });
     }
 
     /// Up to `limit` events with a log-wide sequence number greater than `after`, in order,

@@ -26,7 +26,8 @@ async fn append_typed(
             body: Bytes::from_static(body),
         },
         reply,
-    );
+    )
+    .await;
     answer.await.unwrap().unwrap()
 }
 
@@ -574,7 +575,8 @@ async fn reads_run_beside_a_busy_writer() {
                 for i in 0..2000 {
                     let (reply, answer) = oneshot::channel();
                     let m = Message::new(format!("m{i}")).unwrap();
-                    log.append_with(format!("d{}", i % 7), None, "sas", now_text(), m, reply);
+                    log.append_with(format!("d{}", i % 7), None, "sas", now_text(), m, reply)
+                        .await;
                     pending.push(answer);
                 }
                 for p in pending {
@@ -642,4 +644,33 @@ fn a_large_trim_is_spread_over_passes() {
     assert_eq!(writer.enforce_retention(now).unwrap(), 1004);
     assert_eq!(writer.stored_bytes(), 900_000);
     assert_eq!(writer.enforce_retention(now).unwrap(), 0);
+}
+
+#[tokio::test]
+async fn appends_wait_for_room_when_the_queue_is_full() {
+    let log = TelemetryLog::open(None).unwrap();
+    let all = (MAX_QUEUED_BYTES / QUEUE_UNIT) as u32;
+    // Take all the room, as a writer that fell far behind would.
+    let held = log.queued.clone().acquire_many_owned(all).await.unwrap();
+    let append = tokio::spawn({
+        let log = log.clone();
+        async move {
+            log.append(
+                "d1".into(),
+                None,
+                "sas",
+                now_text(),
+                Message::new("x").unwrap(),
+            )
+            .await
+        }
+    });
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!append.is_finished(), "the append waits for room");
+    drop(held);
+    assert!(append.await.unwrap().is_ok());
+    // Committed appends give their room back.
+    assert_eq!(log.queued.available_permits(), all as usize);
 }

@@ -36,6 +36,12 @@ const MAX_TRIM_STEPS: usize = 8;
 const ROW_OVERHEAD: u64 = 64;
 
 /// An append as the writer receives it: already encoded for storage.
+/// An append as queued: the room it holds in the queue is given back once it is committed.
+pub(super) struct Queued {
+    pub(super) append: Append,
+    pub(super) room: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
 pub(super) struct Append {
     /// The row to write.
     pub(super) row: Row,
@@ -252,7 +258,7 @@ impl Writer {
     }
 
     /// Serves appends until every sender is gone.
-    pub(super) fn run(mut self, queue: mpsc::Receiver<Append>) {
+    pub(super) fn run(mut self, queue: mpsc::Receiver<Queued>) {
         loop {
             let first = match queue.recv_timeout(IDLE_CHECK) {
                 Ok(first) => first,
@@ -262,14 +268,20 @@ impl Writer {
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
             };
-            let mut group = vec![first];
+            let mut group = vec![first.append];
+            let mut room = vec![first.room];
             while group.len() < MAX_GROUP {
                 match queue.try_recv() {
-                    Ok(next) => group.push(next),
+                    Ok(next) => {
+                        group.push(next.append);
+                        room.push(next.room);
+                    }
                     Err(_) => break,
                 }
             }
-            if let Some(newest) = self.commit_group(group) {
+            let committed = self.commit_group(group);
+            drop(room);
+            if let Some(newest) = committed {
                 self.notify.send_replace(newest);
                 self.retain(now_ms());
             }
