@@ -26,6 +26,9 @@ use super::error::{ErrorCode, HubError};
 use super::queue::{Lock, LockedQueue, Outcome, QueueError, Settle};
 use crate::error::EmulatorError;
 use crate::store::{C2dRow, Change, Store};
+use crate::telemetry::properties::{
+    PropertyValue, decode_properties, decode_system, encode_properties, encode_system,
+};
 
 /// Most messages waiting in one device's queue.
 pub(crate) const MAX_QUEUE_DEPTH: usize = 50;
@@ -79,11 +82,9 @@ impl CloudToDevice {
         let mut c2d = Self::default();
         for row in store.c2d_rows()? {
             c2d.next_id = c2d.next_id.max(row.id);
-            let message = PropertyBag::parse(&row.properties)
-                .to_message(Bytes::from(row.body.clone()))
-                .map_err(|e| {
-                    EmulatorError::Storage(format!("C2D message {} is corrupt: {e}", row.id))
-                })?;
+            let message = stored_message(&row).map_err(|e| {
+                EmulatorError::Storage(format!("C2D message {} is corrupt: {e}", row.id))
+            })?;
             let (id, count) = (row.id, row.delivery_count);
             let queued = Queued {
                 expiry: parse_timestamp(&row.expiry).unwrap_or_else(OffsetDateTime::now_utc),
@@ -157,7 +158,7 @@ impl HubState {
             enqueued_time: format_timestamp(now),
             expiry: format_timestamp(expiry),
             delivery_count: 0,
-            properties: PropertyBag::from_message(&message).format(),
+            properties: stored_properties(&message),
             body: message.body().to_vec(),
         };
         self.store.apply(&[Change::PutC2d(&row)])?;
@@ -486,11 +487,45 @@ impl HubState {
     }
 }
 
+/// A message's properties as stored in its row: the neutral JSON of the telemetry log
+/// (`{"system": {...}, "properties": [...]}`, see `telemetry::properties`), not any
+/// protocol's wire form.
+fn stored_properties(message: &Message) -> String {
+    let properties: Vec<(String, PropertyValue)> = message
+        .properties()
+        .iter()
+        .map(|(k, v)| (k.clone(), PropertyValue::String(v.clone())))
+        .collect();
+    format!(
+        "{{\"system\":{},\"properties\":{}}}",
+        encode_system(message.system_properties()),
+        encode_properties(&properties)
+    )
+}
+
+/// The message a row holds. Rows written before the neutral encoding hold MQTT property-bag
+/// text (it never starts with `{`: a bag escapes that character); they are still read.
+fn stored_message(row: &C2dRow) -> Result<Message, String> {
+    let body = Bytes::from(row.body.clone());
+    if !row.properties.starts_with('{') {
+        return PropertyBag::parse(&row.properties)
+            .to_message(body)
+            .map_err(|e| e.to_string());
+    }
+    let stored: Value =
+        serde_json::from_str(&row.properties).map_err(|e| format!("stored properties: {e}"))?;
+    let system = decode_system(&stored["system"].to_string())?;
+    let properties = decode_properties(&stored["properties"].to_string())?;
+    let mut builder = Message::builder(body).system_properties(system);
+    for (name, value) in properties {
+        builder = builder.property(name, value.to_text());
+    }
+    builder.build().map_err(|e| e.to_string())
+}
+
 /// The message as delivered: with the hub's delivery properties.
 fn delivered_message(row: &C2dRow, lock: &Lock) -> Result<Message, HubError> {
-    let message = PropertyBag::parse(&row.properties)
-        .to_message(Bytes::from(row.body.clone()))
-        .map_err(HubError::storage)?;
+    let message = stored_message(row).map_err(HubError::storage)?;
     let mut system = message.system_properties().clone();
     system.delivery_count = Some(row.delivery_count);
     system.sequence_number = Some(row.id);
@@ -681,6 +716,42 @@ mod tests {
         );
         assert_eq!(state.c2d_count("d1"), 0);
         assert_eq!(feedback_codes(&mut state), ["DeliveryCountExceeded"]);
+    }
+
+    #[test]
+    fn rows_hold_neutral_json_and_old_property_bag_rows_still_load() {
+        let message = Message::builder("b")
+            .message_id("m1")
+            .property("k", "v w")
+            .ack(AckMode::Full)
+            .build()
+            .unwrap();
+        let mut row = C2dRow {
+            id: 1,
+            device_id: "d1".into(),
+            enqueued_time: format_timestamp(OffsetDateTime::now_utc()),
+            expiry: format_timestamp(OffsetDateTime::now_utc()),
+            delivery_count: 0,
+            properties: stored_properties(&message),
+            body: b"b".to_vec(),
+        };
+        assert!(
+            row.properties.starts_with("{\"system\":"),
+            "{}",
+            row.properties
+        );
+        assert!(!row.properties.contains("$."), "no MQTT wire names");
+        let back = stored_message(&row).unwrap();
+        assert_eq!(back.properties(), message.properties());
+        assert_eq!(back.system_properties().message_id.as_deref(), Some("m1"));
+        assert_eq!(back.system_properties().ack, Some(AckMode::Full));
+        row.properties = PropertyBag::from_message(&message).format();
+        assert_eq!(
+            stored_message(&row).unwrap().properties(),
+            message.properties()
+        );
+        row.properties = "{not json".into();
+        assert!(stored_message(&row).is_err());
     }
 
     #[test]

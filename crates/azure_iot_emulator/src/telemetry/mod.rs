@@ -30,7 +30,7 @@
 //!   newer one is refused ([`schema`]).
 
 mod partition;
-mod properties;
+pub(crate) mod properties;
 mod reader;
 mod schema;
 mod writer;
