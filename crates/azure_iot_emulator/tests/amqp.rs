@@ -580,3 +580,56 @@ async fn unknown_addresses_are_not_found() {
     let _ = connection.close().await;
     hub.shutdown().await;
 }
+
+/// A put-token as Python's uamqp sends it (ulong message id, no `to` or `reply-to`,
+/// `https://` audience) is answered with the correlation id of the same AMQP type, read by
+/// the shared CBS code; a message that is not a put-token is answered 400, not ignored.
+#[tokio::test]
+async fn put_token_answers_keep_the_type_of_the_message_id() {
+    use azure_iot_protocol::amqp::{PutToken, PutTokenAnswer};
+    use fe2o3_amqp_types::messaging::MessageId;
+
+    let hub = emulator().await;
+    let ep = HubEndpoint::of(&hub);
+    let mut connection = Connection::builder()
+        .container_id("uamqp-style")
+        .hostname("localhost")
+        .open_with_stream(tls(&ep).await)
+        .await
+        .unwrap();
+    let mut session = Session::begin(&mut connection).await.unwrap();
+    let mut cbs = Cbs::attach(&mut session).await;
+    let mut request = PutToken::new(
+        format!("https://{}", ep.hostname),
+        service_token(&ep, "iothubowner"),
+        0u64,
+    );
+    request.reply_to = None;
+    let mut message = request.to_message();
+    message.properties.as_mut().unwrap().to = None;
+    cbs.requests.send(message).await.unwrap();
+    let mut not_a_put = PutToken::new(ep.hostname.as_str(), "x", 1u64).to_message();
+    not_a_put
+        .application_properties
+        .as_mut()
+        .unwrap()
+        .insert("operation".into(), "list-tokens".into());
+    cbs.requests.send(not_a_put).await.unwrap();
+
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let answer =
+            tokio::time::timeout(Duration::from_secs(10), cbs.answers.recv::<Body<Value>>())
+                .await
+                .expect("a CBS answer within 10 s")
+                .unwrap();
+        cbs.answers.accept(&answer).await.unwrap();
+        answers.push(PutTokenAnswer::parse(&answer.into_message()).unwrap());
+    }
+    assert_eq!(answers[0].correlation_id, Some(MessageId::Ulong(0)));
+    assert_eq!(answers[0].status_code, 200);
+    assert_eq!(answers[1].correlation_id, Some(MessageId::Ulong(1)));
+    assert_eq!(answers[1].status_code, 400, "{}", answers[1].description);
+    let _ = connection.close().await;
+    hub.shutdown().await;
+}
