@@ -62,6 +62,11 @@ impl Cbs {
 
     /// Puts `token` the way the Node SDK does; returns the answer's status code.
     async fn put(&mut self, hub: &HubEndpoint, token: &str) -> i32 {
+        self.put_as(hub.hostname.as_str(), token).await
+    }
+
+    /// Puts `token` for `audience`; returns the answer's status code.
+    async fn put_as(&mut self, audience: &str, token: &str) -> i32 {
         self.next_id += 1;
         let id = format!("req-{}", self.next_id);
         let request = Message::builder()
@@ -76,7 +81,7 @@ impl Cbs {
                 ApplicationProperties::builder()
                     .insert("operation", "put-token")
                     .insert("type", "servicebus.windows.net:sastoken")
-                    .insert("name", hub.hostname.as_str())
+                    .insert("name", audience)
                     .build(),
             )
             .body(Body::Value(AmqpValue(Value::String(token.to_owned()))))
@@ -407,6 +412,224 @@ async fn an_expired_cbs_token_ends_the_link() {
         1,
         "only the message sent in time was queued"
     );
+    let _ = connection.close().await;
+    hub.shutdown().await;
+}
+
+/// A policy token (`skn`) for `resource`.
+fn policy_token(hub: &HubEndpoint, policy: &str, resource: &ResourceUri) -> String {
+    let cs = ServiceConnectionString::parse(hub.connection_string(policy)).unwrap();
+    SasToken::generate_with_ttl(resource, cs.key(), Some(policy), Duration::from_secs(600))
+        .secret()
+        .to_owned()
+}
+
+/// The error a link was refused with, as text: from a refused attach, or from the first use
+/// of a link the hub detached at once.
+async fn sender_refusal(
+    session: &mut fe2o3_amqp::session::SessionHandle<()>,
+    address: &str,
+) -> String {
+    match Sender::attach(session, format!("probe-{address}"), address).await {
+        Err(e) => format!("{e:?}"),
+        Ok(mut sender) => format!(
+            "{:?}",
+            sender
+                .send(c2d("dev1", "probe"))
+                .await
+                .expect_err("an unserved link must not take messages")
+        ),
+    }
+}
+
+async fn receiver_refusal(
+    session: &mut fe2o3_amqp::session::SessionHandle<()>,
+    address: &str,
+) -> String {
+    match Receiver::attach(session, format!("probe-{address}"), address).await {
+        Err(e) => format!("{e:?}"),
+        Ok(mut receiver) => format!(
+            "{:?}",
+            tokio::time::timeout(Duration::from_secs(10), receiver.recv::<Body<Value>>())
+                .await
+                .expect("the hub detaches the link")
+                .expect_err("an unserved link delivers nothing")
+        ),
+    }
+}
+
+/// One connection holds a grant per audience: a device audience's token does not authorize
+/// the hub's links, the hub's does, and both coexist. An audience that is not this hub, a
+/// token used for another device's audience, and a device-key token are each refused with
+/// 401 and change nothing.
+#[tokio::test]
+async fn cbs_grants_are_kept_per_audience() {
+    let hub = emulator().await;
+    let ep = HubEndpoint::of(&hub);
+    let api = RestClient::new(&ep, "iothubowner");
+    let key = api.put("/devices/dev1", json!({})).await.body["authentication"]["symmetricKey"]["primaryKey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    api.put("/devices/dev2", json!({})).await;
+    let mut connection = Connection::builder()
+        .container_id("audiences")
+        .hostname("localhost")
+        .open_with_stream(tls(&ep).await)
+        .await
+        .unwrap();
+    let mut session = Session::begin(&mut connection).await.unwrap();
+    let mut cbs = Cbs::attach(&mut session).await;
+    let mut sender = Sender::attach(&mut session, "c2d", "/messages/devicebound")
+        .await
+        .unwrap();
+    let host = ep.hostname.clone();
+    let owner = service_token(&ep, "iothubowner");
+
+    // Not this hub, or not an IoT Hub resource: out of scope.
+    assert_eq!(cbs.put_as("other-hub.example", &owner).await, 401);
+    assert_eq!(cbs.put_as(&format!("{host}/queues/q1"), &owner).await, 401);
+    // A device's audience, granted by a DeviceConnect policy token (Node's encoded form).
+    let dev1 = policy_token(&ep, "device", &ResourceUri::device(&host, "dev1"));
+    assert_eq!(
+        cbs.put_as(&format!("{host}%2Fdevices%2Fdev1"), &dev1).await,
+        200
+    );
+    // Device A's token for device B's audience, and a device-key token: refused.
+    assert_eq!(
+        cbs.put_as(&format!("{host}/devices/dev2"), &dev1).await,
+        401
+    );
+    let device_key = device_token(&ep, "dev1", None, &key, Duration::from_secs(600));
+    assert_eq!(
+        cbs.put_as(&format!("{host}/devices/dev1"), &device_key)
+            .await,
+        401
+    );
+    // None of that authorizes the service links.
+    match sender.send(c2d("dev1", "not-yet")).await.unwrap() {
+        Outcome::Rejected(r) => assert!(
+            format!("{:?}", r.error).contains("UnauthorizedAccess"),
+            "{r:?}"
+        ),
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    // The hub's own audience (Python's `https://` form) does; the device grant stays.
+    assert_eq!(cbs.put_as(&format!("https://{host}"), &owner).await, 200);
+    let dev2 = policy_token(&ep, "device", &ResourceUri::device(&host, "dev2"));
+    assert_eq!(
+        cbs.put_as(&format!("{host}/devices/dev2"), &dev2).await,
+        200
+    );
+    assert!(matches!(
+        sender.send(c2d("dev1", "granted")).await.unwrap(),
+        Outcome::Accepted(_)
+    ));
+    assert_eq!(
+        api.get("/devices/dev1").await.body["cloudToDeviceMessageCount"],
+        1,
+        "only the message sent under the hub's grant was queued"
+    );
+    let _ = connection.close().await;
+    hub.shutdown().await;
+}
+
+/// An address that is not IoT Hub's is refused with `amqp:not-found`; a hub address the
+/// emulator does not serve over AMQP with `amqp:not-implemented`. The connection stays
+/// usable.
+#[tokio::test]
+async fn unknown_addresses_are_not_found() {
+    let hub = emulator().await;
+    let ep = HubEndpoint::of(&hub);
+    RestClient::new(&ep, "iothubowner")
+        .put("/devices/dev1", json!({}))
+        .await;
+    let mut connection = Connection::builder()
+        .container_id("addresses")
+        .hostname("localhost")
+        .open_with_stream(tls(&ep).await)
+        .await
+        .unwrap();
+    let mut session = Session::begin(&mut connection).await.unwrap();
+    let mut cbs = Cbs::attach(&mut session).await;
+    assert_eq!(cbs.put(&ep, &service_token(&ep, "iothubowner")).await, 200);
+
+    for address in ["/messages/nonsense", "/devices/dev1/telemetry", "queue-1"] {
+        let refusal = sender_refusal(&mut session, address).await;
+        assert!(refusal.contains("NotFound"), "{address}: {refusal}");
+    }
+    let refusal = receiver_refusal(&mut session, "/messages/serviceBound/unknown").await;
+    assert!(refusal.contains("NotFound"), "{refusal}");
+    let refusal = sender_refusal(&mut session, "/devices/dev1/messages/events").await;
+    assert!(refusal.contains("NotImplemented"), "{refusal}");
+    let refusal = receiver_refusal(&mut session, "/devices/dev1/twin").await;
+    assert!(refusal.contains("NotImplemented"), "{refusal}");
+
+    // The connection still serves what it serves.
+    let mut sender = Sender::attach(
+        &mut session,
+        "c2d",
+        "amqps://localhost:5671/messages/deviceBound",
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        sender.send(c2d("dev1", "still-fine")).await.unwrap(),
+        Outcome::Accepted(_)
+    ));
+    let _ = connection.close().await;
+    hub.shutdown().await;
+}
+
+/// A put-token as Python's uamqp sends it (ulong message id, no `to` or `reply-to`,
+/// `https://` audience) is answered with the correlation id of the same AMQP type, read by
+/// the shared CBS code; a message that is not a put-token is answered 400, not ignored.
+#[tokio::test]
+async fn put_token_answers_keep_the_type_of_the_message_id() {
+    use azure_iot_protocol::amqp::{PutToken, PutTokenAnswer};
+    use fe2o3_amqp_types::messaging::MessageId;
+
+    let hub = emulator().await;
+    let ep = HubEndpoint::of(&hub);
+    let mut connection = Connection::builder()
+        .container_id("uamqp-style")
+        .hostname("localhost")
+        .open_with_stream(tls(&ep).await)
+        .await
+        .unwrap();
+    let mut session = Session::begin(&mut connection).await.unwrap();
+    let mut cbs = Cbs::attach(&mut session).await;
+    let mut request = PutToken::new(
+        format!("https://{}", ep.hostname),
+        service_token(&ep, "iothubowner"),
+        0u64,
+    );
+    request.reply_to = None;
+    let mut message = request.to_message();
+    message.properties.as_mut().unwrap().to = None;
+    cbs.requests.send(message).await.unwrap();
+    let mut not_a_put = PutToken::new(ep.hostname.as_str(), "x", 1u64).to_message();
+    not_a_put
+        .application_properties
+        .as_mut()
+        .unwrap()
+        .insert("operation".into(), "list-tokens".into());
+    cbs.requests.send(not_a_put).await.unwrap();
+
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let answer =
+            tokio::time::timeout(Duration::from_secs(10), cbs.answers.recv::<Body<Value>>())
+                .await
+                .expect("a CBS answer within 10 s")
+                .unwrap();
+        cbs.answers.accept(&answer).await.unwrap();
+        answers.push(PutTokenAnswer::parse(&answer.into_message()).unwrap());
+    }
+    assert_eq!(answers[0].correlation_id, Some(MessageId::Ulong(0)));
+    assert_eq!(answers[0].status_code, 200);
+    assert_eq!(answers[1].correlation_id, Some(MessageId::Ulong(1)));
+    assert_eq!(answers[1].status_code, 400, "{}", answers[1].description);
     let _ = connection.close().await;
     hub.shutdown().await;
 }

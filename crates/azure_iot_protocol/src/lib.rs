@@ -16,8 +16,10 @@
 //!   HubUsername::to_string   ──── CONNECT ────▶ HubUsername::parse
 //!   PropertyBag::from_message / to_message       (inside topics, both ways)
 //!   http::message_headers / message_from_headers (HTTPS, both ways)
+//!   amqp::Address, amqp::PutToken, amqp::to_amqp / from_amqp (AMQP, both ways)
 //! ```
 //!
+//! * [`amqp`]: IoT Hub AMQP link addresses, CBS put-token and the AMQP message mapping.
 //! * [`mqtt::topic`]: every IoT Hub and DPS topic and subscription filter, both directions.
 //! * [`mqtt::property_bag`]: message properties in topics, with the per-SDK tolerance rules.
 //! * [`mqtt::username`]: CONNECT usernames for IoT Hub and DPS.
@@ -31,6 +33,7 @@
 //! variant the official SDKs send) and total: any input gives a value or a typed error.
 //! The MQTT packet codec and session state machines join this crate with the MQTT transport.
 
+pub mod amqp;
 pub mod http;
 pub mod identity;
 pub mod mqtt;

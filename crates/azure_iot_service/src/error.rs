@@ -120,6 +120,17 @@ impl Error {
         error
     }
 
+    /// The failure of one attempt shared by several callers (a reconnect they all waited
+    /// for): each gets an error of the same kind and message, the original as its source.
+    pub(crate) fn shared(error: &std::sync::Arc<Error>) -> Self {
+        let mut shared = Self::new(error.kind, error.message.clone());
+        shared.status = error.status;
+        shared.error_code = error.error_code.clone();
+        shared.tracking_id = error.tracking_id.clone();
+        shared.source = Some(Box::new(SharedError(error.clone())));
+        shared
+    }
+
     pub(crate) fn invalid(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::InvalidArgument, message)
     }
@@ -184,6 +195,23 @@ impl std::error::Error for Error {
         self.source
             .as_deref()
             .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// The original of a [`Error::shared`] failure, as its source: the original's own source
+/// chain follows it.
+#[derive(Debug)]
+struct SharedError(std::sync::Arc<Error>);
+
+impl fmt::Display for SharedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for SharedError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&*self.0)
     }
 }
 

@@ -38,9 +38,12 @@
 //!   an oversized message, more than 100 bulk entries) fails before anything is sent.
 //! * **Query** (`query.rs`) follows `x-ms-continuation` tokens page by page; a [`Query`] is
 //!   read by page, as a `Stream` of items, or whole.
-//! * **AMQP** (`messaging.rs`): cloud-to-device sends and the feedback receiver share one
-//!   fe2o3-amqp connection authenticated with CBS put-token (written here: fe2o3's CBS helper
-//!   expects 202, IoT Hub answers 200) and renewed from a background task.
+//! * **AMQP** (`messaging/`): cloud-to-device sends and the feedback receiver share one
+//!   fe2o3-amqp connection authenticated with CBS put-token and renewed from a background
+//!   task (`connection.rs`; fe2o3's CBS helper expects 202, IoT Hub answers 200). Addresses,
+//!   put-token and the message mapping are `azure_iot_protocol::amqp`, the code the emulator
+//!   serves them with. Concurrent sends that find the connection lost share one reconnect
+//!   attempt and its result; `is_connected` never waits for one.
 //!
 //! Not built on `azure_core`: see docs/adr/0006-service-client-http-stack.md.
 

@@ -877,3 +877,195 @@ async fn concurrent_sends_share_the_links() {
     messaging.close().await.unwrap();
     hub.shutdown().await;
 }
+
+/// A TCP relay in front of the emulator's AMQP port that counts the connections it accepts,
+/// can cut every open one (a lost connection, without restarting the hub), hold new ones
+/// before they reach the hub (a reconnect that takes its time) or refuse them (a hub that
+/// cannot be reached).
+struct Relay {
+    port: u16,
+    accepted: Arc<AtomicU32>,
+    refuse: Arc<std::sync::atomic::AtomicBool>,
+    cut: tokio::sync::watch::Sender<u64>,
+    hold: tokio::sync::watch::Sender<bool>,
+}
+
+impl Relay {
+    async fn start(target: std::net::SocketAddr) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicU32::new(0));
+        let (cut, cut_rx) = tokio::sync::watch::channel(0u64);
+        let (hold, hold_rx) = tokio::sync::watch::channel(false);
+        let refuse = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let count = accepted.clone();
+        let refusing = refuse.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                if refusing.load(Ordering::SeqCst) {
+                    continue; // dropped: the client sees the connection end at once
+                }
+                let mut cut = cut_rx.clone();
+                let mut hold = hold_rx.clone();
+                tokio::spawn(async move {
+                    cut.borrow_and_update();
+                    if hold.wait_for(|held| !held).await.is_err() {
+                        return;
+                    }
+                    let Ok(mut hub) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut hub) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Relay {
+            port,
+            accepted,
+            refuse,
+            cut,
+            hold,
+        }
+    }
+
+    /// Ends every connection relayed so far.
+    fn cut(&self) {
+        self.cut.send_modify(|generation| *generation += 1);
+    }
+
+    fn accepted(&self) -> u32 {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+/// A service client whose AMQP connections go through `relay`.
+fn service_via(hub: &EmulatorHandle, relay: &Relay) -> ServiceClient {
+    ServiceClient::from_connection_string(
+        hub.connection_string("iothubowner").unwrap(),
+        options(hub).amqp_port(relay.port),
+    )
+    .unwrap()
+}
+
+/// Waits until `messaging` has noticed that its connection is gone.
+async fn until_disconnected(messaging: &azure_iot_service::Messaging) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while messaging.is_connected().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lost connection went unnoticed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Many sends that find the connection lost at once share one reconnect attempt and its
+/// result: when the hub cannot be reached they all fail after one attempt (not one attempt
+/// each, one after another); when it can, the hub sees one new connection for all of them
+/// and every message is queued once.
+#[tokio::test]
+async fn concurrent_sends_after_a_lost_connection_share_one_reconnect() {
+    let hub = emulator().await;
+    let relay = Relay::start(hub.amqp_addr()).await;
+    let api = service_via(&hub, &relay);
+    api.create_device(&Device::new("rc1")).await.unwrap();
+    let messaging = Arc::new(api.messaging().await.unwrap());
+    messaging
+        .send("rc1", CloudToDeviceMessage::new("before"))
+        .await
+        .unwrap();
+    assert_eq!(relay.accepted(), 1);
+    relay.cut();
+    until_disconnected(&messaging).await;
+
+    relay.refuse.store(true, Ordering::SeqCst);
+    let sends: Vec<_> = (0..16)
+        .map(|i| {
+            let messaging = messaging.clone();
+            tokio::spawn(async move {
+                messaging
+                    .send("rc1", CloudToDeviceMessage::new(format!("refused {i}")))
+                    .await
+            })
+        })
+        .collect();
+    for send in sends {
+        let err = send.await.unwrap().unwrap_err();
+        assert!(err.is_transient(), "{err}");
+    }
+    assert_eq!(relay.accepted(), 2, "one failed attempt for all 16 sends");
+    assert!(!messaging.is_connected().await);
+
+    relay.refuse.store(false, Ordering::SeqCst);
+    let sends: Vec<_> = (0..16)
+        .map(|i| {
+            let messaging = messaging.clone();
+            tokio::spawn(async move {
+                messaging
+                    .send("rc1", CloudToDeviceMessage::new(format!("after {i}")))
+                    .await
+            })
+        })
+        .collect();
+    for send in sends {
+        send.await.unwrap().unwrap();
+    }
+    assert_eq!(relay.accepted(), 3, "one reconnect for all 16 sends");
+    assert!(messaging.is_connected().await);
+    assert_eq!(
+        api.get_device("rc1")
+            .await
+            .unwrap()
+            .cloud_to_device_message_count,
+        17
+    );
+    messaging.close().await.unwrap();
+    hub.shutdown().await;
+}
+
+/// `is_connected` answers at once while a send is reconnecting (it holds no lock across the
+/// reconnect), and the send completes when the hub can be reached again.
+#[tokio::test]
+async fn is_connected_answers_while_a_reconnect_is_in_progress() {
+    let hub = emulator().await;
+    let relay = Relay::start(hub.amqp_addr()).await;
+    let api = service_via(&hub, &relay);
+    api.create_device(&Device::new("rc2")).await.unwrap();
+    let messaging = Arc::new(api.messaging().await.unwrap());
+    relay.hold.send_replace(true);
+    relay.cut();
+    until_disconnected(&messaging).await;
+
+    let pending = {
+        let messaging = messaging.clone();
+        tokio::spawn(async move {
+            messaging
+                .send("rc2", CloudToDeviceMessage::new("after the hold"))
+                .await
+        })
+    };
+    // The reconnect has reached the relay and is held there.
+    let deadline = std::time::Instant::now() + WAIT;
+    while relay.accepted() < 2 {
+        assert!(std::time::Instant::now() < deadline, "no reconnect started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for _ in 0..3 {
+        let connected = tokio::time::timeout(Duration::from_millis(200), messaging.is_connected())
+            .await
+            .expect("is_connected does not wait for the reconnect");
+        assert!(!connected);
+    }
+    assert!(!pending.is_finished());
+
+    relay.hold.send_replace(false);
+    pending.await.unwrap().unwrap();
+    assert!(messaging.is_connected().await);
+    assert_eq!(relay.accepted(), 2);
+    messaging.close().await.unwrap();
+    hub.shutdown().await;
+}

@@ -5,24 +5,43 @@
 //!                          └─"AMQP 0 1 0 0"─▶ no SASL (Node SDKs) ──────────────┤
 //!                                                                               ▼
 //!        connection ─▶ sessions ─▶ links, by address:
-//!          $cbs (in)                      put-token: a service SAS token authorizes the connection
+//!          $cbs (in)                      put-token: a SAS token grants its audience on this
+//!                                         connection (one grant per audience, many per connection)
 //!          $cbs (out)                     put-token answers: status-code 200 (Node accepts only 200)
 //!          /messages/devicebound (in)     C2D messages: enqueued, accepted; or rejected with the
 //!                                         hub's condition (amqp:not-found, resource-limit-exceeded ...)
 //!          /messages/serviceBound/feedback (out)  feedback batches; accepted = completed
 //! ```
 //!
-//! Every client's variant is accepted: SASL or none; `amqps://host/...` or bare paths in any
-//! case; message ids of any AMQP type. Links are granted receiver-settle-mode `first`, because
-//! uamqp (the Python SDK) hangs if the server honours its request for `second`. Anything else a
-//! client attaches to is detached with `amqp:not-implemented`, saying so.
+//! Addresses, put-token requests and answers, and the message mapping are the protocol crate's
+//! ([`azure_iot_protocol::amqp`]), the code the service client sends them with. Every
+//! client's variant is accepted: SASL or none; `amqps://host/...` or bare paths in any case;
+//! message ids of any AMQP type. Links are granted receiver-settle-mode `first`, because uamqp
+//! (the Python SDK) hangs if the server honours its request for `second`. An address that is
+//! not an IoT Hub address is detached with `amqp:not-found`; a hub address the emulator does
+//! not serve over AMQP yet (device links, file notifications) with `amqp:not-implemented`.
+//!
+//! # Grants
+//!
+//! A connection holds one grant per CBS audience (`{host}`, `{host}/devices/{id}` ...), each
+//! with its token's expiry, at most [`MAX_GRANTS`] (IoT Hub allows about a thousand tokens
+//! per connection); every link is checked against the grant of its own audience (the service
+//! links against the hub's). A put-token whose audience is not this hub is answered 401, as
+//! a token out of scope; one whose token does not cover its audience likewise (device A's
+//! token for device B's audience). A device audience is granted by a policy token with
+//! DeviceConnect; device-key tokens are refused, saying so, until the device AMQP links are
+//! served.
 
 mod prefixed;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use azure_iot_core::message::{AckMode, Message};
+use azure_iot_core::message::Message;
+use azure_iot_protocol::amqp::{
+    Address, AddressError, AmqpMessage, CbsAudience, PutToken, PutTokenAnswer, from_amqp, to_amqp,
+};
 use fe2o3_amqp::acceptor::sasl_acceptor::SaslServerFrame;
 use fe2o3_amqp::acceptor::{
     ConnectionAcceptor, LinkAcceptor, LinkEndpoint, ListenerSessionHandle, SaslAcceptor,
@@ -30,10 +49,8 @@ use fe2o3_amqp::acceptor::{
 };
 use fe2o3_amqp::link::{Receiver, Sender};
 use fe2o3_amqp_types::definitions::{self, AmqpError, ErrorCondition};
-use fe2o3_amqp_types::messaging::{
-    ApplicationProperties, Body, Data, MessageId, Outcome, Properties,
-};
-use fe2o3_amqp_types::primitives::{Array, Binary, SimpleValue, Symbol, Value};
+use fe2o3_amqp_types::messaging::{Body, Outcome};
+use fe2o3_amqp_types::primitives::{Array, Symbol, Value};
 use fe2o3_amqp_types::sasl::{SaslCode, SaslInit, SaslOutcome, SaslResponse};
 use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
@@ -77,11 +94,15 @@ pub(crate) async fn serve(
     .await;
 }
 
+/// The most grants (CBS audiences) one connection may hold.
+pub(crate) const MAX_GRANTS: usize = 1000;
+
 /// Per-connection state shared by its links.
 struct ConnectionState {
-    /// The grant of this connection (SASL PLAIN or CBS put-token): after its token expires,
-    /// sends are refused until a fresh token is put, as on the hub.
-    authorized: Mutex<Option<Grant>>,
+    /// The grants of this connection by audience resource (SASL PLAIN or CBS put-token):
+    /// after a token expires, that audience's links are refused until a fresh token is put,
+    /// as on the hub.
+    grants: Mutex<HashMap<String, Grant>>,
     /// The hub's grant generation; `Fault::ExpireServiceTokens` moves it on, which ends every
     /// grant made before, as if its token had expired.
     generation: watch::Receiver<u64>,
@@ -90,15 +111,13 @@ struct ConnectionState {
     cbs: Mutex<CbsReplies>,
 }
 
-type AmqpMessage = fe2o3_amqp_types::messaging::Message<Body<Value>>;
-
 #[derive(Default)]
 struct CbsReplies {
     link: Option<mpsc::UnboundedSender<AmqpMessage>>,
     pending: Vec<AmqpMessage>,
 }
 
-/// What authorized a connection: its token's expiry, and the grant generation.
+/// What authorized an audience: its token's expiry, and the grant generation.
 struct Grant {
     expiry: SystemTime,
     generation: u64,
@@ -107,38 +126,51 @@ struct Grant {
 impl ConnectionState {
     fn new(generation: watch::Receiver<u64>) -> Self {
         Self {
-            authorized: Mutex::new(None),
+            grants: Mutex::new(HashMap::new()),
             generation,
             cbs: Mutex::new(CbsReplies::default()),
         }
     }
 
-    /// `Some(true)` while the grant holds, `Some(false)` once it expired, `None` if no token
-    /// was ever put.
-    fn grant_holds(&self) -> Option<bool> {
+    /// For `audience`: `Some(true)` while its grant holds, `Some(false)` once it expired,
+    /// `None` if no token was ever put for it.
+    fn grant_holds(&self, audience: &str) -> Option<bool> {
         let current = *self.generation.borrow();
-        self.authorized
+        self.grants
             .lock()
             .ok()?
-            .as_ref()
+            .get(audience)
             .map(|grant| SystemTime::now() < grant.expiry && grant.generation == current)
     }
 
-    fn authorized(&self) -> bool {
-        self.grant_holds() == Some(true)
+    fn authorized(&self, audience: &str) -> bool {
+        self.grant_holds(audience) == Some(true)
     }
 
-    /// Whether a token was put and has expired since (as opposed to never put).
-    fn expired(&self) -> bool {
-        self.grant_holds() == Some(false)
+    /// Whether a token was put for `audience` and has expired since (as opposed to never put).
+    fn expired(&self, audience: &str) -> bool {
+        self.grant_holds(audience) == Some(false)
     }
 
-    /// Authorizes the connection until `expiry` (its token's).
-    fn authorize(&self, expiry: SystemTime) {
+    /// Grants `audience` until `expiry` (its token's), replacing an earlier grant for it.
+    /// Fails when the connection already holds [`MAX_GRANTS`] other audiences that still
+    /// hold (expired ones make room).
+    fn authorize(&self, audience: String, expiry: SystemTime) -> Result<(), String> {
         let generation = *self.generation.borrow();
-        if let Ok(mut slot) = self.authorized.lock() {
-            *slot = Some(Grant { expiry, generation });
+        let Ok(mut grants) = self.grants.lock() else {
+            return Err("the connection's grants are unavailable".to_owned());
+        };
+        if !grants.contains_key(&audience) && grants.len() >= MAX_GRANTS {
+            let now = SystemTime::now();
+            grants.retain(|_, g| now < g.expiry && g.generation == generation);
+            if grants.len() >= MAX_GRANTS {
+                return Err(format!(
+                    "this connection already holds {MAX_GRANTS} tokens, the most it may hold"
+                ));
+            }
         }
+        grants.insert(audience, Grant { expiry, generation });
+        Ok(())
     }
 }
 
@@ -235,14 +267,24 @@ async fn serve_session(
     let _ = session.end().await;
 }
 
-/// The path of an address, lower-cased: `amqps://host/messages/deviceBound` → `/messages/devicebound`.
-fn address_path(address: Option<&str>) -> String {
-    let address = address.unwrap_or_default();
-    let path = match address.split_once("://") {
-        Some((_, rest)) => rest.find('/').map_or("", |i| &rest[i..]),
-        None => address,
-    };
-    path.to_ascii_lowercase()
+/// Why a link is not served: an address that is not IoT Hub's is `amqp:not-found` (as the
+/// hub answers an unknown entity); a hub address the emulator does not serve over AMQP is
+/// `amqp:not-implemented`, saying so.
+fn unserved(
+    address: Option<&str>,
+    parsed: Result<Address, AddressError>,
+    direction: &str,
+) -> definitions::Error {
+    match parsed {
+        Err(e) => error(AmqpError::NotFound, e.to_string()),
+        Ok(_) => error(
+            AmqpError::NotImplemented,
+            format!(
+                "the emulator does not serve `{}` for {direction} over AMQP",
+                address.unwrap_or_default()
+            ),
+        ),
+    }
 }
 
 fn error(
@@ -259,19 +301,13 @@ async fn serve_inbound(receiver: Receiver, state: Arc<ConnectionState>, context:
         .as_ref()
         .and_then(|t| t.address.as_deref())
         .map(str::to_owned);
-    let path = address_path(target.as_deref());
-    match path.as_str() {
-        "$cbs" | "/$cbs" => serve_cbs_requests(receiver, state, context).await,
-        "/messages/devicebound" => serve_c2d(receiver, state, context).await,
-        _ => {
+    let address = Address::parse(target.as_deref().unwrap_or_default());
+    match address {
+        Ok(Address::Cbs) => serve_cbs_requests(receiver, state, context).await,
+        Ok(Address::ServiceDeviceBound) => serve_c2d(receiver, state, context).await,
+        other => {
             let _ = receiver
-                .close_with_error(error(
-                    AmqpError::NotImplemented,
-                    format!(
-                        "the emulator does not serve `{}` for sending",
-                        target.unwrap_or_default()
-                    ),
-                ))
+                .close_with_error(unserved(target.as_deref(), other, "sending"))
                 .await;
         }
     }
@@ -288,9 +324,9 @@ async fn serve_outbound(
         .as_ref()
         .and_then(|s| s.address.as_deref())
         .map(str::to_owned);
-    let path = address_path(source.as_deref());
-    match path.as_str() {
-        "$cbs" | "/$cbs" => {
+    let address = Address::parse(source.as_deref().unwrap_or_default());
+    match address {
+        Ok(Address::Cbs) => {
             let (tx, mut rx) = mpsc::unbounded_channel();
             if let Ok(mut cbs) = state.cbs.lock() {
                 for reply in cbs.pending.drain(..) {
@@ -318,22 +354,18 @@ async fn serve_outbound(
             }
             let _ = sender.close().await;
         }
-        "/messages/servicebound/feedback" => serve_feedback(sender, state, context).await,
-        _ => {
+        Ok(Address::Feedback) => serve_feedback(sender, state, context).await,
+        other => {
             let _ = sender
-                .close_with_error(error(
-                    AmqpError::NotImplemented,
-                    format!(
-                        "the emulator does not serve `{}` for receiving",
-                        source.unwrap_or_default()
-                    ),
-                ))
+                .close_with_error(unserved(source.as_deref(), other, "receiving"))
                 .await;
         }
     }
 }
 
-/// CBS put-token: validates a service SAS token and answers with status 200 or 401.
+/// CBS put-token: checks the token for its audience, grants that audience on this
+/// connection, and answers 200; or 400 (not a put-token), 401 (bad token, or an audience
+/// that is not this hub or that the token does not cover), 403 (too many grants).
 async fn serve_cbs_requests(
     mut receiver: Receiver,
     state: Arc<ConnectionState>,
@@ -346,65 +378,26 @@ async fn serve_cbs_requests(
         };
         let _ = receiver.accept(&delivery).await;
         let message = delivery.into_message();
-        let property = |name: &str| {
-            message
-                .application_properties
-                .as_ref()
-                .and_then(|p| p.get(name))
-                .and_then(|v| match v {
-                    SimpleValue::String(s) => Some(s.clone()),
-                    SimpleValue::Symbol(s) => Some(s.0.clone()),
-                    _ => None,
-                })
-        };
-        let operation = property("operation").unwrap_or_default();
-        let token = match &message.body {
-            Body::Value(v) => match &v.0 {
-                Value::String(s) => Some(s.clone()),
-                _ => None,
-            },
-            Body::Data(batch) => batch
-                .iter()
-                .next()
-                .map(|d| String::from_utf8_lossy(&d.0).into_owned()),
-            _ => None,
-        };
-        let (status, description) = if operation != "put-token" {
-            (400, format!("unsupported CBS operation `{operation}`"))
-        } else {
-            match token.as_deref().map(|t| check_service_token(&context, t)) {
-                Some(Ok(expiry)) => {
-                    state.authorize(expiry);
-                    (200, "OK".to_owned())
-                }
-                Some(Err(why)) => (401, why),
-                None => (400, "the put-token body is not a token string".to_owned()),
+        let answer = match PutToken::parse(&message) {
+            Ok(request) => {
+                let (status, description) = match put_token(&context, &state, &request) {
+                    Ok(()) => (200, "OK".to_owned()),
+                    Err(refusal) => refusal,
+                };
+                PutTokenAnswer::to(&request, status, description)
             }
+            // Not a put-token we can read: still answered, so the client is not left waiting.
+            Err(e) => PutTokenAnswer {
+                status_code: 400,
+                description: e.to_string(),
+                correlation_id: message
+                    .properties
+                    .as_ref()
+                    .and_then(|p| p.message_id.clone()),
+                to: message.properties.as_ref().and_then(|p| p.reply_to.clone()),
+            },
         };
-        let request_id = message
-            .properties
-            .as_ref()
-            .and_then(|p| p.message_id.clone());
-        let reply_to = message.properties.as_ref().and_then(|p| p.reply_to.clone());
-        let mut properties = Properties::builder();
-        if let Some(id) = request_id {
-            properties = properties.correlation_id(id);
-        }
-        if let Some(to) = reply_to {
-            properties = properties.to(to);
-        }
-        let reply = fe2o3_amqp_types::messaging::Message::builder()
-            .properties(properties.build())
-            .application_properties(
-                ApplicationProperties::builder()
-                    .insert("status-code", SimpleValue::Int(status))
-                    .insert("status-description", SimpleValue::String(description))
-                    .build(),
-            )
-            .body(Body::Value(fe2o3_amqp_types::messaging::AmqpValue(
-                Value::Null,
-            )))
-            .build();
+        let reply = answer.to_message();
         if let Ok(mut cbs) = state.cbs.lock() {
             let undelivered = match &cbs.link {
                 Some(link) => link.send(reply).err().map(|e| e.0),
@@ -418,6 +411,71 @@ async fn serve_cbs_requests(
         }
     }
     let _ = receiver.close().await;
+}
+
+/// Checks a put-token and grants its audience: the hub's own audience needs a service token
+/// (ServiceConnect), a device or module audience a policy token with DeviceConnect that
+/// covers it. Device-key tokens are for the device AMQP links, which the emulator does not
+/// serve yet: refused, saying so.
+fn put_token(
+    context: &AmqpContext,
+    state: &ConnectionState,
+    request: &PutToken,
+) -> Result<(), (i32, String)> {
+    let unauthorized = |why: String| (401, why);
+    let audience = CbsAudience::parse(&request.audience).ok_or_else(|| {
+        unauthorized(format!(
+            "the audience `{}` is not an IoT Hub resource",
+            truncated(&request.audience)
+        ))
+    })?;
+    if !audience.host.eq_ignore_ascii_case(&context.hostname) {
+        return Err(unauthorized(format!(
+            "the audience `{}` is not this hub (`{}`)",
+            truncated(&request.audience),
+            context.hostname
+        )));
+    }
+    let expiry = if audience.device_id.is_none() {
+        check_service_token(context, &request.token).map_err(unauthorized)?
+    } else {
+        let token = azure_iot_core::SasToken::parse(&request.token)
+            .map_err(|e| unauthorized(format!("the token is not a SAS token: {e}")))?;
+        if token.key_name().is_none() {
+            return Err(unauthorized(
+                "device-key tokens are for device AMQP links, which the emulator does not serve yet"
+                    .to_owned(),
+            ));
+        }
+        context
+            .policies
+            .authorize(
+                Some(&request.token),
+                &audience.resource(),
+                Rights::DEVICE_CONNECT,
+                SystemTime::now(),
+            )
+            .map_err(|e| unauthorized(e.message))?;
+        token.expires_at()
+    };
+    state
+        .authorize(grant_key(&audience), expiry)
+        .map_err(|why| (403, why))
+}
+
+/// The key a grant is kept under: the audience's resource, host lower-cased.
+fn grant_key(audience: &CbsAudience) -> String {
+    audience.resource()
+}
+
+/// The grant key of the hub's own audience (the service links').
+fn hub_audience(context: &AmqpContext) -> String {
+    context.hostname.to_ascii_lowercase()
+}
+
+/// At most 64 characters of client text, for an answer.
+fn truncated(text: &str) -> String {
+    text.chars().take(64).collect()
 }
 
 /// Checks a token for service use: a policy (`skn`) with ServiceConnect, signature, expiry,
@@ -472,11 +530,10 @@ impl SaslAcceptor for HubSasl {
                     .map(|p| String::from_utf8_lossy(p).into_owned());
                 match (authcid, password) {
                     (Some(user), Some(token)) if user.contains("@sas.root.") => {
-                        match check_service_token(&self.context, &token) {
-                            Ok(expiry) => {
-                                self.state.authorize(expiry);
-                                SaslCode::Ok
-                            }
+                        match check_service_token(&self.context, &token).and_then(|expiry| {
+                            self.state.authorize(hub_audience(&self.context), expiry)
+                        }) {
+                            Ok(()) => SaslCode::Ok,
                             Err(why) => {
                                 tracing::info!(reason = %why, "SASL PLAIN refused");
                                 SaslCode::Auth
@@ -509,8 +566,9 @@ async fn serve_c2d(mut receiver: Receiver, state: Arc<ConnectionState>, context:
             Ok(delivery) => delivery,
             Err(_) => break,
         };
-        if !state.authorized() {
-            let expired = state.expired();
+        let audience = hub_audience(&context);
+        if !state.authorized(&audience) {
+            let expired = state.expired(&audience);
             let why = if expired {
                 "the service token expired: put a fresh one on $cbs"
             } else {
@@ -563,110 +621,39 @@ async fn serve_c2d(mut receiver: Receiver, state: Arc<ConnectionState>, context:
     let _ = receiver.close().await;
 }
 
-/// Maps a service's AMQP message to the hub's model: `to` names the device.
-fn to_hub_message(
-    amqp: &fe2o3_amqp_types::messaging::Message<Body<Value>>,
-) -> Result<(String, Message), String> {
-    let props = amqp.properties.clone().unwrap_or_default();
-    let to = props
-        .to
-        .clone()
+/// Maps a service's AMQP message to the hub's model with the shared mapping: `to` names the
+/// device (and is then left to the hub to set, in its own spelling).
+fn to_hub_message(amqp: &AmqpMessage) -> Result<(String, Message), String> {
+    let to = amqp
+        .properties
+        .as_ref()
+        .and_then(|p| p.to.as_deref())
         .ok_or("the message has no `to` (/devices/{deviceId}/messages/devicebound)")?;
-    let to = azure_iot_core::encoding::decode_component(&to).into_owned();
-    let device_id = to
-        .strip_prefix("/devices/")
-        .and_then(|rest| rest.split('/').next())
-        .filter(|d| !d.is_empty())
-        .ok_or_else(|| format!("`to` is not /devices/{{deviceId}}/messages/devicebound: {to}"))?
-        .to_owned();
-    let body: Vec<u8> = match &amqp.body {
-        Body::Data(batch) => batch.iter().flat_map(|d| d.0.to_vec()).collect(),
-        Body::Value(v) => match &v.0 {
-            Value::String(s) => s.clone().into_bytes(),
-            Value::Binary(b) => b.to_vec(),
-            Value::Null => Vec::new(),
-            other => format!("{other:?}").into_bytes(),
-        },
-        _ => Vec::new(),
-    };
-    let mut builder = Message::builder(body);
-    if let Some(id) = props.message_id.as_ref().map(message_id_text) {
-        builder = builder.message_id(id);
-    }
-    if let Some(id) = props.correlation_id.as_ref().map(message_id_text) {
-        builder = builder.correlation_id(id);
-    }
-    if let Some(user) = props.user_id.as_ref() {
-        builder = builder.user_id(String::from_utf8_lossy(user).into_owned());
-    }
-    if let Some(ct) = props.content_type.as_ref() {
-        builder = builder.content_type(ct.as_str());
-    }
-    if let Some(ce) = props.content_encoding.as_ref() {
-        builder = builder.content_encoding(ce.as_str());
-    }
-    if let Some(expiry) = props.absolute_expiry_time.as_ref() {
-        let at = time::OffsetDateTime::from_unix_timestamp_nanos(
-            i128::from(expiry.milliseconds()) * 1_000_000,
-        )
-        .map_err(|_| "absolute-expiry-time is out of range")?;
-        builder = builder.expiry_time_utc(at);
-    }
-    for (key, value) in amqp.application_properties.iter().flat_map(|p| p.iter()) {
-        let text = simple_text(value);
-        if key == "iothub-ack" {
-            builder = builder.ack(AckMode::parse(&text).ok_or_else(|| {
-                format!("iothub-ack `{text}` is not none/positive/negative/full")
-            })?);
-        } else {
-            builder = builder.property(key.clone(), text);
+    let device_id = match Address::parse(to) {
+        Ok(Address::DeviceBound {
+            device_id,
+            module_id: None,
+        }) => device_id,
+        Ok(Address::DeviceBound { .. }) => {
+            return Err(format!(
+                "`to` is {to}: IoT Hub sends cloud-to-device messages to devices, not modules"
+            ));
         }
+        Ok(_) => {
+            return Err(format!(
+                "`to` is not /devices/{{deviceId}}/messages/devicebound: {to}"
+            ));
+        }
+        Err(e) => return Err(format!("`to`: {e}")),
+    };
+    let (body, properties, mut system) = from_amqp(amqp).map_err(|e| e.to_string())?.into_parts();
+    system.to = None;
+    let mut builder = Message::builder(body).system_properties(system);
+    for (name, value) in properties {
+        builder = builder.property(name, value);
     }
     let message = builder.build().map_err(|e| e.to_string())?;
     Ok((device_id, message))
-}
-
-fn message_id_text(id: &MessageId) -> String {
-    match id {
-        MessageId::String(s) => s.clone(),
-        MessageId::Ulong(n) => n.to_string(),
-        MessageId::Uuid(u) => {
-            let b: &[u8] = u.as_ref();
-            format!(
-                "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
-                b[0],
-                b[1],
-                b[2],
-                b[3],
-                b[4],
-                b[5],
-                b[6],
-                b[7],
-                b[8],
-                b[9],
-                b[10],
-                b[11],
-                b[12],
-                b[13],
-                b[14],
-                b[15]
-            )
-        }
-        MessageId::Binary(b) => String::from_utf8_lossy(b).into_owned(),
-    }
-}
-
-fn simple_text(value: &SimpleValue) -> String {
-    match value {
-        SimpleValue::String(s) => s.clone(),
-        SimpleValue::Symbol(s) => s.0.clone(),
-        SimpleValue::Bool(b) => b.to_string(),
-        SimpleValue::Int(n) => n.to_string(),
-        SimpleValue::Long(n) => n.to_string(),
-        SimpleValue::Uint(n) => n.to_string(),
-        SimpleValue::Ulong(n) => n.to_string(),
-        other => format!("{other:?}"),
-    }
 }
 
 /// Feedback batches: one message per batch, a JSON array in a data section; the client's
@@ -676,7 +663,8 @@ async fn serve_feedback(
     state: Arc<ConnectionState>,
     context: Arc<AmqpContext>,
 ) {
-    if !state.authorized() {
+    let audience = hub_audience(&context);
+    if !state.authorized(&audience) {
         let _ = sender
             .close_with_error(error(
                 AmqpError::UnauthorizedAccess,
@@ -687,7 +675,7 @@ async fn serve_feedback(
     }
     let mut shutdown = context.shutdown.clone();
     loop {
-        if state.expired() {
+        if state.expired(&audience) {
             // As the hub does: the link goes with the token.
             let _ = sender
                 .close_with_error(error(
@@ -711,24 +699,22 @@ async fn serve_feedback(
             }
         };
         let body = serde_json::Value::Array(records).to_string();
-        let message = fe2o3_amqp_types::messaging::Message::builder()
-            .properties(
-                Properties::builder()
-                    .message_id(lock.clone())
-                    .content_type("application/vnd.microsoft.iothub.feedback.json")
-                    .user_id(Binary::from(
-                        context
-                            .hostname
-                            .split('.')
-                            .next()
-                            .unwrap_or_default()
-                            .as_bytes()
-                            .to_vec(),
-                    ))
-                    .build(),
-            )
-            .data(Data(Binary::from(body.into_bytes())))
-            .build();
+        let hub_name = context.hostname.split('.').next().unwrap_or_default();
+        let message = match Message::builder(body)
+            .message_id(lock.clone())
+            .content_type("application/vnd.microsoft.iothub.feedback.json")
+            .user_id(hub_name)
+            .build()
+        {
+            Ok(message) => to_amqp(&message),
+            Err(e) => {
+                // Records too large for one message: given back, and this link ends loudly.
+                tracing::warn!(error = %e, "a feedback batch does not fit in one message");
+                let token = lock.clone();
+                let _ = context.hub.call(move |s| s.abandon_feedback(&token)).await;
+                break;
+            }
+        };
         // A reader that never settles (or gives no credit) holds the batch only for the
         // lock time, as on the hub; shutdown does not wait for it.
         let outcome = tokio::select! {
@@ -770,25 +756,68 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    const HUB: &str = "hub.example";
+
+    fn later() -> SystemTime {
+        SystemTime::now() + Duration::from_secs(60)
+    }
+
     #[test]
     fn an_expired_grant_no_longer_authorizes() {
         let (revoke, generation) = watch::channel(0);
         let state = ConnectionState::new(generation);
-        assert!(!state.authorized());
-        assert!(!state.expired(), "never authorized is not expired");
-        state.authorize(SystemTime::now() + Duration::from_secs(60));
-        assert!(state.authorized());
-        state.authorize(SystemTime::now() - Duration::from_secs(1));
+        assert!(!state.authorized(HUB));
+        assert!(!state.expired(HUB), "never authorized is not expired");
+        state.authorize(HUB.into(), later()).unwrap();
+        assert!(state.authorized(HUB));
+        state
+            .authorize(HUB.into(), SystemTime::now() - Duration::from_secs(1))
+            .unwrap();
         assert!(
-            !state.authorized(),
+            !state.authorized(HUB),
             "after expiry, a fresh put-token is needed"
         );
-        assert!(state.expired());
+        assert!(state.expired(HUB));
         // The fault ends a grant that is still in date.
-        state.authorize(SystemTime::now() + Duration::from_secs(60));
+        state.authorize(HUB.into(), later()).unwrap();
         revoke.send_modify(|g| *g += 1);
-        assert!(state.expired());
-        state.authorize(SystemTime::now() + Duration::from_secs(60));
-        assert!(state.authorized(), "a token put after the fault holds");
+        assert!(state.expired(HUB));
+        state.authorize(HUB.into(), later()).unwrap();
+        assert!(state.authorized(HUB), "a token put after the fault holds");
+    }
+
+    #[test]
+    fn grants_are_kept_per_audience_and_bounded() {
+        let (_revoke, generation) = watch::channel(0);
+        let state = ConnectionState::new(generation);
+        let device = format!("{HUB}/devices/d1");
+        state.authorize(device.clone(), later()).unwrap();
+        assert!(state.authorized(&device));
+        assert!(
+            !state.authorized(HUB),
+            "a device's grant does not authorize the hub's links"
+        );
+        state.authorize(HUB.into(), later()).unwrap();
+        state
+            .authorize(device.clone(), SystemTime::now() - Duration::from_secs(1))
+            .unwrap();
+        assert!(state.expired(&device) && state.authorized(HUB));
+
+        for i in 2..MAX_GRANTS {
+            state
+                .authorize(format!("{HUB}/devices/d{i}"), later())
+                .unwrap();
+        }
+        // Full, but the expired grant makes room for one more; then no more.
+        state
+            .authorize(format!("{HUB}/devices/extra"), later())
+            .unwrap();
+        assert!(
+            state
+                .authorize(format!("{HUB}/devices/one-too-many"), later())
+                .is_err()
+        );
+        // Renewing an audience it holds is always possible.
+        state.authorize(HUB.into(), later()).unwrap();
     }
 }
