@@ -27,7 +27,7 @@ use tokio::time::{Instant, timeout, timeout_at};
 
 use crate::auth::{Credential, TokenProvider, X509Certificate};
 use crate::engine::mqtt::{Dial, MqttEngine};
-use crate::engine::{DeliveryTag, Feature, Operation, Outcome, Reply};
+use crate::engine::{DeliveryTag, Engine, Feature, Operation, Outcome, Reply};
 use crate::error::{Error, ErrorKind, Result};
 use crate::options::ClientOptions;
 use crate::supervisor::{self, Auth};
@@ -414,6 +414,18 @@ impl DeviceClient {
             timeout: options.operation_timeout,
         };
         let renew_at = auth.connect(&mut engine).await?;
+        Ok(Self::start(engine, auth, renew_at, identity, &options))
+    }
+
+    /// Starts the supervisor over `engine`, which `auth` has just connected.
+    pub(crate) fn start<E: Engine>(
+        engine: E,
+        auth: Auth,
+        renew_at: Option<Instant>,
+        identity: Identity,
+        options: &ClientOptions,
+    ) -> Self {
+        let max_pending = options.max_pending_operations.max(1);
         // Room for every permitted operation and a close.
         let (commands_tx, commands_rx) = mpsc::channel(max_pending + 1);
         let permits = Arc::new(Semaphore::new(max_pending));
@@ -428,7 +440,7 @@ impl DeviceClient {
             renew_at,
         });
         tracing::debug!(client_id = %identity.client_id(), "connected");
-        Ok(Self {
+        Self {
             commands: commands_tx,
             permits,
             state: state_rx,
@@ -436,7 +448,7 @@ impl DeviceClient {
             operation_timeout: options.operation_timeout,
             inbound_capacity: options.inbound_capacity.max(1),
             max_pending,
-        })
+        }
     }
 
     /// How many operations the client holds now (waiting for a permit is not holding):

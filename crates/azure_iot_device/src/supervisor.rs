@@ -653,3 +653,6 @@ impl<E: Engine> Supervisor<E> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
