@@ -9,6 +9,7 @@
 use std::ops::Deref;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -131,6 +132,8 @@ pub(crate) struct Request {
     pub(crate) deadline: Instant,
     /// The caller's flow-control permit, held until the answer.
     pub(crate) permit: OwnedSemaphorePermit,
+    /// Names the call on the supervisor's `gone` channel.
+    pub(crate) call: u64,
 }
 
 /// A caller waiting for an operation's answer.
@@ -239,6 +242,10 @@ pub struct DeviceClient {
     commands: mpsc::Sender<Command>,
     /// One per operation held, `max_pending_operations` in all.
     permits: Arc<Semaphore>,
+    /// Where a call whose caller went away says so (see [`CallGuard`]).
+    gone: mpsc::UnboundedSender<u64>,
+    /// Call ids, shared by the clones.
+    next_call: Arc<AtomicU64>,
     state: watch::Receiver<ConnectionState>,
     identity: Identity,
     operation_timeout: Duration,
@@ -430,12 +437,14 @@ impl DeviceClient {
         let (commands_tx, commands_rx) = mpsc::channel(max_pending + 1);
         let permits = Arc::new(Semaphore::new(max_pending));
         let (state_tx, state_rx) = watch::channel(ConnectionState::Connected);
+        let (gone_tx, gone_rx) = mpsc::unbounded_channel();
         supervisor::spawn(supervisor::Parts {
             engine,
             auth,
             retry: options.retry_policy.clone(),
             commands: commands_rx,
             permits: permits.clone(),
+            gone: gone_rx,
             state: state_tx,
             renew_at,
         });
@@ -443,6 +452,8 @@ impl DeviceClient {
         Self {
             commands: commands_tx,
             permits,
+            gone: gone_tx,
+            next_call: Arc::new(AtomicU64::new(0)),
             state: state_rx,
             identity,
             operation_timeout: options.operation_timeout,
@@ -622,22 +633,32 @@ impl DeviceClient {
     }
 
     /// Takes a permit, queues `operation` and waits for its answer, all within the
-    /// operation timeout.
+    /// operation timeout. If this future is dropped or times out after the operation was
+    /// queued, a [`CallGuard`] tells the supervisor, which withdraws it at once.
     async fn call<T>(
         &self,
         what: &'static str,
         responder: impl FnOnce(oneshot::Sender<Result<T>>) -> Responder,
         operation: Operation,
     ) -> Result<T> {
-        self.command(what, |tx, deadline, permit| {
-            Command::Operation(Request {
-                operation,
-                reply: responder(tx),
-                deadline,
-                permit,
+        let call = self.next_call.fetch_add(1, Ordering::Relaxed);
+        let mut guard = CallGuard { call, gone: None };
+        let result = self
+            .command(what, |tx, deadline, permit| {
+                guard.gone = Some(self.gone.clone());
+                Command::Operation(Request {
+                    operation,
+                    reply: responder(tx),
+                    deadline,
+                    permit,
+                    call,
+                })
             })
-        })
-        .await
+            .await;
+        if !matches!(&result, Err(e) if e.kind() == ErrorKind::Timeout) {
+            guard.gone = None; // answered: nothing to withdraw
+        }
+        result
     }
 
     async fn subscribe(&self, sink: Sink) -> Result<()> {
@@ -717,6 +738,22 @@ fn ok_status(what: &str, answer: &TwinAnswer) -> Result<()> {
             answer.status
         ),
     ))
+}
+
+/// Tells the supervisor, when dropped armed, that the caller of `call` went away (its future
+/// was dropped, or it timed out), so that the operation is withdrawn at once.
+struct CallGuard {
+    call: u64,
+    /// `Some` once the command is built (armed); `None` once answered.
+    gone: Option<mpsc::UnboundedSender<u64>>,
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        if let Some(gone) = self.gone.take() {
+            let _ = gone.send(self.call);
+        }
+    }
 }
 
 /// A stream of inbound messages of one kind. It ends when the client closes or the

@@ -11,9 +11,11 @@
 //!   reporting a disconnection (MQTT can only change credentials that way).
 //! * **Failing waiters** with the final reason when it stops, and ending every stream.
 //! * **Dropping operations whose caller has gone**: each operation carries its caller's
-//!   deadline, after which the engine never sends it; callers that dropped their future are
-//!   found every [`SWEEP`] and right after every reconnect (before anything is written) and
-//!   withdrawn with [`Engine::cancel`].
+//!   deadline, after which the engine never sends it; a caller that times out or drops its
+//!   future says so on the `gone` channel (a drop guard) and its operation is withdrawn
+//!   with [`Engine::cancel`] at once, releasing its permit. As a backstop, callers found gone
+//!   are also withdrawn every [`SWEEP`] and right after every reconnect, before anything is
+//!   written on the new connection.
 //! * **Flow control**: a call holds one of `max_pending_operations` permits from before its
 //!   command is queued until its answer (or its caller's departure), so the operations held
 //!   (in the channel, here and in the engine) never exceed that bound. Inbound streams are
@@ -119,6 +121,8 @@ pub(crate) struct Parts<E> {
     pub(crate) retry: SharedRetryPolicy,
     pub(crate) commands: mpsc::Receiver<Command>,
     pub(crate) permits: Arc<Semaphore>,
+    /// Calls whose caller went away (dropped its future or timed out), by call id.
+    pub(crate) gone: mpsc::UnboundedReceiver<u64>,
     pub(crate) state: watch::Sender<ConnectionState>,
     /// When to renew the token of the first connection.
     pub(crate) renew_at: Option<Instant>,
@@ -133,6 +137,8 @@ pub(crate) fn spawn<E: Engine>(parts: Parts<E>) {
         retry: parts.retry,
         commands: parts.commands,
         permits: parts.permits,
+        gone: parts.gone,
+        calls: HashMap::new(),
         settle_tx,
         settlements,
         state: parts.state,
@@ -150,8 +156,9 @@ pub(crate) fn spawn<E: Engine>(parts: Parts<E>) {
 
 /// Who waits for an operation.
 enum Waiter {
-    /// An application call, holding its flow-control permit.
-    Caller(Responder, OwnedSemaphorePermit),
+    /// An application call, holding its flow-control permit (and its call id, for an
+    /// operation the caller can abandon).
+    Caller(Responder, OwnedSemaphorePermit, Option<u64>),
     /// The supervisor's own twin GET that learns the desired version (`resync: false`) or
     /// recovers a change missed while disconnected (`resync: true`).
     Desired { resync: bool },
@@ -188,6 +195,9 @@ struct Supervisor<E> {
     retry: SharedRetryPolicy,
     commands: mpsc::Receiver<Command>,
     permits: Arc<Semaphore>,
+    gone: mpsc::UnboundedReceiver<u64>,
+    /// Call id → operation, for the calls in `waiters`.
+    calls: HashMap<u64, OpId>,
     settle_tx: mpsc::UnboundedSender<Settlement>,
     settlements: mpsc::UnboundedReceiver<Settlement>,
     state: watch::Sender<ConnectionState>,
@@ -269,6 +279,7 @@ impl<E: Engine> Supervisor<E> {
                         Some(command) => self.handle_command(command),
                     },
                     Some(settlement) = self.settlements.recv() => self.settle(settlement),
+                    Some(call) = self.gone.recv() => self.withdraw(call),
                     // Offline the engine only reports operations whose deadline passed.
                     event = self.engine.next(false) => {
                         // Nothing but `Done` can come without a connection.
@@ -336,12 +347,22 @@ impl<E: Engine> Supervisor<E> {
             .waiters
             .iter()
             .filter(|(_, waiter)| match waiter {
-                Waiter::Caller(reply, _) => reply.is_closed(),
+                Waiter::Caller(reply, ..) => reply.is_closed(),
                 Waiter::Desired { .. } => false,
             })
             .map(|(op, _)| *op)
             .collect();
         for op in gone {
+            self.engine.cancel(op);
+            if let Some(Waiter::Caller(_, _, Some(call))) = self.waiters.remove(&op) {
+                self.calls.remove(&call);
+            }
+        }
+    }
+
+    /// The caller of `call` went away: its operation is never sent from now on.
+    fn withdraw(&mut self, call: u64) {
+        if let Some(op) = self.calls.remove(&call) {
             self.engine.cancel(op);
             self.waiters.remove(&op);
         }
@@ -358,8 +379,9 @@ impl<E: Engine> Supervisor<E> {
             ),
         };
         self.permits.close();
+        self.calls.clear();
         for (_, waiter) in self.waiters.drain() {
-            if let Waiter::Caller(reply, _) = waiter {
+            if let Waiter::Caller(reply, ..) = waiter {
                 reply.fail(error());
             }
         }
@@ -396,6 +418,7 @@ impl<E: Engine> Supervisor<E> {
                     Some(command) => self.handle_command(command),
                 },
                 Some(settlement) = self.settlements.recv() => self.settle(settlement),
+                Some(call) = self.gone.recv() => self.withdraw(call),
                 event = self.engine.next(reading) => {
                     if let Err(reason) = self.handle_event(event) {
                         return Stop::Reason(reason);
@@ -426,12 +449,15 @@ impl<E: Engine> Supervisor<E> {
                     reply,
                     deadline,
                     permit,
+                    call,
                 } = request;
                 if reply.is_closed() || deadline <= Instant::now() {
                     return; // the caller has gone: never sent
                 }
                 let op = self.engine.submit(operation, deadline);
-                self.waiters.insert(op, Waiter::Caller(reply, permit));
+                self.calls.insert(call, op);
+                self.waiters
+                    .insert(op, Waiter::Caller(reply, permit, Some(call)));
             }
             Command::Subscribe {
                 sink,
@@ -461,7 +487,7 @@ impl<E: Engine> Supervisor<E> {
                 }
                 let op = self.engine.submit(Operation::Subscribe(feature), deadline);
                 self.waiters
-                    .insert(op, Waiter::Caller(Responder::Unit(done), permit));
+                    .insert(op, Waiter::Caller(Responder::Unit(done), permit, None));
             }
             Command::Close(_) => {}
         }
@@ -485,7 +511,12 @@ impl<E: Engine> Supervisor<E> {
     fn handle_event(&mut self, event: EngineEvent) -> Result<(), DisconnectReason> {
         match event {
             EngineEvent::Done(op, result) => match self.waiters.remove(&op) {
-                Some(Waiter::Caller(reply, _permit)) => reply.complete(result),
+                Some(Waiter::Caller(reply, _permit, call)) => {
+                    if let Some(call) = call {
+                        self.calls.remove(&call);
+                    }
+                    reply.complete(result);
+                }
                 Some(Waiter::Desired { resync }) => {
                     if let Ok(Reply::Twin(answer)) = result
                         && answer.status == 200

@@ -153,12 +153,12 @@ async fn an_operation_whose_caller_left_is_withdrawn_and_frees_its_permit() {
             .await
     });
     until("submitted", || h.log.lock().unwrap().submitted.len() == 1).await;
+    let left = Instant::now();
     dropped.abort();
     let _ = dropped.await;
-    assert_eq!(h.client.pending_operations(), 1, "held until found gone");
-    tokio::time::sleep(SWEEP + Duration::from_millis(10)).await;
-    assert_eq!(h.log.lock().unwrap().cancelled, vec![1]);
-    assert_eq!(h.client.pending_operations(), 0);
+    until("withdrawn", || h.log.lock().unwrap().cancelled == vec![1]).await;
+    assert!(left.elapsed() < SWEEP, "at once, not at the next sweep");
+    assert_eq!(h.client.pending_operations(), 0, "its permit is free");
 
     // A caller that times out: the same, once its deadline has passed.
     let e = h
@@ -167,8 +167,12 @@ async fn an_operation_whose_caller_left_is_withdrawn_and_frees_its_permit() {
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Timeout);
-    tokio::time::sleep(SWEEP + Duration::from_millis(10)).await;
-    assert_eq!(h.log.lock().unwrap().cancelled, vec![1, 2]);
+    let timed_out = Instant::now();
+    until("withdrawn", || {
+        h.log.lock().unwrap().cancelled == vec![1, 2]
+    })
+    .await;
+    assert!(timed_out.elapsed() < SWEEP);
     assert_eq!(h.client.pending_operations(), 0);
 }
 
