@@ -12,7 +12,9 @@
 //! ```
 //!
 //! The connection is opened with `clean_session = false`, so messages sent while the device
-//! was offline are delivered when it connects.
+//! was offline are delivered when it connects. Each message is completed after it has been
+//! printed (`ReceivedMessage::complete`): one that was not, because the program stopped
+//! first, is delivered again next time.
 
 // An example reports what it receives on standard output.
 #![allow(clippy::print_stdout)]
@@ -29,12 +31,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|v| v.parse())
         .transpose()?;
     let client = common::connect().await?;
-    let mut messages = client.cloud_to_device_messages().await?;
+    let mut messages = client.cloud_to_device_messages_with_settlement().await?;
     println!("waiting for cloud-to-device messages (Ctrl-C to stop)");
     let mut received = 0;
     while let Some(message) = messages.recv().await {
         received += 1;
         print_message(received, &message);
+        // Over MQTT completion is the only settlement IoT Hub allows (abandon and reject
+        // fail with ErrorKind::Unsupported there).
+        message.complete().await?;
         if limit.is_some_and(|l| received >= l) {
             break;
         }

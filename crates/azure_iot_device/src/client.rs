@@ -1,10 +1,15 @@
-//! [`DeviceClient`]: the handle users hold, and the driver task that owns the connection.
+//! [`DeviceClient`]: the handle users hold, and the commands it sends to the supervisor task
+//! that owns the connection ([`crate::supervisor`]).
 //!
-//! The handle sends [`Command`]s over a bounded channel; the driver (spawned by
-//! [`DeviceClient::open`]) writes packets, reads the hub's answers and completes each caller's
-//! oneshot. Every call is bounded by the one operation timeout, so nothing waits forever.
+//! The handle takes a flow-control permit (one of `max_pending_operations`), sends a
+//! [`Command`] over a channel and waits for its oneshot; all of it within the one operation
+//! timeout, so nothing waits forever. Inbound messages arrive on bounded [`Incoming`]
+//! streams; a cloud-to-device message can be settled through [`ReceivedMessage`].
 
+use std::ops::Deref;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -14,18 +19,23 @@ use azure_iot_core::message::MAX_MESSAGE_SIZE;
 use azure_iot_core::method::{MethodRequest, MethodResponse};
 use azure_iot_core::sas::{ResourceUri, SharedAccessKey};
 use azure_iot_protocol::Identity;
+use azure_iot_protocol::mqtt::client as session;
 use bytes::Bytes;
 use futures_util::Stream;
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot, watch};
-use tokio::time::timeout;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
+use tokio::time::{Instant, timeout, timeout_at};
 
 use crate::auth::{Credential, TokenProvider, X509Certificate};
-use crate::driver::{self, Connector};
+use crate::engine::mqtt::{Dial, MqttEngine};
+use crate::engine::{DeliveryTag, Engine, Feature, Operation, Outcome, Reply};
 use crate::error::{Error, ErrorKind, Result};
 use crate::options::ClientOptions;
-use crate::session::{Feature, Session};
+use crate::supervisor::{self, Auth};
 use crate::transport;
+
+/// The `DeviceClientType` this client announces.
+pub(crate) const CLIENT_TYPE: &str = concat!("azure-iot-rs/", env!("CARGO_PKG_VERSION"));
 
 /// Whether the client is connected, and if not, why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,30 +92,119 @@ pub struct DesiredPatch {
     pub patch: Value,
 }
 
+/// A twin request's answer, as the hub sent it.
+#[derive(Debug)]
 pub(crate) struct TwinAnswer {
+    /// The status (200, 204, 4xx…).
     pub(crate) status: u16,
+    /// The new reported version, for a reported-properties patch.
     pub(crate) version: Option<i64>,
+    /// The body.
     pub(crate) body: Bytes,
 }
 
+/// What a handle asks the supervisor.
 pub(crate) enum Command {
-    /// Boxed: a message with its system properties is large next to the other commands.
-    SendEvent(Box<Message>, oneshot::Sender<Result<()>>),
-    TwinGet(oneshot::Sender<Result<TwinAnswer>>),
-    PatchReported(Bytes, oneshot::Sender<Result<TwinAnswer>>),
-    RespondToMethod(MethodResponse, oneshot::Sender<Result<()>>),
-    Subscribe(Sink, oneshot::Sender<Result<()>>),
+    /// An operation with its caller.
+    Operation(Request),
+    /// Open a stream (and subscribe to it).
+    Subscribe {
+        /// Where the stream's messages go.
+        sink: Sink,
+        /// Completed by the hub's answer to the subscription.
+        done: oneshot::Sender<Result<()>>,
+        /// The caller's deadline.
+        deadline: Instant,
+        /// The caller's flow-control permit.
+        permit: OwnedSemaphorePermit,
+    },
+    /// Close the client.
     Close(oneshot::Sender<()>),
+}
+
+/// An operation and who waits for it.
+pub(crate) struct Request {
+    /// What to do.
+    pub(crate) operation: Operation,
+    /// The caller.
+    pub(crate) reply: Responder,
+    /// The caller's deadline: after it the operation is never sent.
+    pub(crate) deadline: Instant,
+    /// The caller's flow-control permit, held until the answer.
+    pub(crate) permit: OwnedSemaphorePermit,
+    /// Names the call on the supervisor's `gone` channel.
+    pub(crate) call: u64,
+}
+
+/// A caller waiting for an operation's answer.
+pub(crate) enum Responder {
+    /// An operation that returns nothing.
+    Unit(oneshot::Sender<Result<()>>),
+    /// A twin request.
+    Twin(oneshot::Sender<Result<TwinAnswer>>),
+}
+
+impl Responder {
+    /// Whether the caller has gone (timed out or dropped its future).
+    pub(crate) fn is_closed(&self) -> bool {
+        match self {
+            Self::Unit(tx) => tx.is_closed(),
+            Self::Twin(tx) => tx.is_closed(),
+        }
+    }
+
+    /// Fails the caller with `error`.
+    pub(crate) fn fail(self, error: Error) {
+        match self {
+            Self::Unit(tx) => {
+                let _ = tx.send(Err(error));
+            }
+            Self::Twin(tx) => {
+                let _ = tx.send(Err(error));
+            }
+        }
+    }
+
+    /// Gives the caller the engine's answer.
+    pub(crate) fn complete(self, result: Result<Reply>) {
+        match (self, result) {
+            (Self::Unit(tx), Ok(_)) => {
+                let _ = tx.send(Ok(()));
+            }
+            (Self::Twin(tx), Ok(Reply::Twin(answer))) => {
+                let _ = tx.send(Ok(answer));
+            }
+            (Self::Twin(tx), Ok(Reply::Done)) => {
+                let _ = tx.send(Err(Error::new(
+                    ErrorKind::Protocol,
+                    "the twin request was acknowledged without an answer",
+                )));
+            }
+            (responder, Err(e)) => responder.fail(e),
+        }
+    }
 }
 
 /// Where inbound messages of one kind go.
 pub(crate) enum Sink {
-    CloudToDevice(mpsc::UnboundedSender<Message>),
-    Desired(mpsc::UnboundedSender<DesiredPatch>),
-    Methods(mpsc::UnboundedSender<MethodRequest>),
+    /// Cloud-to-device messages.
+    CloudToDevice(C2dSink),
+    /// Desired-properties patches.
+    Desired(mpsc::Sender<DesiredPatch>),
+    /// Direct method calls.
+    Methods(mpsc::Sender<MethodRequest>),
+}
+
+/// A cloud-to-device stream, by how its messages are settled.
+pub(crate) enum C2dSink {
+    /// Completed as they are handed to the stream.
+    Completed(mpsc::Sender<Message>),
+    /// Settled by the application through [`ReceivedMessage`].
+    Settled(mpsc::Sender<ReceivedMessage>),
 }
 
 impl Sink {
+    /// The feature the sink needs.
     pub(crate) fn feature(&self) -> Feature {
         match self {
             Self::CloudToDevice(_) => Feature::CloudToDevice,
@@ -113,6 +212,16 @@ impl Sink {
             Self::Methods(_) => Feature::Methods,
         }
     }
+}
+
+/// The application's settlement of a cloud-to-device message.
+pub(crate) struct Settlement {
+    /// The message.
+    pub(crate) tag: DeliveryTag,
+    /// How it was settled.
+    pub(crate) outcome: Outcome,
+    /// Told the result, unless the settlement comes from a drop.
+    pub(crate) done: Option<oneshot::Sender<Result<()>>>,
 }
 
 /// A connected device client (a module connection string also works here, but
@@ -131,9 +240,17 @@ impl Sink {
 #[derive(Clone, Debug)]
 pub struct DeviceClient {
     commands: mpsc::Sender<Command>,
+    /// One per operation held, `max_pending_operations` in all.
+    permits: Arc<Semaphore>,
+    /// Where a call whose caller went away says so (see [`CallGuard`]).
+    gone: mpsc::UnboundedSender<u64>,
+    /// Call ids, shared by the clones.
+    next_call: Arc<AtomicU64>,
     state: watch::Receiver<ConnectionState>,
     identity: Identity,
     operation_timeout: Duration,
+    inbound_capacity: usize,
+    max_pending: usize,
 }
 
 /// The identity `device_id` / `module_id` names, if both are ids IoT Hub accepts.
@@ -270,47 +387,87 @@ impl DeviceClient {
         options: ClientOptions,
     ) -> Result<Self> {
         let tls = transport::tls_config(options.trusted_ca_pem.as_deref(), certificate)?;
-        let session = Session::new(
-            identity.clone(),
-            host_name,
-            options.model_id.clone(),
-            options.product_info.as_deref(),
+        let client_type = match options.product_info.as_deref() {
+            Some(info) => format!("{CLIENT_TYPE} {info}"),
+            None => CLIENT_TYPE.to_owned(),
+        };
+        let max_pending = options.max_pending_operations.max(1);
+        let session = session::Client::new(session::Config {
+            identity: identity.clone(),
+            host: host_name.to_owned(),
+            model_id: options.model_id.clone(),
+            client_type,
+            keep_alive: Duration::from_secs(options.keep_alive.as_secs().min(u64::from(u16::MAX))),
+            max_in_flight: max_pending.min(session::MAX_IN_FLIGHT_LIMIT),
+        });
+        let mut engine = MqttEngine::new(
+            session,
+            Dial {
+                tls,
+                host: connect_host.to_owned(),
+                port: options.effective_port(),
+                transport: options.transport,
+                proxy: options.proxy.clone(),
+            },
         );
         let resource = match identity.module_id() {
             Some(module) => ResourceUri::module(host_name, identity.device_id(), module),
             None => ResourceUri::device(host_name, identity.device_id()),
         };
-        let keep_alive_secs = u16::try_from(options.keep_alive.as_secs()).unwrap_or(u16::MAX);
-        let connector = Connector {
-            tls,
-            host: connect_host.to_owned(),
-            port: options.effective_port(),
-            transport: options.transport,
-            proxy: options.proxy.clone(),
+        let auth = Auth {
             credential,
             resource,
             token_ttl: options.token_ttl,
-            keep_alive_secs,
             timeout: options.operation_timeout,
         };
-        let link = connector.connect(&session).await?;
-        let (commands_tx, commands_rx) = mpsc::channel(options.max_pending_operations.max(1));
+        let renew_at = auth.connect(&mut engine).await?;
+        Ok(Self::start(engine, auth, renew_at, identity, &options))
+    }
+
+    /// Starts the supervisor over `engine`, which `auth` has just connected.
+    pub(crate) fn start<E: Engine>(
+        engine: E,
+        auth: Auth,
+        renew_at: Option<Instant>,
+        identity: Identity,
+        options: &ClientOptions,
+    ) -> Self {
+        let max_pending = options.max_pending_operations.max(1);
+        // Room for every permitted operation and a close.
+        let (commands_tx, commands_rx) = mpsc::channel(max_pending + 1);
+        let permits = Arc::new(Semaphore::new(max_pending));
         let (state_tx, state_rx) = watch::channel(ConnectionState::Connected);
-        driver::spawn(driver::Parts {
-            session,
-            connector,
+        let (gone_tx, gone_rx) = mpsc::unbounded_channel();
+        supervisor::spawn(supervisor::Parts {
+            engine,
+            auth,
             retry: options.retry_policy.clone(),
             commands: commands_rx,
-            link,
+            permits: permits.clone(),
+            gone: gone_rx,
             state: state_tx,
+            renew_at,
         });
         tracing::debug!(client_id = %identity.client_id(), "connected");
-        Ok(Self {
+        Self {
             commands: commands_tx,
+            permits,
+            gone: gone_tx,
+            next_call: Arc::new(AtomicU64::new(0)),
             state: state_rx,
             identity,
             operation_timeout: options.operation_timeout,
-        })
+            inbound_capacity: options.inbound_capacity.max(1),
+            max_pending,
+        }
+    }
+
+    /// How many operations the client holds now (waiting for a permit is not holding):
+    /// never more than [`ClientOptions::max_pending_operations`].
+    #[doc(hidden)]
+    pub fn pending_operations(&self) -> usize {
+        self.max_pending
+            .saturating_sub(self.permits.available_permits())
     }
 
     /// The device (and module) this client is.
@@ -343,13 +500,19 @@ impl DeviceClient {
                 ),
             ));
         }
-        self.call("send_event", |tx| Command::SendEvent(Box::new(message), tx))
-            .await
+        self.call(
+            "send_event",
+            Responder::Unit,
+            Operation::SendEvent(Box::new(message)),
+        )
+        .await
     }
 
     /// The device's twin (desired and reported properties).
     pub async fn get_twin(&self) -> Result<DeviceTwin> {
-        let answer = self.call("get_twin", Command::TwinGet).await?;
+        let answer = self
+            .call("get_twin", Responder::Twin, Operation::TwinGet)
+            .await?;
         ok_status("twin GET", &answer)?;
         let mut doc: Value = serde_json::from_slice(&answer.body).map_err(|e| {
             Error::with_source(ErrorKind::Protocol, "the twin the hub sent is not JSON", e)
@@ -371,9 +534,11 @@ impl DeviceClient {
         }
         let body = Bytes::from(patch.to_string());
         let answer = self
-            .call("update_reported_properties", |tx| {
-                Command::PatchReported(body, tx)
-            })
+            .call(
+                "update_reported_properties",
+                Responder::Twin,
+                Operation::PatchReported(body),
+            )
             .await?;
         ok_status("reported-properties PATCH", &answer)?;
         answer.version.ok_or_else(|| {
@@ -387,48 +552,74 @@ impl DeviceClient {
     /// Starts receiving cloud-to-device messages (subscribes on first call). A later call
     /// replaces the stream; the earlier one ends.
     ///
-    /// The hub considers a message delivered once the client holds it: drain the stream.
+    /// Each message is completed as it enters the stream (the hub then deletes it), so a
+    /// message held in the stream when the process dies is lost; use
+    /// [`cloud_to_device_messages_with_settlement`](Self::cloud_to_device_messages_with_settlement)
+    /// to complete each one after handling it. The stream holds at most
+    /// [`ClientOptions::inbound_capacity`] messages; while it is full the client reads
+    /// nothing more from the hub.
     pub async fn cloud_to_device_messages(&self) -> Result<Incoming<Message>> {
+        self.no_c2d_for_modules()?;
+        let (tx, rx) = mpsc::channel(self.inbound_capacity);
+        self.subscribe(Sink::CloudToDevice(C2dSink::Completed(tx)))
+            .await?;
+        Ok(Incoming(rx))
+    }
+
+    /// Starts receiving cloud-to-device messages that the application settles itself:
+    /// [`ReceivedMessage::complete`] after handling one (dropping it completes it too),
+    /// [`ReceivedMessage::abandon`] to have it delivered again, [`ReceivedMessage::reject`]
+    /// to dead-letter it. A later call replaces the stream, like
+    /// [`cloud_to_device_messages`](Self::cloud_to_device_messages).
+    ///
+    /// Over MQTT completion is the PUBACK, sent in arrival order (a message completed before
+    /// an earlier one is acknowledged after it), and IoT Hub allows nothing else: abandon and
+    /// reject fail with [`ErrorKind::Unsupported`] and leave the message unsettled. A message
+    /// not completed when the connection drops is delivered again after the reconnect.
+    pub async fn cloud_to_device_messages_with_settlement(
+        &self,
+    ) -> Result<Incoming<ReceivedMessage>> {
+        self.no_c2d_for_modules()?;
+        let (tx, rx) = mpsc::channel(self.inbound_capacity);
+        self.subscribe(Sink::CloudToDevice(C2dSink::Settled(tx)))
+            .await?;
+        Ok(Incoming(rx))
+    }
+
+    fn no_c2d_for_modules(&self) -> Result<()> {
         if self.identity.is_module() {
             return Err(Error::new(
                 ErrorKind::InvalidArgument,
                 "modules do not receive cloud-to-device messages",
             ));
         }
-        let (tx, rx) = mpsc::unbounded_channel();
-        self.call("subscribe", |done| {
-            Command::Subscribe(Sink::CloudToDevice(tx), done)
-        })
-        .await?;
-        Ok(Incoming(rx))
+        Ok(())
     }
 
-    /// Starts receiving desired-property patches (subscribes on first call).
+    /// Starts receiving desired-property patches (subscribes on first call). The stream
+    /// holds at most [`ClientOptions::inbound_capacity`] patches.
     pub async fn desired_property_patches(&self) -> Result<Incoming<DesiredPatch>> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        self.call("subscribe", |done| {
-            Command::Subscribe(Sink::Desired(tx), done)
-        })
-        .await?;
+        let (tx, rx) = mpsc::channel(self.inbound_capacity);
+        self.subscribe(Sink::Desired(tx)).await?;
         Ok(Incoming(rx))
     }
 
     /// Starts receiving direct method calls (subscribes on first call); answer each with
-    /// [`respond_to_method`](Self::respond_to_method).
+    /// [`respond_to_method`](Self::respond_to_method). The stream holds at most
+    /// [`ClientOptions::inbound_capacity`] calls.
     pub async fn method_requests(&self) -> Result<Incoming<MethodRequest>> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        self.call("subscribe", |done| {
-            Command::Subscribe(Sink::Methods(tx), done)
-        })
-        .await?;
+        let (tx, rx) = mpsc::channel(self.inbound_capacity);
+        self.subscribe(Sink::Methods(tx)).await?;
         Ok(Incoming(rx))
     }
 
     /// Answers a direct method call.
     pub async fn respond_to_method(&self, response: MethodResponse) -> Result<()> {
-        self.call("respond_to_method", |tx| {
-            Command::RespondToMethod(response, tx)
-        })
+        self.call(
+            "respond_to_method",
+            Responder::Unit,
+            Operation::RespondToMethod(response),
+        )
         .await
     }
 
@@ -441,21 +632,69 @@ impl DeviceClient {
         }
     }
 
-    /// Queues a command and waits for its answer, all within the operation timeout.
+    /// Takes a permit, queues `operation` and waits for its answer, all within the
+    /// operation timeout. If this future is dropped or times out after the operation was
+    /// queued, a [`CallGuard`] tells the supervisor, which withdraws it at once.
     async fn call<T>(
         &self,
         what: &'static str,
-        command: impl FnOnce(oneshot::Sender<Result<T>>) -> Command,
+        responder: impl FnOnce(oneshot::Sender<Result<T>>) -> Responder,
+        operation: Operation,
     ) -> Result<T> {
+        let call = self.next_call.fetch_add(1, Ordering::Relaxed);
+        let mut guard = CallGuard { call, gone: None };
+        let result = self
+            .command(what, |tx, deadline, permit| {
+                guard.gone = Some(self.gone.clone());
+                Command::Operation(Request {
+                    operation,
+                    reply: responder(tx),
+                    deadline,
+                    permit,
+                    call,
+                })
+            })
+            .await;
+        if !matches!(&result, Err(e) if e.kind() == ErrorKind::Timeout) {
+            guard.gone = None; // answered: nothing to withdraw
+        }
+        result
+    }
+
+    async fn subscribe(&self, sink: Sink) -> Result<()> {
+        self.command("subscribe", |done, deadline, permit| Command::Subscribe {
+            sink,
+            done,
+            deadline,
+            permit,
+        })
+        .await
+    }
+
+    /// Waits for a flow-control permit (as rumqttc's in-flight guard makes a publish wait),
+    /// queues the command and waits for its answer, all by one deadline. A caller that gives
+    /// up (or drops this future) leaves an operation the supervisor never sends.
+    async fn command<T>(
+        &self,
+        what: &'static str,
+        command: impl FnOnce(oneshot::Sender<Result<T>>, Instant, OwnedSemaphorePermit) -> Command,
+    ) -> Result<T> {
+        let deadline = Instant::now() + self.operation_timeout;
         let (tx, rx) = oneshot::channel();
         let work = async {
+            let permit = self
+                .permits
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| self.gone())?;
             self.commands
-                .send(command(tx))
+                .send(command(tx, deadline, permit))
                 .await
                 .map_err(|_| self.gone())?;
             rx.await.map_err(|_| self.gone())?
         };
-        timeout(self.operation_timeout, work).await.map_err(|_| {
+        timeout_at(deadline, work).await.map_err(|_| {
             Error::new(
                 ErrorKind::Timeout,
                 format!(
@@ -501,10 +740,28 @@ fn ok_status(what: &str, answer: &TwinAnswer) -> Result<()> {
     ))
 }
 
+/// Tells the supervisor, when dropped armed, that the caller of `call` went away (its future
+/// was dropped, or it timed out), so that the operation is withdrawn at once.
+struct CallGuard {
+    call: u64,
+    /// `Some` once the command is built (armed); `None` once answered.
+    gone: Option<mpsc::UnboundedSender<u64>>,
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        if let Some(gone) = self.gone.take() {
+            let _ = gone.send(self.call);
+        }
+    }
+}
+
 /// A stream of inbound messages of one kind. It ends when the client closes or the
-/// connection is lost.
+/// connection is lost for good. It holds a bounded number of messages
+/// ([`ClientOptions::inbound_capacity`]); while it is full the client stops reading from the
+/// hub, so take from it promptly.
 #[derive(Debug)]
-pub struct Incoming<T>(mpsc::UnboundedReceiver<T>);
+pub struct Incoming<T>(mpsc::Receiver<T>);
 
 impl<T> Incoming<T> {
     /// The next item, or `None` once the stream has ended.
@@ -518,5 +775,107 @@ impl<T> Stream for Incoming<T> {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
         self.0.poll_recv(cx)
+    }
+}
+
+/// A cloud-to-device message the application settles (from
+/// [`DeviceClient::cloud_to_device_messages_with_settlement`]). It dereferences to the
+/// [`Message`].
+///
+/// Settle it with [`complete`](Self::complete), [`abandon`](Self::abandon) or
+/// [`reject`](Self::reject); dropping it unsettled completes it (the one outcome every
+/// transport has). Over MQTT only completion exists: abandon and reject fail with
+/// [`ErrorKind::Unsupported`] and the message stays unsettled.
+pub struct ReceivedMessage {
+    message: Message,
+    tag: DeliveryTag,
+    /// `None` once settled.
+    settler: Option<mpsc::UnboundedSender<Settlement>>,
+}
+
+impl std::fmt::Debug for ReceivedMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReceivedMessage")
+            .field("message", &self.message)
+            .field("settled", &self.settler.is_none())
+            .finish()
+    }
+}
+
+impl ReceivedMessage {
+    pub(crate) fn new(
+        message: Message,
+        tag: DeliveryTag,
+        settler: mpsc::UnboundedSender<Settlement>,
+    ) -> Self {
+        Self {
+            message,
+            tag,
+            settler: Some(settler),
+        }
+    }
+
+    /// The message.
+    pub fn message(&self) -> &Message {
+        &self.message
+    }
+
+    /// Completes the message: the hub deletes it. Over MQTT this is its PUBACK, sent once
+    /// every earlier message has been completed.
+    pub async fn complete(mut self) -> Result<()> {
+        self.settle(Outcome::Complete).await
+    }
+
+    /// Abandons the message: the hub delivers it again later. Not possible over MQTT
+    /// ([`ErrorKind::Unsupported`]; the message stays unsettled).
+    pub async fn abandon(&mut self) -> Result<()> {
+        self.settle(Outcome::Abandon).await
+    }
+
+    /// Rejects the message: the hub dead-letters it and never delivers it again. Not
+    /// possible over MQTT ([`ErrorKind::Unsupported`]; the message stays unsettled).
+    pub async fn reject(&mut self) -> Result<()> {
+        self.settle(Outcome::Reject).await
+    }
+
+    async fn settle(&mut self, outcome: Outcome) -> Result<()> {
+        let closed = || Error::new(ErrorKind::Closed, "the client was closed");
+        let Some(settler) = &self.settler else {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "the message was settled already",
+            ));
+        };
+        let (done, answer) = oneshot::channel();
+        settler
+            .send(Settlement {
+                tag: self.tag,
+                outcome,
+                done: Some(done),
+            })
+            .map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())??;
+        self.settler = None;
+        Ok(())
+    }
+}
+
+impl Deref for ReceivedMessage {
+    type Target = Message;
+
+    fn deref(&self) -> &Message {
+        &self.message
+    }
+}
+
+impl Drop for ReceivedMessage {
+    fn drop(&mut self) {
+        if let Some(settler) = self.settler.take() {
+            let _ = settler.send(Settlement {
+                tag: self.tag,
+                outcome: Outcome::Complete,
+                done: None,
+            });
+        }
     }
 }

@@ -26,6 +26,9 @@ pub enum ErrorKind {
     Status(u16),
     /// The hub sent something this client cannot make sense of.
     Protocol,
+    /// The transport cannot do this (for example, abandoning or rejecting a cloud-to-device
+    /// message over MQTT, where IoT Hub allows only completion).
+    Unsupported,
 }
 
 /// A device client error.

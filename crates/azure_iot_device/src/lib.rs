@@ -1,15 +1,27 @@
 //! Azure IoT Hub device and module client.
 //!
 //! ```text
-//!  DeviceClient (Clone)             driver task (one per connection)
-//!  ─────────────────────            ─────────────────────────────────────────────
-//!  send_event ─┐                    ┌─ Session (sans-IO): packets ⇄ operations,
-//!  get_twin    ├─ Command channel ─▶│   packet ids, twin request ids, subscriptions
-//!  respond…    ┘   (bounded)        ├─ socket: TLS 1.2/1.3 (rustls, ring) to :8883
-//!  Incoming<Message | DesiredPatch  ├─ keep-alive: PINGREQ after keep-alive idle,
-//!   | MethodRequest>  ◀─────────────┤   disconnect if no PINGRESP in half of it
-//!  watch<ConnectionState> ◀─────────┘
+//!  DeviceClient (Clone)            supervisor task (transport-neutral, one per client)
+//!  ─────────────────────           ────────────────────────────────────────────────────
+//!  send_event ─┐ permit (1 of      reconnect by retry policy · SAS renewal at 85 %
+//!  get_twin    ├ max_pending) ───▶ fail waiters on a final error · cancel operations
+//!  respond…    ┘ + Command          whose caller left · desired resync after reconnect
+//!  Incoming<Message | Received-    bounded inbound streams (full ⇒ stop reading)
+//!   Message | DesiredPatch |  ◀──── │ Engine trait: connect / submit / cancel / settle /
+//!   MethodRequest> (bounded)        │ next(reading)
+//!  watch<ConnectionState>  ◀─────── ▼
+//!                                  MqttEngine: I/O pump (socket ⇄ packets, sleep until
+//!                                  poll_timeout) over the sans-IO session
+//!                                  azure_iot_protocol::mqtt::client (packet ids, in-flight
+//!                                  bound, keep-alive, DUP resend, resubscribe, in-order
+//!                                  PUBACKs)
 //! ```
+//!
+//! The protocol lives in the sans-IO session of `azure_iot_protocol`, tested on a simulated
+//! clock; the MQTT engine only moves bytes and time. What every transport needs alike
+//! (reconnect, renewal, flow control, resync, inbound buffering) lives once in the
+//! supervisor, over an engine trait designed so that an AMQP engine can share one connection
+//! among many clients and an HTTPS engine can be request/response (see `engine`).
 //!
 //! * Credentials: a connection string ([`DeviceClient::from_connection_string`], with a key or
 //!   a ready-made token), a symmetric key ([`DeviceClient::from_symmetric_key`]), tokens from
@@ -20,8 +32,16 @@
 //!   timeout ([`ClientOptions::operation_timeout`]): nothing waits forever.
 //! * The connection is opened with `clean_session = false`, as the official SDKs do, so the
 //!   hub keeps undelivered cloud-to-device messages for the device.
-//! * Inbound messages arrive as [`Incoming`] streams; subscriptions are made when a stream is
-//!   first asked for.
+//! * Inbound messages arrive as bounded [`Incoming`] streams
+//!   ([`ClientOptions::inbound_capacity`]); subscriptions are made when a stream is first asked
+//!   for. A full stream stops the client reading from the hub (TCP back-pressure) while
+//!   keep-alive goes on.
+//! * Cloud-to-device messages are completed as they enter their stream, or settled by the
+//!   application ([`ReceivedMessage`]: complete, abandon, reject; over MQTT only completion
+//!   exists, the others fail with [`ErrorKind::Unsupported`]).
+//! * At most [`ClientOptions::max_pending_operations`] operations are held at once, connected
+//!   or not; a call beyond that waits within its timeout. An operation whose caller timed out
+//!   or dropped its future is never sent afterwards.
 //! * Keys never leave the private `Credential` type except as signed tokens; `Debug` output and
 //!   errors never contain them.
 //!
@@ -59,11 +79,11 @@
 
 mod auth;
 mod client;
-mod driver;
+mod engine;
 mod error;
 mod module;
 mod options;
-mod session;
+mod supervisor;
 mod transport;
 
 pub use auth::{TokenProvider, TokenProviderError, X509Certificate};
@@ -71,10 +91,11 @@ pub use azure_iot_core::Message;
 pub use azure_iot_core::method::{MethodRequest, MethodResponse};
 pub use client::{
     ConnectionState, DesiredPatch, DeviceClient, DeviceTwin, DisconnectReason, Incoming,
+    ReceivedMessage,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use module::ModuleClient;
 pub use options::{
-    ClientOptions, DEFAULT_KEEP_ALIVE, DEFAULT_MAX_PENDING_OPERATIONS, DEFAULT_OPERATION_TIMEOUT,
-    DEFAULT_TOKEN_TTL, Proxy, Transport,
+    ClientOptions, DEFAULT_INBOUND_CAPACITY, DEFAULT_KEEP_ALIVE, DEFAULT_MAX_PENDING_OPERATIONS,
+    DEFAULT_OPERATION_TIMEOUT, DEFAULT_TOKEN_TTL, Proxy, Transport,
 };

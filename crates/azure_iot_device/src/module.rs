@@ -1,4 +1,5 @@
-//! [`ModuleClient`]: a module identity's client, over the same driver as [`DeviceClient`].
+//! [`ModuleClient`]: a module identity's client, over the same supervisor and engine as
+//! [`DeviceClient`].
 
 use azure_iot_core::Message;
 use azure_iot_core::connection_string::DeviceConnectionString;

@@ -12,6 +12,8 @@ pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(60);
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
 /// How many operations may wait for the connection at once by default.
 pub const DEFAULT_MAX_PENDING_OPERATIONS: usize = 256;
+/// How many inbound messages each stream holds for the application by default.
+pub const DEFAULT_INBOUND_CAPACITY: usize = 64;
 
 /// Connection options. Start from [`ClientOptions::default`] and change what you need.
 #[derive(Debug, Clone)]
@@ -27,6 +29,7 @@ pub struct ClientOptions {
     pub(crate) retry_policy: SharedRetryPolicy,
     pub(crate) proxy: Option<Proxy>,
     pub(crate) max_pending_operations: usize,
+    pub(crate) inbound_capacity: usize,
 }
 
 impl Default for ClientOptions {
@@ -43,6 +46,7 @@ impl Default for ClientOptions {
             retry_policy: SharedRetryPolicy::default(),
             proxy: None,
             max_pending_operations: DEFAULT_MAX_PENDING_OPERATIONS,
+            inbound_capacity: DEFAULT_INBOUND_CAPACITY,
         }
     }
 }
@@ -108,11 +112,23 @@ impl ClientOptions {
         self
     }
 
-    /// How many operations (sends, twin requests, method answers) may be queued for the
-    /// connection at once, for example while it is re-established (256 by default, at least
-    /// 1). A call beyond that waits for room, still within its operation timeout.
+    /// How many operations (sends, twin requests, method answers, subscriptions) the client
+    /// holds at once, connected or reconnecting: from the call until the hub's answer
+    /// (256 by default, at least 1). A call beyond that waits for room, still within its
+    /// operation timeout, so memory stays bounded while the hub is unreachable. An operation
+    /// whose caller timed out or dropped its future is never sent afterwards.
     pub fn max_pending_operations(mut self, operations: usize) -> Self {
         self.max_pending_operations = operations;
+        self
+    }
+
+    /// How many inbound messages each stream (cloud-to-device messages, desired patches,
+    /// method calls) holds for the application (64 by default, at least 1). When a stream is
+    /// full the client stops reading from the hub until the application takes from it (TCP
+    /// back-pressure: the hub holds what it could not send); keep-alive goes on meanwhile, so
+    /// a slow application does not lose the connection.
+    pub fn inbound_capacity(mut self, messages: usize) -> Self {
+        self.inbound_capacity = messages;
         self
     }
 

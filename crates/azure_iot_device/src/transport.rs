@@ -50,7 +50,7 @@ pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
-/// A connection to the hub as the driver sees it: MQTT bytes in both directions.
+/// A connection to the hub as the MQTT engine sees it: MQTT bytes in both directions.
 pub(crate) type Connection = Box<dyn Io>;
 
 /// Opens `transport` to `host:port`, through `proxy` if one is given: TLS, then for
@@ -108,7 +108,7 @@ async fn connect_tls(
 #[cfg(feature = "mqtt_ws")]
 mod websocket {
     //! MQTT over WebSockets. Frames carry an arbitrary slicing of the MQTT byte stream, so
-    //! the socket is bridged to an in-memory byte pipe by a task, and the driver reads and
+    //! the socket is bridged to an in-memory byte pipe by a task, and the MQTT engine reads and
     //! writes the pipe exactly as it would a TLS stream.
 
     use bytes::Bytes;
@@ -152,7 +152,7 @@ mod websocket {
     }
 
     /// Pumps bytes between the pipe and the WebSocket until either side ends; dropping the
-    /// pipe then shows the driver an end of stream, as a closed socket would.
+    /// pipe then shows the engine an end of stream, as a closed socket would.
     async fn bridge(ws: WebSocketStream<TlsStream<TcpStream>>, mut pipe: DuplexStream) {
         let (mut sink, mut frames) = ws.split();
         let mut buffer = vec![0u8; 16 * 1024];

@@ -582,7 +582,8 @@ async fn a_client_given_a_token_ends_as_expired_token_when_it_expires() {
 }
 
 /// With a persistent session the hub pushes queued messages right after CONNACK, before the
-/// application has asked for a stream: the client keeps them for the first stream.
+/// application has asked for a stream: the client keeps them, unacknowledged, for the first
+/// stream, and completes each only when it hands it over (the PUBACK is the completion).
 #[tokio::test]
 async fn c2d_pushed_before_the_stream_exists_is_kept_for_it() {
     let hub = emulator().await;
@@ -606,14 +607,14 @@ async fn c2d_pushed_before_the_stream_exists_is_kept_for_it() {
     let client = DeviceClient::from_connection_string(&cs, options(&hub))
         .await
         .unwrap();
-    // The hub pushed the message right after the CONNACK. A twin round trip later, the
-    // client has read it and acknowledged it (MQTT keeps one connection's packets in order),
-    // and the hub has completed it: no timing involved.
+    // The hub pushed the message right after the CONNACK. A twin round trip later the
+    // client has read it (MQTT keeps one connection's packets in order) but not completed
+    // it: no stream has taken it yet.
     client.get_twin().await.unwrap();
     assert_eq!(
         service.get("/devices/dev-early").await.body["cloudToDeviceMessageCount"],
-        0,
-        "delivered and acknowledged before any stream existed"
+        1,
+        "held for a stream, not completed"
     );
     let mut messages = client.cloud_to_device_messages().await.unwrap();
     let early = tokio::time::timeout(WAIT, messages.recv())
@@ -621,6 +622,13 @@ async fn c2d_pushed_before_the_stream_exists_is_kept_for_it() {
         .unwrap()
         .unwrap();
     assert_eq!(early.body().as_ref(), b"while offline");
+    // Handed over, so completed: its PUBACK went out before the next twin request.
+    client.get_twin().await.unwrap();
+    assert_eq!(
+        service.get("/devices/dev-early").await.body["cloudToDeviceMessageCount"],
+        0,
+        "completed once the stream took it"
+    );
     client.close().await;
 }
 

@@ -2,8 +2,10 @@
 //!
 //! This module holds what is specific to IoT Hub and DPS on top of plain MQTT, shared by the
 //! device client (which formats upstream topics and parses downstream ones) and the emulator
-//! (the reverse), plus the packet codec both use ([`codec`]).
+//! (the reverse), plus the packet codec both use ([`codec`]) and the device side's session
+//! state machine without I/O ([`client`]).
 
+pub mod client;
 pub mod codec;
 pub mod property_bag;
 pub mod topic;
