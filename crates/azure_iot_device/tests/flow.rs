@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use azure_iot_core::retry::FixedInterval;
 use azure_iot_device::{ClientOptions, ConnectionState, DeviceClient, ErrorKind, Message};
-use azure_iot_emulator::{EmulatorHandle, Fault};
+use azure_iot_emulator::{EmulatorHandle, Fault, RefusalReason};
 use azure_iot_test::{HubEndpoint, RestClient, emulator};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -66,7 +66,7 @@ async fn sends_that_timed_out_while_the_hub_was_down_are_never_delivered() {
         device_id: "flow-1".into(),
         module_id: None,
         count: u32::MAX,
-        return_code: 3,
+        reason: RefusalReason::ServerUnavailable,
     })
     .await
     .unwrap();
