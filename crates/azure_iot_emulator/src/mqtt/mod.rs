@@ -8,6 +8,9 @@
 
 mod session;
 
+#[cfg(test)]
+mod client_tests;
+
 pub(crate) use session::run as run_session;
 
 use std::sync::Arc;
