@@ -2,8 +2,8 @@
 //!
 //! # Design
 //!
-//! Everything here turns values into wire text and wire text into values, and nothing else: no
-//! sockets, no clock, no runtime. The device client formats what it sends and parses what it
+//! Everything here turns values into wire text and wire text into values, or runs a protocol
+//! state machine on inputs it is given, and nothing else: no sockets, no clock, no runtime. The device client formats what it sends and parses what it
 //! receives with exactly the code the emulator uses for the opposite direction (the shape
 //! mini-redis and h2 use for a protocol core shared by both roles), and golden data captured
 //! from the official SDKs keeps both honest.
@@ -23,6 +23,12 @@
 //! * [`mqtt::topic`]: every IoT Hub and DPS topic and subscription filter, both directions.
 //! * [`mqtt::property_bag`]: message properties in topics, with the per-SDK tolerance rules.
 //! * [`mqtt::username`]: CONNECT usernames for IoT Hub and DPS.
+//! * [`mqtt::codec`]: the MQTT 3.1.1 packet codec (rumqttc's `mqttbytes`, framed with IoT
+//!   Hub's limit).
+//! * [`mqtt::client`]: the device side's MQTT session as a state machine: time comes in as a
+//!   `now` parameter with each packet and operation, packets, deadlines and events go out (the
+//!   quinn-proto shape), so keep-alive, resend and packet-id rules are tested without a clock
+//!   or a socket.
 //! * [`identity`]: device / module identities and MQTT client ids.
 //! * [`request_id`]: `$rid` generation.
 //! * [`http`]: HTTP header names for message properties.
@@ -31,7 +37,6 @@
 //!
 //! Formatting is exact (what the official SDKs' parsers require); parsing is liberal (every
 //! variant the official SDKs send) and total: any input gives a value or a typed error.
-//! The MQTT packet codec and session state machines join this crate with the MQTT transport.
 
 pub mod amqp;
 pub mod http;
