@@ -82,7 +82,7 @@ pub struct FeedbackBatch {
     delivery: DeliveryInfo,
 }
 
-/// Receives delivery feedback, from [`Messaging::feedback`].
+/// Receives delivery feedback, from [`Messaging::feedback`](crate::Messaging::feedback).
 pub struct FeedbackReceiver {
     pub(super) receiver: Receiver,
     /// Keeps the connection open while the receiver lives.
