@@ -9,6 +9,9 @@
 #
 # BROKER=mosquitto runs the same clients against Mosquitto over TLS instead (the setting of
 # the issue's baseline figures): any key is accepted there, nothing is durable.
+# OLD_RUST=path/to/bench_telemetry adds that (older) build of our client to every round, for
+# an old-vs-new comparison in the same run. SMALL=0 skips the `small` profile (its fat-LTO
+# build takes several minutes) and its memory row.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds="${ROUNDS:-3}"
@@ -22,7 +25,8 @@ node_modules=conformance/node/node_modules
 cargo build --release --locked -q -p azure_iot_cli
 cargo build --release --locked -q -p azure_iot_device --example bench_telemetry
 # The same example with the `small` profile (fat LTO, one codegen unit, panic=abort).
-cargo build --profile small --locked -q -p azure_iot_device --example bench_telemetry
+small="${SMALL:-1}"
+[ "$small" = 0 ] || cargo build --profile small --locked -q -p azure_iot_device --example bench_telemetry
 # The raw rumqttc publisher (the limit), adapted to take an IoT Hub identity: bench/peers/rustraw.
 (cd bench/peers/rustraw && cargo build --release --locked -q)
 raw=bench/peers/rustraw/target/release/rustraw
@@ -94,14 +98,16 @@ run() { # label, connection string, command...
 for round in $(seq 1 "$rounds"); do
   echo "== round $round"
   run rust-seq "$cs_rust" "$bin/examples/bench_telemetry" seq 3000
+  [ -z "${OLD_RUST:-}" ] || run rust-old-seq "$cs_rust" "$OLD_RUST" seq 3000
   run raw-seq "$cs_raw" "$raw" tls seq 3000
   run python-sync "$cs_py" "$venv/bin/python" "$peers/py_sdk.py" sync 2000
   run node-seq "$cs_node" env NODE_PATH="$node_modules" node "$peers/node/node_sdk.js" seq 3000
   run rust-conc "$cs_rust" "$bin/examples/bench_telemetry" conc 30000 100
+  [ -z "${OLD_RUST:-}" ] || run rust-old-conc "$cs_rust" "$OLD_RUST" conc 30000 100
   run raw-pipe "$cs_raw" "$raw" tls pipe 30000 100
   run python-async "$cs_py" "$venv/bin/python" "$peers/py_sdk.py" async 2000 100
   run node-conc "$cs_node" env NODE_PATH="$node_modules" node "$peers/node/node_sdk.js" conc 30000 100
   run rust-mem10k "$cs_rust" "$bin/examples/bench_telemetry" seq 10000
-  run rust-small-mem10k "$cs_rust" target/small/examples/bench_telemetry seq 10000
+  [ "$small" = 0 ] || run rust-small-mem10k "$cs_rust" target/small/examples/bench_telemetry seq 10000
   run raw-mem10k "$cs_raw" "$raw" tls seq 10000
 done
