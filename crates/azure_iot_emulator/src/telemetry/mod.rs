@@ -298,7 +298,7 @@ impl TelemetryLog {
         message: Message,
         reply: oneshot::Sender<Result<u64, String>>,
     ) {
-        let event = event_from_message(device_id, module_id, auth_method, enqueued_time, &message);
+        let event = event_from_message(device_id, module_id, auth_method, enqueued_time, message);
         self.append_event(event, reply).await;
     }
 
@@ -390,21 +390,21 @@ fn event_from_message(
     module_id: Option<String>,
     auth_method: &str,
     enqueued_time: String,
-    message: &Message,
+    message: Message,
 ) -> NewEvent {
-    let properties: Vec<(String, PropertyValue)> = message
-        .properties()
-        .iter()
-        .map(|(k, v)| (k.clone(), PropertyValue::String(v.clone())))
+    let (body, properties, system) = message.into_parts();
+    let properties: Vec<(String, PropertyValue)> = properties
+        .into_iter()
+        .map(|(k, v)| (k, PropertyValue::String(v)))
         .collect();
     NewEvent {
         device_id,
         module_id,
         auth_method: auth_method.to_owned(),
         enqueued_time,
-        system: message.system_properties().clone(),
+        system,
         properties,
-        body: message.body().clone(),
+        body,
     }
 }
 

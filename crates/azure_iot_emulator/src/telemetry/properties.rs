@@ -218,21 +218,38 @@ impl From<String> for PropertyValue {
     }
 }
 
-/// Encodes application properties as the stored JSON array.
+/// Encodes application properties as the stored JSON array. Written straight into one buffer
+/// (this runs once per telemetry message, on the connection's task), with serde_json escaping
+/// the text: no intermediate JSON tree.
 pub(crate) fn encode_properties(properties: &[(String, PropertyValue)]) -> String {
-    let items: Vec<Value> = properties
-        .iter()
-        .map(|(name, value)| {
-            let mut item = Map::new();
-            item.insert("n".into(), json!(name));
-            item.insert("t".into(), json!(value.type_name()));
-            if !matches!(value, PropertyValue::Null) {
-                item.insert("v".into(), value.to_json());
+    let mut out: Vec<u8> = Vec::with_capacity(2 + properties.len() * 48);
+    out.push(b'[');
+    for (i, (name, value)) in properties.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"n\":");
+        // Writing JSON into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut out, name);
+        out.extend_from_slice(b",\"t\":\"");
+        out.extend_from_slice(value.type_name().as_bytes());
+        out.push(b'"');
+        match value {
+            PropertyValue::Null => {}
+            PropertyValue::String(text) | PropertyValue::Symbol(text) => {
+                out.extend_from_slice(b",\"v\":");
+                let _ = serde_json::to_writer(&mut out, text);
             }
-            Value::Object(item)
-        })
-        .collect();
-    Value::Array(items).to_string()
+            other => {
+                out.extend_from_slice(b",\"v\":");
+                let _ = serde_json::to_writer(&mut out, &other.to_json());
+            }
+        }
+        out.push(b'}');
+    }
+    out.push(b']');
+    // serde_json writes UTF-8, and so does everything else here.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// Decodes the stored JSON array of application properties.
@@ -251,6 +268,9 @@ pub(crate) fn decode_properties(text: &str) -> Result<Vec<(String, PropertyValue
 
 /// Encodes the sender's system properties (not the hub-stamped ones) as a JSON object.
 pub(crate) fn encode_system(s: &SystemProperties) -> String {
+    if *s == SystemProperties::default() {
+        return "{}".to_owned();
+    }
     let mut map = Map::new();
     let mut put = |key: &str, value: Option<String>| {
         if let Some(v) = value {

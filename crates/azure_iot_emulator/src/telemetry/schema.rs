@@ -46,8 +46,7 @@ CREATE TABLE telemetry (
     body          BLOB NOT NULL,
     size          INTEGER NOT NULL
 );
-CREATE UNIQUE INDEX telemetry_by_partition
-    ON telemetry (partition, partition_seq, offset, enqueued_ms);
+CREATE UNIQUE INDEX telemetry_by_partition ON telemetry (partition, partition_seq);
 CREATE TABLE partitions (
     partition        INTEGER PRIMARY KEY,
     next_seq         INTEGER NOT NULL,
@@ -156,7 +155,7 @@ fn migrate_v1(tx: &rusqlite::Transaction<'_>, count: u32) -> Result<u64, Emulato
                 module_id,
                 &auth_method,
                 enqueued_time,
-                &message,
+                message,
             ));
             insert(tx, &mut partitions, &row, Some(seq))?;
             migrated += 1;
