@@ -87,12 +87,21 @@ async function deviceClient(deviceId, transport = Mqtt) {
 function logged(deviceId) {
   // The emulator's durable telemetry log (SQLite) is read with the sqlite3 shell-free route:
   // the monitor endpoint would do too, but the file is the record of what was acknowledged.
-  // Each row is [properties (the query string as logged), body as text, module id or null].
+  // Each row is [properties as a query string with MQTT wire names ($.mid=…&k=v, percent-
+  // encoded), body as text, module id or null]; the log keeps system properties as JSON under
+  // IoT Hub's names and application properties typed (ADR 8).
   const out = execFileSync('python3', ['-c', `
-import sqlite3, sys, json
+import sqlite3, sys, json, urllib.parse
+wire = {"messageId": "$.mid", "correlationId": "$.cid", "userId": "$.uid", "to": "$.to",
+        "contentType": "$.ct", "contentEncoding": "$.ce", "expiryTimeUtc": "$.exp",
+        "creationTimeUtc": "$.ctime", "outputName": "$.on", "componentName": "$.sub"}
 db = sqlite3.connect(sys.argv[1])
-rows = db.execute("SELECT properties, body, module_id FROM telemetry WHERE device_id = ? ORDER BY seq", (sys.argv[2],)).fetchall()
-print(json.dumps([[p, b.decode("utf-8", "replace"), m] for p, b, m in rows]))
+rows = db.execute("SELECT system, properties, body, module_id FROM telemetry WHERE device_id = ? ORDER BY seq", (sys.argv[2],)).fetchall()
+def query(system, props):
+    pairs = [(wire.get(k, k), v) for k, v in json.loads(system).items()]
+    pairs += [(p["n"], p.get("v", "")) for p in json.loads(props)]
+    return urllib.parse.urlencode(pairs, quote_via=urllib.parse.quote, safe="")
+print(json.dumps([[query(s, p), b.decode("utf-8", "replace"), m] for s, p, b, m in rows]))
 `, path.join(process.env.DATA_DIR, 'telemetry.db'), deviceId]);
   return JSON.parse(out.toString());
 }

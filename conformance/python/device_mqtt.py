@@ -42,18 +42,34 @@ def device_client(device_id, websockets=False):
     return client
 
 
+# The log keeps system properties as JSON under IoT Hub's names (ADR 8); the checks below name
+# them by their MQTT wire names, as the SDK sent them.
+WIRE_NAMES = {
+    "messageId": "$.mid", "correlationId": "$.cid", "userId": "$.uid", "to": "$.to",
+    "contentType": "$.ct", "contentEncoding": "$.ce", "expiryTimeUtc": "$.exp",
+    "creationTimeUtc": "$.ctime", "outputName": "$.on", "componentName": "$.sub",
+    "interfaceId": "$.ifid", "messageSchema": "$.schema",
+}
+
+
 def logged(device_id, expected, timeout=10):
-    """The rows of the telemetry log for device_id, once there are `expected` of them."""
+    """The rows of the telemetry log for device_id, once there are `expected` of them: module id,
+    properties by wire name (system and application), body."""
     deadline = time.time() + timeout
     while True:
         db = sqlite3.connect(os.path.join(DATA_DIR, "telemetry.db"))
         rows = db.execute(
-            "SELECT module_id, properties, body FROM telemetry WHERE device_id = ? ORDER BY seq",
+            "SELECT module_id, system, properties, body FROM telemetry WHERE device_id = ? ORDER BY seq",
             (device_id,),
         ).fetchall()
         db.close()
         if len(rows) >= expected or time.time() > deadline:
-            return [(m, dict(urllib.parse.parse_qsl(p, keep_blank_values=True)), b) for m, p, b in rows]
+            out = []
+            for m, system, props, b in rows:
+                named = {WIRE_NAMES.get(k, k): v for k, v in json.loads(system).items()}
+                named.update({p["n"]: p.get("v") for p in json.loads(props)})
+                out.append((m, named, b))
+            return out
         time.sleep(0.05)
 
 
