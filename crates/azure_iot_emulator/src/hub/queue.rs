@@ -27,21 +27,8 @@ use std::time::Instant;
 /// A new unguessable lock token, GUID-shaped (HTTPS clients put it in a URL path and an
 /// `If-Match` header; C# expects a GUID).
 pub(crate) fn new_lock_token() -> String {
-    use ring::rand::{SecureRandom, SystemRandom};
-    let mut b = [0u8; 16];
-    // SystemRandom fails only without an OS entropy source, where nothing here could run.
-    let _ = SystemRandom::new().fill(&mut b);
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
+    // Version 4: 122 bits from the operating system's random source.
+    uuid::Uuid::new_v4().hyphenated().to_string()
 }
 
 /// Who holds a delivered entry.
