@@ -316,3 +316,45 @@ async fn the_twin_is_answered_once_responses_are_subscribed() {
     };
     assert_eq!((answered, *status), (&request_id, 200));
 }
+
+#[tokio::test]
+async fn packet_ids_wrap_past_65535_and_every_publish_is_acknowledged() {
+    let hub = hub().await;
+    let mut device = Device::new(Duration::ZERO);
+    device.connect(&hub).await;
+    let far = device.now + Duration::from_secs(3600);
+    let message = Message::new("w").unwrap();
+    let total: usize = 65_600;
+    let (mut queued, mut acked) = (0, 0);
+    let (mut last_id, mut wrapped) = (0u16, false);
+    while acked < total {
+        while queued < total && device.client.queued() + device.client.in_flight() < 64 {
+            device.client.send_telemetry(device.now, &message, far);
+            queued += 1;
+        }
+        device.flush().await;
+        for packet in device.sent.drain(..) {
+            if let Packet::Publish(publish) = packet {
+                assert_ne!(publish.pkid, 0, "packet id 0 is never used");
+                if publish.pkid < last_id {
+                    wrapped = true;
+                }
+                last_id = publish.pkid;
+            }
+        }
+        let events = device.until(|e| matches!(e, Event::Acked(_))).await;
+        acked += events
+            .iter()
+            .filter(|e| matches!(e, Event::Acked(_)))
+            .count();
+    }
+    assert!(wrapped, "the packet ids wrapped");
+    assert_eq!(acked, total);
+    // Every message is in the log once: the newest has sequence number `total`.
+    let last = hub
+        .telemetry
+        .read(total as u64 - 1, 10, None, None)
+        .await
+        .unwrap();
+    assert_eq!(last.len(), 1, "exactly {total} messages logged");
+}
