@@ -57,6 +57,20 @@ pub(crate) fn amqp(identity_or_address: &str) -> Service {
     }
 }
 
+/// The first path segments of the hub's own REST API: a device, module or configuration may be
+/// called `registrations`, so `/twins/registrations` is the hub's.
+const HUB_ROOTS: &[&str] = &[
+    "devices",
+    "twins",
+    "digitaltwins",
+    "configurations",
+    "jobs",
+    "modules",
+    "statistics",
+    "certificates",
+    "messages",
+];
+
 /// Classifies an HTTPS request by its `Host` (without port) and path.
 pub(crate) fn http(host: Option<&str>, path: &str, dps_hostname: Option<&str>) -> Service {
     if let (Some(host), Some(dps)) = (host, dps_hostname) {
@@ -75,7 +89,7 @@ pub(crate) fn http(host: Option<&str>, path: &str, dps_hostname: Option<&str>) -
     match (segments.next(), segments.next()) {
         (Some("enrollments" | "enrollmentGroups" | "registrations"), _) => Service::Dps,
         (Some(first), Some("registrations"))
-            if !first.is_empty() && !first.starts_with('$') && first != "devices" =>
+            if !first.is_empty() && !first.starts_with('$') && !HUB_ROOTS.contains(&first) =>
         {
             Service::Dps
         }

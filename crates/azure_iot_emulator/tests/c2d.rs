@@ -154,6 +154,42 @@ async fn live_delivery_and_redelivery_of_unacknowledged_messages() {
 }
 
 #[tokio::test]
+async fn a_reconnect_while_the_old_connection_is_still_open_gets_its_unacknowledged_message() {
+    let hub = emulator().await;
+    let ep = HubEndpoint::of(&hub);
+    let c = RestClient::new(&ep, "iothubowner");
+    let key = c.register_device("dev1").await;
+    let token = device_token(&ep, "dev1", None, &key, HOUR);
+    let (mut first, _) = MqttClient::connect(&ep, "dev1", &token, false, 60).await;
+    first
+        .subscribe("devices/dev1/messages/devicebound/#", QoS::AtLeastOnce)
+        .await;
+    hub.send_cloud_to_device("dev1", c2d("held", AckMode::None))
+        .await
+        .unwrap();
+    assert!(matches!(first.recv().await, Some(Packet::Publish(_))));
+    // A half-open network: the device reconnects while its old socket is still open, without
+    // having acknowledged the message. The new session gets it at once.
+    let (mut second, ack) = MqttClient::connect(&ep, "dev1", &token, false, 60).await;
+    assert!(ack.session_present);
+    let again = match second.recv().await {
+        Some(Packet::Publish(p)) => p,
+        other => panic!("expected redelivery on the new connection, got {other:?}"),
+    };
+    assert_eq!(again.payload.as_ref(), b"body of held");
+    second.send(Packet::PubAck(PubAck::new(again.pkid))).await;
+    second.send(Packet::PingReq).await;
+    assert_eq!(second.recv().await, Some(Packet::PingResp));
+    assert_eq!(
+        c.get("/devices/dev1").await.body["cloudToDeviceMessageCount"],
+        0,
+        "the new connection's PUBACK completed it"
+    );
+    drop(first);
+    hub.shutdown().await;
+}
+
+#[tokio::test]
 async fn queue_limit_purge_and_feedback_per_ack_mode() {
     let hub = emulator().await;
     let ep = HubEndpoint::of(&hub);

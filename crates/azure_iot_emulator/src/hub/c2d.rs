@@ -263,7 +263,8 @@ impl HubState {
         let changes: Vec<Change<'_>> = rows.iter().map(Change::PutC2d).collect();
         let stored = self.store.apply(&changes);
         for id in dead {
-            self.finish_c2d(device_id, id, Outcome::DeliveryCountExceeded);
+            // A failure is logged; the message stays and is dead-lettered on a later try.
+            let _ = self.finish_c2d(device_id, id, Outcome::DeliveryCountExceeded);
         }
         if let Err(e) = stored {
             tracing::error!(error = %e, "could not record C2D delivery attempts; nothing delivered");
@@ -316,8 +317,8 @@ impl HubState {
             })?;
         for id in held {
             match settle {
-                Settle::Complete => self.finish_c2d(device_id, id, Outcome::Success),
-                Settle::Reject => self.finish_c2d(device_id, id, Outcome::Rejected),
+                Settle::Complete => self.finish_c2d(device_id, id, Outcome::Success)?,
+                Settle::Reject => self.finish_c2d(device_id, id, Outcome::Rejected)?,
                 Settle::Abandon => {
                     if let Some(queue) = self.c2d.queues.get_mut(device_id) {
                         queue.unlock(id);
@@ -331,13 +332,20 @@ impl HubState {
         Ok(())
     }
 
-    /// A connection ended: its locked messages become deliverable again.
+    /// A connection ended (or was replaced): its locked messages become deliverable again,
+    /// and go at once to the device's connection that is subscribed now, if any.
     pub(crate) fn release_c2d(&mut self, device_id: &str, connection: u64) {
         if self.c2d.subscribed.get(device_id) == Some(&connection) {
             self.c2d.subscribed.remove(device_id);
         }
-        if let Some(queue) = self.c2d.queues.get_mut(device_id) {
-            queue.unlock_all(&Lock::Connection(connection));
+        let released = self
+            .c2d
+            .queues
+            .get_mut(device_id)
+            .map(|q| q.unlock_all(&Lock::Connection(connection)))
+            .unwrap_or_default();
+        if !released.is_empty() {
+            self.push_c2d(device_id);
         }
     }
 
@@ -355,7 +363,8 @@ impl HubState {
             })
             .collect();
         for (device_id, id) in expired {
-            self.finish_c2d(&device_id, id, Outcome::Expired);
+            // A failure is logged; the sweep tries again.
+            let _ = self.finish_c2d(&device_id, id, Outcome::Expired);
         }
     }
 
@@ -369,7 +378,7 @@ impl HubState {
             .map(|q| q.iter().map(|m| m.id).collect())
             .unwrap_or_default();
         for id in &ids {
-            self.finish_c2d(device_id, *id, Outcome::Purged);
+            self.finish_c2d(device_id, *id, Outcome::Purged)?;
         }
         Ok(ids.len() as u64)
     }
@@ -382,9 +391,9 @@ impl HubState {
 
     /// Removes message `id` from `device_id`'s queue in its final state and records the
     /// feedback its sender asked for, in one transaction.
-    fn finish_c2d(&mut self, device_id: &str, id: u64, outcome: Outcome) {
+    fn finish_c2d(&mut self, device_id: &str, id: u64, outcome: Outcome) -> Result<(), HubError> {
         let Some(queued) = self.c2d.queues.get(device_id).and_then(|q| q.get(id)) else {
-            return;
+            return Ok(());
         };
         let wants = match queued.item.ack {
             AckMode::Full => true,
@@ -415,7 +424,7 @@ impl HubState {
         }
         if let Err(e) = self.store.apply(&changes) {
             tracing::error!(error = %e, "could not record the end of a C2D message");
-            return;
+            return Err(e.into());
         }
         if let Some(queue) = self.c2d.queues.get_mut(device_id) {
             queue.remove(id);
@@ -424,6 +433,7 @@ impl HubState {
             self.c2d.next_id = fid;
             self.c2d.feedback.push_back(fid, record, 0);
         }
+        Ok(())
     }
 
     /// Messages waiting for `device_id` (the registry's `cloudToDeviceMessageCount`).
@@ -674,6 +684,56 @@ mod tests {
             )
             .unwrap();
         assert_eq!(feedback_codes(&mut state), ["Success"]);
+    }
+
+    #[test]
+    fn a_replaced_connection_releases_its_locks_to_the_new_one_at_once() {
+        let mut state = hub_with_device();
+        enqueue(&mut state, "m1");
+        let device = azure_iot_protocol::Identity::device("d1");
+        let (old_pushes, _old_rx) = tokio::sync::mpsc::channel(8);
+        let (old, _, _) = state.connect_device(device.clone(), old_pushes, false);
+        assert_eq!(state.subscribe_c2d("d1", old, true).len(), 1);
+        // The device reconnects before the old connection's task has closed it.
+        let (new_pushes, _new_rx) = tokio::sync::mpsc::channel(8);
+        let (new, _, _) = state.connect_device(device, new_pushes, false);
+        let resumed = state.subscribe_c2d("d1", new, true);
+        assert_eq!(
+            resumed.len(),
+            1,
+            "the message is not stuck on the old connection"
+        );
+        // The old connection's late close changes nothing.
+        state.release_c2d("d1", old);
+        state
+            .settle_c2d(
+                "d1",
+                &Lock::Connection(new),
+                Some(resumed[0].id),
+                Settle::Complete,
+            )
+            .unwrap();
+        assert_eq!(state.c2d_count("d1"), 0);
+    }
+
+    #[test]
+    fn released_messages_go_to_the_subscribed_connection_at_once() {
+        let mut state = hub_with_device();
+        enqueue(&mut state, "m1");
+        let taken = state
+            .take_c2d_locked("d1", StdDuration::from_secs(60))
+            .unwrap();
+        let device = azure_iot_protocol::Identity::device("d1");
+        let (pushes, mut rx) = tokio::sync::mpsc::channel(8);
+        let (connection, _, _) = state.connect_device(device, pushes, false);
+        assert!(
+            state.subscribe_c2d("d1", connection, true).is_empty(),
+            "locked elsewhere"
+        );
+        state
+            .settle_c2d("d1", &taken.lock, Some(taken.id), Settle::Abandon)
+            .unwrap();
+        assert!(matches!(rx.try_recv(), Ok(Push::CloudToDevice(_))));
     }
 
     #[test]

@@ -284,8 +284,13 @@ impl HubState {
     ) -> (u64, bool, BTreeSet<Feature>) {
         self.links.next_connection += 1;
         let connection = self.links.next_connection;
-        if self.links.live.remove(&identity).is_some() {
+        if let Some(old) = self.links.live.remove(&identity) {
             tracing::info!(%identity, "a new connection replaces the existing one");
+            // The old connection's cloud-to-device locks end now, not when its task gets round
+            // to closing: the new connection's subscription must find those messages.
+            if !identity.is_module() {
+                self.release_c2d(identity.device_id(), old.connection);
+            }
         }
         self.links.method_targets.remove(&identity);
         let kept = if clean_session {
