@@ -53,7 +53,9 @@ use crate::error::{Error, ErrorKind, Result};
 pub(crate) const SWEEP: Duration = Duration::from_secs(1);
 
 /// IoT Hub keeps at most 50 cloud-to-device messages in flight per device; the client holds
-/// as many for a stream that is not open yet (more stops reading, like a full stream).
+/// as many for a stream that is not open yet. More are left unacknowledged (the hub delivers
+/// them again on the next connection): with no stream to drain them, stopping reading instead
+/// would starve twin answers and method calls for good.
 const C2D_WAITING_MAX: usize = 50;
 
 /// How the client authenticates each connection, and within what time.
@@ -408,7 +410,7 @@ impl<E: Engine> Supervisor<E> {
         let mut sweep = tokio::time::interval_at(Instant::now() + SWEEP, SWEEP);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let reading = self.stalled.is_empty() && self.c2d_waiting.len() < C2D_WAITING_MAX;
+            let reading = self.stalled.is_empty();
             let room = self.room();
             let renew_at = self.renew_at;
             tokio::select! {
@@ -528,7 +530,7 @@ impl<E: Engine> Supervisor<E> {
             },
             EngineEvent::CloudToDevice(message, tag) => {
                 if self.c2d.is_none() {
-                    self.c2d_waiting.push_back((message, tag));
+                    self.hold_c2d(message, tag);
                 } else {
                     self.inbound(Inbound::CloudToDevice(message, tag));
                 }
@@ -554,6 +556,18 @@ impl<E: Engine> Supervisor<E> {
     }
 
     /// Hands `item` to its stream, or keeps it (in order) until there is room.
+    /// Keeps a cloud-to-device message for the stream the application has not opened yet, up
+    /// to [`C2D_WAITING_MAX`]; beyond that it stays unacknowledged and the hub delivers it again.
+    fn hold_c2d(&mut self, message: Box<Message>, tag: DeliveryTag) {
+        if self.c2d_waiting.len() < C2D_WAITING_MAX {
+            self.c2d_waiting.push_back((message, tag));
+        } else {
+            tracing::debug!(
+                "{C2D_WAITING_MAX} cloud-to-device messages already wait for a stream; this one is left to the hub to deliver again"
+            );
+        }
+    }
+
     fn inbound(&mut self, item: Inbound) {
         if self.stalled.is_empty() {
             if let Some(unsent) = self.try_deliver(item) {
@@ -614,7 +628,7 @@ impl<E: Engine> Supervisor<E> {
                     // No stream (any more): the message waits for the next one.
                     _ => {
                         self.c2d = None;
-                        self.c2d_waiting.push_back((message, tag));
+                        self.hold_c2d(message, tag);
                         None
                     }
                 }

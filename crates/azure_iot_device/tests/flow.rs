@@ -249,3 +249,36 @@ async fn cloud_to_device_settlement_over_mqtt() {
     client.get_twin().await.unwrap();
     assert_eq!(c2d_count(&service, "flow-3").await, 0, "dropping completes");
 }
+
+/// A device whose earlier process subscribed to C2D (the hub keeps that in the persistent
+/// session) and whose new process never opens a C2D stream still gets twin answers while the
+/// hub pushes it a full queue of messages.
+#[tokio::test]
+async fn a_full_c2d_queue_without_a_stream_does_not_starve_twin_answers() {
+    let hub = emulator().await;
+    let (first, service) = device_with(&hub, "flow-4", options(&hub)).await;
+    drop(first.cloud_to_device_messages().await.unwrap());
+    first.close().await;
+    for i in 0..50 {
+        hub.send_cloud_to_device("flow-4", Message::new(format!("m{i}")).unwrap())
+            .await
+            .unwrap();
+    }
+    let key =
+        service.get("/devices/flow-4").await.body["authentication"]["symmetricKey"]["primaryKey"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    let cs = format!(
+        "HostName={};DeviceId=flow-4;SharedAccessKey={key}",
+        hub.hostname()
+    );
+    let second = DeviceClient::from_connection_string(&cs, options(&hub))
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let twin = tokio::time::timeout(WAIT, second.get_twin()).await;
+        assert!(matches!(twin, Ok(Ok(_))), "twin answered: {twin:?}");
+    }
+    second.close().await;
+}

@@ -217,8 +217,8 @@ struct Unacked {
     done: bool,
 }
 
-/// The session of one device or module. See the module documentation.
-#[derive(Debug)]
+/// The session of one device or module. See the module documentation. `Debug` shows its
+/// state, never the packets it holds (a queued CONNECT carries the SAS token).
 pub struct Client {
     config: Config,
     link: Link,
@@ -229,7 +229,8 @@ pub struct Client {
     request_ids: RequestIdGenerator,
     /// Packet id → owner, on the wire (or to be resent on resume).
     flights: BTreeMap<u16, Flight>,
-    /// How many of `flights` are `Flight::Publish`.
+    /// How many of `flights` are `Flight::Publish` or `Flight::Cancelled` (a cancelled PUBLISH
+    /// keeps its slot until its PUBACK or the end of the connection).
     publishes_in_flight: usize,
     /// Operations not yet sent, in order.
     waiting: VecDeque<Outbound>,
@@ -245,6 +246,22 @@ pub struct Client {
     last_sent: Option<Instant>,
     ping_sent: Option<Instant>,
     reading_paused: bool,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("identity", &self.config.identity)
+            .field("link", &self.link)
+            .field("in_flight", &self.publishes_in_flight)
+            .field("waiting", &self.waiting.len())
+            .field("resend", &self.resend.len())
+            .field("control_packets", &self.control.len())
+            .field("unacked_inbound", &self.unacked.len())
+            .field("subscriptions", &self.subscriptions)
+            .field("reading_paused", &self.reading_paused)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Client {
@@ -287,7 +304,8 @@ impl Client {
         self.link == Link::Up
     }
 
-    /// How many PUBLISHes wait for a PUBACK (including those to resend).
+    /// How many PUBLISHes wait for a PUBACK (including those to resend, and cancelled ones
+    /// still on the wire).
     pub fn in_flight(&self) -> usize {
         self.publishes_in_flight
     }
@@ -356,6 +374,8 @@ impl Client {
             }
         }
         resend.sort_by_key(|(order, ..)| *order);
+        // Cancelled PUBLISHes end with the connection and free their slots.
+        self.publishes_in_flight = resend.len();
         for (order, pkid, outbound) in resend {
             self.flights
                 .insert(pkid, Flight::Publish { order, outbound });
@@ -507,8 +527,10 @@ impl Client {
             _ => None,
         });
         if let Some(pkid) = pkid {
+            // The PUBLISH is on the wire: its id stays taken, and its in-flight slot with it,
+            // until its PUBACK or the end of the connection. Otherwise an application that
+            // keeps cancelling while the hub withholds PUBACKs would use up every packet id.
             self.flights.insert(pkid, Flight::Cancelled);
-            self.publishes_in_flight -= 1;
             self.resend.retain(|p| *p != pkid);
             return true;
         }
@@ -748,7 +770,8 @@ impl Client {
                         self.publishes_in_flight -= 1;
                         self.events.push_back(Event::Acked(outbound.op));
                     }
-                    Some(Flight::Cancelled) | None => {}
+                    Some(Flight::Cancelled) => self.publishes_in_flight -= 1,
+                    None => {}
                     Some(other) => {
                         self.flights.insert(ack.pkid, other);
                         return Err(LossReason::Protocol(format!(

@@ -592,3 +592,44 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn debug_never_shows_the_token() {
+    let mut c = client();
+    c.connect(
+        Instant::now(),
+        Some("SharedAccessSignature sr=x&sig=SECRET&se=1"),
+    );
+    assert!(!format!("{c:?}").contains("SECRET"));
+}
+
+#[test]
+fn cancelled_publishes_keep_their_slot_until_acknowledged() {
+    let t0 = Instant::now();
+    let mut c = Client::new(Config {
+        max_in_flight: 2,
+        ..config(Identity::device("d"))
+    });
+    connect(&mut c, t0);
+    let far = t0 + LONG;
+    let message = Message::new("m").unwrap();
+    let a = c.send_telemetry(t0, &message, far);
+    let b = c.send_telemetry(t0, &message, far);
+    let ids: Vec<u16> = publish_ids(&drain(&mut c, t0))
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(ids.len(), 2);
+    // Both cancelled while on the wire: no new PUBLISH may take their slots.
+    assert!(c.cancel(a) && c.cancel(b));
+    let _next = c.send_telemetry(t0, &message, far);
+    assert!(drain(&mut c, t0).is_empty(), "slots still taken");
+    assert_eq!(c.in_flight(), 2);
+    // A PUBACK for a cancelled PUBLISH frees its slot.
+    c.handle_packet(t0, Packet::PubAck(PubAck::new(ids[0])))
+        .unwrap();
+    assert_eq!(publish_ids(&drain(&mut c, t0)).len(), 1);
+    // The end of the connection frees the other: only the live PUBLISH is left to resend.
+    c.connection_lost(t0);
+    assert_eq!(c.in_flight(), 1);
+}
