@@ -66,9 +66,11 @@ use crate::net::serve_tls;
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the feedback link looks for new records when it has none.
 const FEEDBACK_POLL: Duration = Duration::from_millis(250);
-/// How long a feedback batch handed to an AMQP reader stays locked waiting for its settlement
-/// (IoT Hub's default lock for the feedback queue).
-const FEEDBACK_LOCK: Duration = Duration::from_secs(60);
+// How long a feedback batch handed to an AMQP reader stays locked: the hub's lock, one
+// constant for every front-end.
+use crate::hub::c2d::FEEDBACK_LOCK;
+/// How long before the feedback lock ends a link stops waiting for the batch's settlement.
+const SETTLE_MARGIN: Duration = Duration::from_secs(1);
 
 /// What every AMQP connection can reach.
 pub(crate) struct AmqpContext {
@@ -685,8 +687,11 @@ async fn serve_feedback(
                 .await;
             return;
         }
-        let lock = format!("amqp-{}", uuid_like());
+        let lock = crate::hub::queue::new_lock_token();
         let token = lock.clone();
+        // The hub's lock starts now; the wait for a settlement ends a little before it does,
+        // so a late `accepted` still finds the batch locked to this link.
+        let settle_by = tokio::time::Instant::now() + FEEDBACK_LOCK.saturating_sub(SETTLE_MARGIN);
         let batch = match context.hub.call(move |s| s.take_feedback(token)).await {
             Ok(batch) => batch,
             Err(_) => break,
@@ -719,7 +724,7 @@ async fn serve_feedback(
         // lock time, as on the hub; shutdown does not wait for it.
         let outcome = tokio::select! {
             outcome = sender.send(message) => outcome.map_err(|_| ()),
-            _ = tokio::time::sleep(FEEDBACK_LOCK) => {
+            _ = tokio::time::sleep_until(settle_by) => {
                 tracing::debug!("a feedback batch was not settled within its lock; abandoning it");
                 Ok(Outcome::Released(fe2o3_amqp_types::messaging::Released {}))
             }
@@ -727,7 +732,7 @@ async fn serve_feedback(
         };
         let accepted = matches!(outcome, Ok(Outcome::Accepted(_)));
         let token = lock.clone();
-        let _ = context
+        if let Ok(Err(e)) = context
             .hub
             .call(move |s| {
                 if accepted {
@@ -736,19 +741,15 @@ async fn serve_feedback(
                     s.abandon_feedback(&token)
                 }
             })
-            .await;
+            .await
+        {
+            tracing::warn!(accepted, error = %e.message, "a feedback batch could not be settled; it will be delivered again");
+        }
         if outcome.is_err() {
             break;
         }
     }
     let _ = sender.close().await;
-}
-
-fn uuid_like() -> String {
-    use ring::rand::{SecureRandom, SystemRandom};
-    let mut bytes = [0u8; 16];
-    let _ = SystemRandom::new().fill(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
