@@ -453,8 +453,17 @@ impl<E: Engine> Supervisor<E> {
                     permit,
                     call,
                 } = request;
-                if reply.is_closed() || deadline <= Instant::now() {
+                if reply.is_closed() {
                     return; // the caller has gone: never sent
+                }
+                if deadline <= Instant::now() {
+                    // Never sent either; the caller learns it timed out (not that the
+                    // connection was lost), whichever of the two it sees first.
+                    reply.fail(Error::new(
+                        ErrorKind::Timeout,
+                        "the operation timed out before it could be sent",
+                    ));
+                    return;
                 }
                 let op = self.engine.submit(operation, deadline);
                 self.calls.insert(call, op);
