@@ -62,6 +62,7 @@
 
 mod amqp;
 pub mod config;
+mod data_dir;
 mod device;
 mod error;
 mod http;
@@ -265,12 +266,12 @@ impl EmulatorBuilder {
         // they run off the async worker threads.
         let (config, tls, state, telemetry) = tokio::task::spawn_blocking(move || {
             if let Some(dir) = &config.data_dir {
-                std::fs::create_dir_all(dir)?;
+                data_dir::prepare(dir, !config.in_memory)?;
             }
             let data_dir = config.data_dir.as_deref();
             let tls = tls::TlsMaterial::load(&config.tls, data_dir, &config.hostname)?;
             if let (Some(dir), TlsSource::Files { .. }) = (data_dir, &config.tls) {
-                std::fs::write(dir.join(CA_FILE), tls.ca_pem.as_bytes())?;
+                tls::write_private(&dir.join(CA_FILE), tls.ca_pem.as_bytes())?;
             }
             let store = Store::open(if config.in_memory { None } else { data_dir })?;
             let state = HubState::load(store)?;

@@ -296,7 +296,7 @@ fn load_or_create_ca(dir: &Path) -> Result<(String, KeyPair), EmulatorError> {
     }
     let (ca_pem, key) = new_ca()?;
     write_private(&key_path, key.serialize_pem().as_bytes())?;
-    std::fs::write(&cert_path, ca_pem.as_bytes())?;
+    write_private(&cert_path, ca_pem.as_bytes())?;
     Ok((ca_pem, key))
 }
 

@@ -286,3 +286,46 @@ async fn expired_messages_are_dropped_with_feedback_and_state_survives_restart()
     assert_eq!(purge.body["totalMessagesPurged"], 1);
     hub.shutdown().await;
 }
+
+/// The data directory holds every key: it is 0700 and every file in it 0600, including the
+/// files SQLite creates later (write-ahead logs), after traffic too.
+#[cfg(unix)]
+#[tokio::test]
+async fn the_data_directory_is_private_after_traffic() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("hub");
+    let hub = azure_iot_emulator::Emulator::builder()
+        .https_port(0)
+        .mqtt_port(0)
+        .amqp_port(0)
+        .data_dir(&dir)
+        .start()
+        .await
+        .unwrap();
+    let ep = HubEndpoint::of(&hub);
+    let c = RestClient::new(&ep, "iothubowner");
+    let key = c.register_device("dev1").await;
+    let token = device_token(&ep, "dev1", None, &key, HOUR);
+    let (mut device, _) = MqttClient::connect(&ep, "dev1", &token, true, 60).await;
+    let pkid = device
+        .publish("devices/dev1/messages/events/", "t", QoS::AtLeastOnce)
+        .await;
+    assert!(matches!(device.recv().await, Some(Packet::PubAck(a)) if a.pkid == pkid));
+    hub.send_cloud_to_device("dev1", c2d("private", AckMode::Full))
+        .await
+        .unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    let mut files = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+        files += 1;
+    }
+    assert!(
+        files >= 6,
+        "hub.db, its WAL, telemetry.db, its WAL, ca.pem, hub.json…"
+    );
+    hub.shutdown().await;
+}
