@@ -53,7 +53,8 @@ pub(crate) fn prepare(dir: &Path, databases: bool) -> std::io::Result<()> {
     Ok(())
 }
 
-#[cfg(all(test, unix))]
+#[cfg(test)]
+#[cfg(unix)]
 mod tests {
     use std::os::unix::fs::PermissionsExt;
 
