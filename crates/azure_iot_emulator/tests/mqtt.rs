@@ -587,17 +587,15 @@ async fn silent_clients_and_expired_tokens_are_disconnected() {
     hub.shutdown().await;
 }
 
-#[tokio::test]
-async fn mqtt_over_websockets_on_the_https_port() {
-    use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::Message;
+/// A WebSocket to `/$iothub/websocket` with `subprotocol`, over TLS, and the server's answer.
+async fn websocket(
+    hub: &azure_iot_emulator::EmulatorHandle,
+    subprotocol: &str,
+) -> (
+    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+    tokio_tungstenite::tungstenite::handshake::client::Response,
+) {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-
-    let hub = emulator().await;
-    let ep = HubEndpoint::of(&hub);
-    let c = RestClient::new(&ep, "iothubowner");
-    let key = c.register_device("wsdev").await;
-
     let tls = {
         use rustls_pki_types::CertificateDer;
         use rustls_pki_types::pem::PemObject;
@@ -623,17 +621,69 @@ async fn mqtt_over_websockets_on_the_https_port() {
         )
         .await
         .unwrap();
-    // The Java SDK's query string is ignored; the C SDK's upper-case subprotocol is accepted
-    // and echoed exactly.
     let mut request = "wss://localhost/$iothub/websocket?iothub-no-client-cert=true"
         .into_client_request()
         .unwrap();
     request
         .headers_mut()
-        .insert("Sec-WebSocket-Protocol", "MQTT".parse().unwrap());
-    let (mut ws, response) = tokio_tungstenite::client_async(request, stream)
+        .insert("Sec-WebSocket-Protocol", subprotocol.parse().unwrap());
+    tokio_tungstenite::client_async(request, stream)
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// A client that never authenticates cannot make the hub buffer a large WebSocket message:
+/// a frame that declares more than the limit ends the connection at once (without the limit
+/// the hub waited for the payload until the 10 s CONNECT deadline, holding what came).
+#[tokio::test]
+async fn websocket_messages_are_bounded() {
+    use futures_util::StreamExt;
+    use tokio::io::AsyncWriteExt;
+
+    let hub = emulator().await;
+    for subprotocol in ["mqtt", "AMQPWSB10"] {
+        let (mut ws, _) = websocket(&hub, subprotocol).await;
+        // A masked binary frame declaring 600 KiB, and only the first bytes of it.
+        let mut frame = vec![0x82, 0xff];
+        frame.extend_from_slice(&(600u64 * 1024).to_be_bytes());
+        frame.extend_from_slice(&[1, 2, 3, 4]);
+        frame.extend_from_slice(&[0u8; 1024]);
+        ws.get_mut().write_all(&frame).await.unwrap();
+        ws.get_mut().flush().await.unwrap();
+        let ended = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match ws.next().await {
+                    None
+                    | Some(Err(_))
+                    | Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_))) => return,
+                    Some(Ok(_)) => {}
+                }
+            }
+        })
+        .await;
+        assert!(
+            ended.is_ok(),
+            "{subprotocol}: the oversized frame ended the connection"
+        );
+    }
+    // The hub still serves WebSocket clients.
+    let (_ws, response) = websocket(&hub, "mqtt").await;
+    assert_eq!(response.headers()["sec-websocket-protocol"], "mqtt");
+}
+
+#[tokio::test]
+async fn mqtt_over_websockets_on_the_https_port() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let hub = emulator().await;
+    let ep = HubEndpoint::of(&hub);
+    let c = RestClient::new(&ep, "iothubowner");
+    let key = c.register_device("wsdev").await;
+
+    // The Java SDK's query string is ignored; the C SDK's upper-case subprotocol is accepted
+    // and echoed exactly.
+    let (mut ws, response) = websocket(&hub, "MQTT").await;
     assert_eq!(response.headers()["sec-websocket-protocol"], "MQTT");
 
     let token = device_token(&ep, "wsdev", None, &key, HOUR);

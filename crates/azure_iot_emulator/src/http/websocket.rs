@@ -28,6 +28,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::{ApiError, AppState};
 use crate::mqtt::run_session;
@@ -96,9 +97,12 @@ pub(crate) async fn upgrade(
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let ws =
-                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
-                        .await;
+                let ws = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(limits()),
+                )
+                .await;
                 if is_mqtt {
                     bridge(ws, peer, move |io| run_session(io, peer, mqtt, certificate)).await;
                 } else {
@@ -129,6 +133,19 @@ fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> boo
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|v| v.trim().eq_ignore_ascii_case(token))
+}
+
+/// The largest WebSocket message (and frame) a client may send: room for the largest MQTT
+/// packet IoT Hub takes (256 KiB of message plus topic and header) or AMQP frame the emulator
+/// negotiates (256 KiB), with some to spare for a client that puts a few in one message. The
+/// library's defaults (16 MiB frames, 64 MiB messages) let a client that never authenticates
+/// make the hub buffer 64 MiB per connection.
+pub(crate) const MAX_WEBSOCKET_MESSAGE: usize = 512 * 1024;
+
+fn limits() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(MAX_WEBSOCKET_MESSAGE))
+        .max_frame_size(Some(MAX_WEBSOCKET_MESSAGE))
 }
 
 /// Pumps bytes between the WebSocket and the protocol `serve` runs on a byte pipe, until
