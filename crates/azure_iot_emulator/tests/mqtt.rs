@@ -995,3 +995,47 @@ async fn connection_and_activity_times_are_kept() {
     assert!(offline["connectionStateUpdatedTime"].as_str().unwrap() >= connected_at.as_str());
     hub.shutdown().await;
 }
+
+/// MQTT 3.1.1 rules a broker enforces: a CONNECT for another protocol level gets CONNACK 0x01
+/// (MQTT-3.1.2-2); a PUBLISH whose topic holds U+0000 ends the connection, unstored
+/// (MQTT-1.5.3-2).
+#[tokio::test]
+async fn protocol_level_and_nul_topics_are_refused() {
+    let hub = emulator().await;
+    let ep = HubEndpoint::of(&hub);
+    let c = RestClient::new(&ep, "iothubowner");
+    let key = c.register_device("rules").await;
+    let token = device_token(&ep, "rules", None, &key, HOUR);
+
+    let mut connect = azure_iot_protocol::mqtt::codec::Connect::new("rules");
+    connect.set_login(
+        format!("{}/rules/?api-version=2021-04-12", hub.hostname()),
+        token.clone(),
+    );
+    let mut bytes = bytes::BytesMut::new();
+    azure_iot_protocol::mqtt::codec::write_packet(&Packet::Connect(connect), &mut bytes).unwrap();
+    let level = bytes.windows(4).position(|w| w == b"MQTT").unwrap() + 4;
+    assert_eq!(bytes[level], 4);
+    bytes[level] = 9;
+    let mut client = MqttClient::open(&ep).await;
+    client.send_raw(&bytes).await;
+    match client.recv().await {
+        Some(Packet::ConnAck(ack)) => {
+            assert_eq!(ack.code, ConnectReturnCode::RefusedProtocolVersion)
+        }
+        other => panic!("expected CONNACK 0x01, got {other:?}"),
+    }
+    client.expect_closed().await;
+
+    let (mut device, ack) = MqttClient::connect(&ep, "rules", &token, true, 60).await;
+    assert_eq!(ack.code, ConnectReturnCode::Success);
+    device
+        .publish(
+            "devices/rules/messages/events/a=\u{0}",
+            "nul",
+            QoS::AtLeastOnce,
+        )
+        .await;
+    device.expect_closed().await;
+    assert!(hub.telemetry(0, 10).await.unwrap().is_empty(), "not stored");
+}

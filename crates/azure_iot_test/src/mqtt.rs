@@ -131,6 +131,12 @@ impl MqttClient {
         let _ = self.stream.flush().await;
     }
 
+    /// Sends bytes as they are (for packets the codec would refuse to write).
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        let _ = self.stream.write_all(bytes).await;
+        let _ = self.stream.flush().await;
+    }
+
     /// The next packet, or `None` if the server closed the connection.
     pub async fn recv(&mut self) -> Option<Packet> {
         tokio::time::timeout(WAIT, async {

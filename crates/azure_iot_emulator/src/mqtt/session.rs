@@ -105,13 +105,21 @@ pub(crate) async fn run<S>(
     session.close().await;
 }
 
-async fn first_packet<S: AsyncRead + Unpin>(
+async fn first_packet<S: AsyncRead + AsyncWrite + Unpin>(
     io: &mut S,
     buffer: &mut BytesMut,
 ) -> Result<Packet, Closed> {
     loop {
-        if let Some(packet) = read_packet(buffer, MAX_PACKET_BYTES).map_err(|e| e.to_string())? {
-            return Ok(packet);
+        match read_packet(buffer, MAX_PACKET_BYTES) {
+            Ok(Some(packet)) => return Ok(packet),
+            Ok(None) => {}
+            Err(e) => {
+                // MQTT-3.1.2-2: another protocol version gets CONNACK 0x01, then the close.
+                if e.unsupported_protocol_level().is_some() {
+                    let _ = send_connack(io, ConnectReturnCode::RefusedProtocolVersion).await;
+                }
+                return Err(e.to_string());
+            }
         }
         if io.read_buf(buffer).await.map_err(|e| e.to_string())? == 0 {
             return Err("the client closed the connection".into());
@@ -457,6 +465,9 @@ where
     async fn on_publish(&mut self, publish: Publish) -> Result<(), Closed> {
         if publish.qos == QoS::ExactlyOnce {
             return Err("QoS 2 is not supported by IoT Hub".into());
+        }
+        if publish.topic.contains('\0') {
+            return Err("a topic containing U+0000 (MQTT-1.5.3-2)".into());
         }
         let topic =
             UpstreamTopic::parse(&publish.topic).map_err(|e| format!("publish refused: {e}"))?;

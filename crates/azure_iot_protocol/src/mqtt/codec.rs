@@ -22,8 +22,26 @@ pub const MAX_PACKET_BYTES: usize = 256 * 1024 + MAX_TOPIC_BYTES + 16;
 
 /// Why bytes could not be read as a packet. Any of these ends the connection.
 #[derive(Debug, thiserror::Error)]
-#[error("malformed MQTT packet: {0}")]
-pub struct CodecError(String);
+#[error("malformed MQTT packet: {message}")]
+pub struct CodecError {
+    message: String,
+    protocol_level: Option<u8>,
+}
+
+impl CodecError {
+    fn new(message: String) -> Self {
+        Self {
+            message,
+            protocol_level: None,
+        }
+    }
+
+    /// The protocol level of a CONNECT that asked for a version other than MQTT 3.1.1: a
+    /// server answers it with CONNACK 0x01 before closing (MQTT-3.1.2-2).
+    pub fn unsupported_protocol_level(&self) -> Option<u8> {
+        self.protocol_level
+    }
+}
 
 /// Takes the next complete packet off the front of `buffer`.
 ///
@@ -32,7 +50,11 @@ pub fn read_packet(buffer: &mut BytesMut, max_size: usize) -> Result<Option<Pack
     match Packet::read(buffer, max_size) {
         Ok(packet) => Ok(Some(packet)),
         Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => Ok(None),
-        Err(e) => Err(CodecError(e.to_string())),
+        Err(rumqttc::mqttbytes::Error::InvalidProtocolLevel(level)) => Err(CodecError {
+            message: format!("unsupported protocol level {level}"),
+            protocol_level: Some(level),
+        }),
+        Err(e) => Err(CodecError::new(e.to_string())),
     }
 }
 
@@ -41,7 +63,7 @@ pub fn write_packet(packet: &Packet, buffer: &mut BytesMut) -> Result<(), CodecE
     packet
         .write(buffer, MAX_PACKET_BYTES)
         .map(|_| ())
-        .map_err(|e| CodecError(e.to_string()))
+        .map_err(|e| CodecError::new(e.to_string()))
 }
 
 /// The packet type's name as the MQTT specification writes it, for logs and errors.
