@@ -633,3 +633,45 @@ async fn put_token_answers_keep_the_type_of_the_message_id() {
     let _ = connection.close().await;
     hub.shutdown().await;
 }
+
+/// Malformed frame headers (size below the 8-byte header, data offset below 2) end the
+/// connection without panicking anything (fe2o3's decoder panicked on a size of 4, right after
+/// the protocol header, before any authentication), and the next client is served.
+#[tokio::test]
+async fn malformed_frame_headers_close_the_connection_without_a_panic() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    static PANICS: AtomicUsize = AtomicUsize::new(0);
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        PANICS.fetch_add(1, Ordering::SeqCst);
+        previous(info);
+    }));
+
+    let hub = emulator().await;
+    let ep = HubEndpoint::of(&hub);
+    for (header, frame) in [
+        (&b"AMQP\x00\x01\x00\x00"[..], [0u8, 0, 0, 4, 2, 0, 0, 0]),
+        (&b"AMQP\x03\x01\x00\x00"[..], [0u8, 0, 0, 4, 2, 1, 0, 0]),
+        (&b"AMQP\x00\x01\x00\x00"[..], [0u8, 0, 0, 16, 1, 0, 0, 0]),
+    ] {
+        let mut stream = tls(&ep).await;
+        stream.write_all(header).await.unwrap();
+        stream.write_all(&frame).await.unwrap();
+        stream.flush().await.unwrap();
+        let mut sink = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut sink)).await;
+        assert!(closed.is_ok(), "the connection was closed");
+    }
+    // A well-behaved service still connects.
+    let mut connection = Connection::builder()
+        .container_id("after-garbage")
+        .hostname("localhost")
+        .sasl_profile(SaslProfile::Anonymous)
+        .open_with_stream(tls(&ep).await)
+        .await
+        .unwrap();
+    connection.close().await.unwrap();
+    assert_eq!(PANICS.load(Ordering::SeqCst), 0, "no task panicked");
+}

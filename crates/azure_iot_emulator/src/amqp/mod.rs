@@ -32,6 +32,7 @@
 //! DeviceConnect; device-key tokens are refused, saying so, until the device AMQP links are
 //! served.
 
+mod frame_guard;
 mod prefixed;
 
 use std::collections::HashMap;
@@ -190,7 +191,8 @@ where
         }
     }
     let state = Arc::new(ConnectionState::new(context.grant_generation.clone()));
-    let io = prefixed::Prefixed::new(header.to_vec(), stream);
+    // Every frame header is checked before the AMQP library decodes it (see `frame_guard`).
+    let io = frame_guard::FrameGuard::new(prefixed::Prefixed::new(header.to_vec(), stream));
     let container = format!("azure-iot-emulator:{}", context.hostname);
     let accepted = match header[4] {
         // SASL first (Python uamqp, C SDK).
