@@ -222,6 +222,9 @@ pub(crate) struct Settlement {
     pub(crate) outcome: Outcome,
     /// Told the result, unless the settlement comes from a drop.
     pub(crate) done: Option<oneshot::Sender<Result<()>>>,
+    /// A dropped message's slot among the unsettled ones, given back once the supervisor
+    /// has taken the settlement (so settlements queued never outnumber the slots).
+    pub(crate) _slot: Option<OwnedSemaphorePermit>,
 }
 
 /// A connected device client (a module connection string also works here, but
@@ -243,7 +246,7 @@ pub struct DeviceClient {
     /// One per operation held, `max_pending_operations` in all.
     permits: Arc<Semaphore>,
     /// Where a call whose caller went away says so (see [`CallGuard`]).
-    gone: mpsc::UnboundedSender<u64>,
+    gone: mpsc::Sender<u64>,
     /// Call ids, shared by the clones.
     next_call: Arc<AtomicU64>,
     state: watch::Receiver<ConnectionState>,
@@ -437,7 +440,9 @@ impl DeviceClient {
         let (commands_tx, commands_rx) = mpsc::channel(max_pending + 1);
         let permits = Arc::new(Semaphore::new(max_pending));
         let (state_tx, state_rx) = watch::channel(ConnectionState::Connected);
-        let (gone_tx, gone_rx) = mpsc::unbounded_channel();
+        // An armed call guard holds its operation's permit (in the supervisor's waiter) until
+        // the supervisor takes its message, so at most `max_pending` can be queued.
+        let (gone_tx, gone_rx) = mpsc::channel(max_pending);
         supervisor::spawn(supervisor::Parts {
             engine,
             auth,
@@ -745,13 +750,15 @@ fn ok_status(what: &str, answer: &TwinAnswer) -> Result<()> {
 struct CallGuard {
     call: u64,
     /// `Some` once the command is built (armed); `None` once answered.
-    gone: Option<mpsc::UnboundedSender<u64>>,
+    gone: Option<mpsc::Sender<u64>>,
 }
 
 impl Drop for CallGuard {
     fn drop(&mut self) {
         if let Some(gone) = self.gone.take() {
-            let _ = gone.send(self.call);
+            // Never full (see `gone`'s capacity); if it were, the supervisor's once-a-second
+            // sweep finds the closed reply and withdraws the operation all the same.
+            let _ = gone.try_send(self.call);
         }
     }
 }
@@ -767,6 +774,16 @@ impl<T> Incoming<T> {
     /// The next item, or `None` once the stream has ended.
     pub async fn recv(&mut self) -> Option<T> {
         self.0.recv().await
+    }
+
+    /// How many items wait in the stream now (at most the stream's capacity).
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether no item waits in the stream now.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
@@ -790,7 +807,9 @@ pub struct ReceivedMessage {
     message: Message,
     tag: DeliveryTag,
     /// `None` once settled.
-    settler: Option<mpsc::UnboundedSender<Settlement>>,
+    settler: Option<mpsc::Sender<Settlement>>,
+    /// This message's slot among the unsettled ones (see `supervisor::MAX_UNSETTLED`).
+    slot: Option<OwnedSemaphorePermit>,
 }
 
 impl std::fmt::Debug for ReceivedMessage {
@@ -806,12 +825,14 @@ impl ReceivedMessage {
     pub(crate) fn new(
         message: Message,
         tag: DeliveryTag,
-        settler: mpsc::UnboundedSender<Settlement>,
+        settler: mpsc::Sender<Settlement>,
+        slot: OwnedSemaphorePermit,
     ) -> Self {
         Self {
             message,
             tag,
             settler: Some(settler),
+            slot: Some(slot),
         }
     }
 
@@ -852,10 +873,13 @@ impl ReceivedMessage {
                 tag: self.tag,
                 outcome,
                 done: Some(done),
+                _slot: None,
             })
+            .await
             .map_err(|_| closed())?;
         answer.await.map_err(|_| closed())??;
         self.settler = None;
+        self.slot = None;
         Ok(())
     }
 }
@@ -871,10 +895,13 @@ impl Deref for ReceivedMessage {
 impl Drop for ReceivedMessage {
     fn drop(&mut self) {
         if let Some(settler) = self.settler.take() {
-            let _ = settler.send(Settlement {
+            // Never full: every queued settlement holds a distinct slot, and the channel has
+            // room for all of them. If it were, the hub would deliver the message again.
+            let _ = settler.try_send(Settlement {
                 tag: self.tag,
                 outcome: Outcome::Complete,
                 done: None,
+                _slot: self.slot.take(),
             });
         }
     }

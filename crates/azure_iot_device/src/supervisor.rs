@@ -52,6 +52,11 @@ use crate::error::{Error, ErrorKind, Result};
 /// How often callers that dropped their futures are looked for.
 pub(crate) const SWEEP: Duration = Duration::from_secs(1);
 
+/// Received messages the application may hold unsettled at once (each holds a slot; past
+/// that the stream counts as full). Also the settlement channel's capacity, so a settlement
+/// always fits.
+pub(crate) const MAX_UNSETTLED: usize = 256;
+
 /// IoT Hub keeps at most 50 cloud-to-device messages in flight per device; the client holds
 /// as many for a stream that is not open yet. More are left unacknowledged (the hub delivers
 /// them again on the next connection): with no stream to drain them, stopping reading instead
@@ -124,7 +129,7 @@ pub(crate) struct Parts<E> {
     pub(crate) commands: mpsc::Receiver<Command>,
     pub(crate) permits: Arc<Semaphore>,
     /// Calls whose caller went away (dropped its future or timed out), by call id.
-    pub(crate) gone: mpsc::UnboundedReceiver<u64>,
+    pub(crate) gone: mpsc::Receiver<u64>,
     pub(crate) state: watch::Sender<ConnectionState>,
     /// When to renew the token of the first connection.
     pub(crate) renew_at: Option<Instant>,
@@ -132,7 +137,7 @@ pub(crate) struct Parts<E> {
 
 /// Starts the supervisor task on the current tokio runtime.
 pub(crate) fn spawn<E: Engine>(parts: Parts<E>) {
-    let (settle_tx, settlements) = mpsc::unbounded_channel();
+    let (settle_tx, settlements) = mpsc::channel(MAX_UNSETTLED);
     let supervisor = Supervisor {
         engine: parts.engine,
         auth: parts.auth,
@@ -143,6 +148,7 @@ pub(crate) fn spawn<E: Engine>(parts: Parts<E>) {
         calls: HashMap::new(),
         settle_tx,
         settlements,
+        unsettled: Arc::new(Semaphore::new(MAX_UNSETTLED)),
         state: parts.state,
         waiters: HashMap::new(),
         c2d: None,
@@ -197,11 +203,13 @@ struct Supervisor<E> {
     retry: SharedRetryPolicy,
     commands: mpsc::Receiver<Command>,
     permits: Arc<Semaphore>,
-    gone: mpsc::UnboundedReceiver<u64>,
+    gone: mpsc::Receiver<u64>,
     /// Call id → operation, for the calls in `waiters`.
     calls: HashMap<u64, OpId>,
-    settle_tx: mpsc::UnboundedSender<Settlement>,
-    settlements: mpsc::UnboundedReceiver<Settlement>,
+    settle_tx: mpsc::Sender<Settlement>,
+    settlements: mpsc::Receiver<Settlement>,
+    /// Slots of received messages the application has not settled yet.
+    unsettled: Arc<Semaphore>,
     state: watch::Sender<ConnectionState>,
     waiters: HashMap<OpId, Waiter>,
     c2d: Option<C2dSink>,
@@ -618,18 +626,22 @@ impl<E: Engine> Supervisor<E> {
                         Err(TrySendError::Full(())) => Err(false),
                         Err(TrySendError::Closed(())) => Err(true),
                     },
-                    Some(C2dSink::Settled(tx)) => match tx.try_reserve() {
-                        Ok(permit) => {
-                            permit.send(ReceivedMessage::new(
-                                *message,
-                                tag,
-                                self.settle_tx.clone(),
-                            ));
-                            return None;
+                    // The application holding MAX_UNSETTLED messages counts as a full stream.
+                    Some(C2dSink::Settled(tx)) => {
+                        match (self.unsettled.clone().try_acquire_owned(), tx.try_reserve()) {
+                            (Ok(slot), Ok(permit)) => {
+                                permit.send(ReceivedMessage::new(
+                                    *message,
+                                    tag,
+                                    self.settle_tx.clone(),
+                                    slot,
+                                ));
+                                return None;
+                            }
+                            (_, Err(TrySendError::Closed(()))) => Err(true),
+                            _ => Err(false),
                         }
-                        Err(TrySendError::Full(())) => Err(false),
-                        Err(TrySendError::Closed(())) => Err(true),
-                    },
+                    }
                     None => Err(true),
                 };
                 match fit {

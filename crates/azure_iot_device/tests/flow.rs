@@ -163,11 +163,17 @@ async fn a_slow_application_with_full_streams_keeps_its_connection() {
             .await
             .unwrap();
     }
-    // Let the pushes reach the client and fill its stream, then let three keep-alive
+    // Wait until the pushes have filled the client's stream, then let three keep-alive
     // periods pass on tokio's paused clock (the hub closes a connection silent for 1.5 of
     // them; the client would declare it dead half a period after an unanswered PINGREQ).
     // Client and hub share this runtime, so both see the same jumps in time.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::timeout(WAIT, async {
+        while messages.is_empty() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the stream filled");
     tokio::time::pause();
     tokio::time::sleep(Duration::from_millis(3500)).await;
     tokio::time::resume();
