@@ -325,9 +325,11 @@ impl EmulatorBuilder {
         let handle_hub = hub.clone();
         let sweeper = tokio::spawn(sweep_expired_c2d(hub.clone(), shutdown_rx.clone()));
         let mqtt_context = Arc::new(mqtt::MqttContext {
-            hub: hub.clone(),
-            telemetry: telemetry.clone(),
-            hostname: hostname.clone(),
+            device: device::DeviceCore {
+                hub: hub.clone(),
+                telemetry: telemetry.clone(),
+                hostname: hostname.clone(),
+            },
             shutdown: shutdown_rx.clone(),
         });
         let amqp_context = Arc::new(amqp::AmqpContext {

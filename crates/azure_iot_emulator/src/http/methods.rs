@@ -167,9 +167,11 @@ mod tests {
             HeaderValue::from_str(token.secret()).unwrap(),
         );
         let mqtt = Arc::new(crate::mqtt::MqttContext {
-            hub: hub.clone(),
-            telemetry: crate::telemetry::TelemetryLog::open(None).unwrap(),
-            hostname: Arc::from("h"),
+            device: crate::device::DeviceCore {
+                hub: hub.clone(),
+                telemetry: crate::telemetry::TelemetryLog::open(None).unwrap(),
+                hostname: Arc::from("h"),
+            },
             shutdown: tokio::sync::watch::channel(false).1,
         });
         let amqp = Arc::new(crate::amqp::AmqpContext {

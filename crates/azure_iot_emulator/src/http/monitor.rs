@@ -56,21 +56,22 @@ pub(crate) async fn telemetry(
         return Err(ApiError::invalid(format!("limit must be 1 to {MAX_LIMIT}")));
     }
     if let Some(p) = query.partition
-        && p >= app.mqtt.telemetry.partition_count()
+        && p >= app.mqtt.device.telemetry.partition_count()
     {
         return Err(ApiError::invalid(format!(
             "partition must be below {}",
-            app.mqtt.telemetry.partition_count()
+            app.mqtt.device.telemetry.partition_count()
         )));
     }
     let wait = Duration::from_secs(query.wait.unwrap_or(0).min(MAX_WAIT_SECS));
     let deadline = tokio::time::Instant::now() + wait;
-    let mut newest = app.mqtt.telemetry.watch();
+    let mut newest = app.mqtt.device.telemetry.watch();
     loop {
         // Mark the current value seen before reading, so a commit in between wakes us.
         newest.borrow_and_update();
         let events = app
             .mqtt
+            .device
             .telemetry
             .read(after, limit, query.device_id.clone(), query.partition)
             .await?;

@@ -56,9 +56,11 @@ async fn hub() -> Hubside {
     let telemetry = TelemetryLog::open(None).unwrap();
     let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
     let context = Arc::new(MqttContext {
-        hub: hub.clone(),
-        telemetry: telemetry.clone(),
-        hostname: Arc::from(HOST),
+        device: crate::device::DeviceCore {
+            hub: hub.clone(),
+            telemetry: telemetry.clone(),
+            hostname: Arc::from(HOST),
+        },
         shutdown: shutdown_rx,
     });
     Hubside {

@@ -19,29 +19,16 @@ use rustls::ServerConfig;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::hub::Hub;
+use crate::device::DeviceCore;
 use crate::net::serve_tls;
-use crate::telemetry::TelemetryLog;
 
 /// What every MQTT session can reach.
 pub(crate) struct MqttContext {
-    pub(crate) hub: Hub,
-    pub(crate) telemetry: TelemetryLog,
-    pub(crate) hostname: Arc<str>,
+    /// The device core MQTT sessions are adapters over (hub, telemetry log, host name).
+    pub(crate) device: DeviceCore,
     /// Turns true when the emulator shuts down; every session then closes, including those
     /// that arrived as WebSocket upgrades (which the accept loops do not own).
     pub(crate) shutdown: watch::Receiver<bool>,
-}
-
-impl MqttContext {
-    /// The device core MQTT sessions are adapters over.
-    pub(crate) fn device_core(&self) -> crate::device::DeviceCore {
-        crate::device::DeviceCore {
-            hub: self.hub.clone(),
-            telemetry: self.telemetry.clone(),
-            hostname: self.hostname.clone(),
-        }
-    }
 }
 
 /// Serves MQTT over TLS on `listener` until `shutdown` turns true.

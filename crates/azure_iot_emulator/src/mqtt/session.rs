@@ -224,13 +224,13 @@ where
                     ),
                 ));
             }
-            if !username.host().eq_ignore_ascii_case(&ctx.hostname) {
+            if !username.host().eq_ignore_ascii_case(&ctx.device.hostname) {
                 return Err(refuse(
                     ConnectReturnCode::NotAuthorized,
                     format!(
                         "the user name names hub `{}`, this is `{}`",
                         username.host(),
-                        ctx.hostname
+                        ctx.device.hostname
                     ),
                 ));
             }
@@ -251,7 +251,7 @@ where
             persistent: !connect.clean_session,
             model_id: username.model_id().map(str::to_owned),
         };
-        let device = match ctx.device_core().open(request).await {
+        let device = match ctx.device.open(request).await {
             Ok(device) => device,
             Err(refusal) => {
                 tracing::info!(%peer, %identity, reason = %refusal.detail, "CONNECT refused");
