@@ -48,8 +48,6 @@ use crate::hub::c2d::C2dDelivery;
 use crate::hub::error::HubError;
 use crate::hub::queue::Settle;
 
-/// How long a client has to send CONNECT after the TLS handshake.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The hub's cap on the keep-alive interval it honours (1767 s ÷ 1.5).
 const MAX_KEEP_ALIVE: Duration = Duration::from_secs(1177);
 /// Telemetry messages a connection may have waiting for the log before reading pauses.
@@ -72,7 +70,8 @@ pub(crate) async fn run<S>(
 {
     let mut io = io;
     let mut buffer = BytesMut::with_capacity(4096);
-    let connect = match tokio::time::timeout(CONNECT_TIMEOUT, first_packet(&mut io, &mut buffer))
+    let connect_timeout = ctx.limits.connect_timeout;
+    let connect = match tokio::time::timeout(connect_timeout, first_packet(&mut io, &mut buffer))
         .await
     {
         Ok(Ok(Packet::Connect(connect))) => connect,
@@ -85,7 +84,7 @@ pub(crate) async fn run<S>(
             return;
         }
         Err(_) => {
-            tracing::info!(%peer, "no CONNECT within {CONNECT_TIMEOUT:?}; closing");
+            tracing::info!(%peer, "no CONNECT within {connect_timeout:?}; closing");
             return;
         }
     };
