@@ -241,6 +241,94 @@ impl<S: std::fmt::Debug> std::fmt::Debug for WriteDeadline<S> {
     }
 }
 
+/// A byte stream whose reads fail with `ConnectionAborted` once its [`Stop`] is dropped.
+///
+/// For protocol libraries that own their stream in a task of their own (fe2o3-amqp's
+/// connection engine): dropping the [`Stop`] ends that task at its next read, even when the
+/// peer keeps the connection busy and never answers a close, so the socket is released.
+pub(crate) struct Stoppable<S> {
+    inner: S,
+    stop: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
+/// Ends a [`Stoppable`] stream's reads when dropped.
+pub(crate) struct Stop {
+    _armed: tokio::sync::oneshot::Sender<()>,
+}
+
+impl<S> Stoppable<S> {
+    /// Wraps `inner`; its reads fail once the returned [`Stop`] is dropped.
+    pub(crate) fn new(inner: S) -> (Self, Stop) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let stream = Self {
+            inner,
+            stop: Some(rx),
+        };
+        (stream, Stop { _armed: tx })
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Stoppable<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let stopped = match self.stop.as_mut() {
+            Some(stop) => Pin::new(stop).poll(cx).is_ready(),
+            None => true,
+        };
+        if stopped {
+            self.stop = None;
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the connection was closed by the emulator",
+            )));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Stoppable<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for Stoppable<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let stopped = self.stop.is_none();
+        f.debug_struct("Stoppable")
+            .field("inner", &self.inner)
+            .field("stopped", &stopped)
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,6 +368,25 @@ mod tests {
             .await
             .expect("slow progress is progress");
         reader.await.expect("reader");
+    }
+
+    /// A reader parked on a silent peer wakes with an error as soon as its `Stop` is dropped.
+    #[tokio::test]
+    async fn dropping_stop_ends_a_parked_read() {
+        let (near, _far) = tokio::io::duplex(64);
+        let (mut stream, stop) = Stoppable::new(near);
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 8];
+            tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await
+        });
+        tokio::task::yield_now().await;
+        drop(stop);
+        let read = tokio::time::timeout(Duration::from_secs(10), reader)
+            .await
+            .expect("woken")
+            .expect("task");
+        let error = read.expect_err("aborted");
+        assert_eq!(error.kind(), io::ErrorKind::ConnectionAborted);
     }
 
     #[test]

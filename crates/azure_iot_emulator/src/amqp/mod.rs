@@ -68,6 +68,12 @@ use crate::net::serve_tls;
 const MAX_SESSIONS_BEFORE_GRANT: usize = 4;
 /// Sessions a connection may have open (the AMQP `channel-max` is one less than this).
 const MAX_SESSIONS: usize = 256;
+/// The largest message a link accepts (a transfer of more frames is refused with
+/// `amqp:link:message-size-exceeded` as it arrives): IoT Hub's largest message is 256 KiB, a
+/// batch of them encoded one per section a little more.
+const MAX_MESSAGE_BYTES: u64 = 512 * 1024;
+/// How long closing a connection may take before its socket is dropped regardless.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Put-token answers kept for a `$cbs` receiver link: answers waiting for the link to be
 /// attached, or sent to it faster than the client gives credit. A client that lets more pile
 /// up has its `$cbs` request link detached.
@@ -193,6 +199,19 @@ impl ConnectionState {
         self.grants.lock().map(|g| !g.is_empty()).unwrap_or(false)
     }
 
+    /// When the last grant that still holds expires; `None` if none holds.
+    fn last_expiry(&self) -> Option<SystemTime> {
+        let current = *self.generation.borrow();
+        let now = SystemTime::now();
+        self.grants
+            .lock()
+            .ok()?
+            .values()
+            .filter(|g| g.generation == current && now < g.expiry)
+            .map(|g| g.expiry)
+            .max()
+    }
+
     fn authorized(&self, audience: &str) -> bool {
         self.grant_holds(audience) == Some(true)
     }
@@ -229,7 +248,14 @@ impl ConnectionState {
 /// The protocol header, SASL exchange, `open` and the first grant (SASL PLAIN or a CBS
 /// put-token) must all happen within `connect_timeout` of the call; until the first grant the
 /// connection may open at most [`MAX_SESSIONS_BEFORE_GRANT`] sessions, after it
-/// [`MAX_SESSIONS`]. Either bound passed closes the connection with the reason.
+/// [`MAX_SESSIONS`]. Once every token put on it has expired (and none was renewed) the
+/// connection is closed, as IoT Hub does: an authenticated connection lives as long as its
+/// credentials. Any bound passed closes the connection with the reason; a client that does
+/// not answer the close loses its socket [`CLOSE_TIMEOUT`] later.
+///
+/// No AMQP `idle-time-out` is advertised: fe2o3 enforces the value it advertises and its own
+/// clients (this project's service client among them) send empty frames at exactly the
+/// advertised interval, not half of it, so an idle connection would race its own heartbeat.
 pub(crate) async fn run<S>(mut stream: S, peer: std::net::SocketAddr, context: Arc<AmqpContext>)
 where
     S: AsyncRead + AsyncWrite + std::fmt::Debug + Send + Unpin + 'static,
@@ -245,11 +271,12 @@ where
         }
     }
     let state = Arc::new(ConnectionState::new(context.grant_generation.clone()));
+    // fe2o3 runs the connection in a task of its own, which owns the stream: dropping `_stop`
+    // (when this function returns) ends that task's reads, and so the socket.
+    let (stream, _stop) = crate::net::Stoppable::new(stream);
     // Every frame header is checked before the AMQP library decodes it (see `frame_guard`).
     let io = frame_guard::FrameGuard::new(prefixed::Prefixed::new(header.to_vec(), stream));
     let container = format!("azure-iot-emulator:{}", context.hostname);
-    // Checked to fit in `validate`.
-    let idle_ms = u32::try_from(limits.amqp_idle_timeout.as_millis()).unwrap_or(u32::MAX);
     let channel_max = u16::try_from(MAX_SESSIONS - 1).unwrap_or(u16::MAX);
     let accepting = async {
         match header[4] {
@@ -262,7 +289,6 @@ where
                 Some(
                     ConnectionAcceptor::builder()
                         .container_id(container)
-                        .idle_time_out(idle_ms)
                         .channel_max(channel_max)
                         .sasl_acceptor(sasl)
                         .build()
@@ -274,7 +300,6 @@ where
             0 => Some(
                 ConnectionAcceptor::builder()
                     .container_id(container)
-                    .idle_time_out(idle_ms)
                     .channel_max(channel_max)
                     .build()
                     .accept(io)
@@ -304,6 +329,10 @@ where
     let refusal = loop {
         while sessions.try_join_next().is_some() {}
         let authenticating = !state.has_grants();
+        // Until then, the connection lives on; re-checked on every turn, so a renewal counts.
+        let credentials_end = state
+            .last_expiry()
+            .map(|at| at.duration_since(SystemTime::now()).unwrap_or_default());
         tokio::select! {
             incoming = connection.next_incoming_session() => {
                 let Some(incoming) = incoming else { break None };
@@ -332,19 +361,35 @@ where
                     ));
                 }
             }
+            _ = tokio::time::sleep(credentials_end.unwrap_or_default()), if !authenticating && credentials_end.is_some() => {
+                if state.last_expiry().is_none() {
+                    break Some(error(
+                        AmqpError::UnauthorizedAccess,
+                        "every token put on this connection has expired",
+                    ));
+                }
+            }
+            _ = tokio::time::sleep(Duration::from_secs(1)), if !authenticating && credentials_end.is_none() => {
+                // Every grant was ended at once (tokens of the past generation, by a fault).
+                break Some(error(
+                    AmqpError::UnauthorizedAccess,
+                    "every token put on this connection has expired",
+                ));
+            }
             _ = shutdown.changed() => break None,
         }
     };
-    match refusal {
+    sessions.abort_all();
+    let closing = match refusal {
         Some(refusal) => {
             tracing::info!(%peer, reason = ?refusal.description, "AMQP connection closed by the emulator");
-            let _ = connection.close_with_error(refusal).await;
+            tokio::time::timeout(CLOSE_TIMEOUT, connection.close_with_error(refusal)).await
         }
-        None => {
-            let _ = connection.close().await;
-        }
+        None => tokio::time::timeout(CLOSE_TIMEOUT, connection.close()).await,
+    };
+    if closing.is_err() {
+        tracing::debug!(%peer, "the client did not answer the close; dropping its socket");
     }
-    sessions.abort_all();
     tracing::info!(%peer, "service AMQP connection closed");
 }
 
@@ -356,14 +401,18 @@ async fn serve_session(
     let acceptor = LinkAcceptor::builder()
         .supported_receiver_settle_modes(SupportedReceiverSettleModes::First)
         .fallback_receiver_settle_mode(fe2o3_amqp_types::definitions::ReceiverSettleMode::First)
+        .max_message_size(MAX_MESSAGE_BYTES)
         .build();
+    // The session's links end with it (and with the connection, which aborts its sessions).
+    let mut links = tokio::task::JoinSet::new();
     loop {
+        while links.try_join_next().is_some() {}
         match acceptor.accept(&mut session).await {
             Ok(LinkEndpoint::Receiver(receiver)) => {
-                tokio::spawn(serve_inbound(receiver, state.clone(), context.clone()));
+                links.spawn(serve_inbound(receiver, state.clone(), context.clone()));
             }
             Ok(LinkEndpoint::Sender(sender)) => {
-                tokio::spawn(serve_outbound(sender, state.clone(), context.clone()));
+                links.spawn(serve_outbound(sender, state.clone(), context.clone()));
             }
             Err(e) => {
                 tracing::debug!(error = %e, "AMQP session ended");
@@ -371,7 +420,8 @@ async fn serve_session(
             }
         }
     }
-    let _ = session.end().await;
+    links.abort_all();
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, session.end()).await;
 }
 
 /// Why a link is not served: an address that is not IoT Hub's is `amqp:not-found` (as the
