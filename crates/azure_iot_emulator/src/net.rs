@@ -30,7 +30,7 @@ use std::time::Duration;
 use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, Sleep};
 use tokio_rustls::TlsAcceptor;
@@ -40,6 +40,25 @@ use crate::config::Limits;
 
 /// What a connection handler gets: the TLS stream over the socket, writes bounded in time.
 pub(crate) type Stream = TlsStream<WriteDeadline<TcpStream>>;
+
+/// A connection's place under its listener's limit. The accept loop's task holds it until the
+/// connection's handler returns; a handler that hands the connection on to a task of its own
+/// (a WebSocket upgrade) takes the permit along with [`Slot::take`].
+#[derive(Clone)]
+pub(crate) struct Slot(Arc<std::sync::Mutex<Option<OwnedSemaphorePermit>>>);
+
+impl Slot {
+    /// The permit, for a task that outlives the handler; `None` if already taken.
+    pub(crate) fn take(&self) -> Option<OwnedSemaphorePermit> {
+        self.0.lock().ok().and_then(|mut permit| permit.take())
+    }
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Slot")
+    }
+}
 
 /// The most a repeated condition (refused connections, failing accepts) is logged.
 const LOG_EVERY: Duration = Duration::from_secs(10);
@@ -60,7 +79,7 @@ pub(crate) async fn serve_tls<H, F>(
     mut shutdown: watch::Receiver<bool>,
     handle: H,
 ) where
-    H: Fn(Stream, SocketAddr) -> F + Clone + Send + 'static,
+    H: Fn(Stream, SocketAddr, Slot) -> F + Clone + Send + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
     let acceptor = TlsAcceptor::from(tls);
@@ -103,13 +122,16 @@ pub(crate) async fn serve_tls<H, F>(
                 let acceptor = acceptor.clone();
                 let handle = handle.clone();
                 let handshake_timeout = limits.handshake_timeout;
+                let slot = Slot(Arc::new(std::sync::Mutex::new(Some(slot))));
                 connections.spawn(async move {
-                    let _slot = slot;
+                    // Held until the handler returns, unless it took the permit along.
+                    let held = slot.clone();
                     match tokio::time::timeout(handshake_timeout, acceptor.accept(socket)).await {
-                        Ok(Ok(tls)) => handle(tls, peer).await,
+                        Ok(Ok(tls)) => handle(tls, peer, slot).await,
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
+                    drop(held);
                 });
             }
             _ = shutdown.changed() => break,

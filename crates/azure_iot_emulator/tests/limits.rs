@@ -376,3 +376,41 @@ async fn a_listener_at_its_connection_limit_closes_new_connections_and_recovers(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A WebSocket session counts under the HTTPS listener's limit for as long as it lives, not
+/// only until its upgrade: with a limit of 1, a second HTTPS connection is refused while the
+/// first carries an MQTT-over-WebSocket session.
+#[tokio::test]
+async fn a_websocket_session_holds_its_place_under_the_limit() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let hub = emulator_with(Limits {
+        max_connections: Some(1),
+        connect_timeout: Duration::from_secs(60),
+        ..Limits::default()
+    })
+    .await;
+    let ep = HubEndpoint::of(&hub);
+    let mut request = "wss://localhost/$iothub/websocket"
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", "mqtt".parse().unwrap());
+    let (ws, _) = tokio_tungstenite::client_async(request, tls(&ep, ep.https_addr).await)
+        .await
+        .unwrap();
+    // Give the accept loop time to see the HTTP connection hand over to the session.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let tcp = TcpStream::connect(ep.https_addr).await.unwrap();
+    let second = tokio::time::timeout(
+        SLACK,
+        tokio_rustls::TlsConnector::from(Arc::new(ep.tls_config())).connect(
+            rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        ),
+    )
+    .await
+    .expect("refused at once, not left waiting");
+    assert!(second.is_err(), "the second connection is refused");
+    drop(ws);
+}

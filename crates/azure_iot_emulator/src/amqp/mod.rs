@@ -107,10 +107,16 @@ pub(crate) async fn serve(
     shutdown: watch::Receiver<bool>,
 ) {
     let limits = context.limits;
-    serve_tls(listener, tls, limits, shutdown, move |stream, peer| {
-        let context = context.clone();
-        async move { run(stream, peer, context).await }
-    })
+    serve_tls(
+        listener,
+        tls,
+        limits,
+        shutdown,
+        move |stream, peer, _slot| {
+            let context = context.clone();
+            async move { run(stream, peer, context).await }
+        },
+    )
     .await;
 }
 
