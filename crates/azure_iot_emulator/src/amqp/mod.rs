@@ -1,4 +1,5 @@
-//! Service-side AMQP 1.0 on TLS (port 5671): cloud-to-device sends and delivery feedback.
+//! AMQP 1.0 on TLS (port 5671, and over WebSockets on the HTTPS port): the service side
+//! (cloud-to-device sends and delivery feedback) and, growing, the device side ([`device`]).
 //!
 //! ```text
 //!  TLS ─▶ protocol header? ──"AMQP 3 1 0 0"─▶ SASL (MSSBCBS, ANONYMOUS, PLAIN) ─┐
@@ -11,6 +12,7 @@
 //!          /messages/devicebound (in)     C2D messages: enqueued, accepted; or rejected with the
 //!                                         hub's condition (amqp:not-found, resource-limit-exceeded ...)
 //!          /messages/serviceBound/feedback (out)  feedback batches; accepted = completed
+//!          /devices/{d}[/modules/{m}]/messages/events (in)  device telemetry (see [`device`])
 //! ```
 //!
 //! Addresses, put-token requests and answers, and the message mapping are the protocol crate's
@@ -19,7 +21,8 @@
 //! message ids of any AMQP type. Links are granted receiver-settle-mode `first`, because uamqp
 //! (the Python SDK) hangs if the server honours its request for `second`. An address that is
 //! not an IoT Hub address is detached with `amqp:not-found`; a hub address the emulator does
-//! not serve over AMQP yet (device links, file notifications) with `amqp:not-implemented`.
+//! not serve over AMQP yet (device C2D, twin and method links, file notifications) with
+//! `amqp:not-implemented`.
 //!
 //! # Grants
 //!
@@ -28,10 +31,12 @@
 //! per connection); every link is checked against the grant of its own audience (the service
 //! links against the hub's). A put-token whose audience is not this hub is answered 401, as
 //! a token out of scope; one whose token does not cover its audience likewise (device A's
-//! token for device B's audience). A device audience is granted by a policy token with
-//! DeviceConnect; device-key tokens are refused, saying so, until the device AMQP links are
-//! served.
+//! token for device B's audience). A device or module audience is granted by any token the
+//! device core accepts for that identity (its own key, or a policy with DeviceConnect), and
+//! the grant keeps what the core granted, to open the identity's connection at its first
+//! link.
 
+mod device;
 mod frame_guard;
 mod prefixed;
 
@@ -95,8 +100,10 @@ pub(crate) struct AmqpContext {
     /// Moved on by `Fault::ExpireServiceTokens`.
     pub(crate) grant_generation: watch::Receiver<u64>,
     /// Connection limits and timeouts: `connect_timeout` bounds the header, SASL, open and
-    /// first token; `amqp_idle_timeout` is the advertised and enforced `idle-time-out`.
+    /// first token.
     pub(crate) limits: crate::config::Limits,
+    /// The device core the device links are adapters over.
+    pub(crate) device: crate::device::DeviceCore,
 }
 
 /// Serves AMQP over TLS on `listener` until `shutdown` turns true.
@@ -135,6 +142,8 @@ struct ConnectionState {
     /// Where CBS answers go. uamqp sends its put-token before it has attached (or we have
     /// accepted) its `$cbs` receiver link, so answers wait here until that link exists.
     cbs: Mutex<CbsReplies>,
+    /// The device and module identities with links on this connection.
+    units: device::Units,
 }
 
 /// Put-token answers on their way to the client, at most [`MAX_CBS_REPLIES`] in each place.
@@ -178,6 +187,9 @@ impl CbsReplies {
 struct Grant {
     expiry: SystemTime,
     generation: u64,
+    /// For a device or module audience: what the device core granted (to open the
+    /// identity's connection at its first link).
+    device: Option<crate::device::Grant>,
 }
 
 impl ConnectionState {
@@ -186,6 +198,7 @@ impl ConnectionState {
             grants: Mutex::new(HashMap::new()),
             generation,
             cbs: Mutex::new(CbsReplies::default()),
+            units: device::Units::default(),
         }
     }
 
@@ -231,6 +244,33 @@ impl ConnectionState {
     /// Fails when the connection already holds [`MAX_GRANTS`] other audiences that still
     /// hold (expired ones make room).
     fn authorize(&self, audience: String, expiry: SystemTime) -> Result<(), String> {
+        self.grant(audience, expiry, None)
+    }
+
+    /// For a device or module `audience` that still holds: the device core's grant.
+    fn device_grant(&self, audience: &str) -> Option<crate::device::Grant> {
+        let current = *self.generation.borrow();
+        let grants = self.grants.lock().ok()?;
+        let grant = grants.get(audience)?;
+        let holds = SystemTime::now() < grant.expiry && grant.generation == current;
+        grant.device.clone().filter(|_| holds)
+    }
+
+    /// When the grant for `audience` expires, if it holds.
+    fn grant_expiry(&self, audience: &str) -> Option<SystemTime> {
+        let current = *self.generation.borrow();
+        let grants = self.grants.lock().ok()?;
+        let grant = grants.get(audience)?;
+        (SystemTime::now() < grant.expiry && grant.generation == current).then_some(grant.expiry)
+    }
+
+    /// Grants `audience` until `expiry`, with the device core's grant for a device audience.
+    fn grant(
+        &self,
+        audience: String,
+        expiry: SystemTime,
+        device: Option<crate::device::Grant>,
+    ) -> Result<(), String> {
         let generation = *self.generation.borrow();
         let Ok(mut grants) = self.grants.lock() else {
             return Err("the connection's grants are unavailable".to_owned());
@@ -244,7 +284,14 @@ impl ConnectionState {
                 ));
             }
         }
-        grants.insert(audience, Grant { expiry, generation });
+        grants.insert(
+            audience,
+            Grant {
+                expiry,
+                generation,
+                device,
+            },
+        );
         Ok(())
     }
 }
@@ -467,6 +514,16 @@ async fn serve_inbound(receiver: Receiver, state: Arc<ConnectionState>, context:
     let address = Address::parse(target.as_deref().unwrap_or_default());
     match address {
         Ok(Address::Cbs) => serve_cbs_requests(receiver, state, context).await,
+        Ok(Address::Events {
+            device_id,
+            module_id,
+        }) => {
+            let identity = match module_id {
+                Some(module) => azure_iot_protocol::Identity::module(device_id, module),
+                None => azure_iot_protocol::Identity::device(device_id),
+            };
+            device::serve_telemetry(receiver, identity, state, context).await;
+        }
         Ok(Address::ServiceDeviceBound) => serve_c2d(receiver, state, context).await,
         other => {
             let _ = receiver
@@ -544,7 +601,7 @@ async fn serve_cbs_requests(
         let message = delivery.into_message();
         let answer = match PutToken::parse(&message) {
             Ok(request) => {
-                let (status, description) = match put_token(&context, &state, &request) {
+                let (status, description) = match put_token(&context, &state, &request).await {
                     Ok(()) => (200, "OK".to_owned()),
                     Err(refusal) => refusal,
                 };
@@ -577,10 +634,10 @@ async fn serve_cbs_requests(
 }
 
 /// Checks a put-token and grants its audience: the hub's own audience needs a service token
-/// (ServiceConnect), a device or module audience a policy token with DeviceConnect that
-/// covers it. Device-key tokens are for the device AMQP links, which the emulator does not
-/// serve yet: refused, saying so.
-fn put_token(
+/// (ServiceConnect); a device or module audience a token the device core accepts for that
+/// identity (its own key, or a policy with DeviceConnect), the identity registered and
+/// enabled.
+async fn put_token(
     context: &AmqpContext,
     state: &ConnectionState,
     request: &PutToken,
@@ -599,30 +656,29 @@ fn put_token(
             context.hostname
         )));
     }
-    let expiry = if audience.device_id.is_none() {
-        check_service_token(context, &request.token).map_err(unauthorized)?
-    } else {
-        let token = azure_iot_core::SasToken::parse(&request.token)
-            .map_err(|e| unauthorized(format!("the token is not a SAS token: {e}")))?;
-        if token.key_name().is_none() {
-            return Err(unauthorized(
-                "device-key tokens are for device AMQP links, which the emulator does not serve yet"
-                    .to_owned(),
-            ));
+    let (expiry, device) = match &audience.device_id {
+        None => (
+            check_service_token(context, &request.token).map_err(unauthorized)?,
+            None,
+        ),
+        Some(device_id) => {
+            let identity = match &audience.module_id {
+                Some(module) => azure_iot_protocol::Identity::module(device_id, module),
+                None => azure_iot_protocol::Identity::device(device_id),
+            };
+            let grant = context
+                .device
+                .authenticate(&identity, Some(&request.token), &[])
+                .await
+                .map_err(|refusal| unauthorized(refusal.detail))?;
+            let expiry = grant
+                .expires_at
+                .ok_or_else(|| unauthorized("the token has no expiry".to_owned()))?;
+            (expiry, Some(grant))
         }
-        context
-            .policies
-            .authorize(
-                Some(&request.token),
-                &audience.resource(),
-                Rights::DEVICE_CONNECT,
-                SystemTime::now(),
-            )
-            .map_err(|e| unauthorized(e.message))?;
-        token.expires_at()
     };
     state
-        .authorize(grant_key(&audience), expiry)
+        .grant(grant_key(&audience), expiry, device)
         .map_err(|why| (403, why))
 }
 
