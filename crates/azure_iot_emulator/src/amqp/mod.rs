@@ -32,6 +32,7 @@
 //! DeviceConnect; device-key tokens are refused, saying so, until the device AMQP links are
 //! served.
 
+mod depth;
 mod frame_guard;
 mod prefixed;
 
