@@ -36,6 +36,7 @@
 //! the grant keeps what the core granted, to open the identity's connection at its first
 //! link.
 
+mod depth;
 mod device;
 mod frame_guard;
 mod prefixed;
