@@ -312,3 +312,130 @@ async fn deleting_the_device_detaches_its_link() {
     let _ = device.connection.close().await;
     hub.shutdown().await;
 }
+
+fn c2d(id: &str) -> IotMessage {
+    IotMessage::builder(format!("body of {id}").into_bytes())
+        .message_id(id)
+        .ack(azure_iot_core::message::AckMode::Full)
+        .property("k", "v")
+        .build()
+        .unwrap()
+}
+
+async fn next_c2d(receiver: &mut Receiver) -> fe2o3_amqp::link::delivery::Delivery<Body<Value>> {
+    tokio::time::timeout(Duration::from_secs(10), receiver.recv::<Body<Value>>())
+        .await
+        .expect("a cloud-to-device message within 10 s")
+        .unwrap()
+}
+
+fn message_id(delivery: &fe2o3_amqp::link::delivery::Delivery<Body<Value>>) -> String {
+    azure_iot_protocol::amqp::from_amqp(delivery.message())
+        .unwrap()
+        .system_properties()
+        .message_id
+        .clone()
+        .unwrap()
+}
+
+/// Cloud-to-device over AMQP: the waiting message first, then each as it arrives; accepted
+/// completes, released abandons (delivered again, its count up), rejected dead-letters with
+/// `Rejected` feedback.
+#[tokio::test]
+async fn cloud_to_device_over_amqp_is_settled_by_the_outcome() {
+    let hub = emulator().await;
+    let ep = HubEndpoint::of(&hub);
+    let api = RestClient::new(&ep, "iothubowner");
+    let key = api.register_device("dev1").await;
+    hub.send_cloud_to_device("dev1", c2d("m1")).await.unwrap();
+    let mut device = DeviceAmqp::open(&ep).await;
+    assert_eq!(device.put_device_token(&ep, "dev1", &key).await, 200);
+    let mut receiver = Receiver::attach(
+        &mut device.session,
+        "c2d",
+        "amqps://localhost/devices/dev1/messages/deviceBound",
+    )
+    .await
+    .unwrap();
+
+    let first = next_c2d(&mut receiver).await;
+    assert_eq!(message_id(&first), "m1");
+    let properties = first.message().properties.clone().unwrap();
+    assert!(
+        properties
+            .to
+            .as_deref()
+            .is_some_and(|to| to.eq_ignore_ascii_case("/devices/dev1/messages/devicebound")),
+        "{:?}",
+        properties.to
+    );
+    receiver.accept(&first).await.unwrap();
+
+    hub.send_cloud_to_device("dev1", c2d("m2")).await.unwrap();
+    let second = next_c2d(&mut receiver).await;
+    assert_eq!(message_id(&second), "m2");
+    receiver.release(&second).await.unwrap();
+    let again = next_c2d(&mut receiver).await;
+    assert_eq!(message_id(&again), "m2", "an abandoned message comes back");
+    let count = |d: &fe2o3_amqp::link::delivery::Delivery<Body<Value>>| {
+        azure_iot_protocol::amqp::from_amqp(d.message())
+            .unwrap()
+            .system_properties()
+            .delivery_count
+            .unwrap()
+    };
+    assert_eq!(
+        count(&again),
+        count(&second) + 1,
+        "with its delivery count up"
+    );
+    receiver.reject(&again, None).await.unwrap();
+
+    // Both settled: nothing left in the queue; the rejection is reported as feedback.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting = api.get("/devices/dev1").await.body["cloudToDeviceMessageCount"].clone();
+        if waiting == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still {waiting} waiting"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut statuses = Vec::new();
+    while statuses.len() < 2 {
+        let batch = api.get("/messages/serviceBound/feedback").await;
+        if batch.status == reqwest::StatusCode::OK {
+            let etag = batch.headers["etag"]
+                .to_str()
+                .unwrap()
+                .trim_matches('"')
+                .to_owned();
+            for record in batch.body.as_array().unwrap() {
+                statuses.push((
+                    record["originalMessageId"].as_str().unwrap().to_owned(),
+                    record["statusCode"].as_str().unwrap().to_owned(),
+                ));
+            }
+            api.delete(&format!("/messages/serviceBound/feedback/{etag}"))
+                .await;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "feedback: {statuses:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [
+            ("m1".to_owned(), "Success".to_owned()),
+            ("m2".to_owned(), "Rejected".to_owned())
+        ]
+    );
+    let _ = device.connection.close().await;
+    hub.shutdown().await;
+}

@@ -10,36 +10,51 @@
 //!      └─▶ its links are detached with the reason (`amqp:link:detach-forced`)
 //! ```
 //!
-//! Served so far: telemetry (`/devices/{d}[/modules/{m}]/messages/events`, client sending),
-//! single messages and batches (`message-format` 0x80013700). A delivery is accepted once
-//! every message in it is durable in the telemetry log; one that cannot be read is rejected
-//! with `amqp:decode-error` and stores nothing. The other device links (C2D, twin, methods,
-//! module inputs) are detached with `amqp:not-implemented` until they are served.
+//! Served so far:
+//!
+//! * telemetry (`/devices/{d}[/modules/{m}]/messages/events`, client sending), single
+//!   messages and batches (`message-format` 0x80013700). A delivery is accepted once every
+//!   message in it is durable in the telemetry log; one that cannot be read is rejected with
+//!   `amqp:decode-error` and stores nothing;
+//! * cloud-to-device (`/devices/{d}/messages/devicebound`, client receiving): the messages
+//!   waiting, then each as it arrives, locked to the connection; the client's outcome
+//!   settles it on the token-locked queue: `accepted` completes, `rejected` dead-letters
+//!   (feedback `Rejected`), `released` and `modified` abandon (delivered again, its count
+//!   kept). One message is outstanding at a time. A message that arrives while the link's
+//!   queue is full is abandoned at once and comes back later.
+//!
+//! The other device links (twin, methods, module inputs) are detached with
+//! `amqp:not-implemented` until they are served.
 //!
 //! Identities: a link's address names the identity; it needs a grant for that identity's own
 //! audience (`{host}/devices/{d}[/modules/{m}]`). Every identity on a connection is its own
 //! unit, so one connection multiplexes as many devices as it holds tokens for (the hub's
 //! limit on tokens per connection, [`super::MAX_GRANTS`], bounds them).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use azure_iot_core::message::Message;
 use azure_iot_protocol::Identity;
-use azure_iot_protocol::amqp::{AmqpMessage, BATCH_FORMAT, decode_batch, from_amqp};
-use fe2o3_amqp::link::Receiver;
+use azure_iot_protocol::amqp::{AmqpMessage, BATCH_FORMAT, decode_batch, from_amqp, to_amqp};
 use fe2o3_amqp::link::delivery::Delivery;
+use fe2o3_amqp::link::{Receiver, Sender};
 use fe2o3_amqp_types::definitions::{self, AmqpError, LinkError};
-use fe2o3_amqp_types::messaging::Body;
+use fe2o3_amqp_types::messaging::{Body, Outcome};
 use fe2o3_amqp_types::primitives::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{AmqpContext, ConnectionState, error};
-use crate::device::{Acknowledge, Commit, DeviceConnection, Event};
+use crate::device::{Acknowledge, Commit, DeviceConnection, Event, Feature};
+use crate::hub::c2d::C2dDelivery;
+use crate::hub::error::HubError;
+use crate::hub::queue::Settle;
 
 /// Requests a unit's link tasks may have waiting.
 const UNIT_QUEUE: usize = 16;
+/// Cloud-to-device messages a C2D link may have waiting to be sent.
+const C2D_QUEUE: usize = 16;
 
 /// The units of one AMQP connection, by identity.
 #[derive(Default)]
@@ -63,8 +78,19 @@ struct Unit {
 enum Command {
     /// Store a telemetry message; the reply is its commit.
     Telemetry {
-        message: Message,
+        message: Box<Message>,
         reply: oneshot::Sender<Commit>,
+    },
+    /// Deliver cloud-to-device messages on `link` from now on; the reply is those waiting.
+    AttachC2d {
+        link: mpsc::Sender<C2dDelivery>,
+        reply: oneshot::Sender<Vec<C2dDelivery>>,
+    },
+    /// Settle a cloud-to-device message this connection received.
+    Settle {
+        id: u64,
+        settle: Settle,
+        reply: oneshot::Sender<Result<(), HubError>>,
     },
 }
 
@@ -73,10 +99,35 @@ impl Unit {
     async fn telemetry(&self, message: Message) -> Option<Commit> {
         let (reply, commit) = oneshot::channel();
         self.commands
-            .send(Command::Telemetry { message, reply })
+            .send(Command::Telemetry {
+                message: Box::new(message),
+                reply,
+            })
             .await
             .ok()?;
         commit.await.ok()
+    }
+
+    /// Starts cloud-to-device delivery on `link`; the messages waiting, or `None` if the unit
+    /// has ended.
+    async fn attach_c2d(&self, link: mpsc::Sender<C2dDelivery>) -> Option<Vec<C2dDelivery>> {
+        let (reply, waiting) = oneshot::channel();
+        self.commands
+            .send(Command::AttachC2d { link, reply })
+            .await
+            .ok()?;
+        waiting.await.ok()
+    }
+
+    /// Settles message `id`; `Err` says why it could not be (its lock is lost).
+    async fn settle(&self, id: u64, settle: Settle) -> Result<(), String> {
+        let (reply, settled) = oneshot::channel();
+        let ended = || "the device's connection has ended".to_owned();
+        self.commands
+            .send(Command::Settle { id, settle, reply })
+            .await
+            .map_err(|_| ended())?;
+        settled.await.map_err(|_| ended())?.map_err(|e| e.message)
     }
 }
 
@@ -150,6 +201,7 @@ async fn run_unit(
     state: Arc<ConnectionState>,
     audience: String,
 ) {
+    let mut c2d: Option<mpsc::Sender<C2dDelivery>> = None;
     let reason = loop {
         let until_expiry = state
             .grant_expiry(&audience)
@@ -157,12 +209,35 @@ async fn run_unit(
         tokio::select! {
             request = requests.recv() => match request {
                 Some(Command::Telemetry { message, reply }) => {
-                    let _ = reply.send(connection.send_telemetry(message).await);
+                    let _ = reply.send(connection.send_telemetry(*message).await);
+                }
+                Some(Command::AttachC2d { link, reply }) => {
+                    c2d = Some(link);
+                    let _ = reply.send(connection.subscribe(Feature::CloudToDevice, true).await);
+                }
+                Some(Command::Settle { id, settle, reply }) => {
+                    let _ = reply.send(connection.settle_c2d(id, settle).await);
                 }
                 None => break "its links were detached".to_owned(),
             },
             event = connection.next_event() => match event {
                 Event::Close(reason) => break reason,
+                Event::CloudToDevice(delivery) => {
+                    let undelivered = match &c2d {
+                        Some(link) => link.try_send(*delivery).err().map(|e| match e {
+                            mpsc::error::TrySendError::Full(d) | mpsc::error::TrySendError::Closed(d) => d,
+                        }),
+                        None => Some(*delivery),
+                    };
+                    // No link to take it now: back to the queue, to be delivered again.
+                    if let Some(delivery) = undelivered {
+                        if c2d.as_ref().is_some_and(mpsc::Sender::is_closed) {
+                            c2d = None;
+                            connection.subscribe(Feature::CloudToDevice, false).await;
+                        }
+                        let _ = connection.settle_c2d(delivery.id, Settle::Abandon).await;
+                    }
+                }
                 // Nothing else is subscribed to by the links served so far.
                 other => tracing::debug!(event = ?other, "device event with no AMQP link to carry it"),
             },
@@ -263,4 +338,66 @@ async fn store(
         acknowledge = commit.acknowledge();
     }
     Ok(acknowledge)
+}
+
+/// The cloud-to-device link of `identity` (the client receives): each message in turn, its
+/// outcome settling it on the queue.
+pub(super) async fn serve_c2d(
+    mut sender: Sender,
+    identity: Identity,
+    state: Arc<ConnectionState>,
+    context: Arc<AmqpContext>,
+) {
+    let unit = match unit(&state, &context, &identity).await {
+        Ok(unit) => unit,
+        Err(refusal) => {
+            let _ = sender.close_with_error(refusal).await;
+            return;
+        }
+    };
+    drop(state);
+    let (link, mut arriving) = mpsc::channel(C2D_QUEUE);
+    let Some(waiting) = unit.attach_c2d(link).await else {
+        let _ = sender.close().await;
+        return;
+    };
+    let mut waiting: VecDeque<C2dDelivery> = waiting.into();
+    let mut ended = unit.ended.clone();
+    let to = format!("/devices/{}/messages/devicebound", identity.device_id());
+    loop {
+        let delivery = match waiting.pop_front() {
+            Some(delivery) => delivery,
+            None => tokio::select! {
+                delivery = arriving.recv() => match delivery {
+                    Some(delivery) => delivery,
+                    None => break,
+                },
+                _ = ended.changed() => {
+                    let reason = ended.borrow().clone().unwrap_or_default();
+                    let _ = sender.close_with_error(error(LinkError::DetachForced, reason)).await;
+                    return;
+                }
+                _ = sender.on_detach() => return,
+            },
+        };
+        let mut message = to_amqp(&delivery.message);
+        let properties = message.properties.get_or_insert_with(Default::default);
+        if properties.to.is_none() {
+            properties.to = Some(to.clone());
+        }
+        let settle = match sender.send(message).await {
+            Ok(Outcome::Accepted(_)) => Settle::Complete,
+            Ok(Outcome::Rejected(_)) => Settle::Reject,
+            Ok(Outcome::Released(_) | Outcome::Modified(_)) => Settle::Abandon,
+            // No outcome (the link or connection went): the message comes back later.
+            _ => {
+                let _ = unit.settle(delivery.id, Settle::Abandon).await;
+                break;
+            }
+        };
+        if let Err(why) = unit.settle(delivery.id, settle).await {
+            tracing::debug!(%identity, %why, "a cloud-to-device settlement over AMQP was refused");
+        }
+    }
+    let _ = sender.close().await;
 }

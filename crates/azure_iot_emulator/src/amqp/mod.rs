@@ -577,6 +577,13 @@ async fn serve_outbound(
             let _ = sender.close().await;
         }
         Ok(Address::Feedback) => serve_feedback(sender, state, context).await,
+        Ok(Address::DeviceBound {
+            device_id,
+            module_id: None,
+        }) => {
+            let identity = azure_iot_protocol::Identity::device(device_id);
+            device::serve_c2d(sender, identity, state, context).await;
+        }
         other => {
             let _ = sender
                 .close_with_error(unserved(source.as_deref(), other, "receiving"))
