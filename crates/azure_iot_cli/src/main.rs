@@ -27,7 +27,7 @@ mod simulate;
 mod target;
 mod twins;
 
-use azure_iot_emulator::{CA_FILE, Emulator, HUB_FILE, TlsSource};
+use azure_iot_emulator::{CA_FILE, Durability, Emulator, HUB_FILE, Limits, TlsSource};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
@@ -140,7 +140,90 @@ struct StartArgs {
     /// The oldest telemetry is deleted while the log holds more than this many MiB of messages.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
     telemetry_max_mb: u64,
+    /// How far acknowledged writes are durable: `process` (synchronous=NORMAL: they survive
+    /// a crash or kill -9 of the emulator) or `full` (synchronous=FULL: they also survive an
+    /// OS crash or power loss; one fsync per write).
+    #[arg(long, value_enum, default_value_t = DurabilityArg::Process)]
+    durability: DurabilityArg,
+    #[command(flatten)]
+    limits: LimitArgs,
 }
+
+/// `--durability`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DurabilityArg {
+    Process,
+    Full,
+}
+
+/// Connection limits and timeouts of `hub start` (defaults: `azure_iot_emulator::Limits`).
+#[derive(Args)]
+#[command(next_help_heading = "Connection limits and timeouts (seconds)")]
+struct LimitArgs {
+    /// Open connections per listener (HTTPS, MQTT, AMQP); more are closed at once. Default:
+    /// (open-file limit - 128) / 3.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: Option<u64>,
+    /// TLS handshake, from the TCP accept.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    handshake_timeout: u64,
+    /// From the TLS handshake to an authenticated session (MQTT CONNECT; AMQP header, SASL,
+    /// open and first token).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    connect_timeout: u64,
+    /// HTTP request headers, from the handshake or the previous response (idle keep-alives).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    http_idle_timeout: u64,
+    /// A whole HTTP request body, from its headers.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    body_timeout: u64,
+    /// AMQP idle-time-out: an open AMQP connection that sends no frame for this long.
+    #[arg(long, default_value_t = 240, value_parser = clap::value_parser!(u64).range(1..=4_000_000))]
+    amqp_idle_timeout: u64,
+    /// A write the client does not read (its receive window stays full).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    write_timeout: u64,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> Limits {
+        let secs = std::time::Duration::from_secs;
+        Limits {
+            max_connections: self
+                .max_connections
+                .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+            handshake_timeout: secs(self.handshake_timeout),
+            connect_timeout: secs(self.connect_timeout),
+            http_idle_timeout: secs(self.http_idle_timeout),
+            body_timeout: secs(self.body_timeout),
+            amqp_idle_timeout: secs(self.amqp_idle_timeout),
+            write_timeout: secs(self.write_timeout),
+        }
+    }
+}
+
+/// Raises this process's soft open-file limit to its hard limit (as Go's runtime and many
+/// servers do): the default soft limit of 1024 is far below what the emulator can serve, and
+/// the per-listener connection limit is derived from it.
+#[cfg(unix)]
+fn raise_descriptor_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum
+        && let Err(e) = setrlimit(
+            Resource::Nofile,
+            rustix::process::Rlimit {
+                current: limit.maximum,
+                maximum: limit.maximum,
+            },
+        )
+    {
+        tracing::debug!(error = %e, "could not raise the open-file limit");
+    }
+}
+
+#[cfg(not(unix))]
+fn raise_descriptor_limit() {}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -195,7 +278,14 @@ fn main() -> ExitCode {
 }
 
 async fn hub_start(args: StartArgs) -> Result<(), String> {
+    raise_descriptor_limit();
+    let limits = args.limits.limits();
     let mut builder = Emulator::builder()
+        .limits(limits)
+        .durability(match args.durability {
+            DurabilityArg::Process => Durability::Process,
+            DurabilityArg::Full => Durability::Full,
+        })
         .hostname(&args.hostname)
         .data_dir(&args.data_dir)
         .in_memory(args.in_memory)
@@ -222,7 +312,7 @@ async fn hub_start(args: StartArgs) -> Result<(), String> {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
-        "IoT Hub emulator running\n  hostname:  {}\n  https:     {}\n  mqtt:      {}\n  amqp:      {}\n  state:     {}\n  telemetry: {} partitions\n  CA:        {}  (trust this certificate)\n  hub.json:  {}\n\niothubowner connection string:\n  {}\n\nPress Ctrl-C to stop.",
+        "IoT Hub emulator running\n  hostname:  {}\n  https:     {}\n  mqtt:      {}\n  amqp:      {}\n  state:     {}\n  telemetry: {} partitions\n  limits:    {} connections per listener\n  CA:        {}  (trust this certificate)\n  hub.json:  {}\n\niothubowner connection string:\n  {}\n\nPress Ctrl-C to stop.",
         hub.hostname(),
         hub.https_addr(),
         hub.mqtt_addr(),
@@ -233,6 +323,7 @@ async fn hub_start(args: StartArgs) -> Result<(), String> {
             dir.display().to_string()
         },
         hub.telemetry_partitions(),
+        limits.effective_max_connections(),
         dir.join(CA_FILE).display(),
         dir.join(HUB_FILE).display(),
         hub.owner_connection_string(),

@@ -15,6 +15,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde_json::json;
 
@@ -46,6 +47,159 @@ pub struct EmulatorBuilder {
     amqp_port: u16,
     tls: TlsSource,
     telemetry: TelemetryOptions,
+    limits: Limits,
+    durability: Durability,
+}
+
+/// How far an acknowledged write (telemetry, twin, C2D, registry) is durable.
+///
+/// Both modes keep the databases in SQLite's WAL mode; they differ in when the WAL is flushed
+/// to the disk (`fsync`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// `synchronous=NORMAL` (the default): a write is in the WAL file before it is
+    /// acknowledged, so it survives a crash or `kill -9` of the emulator; the WAL is flushed
+    /// to the disk at checkpoints, so an operating-system crash or power loss can lose the
+    /// last acknowledged writes (never corrupt the database).
+    #[default]
+    Process,
+    /// `synchronous=FULL`: the WAL is flushed to the disk before each write is acknowledged,
+    /// so acknowledged writes also survive an operating-system crash or power loss, at the
+    /// cost of one `fsync` per transaction (see BENCHMARKS.md).
+    Full,
+}
+
+impl Durability {
+    /// SQLite's `synchronous` setting for this mode.
+    pub(crate) fn synchronous(self) -> &'static str {
+        match self {
+            Self::Process => "NORMAL",
+            Self::Full => "FULL",
+        }
+    }
+}
+
+/// How long a client may take and how many connections it may hold: the bounds that keep
+/// careless and hostile clients from exhausting the emulator. Every deadline closes the
+/// connection when it passes; none applies to a well-behaved client at work.
+///
+/// | bound | default | what it covers |
+/// |-------|---------|----------------|
+/// | [`max_connections`](Self::max_connections) | from the descriptor limit | open connections per listener (HTTPS, MQTT, AMQP); more are accepted and closed at once |
+/// | [`handshake_timeout`](Self::handshake_timeout) | 10 s | the TLS handshake, from the TCP accept |
+/// | [`connect_timeout`](Self::connect_timeout) | 10 s | from the handshake (or WebSocket upgrade) to an authenticated session: the MQTT CONNECT; the AMQP header, SASL, open and first token |
+/// | [`http_idle_timeout`](Self::http_idle_timeout) | 30 s | an HTTP connection's request headers, from the handshake or the previous response: idle keep-alives and slow headers |
+/// | [`body_timeout`](Self::body_timeout) | 30 s | a whole HTTP request body, from its headers |
+/// | [`amqp_idle_timeout`](Self::amqp_idle_timeout) | 240 s | an open AMQP connection with no frame received (advertised as its `idle-time-out`; clients send empty frames at half of it) |
+/// | [`write_timeout`](Self::write_timeout) | 30 s | a write the client does not read: a connection whose send buffer stays full this long |
+///
+/// An authenticated MQTT connection is bounded by its keep-alive (1.5 times it, at most
+/// 1177 s as on IoT Hub); with keep-alive 0 it is held until it closes, as on the hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Open connections per listener. `None` (the default) derives it from the process's
+    /// file-descriptor limit at start: a third of what is left after a reserve for the
+    /// emulator's own files, so that a flood on one port cannot starve the others (see
+    /// [`Limits::derived_max_connections`]).
+    pub max_connections: Option<usize>,
+    /// The TLS handshake, from the TCP accept.
+    pub handshake_timeout: Duration,
+    /// From the end of the TLS handshake (or of a WebSocket upgrade) to an authenticated
+    /// session.
+    pub connect_timeout: Duration,
+    /// The wait for an HTTP request's headers, from the handshake or the previous response.
+    pub http_idle_timeout: Duration,
+    /// The whole body of an HTTP request, from its headers.
+    pub body_timeout: Duration,
+    /// The AMQP `idle-time-out`: an open AMQP connection that sends no frame for this long is
+    /// closed.
+    pub amqp_idle_timeout: Duration,
+    /// How long a connection's writes may stay blocked on a client that does not read.
+    pub write_timeout: Duration,
+}
+
+/// Descriptors kept for the emulator's own files (state and telemetry databases, their
+/// readers, certificates) when the connection limit is derived.
+const RESERVED_DESCRIPTORS: u64 = 128;
+
+/// The listeners that share the derived descriptor budget (HTTPS, MQTT, AMQP).
+const LISTENERS: u64 = 3;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: None,
+            handshake_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            http_idle_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(30),
+            amqp_idle_timeout: Duration::from_secs(240),
+            write_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Limits {
+    /// The per-listener connection limit [`max_connections`](Self::max_connections) `None`
+    /// stands for, from a descriptor limit: `(limit - 128) / 3`, at least 16. With the common
+    /// `ulimit -n 1024` that is 298 per listener, so the three listeners together cannot
+    /// exhaust the process's descriptors.
+    pub fn derived_max_connections(descriptor_limit: u64) -> usize {
+        let per_listener = descriptor_limit.saturating_sub(RESERVED_DESCRIPTORS) / LISTENERS;
+        usize::try_from(per_listener.max(16)).unwrap_or(usize::MAX)
+    }
+
+    /// The per-listener connection limit in force: the configured one, or the one derived
+    /// from this process's current (soft) descriptor limit.
+    pub fn effective_max_connections(&self) -> usize {
+        self.max_connections
+            .unwrap_or_else(|| Self::derived_max_connections(descriptor_limit()))
+    }
+
+    fn validate(&self) -> Result<(), EmulatorError> {
+        if self.max_connections == Some(0) {
+            return Err(EmulatorError::Config(
+                "the connection limit must be at least 1".into(),
+            ));
+        }
+        let timeouts = [
+            ("handshake", self.handshake_timeout),
+            ("connect", self.connect_timeout),
+            ("HTTP idle", self.http_idle_timeout),
+            ("body", self.body_timeout),
+            ("AMQP idle", self.amqp_idle_timeout),
+            ("write", self.write_timeout),
+        ];
+        for (name, timeout) in timeouts {
+            if timeout.is_zero() {
+                return Err(EmulatorError::Config(format!(
+                    "the {name} timeout must be more than zero"
+                )));
+            }
+        }
+        if self.amqp_idle_timeout.as_millis() > u128::from(u32::MAX) {
+            return Err(EmulatorError::Config(
+                "the AMQP idle timeout must be under 49 days (a 32-bit count of milliseconds)"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// This process's soft limit on open file descriptors (4096 where it cannot be read).
+#[cfg(unix)]
+fn descriptor_limit() -> u64 {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX)
+}
+
+/// This process's limit on open handles: Windows has no small per-process default to derive
+/// from, so a fixed budget stands in.
+#[cfg(not(unix))]
+fn descriptor_limit() -> u64 {
+    4096
 }
 
 impl Default for EmulatorBuilder {
@@ -60,6 +214,8 @@ impl Default for EmulatorBuilder {
             amqp_port: DEFAULT_AMQP_PORT,
             tls: TlsSource::Generated,
             telemetry: TelemetryOptions::default(),
+            limits: Limits::default(),
+            durability: Durability::default(),
         }
     }
 }
@@ -73,6 +229,8 @@ pub(crate) struct Config {
     pub(crate) amqp_addr: SocketAddr,
     pub(crate) tls: TlsSource,
     pub(crate) telemetry: TelemetryOptions,
+    pub(crate) limits: Limits,
+    pub(crate) durability: Durability,
 }
 
 impl EmulatorBuilder {
@@ -148,6 +306,20 @@ impl EmulatorBuilder {
         self
     }
 
+    /// Connection limits and timeouts; see [`Limits`] for the defaults.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// How far acknowledged writes are durable; see [`Durability`]. Default
+    /// [`Durability::Process`].
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self.telemetry.durability = durability;
+        self
+    }
+
     pub(crate) fn into_config(self) -> Result<Config, EmulatorError> {
         let hostname = self.hostname.trim().to_owned();
         if hostname.is_empty()
@@ -172,6 +344,7 @@ impl EmulatorBuilder {
                 "telemetry retention (age and size) must be more than zero".into(),
             ));
         }
+        self.limits.validate()?;
         Ok(Config {
             hostname,
             data_dir: self.data_dir,
@@ -181,6 +354,8 @@ impl EmulatorBuilder {
             amqp_addr: SocketAddr::new(self.bind, self.amqp_port),
             tls: self.tls,
             telemetry: self.telemetry,
+            limits: self.limits,
+            durability: self.durability,
         })
     }
 }

@@ -84,7 +84,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use config::{EmulatorBuilder, HUB_FILE};
+pub use config::{Durability, EmulatorBuilder, HUB_FILE, Limits};
 pub use device::RefusalReason;
 pub use error::EmulatorError;
 pub use hub::faults::Fault;
@@ -273,7 +273,10 @@ impl EmulatorBuilder {
             if let (Some(dir), TlsSource::Files { .. }) = (data_dir, &config.tls) {
                 tls::write_private(&dir.join(CA_FILE), tls.ca_pem.as_bytes())?;
             }
-            let store = Store::open(if config.in_memory { None } else { data_dir })?;
+            let store = Store::open_with(
+                if config.in_memory { None } else { data_dir },
+                config.durability,
+            )?;
             let state = HubState::load(store)?;
             // Opening the log may migrate an old one, which takes a while on a big log.
             let telemetry = telemetry::TelemetryLog::open_with(
@@ -331,6 +334,7 @@ impl EmulatorBuilder {
                 hostname: hostname.clone(),
             },
             shutdown: shutdown_rx.clone(),
+            limits: config.limits,
         });
         let amqp_context = Arc::new(amqp::AmqpContext {
             hub: hub.clone(),
@@ -338,6 +342,7 @@ impl EmulatorBuilder {
             hostname: hostname.clone(),
             shutdown: shutdown_rx.clone(),
             grant_generation,
+            limits: config.limits,
         });
         let app = http::router(http::AppState {
             hub,
@@ -345,11 +350,13 @@ impl EmulatorBuilder {
             hostname,
             mqtt: mqtt_context.clone(),
             amqp: amqp_context.clone(),
+            body_timeout: config.limits.body_timeout,
         });
         let https = tokio::spawn(http::serve(
             https_listener,
             tls.https_config()?,
             app,
+            config.limits,
             shutdown_rx.clone(),
         ));
         let mqtt = tokio::spawn(mqtt::serve(

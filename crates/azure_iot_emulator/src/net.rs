@@ -1,10 +1,18 @@
-//! The TLS accept loop every endpoint shares.
+//! The TLS accept loop every endpoint shares, and the bounds it puts on every connection.
 //!
 //! Each accepted socket gets `TCP_NODELAY` (a client that waits for each acknowledgement
-//! would otherwise stall ~40 ms per round on Nagle's algorithm), a TLS handshake bounded by a
-//! timeout (so a client that connects and says nothing cannot pin a task), and its own task
-//! running the endpoint's connection handler. On shutdown the loop stops accepting and aborts
-//! every connection task.
+//! would otherwise stall ~40 ms per round on Nagle's algorithm), a TLS handshake bounded by
+//! [`Limits::handshake_timeout`] (so a client that connects and says nothing cannot pin a
+//! task), a [`WriteDeadline`] (so a client that stops reading cannot pin one either), and its
+//! own task running the endpoint's connection handler. On shutdown the loop stops accepting
+//! and aborts every connection task.
+//!
+//! Each listener holds at most [`Limits::effective_max_connections`] connections: a
+//! connection over the limit is accepted and closed at once (the client sees the close at
+//! once instead of waiting in the kernel's backlog), so a flood on one port cannot take the
+//! descriptors the other ports and the hub's own files need. When `accept` itself fails (out
+//! of descriptors), the loop backs off, 10 ms doubling to 1 s, instead of spinning; both
+//! conditions are logged at most once per [`LOG_EVERY`], with a count.
 //!
 //! The loop only deals in bytes and TLS. Which protocol runs on a connection is the caller's
 //! choice of `handle` (one loop per port); telling hub from DPS traffic on a shared port
@@ -12,22 +20,35 @@
 //! `JoinSet`, reaped on every turn, so memory stays proportional to live connections.
 
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use rustls::ServerConfig;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
+use tokio::time::{Instant, Sleep};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
-/// How long a client may take to finish the TLS handshake. Generous for a real client on a
-/// slow link, short enough that half-open sockets do not pile up.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::config::Limits;
 
-/// Accepts TLS connections on `listener` and runs `handle` for each until `shutdown` turns true.
+/// What a connection handler gets: the TLS stream over the socket, writes bounded in time.
+pub(crate) type Stream = TlsStream<WriteDeadline<TcpStream>>;
+
+/// The most a repeated condition (refused connections, failing accepts) is logged.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// The first and the longest pause after a failed `accept`.
+const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
+
+/// Accepts TLS connections on `listener` and runs `handle` for each until `shutdown` turns
+/// true, within `limits` (connection count, handshake and write deadlines).
 ///
 /// A failed or timed-out handshake is logged at debug level and costs nothing else: a port
 /// scanner or a client that does not trust the CA must not disturb other connections. When
@@ -35,14 +56,21 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) async fn serve_tls<H, F>(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
+    limits: Limits,
     mut shutdown: watch::Receiver<bool>,
     handle: H,
 ) where
-    H: Fn(TlsStream<TcpStream>, SocketAddr) -> F + Clone + Send + 'static,
+    H: Fn(Stream, SocketAddr) -> F + Clone + Send + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
     let acceptor = TlsAcceptor::from(tls);
+    let max_connections = limits.effective_max_connections();
+    let slots = Arc::new(Semaphore::new(max_connections));
+    let local = listener.local_addr().ok();
     let mut connections = JoinSet::new();
+    let mut refused = Throttled::new();
+    let mut failed = Throttled::new();
+    let mut backoff = ACCEPT_BACKOFF.0;
     loop {
         // Reap finished connection tasks so the set does not grow without bound.
         while connections.try_join_next().is_some() {}
@@ -51,17 +79,33 @@ pub(crate) async fn serve_tls<H, F>(
                 let (socket, peer) = match accepted {
                     Ok(pair) => pair,
                     Err(e) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        if let Some(count) = failed.tick() {
+                            tracing::warn!(listener = ?local, error = %e, count, "accept failed; backing off");
+                        }
+                        tokio::select! {
+                            _ = tokio::time::sleep(backoff) => {}
+                            _ = shutdown.changed() => break,
+                        }
+                        backoff = (backoff * 2).min(ACCEPT_BACKOFF.1);
                         continue;
                     }
                 };
+                backoff = ACCEPT_BACKOFF.0;
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    if let Some(count) = refused.tick() {
+                        tracing::warn!(listener = ?local, max_connections, count, "connection limit reached; closing new connections");
+                    }
+                    drop(socket);
+                    continue;
+                };
                 let _ = socket.set_nodelay(true);
+                let socket = WriteDeadline::new(socket, limits.write_timeout);
                 let acceptor = acceptor.clone();
                 let handle = handle.clone();
+                let handshake_timeout = limits.handshake_timeout;
                 connections.spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
+                    let _slot = slot;
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(socket)).await {
                         Ok(Ok(tls)) => handle(tls, peer).await,
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -73,4 +117,185 @@ pub(crate) async fn serve_tls<H, F>(
     }
     connections.abort_all();
     while connections.join_next().await.is_some() {}
+}
+
+/// Counts occurrences of a condition and says when to log it: the first time, then at most
+/// once per [`LOG_EVERY`], with how many happened since the last line.
+struct Throttled {
+    last: Option<Instant>,
+    count: u64,
+}
+
+impl Throttled {
+    fn new() -> Self {
+        Self {
+            last: None,
+            count: 0,
+        }
+    }
+
+    /// Records one occurrence; `Some(count since the last log line)` when one is due.
+    fn tick(&mut self) -> Option<u64> {
+        self.count += 1;
+        let now = Instant::now();
+        if self.last.is_some_and(|last| now < last + LOG_EVERY) {
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.count))
+    }
+}
+
+/// A byte stream whose writes fail with `TimedOut` once they have been blocked (the peer's
+/// receive window full: it does not read) for longer than a deadline.
+///
+/// Reads are not bounded here: how long a peer may stay silent is each protocol's rule
+/// (keep-alive, idle-time-out, header timeouts). The timer exists only while a write is
+/// blocked, so an idle connection costs no timer.
+pub(crate) struct WriteDeadline<S> {
+    inner: S,
+    timeout: Duration,
+    blocked: Option<Pin<Box<Sleep>>>,
+}
+
+impl<S> WriteDeadline<S> {
+    /// Bounds `inner`'s writes by `timeout`.
+    pub(crate) fn new(inner: S, timeout: Duration) -> Self {
+        Self {
+            inner,
+            timeout,
+            blocked: None,
+        }
+    }
+
+    /// Called with the inner write's result: clears the deadline on progress, starts it on
+    /// the first `Pending`, and turns a passed deadline into `TimedOut`.
+    fn check<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if poll.is_ready() {
+            self.blocked = None;
+            return poll;
+        }
+        let timeout = self.timeout;
+        let deadline = self
+            .blocked
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        ready!(deadline.as_mut().poll(cx));
+        self.blocked = None;
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("the peer has not read for {timeout:?}"),
+        )))
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for WriteDeadline<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.check(cx, poll)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.check(cx, poll)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let poll = Pin::new(&mut self.inner).poll_flush(cx);
+        self.check(cx, poll)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let poll = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.check(cx, poll)
+    }
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for WriteDeadline<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteDeadline")
+            .field("inner", &self.inner)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    /// A peer that never reads: the writer fills the pipe, then fails with `TimedOut` once
+    /// the deadline passes, not before.
+    #[tokio::test(start_paused = true)]
+    async fn a_write_the_peer_never_reads_times_out() {
+        let (near, _far) = tokio::io::duplex(64);
+        let mut stream = WriteDeadline::new(near, Duration::from_secs(30));
+        stream.write_all(&[0; 64]).await.expect("fits the pipe");
+        let started = Instant::now();
+        let error = stream.write_all(&[0; 1]).await.expect_err("must time out");
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed(), Duration::from_secs(30));
+    }
+
+    /// A peer that reads, however slowly, keeps the connection: each bit of progress restarts
+    /// the deadline.
+    #[tokio::test(start_paused = true)]
+    async fn progress_restarts_the_deadline() {
+        let (near, mut far) = tokio::io::duplex(16);
+        let mut stream = WriteDeadline::new(near, Duration::from_secs(30));
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 16];
+            let mut total = 0;
+            while total < 160 {
+                tokio::time::sleep(Duration::from_secs(20)).await;
+                total += tokio::io::AsyncReadExt::read(&mut far, &mut buf)
+                    .await
+                    .expect("read");
+            }
+        });
+        stream
+            .write_all(&[0; 160])
+            .await
+            .expect("slow progress is progress");
+        reader.await.expect("reader");
+    }
+
+    #[test]
+    fn throttled_logs_first_then_once_per_period_with_the_count() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let mut log = Throttled::new();
+            assert_eq!(log.tick(), Some(1));
+            assert_eq!(log.tick(), None);
+            assert_eq!(log.tick(), None);
+            tokio::time::advance(LOG_EVERY).await;
+            assert_eq!(log.tick(), Some(3));
+        });
+    }
 }

@@ -63,8 +63,15 @@ use crate::hub::error::ErrorCode;
 use crate::hub::policy::{Policies, Rights};
 use crate::net::serve_tls;
 
-/// How long a client has to send its protocol header.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Sessions a connection may have open before it holds any grant (a client authenticating
+/// by CBS needs one for `$cbs`; the official SDKs open at most two before their token).
+const MAX_SESSIONS_BEFORE_GRANT: usize = 4;
+/// Sessions a connection may have open (the AMQP `channel-max` is one less than this).
+const MAX_SESSIONS: usize = 256;
+/// Put-token answers kept for a `$cbs` receiver link: answers waiting for the link to be
+/// attached, or sent to it faster than the client gives credit. A client that lets more pile
+/// up has its `$cbs` request link detached.
+const MAX_CBS_REPLIES: usize = 32;
 /// How often the feedback link looks for new records when it has none.
 const FEEDBACK_POLL: Duration = Duration::from_millis(250);
 // How long a feedback batch handed to an AMQP reader stays locked: the hub's lock, one
@@ -81,6 +88,9 @@ pub(crate) struct AmqpContext {
     pub(crate) shutdown: watch::Receiver<bool>,
     /// Moved on by `Fault::ExpireServiceTokens`.
     pub(crate) grant_generation: watch::Receiver<u64>,
+    /// Connection limits and timeouts: `connect_timeout` bounds the header, SASL, open and
+    /// first token; `amqp_idle_timeout` is the advertised and enforced `idle-time-out`.
+    pub(crate) limits: crate::config::Limits,
 }
 
 /// Serves AMQP over TLS on `listener` until `shutdown` turns true.
@@ -90,7 +100,8 @@ pub(crate) async fn serve(
     context: Arc<AmqpContext>,
     shutdown: watch::Receiver<bool>,
 ) {
-    serve_tls(listener, tls, shutdown, move |stream, peer| {
+    let limits = context.limits;
+    serve_tls(listener, tls, limits, shutdown, move |stream, peer| {
         let context = context.clone();
         async move { run(stream, peer, context).await }
     })
@@ -114,10 +125,41 @@ struct ConnectionState {
     cbs: Mutex<CbsReplies>,
 }
 
+/// Put-token answers on their way to the client, at most [`MAX_CBS_REPLIES`] in each place.
 #[derive(Default)]
 struct CbsReplies {
-    link: Option<mpsc::UnboundedSender<AmqpMessage>>,
+    link: Option<mpsc::Sender<AmqpMessage>>,
     pending: Vec<AmqpMessage>,
+}
+
+impl CbsReplies {
+    /// Hands `reply` to the `$cbs` receiver link, or keeps it until one is attached. `Err`
+    /// when [`MAX_CBS_REPLIES`] answers already wait: the client does not take its answers.
+    fn deliver(&mut self, reply: AmqpMessage) -> Result<(), String> {
+        let reply = match &self.link {
+            Some(link) => match link.try_send(reply) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    return Err(format!(
+                        "{MAX_CBS_REPLIES} put-token answers wait for credit on the $cbs receiver link"
+                    ));
+                }
+                // The link is gone: keep the answer for the next one the client attaches.
+                Err(mpsc::error::TrySendError::Closed(reply)) => {
+                    self.link = None;
+                    reply
+                }
+            },
+            None => reply,
+        };
+        if self.pending.len() >= MAX_CBS_REPLIES {
+            return Err(format!(
+                "{MAX_CBS_REPLIES} put-token answers wait for a $cbs receiver link to be attached"
+            ));
+        }
+        self.pending.push(reply);
+        Ok(())
+    }
 }
 
 /// What authorized an audience: its token's expiry, and the grant generation.
@@ -144,6 +186,11 @@ impl ConnectionState {
             .ok()?
             .get(audience)
             .map(|grant| SystemTime::now() < grant.expiry && grant.generation == current)
+    }
+
+    /// Whether any token was ever granted on this connection (expired or not).
+    fn has_grants(&self) -> bool {
+        self.grants.lock().map(|g| !g.is_empty()).unwrap_or(false)
     }
 
     fn authorized(&self, audience: &str) -> bool {
@@ -178,12 +225,19 @@ impl ConnectionState {
 }
 
 /// Serves one AMQP connection (from the TLS port or a WebSocket upgrade).
+///
+/// The protocol header, SASL exchange, `open` and the first grant (SASL PLAIN or a CBS
+/// put-token) must all happen within `connect_timeout` of the call; until the first grant the
+/// connection may open at most [`MAX_SESSIONS_BEFORE_GRANT`] sessions, after it
+/// [`MAX_SESSIONS`]. Either bound passed closes the connection with the reason.
 pub(crate) async fn run<S>(mut stream: S, peer: std::net::SocketAddr, context: Arc<AmqpContext>)
 where
     S: AsyncRead + AsyncWrite + std::fmt::Debug + Send + Unpin + 'static,
 {
+    let limits = context.limits;
+    let deadline = tokio::time::Instant::now() + limits.connect_timeout;
     let mut header = [0u8; 8];
-    match tokio::time::timeout(HEADER_TIMEOUT, stream.read_exact(&mut header)).await {
+    match tokio::time::timeout_at(deadline, stream.read_exact(&mut header)).await {
         Ok(Ok(_)) if &header[..4] == b"AMQP" => {}
         _ => {
             tracing::debug!(%peer, "no AMQP protocol header; closing");
@@ -194,54 +248,103 @@ where
     // Every frame header is checked before the AMQP library decodes it (see `frame_guard`).
     let io = frame_guard::FrameGuard::new(prefixed::Prefixed::new(header.to_vec(), stream));
     let container = format!("azure-iot-emulator:{}", context.hostname);
-    let accepted = match header[4] {
-        // SASL first (Python uamqp, C SDK).
-        3 => {
-            let sasl = HubSasl {
-                context: context.clone(),
-                state: state.clone(),
-            };
-            ConnectionAcceptor::builder()
-                .container_id(container)
-                .sasl_acceptor(sasl)
-                .build()
-                .accept(io)
-                .await
-        }
-        // Plain AMQP, authentication by CBS only (Node SDKs).
-        0 => ConnectionAcceptor::new(container).accept(io).await,
-        other => {
-            tracing::debug!(%peer, protocol = other, "unsupported AMQP protocol id; closing");
-            return;
+    // Checked to fit in `validate`.
+    let idle_ms = u32::try_from(limits.amqp_idle_timeout.as_millis()).unwrap_or(u32::MAX);
+    let channel_max = u16::try_from(MAX_SESSIONS - 1).unwrap_or(u16::MAX);
+    let accepting = async {
+        match header[4] {
+            // SASL first (Python uamqp, C SDK).
+            3 => {
+                let sasl = HubSasl {
+                    context: context.clone(),
+                    state: state.clone(),
+                };
+                Some(
+                    ConnectionAcceptor::builder()
+                        .container_id(container)
+                        .idle_time_out(idle_ms)
+                        .channel_max(channel_max)
+                        .sasl_acceptor(sasl)
+                        .build()
+                        .accept(io)
+                        .await,
+                )
+            }
+            // Plain AMQP, authentication by CBS only (Node SDKs).
+            0 => Some(
+                ConnectionAcceptor::builder()
+                    .container_id(container)
+                    .idle_time_out(idle_ms)
+                    .channel_max(channel_max)
+                    .build()
+                    .accept(io)
+                    .await,
+            ),
+            other => {
+                tracing::debug!(%peer, protocol = other, "unsupported AMQP protocol id; closing");
+                None
+            }
         }
     };
-    let mut connection = match accepted {
-        Ok(connection) => connection,
-        Err(e) => {
+    let mut connection = match tokio::time::timeout_at(deadline, accepting).await {
+        Ok(Some(Ok(connection))) => connection,
+        Ok(Some(Err(e))) => {
             tracing::info!(%peer, error = %e, "AMQP connection refused");
+            return;
+        }
+        Ok(None) => return,
+        Err(_) => {
+            tracing::info!(%peer, timeout = ?limits.connect_timeout, "AMQP connection not opened in time; closing");
             return;
         }
     };
     tracing::info!(%peer, "service AMQP connection opened");
     let mut shutdown = context.shutdown.clone();
-    loop {
+    let mut sessions = tokio::task::JoinSet::new();
+    let refusal = loop {
+        while sessions.try_join_next().is_some() {}
+        let authenticating = !state.has_grants();
         tokio::select! {
             incoming = connection.next_incoming_session() => {
-                let Some(incoming) = incoming else { break };
+                let Some(incoming) = incoming else { break None };
+                let allowed = if state.has_grants() { MAX_SESSIONS } else { MAX_SESSIONS_BEFORE_GRANT };
+                if sessions.len() >= allowed {
+                    break Some(error(
+                        AmqpError::ResourceLimitExceeded,
+                        format!("a connection may have {allowed} sessions open{}", if allowed == MAX_SESSIONS { "" } else { " before its first token" }),
+                    ));
+                }
                 match SessionAcceptor::new().accept_incoming_session(incoming, &mut connection).await {
                     Ok(session) => {
-                        tokio::spawn(serve_session(session, state.clone(), context.clone()));
+                        sessions.spawn(serve_session(session, state.clone(), context.clone()));
                     }
                     Err(e) => {
                         tracing::debug!(%peer, error = %e, "AMQP session refused");
-                        break;
+                        break None;
                     }
                 }
             }
-            _ = shutdown.changed() => break,
+            _ = tokio::time::sleep_until(deadline), if authenticating => {
+                if !state.has_grants() {
+                    break Some(error(
+                        AmqpError::UnauthorizedAccess,
+                        format!("no token was put within {:?} of connecting", limits.connect_timeout),
+                    ));
+                }
+            }
+            _ = shutdown.changed() => break None,
+        }
+    };
+    match refusal {
+        Some(refusal) => {
+            tracing::info!(%peer, reason = ?refusal.description, "AMQP connection closed by the emulator");
+            let _ = connection.close_with_error(refusal).await;
+        }
+        None => {
+            let _ = connection.close().await;
         }
     }
-    let _ = connection.close().await;
+    sessions.abort_all();
     tracing::info!(%peer, "service AMQP connection closed");
 }
 
@@ -331,10 +434,11 @@ async fn serve_outbound(
     let address = Address::parse(source.as_deref().unwrap_or_default());
     match address {
         Ok(Address::Cbs) => {
-            let (tx, mut rx) = mpsc::unbounded_channel();
+            let (tx, mut rx) = mpsc::channel(MAX_CBS_REPLIES);
             if let Ok(mut cbs) = state.cbs.lock() {
+                // At most MAX_CBS_REPLIES wait, so they all fit the new link's channel.
                 for reply in cbs.pending.drain(..) {
-                    let _ = tx.send(reply);
+                    let _ = tx.try_send(reply);
                 }
                 cbs.link = Some(tx);
             }
@@ -402,16 +506,15 @@ async fn serve_cbs_requests(
             },
         };
         let reply = answer.to_message();
-        if let Ok(mut cbs) = state.cbs.lock() {
-            let undelivered = match &cbs.link {
-                Some(link) => link.send(reply).err().map(|e| e.0),
-                None => Some(reply),
-            };
-            // No (live) answer link yet: keep the answer for the next one the client attaches.
-            if let Some(reply) = undelivered {
-                cbs.link = None;
-                cbs.pending.push(reply);
-            }
+        let delivered = match state.cbs.lock() {
+            Ok(mut cbs) => cbs.deliver(reply),
+            Err(_) => Err("the connection's CBS answers are unavailable".to_owned()),
+        };
+        if let Err(why) = delivered {
+            let _ = receiver
+                .close_with_error(error(AmqpError::ResourceLimitExceeded, why))
+                .await;
+            return;
         }
     }
     let _ = receiver.close().await;

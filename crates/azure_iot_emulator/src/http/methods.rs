@@ -173,6 +173,7 @@ mod tests {
                 hostname: Arc::from("h"),
             },
             shutdown: tokio::sync::watch::channel(false).1,
+            limits: crate::config::Limits::default(),
         });
         let amqp = Arc::new(crate::amqp::AmqpContext {
             hub: hub.clone(),
@@ -180,6 +181,7 @@ mod tests {
             hostname: Arc::from("h"),
             shutdown: tokio::sync::watch::channel(false).1,
             grant_generation: tokio::sync::watch::channel(0).1,
+            limits: crate::config::Limits::default(),
         });
         let app = AppState {
             hub,
@@ -187,6 +189,7 @@ mod tests {
             hostname: Arc::from("h"),
             mqtt,
             amqp,
+            body_timeout: Duration::from_secs(30),
         };
         (app, headers)
     }

@@ -77,6 +77,8 @@ pub(crate) struct AppState {
     pub(crate) mqtt: Arc<MqttContext>,
     /// For AMQP connections arriving as WebSocket upgrades.
     pub(crate) amqp: Arc<crate::amqp::AmqpContext>,
+    /// How long a request body may take to arrive ([`Body`]).
+    pub(crate) body_timeout: std::time::Duration,
 }
 
 impl AppState {
@@ -229,26 +231,44 @@ async fn unsupported(request: Request) -> ApiError {
     }
 }
 
-/// A request body read with [`MAX_BODY_BYTES`] as the limit.
+/// A request body read with [`MAX_BODY_BYTES`] as the limit, within the body timeout.
 ///
 /// Used instead of axum's `Json` extractor so that every body failure (too large, empty, not
 /// JSON, wrong shape) is an IoT Hub error body with the hub's code, which the SDKs parse,
-/// rather than axum's plain-text rejection.
+/// rather than axum's plain-text rejection. A body that does not arrive in full within
+/// [`crate::config::Limits::body_timeout`] of its headers is 408 and the connection closes
+/// (its unread rest would otherwise be taken for the next request).
 pub(crate) struct Body(pub(crate) Bytes);
 
-impl<S: Send + Sync> FromRequest<S> for Body {
-    type Rejection = ApiError;
+impl FromRequest<AppState> for Body {
+    type Rejection = Response;
 
-    async fn from_request(request: Request, _: &S) -> Result<Self, ApiError> {
-        axum::body::to_bytes(request.into_body(), MAX_BODY_BYTES)
-            .await
-            .map(Body)
-            .map_err(|_| {
-                ApiError::new(
-                    ErrorCode::MessageTooLarge,
-                    format!("the request body exceeds {MAX_BODY_BYTES} bytes or could not be read"),
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Response> {
+        let timeout = state.body_timeout;
+        match tokio::time::timeout(
+            timeout,
+            axum::body::to_bytes(request.into_body(), MAX_BODY_BYTES),
+        )
+        .await
+        {
+            Ok(Ok(bytes)) => Ok(Body(bytes)),
+            Ok(Err(_)) => Err(ApiError::new(
+                ErrorCode::MessageTooLarge,
+                format!("the request body exceeds {MAX_BODY_BYTES} bytes or could not be read"),
+            )
+            .into_response()),
+            Err(_) => {
+                let mut response = ApiError::new(
+                    ErrorCode::RequestTimeout,
+                    format!("the request body did not arrive within {timeout:?}"),
                 )
-            })
+                .into_response();
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                Err(response)
+            }
+        }
     }
 }
 

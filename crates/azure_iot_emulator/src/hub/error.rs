@@ -46,6 +46,10 @@ pub(crate) enum ErrorCode {
     /// 412 / 412002: settling a C2D message whose lock has lapsed, that was settled already,
     /// or that the presented lock never held.
     DeviceMessageLockLost,
+    /// 408 / 408000 (`RequestTimeout`): a request body that did not arrive within the body
+    /// timeout (emulator-specific: the hub's front end resets such a connection). The
+    /// connection is closed after the answer.
+    RequestTimeout,
     /// 413 / 413001: a request body or message over the hub's limit.
     MessageTooLarge,
     /// 403 / 403004: the device's C2D queue already holds the maximum (50) messages.
@@ -78,6 +82,7 @@ impl ErrorCode {
             Self::ModuleAlreadyExists => (409, 409_301, "ModuleAlreadyExists"),
             Self::PreconditionFailed => (412, 412_001, "PreconditionFailed"),
             Self::DeviceMessageLockLost => (412, 412_002, "DeviceMessageLockLost"),
+            Self::RequestTimeout => (408, 408_000, "RequestTimeout"),
             Self::MessageTooLarge => (413, 413_001, "MessageTooLarge"),
             Self::DeviceMaximumQueueDepthExceeded => {
                 (403, 403_004, "DeviceMaximumQueueDepthExceeded")

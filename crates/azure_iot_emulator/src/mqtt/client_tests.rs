@@ -62,6 +62,7 @@ async fn hub() -> Hubside {
             hostname: Arc::from(HOST),
         },
         shutdown: shutdown_rx,
+        limits: crate::config::Limits::default(),
     });
     Hubside {
         hub,

@@ -19,6 +19,7 @@ use rustls::ServerConfig;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::config::Limits;
 use crate::device::DeviceCore;
 use crate::net::serve_tls;
 
@@ -29,6 +30,8 @@ pub(crate) struct MqttContext {
     /// Turns true when the emulator shuts down; every session then closes, including those
     /// that arrived as WebSocket upgrades (which the accept loops do not own).
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// Connection limits and timeouts (the CONNECT deadline is `connect_timeout`).
+    pub(crate) limits: Limits,
 }
 
 /// Serves MQTT over TLS on `listener` until `shutdown` turns true.
@@ -38,7 +41,8 @@ pub(crate) async fn serve(
     context: Arc<MqttContext>,
     shutdown: watch::Receiver<bool>,
 ) {
-    serve_tls(listener, tls, shutdown, move |stream, peer| {
+    let limits = context.limits;
+    serve_tls(listener, tls, limits, shutdown, move |stream, peer| {
         let context = context.clone();
         let certificate = client_certificate(&stream);
         session::run(stream, peer, context, certificate)

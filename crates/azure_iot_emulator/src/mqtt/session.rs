@@ -59,8 +59,6 @@ use crate::hub::c2d::C2dDelivery;
 use crate::hub::error::HubError;
 use crate::hub::queue::Settle;
 
-/// How long a client has to send CONNECT after the TLS handshake.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The hub's cap on the keep-alive interval it honours (1767 s ÷ 1.5).
 const MAX_KEEP_ALIVE: Duration = Duration::from_secs(1177);
 /// Telemetry messages a connection may have waiting for the log before reading pauses.
@@ -104,7 +102,7 @@ where
     }
 }
 
-/// Reads CONNECT (within [`CONNECT_TIMEOUT`]), authenticates it and answers CONNACK; `None`
+/// Reads CONNECT (within the limits' `connect_timeout`), authenticates it and answers CONNACK; `None`
 /// if the connection ended or was refused (the reason is logged).
 async fn open_session<S>(
     mut io: S,
@@ -116,7 +114,8 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let mut buffer = BytesMut::new();
-    let connect = match tokio::time::timeout(CONNECT_TIMEOUT, first_packet(&mut io, &mut buffer))
+    let connect_timeout = ctx.limits.connect_timeout;
+    let connect = match tokio::time::timeout(connect_timeout, first_packet(&mut io, &mut buffer))
         .await
     {
         Ok(Ok(Packet::Connect(connect))) => connect,
@@ -129,7 +128,7 @@ where
             return None;
         }
         Err(_) => {
-            tracing::info!(%peer, "no CONNECT within {CONNECT_TIMEOUT:?}; closing");
+            tracing::info!(%peer, "no CONNECT within {connect_timeout:?}; closing");
             return None;
         }
     };
@@ -798,7 +797,7 @@ mod tests {
         // Every connection's task holds this future for its whole life: 12.6 KiB when the
         // connect phase was part of it, about 5 KiB (the session, 1.2 KiB of it TLS state,
         // and its serve loop) since that phase is boxed and freed after CONNACK.
-        let size = output_size(run::<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>);
+        let size = output_size(run::<crate::net::Stream>);
         assert!(size <= 6 * 1024, "the connection future is {size} bytes");
     }
 }

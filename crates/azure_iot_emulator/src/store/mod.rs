@@ -1,10 +1,12 @@
 //! Durable storage: one SQLite database (`hub.db` in the data directory, or in memory).
 //!
 //! Only the hub's state owner touches it, from its own thread, so there is one connection and
-//! no locking beyond SQLite's own. The database runs in WAL mode with `synchronous=NORMAL`:
-//! a committed write survives a crash or `kill -9` of the emulator (it is in the WAL before the
-//! commit returns); only a power loss can lose the last transactions, a trade the emulator, a
-//! test tool, is happy to make for speed.
+//! no locking beyond SQLite's own. The database runs in WAL mode with `synchronous=NORMAL` by
+//! default: a committed write survives a crash or `kill -9` of the emulator (it is in the WAL
+//! before the commit returns); only an operating-system crash or power loss can lose the last
+//! transactions, a trade the emulator, a test tool, is happy to make for speed.
+//! [`Durability::Full`] (`--durability full`) makes it `synchronous=FULL` for users who need
+//! acknowledged writes to survive those too.
 //!
 //! Identities are rows of JSON ([`IdentityRecord`]), keyed by device id and module id (`""` for
 //! the device itself): the schema stays small and the record shape can grow without
@@ -29,6 +31,7 @@ use std::path::Path;
 use azure_iot_core::sas::SharedAccessKey;
 use rusqlite::{Connection, OptionalExtension, params};
 
+use crate::config::Durability;
 use crate::error::EmulatorError;
 use crate::hub::identity::IdentityRecord;
 use crate::hub::policy::{Policy, Rights};
@@ -126,18 +129,28 @@ pub(crate) struct Store {
 }
 
 impl Store {
+    /// Opens (creating if needed) the database in `dir`, or an in-memory one, with the
+    /// default durability.
+    #[cfg(test)]
+    pub(crate) fn open(dir: Option<&Path>) -> Result<Self, EmulatorError> {
+        Self::open_with(dir, Durability::default())
+    }
+
     /// Opens (creating if needed) the database in `dir`, or an in-memory one.
     ///
-    /// The file database is switched to WAL with `synchronous=NORMAL` (durable against a
-    /// process crash, see the module header); the in-memory one (`--in-memory`, tests) runs
-    /// the same code without durability. A 5 s busy timeout covers another process (say a
-    /// CLI reading the file) briefly holding a lock.
-    pub(crate) fn open(dir: Option<&Path>) -> Result<Self, EmulatorError> {
+    /// The file database is switched to WAL with `synchronous` as `durability` says (see the
+    /// module header); the in-memory one (`--in-memory`, tests) runs the same code without
+    /// durability. A 5 s busy timeout covers another process (say a CLI reading the file)
+    /// briefly holding a lock.
+    pub(crate) fn open_with(
+        dir: Option<&Path>,
+        durability: Durability,
+    ) -> Result<Self, EmulatorError> {
         let conn = match dir {
             Some(dir) => {
                 let conn = Connection::open(dir.join(DB_FILE))?;
                 conn.pragma_update(None, "journal_mode", "WAL")?;
-                conn.pragma_update(None, "synchronous", "NORMAL")?;
+                conn.pragma_update(None, "synchronous", durability.synchronous())?;
                 conn
             }
             None => Connection::open_in_memory()?,

@@ -155,6 +155,8 @@ pub(crate) struct TelemetryOptions {
     pub(crate) partitions: Option<u32>,
     /// Retention limits.
     pub(crate) retention: Retention,
+    /// When appends are flushed to the disk.
+    pub(crate) durability: crate::config::Durability,
 }
 
 /// A message to append with typed properties (what a front-end hands the log).
@@ -220,7 +222,7 @@ impl TelemetryLog {
                 let path = dir.join(TELEMETRY_DB_FILE);
                 let conn = Connection::open(&path)?;
                 conn.pragma_update(None, "journal_mode", "WAL")?;
-                conn.pragma_update(None, "synchronous", "NORMAL")?;
+                conn.pragma_update(None, "synchronous", options.durability.synchronous())?;
                 (conn, reader::Source::File(path))
             }
             None => {

@@ -425,6 +425,7 @@ async fn retention_by_size_bounds_the_log() {
             max_age: DEFAULT_RETENTION_AGE,
             max_bytes: 20_000,
         },
+        ..Default::default()
     };
     let log = TelemetryLog::open_with(Some(dir.path()), options).unwrap();
     let body = Bytes::from(vec![b'b'; 1000]);

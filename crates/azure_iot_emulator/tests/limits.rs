@@ -1,0 +1,346 @@
+//! Connection limits and deadlines over real TLS sockets (issue 12, defect 1): connections
+//! that say nothing, dribble, never send their body, never authenticate or pile up sessions
+//! and CBS answers are closed within their deadline; a listener at its connection limit
+//! closes new connections at once and serves again when one ends.
+//!
+//! The deadlines are set to a second or two so the tests are quick; each test checks the
+//! close comes after the deadline (never before) and well within a bound, which holds on a
+//! loaded machine because nothing else closes these connections.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use azure_iot_core::{ResourceUri, SasToken, ServiceConnectionString};
+use azure_iot_emulator::{Emulator, EmulatorHandle, Limits};
+use azure_iot_test::HubEndpoint;
+use fe2o3_amqp::sasl_profile::SaslProfile;
+use fe2o3_amqp::{Connection, Sender, Session};
+use fe2o3_amqp_types::messaging::{AmqpValue, ApplicationProperties, Message, Properties};
+use fe2o3_amqp_types::primitives::{SimpleValue, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+/// The short deadline every test configures.
+const DEADLINE: Duration = Duration::from_secs(1);
+/// How long past its deadline a close may come on a busy machine.
+const SLACK: Duration = Duration::from_secs(10);
+
+async fn emulator_with(limits: Limits) -> EmulatorHandle {
+    Emulator::builder()
+        .https_port(0)
+        .mqtt_port(0)
+        .amqp_port(0)
+        .limits(limits)
+        .start()
+        .await
+        .expect("emulator starts")
+}
+
+fn short() -> Limits {
+    Limits {
+        connect_timeout: DEADLINE,
+        http_idle_timeout: DEADLINE,
+        body_timeout: DEADLINE,
+        ..Limits::default()
+    }
+}
+
+async fn tls(ep: &HubEndpoint, addr: std::net::SocketAddr) -> TlsStream<TcpStream> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(ep.tls_config()))
+        .connect(
+            rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap()
+}
+
+/// Reads until the server closes; returns what it sent and how long the close took. Fails
+/// the test if the connection is still open after `DEADLINE + SLACK`.
+async fn until_closed(stream: &mut TlsStream<TcpStream>) -> (Vec<u8>, Duration) {
+    let started = Instant::now();
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(DEADLINE + SLACK, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (received, started.elapsed()),
+            Ok(Ok(n)) => received.extend_from_slice(&buf[..n]),
+            Err(_) => panic!("the connection is still open {:?} later", started.elapsed()),
+        }
+    }
+}
+
+fn assert_closed_at_deadline(elapsed: Duration) {
+    assert!(
+        elapsed >= DEADLINE - Duration::from_millis(50),
+        "closed after {elapsed:?}, before its deadline"
+    );
+}
+
+#[tokio::test]
+async fn an_https_connection_that_never_sends_a_request_is_closed() {
+    let hub = emulator_with(short()).await;
+    let ep = HubEndpoint::of(&hub);
+    let mut stream = tls(&ep, ep.https_addr).await;
+    let (_, elapsed) = until_closed(&mut stream).await;
+    assert_closed_at_deadline(elapsed);
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_its_response() {
+    let hub = emulator_with(short()).await;
+    let ep = HubEndpoint::of(&hub);
+    let mut stream = tls(&ep, ep.https_addr).await;
+    stream
+        .write_all(b"GET /nothing-here HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let (received, elapsed) = until_closed(&mut stream).await;
+    assert!(
+        received.starts_with(b"HTTP/1.1 404"),
+        "the request was answered first: {}",
+        String::from_utf8_lossy(&received)
+    );
+    assert_closed_at_deadline(elapsed);
+}
+
+/// Slowloris: a header line dribbled a byte at a time never completes within the deadline.
+#[tokio::test]
+async fn headers_dribbled_a_byte_at_a_time_are_cut_off() {
+    let hub = emulator_with(short()).await;
+    let ep = HubEndpoint::of(&hub);
+    let mut stream = tls(&ep, ep.https_addr).await;
+    let started = Instant::now();
+    let request =
+        b"GET /devices HTTP/1.1\r\nHost: localhost\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let mut cut_off = None;
+    for byte in request {
+        if stream.write_all(&[*byte]).await.is_err() || stream.flush().await.is_err() {
+            cut_off = Some(started.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let elapsed = match cut_off {
+        Some(elapsed) => elapsed,
+        None => {
+            let (received, _) = until_closed(&mut stream).await;
+            assert!(
+                received.is_empty() || received.starts_with(b"HTTP/1.1 408"),
+                "no request was served: {}",
+                String::from_utf8_lossy(&received)
+            );
+            started.elapsed()
+        }
+    };
+    assert!(elapsed < DEADLINE + SLACK, "cut off after {elapsed:?}");
+    assert_closed_at_deadline(elapsed);
+}
+
+#[tokio::test]
+async fn a_body_that_never_arrives_is_408_and_the_connection_closes() {
+    let hub = emulator_with(short()).await;
+    let ep = HubEndpoint::of(&hub);
+    let mut stream = tls(&ep, ep.https_addr).await;
+    stream
+        .write_all(
+            b"PUT /devices/d1?api-version=2021-04-12 HTTP/1.1\r\nHost: localhost\r\n\
+              Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"deviceId\"",
+        )
+        .await
+        .unwrap();
+    let (received, elapsed) = until_closed(&mut stream).await;
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.starts_with("HTTP/1.1 408"), "answered 408: {text}");
+    assert!(text.contains("RequestTimeout"), "with the reason: {text}");
+    assert_closed_at_deadline(elapsed);
+}
+
+#[tokio::test]
+async fn an_amqp_connection_silent_after_its_header_is_closed() {
+    let hub = emulator_with(short()).await;
+    let ep = HubEndpoint::of(&hub);
+    for header in [b"AMQP\x00\x01\x00\x00", b"AMQP\x03\x01\x00\x00"] {
+        let mut stream = tls(&ep, ep.amqp_addr).await;
+        stream.write_all(header).await.unwrap();
+        let (_, elapsed) = until_closed(&mut stream).await;
+        assert_closed_at_deadline(elapsed);
+    }
+}
+
+#[tokio::test]
+async fn an_mqtt_connection_that_never_sends_connect_is_closed() {
+    let hub = emulator_with(short()).await;
+    let ep = HubEndpoint::of(&hub);
+    let mut stream = tls(&ep, ep.mqtt_addr).await;
+    let (_, elapsed) = until_closed(&mut stream).await;
+    assert_closed_at_deadline(elapsed);
+}
+
+async fn anonymous_amqp(ep: &HubEndpoint) -> fe2o3_amqp::connection::ConnectionHandle<()> {
+    Connection::builder()
+        .container_id("limits-test")
+        .hostname("localhost")
+        .sasl_profile(SaslProfile::Anonymous)
+        .open_with_stream(tls(ep, ep.amqp_addr).await)
+        .await
+        .unwrap()
+}
+
+/// Waits for the connection's end and returns the error condition the emulator closed it
+/// with, if any.
+async fn close_reason(connection: &mut fe2o3_amqp::connection::ConnectionHandle<()>) -> String {
+    let ended = tokio::time::timeout(DEADLINE + SLACK, connection.on_close())
+        .await
+        .expect("the emulator closed the connection");
+    format!("{ended:?}")
+}
+
+#[tokio::test]
+async fn an_amqp_connection_that_puts_no_token_is_closed() {
+    let hub = emulator_with(short()).await;
+    let ep = HubEndpoint::of(&hub);
+    let started = Instant::now();
+    let mut connection = anonymous_amqp(&ep).await;
+    let reason = close_reason(&mut connection).await;
+    assert!(
+        reason.contains("UnauthorizedAccess"),
+        "closed as unauthorized: {reason}"
+    );
+    assert_closed_at_deadline(started.elapsed());
+}
+
+#[tokio::test]
+async fn sessions_opened_before_any_token_are_bounded() {
+    let hub = emulator_with(Limits {
+        connect_timeout: Duration::from_secs(60),
+        ..Limits::default()
+    })
+    .await;
+    let ep = HubEndpoint::of(&hub);
+    let mut connection = anonymous_amqp(&ep).await;
+    let mut sessions = Vec::new();
+    for _ in 0..100 {
+        match tokio::time::timeout(DEADLINE + SLACK, Session::begin(&mut connection)).await {
+            Ok(Ok(session)) => sessions.push(session),
+            _ => break,
+        }
+    }
+    assert!(
+        sessions.len() <= 4,
+        "{} sessions were opened",
+        sessions.len()
+    );
+    let reason = close_reason(&mut connection).await;
+    assert!(
+        reason.contains("ResourceLimitExceeded"),
+        "closed for the limit: {reason}"
+    );
+}
+
+fn service_token(ep: &HubEndpoint) -> String {
+    let cs = ServiceConnectionString::parse(ep.connection_string("service")).unwrap();
+    SasToken::generate_with_ttl(
+        &ResourceUri::hub(&ep.hostname),
+        cs.key(),
+        Some("service"),
+        Duration::from_secs(600),
+    )
+    .secret()
+    .to_owned()
+}
+
+fn put_token(ep: &HubEndpoint, id: u64) -> Message<AmqpValue<Value>> {
+    Message::builder()
+        .properties(
+            Properties::builder()
+                .message_id(format!("put-{id}"))
+                .reply_to("cbs")
+                .build(),
+        )
+        .application_properties(
+            ApplicationProperties::builder()
+                .insert("operation", SimpleValue::from("put-token"))
+                .insert("type", SimpleValue::from("servicebus.windows.net:sastoken"))
+                .insert("name", SimpleValue::from(ep.hostname.as_str()))
+                .build(),
+        )
+        .value(Value::String(service_token(ep)))
+        .build()
+}
+
+/// A client that sends put-tokens and never attaches the `$cbs` receiver gets its request
+/// link detached once the answers waiting for it reach the bound, instead of growing them.
+#[tokio::test]
+async fn put_token_answers_nobody_reads_are_bounded() {
+    let hub = emulator_with(Limits::default()).await;
+    let ep = HubEndpoint::of(&hub);
+    let mut connection = anonymous_amqp(&ep).await;
+    let mut session = Session::begin(&mut connection).await.unwrap();
+    let mut requests = Sender::attach(&mut session, "cbs-sender", "$cbs")
+        .await
+        .unwrap();
+    let mut refused = None;
+    for id in 0..200 {
+        match tokio::time::timeout(DEADLINE + SLACK, requests.send(put_token(&ep, id))).await {
+            Ok(Ok(_)) => {}
+            other => {
+                refused = Some((id, format!("{other:?}")));
+                break;
+            }
+        }
+    }
+    let (id, reason) = refused.expect("the request link was detached");
+    assert!((32..=40).contains(&id), "detached after {id} put-tokens");
+    assert!(
+        reason.contains("ResourceLimitExceeded") || reason.contains("Detached"),
+        "{reason}"
+    );
+}
+
+/// At its connection limit a listener closes new connections at once; when one of its
+/// connections ends, it serves again.
+#[tokio::test]
+async fn a_listener_at_its_connection_limit_closes_new_connections_and_recovers() {
+    let hub = emulator_with(Limits {
+        max_connections: Some(2),
+        ..Limits::default()
+    })
+    .await;
+    let ep = HubEndpoint::of(&hub);
+    let first = tls(&ep, ep.mqtt_addr).await;
+    let second = tls(&ep, ep.mqtt_addr).await;
+    // The third is accepted by the kernel, then closed without a handshake.
+    let tcp = TcpStream::connect(ep.mqtt_addr).await.unwrap();
+    let third = tokio::time::timeout(
+        SLACK,
+        tokio_rustls::TlsConnector::from(Arc::new(ep.tls_config())).connect(
+            rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        ),
+    )
+    .await
+    .expect("refused at once, not left waiting");
+    assert!(third.is_err(), "the third connection is refused");
+    drop(first);
+    drop(second);
+    // Once the server has seen them go, a client completes its handshake again.
+    let started = Instant::now();
+    loop {
+        let tcp = TcpStream::connect(ep.mqtt_addr).await.unwrap();
+        let attempt = tokio_rustls::TlsConnector::from(Arc::new(ep.tls_config()))
+            .connect(
+                rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+                tcp,
+            )
+            .await;
+        if attempt.is_ok() {
+            break;
+        }
+        assert!(started.elapsed() < SLACK, "the listener never recovered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
