@@ -30,7 +30,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-"$bin/azure-iot" hub start --data-dir "$work/hub" --https-port 18443 --mqtt-port 18883 --amqp-port 15671 >"$work/hub.log" 2>&1 &
+"$bin/azure-iot" hub start --data-dir "$work/hub" --https-port 18443 --mqtt-port 18883 --amqp-port 15671 --max-connections "$((connections + 64))" >"$work/hub.log" 2>&1 &
 hub_pid=$!; pids+=("$hub_pid")
 for _ in $(seq 1 300); do [ -f "$work/hub/hub.json" ] && break; sleep 0.1; done
 
