@@ -4,8 +4,12 @@
 # same run. 100-byte QoS 1 messages with two custom properties; `seq` awaits each
 # acknowledgement, `conc` keeps 100 in flight. 3 rounds, alternating clients.
 #
-# Needs root: the official SDKs always dial port 8883. The Python and Node SDKs come from
-# conformance/ (run conformance/run.sh once first to install them). Prints RESULT lines.
+# Needs root: the official SDKs always dial port 8883. The peers are the project's own, in
+# bench/peers: py_sdk.py and node/node_sdk.js drive the official SDKs, installed here on first
+# use (Python into bench/.venv, Node into bench/peers/node/node_modules, both git-ignored and
+# pinned: bench/peers/requirements.txt, node/package-lock.json); rustraw is the raw publisher.
+# Prints one line per client and mode: its label, then the RESULT line of its driver (or
+# FAILED and the driver's last error line; the script then ends with status 1).
 #
 # BROKER=mosquitto runs the same clients against Mosquitto over TLS instead (the setting of
 # the issue's baseline figures): any key is accepted there, nothing is durable.
@@ -15,11 +19,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds="${ROUNDS:-3}"
-peers=../shared/bench-peers
-[ -d "$peers" ] || peers=bench/peers
-venv=conformance/.venv
-node_modules=conformance/node/node_modules
-[ -x "$venv/bin/python" ] && [ -d "$node_modules" ] || { echo "run conformance/run.sh first"; exit 1; }
+peers=bench/peers
+# The official SDKs the peers drive, installed as conformance/run.sh installs its own.
+venv=bench/.venv
+command -v npm >/dev/null || { apt-get update -q && apt-get install -y -q nodejs npm; }
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/pip" install --quiet --disable-pip-version-check -r "$peers/requirements.txt"
+# npm ci starts from an empty node_modules: only when the lock file changed since the last one.
+[ "$peers/node/node_modules/.package-lock.json" -nt "$peers/node/package-lock.json" ] ||
+  (cd "$peers/node" && npm ci --silent --no-audit --no-fund)
 
 # Two commands: with `--example`, cargo builds only that example, not the `azure-iot` binary.
 cargo build --release --locked -q -p azure_iot_cli
@@ -89,11 +97,17 @@ PY
 fi
 export CLIENT_ID=bench-raw USERNAME="localhost/bench-raw/?api-version=2021-04-12" PASSWORD="$raw_token" CLIENT_NODELAY=1
 
+failures=0
 run() { # label, connection string, command...
   local label="$1" cs="$2"; shift 2
   local line
-  line="$(CS="$cs" T0_NS="$(date +%s%N)" "$@" 2>/dev/null | grep '^RESULT ' | tail -n 1)"
-  echo "$label $line"
+  line="$(CS="$cs" T0_NS="$(date +%s%N)" "$@" 2>"$work/stderr" | grep '^RESULT ' | tail -n 1)" || true
+  if [ -n "$line" ]; then
+    echo "$label $line"
+  else
+    echo "$label FAILED: $(tail -n 1 "$work/stderr")"
+    failures=$((failures + 1))
+  fi
 }
 for round in $(seq 1 "$rounds"); do
   echo "== round $round"
@@ -101,13 +115,14 @@ for round in $(seq 1 "$rounds"); do
   [ -z "${OLD_RUST:-}" ] || run rust-old-seq "$cs_rust" "$OLD_RUST" seq 3000
   run raw-seq "$cs_raw" "$raw" tls seq 3000
   run python-sync "$cs_py" "$venv/bin/python" "$peers/py_sdk.py" sync 2000
-  run node-seq "$cs_node" env NODE_PATH="$node_modules" node "$peers/node/node_sdk.js" seq 3000
+  run node-seq "$cs_node" node "$peers/node/node_sdk.js" seq 3000
   run rust-conc "$cs_rust" "$bin/examples/bench_telemetry" conc 30000 100
   [ -z "${OLD_RUST:-}" ] || run rust-old-conc "$cs_rust" "$OLD_RUST" conc 30000 100
   run raw-pipe "$cs_raw" "$raw" tls pipe 30000 100
   run python-async "$cs_py" "$venv/bin/python" "$peers/py_sdk.py" async 2000 100
-  run node-conc "$cs_node" env NODE_PATH="$node_modules" node "$peers/node/node_sdk.js" conc 30000 100
+  run node-conc "$cs_node" node "$peers/node/node_sdk.js" conc 30000 100
   run rust-mem10k "$cs_rust" "$bin/examples/bench_telemetry" seq 10000
   [ "$small" = 0 ] || run rust-small-mem10k "$cs_rust" target/small/examples/bench_telemetry seq 10000
   run raw-mem10k "$cs_raw" "$raw" tls seq 10000
 done
+[ "$failures" -eq 0 ]

@@ -36,6 +36,7 @@ use rustls_pki_types::CertificateDer;
 use serde::{Deserialize, Deserializer};
 
 use crate::hub::Hub;
+pub(crate) use crate::hub::devices::Grant;
 use crate::telemetry::TelemetryLog;
 
 /// What a connection can ask the hub to send it. A persistent session (MQTT clean session 0)
@@ -192,10 +193,26 @@ impl DeviceCore {
             persistent,
             model_id,
         } = request;
+        let grant = self
+            .authenticate(&identity, sas_token.as_deref(), &certificates)
+            .await?;
+        self.register(identity, grant, persistent, model_id).await
+    }
+
+    /// Checks that a SAS token or client certificate chain grants `identity` (registered,
+    /// enabled, signature and expiry, or certificate thumbprint or CA), without connecting
+    /// it: for protocols that authenticate before they connect (an AMQP CBS put-token).
+    pub(crate) async fn authenticate(
+        &self,
+        identity: &Identity,
+        sas_token: Option<&str>,
+        certificates: &[CertificateDer<'static>],
+    ) -> Result<Grant, Refusal> {
         let hostname = self.hostname.clone();
         let who = identity.clone();
-        let grant = self
-            .hub
+        let sas_token = sas_token.map(str::to_owned);
+        let certificates = certificates.to_vec();
+        self.hub
             .call(move |s| {
                 s.authenticate_device(
                     &who,
@@ -206,7 +223,18 @@ impl DeviceCore {
                 )
             })
             .await
-            .map_err(|_| Refusal::unavailable())??;
+            .map_err(|_| Refusal::unavailable())?
+    }
+
+    /// Registers an authenticated connection of `identity`, replacing (and so closing) any
+    /// older connection of it.
+    pub(crate) async fn register(
+        &self,
+        identity: Identity,
+        grant: Grant,
+        persistent: bool,
+        model_id: Option<String>,
+    ) -> Result<DeviceConnection, Refusal> {
         if let Some(model_id) = model_id {
             let who = identity.clone();
             let _ = self

@@ -13,6 +13,7 @@
 //!
 //! * [`address`]: every address the hub serves, absolute or bare, any case.
 //! * [`cbs`]: the put-token request and answer, the audience forms.
+//! * [`batch`]: several messages in one transfer (`message-format` `0x80013700`).
 //! * [`message`]: [`azure_iot_core::Message`] ↔ AMQP properties, application properties and
 //!   annotations.
 //!
@@ -21,6 +22,7 @@
 //! and property tests feed arbitrary input to every parser.
 
 pub mod address;
+pub mod batch;
 pub mod cbs;
 pub mod message;
 
@@ -28,6 +30,7 @@ pub mod message;
 mod vectors;
 
 pub use address::{Address, AddressError};
+pub use batch::{BATCH_FORMAT, BatchError, decode_batch, encode_batch};
 pub use cbs::{CbsAudience, CbsError, PutToken, PutTokenAnswer};
 pub use message::{MappingError, from_amqp, message_id_text, to_amqp};
 
