@@ -162,7 +162,7 @@ enum DurabilityArg {
 struct LimitArgs {
     /// Open connections per listener (HTTPS, MQTT, AMQP); more are closed at once. Default:
     /// (open-file limit - 128) / 3.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
     max_connections: Option<u64>,
     /// TLS handshake, from the TCP accept.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
@@ -177,9 +177,6 @@ struct LimitArgs {
     /// A whole HTTP request body, from its headers.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     body_timeout: u64,
-    /// AMQP idle-time-out: an open AMQP connection that sends no frame for this long.
-    #[arg(long, default_value_t = 240, value_parser = clap::value_parser!(u64).range(1..=4_000_000))]
-    amqp_idle_timeout: u64,
     /// A write the client does not read (its receive window stays full).
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     write_timeout: u64,
@@ -196,28 +193,32 @@ impl LimitArgs {
             connect_timeout: secs(self.connect_timeout),
             http_idle_timeout: secs(self.http_idle_timeout),
             body_timeout: secs(self.body_timeout),
-            amqp_idle_timeout: secs(self.amqp_idle_timeout),
             write_timeout: secs(self.write_timeout),
         }
     }
 }
 
-/// Raises this process's soft open-file limit to its hard limit (as Go's runtime and many
-/// servers do): the default soft limit of 1024 is far below what the emulator can serve, and
-/// the per-listener connection limit is derived from it.
+/// Raises this process's soft open-file limit towards its hard limit (as Go's runtime and
+/// many servers do): the default soft limit of 1024 is far below what the emulator can
+/// serve, and the per-listener connection limit is derived from it. At most 2^20 + 1024
+/// (what the largest derived limit needs), and 10,240 where the hard limit is "unlimited"
+/// (macOS refuses more than `OPEN_MAX` then, as Go also allows for).
 #[cfg(unix)]
 fn raise_descriptor_limit() {
-    use rustix::process::{Resource, getrlimit, setrlimit};
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    const MOST: u64 = (1 << 20) * 3 + 1024;
     let limit = getrlimit(Resource::Nofile);
-    if limit.current != limit.maximum
-        && let Err(e) = setrlimit(
-            Resource::Nofile,
-            rustix::process::Rlimit {
-                current: limit.maximum,
-                maximum: limit.maximum,
-            },
-        )
-    {
+    let target = limit.maximum.unwrap_or(10_240).min(MOST);
+    if limit.current.is_some_and(|current| current >= target) {
+        return;
+    }
+    if let Err(e) = setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(target),
+            maximum: limit.maximum,
+        },
+    ) {
         tracing::debug!(error = %e, "could not raise the open-file limit");
     }
 }

@@ -329,9 +329,12 @@ impl SasToken {
         self.expiry
     }
 
-    /// Expiry as a point in time.
+    /// Expiry as a point in time. An expiry past the end of year 9999 counts as then (any
+    /// `se` a client sends must not overflow the platform's time type).
     pub fn expires_at(&self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_secs(self.expiry)
+        /// 9999-12-31T23:59:59Z.
+        const LATEST: u64 = 253_402_300_799;
+        UNIX_EPOCH + Duration::from_secs(self.expiry.min(LATEST))
     }
 
     /// The `skn` field (a policy name), decoded.

@@ -90,11 +90,15 @@ impl Durability {
 /// | [`connect_timeout`](Self::connect_timeout) | 10 s | from the handshake (or WebSocket upgrade) to an authenticated session: the MQTT CONNECT; the AMQP header, SASL, open and first token |
 /// | [`http_idle_timeout`](Self::http_idle_timeout) | 30 s | an HTTP connection's request headers, from the handshake or the previous response: idle keep-alives and slow headers |
 /// | [`body_timeout`](Self::body_timeout) | 30 s | a whole HTTP request body, from its headers |
-/// | [`amqp_idle_timeout`](Self::amqp_idle_timeout) | 240 s | an open AMQP connection with no frame received (advertised as its `idle-time-out`; clients send empty frames at half of it) |
 /// | [`write_timeout`](Self::write_timeout) | 30 s | a write the client does not read: a connection whose send buffer stays full this long |
 ///
 /// An authenticated MQTT connection is bounded by its keep-alive (1.5 times it, at most
-/// 1177 s as on IoT Hub); with keep-alive 0 it is held until it closes, as on the hub.
+/// 1177 s as on IoT Hub); with keep-alive 0 it is held until it closes, as on the hub. An
+/// authenticated AMQP connection lives as long as one of its tokens holds (see ADR 10 for why
+/// no AMQP `idle-time-out` is advertised).
+///
+/// Timeouts are at most [`Limits::MAX_TIMEOUT`]; connection limits at most
+/// [`Limits::MAX_CONNECTIONS`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Open connections per listener. `None` (the default) derives it from the process's
@@ -111,9 +115,6 @@ pub struct Limits {
     pub http_idle_timeout: Duration,
     /// The whole body of an HTTP request, from its headers.
     pub body_timeout: Duration,
-    /// The AMQP `idle-time-out`: an open AMQP connection that sends no frame for this long is
-    /// closed.
-    pub amqp_idle_timeout: Duration,
     /// How long a connection's writes may stay blocked on a client that does not read.
     pub write_timeout: Duration,
 }
@@ -133,20 +134,29 @@ impl Default for Limits {
             connect_timeout: Duration::from_secs(10),
             http_idle_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(30),
-            amqp_idle_timeout: Duration::from_secs(240),
             write_timeout: Duration::from_secs(30),
         }
     }
 }
 
 impl Limits {
+    /// The longest timeout accepted (a day): longer ones are configuration errors.
+    pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+    /// The most connections per listener accepted (and derived, where the descriptor limit
+    /// is unlimited or huge).
+    pub const MAX_CONNECTIONS: usize = 1 << 20;
+
     /// The per-listener connection limit [`max_connections`](Self::max_connections) `None`
-    /// stands for, from a descriptor limit: `(limit - 128) / 3`, at least 16. With the common
-    /// `ulimit -n 1024` that is 298 per listener, so the three listeners together cannot
-    /// exhaust the process's descriptors.
+    /// stands for, from a descriptor limit: `(limit - 128) / 3`, at least 16 and at most
+    /// [`MAX_CONNECTIONS`](Self::MAX_CONNECTIONS). With the common `ulimit -n 1024` that is
+    /// 298 per listener, so the three listeners together cannot exhaust the process's
+    /// descriptors.
     pub fn derived_max_connections(descriptor_limit: u64) -> usize {
         let per_listener = descriptor_limit.saturating_sub(RESERVED_DESCRIPTORS) / LISTENERS;
-        usize::try_from(per_listener.max(16)).unwrap_or(usize::MAX)
+        usize::try_from(per_listener)
+            .unwrap_or(usize::MAX)
+            .clamp(16, Self::MAX_CONNECTIONS)
     }
 
     /// The per-listener connection limit in force: the configured one, or the one derived
@@ -157,31 +167,27 @@ impl Limits {
     }
 
     fn validate(&self) -> Result<(), EmulatorError> {
-        if self.max_connections == Some(0) {
-            return Err(EmulatorError::Config(
-                "the connection limit must be at least 1".into(),
-            ));
+        if let Some(n) = self.max_connections
+            && !(1..=Self::MAX_CONNECTIONS).contains(&n)
+        {
+            return Err(EmulatorError::Config(format!(
+                "the connection limit must be 1 to {}, not {n}",
+                Self::MAX_CONNECTIONS
+            )));
         }
         let timeouts = [
             ("handshake", self.handshake_timeout),
             ("connect", self.connect_timeout),
             ("HTTP idle", self.http_idle_timeout),
             ("body", self.body_timeout),
-            ("AMQP idle", self.amqp_idle_timeout),
             ("write", self.write_timeout),
         ];
         for (name, timeout) in timeouts {
-            if timeout.is_zero() {
+            if timeout.is_zero() || timeout > Self::MAX_TIMEOUT {
                 return Err(EmulatorError::Config(format!(
-                    "the {name} timeout must be more than zero"
+                    "the {name} timeout must be more than zero and at most a day, not {timeout:?}"
                 )));
             }
-        }
-        if self.amqp_idle_timeout.as_millis() > u128::from(u32::MAX) {
-            return Err(EmulatorError::Config(
-                "the AMQP idle timeout must be under 49 days (a 32-bit count of milliseconds)"
-                    .into(),
-            ));
         }
         Ok(())
     }

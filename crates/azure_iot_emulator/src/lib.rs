@@ -343,6 +343,7 @@ impl EmulatorBuilder {
             shutdown: shutdown_rx.clone(),
             grant_generation,
             limits: config.limits,
+            device: mqtt_context.device.clone(),
         });
         let app = http::router(http::AppState {
             hub,

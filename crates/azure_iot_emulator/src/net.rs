@@ -30,7 +30,7 @@ use std::time::Duration;
 use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, Sleep};
 use tokio_rustls::TlsAcceptor;
@@ -40,6 +40,25 @@ use crate::config::Limits;
 
 /// What a connection handler gets: the TLS stream over the socket, writes bounded in time.
 pub(crate) type Stream = TlsStream<WriteDeadline<TcpStream>>;
+
+/// A connection's place under its listener's limit. The accept loop's task holds it until the
+/// connection's handler returns; a handler that hands the connection on to a task of its own
+/// (a WebSocket upgrade) takes the permit along with [`Slot::take`].
+#[derive(Clone)]
+pub(crate) struct Slot(Arc<std::sync::Mutex<Option<OwnedSemaphorePermit>>>);
+
+impl Slot {
+    /// The permit, for a task that outlives the handler; `None` if already taken.
+    pub(crate) fn take(&self) -> Option<OwnedSemaphorePermit> {
+        self.0.lock().ok().and_then(|mut permit| permit.take())
+    }
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Slot")
+    }
+}
 
 /// The most a repeated condition (refused connections, failing accepts) is logged.
 const LOG_EVERY: Duration = Duration::from_secs(10);
@@ -60,7 +79,7 @@ pub(crate) async fn serve_tls<H, F>(
     mut shutdown: watch::Receiver<bool>,
     handle: H,
 ) where
-    H: Fn(Stream, SocketAddr) -> F + Clone + Send + 'static,
+    H: Fn(Stream, SocketAddr, Slot) -> F + Clone + Send + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
     let acceptor = TlsAcceptor::from(tls);
@@ -103,13 +122,16 @@ pub(crate) async fn serve_tls<H, F>(
                 let acceptor = acceptor.clone();
                 let handle = handle.clone();
                 let handshake_timeout = limits.handshake_timeout;
+                let slot = Slot(Arc::new(std::sync::Mutex::new(Some(slot))));
                 connections.spawn(async move {
-                    let _slot = slot;
+                    // Held until the handler returns, unless it took the permit along.
+                    let held = slot.clone();
                     match tokio::time::timeout(handshake_timeout, acceptor.accept(socket)).await {
-                        Ok(Ok(tls)) => handle(tls, peer).await,
+                        Ok(Ok(tls)) => handle(tls, peer, slot).await,
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
+                    drop(held);
                 });
             }
             _ = shutdown.changed() => break,
@@ -241,6 +263,94 @@ impl<S: std::fmt::Debug> std::fmt::Debug for WriteDeadline<S> {
     }
 }
 
+/// A byte stream whose reads fail with `ConnectionAborted` once its [`Stop`] is dropped.
+///
+/// For protocol libraries that own their stream in a task of their own (fe2o3-amqp's
+/// connection engine): dropping the [`Stop`] ends that task at its next read, even when the
+/// peer keeps the connection busy and never answers a close, so the socket is released.
+pub(crate) struct Stoppable<S> {
+    inner: S,
+    stop: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
+/// Ends a [`Stoppable`] stream's reads when dropped.
+pub(crate) struct Stop {
+    _armed: tokio::sync::oneshot::Sender<()>,
+}
+
+impl<S> Stoppable<S> {
+    /// Wraps `inner`; its reads fail once the returned [`Stop`] is dropped.
+    pub(crate) fn new(inner: S) -> (Self, Stop) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let stream = Self {
+            inner,
+            stop: Some(rx),
+        };
+        (stream, Stop { _armed: tx })
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Stoppable<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let stopped = match self.stop.as_mut() {
+            Some(stop) => Pin::new(stop).poll(cx).is_ready(),
+            None => true,
+        };
+        if stopped {
+            self.stop = None;
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the connection was closed by the emulator",
+            )));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Stoppable<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for Stoppable<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let stopped = self.stop.is_none();
+        f.debug_struct("Stoppable")
+            .field("inner", &self.inner)
+            .field("stopped", &stopped)
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,6 +390,25 @@ mod tests {
             .await
             .expect("slow progress is progress");
         reader.await.expect("reader");
+    }
+
+    /// A reader parked on a silent peer wakes with an error as soon as its `Stop` is dropped.
+    #[tokio::test]
+    async fn dropping_stop_ends_a_parked_read() {
+        let (near, _far) = tokio::io::duplex(64);
+        let (mut stream, stop) = Stoppable::new(near);
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 8];
+            tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await
+        });
+        tokio::task::yield_now().await;
+        drop(stop);
+        let read = tokio::time::timeout(Duration::from_secs(10), reader)
+            .await
+            .expect("woken")
+            .expect("task");
+        let error = read.expect_err("aborted");
+        assert_eq!(error.kind(), io::ErrorKind::ConnectionAborted);
     }
 
     #[test]

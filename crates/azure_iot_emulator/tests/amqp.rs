@@ -459,9 +459,9 @@ async fn receiver_refusal(
 }
 
 /// One connection holds a grant per audience: a device audience's token does not authorize
-/// the hub's links, the hub's does, and both coexist. An audience that is not this hub, a
-/// token used for another device's audience, and a device-key token are each refused with
-/// 401 and change nothing.
+/// the hub's links, the hub's does, and both coexist. An audience that is not this hub and a
+/// token used for another device's audience are each refused with 401 and change nothing; a
+/// device's own key grants its audience (for the device links), not the service links.
 #[tokio::test]
 async fn cbs_grants_are_kept_per_audience() {
     let hub = emulator().await;
@@ -495,7 +495,7 @@ async fn cbs_grants_are_kept_per_audience() {
         cbs.put_as(&format!("{host}%2Fdevices%2Fdev1"), &dev1).await,
         200
     );
-    // Device A's token for device B's audience, and a device-key token: refused.
+    // Device A's token for device B's audience: refused. Device A's own key: granted.
     assert_eq!(
         cbs.put_as(&format!("{host}/devices/dev2"), &dev1).await,
         401
@@ -503,6 +503,11 @@ async fn cbs_grants_are_kept_per_audience() {
     let device_key = device_token(&ep, "dev1", None, &key, Duration::from_secs(600));
     assert_eq!(
         cbs.put_as(&format!("{host}/devices/dev1"), &device_key)
+            .await,
+        200
+    );
+    assert_eq!(
+        cbs.put_as(&format!("{host}/devices/dev2"), &device_key)
             .await,
         401
     );
@@ -560,8 +565,9 @@ async fn unknown_addresses_are_not_found() {
     }
     let refusal = receiver_refusal(&mut session, "/messages/serviceBound/unknown").await;
     assert!(refusal.contains("NotFound"), "{refusal}");
+    // A device link needs that device's token, which this connection does not hold.
     let refusal = sender_refusal(&mut session, "/devices/dev1/messages/events").await;
-    assert!(refusal.contains("NotImplemented"), "{refusal}");
+    assert!(refusal.contains("UnauthorizedAccess"), "{refusal}");
     let refusal = receiver_refusal(&mut session, "/devices/dev1/twin").await;
     assert!(refusal.contains("NotImplemented"), "{refusal}");
 

@@ -241,19 +241,23 @@ async fn sessions_opened_before_any_token_are_bounded() {
     );
 }
 
-fn service_token(ep: &HubEndpoint) -> String {
+fn service_token(ep: &HubEndpoint, ttl: Duration) -> String {
     let cs = ServiceConnectionString::parse(ep.connection_string("service")).unwrap();
     SasToken::generate_with_ttl(
         &ResourceUri::hub(&ep.hostname),
         cs.key(),
         Some("service"),
-        Duration::from_secs(600),
+        ttl,
     )
     .secret()
     .to_owned()
 }
 
 fn put_token(ep: &HubEndpoint, id: u64) -> Message<AmqpValue<Value>> {
+    put_token_with(ep, id, Duration::from_secs(600))
+}
+
+fn put_token_with(ep: &HubEndpoint, id: u64, ttl: Duration) -> Message<AmqpValue<Value>> {
     Message::builder()
         .properties(
             Properties::builder()
@@ -268,7 +272,7 @@ fn put_token(ep: &HubEndpoint, id: u64) -> Message<AmqpValue<Value>> {
                 .insert("name", SimpleValue::from(ep.hostname.as_str()))
                 .build(),
         )
-        .value(Value::String(service_token(ep)))
+        .value(Value::String(service_token(ep, ttl)))
         .build()
 }
 
@@ -298,6 +302,34 @@ async fn put_token_answers_nobody_reads_are_bounded() {
     assert!(
         reason.contains("ResourceLimitExceeded") || reason.contains("Detached"),
         "{reason}"
+    );
+}
+
+/// An authenticated AMQP connection lives as long as its tokens: once the only one expires
+/// (not renewed), the connection is closed as unauthorized.
+#[tokio::test]
+async fn an_amqp_connection_is_closed_when_its_tokens_expire() {
+    let hub = emulator_with(Limits::default()).await;
+    let ep = HubEndpoint::of(&hub);
+    let mut connection = anonymous_amqp(&ep).await;
+    let mut session = Session::begin(&mut connection).await.unwrap();
+    let mut requests = Sender::attach(&mut session, "cbs-sender", "$cbs")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    requests
+        .send(put_token_with(&ep, 1, Duration::from_secs(2)))
+        .await
+        .unwrap();
+    let reason = close_reason(&mut connection).await;
+    assert!(
+        reason.contains("UnauthorizedAccess"),
+        "closed as unauthorized: {reason}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "not before the token expired ({:?})",
+        started.elapsed()
     );
 }
 
@@ -343,4 +375,42 @@ async fn a_listener_at_its_connection_limit_closes_new_connections_and_recovers(
         assert!(started.elapsed() < SLACK, "the listener never recovered");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A WebSocket session counts under the HTTPS listener's limit for as long as it lives, not
+/// only until its upgrade: with a limit of 1, a second HTTPS connection is refused while the
+/// first carries an MQTT-over-WebSocket session.
+#[tokio::test]
+async fn a_websocket_session_holds_its_place_under_the_limit() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let hub = emulator_with(Limits {
+        max_connections: Some(1),
+        connect_timeout: Duration::from_secs(60),
+        ..Limits::default()
+    })
+    .await;
+    let ep = HubEndpoint::of(&hub);
+    let mut request = "wss://localhost/$iothub/websocket"
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", "mqtt".parse().unwrap());
+    let (ws, _) = tokio_tungstenite::client_async(request, tls(&ep, ep.https_addr).await)
+        .await
+        .unwrap();
+    // Give the accept loop time to see the HTTP connection hand over to the session.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let tcp = TcpStream::connect(ep.https_addr).await.unwrap();
+    let second = tokio::time::timeout(
+        SLACK,
+        tokio_rustls::TlsConnector::from(Arc::new(ep.tls_config())).connect(
+            rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        ),
+    )
+    .await
+    .expect("refused at once, not left waiting");
+    assert!(second.is_err(), "the second connection is refused");
+    drop(ws);
 }

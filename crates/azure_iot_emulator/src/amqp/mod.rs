@@ -1,4 +1,5 @@
-//! Service-side AMQP 1.0 on TLS (port 5671): cloud-to-device sends and delivery feedback.
+//! AMQP 1.0 on TLS (port 5671, and over WebSockets on the HTTPS port): the service side
+//! (cloud-to-device sends and delivery feedback) and, growing, the device side ([`device`]).
 //!
 //! ```text
 //!  TLS ─▶ protocol header? ──"AMQP 3 1 0 0"─▶ SASL (MSSBCBS, ANONYMOUS, PLAIN) ─┐
@@ -11,6 +12,7 @@
 //!          /messages/devicebound (in)     C2D messages: enqueued, accepted; or rejected with the
 //!                                         hub's condition (amqp:not-found, resource-limit-exceeded ...)
 //!          /messages/serviceBound/feedback (out)  feedback batches; accepted = completed
+//!          /devices/{d}[/modules/{m}]/messages/events (in)  device telemetry (see [`device`])
 //! ```
 //!
 //! Addresses, put-token requests and answers, and the message mapping are the protocol crate's
@@ -19,7 +21,8 @@
 //! message ids of any AMQP type. Links are granted receiver-settle-mode `first`, because uamqp
 //! (the Python SDK) hangs if the server honours its request for `second`. An address that is
 //! not an IoT Hub address is detached with `amqp:not-found`; a hub address the emulator does
-//! not serve over AMQP yet (device links, file notifications) with `amqp:not-implemented`.
+//! not serve over AMQP yet (device C2D, twin and method links, file notifications) with
+//! `amqp:not-implemented`.
 //!
 //! # Grants
 //!
@@ -28,10 +31,13 @@
 //! per connection); every link is checked against the grant of its own audience (the service
 //! links against the hub's). A put-token whose audience is not this hub is answered 401, as
 //! a token out of scope; one whose token does not cover its audience likewise (device A's
-//! token for device B's audience). A device audience is granted by a policy token with
-//! DeviceConnect; device-key tokens are refused, saying so, until the device AMQP links are
-//! served.
+//! token for device B's audience). A device or module audience is granted by any token the
+//! device core accepts for that identity (its own key, or a policy with DeviceConnect), and
+//! the grant keeps what the core granted, to open the identity's connection at its first
+//! link.
 
+mod depth;
+mod device;
 mod frame_guard;
 mod prefixed;
 
@@ -68,6 +74,12 @@ use crate::net::serve_tls;
 const MAX_SESSIONS_BEFORE_GRANT: usize = 4;
 /// Sessions a connection may have open (the AMQP `channel-max` is one less than this).
 const MAX_SESSIONS: usize = 256;
+/// The largest message a link accepts (a transfer of more frames is refused with
+/// `amqp:link:message-size-exceeded` as it arrives): IoT Hub's largest message is 256 KiB, a
+/// batch of them encoded one per section a little more.
+const MAX_MESSAGE_BYTES: u64 = 512 * 1024;
+/// How long closing a connection may take before its socket is dropped regardless.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Put-token answers kept for a `$cbs` receiver link: answers waiting for the link to be
 /// attached, or sent to it faster than the client gives credit. A client that lets more pile
 /// up has its `$cbs` request link detached.
@@ -89,8 +101,10 @@ pub(crate) struct AmqpContext {
     /// Moved on by `Fault::ExpireServiceTokens`.
     pub(crate) grant_generation: watch::Receiver<u64>,
     /// Connection limits and timeouts: `connect_timeout` bounds the header, SASL, open and
-    /// first token; `amqp_idle_timeout` is the advertised and enforced `idle-time-out`.
+    /// first token.
     pub(crate) limits: crate::config::Limits,
+    /// The device core the device links are adapters over.
+    pub(crate) device: crate::device::DeviceCore,
 }
 
 /// Serves AMQP over TLS on `listener` until `shutdown` turns true.
@@ -101,10 +115,16 @@ pub(crate) async fn serve(
     shutdown: watch::Receiver<bool>,
 ) {
     let limits = context.limits;
-    serve_tls(listener, tls, limits, shutdown, move |stream, peer| {
-        let context = context.clone();
-        async move { run(stream, peer, context).await }
-    })
+    serve_tls(
+        listener,
+        tls,
+        limits,
+        shutdown,
+        move |stream, peer, _slot| {
+            let context = context.clone();
+            async move { run(stream, peer, context).await }
+        },
+    )
     .await;
 }
 
@@ -123,6 +143,8 @@ struct ConnectionState {
     /// Where CBS answers go. uamqp sends its put-token before it has attached (or we have
     /// accepted) its `$cbs` receiver link, so answers wait here until that link exists.
     cbs: Mutex<CbsReplies>,
+    /// The device and module identities with links on this connection.
+    units: device::Units,
 }
 
 /// Put-token answers on their way to the client, at most [`MAX_CBS_REPLIES`] in each place.
@@ -166,6 +188,9 @@ impl CbsReplies {
 struct Grant {
     expiry: SystemTime,
     generation: u64,
+    /// For a device or module audience: what the device core granted (to open the
+    /// identity's connection at its first link).
+    device: Option<crate::device::Grant>,
 }
 
 impl ConnectionState {
@@ -174,6 +199,7 @@ impl ConnectionState {
             grants: Mutex::new(HashMap::new()),
             generation,
             cbs: Mutex::new(CbsReplies::default()),
+            units: device::Units::default(),
         }
     }
 
@@ -193,6 +219,19 @@ impl ConnectionState {
         self.grants.lock().map(|g| !g.is_empty()).unwrap_or(false)
     }
 
+    /// When the last grant that still holds expires; `None` if none holds.
+    fn last_expiry(&self) -> Option<SystemTime> {
+        let current = *self.generation.borrow();
+        let now = SystemTime::now();
+        self.grants
+            .lock()
+            .ok()?
+            .values()
+            .filter(|g| g.generation == current && now < g.expiry)
+            .map(|g| g.expiry)
+            .max()
+    }
+
     fn authorized(&self, audience: &str) -> bool {
         self.grant_holds(audience) == Some(true)
     }
@@ -206,6 +245,33 @@ impl ConnectionState {
     /// Fails when the connection already holds [`MAX_GRANTS`] other audiences that still
     /// hold (expired ones make room).
     fn authorize(&self, audience: String, expiry: SystemTime) -> Result<(), String> {
+        self.grant(audience, expiry, None)
+    }
+
+    /// For a device or module `audience` that still holds: the device core's grant.
+    fn device_grant(&self, audience: &str) -> Option<crate::device::Grant> {
+        let current = *self.generation.borrow();
+        let grants = self.grants.lock().ok()?;
+        let grant = grants.get(audience)?;
+        let holds = SystemTime::now() < grant.expiry && grant.generation == current;
+        grant.device.clone().filter(|_| holds)
+    }
+
+    /// When the grant for `audience` expires, if it holds.
+    fn grant_expiry(&self, audience: &str) -> Option<SystemTime> {
+        let current = *self.generation.borrow();
+        let grants = self.grants.lock().ok()?;
+        let grant = grants.get(audience)?;
+        (SystemTime::now() < grant.expiry && grant.generation == current).then_some(grant.expiry)
+    }
+
+    /// Grants `audience` until `expiry`, with the device core's grant for a device audience.
+    fn grant(
+        &self,
+        audience: String,
+        expiry: SystemTime,
+        device: Option<crate::device::Grant>,
+    ) -> Result<(), String> {
         let generation = *self.generation.borrow();
         let Ok(mut grants) = self.grants.lock() else {
             return Err("the connection's grants are unavailable".to_owned());
@@ -219,7 +285,14 @@ impl ConnectionState {
                 ));
             }
         }
-        grants.insert(audience, Grant { expiry, generation });
+        grants.insert(
+            audience,
+            Grant {
+                expiry,
+                generation,
+                device,
+            },
+        );
         Ok(())
     }
 }
@@ -229,7 +302,14 @@ impl ConnectionState {
 /// The protocol header, SASL exchange, `open` and the first grant (SASL PLAIN or a CBS
 /// put-token) must all happen within `connect_timeout` of the call; until the first grant the
 /// connection may open at most [`MAX_SESSIONS_BEFORE_GRANT`] sessions, after it
-/// [`MAX_SESSIONS`]. Either bound passed closes the connection with the reason.
+/// [`MAX_SESSIONS`]. Once every token put on it has expired (and none was renewed) the
+/// connection is closed, as IoT Hub does: an authenticated connection lives as long as its
+/// credentials. Any bound passed closes the connection with the reason; a client that does
+/// not answer the close loses its socket [`CLOSE_TIMEOUT`] later.
+///
+/// No AMQP `idle-time-out` is advertised: fe2o3 enforces the value it advertises and its own
+/// clients (this project's service client among them) send empty frames at exactly the
+/// advertised interval, not half of it, so an idle connection would race its own heartbeat.
 pub(crate) async fn run<S>(mut stream: S, peer: std::net::SocketAddr, context: Arc<AmqpContext>)
 where
     S: AsyncRead + AsyncWrite + std::fmt::Debug + Send + Unpin + 'static,
@@ -245,11 +325,12 @@ where
         }
     }
     let state = Arc::new(ConnectionState::new(context.grant_generation.clone()));
+    // fe2o3 runs the connection in a task of its own, which owns the stream: dropping `_stop`
+    // (when this function returns) ends that task's reads, and so the socket.
+    let (stream, _stop) = crate::net::Stoppable::new(stream);
     // Every frame header is checked before the AMQP library decodes it (see `frame_guard`).
     let io = frame_guard::FrameGuard::new(prefixed::Prefixed::new(header.to_vec(), stream));
     let container = format!("azure-iot-emulator:{}", context.hostname);
-    // Checked to fit in `validate`.
-    let idle_ms = u32::try_from(limits.amqp_idle_timeout.as_millis()).unwrap_or(u32::MAX);
     let channel_max = u16::try_from(MAX_SESSIONS - 1).unwrap_or(u16::MAX);
     let accepting = async {
         match header[4] {
@@ -262,7 +343,6 @@ where
                 Some(
                     ConnectionAcceptor::builder()
                         .container_id(container)
-                        .idle_time_out(idle_ms)
                         .channel_max(channel_max)
                         .sasl_acceptor(sasl)
                         .build()
@@ -274,7 +354,6 @@ where
             0 => Some(
                 ConnectionAcceptor::builder()
                     .container_id(container)
-                    .idle_time_out(idle_ms)
                     .channel_max(channel_max)
                     .build()
                     .accept(io)
@@ -304,6 +383,10 @@ where
     let refusal = loop {
         while sessions.try_join_next().is_some() {}
         let authenticating = !state.has_grants();
+        // Until then, the connection lives on; re-checked on every turn, so a renewal counts.
+        let credentials_end = state
+            .last_expiry()
+            .map(|at| at.duration_since(SystemTime::now()).unwrap_or_default());
         tokio::select! {
             incoming = connection.next_incoming_session() => {
                 let Some(incoming) = incoming else { break None };
@@ -332,19 +415,35 @@ where
                     ));
                 }
             }
+            _ = tokio::time::sleep(credentials_end.unwrap_or_default()), if !authenticating && credentials_end.is_some() => {
+                if state.last_expiry().is_none() {
+                    break Some(error(
+                        AmqpError::UnauthorizedAccess,
+                        "every token put on this connection has expired",
+                    ));
+                }
+            }
+            _ = tokio::time::sleep(Duration::from_secs(1)), if !authenticating && credentials_end.is_none() => {
+                // Every grant was ended at once (tokens of the past generation, by a fault).
+                break Some(error(
+                    AmqpError::UnauthorizedAccess,
+                    "every token put on this connection has expired",
+                ));
+            }
             _ = shutdown.changed() => break None,
         }
     };
-    match refusal {
+    sessions.abort_all();
+    let closing = match refusal {
         Some(refusal) => {
             tracing::info!(%peer, reason = ?refusal.description, "AMQP connection closed by the emulator");
-            let _ = connection.close_with_error(refusal).await;
+            tokio::time::timeout(CLOSE_TIMEOUT, connection.close_with_error(refusal)).await
         }
-        None => {
-            let _ = connection.close().await;
-        }
+        None => tokio::time::timeout(CLOSE_TIMEOUT, connection.close()).await,
+    };
+    if closing.is_err() {
+        tracing::debug!(%peer, "the client did not answer the close; dropping its socket");
     }
-    sessions.abort_all();
     tracing::info!(%peer, "service AMQP connection closed");
 }
 
@@ -356,14 +455,18 @@ async fn serve_session(
     let acceptor = LinkAcceptor::builder()
         .supported_receiver_settle_modes(SupportedReceiverSettleModes::First)
         .fallback_receiver_settle_mode(fe2o3_amqp_types::definitions::ReceiverSettleMode::First)
+        .max_message_size(MAX_MESSAGE_BYTES)
         .build();
+    // The session's links end with it (and with the connection, which aborts its sessions).
+    let mut links = tokio::task::JoinSet::new();
     loop {
+        while links.try_join_next().is_some() {}
         match acceptor.accept(&mut session).await {
             Ok(LinkEndpoint::Receiver(receiver)) => {
-                tokio::spawn(serve_inbound(receiver, state.clone(), context.clone()));
+                links.spawn(serve_inbound(receiver, state.clone(), context.clone()));
             }
             Ok(LinkEndpoint::Sender(sender)) => {
-                tokio::spawn(serve_outbound(sender, state.clone(), context.clone()));
+                links.spawn(serve_outbound(sender, state.clone(), context.clone()));
             }
             Err(e) => {
                 tracing::debug!(error = %e, "AMQP session ended");
@@ -371,7 +474,8 @@ async fn serve_session(
             }
         }
     }
-    let _ = session.end().await;
+    links.abort_all();
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, session.end()).await;
 }
 
 /// Why a link is not served: an address that is not IoT Hub's is `amqp:not-found` (as the
@@ -411,6 +515,16 @@ async fn serve_inbound(receiver: Receiver, state: Arc<ConnectionState>, context:
     let address = Address::parse(target.as_deref().unwrap_or_default());
     match address {
         Ok(Address::Cbs) => serve_cbs_requests(receiver, state, context).await,
+        Ok(Address::Events {
+            device_id,
+            module_id,
+        }) => {
+            let identity = match module_id {
+                Some(module) => azure_iot_protocol::Identity::module(device_id, module),
+                None => azure_iot_protocol::Identity::device(device_id),
+            };
+            device::serve_telemetry(receiver, identity, state, context).await;
+        }
         Ok(Address::ServiceDeviceBound) => serve_c2d(receiver, state, context).await,
         other => {
             let _ = receiver
@@ -488,7 +602,7 @@ async fn serve_cbs_requests(
         let message = delivery.into_message();
         let answer = match PutToken::parse(&message) {
             Ok(request) => {
-                let (status, description) = match put_token(&context, &state, &request) {
+                let (status, description) = match put_token(&context, &state, &request).await {
                     Ok(()) => (200, "OK".to_owned()),
                     Err(refusal) => refusal,
                 };
@@ -521,10 +635,10 @@ async fn serve_cbs_requests(
 }
 
 /// Checks a put-token and grants its audience: the hub's own audience needs a service token
-/// (ServiceConnect), a device or module audience a policy token with DeviceConnect that
-/// covers it. Device-key tokens are for the device AMQP links, which the emulator does not
-/// serve yet: refused, saying so.
-fn put_token(
+/// (ServiceConnect); a device or module audience a token the device core accepts for that
+/// identity (its own key, or a policy with DeviceConnect), the identity registered and
+/// enabled.
+async fn put_token(
     context: &AmqpContext,
     state: &ConnectionState,
     request: &PutToken,
@@ -543,30 +657,29 @@ fn put_token(
             context.hostname
         )));
     }
-    let expiry = if audience.device_id.is_none() {
-        check_service_token(context, &request.token).map_err(unauthorized)?
-    } else {
-        let token = azure_iot_core::SasToken::parse(&request.token)
-            .map_err(|e| unauthorized(format!("the token is not a SAS token: {e}")))?;
-        if token.key_name().is_none() {
-            return Err(unauthorized(
-                "device-key tokens are for device AMQP links, which the emulator does not serve yet"
-                    .to_owned(),
-            ));
+    let (expiry, device) = match &audience.device_id {
+        None => (
+            check_service_token(context, &request.token).map_err(unauthorized)?,
+            None,
+        ),
+        Some(device_id) => {
+            let identity = match &audience.module_id {
+                Some(module) => azure_iot_protocol::Identity::module(device_id, module),
+                None => azure_iot_protocol::Identity::device(device_id),
+            };
+            let grant = context
+                .device
+                .authenticate(&identity, Some(&request.token), &[])
+                .await
+                .map_err(|refusal| unauthorized(refusal.detail))?;
+            let expiry = grant
+                .expires_at
+                .ok_or_else(|| unauthorized("the token has no expiry".to_owned()))?;
+            (expiry, Some(grant))
         }
-        context
-            .policies
-            .authorize(
-                Some(&request.token),
-                &audience.resource(),
-                Rights::DEVICE_CONNECT,
-                SystemTime::now(),
-            )
-            .map_err(|e| unauthorized(e.message))?;
-        token.expires_at()
     };
     state
-        .authorize(grant_key(&audience), expiry)
+        .grant(grant_key(&audience), expiry, device)
         .map_err(|why| (403, why))
 }
 

@@ -182,6 +182,7 @@ mod tests {
             shutdown: tokio::sync::watch::channel(false).1,
             grant_generation: tokio::sync::watch::channel(0).1,
             limits: crate::config::Limits::default(),
+            device: mqtt.device.clone(),
         });
         let app = AppState {
             hub,

@@ -35,21 +35,30 @@ pub(crate) async fn serve(
     limits: Limits,
     shutdown: watch::Receiver<bool>,
 ) {
-    serve_tls(listener, tls, limits, shutdown, move |stream, peer| {
-        let certificate = crate::mqtt::client_certificate(&stream);
-        let service =
-            TowerToHyperService::new(app.clone().layer(Extension(Peer(peer, certificate))));
-        async move {
-            let result = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.http_idle_timeout)
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades()
-                .await;
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+    serve_tls(
+        listener,
+        tls,
+        limits,
+        shutdown,
+        move |stream, peer, slot| {
+            let certificate = crate::mqtt::client_certificate(&stream);
+            let service = TowerToHyperService::new(app.clone().layer(Extension(Peer(
+                peer,
+                certificate,
+                slot,
+            ))));
+            async move {
+                let result = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(limits.http_idle_timeout)
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades()
+                    .await;
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+                }
             }
-        }
-    })
+        },
+    )
     .await;
 }

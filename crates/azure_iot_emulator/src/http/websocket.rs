@@ -33,12 +33,14 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use super::{ApiError, AppState};
 use crate::mqtt::run_session;
 
-/// The peer address of the connection a request arrived on, and the client certificate it
-/// presented in the TLS handshake (if any).
+/// The peer address of the connection a request arrived on, the client certificate it
+/// presented in the TLS handshake (if any), and its place under the listener's connection
+/// limit (which an upgraded session takes along).
 #[derive(Debug, Clone)]
 pub(crate) struct Peer(
     pub(crate) SocketAddr,
     pub(crate) Vec<rustls_pki_types::CertificateDer<'static>>,
+    pub(crate) crate::net::Slot,
 );
 
 /// Bytes buffered between the WebSocket and the protocol session in each direction. When it
@@ -54,7 +56,7 @@ const PIPE_BYTES: usize = 64 * 1024;
 /// clients compare it with what they sent.
 pub(crate) async fn upgrade(
     State(app): State<AppState>,
-    Extension(Peer(peer, certificate)): Extension<Peer>,
+    Extension(Peer(peer, certificate, slot)): Extension<Peer>,
     mut request: Request,
 ) -> Response {
     let headers = request.headers();
@@ -94,7 +96,11 @@ pub(crate) async fn upgrade(
     let mqtt = app.mqtt.clone();
     let amqp = app.amqp.clone();
     let is_mqtt = protocol.eq_ignore_ascii_case("mqtt");
+    let write_timeout = app.amqp.limits.write_timeout;
+    // The upgraded session counts under the HTTPS listener's limit for as long as it lives.
+    let permit = slot.take();
     tokio::spawn(async move {
+        let _permit = permit;
         match on_upgrade.await {
             Ok(upgraded) => {
                 let ws = WebSocketStream::from_raw_socket(
@@ -104,9 +110,15 @@ pub(crate) async fn upgrade(
                 )
                 .await;
                 if is_mqtt {
-                    bridge(ws, peer, move |io| run_session(io, peer, mqtt, certificate)).await;
+                    bridge(ws, peer, write_timeout, move |io| {
+                        run_session(io, peer, mqtt, certificate)
+                    })
+                    .await;
                 } else {
-                    bridge(ws, peer, move |io| crate::amqp::run(io, peer, amqp)).await;
+                    bridge(ws, peer, write_timeout, move |io| {
+                        crate::amqp::run(io, peer, amqp)
+                    })
+                    .await;
                 }
             }
             Err(e) => tracing::debug!(%peer, error = %e, "WebSocket upgrade failed"),
@@ -155,8 +167,16 @@ fn limits() -> WebSocketConfig {
 /// frames of up to 16 KiB. A text frame ends the connection (no IoT Hub protocol uses them).
 /// When either side ends, the pipe is dropped so the session sees end-of-stream, a close frame
 /// is sent, and the session task is awaited so nothing outlives the connection.
-async fn bridge<S, F, Fut>(ws: WebSocketStream<S>, peer: SocketAddr, serve: F)
-where
+///
+/// A write into the pipe that stays blocked for `write_timeout` ends the connection: the
+/// session is itself blocked writing answers the client does not read (the bridge cannot
+/// read them while it writes), and no socket deadline sees an in-memory pipe.
+async fn bridge<S, F, Fut>(
+    ws: WebSocketStream<S>,
+    peer: SocketAddr,
+    write_timeout: std::time::Duration,
+    serve: F,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     F: FnOnce(tokio::io::DuplexStream) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
@@ -169,8 +189,13 @@ where
         tokio::select! {
             frame = frames.next() => match frame {
                 Some(Ok(Message::Binary(bytes))) => {
-                    if pipe.write_all(&bytes).await.is_err() {
-                        break;
+                    match tokio::time::timeout(write_timeout, pipe.write_all(&bytes)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => break,
+                        Err(_) => {
+                            tracing::info!(%peer, "the WebSocket client does not read its answers; closing");
+                            break;
+                        }
                     }
                 }
                 // Pings are answered by the WebSocket layer; text frames are not MQTT.

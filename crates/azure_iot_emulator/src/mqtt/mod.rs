@@ -42,11 +42,17 @@ pub(crate) async fn serve(
     shutdown: watch::Receiver<bool>,
 ) {
     let limits = context.limits;
-    serve_tls(listener, tls, limits, shutdown, move |stream, peer| {
-        let context = context.clone();
-        let certificate = client_certificate(&stream);
-        session::run(stream, peer, context, certificate)
-    })
+    serve_tls(
+        listener,
+        tls,
+        limits,
+        shutdown,
+        move |stream, peer, _slot| {
+            let context = context.clone();
+            let certificate = client_certificate(&stream);
+            session::run(stream, peer, context, certificate)
+        },
+    )
     .await;
 }
 

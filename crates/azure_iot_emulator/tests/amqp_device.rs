@@ -1,0 +1,314 @@
+//! Devices over AMQP on real TLS with an independent AMQP 1.0 client (fe2o3-amqp): CBS with
+//! device-key tokens, telemetry (single messages and batches), several devices on one
+//! connection, and the refusals (another device's link, no token, an unreadable batch).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use azure_iot_core::message::Message as IotMessage;
+use azure_iot_protocol::amqp::{BATCH_FORMAT, encode_batch, to_amqp};
+use azure_iot_test::{HubEndpoint, RestClient, device_token, emulator};
+use fe2o3_amqp::link::delivery::Sendable;
+use fe2o3_amqp::{Connection, Receiver, Sender, Session};
+use fe2o3_amqp_types::messaging::{
+    AmqpValue, ApplicationProperties, Body, Data, Message, Outcome, Properties,
+};
+use fe2o3_amqp_types::primitives::{Binary, SimpleValue, Value};
+
+async fn tls(hub: &HubEndpoint) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let tcp = tokio::net::TcpStream::connect(hub.amqp_addr).await.unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(hub.tls_config()))
+        .connect(
+            rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap()
+}
+
+/// A device connection as the Node SDK opens it: no SASL, CBS put-token with the audience
+/// URL-encoded (the raw `sr` of the device's SAS token).
+struct DeviceAmqp {
+    connection: fe2o3_amqp::connection::ConnectionHandle<()>,
+    session: fe2o3_amqp::session::SessionHandle<()>,
+    cbs: (Sender, Receiver),
+    next_id: u64,
+}
+
+impl DeviceAmqp {
+    async fn open(ep: &HubEndpoint) -> Self {
+        let mut connection = Connection::builder()
+            .container_id("device-test")
+            .hostname("localhost")
+            .open_with_stream(tls(ep).await)
+            .await
+            .unwrap();
+        let mut session = Session::begin(&mut connection).await.unwrap();
+        let cbs = (
+            Sender::attach(&mut session, "cbs-sender", "$cbs")
+                .await
+                .unwrap(),
+            Receiver::attach(&mut session, "cbs-receiver", "$cbs")
+                .await
+                .unwrap(),
+        );
+        Self {
+            connection,
+            session,
+            cbs,
+            next_id: 0,
+        }
+    }
+
+    /// Puts `device`'s own-key token; returns the answer's status code.
+    async fn put_device_token(&mut self, ep: &HubEndpoint, device: &str, key: &str) -> i32 {
+        let token = device_token(ep, device, None, key, Duration::from_secs(600));
+        self.next_id += 1;
+        let request = Message::builder()
+            .properties(
+                Properties::builder()
+                    .message_id(format!("put-{}", self.next_id))
+                    .reply_to("cbs")
+                    .to("$cbs")
+                    .build(),
+            )
+            .application_properties(
+                ApplicationProperties::builder()
+                    .insert("operation", "put-token")
+                    .insert("type", "servicebus.windows.net:sastoken")
+                    .insert("name", format!("{}%2Fdevices%2F{device}", ep.hostname))
+                    .build(),
+            )
+            .body(Body::Value(AmqpValue(Value::String(token))))
+            .build();
+        self.cbs.0.send(request).await.unwrap();
+        let answer =
+            tokio::time::timeout(Duration::from_secs(10), self.cbs.1.recv::<Body<Value>>())
+                .await
+                .expect("a CBS answer")
+                .unwrap();
+        self.cbs.1.accept(&answer).await.unwrap();
+        match answer
+            .into_message()
+            .application_properties
+            .unwrap()
+            .get("status-code")
+        {
+            Some(SimpleValue::Int(code)) => *code,
+            other => panic!("status-code {other:?}"),
+        }
+    }
+
+    async fn telemetry_link(&mut self, device: &str) -> Sender {
+        Sender::attach(
+            &mut self.session,
+            format!("telemetry-{device}"),
+            format!("/devices/{device}/messages/events"),
+        )
+        .await
+        .unwrap()
+    }
+
+    /// Why the hub refuses `device`'s telemetry link (its attach is answered, then detached
+    /// with the error; a send shows it).
+    async fn telemetry_refusal(&mut self, device: &str) -> String {
+        match Sender::attach(
+            &mut self.session,
+            format!("probe-{device}"),
+            format!("/devices/{device}/messages/events"),
+        )
+        .await
+        {
+            Err(e) => format!("{e:?}"),
+            Ok(mut sender) => format!(
+                "{:?}",
+                sender
+                    .send(to_amqp(&telemetry("{}", "probe")))
+                    .await
+                    .expect_err("a refused link takes no message")
+            ),
+        }
+    }
+}
+
+fn telemetry(body: &str, id: &str) -> IotMessage {
+    IotMessage::builder(body.as_bytes().to_vec())
+        .message_id(id)
+        .content_type("application/json")
+        .property("p1", "v1")
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn telemetry_over_amqp_with_a_device_key_token() {
+    let hub = emulator().await;
+    let ep = HubEndpoint::of(&hub);
+    let api = RestClient::new(&ep, "iothubowner");
+    let key = api.register_device("dev1").await;
+    let mut device = DeviceAmqp::open(&ep).await;
+    assert_eq!(device.put_device_token(&ep, "dev1", &key).await, 200);
+    let mut link = device.telemetry_link("dev1").await;
+    let outcome = link
+        .send(to_amqp(&telemetry(r#"{"t":21}"#, "m-1")))
+        .await
+        .unwrap();
+    assert!(matches!(outcome, Outcome::Accepted(_)), "{outcome:?}");
+
+    let events = hub.telemetry(0, 10).await.unwrap();
+    assert_eq!(events.len(), 1, "stored before it was accepted");
+    let event = &events[0];
+    assert_eq!(event.device_id, "dev1");
+    assert_eq!(event.message.body().as_ref(), br#"{"t":21}"#);
+    let system = event.message.system_properties();
+    assert_eq!(system.message_id.as_deref(), Some("m-1"));
+    assert_eq!(system.content_type.as_deref(), Some("application/json"));
+    assert_eq!(system.connection_device_id.as_deref(), Some("dev1"));
+    assert_eq!(system.connection_auth_method.as_deref(), Some("sas"));
+    assert_eq!(event.message.property("p1"), Some("v1"));
+    let _ = device.connection.close().await;
+    hub.shutdown().await;
+}
+
+/// A batch (`message-format` 0x80013700, one encoded message per data section) is stored
+/// whole, in order; a batch with a section that is not a message is rejected and stores
+/// nothing.
+#[tokio::test]
+async fn batched_telemetry_is_stored_whole_or_not_at_all() {
+    let hub = emulator().await;
+    let ep = HubEndpoint::of(&hub);
+    let key = RestClient::new(&ep, "iothubowner")
+        .register_device("dev1")
+        .await;
+    let mut device = DeviceAmqp::open(&ep).await;
+    assert_eq!(device.put_device_token(&ep, "dev1", &key).await, 200);
+    let mut link = device.telemetry_link("dev1").await;
+    let batch = encode_batch(
+        &(0..3)
+            .map(|n| to_amqp(&telemetry(&n.to_string(), &format!("b-{n}"))))
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let outcome = link
+        .send(
+            Sendable::builder()
+                .message(batch)
+                .message_format(BATCH_FORMAT)
+                .build(),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(outcome, Outcome::Accepted(_)), "{outcome:?}");
+    let ids: Vec<_> = hub
+        .telemetry(0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.message.system_properties().message_id.clone().unwrap())
+        .collect();
+    assert_eq!(ids, ["b-0", "b-1", "b-2"]);
+
+    let broken: Message<Body<Value>> = Message::builder()
+        .body(Body::Data(
+            vec![
+                Data(Binary::from(b"not an AMQP message".to_vec())),
+                Data(Binary::from(Vec::new())),
+            ]
+            .into(),
+        ))
+        .build();
+    let outcome = link
+        .send(
+            Sendable::builder()
+                .message(broken)
+                .message_format(BATCH_FORMAT)
+                .build(),
+        )
+        .await
+        .unwrap();
+    match outcome {
+        Outcome::Rejected(r) => assert!(format!("{r:?}").contains("DecodeError"), "{r:?}"),
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    assert_eq!(hub.telemetry(0, 10).await.unwrap().len(), 3, "nothing more");
+    let _ = device.connection.close().await;
+    hub.shutdown().await;
+}
+
+/// One connection carries several devices, each on the token put for it; a device's link
+/// without its token is refused, and a token for one device opens no other device's link.
+#[tokio::test]
+async fn several_devices_share_a_connection_each_on_its_own_token() {
+    let hub = emulator().await;
+    let ep = HubEndpoint::of(&hub);
+    let api = RestClient::new(&ep, "iothubowner");
+    let key1 = api.register_device("dev1").await;
+    let key2 = api.register_device("dev2").await;
+    api.register_device("dev3").await;
+    let mut device = DeviceAmqp::open(&ep).await;
+    assert_eq!(device.put_device_token(&ep, "dev1", &key1).await, 200);
+    assert_eq!(device.put_device_token(&ep, "dev2", &key2).await, 200);
+    // dev1's key does not grant dev3.
+    assert_eq!(device.put_device_token(&ep, "dev3", &key1).await, 401);
+    let refusal = device.telemetry_refusal("dev3").await;
+    assert!(refusal.contains("UnauthorizedAccess"), "{refusal}");
+
+    let mut one = device.telemetry_link("dev1").await;
+    let mut two = device.telemetry_link("dev2").await;
+    for (link, id) in [(&mut one, "from-1"), (&mut two, "from-2")] {
+        let outcome = link.send(to_amqp(&telemetry("{}", id))).await.unwrap();
+        assert!(matches!(outcome, Outcome::Accepted(_)), "{outcome:?}");
+    }
+    let mut senders: Vec<_> = hub
+        .telemetry(0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e.device_id.clone(),
+                e.message.system_properties().message_id.clone(),
+            )
+        })
+        .collect();
+    senders.sort();
+    assert_eq!(
+        senders,
+        [
+            ("dev1".to_owned(), Some("from-1".to_owned())),
+            ("dev2".to_owned(), Some("from-2".to_owned()))
+        ]
+    );
+    let _ = device.connection.close().await;
+    hub.shutdown().await;
+}
+
+/// A device deleted while its link is open: the hub ends the device's connection and the
+/// link is detached, saying why.
+#[tokio::test]
+async fn deleting_the_device_detaches_its_link() {
+    let hub = emulator().await;
+    let ep = HubEndpoint::of(&hub);
+    let api = RestClient::new(&ep, "iothubowner");
+    let key = api.register_device("dev1").await;
+    let mut device = DeviceAmqp::open(&ep).await;
+    assert_eq!(device.put_device_token(&ep, "dev1", &key).await, 200);
+    let mut link = device.telemetry_link("dev1").await;
+    assert!(matches!(
+        link.send(to_amqp(&telemetry("{}", "before")))
+            .await
+            .unwrap(),
+        Outcome::Accepted(_)
+    ));
+    api.delete("/devices/dev1").await;
+    let detached = tokio::time::timeout(Duration::from_secs(10), link.on_detach())
+        .await
+        .expect("detached by the hub");
+    assert!(
+        format!("{detached:?}").contains("DetachForced"),
+        "{detached:?}"
+    );
+    let _ = device.connection.close().await;
+    hub.shutdown().await;
+}
