@@ -4,14 +4,23 @@
 //! * `ingest`: C TLS connections each publish M 100-byte QoS 1 messages (two custom
 //!   properties), W in flight per connection; msgs/s from the first publish to the last PUBACK.
 //!   Against the emulator (devices registered first, SAS auth) or any MQTT broker (Mosquitto).
-//! * `connections`: opens N idle device connections; connects/s and, given the server's pid,
-//!   its resident memory per connection.
+//! * `connections`: opens N idle device connections and holds them; connects/s, given the
+//!   server's pid its resident memory per connection, and how long one more device takes to
+//!   connect (TCP + TLS + CONNECT/CONNACK) while all are held. Past one loopback address's
+//!   ephemeral ports, the sockets are bound to source addresses 127.0.0.1, 127.0.0.2, …
+//!   (`--per-source` each); the process raises its open-file limit to the hard limit.
 //! * `methods`: D connected devices answer direct methods; N invocations through the REST API,
 //!   one at a time; p50/p99 round-trip latency.
 //! * `gen-cert`: a CA and server certificate for `localhost` (PEM files), for the broker that
 //!   the emulator is compared with.
-#![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,7 +35,7 @@ use clap::{Parser, Subcommand};
 use reqwest::Method;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
@@ -72,6 +81,16 @@ enum Command {
         /// Connections opened at once.
         #[arg(long, default_value_t = 64)]
         parallel: usize,
+        /// Connections per loopback source address (127.0.0.1, then .2, …); one address has
+        /// about 28,000 ephemeral ports (net.ipv4.ip_local_port_range).
+        #[arg(long, default_value_t = 25_000)]
+        per_source: usize,
+        /// Connects of one more device, timed while all are held (median reported).
+        #[arg(long, default_value_t = 9)]
+        probes: usize,
+        /// Seconds to keep the connections after measuring (to inspect the server).
+        #[arg(long, default_value_t = 0)]
+        hold_seconds: u64,
     },
     /// Direct-method round trips.
     Methods {
@@ -102,7 +121,20 @@ async fn main() {
             count,
             pid,
             parallel,
-        } => hold_connections(&hub_dir, count, pid, parallel).await,
+            per_source,
+            probes,
+            hold_seconds,
+        } => {
+            let plan = HoldPlan {
+                count,
+                pid,
+                parallel,
+                per_source,
+                probes,
+                hold: Duration::from_secs(hold_seconds),
+            };
+            hold_connections(&hub_dir, plan).await
+        }
         Command::Methods {
             hub_dir,
             devices,
@@ -139,7 +171,11 @@ fn tls_from_pem(pem: &[u8]) -> Arc<rustls::ClientConfig> {
     )
 }
 
-/// Registers `count` devices (bulk, 100 per call) and returns their SAS logins.
+/// Bulk registration requests in flight at once.
+const REGISTER_PARALLEL: usize = 8;
+
+/// Registers `count` devices (bulk, 100 per call, [`REGISTER_PARALLEL`] calls at once) and
+/// returns their SAS logins.
 async fn register_devices(
     hub: &HubEndpoint,
     prefix: &str,
@@ -148,24 +184,34 @@ async fn register_devices(
     let api = RestClient::new(hub, "iothubowner");
     let key = SharedAccessKey::from_bytes(vec![7u8; 32]).unwrap();
     let ids: Vec<String> = (0..count).map(|i| format!("{prefix}-{i}")).collect();
+    let mut pending = tokio::task::JoinSet::new();
     for chunk in ids.chunks(100) {
+        if pending.len() >= REGISTER_PARALLEL {
+            pending.join_next().await.unwrap().unwrap();
+        }
         let entries: Vec<_> = chunk
             .iter()
             .map(|id| json!({"id": id, "importMode": "update", "authentication": {"type": "sas", "symmetricKey": {"primaryKey": key.to_base64(), "secondaryKey": key.to_base64()}}}))
             .collect();
-        let r = api
-            .request(
-                Method::POST,
-                "/devices",
-                Some(serde_json::Value::Array(entries)),
-                &[],
-            )
-            .await;
-        assert!(
-            r.status.is_success(),
-            "bulk registration failed: {:?}",
-            r.body
-        );
+        let api = api.clone();
+        pending.spawn(async move {
+            let r = api
+                .request(
+                    Method::POST,
+                    "/devices",
+                    Some(serde_json::Value::Array(entries)),
+                    &[],
+                )
+                .await;
+            assert!(
+                r.status.is_success(),
+                "bulk registration failed: {:?}",
+                r.body
+            );
+        });
+    }
+    while let Some(done) = pending.join_next().await {
+        done.unwrap();
     }
     ids.into_iter()
         .map(|id| {
@@ -185,15 +231,37 @@ async fn register_devices(
 }
 
 async fn open(target: &Target, index: usize, keep_alive: u16) -> (TlsStream<TcpStream>, BytesMut) {
-    let tcp = TcpStream::connect(target.addr).await.unwrap();
-    tcp.set_nodelay(true).unwrap();
+    try_open(target, index, keep_alive, None)
+        .await
+        .unwrap_or_else(|e| panic!("connection {index}: {e}"))
+}
+
+/// TCP (from `source` if given), TLS, CONNECT, CONNACK; an error says which step failed.
+async fn try_open(
+    target: &Target,
+    index: usize,
+    keep_alive: u16,
+    source: Option<IpAddr>,
+) -> Result<(TlsStream<TcpStream>, BytesMut), String> {
+    let tcp = match source {
+        None => TcpStream::connect(target.addr).await,
+        Some(ip) => {
+            let socket = TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
+            socket
+                .bind(SocketAddr::new(ip, 0))
+                .map_err(|e| format!("bind {ip}: {e}"))?;
+            socket.connect(target.addr).await
+        }
+    }
+    .map_err(|e| format!("TCP connect: {e}"))?;
+    tcp.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
     let mut stream = TlsConnector::from(target.tls.clone())
         .connect(
             rustls_pki_types::ServerName::try_from("localhost").unwrap(),
             tcp,
         )
         .await
-        .unwrap();
+        .map_err(|e| format!("TLS handshake: {e}"))?;
     let (client_id, username, password) = &target.logins[index];
     let mut connect = Connect::new(client_id.clone());
     connect.keep_alive = keep_alive;
@@ -201,25 +269,29 @@ async fn open(target: &Target, index: usize, keep_alive: u16) -> (TlsStream<TcpS
     connect.set_login(username.clone(), password.clone());
     let mut out = BytesMut::new();
     write_packet(&Packet::Connect(connect), &mut out).unwrap();
-    stream.write_all(&out).await.unwrap();
+    stream
+        .write_all(&out)
+        .await
+        .map_err(|e| format!("CONNECT: {e}"))?;
     let mut buf = BytesMut::with_capacity(4096);
     loop {
-        if let Some(packet) = read_packet(&mut buf, MAX_PACKET_BYTES).unwrap() {
+        if let Some(packet) = read_packet(&mut buf, MAX_PACKET_BYTES).map_err(|e| e.to_string())? {
             match packet {
                 Packet::ConnAck(ack)
                     if ack.code == azure_iot_protocol::mqtt::codec::ConnectReturnCode::Success =>
                 {
                     break;
                 }
-                other => panic!("connection {index} refused: {other:?}"),
+                other => return Err(format!("refused: {other:?}")),
             }
         }
-        assert!(
-            stream.read_buf(&mut buf).await.unwrap() > 0,
-            "closed before CONNACK"
-        );
+        match stream.read_buf(&mut buf).await {
+            Ok(0) => return Err("closed before CONNACK".into()),
+            Ok(_) => {}
+            Err(e) => return Err(format!("reading CONNACK: {e}")),
+        }
     }
-    (stream, buf)
+    Ok((stream, buf))
 }
 
 async fn ingest(
@@ -333,9 +405,74 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
-async fn hold_connections(hub_dir: &Path, count: usize, pid: Option<u32>, parallel: usize) {
+/// What `connections` does.
+struct HoldPlan {
+    count: usize,
+    pid: Option<u32>,
+    parallel: usize,
+    per_source: usize,
+    probes: usize,
+    hold: Duration,
+}
+
+/// Raises this process's open-file limit to its hard limit; returns the new soft limit.
+fn raise_file_limit() -> u64 {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            eprintln!("could not raise the open-file limit: {e}");
+        }
+    }
+    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
+}
+
+/// The soft open-file limit of process `pid`, from /proc.
+fn file_limit_of(pid: u32) -> Option<u64> {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// Source address `n` (0-based) of the loopback range: 127.0.0.1, 127.0.0.2, …
+fn loopback_source(n: usize) -> IpAddr {
+    let n = u32::try_from(n + 1).unwrap();
+    IpAddr::V4(Ipv4Addr::from(u32::from(Ipv4Addr::new(127, 0, 0, 0)) + n))
+}
+
+async fn hold_connections(hub_dir: &Path, plan: HoldPlan) {
+    let HoldPlan {
+        count,
+        pid,
+        parallel,
+        per_source,
+        probes,
+        hold,
+    } = plan;
+    // Every connection is a descriptor here and one in the server; a few dozen more for
+    // the runtime, the REST client and the probes.
+    let own_limit = raise_file_limit();
+    let needed = count as u64 + 64;
+    assert!(
+        own_limit >= needed,
+        "{count} connections need about {needed} open files; this process may have {own_limit} \
+         (raise the hard limit: ulimit -Hn)"
+    );
+    let server_limit = pid.and_then(file_limit_of);
+    if let Some(limit) = server_limit
+        && limit < needed
+    {
+        eprintln!(
+            "warning: the server may open {limit} files; {count} connections need about {needed}"
+        );
+    }
+    let sources = count.div_ceil(per_source.max(1)).max(1);
     let hub = HubEndpoint::from_data_dir(hub_dir);
-    let logins = register_devices(&hub, "idle", count).await;
+    let registering = Instant::now();
+    let mut logins = register_devices(&hub, "idle", count).await;
+    logins.extend(register_devices(&hub, "probe", probes).await);
+    let register_secs = registering.elapsed().as_secs_f64();
     let target = Arc::new(Target {
         addr: hub.mqtt_addr,
         tls: Arc::new(hub.tls_config()),
@@ -344,35 +481,73 @@ async fn hold_connections(hub_dir: &Path, count: usize, pid: Option<u32>, parall
     });
     let before = pid.and_then(rss_kib);
     let started = Instant::now();
-    let mut held = Vec::with_capacity(count);
     let semaphore = Arc::new(tokio::sync::Semaphore::new(parallel));
     let mut tasks = Vec::with_capacity(count);
     for i in 0..count {
         let target = target.clone();
         let permit = semaphore.clone().acquire_owned().await.unwrap();
+        let source = (sources > 1).then(|| loopback_source(i % sources));
         tasks.push(tokio::spawn(async move {
-            let conn = open(&target, i, 1000).await;
+            let conn = try_open(&target, i, 1000, source).await;
             drop(permit);
             conn
         }));
     }
+    let mut held = Vec::with_capacity(count);
+    let mut failures = 0usize;
+    let mut first_failure = None;
     for t in tasks {
-        held.push(t.await.unwrap());
+        match t.await.unwrap() {
+            Ok(conn) => held.push(conn),
+            Err(e) => {
+                failures += 1;
+                first_failure.get_or_insert(e);
+            }
+        }
     }
     let connect_secs = started.elapsed().as_secs_f64();
+    if let Some(e) = &first_failure {
+        eprintln!("{failures} of {count} connections failed; the first: {e}");
+    }
     // Let the server settle, then read its memory with every connection open and idle.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = pid.and_then(rss_kib);
     let per_connection = match (before, after) {
-        (Some(b), Some(a)) => Some((a.saturating_sub(b)) as f64 * 1024.0 / count as f64),
+        (Some(b), Some(a)) if !held.is_empty() => {
+            Some((a.saturating_sub(b)) as f64 * 1024.0 / held.len() as f64)
+        }
         _ => None,
     };
+    // One more device, while all are held: TCP + TLS + CONNECT + CONNACK, then it leaves.
+    let mut probe_ms = Vec::with_capacity(probes);
+    for p in 0..probes {
+        let started = Instant::now();
+        match try_open(&target, count + p, 1000, Some(loopback_source(p % sources))).await {
+            Ok((mut stream, _)) => {
+                probe_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+                let _ = stream.shutdown().await;
+            }
+            Err(e) => eprintln!("probe {p} failed: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    probe_ms.sort_by(f64::total_cmp);
+    let median = probe_ms.get(probe_ms.len() / 2).copied();
     println!(
         "RESULT {}",
-        json!({"bench": "connections", "count": held.len(), "connect_seconds": connect_secs,
-               "connects_per_s": count as f64 / connect_secs, "server_rss_before_kib": before,
-               "server_rss_after_kib": after, "bytes_per_connection": per_connection})
+        json!({"bench": "connections", "count": count, "held": held.len(), "failed": failures,
+               "source_addresses": sources, "register_seconds": register_secs,
+               "connect_seconds": connect_secs, "connects_per_s": held.len() as f64 / connect_secs,
+               "server_rss_before_kib": before, "server_rss_after_kib": after,
+               "bytes_per_connection": per_connection,
+               "probe_connect_ms_median": median, "probe_connect_ms_max": probe_ms.last(),
+               "probe_connect_ms": probe_ms, "file_limit": own_limit,
+               "server_file_limit": server_limit})
     );
+    if !hold.is_zero() {
+        tokio::time::sleep(hold).await;
+    }
+    drop(held);
 }
 
 async fn methods(hub_dir: &Path, devices: usize, calls: usize) {

@@ -1,12 +1,14 @@
 //! One authenticated device connection as the hub sees it, whatever protocol carries it.
 
 use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
 use std::time::{Duration, SystemTime};
 
 use azure_iot_core::message::Message;
 use azure_iot_core::method::{DirectMethodResponse, json_or_null};
 use azure_iot_protocol::Identity;
 use azure_iot_protocol::request_id::RequestIdGenerator;
+use futures_util::FutureExt;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -163,38 +165,51 @@ impl DeviceConnection {
     /// Accepts a telemetry message: the hub stamps who sent it and how it authenticated, and
     /// when; the returned [`Commit`] resolves once the message is durable in the log. Waits
     /// while the log's queue is full (back-pressure to this connection).
-    pub(crate) async fn send_telemetry(&mut self, message: Message) -> Commit {
+    ///
+    /// Not an `async fn`: the message (about 570 bytes) moves straight into the log's future
+    /// instead of also staying in this one's arguments, and every connection's serve loop
+    /// reserves room for this future even while it is idle.
+    pub(crate) fn send_telemetry(&mut self, message: Message) -> impl Future<Output = Commit> + '_ {
         let (reply, committed) = oneshot::channel();
-        self.core
-            .telemetry
-            .append_with(
-                self.identity.device_id().to_owned(),
-                self.identity.module_id().map(str::to_owned),
-                self.auth_method,
-                now(),
-                message,
-                reply,
-            )
-            .await;
-        // lastActivityTime: at most one state-thread job a second, not one a message, and
-        // nothing waits for it.
-        if self
-            .last_touch
-            .is_none_or(|at| at.elapsed() >= ACTIVITY_RESOLUTION)
-        {
-            self.last_touch = Some(Instant::now());
-            let who = self.identity.clone();
-            self.core.hub.tell(move |s| s.touch_device(&who));
-        }
-        let acknowledge = match (self.faults.withhold_pubacks, self.faults.puback_delay) {
-            (true, _) => Acknowledge::Never,
-            (false, Some(delay)) => Acknowledge::After(delay),
-            (false, None) => Acknowledge::Now,
-        };
-        Commit {
-            durable: committed,
-            acknowledge,
-        }
+        let Self {
+            core,
+            identity,
+            auth_method,
+            faults,
+            last_touch,
+            ..
+        } = self;
+        // Shared from here on: the log's future borrows the core while this one runs.
+        let (core, identity, faults): (&DeviceCore, &Identity, &SessionFaults) =
+            (core, identity, faults);
+        let append = core.telemetry.append_with(
+            identity.device_id().to_owned(),
+            identity.module_id().map(str::to_owned),
+            auth_method,
+            now(),
+            message,
+            reply,
+        );
+        // `map`, not an async block awaiting `append`: the block would keep a second,
+        // moved-from slot for the log's 1.6 KiB future.
+        append.map(move |()| {
+            // lastActivityTime: at most one state-thread job a second, not one a message, and
+            // nothing waits for it.
+            if last_touch.is_none_or(|at| at.elapsed() >= ACTIVITY_RESOLUTION) {
+                *last_touch = Some(Instant::now());
+                let who = identity.clone();
+                core.hub.tell(move |s| s.touch_device(&who));
+            }
+            let acknowledge = match (faults.withhold_pubacks, faults.puback_delay) {
+                (true, _) => Acknowledge::Never,
+                (false, Some(delay)) => Acknowledge::After(delay),
+                (false, None) => Acknowledge::Now,
+            };
+            Commit {
+                durable: committed,
+                acknowledge,
+            }
+        })
     }
 
     /// The twin as the device sees it (`{"desired": …, "reported": …}`), JSON.
