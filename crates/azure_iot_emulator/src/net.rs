@@ -126,11 +126,14 @@ pub(crate) async fn serve_tls<H, F>(
                 connections.spawn(async move {
                     // Held until the handler returns, unless it took the permit along.
                     let held = slot.clone();
-                    match tokio::time::timeout(handshake_timeout, acceptor.accept(socket)).await {
-                        Ok(Ok(tls)) => handle(tls, peer, slot).await,
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
+                    // The stream is bound before the handler runs, so the task does not keep
+                    // room for the handshake's result beside the handler's state.
+                    let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(socket)).await {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+                    };
+                    handle(tls, peer, slot).await;
                     drop(held);
                 });
             }
