@@ -329,3 +329,42 @@ async fn the_data_directory_is_private_after_traffic() {
     );
     hub.shutdown().await;
 }
+
+/// A message whose properties make an MQTT topic longer than 65,535 bytes can never be
+/// published: it is rejected (dead-lettered, `Rejected` feedback), the device stays connected
+/// and gets the next message. Before, the topic's length went out truncated to 16 bits.
+#[tokio::test]
+async fn a_message_too_big_for_an_mqtt_topic_is_rejected_not_mangled() {
+    let hub = emulator().await;
+    let ep = HubEndpoint::of(&hub);
+    let c = RestClient::new(&ep, "iothubowner");
+    let key = c.register_device("dev1").await;
+    let token = device_token(&ep, "dev1", None, &key, HOUR);
+    let (mut device, _) = MqttClient::connect(&ep, "dev1", &token, true, 60).await;
+    device
+        .subscribe("devices/dev1/messages/devicebound/#", QoS::AtLeastOnce)
+        .await;
+    let huge = Message::builder("huge")
+        .message_id("huge")
+        .ack(AckMode::Full)
+        .property("p", "/".repeat(30_000))
+        .build()
+        .unwrap();
+    hub.send_cloud_to_device("dev1", huge).await.unwrap();
+    hub.send_cloud_to_device("dev1", c2d("next", AckMode::None))
+        .await
+        .unwrap();
+    let delivered = device.next_publish().await;
+    assert_eq!(delivered.payload.as_ref(), b"body of next");
+    device
+        .send(Packet::PubAck(PubAck::new(delivered.pkid)))
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut records = Vec::new();
+    while records.is_empty() {
+        records = feedback(&c).await;
+        assert!(tokio::time::Instant::now() < deadline, "no feedback");
+    }
+    assert_eq!(records[0]["originalMessageId"], "huge");
+    assert_eq!(records[0]["statusCode"], "Rejected");
+}

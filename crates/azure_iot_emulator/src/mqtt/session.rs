@@ -529,7 +529,7 @@ where
             // deliveries (twin responses, method requests, desired patches) need no action.
             Packet::PubAck(ack) => {
                 if let Some(id) = self.c2d_inflight.remove(&ack.pkid) {
-                    self.complete_c2d(id).await;
+                    self.settle_c2d(id, Settle::Complete).await;
                 }
                 Ok(())
             }
@@ -670,40 +670,48 @@ where
         &mut self,
         delivery: C2dDelivery,
     ) -> impl Future<Output = Result<(), Closed>> + Send + '_ {
-        let complete_now = self.publish_c2d(delivery);
+        let settle_now = self.publish_c2d(delivery);
         async move {
-            if let Some(id) = complete_now? {
-                self.complete_c2d(id).await;
+            if let Some((id, settle)) = settle_now? {
+                self.settle_c2d(id, settle).await;
             }
             Ok(())
         }
     }
 
     /// Publishes a cloud-to-device message if the device is subscribed; returns the id of a
-    /// message to complete at once (QoS 0).
-    fn publish_c2d(&mut self, delivery: C2dDelivery) -> Result<Option<u64>, Closed> {
+    /// message to settle at once: completed at QoS 0, rejected if it cannot be an MQTT
+    /// PUBLISH.
+    fn publish_c2d(&mut self, delivery: C2dDelivery) -> Result<Option<(u64, Settle)>, Closed> {
         let Some(qos) = self.delivery_qos(|f| matches!(f, TopicFilter::CloudToDevice { .. }))
         else {
             // Not subscribed (any more): the lock is released when the connection ends.
             return Ok(None);
         };
-        let topic = DownstreamTopic::cloud_to_device(self.identity.device_id(), &delivery.message);
-        let pkid = self.publish(topic.to_string(), delivery.message.body().to_vec(), qos)?;
+        let topic = DownstreamTopic::cloud_to_device(self.identity.device_id(), &delivery.message)
+            .to_string();
+        if topic.len() > usize::from(u16::MAX) {
+            // Its properties do not fit an MQTT topic: it can never be delivered over MQTT, so
+            // it is dead-lettered (the sender gets `Rejected` feedback if it asked).
+            tracing::warn!(identity = %self.identity, bytes = topic.len(), "a cloud-to-device message's properties make a topic longer than MQTT allows; rejected");
+            return Ok(Some((delivery.id, Settle::Reject)));
+        }
+        let pkid = self.publish(topic, delivery.message.body().to_vec(), qos)?;
         match pkid {
             Some(pkid) => {
                 self.c2d_inflight.insert(pkid, delivery.id);
                 Ok(None)
             }
             // At QoS 0 delivery is completion.
-            None => Ok(Some(delivery.id)),
+            None => Ok(Some((delivery.id, Settle::Complete))),
         }
     }
 
-    /// MQTT can only complete a cloud-to-device message (its PUBACK); abandon and reject do
-    /// not exist here.
-    async fn complete_c2d(&mut self, id: u64) {
-        if let Err(e) = self.device.settle_c2d(id, Settle::Complete).await {
-            tracing::debug!(identity = %self.identity, error = %e.message, "C2D PUBACK completed nothing");
+    /// A device over MQTT can only complete a cloud-to-device message (its PUBACK); the hub
+    /// itself rejects one that cannot be published.
+    async fn settle_c2d(&mut self, id: u64, settle: Settle) {
+        if let Err(e) = self.device.settle_c2d(id, settle).await {
+            tracing::debug!(identity = %self.identity, error = %e.message, "C2D settlement settled nothing");
         }
     }
 

@@ -59,7 +59,34 @@ pub fn read_packet(buffer: &mut BytesMut, max_size: usize) -> Result<Option<Pack
 }
 
 /// Appends `packet`'s bytes to `buffer`.
+///
+/// A string field longer than MQTT's 16-bit length prefix can say (a topic, filter, client
+/// id, user name or password over 65,535 bytes) is an error, not a truncated length.
 pub fn write_packet(packet: &Packet, buffer: &mut BytesMut) -> Result<(), CodecError> {
+    let long = |field: &str, len: usize| {
+        (len > usize::from(u16::MAX)).then(|| {
+            CodecError::new(format!(
+                "a {field} of {len} bytes; MQTT strings are at most 65,535 bytes"
+            ))
+        })
+    };
+    let too_long = match packet {
+        Packet::Publish(p) => long("topic", p.topic.len()),
+        Packet::Subscribe(s) => s
+            .filters
+            .iter()
+            .find_map(|f| long("topic filter", f.path.len())),
+        Packet::Unsubscribe(u) => u.topics.iter().find_map(|t| long("topic filter", t.len())),
+        Packet::Connect(c) => long("client id", c.client_id.len()).or_else(|| {
+            c.login.as_ref().and_then(|l| {
+                long("user name", l.username.len()).or_else(|| long("password", l.password.len()))
+            })
+        }),
+        _ => None,
+    };
+    if let Some(error) = too_long {
+        return Err(error);
+    }
     packet
         .write(buffer, MAX_PACKET_BYTES)
         .map(|_| ())
@@ -90,6 +117,19 @@ pub fn packet_name(packet: &Packet) -> &'static str {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// rumqttc writes a string's length as `len as u16`: a 70,000-byte topic would go out
+    /// with a wrong length and corrupt the stream. It is refused instead.
+    #[test]
+    fn strings_longer_than_a_16_bit_length_are_refused() {
+        let mut buffer = BytesMut::new();
+        let publish = Publish::new("t".repeat(70_000), QoS::AtLeastOnce, b"x".to_vec());
+        let error = write_packet(&Packet::Publish(publish), &mut buffer).unwrap_err();
+        assert!(error.to_string().contains("70000 bytes"), "{error}");
+        assert!(buffer.is_empty(), "nothing written");
+        let fits = Publish::new("t".repeat(65_535), QoS::AtMostOnce, b"x".to_vec());
+        write_packet(&Packet::Publish(fits), &mut buffer).unwrap();
+    }
 
     #[test]
     fn packets_round_trip_and_partial_input_waits() {
