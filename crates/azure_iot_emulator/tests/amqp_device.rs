@@ -439,3 +439,175 @@ async fn cloud_to_device_over_amqp_is_settled_by_the_outcome() {
     let _ = device.connection.close().await;
     hub.shutdown().await;
 }
+
+fn twin_request(
+    correlation: &str,
+    operation: &str,
+    resource: Option<&str>,
+    body: &[u8],
+) -> Message<Body<Value>> {
+    use fe2o3_amqp_types::messaging::MessageAnnotations;
+    use fe2o3_amqp_types::messaging::annotations::OwnedKey;
+    use fe2o3_amqp_types::primitives::Symbol;
+    let mut annotations = MessageAnnotations::default();
+    annotations.insert(
+        OwnedKey::Symbol(Symbol::from("operation")),
+        Value::String(operation.to_owned()),
+    );
+    if let Some(resource) = resource {
+        annotations.insert(
+            OwnedKey::Symbol(Symbol::from("resource")),
+            Value::String(resource.to_owned()),
+        );
+    }
+    Message::builder()
+        .properties(
+            Properties::builder()
+                .correlation_id(correlation.to_owned())
+                .build(),
+        )
+        .message_annotations(annotations)
+        .body(Body::Data(vec![Data(Binary::from(body.to_vec()))].into()))
+        .build()
+}
+
+fn annotation(message: &Message<Body<Value>>, name: &str) -> Option<Value> {
+    use fe2o3_amqp_types::messaging::annotations::OwnedKey;
+    use fe2o3_amqp_types::primitives::Symbol;
+    message
+        .message_annotations
+        .as_ref()?
+        .get(&OwnedKey::Symbol(Symbol::from(name)))
+        .cloned()
+}
+
+fn body_json(message: &Message<Body<Value>>) -> serde_json::Value {
+    match &message.body {
+        Body::Data(sections) => {
+            let bytes: Vec<u8> = sections.iter().flat_map(|d| d.0.iter().copied()).collect();
+            serde_json::from_slice(&bytes).unwrap()
+        }
+        other => panic!("expected one data section, got {other:?}"),
+    }
+}
+
+/// Sends a twin request and waits for its answer.
+async fn ask(
+    requests: &mut Sender,
+    answers: &mut Receiver,
+    request: Message<Body<Value>>,
+) -> Message<Body<Value>> {
+    requests.send(request).await.unwrap();
+    let delivery = tokio::time::timeout(Duration::from_secs(10), answers.recv::<Body<Value>>())
+        .await
+        .expect("an answer")
+        .unwrap();
+    answers.accept(&delivery).await.unwrap();
+    delivery.into_message()
+}
+
+/// The twin over AMQP as the Node SDK drives it: GET, PATCH reported (204 with the new
+/// version), PUT the desired-patch subscription, then a service-side desired patch arrives
+/// without a correlation id.
+#[tokio::test]
+async fn the_twin_over_amqp() {
+    let hub = emulator().await;
+    let ep = HubEndpoint::of(&hub);
+    let api = RestClient::new(&ep, "iothubowner");
+    let key = api.register_device("dev1").await;
+    let mut device = DeviceAmqp::open(&ep).await;
+    assert_eq!(device.put_device_token(&ep, "dev1", &key).await, 200);
+    let mut requests = Sender::attach(&mut device.session, "twin-sender", "/devices/dev1/twin")
+        .await
+        .unwrap();
+    let mut answers = Receiver::attach(&mut device.session, "twin-receiver", "/devices/dev1/twin")
+        .await
+        .unwrap();
+
+    let got = ask(
+        &mut requests,
+        &mut answers,
+        twin_request("get-1", "GET", None, b" "),
+    )
+    .await;
+    assert_eq!(
+        got.properties.as_ref().unwrap().correlation_id,
+        Some(fe2o3_amqp_types::messaging::MessageId::String(
+            "get-1".into()
+        ))
+    );
+    assert_eq!(annotation(&got, "status"), Some(Value::Int(200)));
+    let twin = body_json(&got);
+    assert!(
+        twin["desired"].is_object() && twin["reported"].is_object(),
+        "{twin}"
+    );
+
+    let patched = ask(
+        &mut requests,
+        &mut answers,
+        twin_request(
+            "patch-1",
+            "PATCH",
+            Some("/properties/reported"),
+            br#"{"temperature":21}"#,
+        ),
+    )
+    .await;
+    assert_eq!(annotation(&patched, "status"), Some(Value::Int(204)));
+    assert!(matches!(annotation(&patched, "version"), Some(Value::Long(v)) if v >= 2));
+    let got = ask(
+        &mut requests,
+        &mut answers,
+        twin_request("get-2", "GET", None, b" "),
+    )
+    .await;
+    assert_eq!(body_json(&got)["reported"]["temperature"], 21);
+
+    let subscribed = ask(
+        &mut requests,
+        &mut answers,
+        twin_request(
+            "put-1",
+            "PUT",
+            Some("/notifications/twin/properties/desired"),
+            b" ",
+        ),
+    )
+    .await;
+    assert_eq!(annotation(&subscribed, "status"), Some(Value::Int(200)));
+    let r = api
+        .request(
+            reqwest::Method::PATCH,
+            "/twins/dev1",
+            Some(serde_json::json!({"properties": {"desired": {"fan": "on"}}})),
+            &[],
+        )
+        .await;
+    assert!(r.status.is_success(), "{r:?}");
+    let patch = tokio::time::timeout(Duration::from_secs(10), answers.recv::<Body<Value>>())
+        .await
+        .expect("the desired patch")
+        .unwrap();
+    answers.accept(&patch).await.unwrap();
+    let patch = patch.into_message();
+    assert!(
+        patch
+            .properties
+            .as_ref()
+            .and_then(|p| p.correlation_id.clone())
+            .is_none(),
+        "a notification has no correlation id"
+    );
+    assert_eq!(body_json(&patch)["fan"], "on");
+
+    let bad = ask(
+        &mut requests,
+        &mut answers,
+        twin_request("bad-1", "POST", Some("/nothing"), b"{}"),
+    )
+    .await;
+    assert_eq!(annotation(&bad, "status"), Some(Value::Int(400)));
+    let _ = device.connection.close().await;
+    hub.shutdown().await;
+}

@@ -23,8 +23,17 @@
 //!   kept). One message is outstanding at a time. A message that arrives while the link's
 //!   queue is full is abandoned at once and comes back later.
 //!
-//! The other device links (twin, methods, module inputs) are detached with
-//! `amqp:not-implemented` until they are served.
+//! * the twin (`/devices/{d}[/modules/{m}]/twin`, a link pair): requests on the client's
+//!   sender (message annotation `operation` GET, PATCH with `resource`
+//!   `/properties/reported`, PUT or DELETE with `resource`
+//!   `/notifications/twin/properties/desired`), answers on its receiver with the request's
+//!   `correlation-id` and annotations `status` (int) and `version` (long, after a PATCH),
+//!   the body one data section or none; desired-property patches, once subscribed, on the
+//!   same receiver without a correlation id (annotations `resource` `/properties/desired`
+//!   and `version`). The newest twin receiver of an identity carries its answers.
+//!
+//! The other device links (methods, module inputs) are detached with `amqp:not-implemented`
+//! until they are served.
 //!
 //! Identities: a link's address names the identity; it needs a grant for that identity's own
 //! audience (`{host}/devices/{d}[/modules/{m}]`). Every identity on a connection is its own
@@ -46,7 +55,7 @@ use fe2o3_amqp_types::primitives::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{AmqpContext, ConnectionState, error};
-use crate::device::{Acknowledge, Commit, DeviceConnection, Event, Feature};
+use crate::device::{Acknowledge, Commit, DeviceConnection, Event, Feature, twin_error_body};
 use crate::hub::c2d::C2dDelivery;
 use crate::hub::error::HubError;
 use crate::hub::queue::Settle;
@@ -55,6 +64,11 @@ use crate::hub::queue::Settle;
 const UNIT_QUEUE: usize = 16;
 /// Cloud-to-device messages a C2D link may have waiting to be sent.
 const C2D_QUEUE: usize = 16;
+/// Twin answers and desired patches a twin link may have waiting to be sent; beyond that
+/// they are dropped (the device's requests time out, its desired state resyncs by GET).
+const TWIN_QUEUE: usize = 16;
+/// Twin operations (message annotation `operation`) and resources (`resource`).
+const DESIRED_NOTIFICATIONS: &str = "/notifications/twin/properties/desired";
 
 /// The units of one AMQP connection, by identity.
 #[derive(Default)]
@@ -86,6 +100,10 @@ enum Command {
         link: mpsc::Sender<C2dDelivery>,
         reply: oneshot::Sender<Vec<C2dDelivery>>,
     },
+    /// Answer twin requests, and carry desired patches once subscribed, on `link`.
+    AttachTwin { link: mpsc::Sender<AmqpMessage> },
+    /// A twin request; its answer goes out on the twin link.
+    Twin(Box<AmqpMessage>),
     /// Settle a cloud-to-device message this connection received.
     Settle {
         id: u64,
@@ -202,6 +220,7 @@ async fn run_unit(
     audience: String,
 ) {
     let mut c2d: Option<mpsc::Sender<C2dDelivery>> = None;
+    let mut twin: Option<mpsc::Sender<AmqpMessage>> = None;
     let reason = loop {
         let until_expiry = state
             .grant_expiry(&audience)
@@ -215,6 +234,13 @@ async fn run_unit(
                     c2d = Some(link);
                     let _ = reply.send(connection.subscribe(Feature::CloudToDevice, true).await);
                 }
+                Some(Command::AttachTwin { link }) => twin = Some(link),
+                Some(Command::Twin(request)) => {
+                    let answer = twin_answer(&mut connection, &request).await;
+                    if twin.as_ref().is_none_or(|link| link.try_send(answer).is_err()) {
+                        tracing::debug!("a twin answer had no link to take it; dropped");
+                    }
+                }
                 Some(Command::Settle { id, settle, reply }) => {
                     let _ = reply.send(connection.settle_c2d(id, settle).await);
                 }
@@ -222,6 +248,12 @@ async fn run_unit(
             },
             event = connection.next_event() => match event {
                 Event::Close(reason) => break reason,
+                Event::DesiredPatch { version, body } => {
+                    let patch = twin_message(None, None, Some(("/properties/desired", version)), Some(body));
+                    if twin.as_ref().is_none_or(|link| link.try_send(patch).is_err()) {
+                        tracing::debug!("a desired patch had no twin link to take it; dropped");
+                    }
+                }
                 Event::CloudToDevice(delivery) => {
                     let undelivered = match &c2d {
                         Some(link) => link.try_send(*delivery).err().map(|e| match e {
@@ -397,6 +429,190 @@ pub(super) async fn serve_c2d(
         };
         if let Err(why) = unit.settle(delivery.id, settle).await {
             tracing::debug!(%identity, %why, "a cloud-to-device settlement over AMQP was refused");
+        }
+    }
+    let _ = sender.close().await;
+}
+
+/// What the hub answers a twin request: status, the new version after a PATCH, and a body.
+async fn twin_answer(connection: &mut DeviceConnection, request: &AmqpMessage) -> AmqpMessage {
+    let correlation = request
+        .properties
+        .as_ref()
+        .and_then(|p| p.correlation_id.clone());
+    let operation = annotation_text(request, "operation");
+    let resource = annotation_text(request, "resource");
+    let failed = |e: HubError| (e.code.status(), None, Some(twin_error_body(&e)));
+    let (status, version, body) = match (operation.as_deref(), resource.as_deref()) {
+        (Some("GET"), _) => match connection.get_twin().await {
+            Ok(twin) => (200, None, Some(twin)),
+            Err(e) => failed(e),
+        },
+        (Some("PATCH"), Some("/properties/reported")) => {
+            match connection.patch_reported(&data_bytes(request)).await {
+                Ok(version) => (204, Some(version), None),
+                Err(e) => failed(e),
+            }
+        }
+        (Some(op @ ("PUT" | "DELETE")), Some(DESIRED_NOTIFICATIONS)) => {
+            connection
+                .subscribe(Feature::DesiredPatches, op == "PUT")
+                .await;
+            (200, None, None)
+        }
+        _ => failed(HubError::invalid(format!(
+            "unknown twin operation {:?} on {:?}",
+            operation.unwrap_or_default(),
+            resource.unwrap_or_default()
+        ))),
+    };
+    let status = i32::from(status);
+    twin_message(correlation, Some(status), version.map(|v| ("", v)), body)
+}
+
+/// A message on the twin receiver link: an answer (correlation id and status) or a desired
+/// patch (`resource` and `version`, no correlation id).
+fn twin_message(
+    correlation: Option<fe2o3_amqp_types::messaging::MessageId>,
+    status: Option<i32>,
+    version: Option<(&str, i64)>,
+    body: Option<Vec<u8>>,
+) -> AmqpMessage {
+    use fe2o3_amqp_types::messaging::annotations::OwnedKey;
+    use fe2o3_amqp_types::messaging::{Data, MessageAnnotations, Properties};
+    use fe2o3_amqp_types::primitives::{Binary, Symbol};
+    let mut annotations = MessageAnnotations::default();
+    let mut note = |name: &str, value: Value| {
+        annotations.insert(OwnedKey::Symbol(Symbol::from(name)), value);
+    };
+    if let Some(status) = status {
+        note("status", Value::Int(status));
+    }
+    if let Some((resource, version)) = version {
+        if !resource.is_empty() {
+            note("resource", Value::String(resource.to_owned()));
+        }
+        note("version", Value::Long(version));
+    }
+    let properties = Properties {
+        correlation_id: correlation,
+        ..Default::default()
+    };
+    let body = match body {
+        Some(bytes) => Body::Data(vec![Data(Binary::from(bytes))].into()),
+        None => Body::Empty,
+    };
+    fe2o3_amqp_types::messaging::Message::builder()
+        .properties(properties)
+        .message_annotations(annotations)
+        .body(body)
+        .build()
+}
+
+/// A message annotation's text (string or symbol).
+fn annotation_text(message: &AmqpMessage, name: &str) -> Option<String> {
+    use fe2o3_amqp_types::messaging::annotations::OwnedKey;
+    use fe2o3_amqp_types::primitives::Symbol;
+    let annotations = message.message_annotations.as_ref()?;
+    match annotations.get(&OwnedKey::Symbol(Symbol::from(name)))? {
+        Value::String(s) => Some(s.clone()),
+        Value::Symbol(s) => Some(s.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+/// A message's body bytes: its data sections joined, or an `amqp-value` string or binary.
+fn data_bytes(message: &AmqpMessage) -> Vec<u8> {
+    match &message.body {
+        Body::Data(sections) => sections.iter().flat_map(|d| d.0.iter().copied()).collect(),
+        Body::Value(fe2o3_amqp_types::messaging::AmqpValue(Value::String(s))) => {
+            s.clone().into_bytes()
+        }
+        Body::Value(fe2o3_amqp_types::messaging::AmqpValue(Value::Binary(b))) => b.to_vec(),
+        _ => Vec::new(),
+    }
+}
+
+/// The twin request link of `identity` (the client sends): each request is accepted and
+/// handed to the unit, which answers on the twin receiver link.
+pub(super) async fn serve_twin_requests(
+    mut receiver: Receiver,
+    identity: Identity,
+    state: Arc<ConnectionState>,
+    context: Arc<AmqpContext>,
+) {
+    let unit = match unit(&state, &context, &identity).await {
+        Ok(unit) => unit,
+        Err(refusal) => {
+            let _ = receiver.close_with_error(refusal).await;
+            return;
+        }
+    };
+    drop(state);
+    let mut ended = unit.ended.clone();
+    loop {
+        let delivery = tokio::select! {
+            delivery = receiver.recv::<Body<Value>>() => match delivery {
+                Ok(delivery) => delivery,
+                Err(_) => break,
+            },
+            _ = ended.changed() => {
+                let reason = ended.borrow().clone().unwrap_or_default();
+                let _ = receiver.close_with_error(error(LinkError::DetachForced, reason)).await;
+                return;
+            }
+        };
+        let _ = receiver.accept(&delivery).await;
+        let request = Box::new(delivery.into_message());
+        if unit.commands.send(Command::Twin(request)).await.is_err() {
+            break;
+        }
+    }
+    let _ = receiver.close().await;
+}
+
+/// The twin answer link of `identity` (the client receives): answers and desired patches.
+pub(super) async fn serve_twin_answers(
+    mut sender: Sender,
+    identity: Identity,
+    state: Arc<ConnectionState>,
+    context: Arc<AmqpContext>,
+) {
+    let unit = match unit(&state, &context, &identity).await {
+        Ok(unit) => unit,
+        Err(refusal) => {
+            let _ = sender.close_with_error(refusal).await;
+            return;
+        }
+    };
+    drop(state);
+    let (link, mut answers) = mpsc::channel(TWIN_QUEUE);
+    if unit
+        .commands
+        .send(Command::AttachTwin { link })
+        .await
+        .is_err()
+    {
+        let _ = sender.close().await;
+        return;
+    }
+    let mut ended = unit.ended.clone();
+    loop {
+        tokio::select! {
+            answer = answers.recv() => match answer {
+                Some(answer) => {
+                    if sender.send(answer).await.is_err() {
+                        break;
+                    }
+                }
+                None => break,
+            },
+            _ = ended.changed() => {
+                let reason = ended.borrow().clone().unwrap_or_default();
+                let _ = sender.close_with_error(error(LinkError::DetachForced, reason)).await;
+                return;
+            }
+            _ = sender.on_detach() => return,
         }
     }
     let _ = sender.close().await;
