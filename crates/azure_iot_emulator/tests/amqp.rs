@@ -568,7 +568,7 @@ async fn unknown_addresses_are_not_found() {
     // A device link needs that device's token, which this connection does not hold.
     let refusal = sender_refusal(&mut session, "/devices/dev1/messages/events").await;
     assert!(refusal.contains("UnauthorizedAccess"), "{refusal}");
-    let refusal = receiver_refusal(&mut session, "/devices/dev1/methods/devicebound").await;
+    let refusal = receiver_refusal(&mut session, "/devices/dev1/modules/m1/messages/events").await;
     assert!(refusal.contains("NotImplemented"), "{refusal}");
 
     // The connection still serves what it serves.

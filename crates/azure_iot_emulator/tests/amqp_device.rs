@@ -611,3 +611,96 @@ async fn the_twin_over_amqp() {
     let _ = device.connection.close().await;
     hub.shutdown().await;
 }
+
+/// A direct method over AMQP: the request carries the method name and a uuid correlation id;
+/// the device's answer (that id, `IoThub-status` int, JSON body) is what the service's
+/// invocation returns.
+#[tokio::test]
+async fn a_direct_method_over_amqp() {
+    use fe2o3_amqp_types::messaging::MessageId;
+    let hub = emulator().await;
+    let ep = HubEndpoint::of(&hub);
+    let api = RestClient::new(&ep, "iothubowner");
+    let key = api.register_device("dev1").await;
+    let mut device = DeviceAmqp::open(&ep).await;
+    assert_eq!(device.put_device_token(&ep, "dev1", &key).await, 200);
+    let mut requests = Receiver::attach(
+        &mut device.session,
+        "methods-receiver",
+        "amqps://localhost/devices/dev1/methods/deviceBound",
+    )
+    .await
+    .unwrap();
+    let mut answers = Sender::attach(
+        &mut device.session,
+        "methods-sender",
+        "/devices/dev1/methods/devicebound",
+    )
+    .await
+    .unwrap();
+    // The call is retried while the hub does not yet know the device listens (the links'
+    // subscription lands asynchronously): 404 DeviceNotOnline until then.
+    let call = tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let reply = api
+                .request(
+                    reqwest::Method::POST,
+                    "/twins/dev1/methods",
+                    Some(serde_json::json!({"methodName": "reboot", "payload": {"delay": 5}, "responseTimeoutInSeconds": 10})),
+                    &[],
+                )
+                .await;
+            if reply.status != reqwest::StatusCode::NOT_FOUND
+                || tokio::time::Instant::now() > deadline
+            {
+                return reply;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let request = tokio::time::timeout(Duration::from_secs(10), requests.recv::<Body<Value>>())
+        .await
+        .expect("the method request")
+        .unwrap();
+    requests.accept(&request).await.unwrap();
+    let request = request.into_message();
+    let correlation = request
+        .properties
+        .as_ref()
+        .unwrap()
+        .correlation_id
+        .clone()
+        .unwrap();
+    assert!(matches!(correlation, MessageId::Uuid(_)), "{correlation:?}");
+    assert_eq!(
+        request
+            .application_properties
+            .as_ref()
+            .unwrap()
+            .get("IoThub-methodname"),
+        Some(&SimpleValue::String("reboot".into()))
+    );
+    assert_eq!(body_json(&request), serde_json::json!({"delay": 5}));
+    let answer: Message<Body<Value>> = Message::builder()
+        .properties(Properties::builder().correlation_id(correlation).build())
+        .application_properties(
+            ApplicationProperties::builder()
+                .insert("IoThub-status", SimpleValue::Int(201))
+                .build(),
+        )
+        .body(Body::Data(
+            vec![Data(Binary::from(br#"{"ok":true}"#.to_vec()))].into(),
+        ))
+        .build();
+    assert!(matches!(
+        answers.send(answer).await.unwrap(),
+        Outcome::Accepted(_)
+    ));
+    let reply = call.await.unwrap();
+    assert_eq!(reply.status, reqwest::StatusCode::OK, "{reply:?}");
+    assert_eq!(reply.body["status"], 201);
+    assert_eq!(reply.body["payload"], serde_json::json!({"ok": true}));
+    let _ = device.connection.close().await;
+    hub.shutdown().await;
+}

@@ -32,8 +32,15 @@
 //!   same receiver without a correlation id (annotations `resource` `/properties/desired`
 //!   and `version`). The newest twin receiver of an identity carries its answers.
 //!
-//! The other device links (methods, module inputs) are detached with `amqp:not-implemented`
-//! until they are served.
+//! * direct methods (`/devices/{d}[/modules/{m}]/methods/devicebound`, a link pair):
+//!   requests on the client's receiver with application property `IoThub-methodname`, the
+//!   payload as one data section and a `correlation-id` that is an AMQP uuid (C rejects
+//!   anything else, C# parses it as a GUID); answers on the client's sender with the same
+//!   correlation id (as a uuid or its text) and `IoThub-status` (int). The uuid carries the
+//!   unit's request id after a random per-unit prefix, so no table of pending ids is kept;
+//!   an answer that names no pending call of this connection is dropped, as the hub does.
+//!
+//! Module inputs are detached with `amqp:not-implemented` until they are served.
 //!
 //! Identities: a link's address names the identity; it needs a grant for that identity's own
 //! audience (`{host}/devices/{d}[/modules/{m}]`). Every identity on a connection is its own
@@ -104,6 +111,10 @@ enum Command {
     AttachTwin { link: mpsc::Sender<AmqpMessage> },
     /// A twin request; its answer goes out on the twin link.
     Twin(Box<AmqpMessage>),
+    /// Carry method requests on `link` from now on.
+    AttachMethods { link: mpsc::Sender<AmqpMessage> },
+    /// A method answer from the device.
+    MethodAnswer(Box<AmqpMessage>),
     /// Settle a cloud-to-device message this connection received.
     Settle {
         id: u64,
@@ -221,6 +232,8 @@ async fn run_unit(
 ) {
     let mut c2d: Option<mpsc::Sender<C2dDelivery>> = None;
     let mut twin: Option<mpsc::Sender<AmqpMessage>> = None;
+    let mut methods: Option<mpsc::Sender<AmqpMessage>> = None;
+    let method_ids = MethodIds::new();
     let reason = loop {
         let until_expiry = state
             .grant_expiry(&audience)
@@ -235,6 +248,24 @@ async fn run_unit(
                     let _ = reply.send(connection.subscribe(Feature::CloudToDevice, true).await);
                 }
                 Some(Command::AttachTwin { link }) => twin = Some(link),
+                Some(Command::AttachMethods { link }) => {
+                    methods = Some(link);
+                    connection.subscribe(Feature::Methods, true).await;
+                }
+                Some(Command::MethodAnswer(answer)) => {
+                    let request_id = answer
+                        .properties
+                        .as_ref()
+                        .and_then(|p| p.correlation_id.as_ref())
+                        .and_then(|id| method_ids.request_id(id));
+                    match request_id {
+                        Some(request_id) => {
+                            let status = method_status(&answer);
+                            connection.answer_method(&request_id, status, &data_bytes(&answer));
+                        }
+                        None => tracing::debug!("a method answer names no call of this connection; dropped"),
+                    }
+                }
                 Some(Command::Twin(request)) => {
                     let answer = twin_answer(&mut connection, &request).await;
                     if twin.as_ref().is_none_or(|link| link.try_send(answer).is_err()) {
@@ -248,6 +279,14 @@ async fn run_unit(
             },
             event = connection.next_event() => match event {
                 Event::Close(reason) => break reason,
+                Event::MethodRequest { name, request_id, payload } => {
+                    let request = method_request(method_ids.correlation_id(&request_id), &name, payload);
+                    // No link to take it: the call times out at the hub, as for a device that
+                    // does not answer.
+                    if methods.as_ref().is_none_or(|link| link.try_send(request).is_err()) {
+                        tracing::debug!("a method request had no link to take it; dropped");
+                    }
+                }
                 Event::DesiredPatch { version, body } => {
                     let patch = twin_message(None, None, Some(("/properties/desired", version)), Some(body));
                     if twin.as_ref().is_none_or(|link| link.try_send(patch).is_err()) {
@@ -270,8 +309,6 @@ async fn run_unit(
                         let _ = connection.settle_c2d(delivery.id, Settle::Abandon).await;
                     }
                 }
-                // Nothing else is subscribed to by the links served so far.
-                other => tracing::debug!(event = ?other, "device event with no AMQP link to carry it"),
             },
             _ = tokio::time::sleep(until_expiry.unwrap_or_default()) => {
                 if state.grant_expiry(&audience).is_none() {
@@ -616,4 +653,177 @@ pub(super) async fn serve_twin_answers(
         }
     }
     let _ = sender.close().await;
+}
+
+/// Method correlation ids: an AMQP uuid whose first 8 bytes are random per unit and whose
+/// last 8 are the device connection's (decimal) request id, so an answer's id gives the
+/// request id back without a table.
+struct MethodIds {
+    prefix: [u8; 8],
+}
+
+impl MethodIds {
+    fn new() -> Self {
+        let random = uuid::Uuid::new_v4();
+        let mut prefix = [0u8; 8];
+        prefix.copy_from_slice(&random.as_bytes()[..8]);
+        Self { prefix }
+    }
+
+    /// The correlation id for `request_id` (request ids are decimal counters; any other id
+    /// gets 0, which no answer will match).
+    fn correlation_id(&self, request_id: &str) -> fe2o3_amqp_types::messaging::MessageId {
+        let counter: u64 = request_id.parse().unwrap_or(0);
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&self.prefix);
+        bytes[8..].copy_from_slice(&counter.to_be_bytes());
+        fe2o3_amqp_types::messaging::MessageId::Uuid(bytes.into())
+    }
+
+    /// The request id an answer's correlation id names (a uuid, or its text as Node may send
+    /// it), if it is one of this unit's.
+    fn request_id(&self, id: &fe2o3_amqp_types::messaging::MessageId) -> Option<String> {
+        use fe2o3_amqp_types::messaging::MessageId;
+        let bytes: [u8; 16] = match id {
+            MessageId::Uuid(uuid) => uuid.clone().into(),
+            MessageId::String(text) => *uuid::Uuid::parse_str(text).ok()?.as_bytes(),
+            _ => return None,
+        };
+        if bytes[..8] != self.prefix {
+            return None;
+        }
+        let mut counter = [0u8; 8];
+        counter.copy_from_slice(&bytes[8..]);
+        Some(u64::from_be_bytes(counter).to_string())
+    }
+}
+
+/// A method request for the device: name, correlation id and the JSON payload.
+fn method_request(
+    correlation: fe2o3_amqp_types::messaging::MessageId,
+    name: &str,
+    payload: Vec<u8>,
+) -> AmqpMessage {
+    use fe2o3_amqp_types::messaging::{ApplicationProperties, Data, Properties};
+    use fe2o3_amqp_types::primitives::{Binary, SimpleValue};
+    let properties = Properties {
+        correlation_id: Some(correlation),
+        ..Default::default()
+    };
+    fe2o3_amqp_types::messaging::Message::builder()
+        .properties(properties)
+        .application_properties(
+            ApplicationProperties::builder()
+                .insert("IoThub-methodname", SimpleValue::String(name.to_owned()))
+                .build(),
+        )
+        .body(Body::Data(vec![Data(Binary::from(payload))].into()))
+        .build()
+}
+
+/// A method answer's `IoThub-status` (any integer type; 500 when missing, so the caller
+/// sees that the device answered badly rather than a made-up success).
+fn method_status(answer: &AmqpMessage) -> i32 {
+    use fe2o3_amqp_types::primitives::SimpleValue;
+    let value = answer
+        .application_properties
+        .as_ref()
+        .and_then(|props| props.get("IoThub-status"));
+    match value {
+        Some(SimpleValue::Int(v)) => *v,
+        Some(SimpleValue::Long(v)) => i32::try_from(*v).unwrap_or(500),
+        Some(SimpleValue::Uint(v)) => i32::try_from(*v).unwrap_or(500),
+        Some(SimpleValue::Short(v)) => i32::from(*v),
+        Some(SimpleValue::String(v)) => v.parse().unwrap_or(500),
+        _ => 500,
+    }
+}
+
+/// The method request link of `identity` (the client receives requests).
+pub(super) async fn serve_method_requests(
+    mut sender: Sender,
+    identity: Identity,
+    state: Arc<ConnectionState>,
+    context: Arc<AmqpContext>,
+) {
+    let unit = match unit(&state, &context, &identity).await {
+        Ok(unit) => unit,
+        Err(refusal) => {
+            let _ = sender.close_with_error(refusal).await;
+            return;
+        }
+    };
+    drop(state);
+    let (link, mut requests) = mpsc::channel(TWIN_QUEUE);
+    if unit
+        .commands
+        .send(Command::AttachMethods { link })
+        .await
+        .is_err()
+    {
+        let _ = sender.close().await;
+        return;
+    }
+    let mut ended = unit.ended.clone();
+    loop {
+        tokio::select! {
+            request = requests.recv() => match request {
+                Some(request) => {
+                    if sender.send(request).await.is_err() {
+                        break;
+                    }
+                }
+                None => break,
+            },
+            _ = ended.changed() => {
+                let reason = ended.borrow().clone().unwrap_or_default();
+                let _ = sender.close_with_error(error(LinkError::DetachForced, reason)).await;
+                return;
+            }
+            _ = sender.on_detach() => return,
+        }
+    }
+    let _ = sender.close().await;
+}
+
+/// The method answer link of `identity` (the client sends answers).
+pub(super) async fn serve_method_answers(
+    mut receiver: Receiver,
+    identity: Identity,
+    state: Arc<ConnectionState>,
+    context: Arc<AmqpContext>,
+) {
+    let unit = match unit(&state, &context, &identity).await {
+        Ok(unit) => unit,
+        Err(refusal) => {
+            let _ = receiver.close_with_error(refusal).await;
+            return;
+        }
+    };
+    drop(state);
+    let mut ended = unit.ended.clone();
+    loop {
+        let delivery = tokio::select! {
+            delivery = receiver.recv::<Body<Value>>() => match delivery {
+                Ok(delivery) => delivery,
+                Err(_) => break,
+            },
+            _ = ended.changed() => {
+                let reason = ended.borrow().clone().unwrap_or_default();
+                let _ = receiver.close_with_error(error(LinkError::DetachForced, reason)).await;
+                return;
+            }
+        };
+        let _ = receiver.accept(&delivery).await;
+        let answer = Box::new(delivery.into_message());
+        if unit
+            .commands
+            .send(Command::MethodAnswer(answer))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let _ = receiver.close().await;
 }

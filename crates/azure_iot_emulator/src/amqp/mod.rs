@@ -535,6 +535,16 @@ async fn serve_inbound(receiver: Receiver, state: Arc<ConnectionState>, context:
             };
             device::serve_twin_requests(receiver, identity, state, context).await;
         }
+        Ok(Address::Methods {
+            device_id,
+            module_id,
+        }) => {
+            let identity = match module_id {
+                Some(module) => azure_iot_protocol::Identity::module(device_id, module),
+                None => azure_iot_protocol::Identity::device(device_id),
+            };
+            device::serve_method_answers(receiver, identity, state, context).await;
+        }
         Ok(Address::ServiceDeviceBound) => serve_c2d(receiver, state, context).await,
         other => {
             let _ = receiver
@@ -603,6 +613,16 @@ async fn serve_outbound(
                 None => azure_iot_protocol::Identity::device(device_id),
             };
             device::serve_twin_answers(sender, identity, state, context).await;
+        }
+        Ok(Address::Methods {
+            device_id,
+            module_id,
+        }) => {
+            let identity = match module_id {
+                Some(module) => azure_iot_protocol::Identity::module(device_id, module),
+                None => azure_iot_protocol::Identity::device(device_id),
+            };
+            device::serve_method_requests(sender, identity, state, context).await;
         }
         other => {
             let _ = sender
