@@ -704,3 +704,65 @@ async fn a_direct_method_over_amqp() {
     let _ = device.connection.close().await;
     hub.shutdown().await;
 }
+
+/// SASL PLAIN as IoT Hub documents it for devices (`{deviceId}@sas.{hubName}`, the device's
+/// SAS token as password) authorizes that device's links without a put-token; a wrong token
+/// closes the connection as unauthorized.
+#[tokio::test]
+async fn sasl_plain_with_a_device_token() {
+    use fe2o3_amqp::sasl_profile::SaslProfile;
+    let hub = emulator().await;
+    let ep = HubEndpoint::of(&hub);
+    let key = RestClient::new(&ep, "iothubowner")
+        .register_device("dev1")
+        .await;
+    let token = device_token(&ep, "dev1", None, &key, Duration::from_secs(600));
+    let mut connection = Connection::builder()
+        .container_id("plain-device")
+        .hostname("localhost")
+        .sasl_profile(SaslProfile::Plain {
+            username: "dev1@sas.localhost".into(),
+            password: token,
+        })
+        .open_with_stream(tls(&ep).await)
+        .await
+        .unwrap();
+    let mut session = Session::begin(&mut connection).await.unwrap();
+    let mut link = Sender::attach(&mut session, "telemetry", "/devices/dev1/messages/events")
+        .await
+        .unwrap();
+    let outcome = link.send(to_amqp(&telemetry("{}", "plain"))).await.unwrap();
+    assert!(matches!(outcome, Outcome::Accepted(_)), "{outcome:?}");
+    let _ = connection.close().await;
+
+    let other_key = azure_iot_core::SharedAccessKey::from_bytes(vec![7u8; 32]).unwrap();
+    let forged = device_token(
+        &ep,
+        "dev1",
+        None,
+        &other_key.to_base64(),
+        Duration::from_secs(600),
+    );
+    let refused = Connection::builder()
+        .container_id("plain-forged")
+        .hostname("localhost")
+        .sasl_profile(SaslProfile::Plain {
+            username: "dev1@sas.localhost".into(),
+            password: forged,
+        })
+        .open_with_stream(tls(&ep).await)
+        .await;
+    match refused {
+        Err(e) => assert!(format!("{e:?}").contains("Unauthorized"), "{e:?}"),
+        Ok(mut connection) => {
+            let ended = tokio::time::timeout(Duration::from_secs(10), connection.on_close())
+                .await
+                .expect("closed by the hub");
+            assert!(
+                format!("{ended:?}").contains("UnauthorizedAccess"),
+                "{ended:?}"
+            );
+        }
+    }
+    hub.shutdown().await;
+}

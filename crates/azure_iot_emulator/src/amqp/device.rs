@@ -206,6 +206,25 @@ async fn unit(
     Ok(Unit { commands, ended })
 }
 
+/// Grants `identity` on this connection from the SAS token it gave as its SASL PLAIN
+/// password, as a put-token for its audience would.
+pub(super) async fn grant_plain(
+    state: &ConnectionState,
+    context: &AmqpContext,
+    identity: &Identity,
+    token: &str,
+) -> Result<(), String> {
+    let grant = context
+        .device
+        .authenticate(identity, Some(token), &[])
+        .await
+        .map_err(|refusal| refusal.detail)?;
+    let expiry = grant
+        .expires_at
+        .ok_or_else(|| "the token has no expiry".to_owned())?;
+    state.grant(identity_audience(context, identity), expiry, Some(grant))
+}
+
 /// The grant key of `identity`'s own audience (as [`super::grant_key`] makes it).
 fn identity_audience(context: &AmqpContext, identity: &Identity) -> String {
     let mut resource = format!(

@@ -145,6 +145,9 @@ struct ConnectionState {
     cbs: Mutex<CbsReplies>,
     /// The device and module identities with links on this connection.
     units: device::Units,
+    /// A device's SASL PLAIN credentials (`{id}@sas.{hub}` and its token), checked once the
+    /// connection is open (SASL callbacks cannot wait for the hub).
+    plain_device: Mutex<Option<(azure_iot_protocol::Identity, String)>>,
 }
 
 /// Put-token answers on their way to the client, at most [`MAX_CBS_REPLIES`] in each place.
@@ -200,6 +203,7 @@ impl ConnectionState {
             generation,
             cbs: Mutex::new(CbsReplies::default()),
             units: device::Units::default(),
+            plain_device: Mutex::new(None),
         }
     }
 
@@ -377,7 +381,16 @@ where
             return;
         }
     };
-    tracing::info!(%peer, "service AMQP connection opened");
+    let plain_device = state.plain_device.lock().ok().and_then(|mut p| p.take());
+    if let Some((identity, token)) = plain_device
+        && let Err(why) = device::grant_plain(&state, &context, &identity, &token).await
+    {
+        tracing::info!(%peer, %identity, reason = %why, "SASL PLAIN refused for a device");
+        let refusal = error(AmqpError::UnauthorizedAccess, why);
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close_with_error(refusal)).await;
+        return;
+    }
+    tracing::info!(%peer, "AMQP connection opened");
     let mut shutdown = context.shutdown.clone();
     let mut sessions = tokio::task::JoinSet::new();
     let refusal = loop {
@@ -796,6 +809,26 @@ impl SaslAcceptor for HubSasl {
                     .next()
                     .map(|p| String::from_utf8_lossy(p).into_owned());
                 match (authcid, password) {
+                    // A device or module (`{d}[/modules/{m}]@sas.{hub}`): checked once the
+                    // connection is open, where the hub can be asked.
+                    (Some(user), Some(token))
+                        if !user.contains("@sas.root.") && user.contains("@sas.") =>
+                    {
+                        let who = user.split("@sas.").next().unwrap_or_default();
+                        let identity = match who.split_once("/modules/") {
+                            Some((device, module)) => {
+                                azure_iot_protocol::Identity::module(device, module)
+                            }
+                            None => azure_iot_protocol::Identity::device(who),
+                        };
+                        match self.state.plain_device.lock() {
+                            Ok(mut slot) => {
+                                *slot = Some((identity, token));
+                                SaslCode::Ok
+                            }
+                            Err(_) => SaslCode::Sys,
+                        }
+                    }
                     (Some(user), Some(token)) if user.contains("@sas.root.") => {
                         match check_service_token(&self.context, &token).and_then(|expiry| {
                             self.state.authorize(hub_audience(&self.context), expiry)
