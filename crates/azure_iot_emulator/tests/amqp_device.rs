@@ -766,3 +766,69 @@ async fn sasl_plain_with_a_device_token() {
     }
     hub.shutdown().await;
 }
+
+/// An X.509 device over AMQP: no SASL, no token; the TLS client certificate it connected with
+/// authenticates its first link. Another device's link on the same connection is refused.
+#[tokio::test]
+async fn an_x509_device_authenticates_with_its_tls_certificate() {
+    let hub = emulator().await;
+    let ep = HubEndpoint::of(&hub);
+    let api = RestClient::new(&ep, "iothubowner");
+    let (cert, key, thumbprint) = azure_iot_test::self_signed_device_certificate("x509dev");
+    api.put(
+        "/devices/x509dev",
+        serde_json::json!({"authentication": {"type": "selfSigned", "x509Thumbprint": {"primaryThumbprint": thumbprint, "secondaryThumbprint": null}}}),
+    )
+    .await;
+    api.register_device("other").await;
+    let tcp = tokio::net::TcpStream::connect(ep.amqp_addr).await.unwrap();
+    let tls =
+        tokio_rustls::TlsConnector::from(Arc::new(ep.tls_config_with_certificate(vec![cert], key)))
+            .connect(
+                rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+                tcp,
+            )
+            .await
+            .unwrap();
+    let mut connection = Connection::builder()
+        .container_id("x509-device")
+        .hostname("localhost")
+        .open_with_stream(tls)
+        .await
+        .unwrap();
+    let mut session = Session::begin(&mut connection).await.unwrap();
+    let mut link = Sender::attach(
+        &mut session,
+        "telemetry",
+        "/devices/x509dev/messages/events",
+    )
+    .await
+    .unwrap();
+    let outcome = link
+        .send(to_amqp(&telemetry("{}", "by-cert")))
+        .await
+        .unwrap();
+    assert!(matches!(outcome, Outcome::Accepted(_)), "{outcome:?}");
+    let events = hub.telemetry(0, 10).await.unwrap();
+    assert_eq!(
+        events[0]
+            .message
+            .system_properties()
+            .connection_auth_method
+            .as_deref(),
+        Some("x509")
+    );
+    let mut other = Sender::attach(&mut session, "other", "/devices/other/messages/events")
+        .await
+        .unwrap();
+    let refused = other
+        .send(to_amqp(&telemetry("{}", "not-mine")))
+        .await
+        .expect_err("another device's link is refused");
+    assert!(
+        format!("{refused:?}").contains("UnauthorizedAccess"),
+        "{refused:?}"
+    );
+    let _ = connection.close().await;
+    hub.shutdown().await;
+}

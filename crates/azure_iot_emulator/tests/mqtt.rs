@@ -755,32 +755,7 @@ async fn mqtt_over_websockets_on_the_https_port() {
     hub.shutdown().await;
 }
 
-/// A self-signed device certificate (rcgen) and its SHA-1 thumbprint, upper-case hex.
-fn device_certificate(
-    cn: &str,
-) -> (
-    rustls_pki_types::CertificateDer<'static>,
-    rustls_pki_types::PrivateKeyDer<'static>,
-    String,
-) {
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, cn);
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = params.self_signed(&key).unwrap();
-    let der = cert.der().clone();
-    let sha1: String = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &der)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect();
-    (
-        der,
-        rustls_pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
-        sha1,
-    )
-}
+use azure_iot_test::self_signed_device_certificate as device_certificate;
 
 #[tokio::test]
 async fn x509_self_signed_devices_authenticate_by_thumbprint() {

@@ -21,6 +21,34 @@ pub use rest::{Reply, RestClient, http_client};
 
 use azure_iot_emulator::{Emulator, EmulatorHandle};
 
+/// A self-signed device certificate (rcgen) with common name `cn`, its private key, and its
+/// SHA-1 thumbprint as the registry stores it (upper-case hex).
+pub fn self_signed_device_certificate(
+    cn: &str,
+) -> (
+    rustls_pki_types::CertificateDer<'static>,
+    rustls_pki_types::PrivateKeyDer<'static>,
+    String,
+) {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let der = cert.der().clone();
+    let sha1: String = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &der)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect();
+    (
+        der,
+        rustls_pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+        sha1,
+    )
+}
+
 /// An emulator on ephemeral ports with its state in memory.
 pub async fn emulator() -> EmulatorHandle {
     Emulator::builder()

@@ -43,7 +43,9 @@
 //! Module inputs are detached with `amqp:not-implemented` until they are served.
 //!
 //! Identities: a link's address names the identity; it needs a grant for that identity's own
-//! audience (`{host}/devices/{d}[/modules/{m}]`). Every identity on a connection is its own
+//! audience (`{host}/devices/{d}[/modules/{m}]`), from a put-token or SASL PLAIN, or, for an
+//! X.509 device, the TLS client certificate it connected with, checked at its first link (so
+//! an X.509 device must attach a link within the connect deadline). Every identity on a connection is its own
 //! unit, so one connection multiplexes as many devices as it holds tokens for (the hub's
 //! limit on tokens per connection, [`super::MAX_GRANTS`], bounds them).
 
@@ -67,6 +69,9 @@ use crate::hub::c2d::C2dDelivery;
 use crate::hub::error::HubError;
 use crate::hub::queue::Settle;
 
+/// How long a certificate authenticates an X.509 device's links on a connection (its
+/// certificate does not expire with a token; the connection's life bounds it).
+const CERTIFICATE_GRANT: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
 /// Requests a unit's link tasks may have waiting.
 const UNIT_QUEUE: usize = 16;
 /// Cloud-to-device messages a C2D link may have waiting to be sent.
@@ -176,11 +181,30 @@ async fn unit(
             ended: entry.ended.clone(),
         });
     }
-    let Some(grant) = state.device_grant(&identity_audience(context, identity)) else {
-        return Err(error(
-            AmqpError::UnauthorizedAccess,
-            format!("no token for {identity} was put on this connection (or it has expired)"),
-        ));
+    let audience = identity_audience(context, identity);
+    let grant = match state.device_grant(&audience) {
+        Some(grant) => grant,
+        // An X.509 device: its certificate (from the TLS handshake) is its credential.
+        None if !state.certificates.is_empty() => {
+            let grant = context
+                .device
+                .authenticate(identity, None, &state.certificates)
+                .await
+                .map_err(|refusal| error(AmqpError::UnauthorizedAccess, refusal.detail))?;
+            let expiry = grant
+                .expires_at
+                .unwrap_or_else(|| SystemTime::now() + CERTIFICATE_GRANT);
+            state
+                .grant(audience, expiry, Some(grant.clone()))
+                .map_err(|why| error(AmqpError::ResourceLimitExceeded, why))?;
+            grant
+        }
+        None => {
+            return Err(error(
+                AmqpError::UnauthorizedAccess,
+                format!("no token for {identity} was put on this connection (or it has expired)"),
+            ));
+        }
     };
     let connection = context
         .device

@@ -122,7 +122,8 @@ pub(crate) async fn serve(
         shutdown,
         move |stream, peer, _slot| {
             let context = context.clone();
-            async move { run(stream, peer, context).await }
+            let certificates = crate::mqtt::client_certificate(&stream);
+            async move { run(stream, peer, context, certificates).await }
         },
     )
     .await;
@@ -148,6 +149,9 @@ struct ConnectionState {
     /// A device's SASL PLAIN credentials (`{id}@sas.{hub}` and its token), checked once the
     /// connection is open (SASL callbacks cannot wait for the hub).
     plain_device: Mutex<Option<(azure_iot_protocol::Identity, String)>>,
+    /// The TLS client certificate chain (leaf first; empty if none): X.509 devices
+    /// authenticate with it at their first link, without a token.
+    certificates: Vec<rustls_pki_types::CertificateDer<'static>>,
 }
 
 /// Put-token answers on their way to the client, at most [`MAX_CBS_REPLIES`] in each place.
@@ -197,13 +201,17 @@ struct Grant {
 }
 
 impl ConnectionState {
-    fn new(generation: watch::Receiver<u64>) -> Self {
+    fn new(
+        generation: watch::Receiver<u64>,
+        certificates: Vec<rustls_pki_types::CertificateDer<'static>>,
+    ) -> Self {
         Self {
             grants: Mutex::new(HashMap::new()),
             generation,
             cbs: Mutex::new(CbsReplies::default()),
             units: device::Units::default(),
             plain_device: Mutex::new(None),
+            certificates,
         }
     }
 
@@ -314,8 +322,12 @@ impl ConnectionState {
 /// No AMQP `idle-time-out` is advertised: fe2o3 enforces the value it advertises and its own
 /// clients (this project's service client among them) send empty frames at exactly the
 /// advertised interval, not half of it, so an idle connection would race its own heartbeat.
-pub(crate) async fn run<S>(mut stream: S, peer: std::net::SocketAddr, context: Arc<AmqpContext>)
-where
+pub(crate) async fn run<S>(
+    mut stream: S,
+    peer: std::net::SocketAddr,
+    context: Arc<AmqpContext>,
+    certificates: Vec<rustls_pki_types::CertificateDer<'static>>,
+) where
     S: AsyncRead + AsyncWrite + std::fmt::Debug + Send + Unpin + 'static,
 {
     let limits = context.limits;
@@ -328,7 +340,10 @@ where
             return;
         }
     }
-    let state = Arc::new(ConnectionState::new(context.grant_generation.clone()));
+    let state = Arc::new(ConnectionState::new(
+        context.grant_generation.clone(),
+        certificates,
+    ));
     // fe2o3 runs the connection in a task of its own, which owns the stream: dropping `_stop`
     // (when this function returns) ends that task's reads, and so the socket.
     let (stream, _stop) = crate::net::Stoppable::new(stream);
@@ -1064,7 +1079,7 @@ mod tests {
     #[test]
     fn an_expired_grant_no_longer_authorizes() {
         let (revoke, generation) = watch::channel(0);
-        let state = ConnectionState::new(generation);
+        let state = ConnectionState::new(generation, Vec::new());
         assert!(!state.authorized(HUB));
         assert!(!state.expired(HUB), "never authorized is not expired");
         state.authorize(HUB.into(), later()).unwrap();
@@ -1088,7 +1103,7 @@ mod tests {
     #[test]
     fn grants_are_kept_per_audience_and_bounded() {
         let (_revoke, generation) = watch::channel(0);
-        let state = ConnectionState::new(generation);
+        let state = ConnectionState::new(generation, Vec::new());
         let device = format!("{HUB}/devices/d1");
         state.authorize(device.clone(), later()).unwrap();
         assert!(state.authorized(&device));

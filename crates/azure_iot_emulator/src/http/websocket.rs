@@ -116,7 +116,7 @@ pub(crate) async fn upgrade(
                     .await;
                 } else {
                     bridge(ws, peer, write_timeout, move |io| {
-                        crate::amqp::run(io, peer, amqp)
+                        crate::amqp::run(io, peer, amqp, certificate)
                     })
                     .await;
                 }
