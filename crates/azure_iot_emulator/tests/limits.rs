@@ -144,14 +144,20 @@ async fn headers_dribbled_a_byte_at_a_time_are_cut_off() {
 async fn a_body_that_never_arrives_is_408_and_the_connection_closes() {
     let hub = emulator_with(short()).await;
     let ep = HubEndpoint::of(&hub);
+    let cs = ServiceConnectionString::parse(ep.connection_string("iothubowner")).unwrap();
+    let token = SasToken::generate_with_ttl(
+        &ResourceUri::hub(&ep.hostname),
+        cs.key(),
+        Some("iothubowner"),
+        Duration::from_secs(600),
+    );
     let mut stream = tls(&ep, ep.https_addr).await;
-    stream
-        .write_all(
-            b"PUT /devices/d1?api-version=2021-04-12 HTTP/1.1\r\nHost: localhost\r\n\
-              Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"deviceId\"",
-        )
-        .await
-        .unwrap();
+    let request = format!(
+        "PUT /devices/d1?api-version=2021-04-12 HTTP/1.1\r\nHost: localhost\r\n\
+         Authorization: {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"deviceId\"",
+        token.secret()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
     let (received, elapsed) = until_closed(&mut stream).await;
     let text = String::from_utf8_lossy(&received);
     assert!(text.starts_with("HTTP/1.1 408"), "answered 408: {text}");
@@ -413,4 +419,38 @@ async fn a_websocket_session_holds_its_place_under_the_limit() {
     .expect("refused at once, not left waiting");
     assert!(second.is_err(), "the second connection is refused");
     drop(ws);
+}
+
+/// A request without credentials is refused before its body is read: a client cannot make
+/// the emulator wait for or buffer a body it has no right to send.
+#[tokio::test]
+async fn an_unauthorized_request_is_refused_before_its_body_is_read() {
+    let hub = emulator_with(Limits {
+        body_timeout: Duration::from_secs(120),
+        ..Limits::default()
+    })
+    .await;
+    let ep = HubEndpoint::of(&hub);
+    let mut stream = tls(&ep, ep.https_addr).await;
+    stream
+        .write_all(
+            b"PUT /devices/d1?api-version=2021-04-12 HTTP/1.1\r\nHost: localhost\r\n\
+              Content-Type: application/json\r\nContent-Length: 2000000\r\n\r\n{\"deviceId\"",
+        )
+        .await
+        .unwrap();
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    let started = Instant::now();
+    while !received.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(SLACK, stream.read(&mut buf))
+            .await
+            .expect("answered without waiting for the body")
+            .unwrap();
+        assert!(n > 0, "closed without an answer");
+        received.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.starts_with("HTTP/1.1 401"), "{text}");
+    assert!(started.elapsed() < SLACK);
 }

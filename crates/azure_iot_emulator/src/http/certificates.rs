@@ -46,7 +46,7 @@ pub(crate) async fn put(
     body: Body,
 ) -> Result<Response, ApiError> {
     app.authorize(&headers, Rights::REGISTRY_WRITE)?;
-    let body: Value = body.json()?;
+    let body: Value = body.json().await?;
     let certificate = body
         .pointer("/properties/certificate")
         .or_else(|| body.get("certificate"))

@@ -74,6 +74,10 @@ impl IntoResponse for ApiError {
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
         headers.insert("iothub-errorcode", HeaderValue::from_static(code.name()));
+        // A body that did not arrive: its unread rest must not be taken for a next request.
+        if code == ErrorCode::RequestTimeout {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         response
     }
 }

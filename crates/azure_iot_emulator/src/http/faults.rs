@@ -25,7 +25,7 @@ pub(crate) async fn inject(
     body: Body,
 ) -> Result<StatusCode, ApiError> {
     app.authorize(&headers, Rights::SERVICE_CONNECT)?;
-    let fault: Fault = body.json()?;
+    let fault: Fault = body.json().await?;
     app.hub
         .call(move |s| s.inject(fault))
         .await?

@@ -68,7 +68,7 @@ async fn invoke(
     body: Body,
 ) -> Result<Response, ApiError> {
     app.authorize(&headers, Rights::SERVICE_CONNECT)?;
-    let request: DirectMethodRequest = body.json()?;
+    let request: DirectMethodRequest = body.json().await?;
     if request.method_name.trim().is_empty() {
         return Err(ApiError::invalid("methodName must not be empty"));
     }
@@ -196,7 +196,7 @@ mod tests {
     }
 
     fn body(value: Value) -> Body {
-        Body(value.to_string().into())
+        Body::from_bytes(value.to_string())
     }
 
     async fn answer(response: Response) -> (StatusCode, Value) {

@@ -23,8 +23,9 @@
 //!   parses a body whose content type says JSON.
 //! * Success codes are the ones Python's generated client insists on (it raises on any other
 //!   code): 200 for identity PUTs even on create, 204 for deletes.
-//! * Every request is authorized before its body is decoded, so an unauthenticated client
-//!   learns nothing about what a valid body would be.
+//! * Every request is authorized before its body is read, so an unauthenticated client
+//!   learns nothing about what a valid body would be and cannot make the emulator buffer
+//!   bodies.
 
 mod certificates;
 mod error;
@@ -231,56 +232,67 @@ async fn unsupported(request: Request) -> ApiError {
     }
 }
 
-/// A request body read with [`MAX_BODY_BYTES`] as the limit, within the body timeout.
+/// A request's body, not read yet: handlers authorize the request first and only then read
+/// it ([`Body::json`]), so a client without credentials cannot make the emulator buffer
+/// bodies (up to [`MAX_BODY_BYTES`] each).
 ///
-/// Used instead of axum's `Json` extractor so that every body failure (too large, empty, not
-/// JSON, wrong shape) is an IoT Hub error body with the hub's code, which the SDKs parse,
-/// rather than axum's plain-text rejection. A body that does not arrive in full within
-/// [`crate::config::Limits::body_timeout`] of its headers is 408 and the connection closes
-/// (its unread rest would otherwise be taken for the next request).
-pub(crate) struct Body(pub(crate) Bytes);
+/// Read with [`MAX_BODY_BYTES`] as the limit, within the body timeout, and decoded by hand
+/// (not axum's `Json` extractor) so that every body failure (too large, empty, not JSON,
+/// wrong shape) is an IoT Hub error body with the hub's code, which the SDKs parse, rather
+/// than axum's plain-text rejection. A body that does not arrive in full within
+/// [`crate::config::Limits::body_timeout`] is 408 and the connection closes (its unread
+/// rest would otherwise be taken for the next request).
+pub(crate) struct Body {
+    body: axum::body::Body,
+    timeout: std::time::Duration,
+}
 
 impl FromRequest<AppState> for Body {
-    type Rejection = Response;
+    type Rejection = ApiError;
 
-    async fn from_request(request: Request, state: &AppState) -> Result<Self, Response> {
-        let timeout = state.body_timeout;
-        match tokio::time::timeout(
-            timeout,
-            axum::body::to_bytes(request.into_body(), MAX_BODY_BYTES),
-        )
-        .await
-        {
-            Ok(Ok(bytes)) => Ok(Body(bytes)),
-            Ok(Err(_)) => Err(ApiError::new(
-                ErrorCode::MessageTooLarge,
-                format!("the request body exceeds {MAX_BODY_BYTES} bytes or could not be read"),
-            )
-            .into_response()),
-            Err(_) => {
-                let mut response = ApiError::new(
-                    ErrorCode::RequestTimeout,
-                    format!("the request body did not arrive within {timeout:?}"),
-                )
-                .into_response();
-                response
-                    .headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                Err(response)
-            }
-        }
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        Ok(Self {
+            body: request.into_body(),
+            timeout: state.body_timeout,
+        })
     }
 }
 
 impl Body {
-    /// Decodes the body as JSON of type `T`; a bad body is a 400 saying where.
-    pub(crate) fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
-        if self.0.is_empty() {
+    /// A body already in memory (tests).
+    #[cfg(test)]
+    pub(crate) fn from_bytes(bytes: impl Into<Bytes>) -> Self {
+        Self {
+            body: axum::body::Body::from(bytes.into()),
+            timeout: std::time::Duration::from_secs(30),
+        }
+    }
+
+    /// Reads the whole body (after the request is authorized).
+    pub(crate) async fn bytes(self) -> Result<Bytes, ApiError> {
+        let timeout = self.timeout;
+        match tokio::time::timeout(timeout, axum::body::to_bytes(self.body, MAX_BODY_BYTES)).await {
+            Ok(Ok(bytes)) => Ok(bytes),
+            Ok(Err(_)) => Err(ApiError::new(
+                ErrorCode::MessageTooLarge,
+                format!("the request body exceeds {MAX_BODY_BYTES} bytes or could not be read"),
+            )),
+            Err(_) => Err(ApiError::new(
+                ErrorCode::RequestTimeout,
+                format!("the request body did not arrive within {timeout:?}"),
+            )),
+        }
+    }
+
+    /// Reads the body and decodes it as JSON of type `T`; a bad body is a 400 saying where.
+    pub(crate) async fn json<T: DeserializeOwned>(self) -> Result<T, ApiError> {
+        let bytes = self.bytes().await?;
+        if bytes.is_empty() {
             return Err(ApiError::invalid(
                 "the request body is empty; JSON was expected",
             ));
         }
-        serde_json::from_slice(&self.0).map_err(|e| {
+        serde_json::from_slice(&bytes).map_err(|e| {
             ApiError::invalid(format!(
                 "the request body is not valid JSON for this operation: {e}"
             ))

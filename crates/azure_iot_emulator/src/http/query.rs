@@ -54,7 +54,7 @@ pub(crate) async fn query(
     if app.authorize(&headers, Rights::SERVICE_CONNECT).is_err() {
         app.authorize(&headers, Rights::REGISTRY_READ)?;
     }
-    let body: QueryBody = body.json()?;
+    let body: QueryBody = body.json().await?;
     let query = Query::parse(&body.query).map_err(|e| ApiError::invalid(format!("query: {e}")))?;
     let page_size = match headers.get("x-ms-max-item-count") {
         None => DEFAULT_PAGE,

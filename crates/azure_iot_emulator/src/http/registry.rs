@@ -70,7 +70,7 @@ pub(crate) async fn put_device(
     body: Body,
 ) -> Result<Response, ApiError> {
     app.authorize(&headers, Rights::REGISTRY_WRITE)?;
-    let body: IdentityBody = body.json()?;
+    let body: IdentityBody = body.json().await?;
     let tag = if_match(&headers);
     let device = app
         .hub
@@ -128,7 +128,7 @@ pub(crate) async fn put_module(
     body: Body,
 ) -> Result<Response, ApiError> {
     app.authorize(&headers, Rights::REGISTRY_WRITE)?;
-    let body: IdentityBody = body.json()?;
+    let body: IdentityBody = body.json().await?;
     let tag = if_match(&headers);
     let module = app
         .hub
@@ -162,7 +162,7 @@ pub(crate) async fn bulk(
     body: Body,
 ) -> Result<Response, ApiError> {
     app.authorize(&headers, Rights::REGISTRY_WRITE)?;
-    let entries: Vec<Value> = body.json()?;
+    let entries: Vec<Value> = body.json().await?;
     let (ok, result) = app.hub.call(move |s| s.bulk(entries)).await??;
     let status = if ok {
         StatusCode::OK

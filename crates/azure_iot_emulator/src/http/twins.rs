@@ -42,7 +42,7 @@ async fn update(
     replace: bool,
 ) -> Result<Response, ApiError> {
     app.authorize(&headers, Rights::SERVICE_CONNECT)?;
-    let body: Value = body.json()?;
+    let body: Value = body.json().await?;
     let tag = if_match(&headers);
     let twin = app
         .hub
