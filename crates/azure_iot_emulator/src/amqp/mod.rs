@@ -27,7 +27,7 @@
 //! # Grants
 //!
 //! A connection holds one grant per CBS audience (`{host}`, `{host}/devices/{id}` ...), each
-//! with its token's expiry, at most [`MAX_GRANTS`] (IoT Hub allows about a thousand tokens
+//! with its token's expiry, at most [`MAX_GRANTS`] (IoT Hub allows 999 tokens
 //! per connection); every link is checked against the grant of its own audience (the service
 //! links against the hub's). A put-token whose audience is not this hub is answered 401, as
 //! a token out of scope; one whose token does not cover its audience likewise (device A's
@@ -72,8 +72,10 @@ use crate::net::serve_tls;
 /// Sessions a connection may have open before it holds any grant (a client authenticating
 /// by CBS needs one for `$cbs`; the official SDKs open at most two before their token).
 const MAX_SESSIONS_BEFORE_GRANT: usize = 4;
-/// Sessions a connection may have open (the AMQP `channel-max` is one less than this).
-const MAX_SESSIONS: usize = 256;
+/// Sessions a connection may have open (the AMQP `channel-max` is one less than this): room
+/// for as many devices as a connection may hold tokens for, each on its own session (as C#
+/// pools them), plus their CBS sessions.
+const MAX_SESSIONS: usize = 1024;
 /// The largest message a link accepts (a transfer of more frames is refused with
 /// `amqp:link:message-size-exceeded` as it arrives): IoT Hub's largest message is 256 KiB, a
 /// batch of them encoded one per section a little more.
@@ -130,7 +132,7 @@ pub(crate) async fn serve(
 }
 
 /// The most grants (CBS audiences) one connection may hold.
-pub(crate) const MAX_GRANTS: usize = 1000;
+pub(crate) const MAX_GRANTS: usize = 999;
 
 /// Per-connection state shared by its links.
 struct ConnectionState {
