@@ -7,16 +7,23 @@
 //!   reports status, headers and body exactly, and checks the JSON content type on every body.
 //! * [`MqttClient`]: a raw MQTT 3.1.1 client over TLS that sends exactly the packets a test
 //!   writes, so tests can check the wire and misbehave on purpose.
+//! * [`tls_connect`], [`websocket_upgrade`], [`websocket_frame`]: raw TLS connections to any
+//!   port and hand-made WebSocket frames, for abuse tests that send what no client would.
 //!
 //! Helpers panic with a message on failure: they are for tests only.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod endpoint;
 mod mqtt;
+mod raw;
 mod rest;
 
 pub use endpoint::HubEndpoint;
 pub use mqtt::{MqttClient, device_token};
+pub use raw::{
+    TlsClientStream, opcode, tls_connect, websocket_frame, websocket_frame_header,
+    websocket_upgrade,
+};
 pub use rest::{Reply, RestClient, http_client};
 
 use azure_iot_emulator::{Emulator, EmulatorHandle};
