@@ -1083,7 +1083,8 @@ fn malformed_cases(ep: &HubEndpoint) -> Vec<Bad> {
             http_request(
                 ep,
                 "PUT /devices/chunky?api-version=2021-04-12 HTTP/1.1",
-                b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nZZZZ\r\n{}\r\n",
+                b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n\
+                  ZZZZ\r\n{}\r\n",
             ),
             None,
         ),
@@ -1617,14 +1618,15 @@ fn unfinished_http_headers_stay_within_budget() {
 // ---------------------------------------------------------------------------------------------
 
 /// `attempts` TCP connections to `ports` in turn, each held (without a TLS handshake) until
-/// the emulator closes it. Returns the outcomes once every attempt has been made, with the
-/// tasks still watching the held ones.
+/// the emulator closes it. Returns once every attempt has been made: the tasks still
+/// watching the held ones, how long the attempts took, and the most descriptors the emulator
+/// had open meanwhile.
 async fn flood(
     hub: &Hub,
     ports: &[Port],
     attempts: usize,
     deadline: Duration,
-) -> (Vec<tokio::task::JoinHandle<Outcome>>, Duration) {
+) -> (Vec<tokio::task::JoinHandle<Outcome>>, Duration, usize) {
     let ep = Arc::new(hub.ep.clone());
     let opening = Arc::new(Semaphore::new(256));
     let counts = Arc::new(Counts::default());
@@ -1650,18 +1652,26 @@ async fn flood(
             ))
         })
         .collect();
+    let mut most_fds = 0;
     while counts.tried.load(Ordering::SeqCst) < attempts {
+        most_fds = most_fds.max(hub.open_fds());
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    (tasks, started.elapsed())
+    // The emulator accepts what the kernel queued a little later.
+    for _ in 0..20 {
+        most_fds = most_fds.max(hub.open_fds());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (tasks, started.elapsed(), most_fds)
 }
 
 /// How the attempts of a flood ended: closed at once (over the connection limit), held
-/// until the deadline, refused by the kernel, or never closed.
+/// until the deadline, closed in between, refused by the kernel, or never closed.
 #[derive(Debug, Default)]
 struct FloodResult {
     at_once: usize,
     held: usize,
+    late: Vec<Duration>,
     refused: usize,
     open: usize,
     longest: Duration,
@@ -1677,10 +1687,12 @@ async fn flood_result(tasks: Vec<tokio::task::JoinHandle<Outcome>>) -> FloodResu
             (None, Some(closed)) => {
                 let lasted = closed - o.opened;
                 result.longest = result.longest.max(lasted);
-                if lasted < o.deadline / 2 {
+                if lasted + EARLY >= o.deadline {
+                    result.held += 1;
+                } else if lasted < o.deadline / 2 {
                     result.at_once += 1;
                 } else {
-                    result.held += 1;
+                    result.late.push(lasted);
                 }
             }
         }
@@ -1713,8 +1725,8 @@ fn a_connection_flood_under_a_descriptor_limit_leaves_the_emulator_serving() {
         let fds_before = hub.open_fds();
 
         // One port flooded: the others serve throughout.
-        let (tasks, made_in) = flood(&hub, &[Port::Mqtt], attempts, scale.handshake).await;
-        let fds_flooded = hub.open_fds();
+        let (tasks, made_in, fds_flooded) =
+            flood(&hub, &[Port::Mqtt], attempts, scale.handshake).await;
         let started = Instant::now();
         let twin = good.service.get_twin("good").await;
         let messaging = good.service.messaging().await;
@@ -1730,27 +1742,29 @@ fn a_connection_flood_under_a_descriptor_limit_leaves_the_emulator_serving() {
         let after_one = good.round(1).await;
 
         // Every port flooded: held to the limit, then serving again.
-        let (tasks, made_all_in) = flood(&hub, &Port::ALL, attempts, scale.handshake).await;
-        let fds_all = hub.open_fds();
+        let (tasks, made_all_in, fds_all) =
+            flood(&hub, &Port::ALL, attempts, scale.handshake).await;
         let every_port = flood_result(tasks).await;
         let fds_after = hub.settle_fds(fds_before + 8, SLACK).await;
         let after_all = good.round(2).await;
         let log = hub.log();
 
         println!(
-            "ulimit -n {nofile} ({per_listener} connections per listener): {attempts} attempts on \
-             MQTT made in {made_in:?}: {one_port:?}; emulator at {fds_flooded} descriptors; \
-             HTTPS and AMQP served in {others_in:?} during it; device connected in {:?} after; \
-             {attempts} attempts on all ports made in {made_all_in:?}: {every_port:?}; emulator \
-             at {fds_all} descriptors; device connected in {:?} after (round {:?}); descriptors \
-             {fds_before} before, {fds_after} after",
+            "ulimit -n {nofile} ({per_listener} connections per listener): {attempts} attempts \
+             on MQTT made in {made_in:?}: {one_port:?}; emulator at most at {fds_flooded} \
+             descriptors; HTTPS and AMQP served in {others_in:?} during it; device connected in \
+             {:?} after; {attempts} attempts on all ports made in {made_all_in:?}: \
+             {every_port:?}; emulator at most at {fds_all} descriptors; device connected in {:?} \
+             after (round {:?}); descriptors {fds_before} before, {fds_after} after",
             after_one.connect, after_all.connect, after_all.total,
         );
-        for (ports, result) in [(1, &one_port), (3, &every_port)] {
+        for (ports, result, fds) in [(1, &one_port, fds_flooded), (3, &every_port, fds_all)] {
             assert_eq!(result.open, 0, "every attempt was closed: {result:?}");
+            // Over the whole flood a few more than the limit may be held, one after another
+            // (the emulator accepts queued attempts as slots free); at any time, no more.
             assert!(
-                result.held <= per_listener * ports,
-                "at most the limit was held: {result:?}"
+                fds <= fds_before + per_listener * ports + 4,
+                "the emulator held at most the limit: {fds} descriptors, {fds_before} before"
             );
             assert!(
                 result.held >= per_listener * ports / 2,
