@@ -1677,6 +1677,24 @@ struct FloodResult {
     longest: Duration,
 }
 
+/// The kernel's count of connections dropped because a listen queue was full
+/// (`TcpExt: ListenOverflows` in `/proc/net/netstat`, for the whole network namespace).
+///
+/// Such a connection looks established to the client, but the emulator cannot accept it
+/// until the kernel's retransmitted SYN-ACK finds room in the queue (1, 3, 7, 15, 31 s
+/// later): until then no deadline of the emulator's can close it.
+fn listen_overflows() -> u64 {
+    let netstat = std::fs::read_to_string("/proc/net/netstat").unwrap();
+    let mut lines = netstat.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (names, values) = (lines.next().unwrap(), lines.next().unwrap());
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(name, _)| *name == "ListenOverflows")
+        .and_then(|(_, value)| value.parse().ok())
+        .unwrap_or(0)
+}
+
 async fn flood_result(tasks: Vec<tokio::task::JoinHandle<Outcome>>) -> FloodResult {
     let mut result = FloodResult::default();
     for task in tasks {
@@ -1687,7 +1705,9 @@ async fn flood_result(tasks: Vec<tokio::task::JoinHandle<Outcome>>) -> FloodResu
             (None, Some(closed)) => {
                 let lasted = closed - o.opened;
                 result.longest = result.longest.max(lasted);
-                if lasted + EARLY >= o.deadline {
+                // The client notes its connection a little after the emulator accepted it
+                // when thousands of tasks share its two threads.
+                if lasted >= o.deadline.mul_f64(0.9) {
                     result.held += 1;
                 } else if lasted < o.deadline / 2 {
                     result.at_once += 1;
@@ -1725,6 +1745,7 @@ fn a_connection_flood_under_a_descriptor_limit_leaves_the_emulator_serving() {
         let fds_before = hub.open_fds();
 
         // One port flooded: the others serve throughout.
+        let overflows_before = listen_overflows();
         let (tasks, made_in, fds_flooded) =
             flood(&hub, &[Port::Mqtt], attempts, scale.handshake).await;
         let started = Instant::now();
@@ -1739,12 +1760,15 @@ fn a_connection_flood_under_a_descriptor_limit_leaves_the_emulator_serving() {
             .expect("C2D accepted during the MQTT flood");
         let _ = messaging.close().await;
         let one_port = flood_result(tasks).await;
+        let one_port_overflows = listen_overflows() - overflows_before;
         let after_one = good.round(1).await;
 
         // Every port flooded: held to the limit, then serving again.
+        let overflows_before = listen_overflows();
         let (tasks, made_all_in, fds_all) =
             flood(&hub, &Port::ALL, attempts, scale.handshake).await;
         let every_port = flood_result(tasks).await;
+        let every_port_overflows = listen_overflows() - overflows_before;
         let fds_after = hub.settle_fds(fds_before + 8, SLACK).await;
         let after_all = good.round(2).await;
         let log = hub.log();
@@ -1755,11 +1779,21 @@ fn a_connection_flood_under_a_descriptor_limit_leaves_the_emulator_serving() {
              descriptors; HTTPS and AMQP served in {others_in:?} during it; device connected in \
              {:?} after; {attempts} attempts on all ports made in {made_all_in:?}: \
              {every_port:?}; emulator at most at {fds_all} descriptors; device connected in {:?} \
-             after (round {:?}); descriptors {fds_before} before, {fds_after} after",
+             after (round {:?}); descriptors {fds_before} before, {fds_after} after; listen \
+             queue overflows {one_port_overflows} and {every_port_overflows}",
             after_one.connect, after_all.connect, after_all.total,
         );
-        for (ports, result, fds) in [(1, &one_port, fds_flooded), (3, &every_port, fds_all)] {
-            assert_eq!(result.open, 0, "every attempt was closed: {result:?}");
+        for (ports, result, fds, overflows) in [
+            (1, &one_port, fds_flooded, one_port_overflows),
+            (3, &every_port, fds_all, every_port_overflows),
+        ] {
+            // Attempts the kernel dropped from a full listen queue never reached the emulator
+            // in time; every other one was closed.
+            assert!(
+                result.open as u64 <= overflows,
+                "every attempt that reached the emulator was closed: {result:?}, \
+                 {overflows} listen queue overflows"
+            );
             // Over the whole flood a few more than the limit may be held, one after another
             // (the emulator accepts queued attempts as slots free); at any time, no more.
             assert!(
