@@ -58,8 +58,10 @@ const HOUR: Duration = Duration::from_secs(3600);
 /// How long past its deadline a close may come on a busy machine.
 const SLACK: Duration = Duration::from_secs(10);
 
-/// How early a close may seem to come: the client's clock starts a little after the server's.
-const EARLY: Duration = Duration::from_millis(100);
+/// Tolerance for a close that seems to come early. A close is measured against the moment
+/// the client started connecting, before the emulator's clock for it can start, so no close
+/// that respects its deadline can seem early; this only absorbs timer granularity.
+const EARLY: Duration = Duration::from_millis(20);
 
 /// A well-behaved device connects within this while the abuse goes on (the bound).
 const CONNECT_BOUND: Duration = Duration::from_secs(1);
@@ -307,8 +309,8 @@ impl Port {
     }
 }
 
-/// Asserts that `dir` is 0700 and every file in it 0600.
-fn assert_private(dir: &Path) {
+/// Asserts that `dir` is 0700 and every file in it 0600; returns the files' names.
+fn assert_private(dir: &Path) -> Vec<String> {
     use std::os::unix::fs::PermissionsExt;
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(dir), 0o700, "{}", dir.display());
@@ -318,12 +320,20 @@ fn assert_private(dir: &Path) {
         assert_eq!(mode(&path), 0o600, "{}", path.display());
         files.push(path.file_name().unwrap().to_string_lossy().into_owned());
     }
-    for expected in ["hub.json", "hub.db", "hub.db-wal", "ca-key.pem"] {
+    for expected in [
+        "hub.json",
+        "hub.db",
+        "hub.db-wal",
+        "telemetry.db",
+        "ca-key.pem",
+    ] {
         assert!(
             files.iter().any(|f| f == expected),
             "{expected} in {files:?}"
         );
     }
+    files.sort();
+    files
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -469,6 +479,9 @@ struct Outcome {
     deadline: Duration,
     /// The connection could not be opened.
     refused: Option<String>,
+    /// When the client started connecting (the emulator's deadlines start later).
+    started: Instant,
+    /// When the client had the connection open (late when its threads are busy).
     opened: Instant,
     last_byte: Instant,
     /// When the client saw the close (`None`: still open when it gave up).
@@ -694,6 +707,7 @@ async fn abuse(
         port: abuse.port,
         deadline: abuse.deadline,
         refused: None,
+        started: Instant::now(),
         opened: Instant::now(),
         last_byte: Instant::now(),
         closed: None,
@@ -864,10 +878,10 @@ fn idle_and_slow_connections_on_every_listener_are_closed_while_a_device_and_ser
                 o.deadline
             );
             assert!(
-                closed - o.opened + EARLY >= o.deadline,
-                "{}: closed {:?} after it opened, before its deadline {:?}",
+                closed - o.started + EARLY >= o.deadline,
+                "{}: closed {:?} after it started connecting, before its deadline {:?}",
                 o.what,
-                closed - o.opened,
+                closed - o.started,
                 o.deadline
             );
         }
@@ -890,7 +904,8 @@ fn idle_and_slow_connections_on_every_listener_are_closed_while_a_device_and_ser
                 "RSS grew from {rss_before} KiB to {peak} KiB"
             );
         }
-        assert_private(&hub.data);
+        let private = assert_private(&hub.data);
+        println!("  data directory 0700, files 0600: {private:?}");
         hub.stop().await;
     });
 }
@@ -1563,7 +1578,7 @@ fn unfinished_websocket_messages_cost_less_than_100_mb_per_100_connections() {
         for subprotocol in ["mqtt", "AMQPWSB10"] {
             let growth = hold_unfinished(Unfinished::WebSocket(subprotocol), 100).await;
             assert!(
-                growth < 100 * 1000,
+                growth * 1024 < 100_000_000,
                 "{subprotocol}: +{growth} KiB for 100 connections"
             );
         }
@@ -1671,7 +1686,9 @@ async fn flood(
 struct FloodResult {
     at_once: usize,
     held: usize,
-    late: Vec<Duration>,
+    /// Closed after half the deadline but before it: attempts whose SYN the kernel dropped
+    /// from a full listen queue and retried a second later, then closed at once.
+    late: usize,
     refused: usize,
     open: usize,
     longest: Duration,
@@ -1703,16 +1720,14 @@ async fn flood_result(tasks: Vec<tokio::task::JoinHandle<Outcome>>) -> FloodResu
             (Some(_), _) => result.refused += 1,
             (None, None) => result.open += 1,
             (None, Some(closed)) => {
-                let lasted = closed - o.opened;
+                let lasted = closed - o.started;
                 result.longest = result.longest.max(lasted);
-                // The client notes its connection a little after the emulator accepted it
-                // when thousands of tasks share its two threads.
-                if lasted >= o.deadline.mul_f64(0.9) {
+                if lasted + EARLY >= o.deadline {
                     result.held += 1;
                 } else if lasted < o.deadline / 2 {
                     result.at_once += 1;
                 } else {
-                    result.late.push(lasted);
+                    result.late += 1;
                 }
             }
         }
