@@ -14,10 +14,16 @@ use crate::telemetry::TELEMETRY_DB_FILE;
 /// Creates `dir` if needed and makes it and everything in it private to the owner; with
 /// `databases`, creates the (empty) database files too.
 pub(crate) fn prepare(dir: &Path, databases: bool) -> std::io::Result<()> {
+    #[cfg(not(unix))]
     std::fs::create_dir_all(dir)?;
     #[cfg(unix)]
     {
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+        // Created private (parents too), so a new directory is never reported as widened.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
         tighten(dir, 0o700)?;
         for entry in std::fs::read_dir(dir)? {
             let entry = entry?;
