@@ -348,6 +348,13 @@ where
     tracing::info!(%peer, "service AMQP connection closed");
 }
 
+/// Serves one session's links until the session ends; its link tasks end with it (when this
+/// returns, or when the connection aborts it).
+///
+/// A link does not always notice by itself that its session is gone: fe2o3 keeps the
+/// settlement of an unsettled delivery in the link's own map, so a `$cbs` answer sent just
+/// before the client vanished without settling it waited forever, holding the link, its task
+/// and the connection's state (found by the `amqp_frames` fuzz target).
 async fn serve_session(
     mut session: ListenerSessionHandle,
     state: Arc<ConnectionState>,
@@ -357,13 +364,16 @@ async fn serve_session(
         .supported_receiver_settle_modes(SupportedReceiverSettleModes::First)
         .fallback_receiver_settle_mode(fe2o3_amqp_types::definitions::ReceiverSettleMode::First)
         .build();
+    // Dropped (every link task aborted) when the session ends.
+    let mut links = tokio::task::JoinSet::new();
     loop {
+        while links.try_join_next().is_some() {}
         match acceptor.accept(&mut session).await {
             Ok(LinkEndpoint::Receiver(receiver)) => {
-                tokio::spawn(serve_inbound(receiver, state.clone(), context.clone()));
+                links.spawn(serve_inbound(receiver, state.clone(), context.clone()));
             }
             Ok(LinkEndpoint::Sender(sender)) => {
-                tokio::spawn(serve_outbound(sender, state.clone(), context.clone()));
+                links.spawn(serve_outbound(sender, state.clone(), context.clone()));
             }
             Err(e) => {
                 tracing::debug!(error = %e, "AMQP session ended");
@@ -925,5 +935,68 @@ mod tests {
         );
         // Renewing an audience it holds is always possible.
         state.authorize(HUB.into(), later()).unwrap();
+    }
+
+    /// What the `amqp_frames` fuzz target found, cut down: a client that attaches the `$cbs`
+    /// links, sends a request (not a put-token: answered 400), gives the answer link credit
+    /// and goes away without settling the answer.
+    const UNSETTLED_CBS_ANSWER: [&str; 9] = [
+        // SASL header; sasl-init MSSBCBS; AMQP header
+        "414d515003010000",
+        "0000001702010000005341c00a01a3074d535342434253",
+        "414d515000010000",
+        // open (container id, hostname localhost, max-frame-size 65536, channel-max 65535)
+        "0000004702000000005310c03a04a12438366236323665622d306562642d346662362d396330642d39636231\
+         3166363033366436a1096c6f63616c686f7374700001000060ffff",
+        // begin
+        "0000001f02000000005311c0120540437000010000700001000070ffffffff",
+        // attach `$cbs` handle 0, role sender (the client's request link)
+        "0000003d02000000005312c0300ba10b246362732d73656e646572434250005000005328c00701a1042463\
+         6273005329c00701a1042463627340404344",
+        // attach `$cbs` handle 1, role receiver, snd-settle-mode unsettled (the answer link)
+        "0000004002000000005312c0330ba10d246362732d726563656976657252014150005000005328c00701a1\
+         0424636273005329c00701a1042463627340404044",
+        // transfer on handle 0, delivery 0, unsettled: amqp-value "x"
+        "0000001f02000000005314c00c064343a00401000000434242005377a10178",
+        // flow: 10000 credit on handle 1
+        "0000002302000000005313c016074370000100005201700000ffff5201437000002710",
+    ];
+
+    fn from_hex(text: &str) -> Vec<u8> {
+        let digits: Vec<u8> = text.bytes().filter(u8::is_ascii_hexdigit).collect();
+        digits
+            .chunks(2)
+            .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap())
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn link_tasks_end_with_their_connection() {
+        use tokio::io::AsyncWriteExt;
+        let server = crate::fuzzing::AmqpServer::start().unwrap();
+        let (client, server_side) = tokio::io::duplex(64 * 1024);
+        let (mut from_server, mut to_server) = tokio::io::split(client);
+        tokio::spawn(async move {
+            let mut answers = Vec::new();
+            let _ = from_server.read_to_end(&mut answers).await;
+        });
+        let client = async move {
+            for frame in UNSETTLED_CBS_ANSWER {
+                to_server.write_all(&from_hex(frame)).await.unwrap();
+                // The paused clock moves once the server is idle: it has acted on the frame.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            to_server.shutdown().await.unwrap();
+        };
+        tokio::join!(server.serve(server_side), client);
+        let runtime = tokio::runtime::Handle::current();
+        let all_ended = async {
+            while runtime.metrics().num_alive_tasks() > 0 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(600), all_ended)
+            .await
+            .expect("every task of the connection ends with it");
     }
 }
