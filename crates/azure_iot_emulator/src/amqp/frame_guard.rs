@@ -9,7 +9,15 @@
 //!
 //! * size below 8, or above [`MAX_FRAME`] (AMQP 1.0 §2.3.1: the size includes the header);
 //! * data offset below 2 (doff counts 4-byte words and the header is 8 bytes) or past the end
-//!   of the frame.
+//!   of the frame;
+//! * a body whose performative (the one described value it starts with; a transfer's message
+//!   bytes follow it, unchecked) is not a well-formed AMQP encoding ([`check_value`]): every
+//!   size within the bytes that contain it, every list or map no longer than its size allows,
+//!   at most [`MAX_DEPTH`] levels deep. serde_amqp 0.18 adds 1 to a list's 32-bit count
+//!   (`attempt to add with overflow` on a count of `u32::MAX` wherever overflow is checked:
+//!   debug builds, tests), and allocates a declared size before reading it; found by the
+//!   `amqp_frames` fuzz target. A frame's body is buffered until it is complete, as the
+//!   library does anyway.
 //!
 //! A protocol header is the 8 bytes `AMQP` `id` `1` `0` `0`; anything starting with `AMQP`
 //! at a frame boundary is one (a frame that large, `0x414d5150` bytes, is refused anyway).
@@ -22,13 +30,17 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// The largest frame accepted before the library's own negotiated limit applies.
 pub(crate) const MAX_FRAME: u32 = 4 * 1024 * 1024;
 
+/// How deeply a performative's values may nest (performatives nest four or five levels:
+/// attach, source, filter map, described filter, value).
+pub(crate) const MAX_DEPTH: usize = 32;
+
 /// Where the guard is in the byte stream.
 #[derive(Debug, Clone, Copy)]
 enum At {
     /// Collecting the 8 bytes of a frame header or protocol header.
     Boundary { header: [u8; 8], have: usize },
-    /// Inside a frame body, this many bytes left.
-    Body(u32),
+    /// Inside a frame body, this many bytes left; the extended header is this long.
+    Body { left: u32, extended: usize },
 }
 
 /// `inner`, whose frame headers are checked as they are read.
@@ -36,6 +48,8 @@ enum At {
 pub(crate) struct FrameGuard<S> {
     inner: S,
     at: At,
+    /// The body of the frame being read so far (extended header included).
+    body: Vec<u8>,
 }
 
 impl<S> FrameGuard<S> {
@@ -46,6 +60,7 @@ impl<S> FrameGuard<S> {
                 header: [0; 8],
                 have: 0,
             },
+            body: Vec::new(),
         }
     }
 
@@ -53,8 +68,10 @@ impl<S> FrameGuard<S> {
     fn follow(&mut self, mut bytes: &[u8]) -> Result<(), String> {
         while !bytes.is_empty() {
             match &mut self.at {
-                At::Body(left) => {
+                At::Body { left, extended } => {
+                    let extended = *extended;
                     let n = (*left as usize).min(bytes.len());
+                    self.body.extend_from_slice(&bytes[..n]);
                     bytes = &bytes[n..];
                     *left -= n as u32;
                     if *left == 0 {
@@ -62,6 +79,8 @@ impl<S> FrameGuard<S> {
                             header: [0; 8],
                             have: 0,
                         };
+                        let body = std::mem::take(&mut self.body);
+                        check_performative(&body[extended..])?;
                     }
                 }
                 At::Boundary { header, have } => {
@@ -91,13 +110,194 @@ impl<S> FrameGuard<S> {
                         ));
                     }
                     if size > 8 {
-                        self.at = At::Body(size - 8);
+                        self.at = At::Body {
+                            left: size - 8,
+                            extended: doff as usize * 4 - 8,
+                        };
                     }
                 }
             }
         }
         Ok(())
     }
+}
+
+/// A frame body after its extended header: empty (a heartbeat), or one well-formed value
+/// first (the performative; what follows is a transfer's message bytes).
+fn check_performative(body: &[u8]) -> Result<(), String> {
+    if body.is_empty() {
+        return Ok(());
+    }
+    check_value(body, 0)
+        .map(|_| ())
+        .map_err(|why| format!("an AMQP frame whose performative is malformed: {why}"))
+}
+
+/// Walks the one AMQP-encoded value at the start of `bytes` (AMQP 1.0 §1.6) and returns its
+/// length; `Err` if it is not well formed: an unknown constructor, a size past the end of the
+/// bytes that contain it, a list or map whose count its size cannot hold, elements that do not
+/// fill their compound exactly, or more than [`MAX_DEPTH`] levels of nesting.
+pub(crate) fn check_value(bytes: &[u8], depth: usize) -> Result<usize, String> {
+    if depth > MAX_DEPTH {
+        return Err(format!("values nested more than {MAX_DEPTH} deep"));
+    }
+    let Some((&code, _)) = bytes.split_first() else {
+        return Err("a value cut short".to_owned());
+    };
+    if code == 0x00 {
+        // Described: the descriptor, then the value it describes.
+        let descriptor = check_value(&bytes[1..], depth + 1)?;
+        let value = check_value(&bytes[1 + descriptor..], depth + 1)?;
+        return Ok(1 + descriptor + value);
+    }
+    Ok(1 + check_encoding(code, &bytes[1..], depth)?)
+}
+
+/// The length of the bytes after constructor `code` at the start of `bytes`.
+fn check_encoding(code: u8, bytes: &[u8], depth: usize) -> Result<usize, String> {
+    let fixed = |n: usize| {
+        if bytes.len() < n {
+            Err(format!("a value of constructor {code:#04x} cut short"))
+        } else {
+            Ok(n)
+        }
+    };
+    match code >> 4 {
+        0x4 => Ok(0),
+        0x5 => fixed(1),
+        0x6 => fixed(2),
+        0x7 => fixed(4),
+        0x8 => fixed(8),
+        0x9 => fixed(16),
+        0xa | 0xb => {
+            let width = if code >> 4 == 0xa { 1 } else { 4 };
+            let size = read_size(code, bytes, width)?;
+            fixed(width + size)
+        }
+        0xc | 0xd => {
+            let width = if code >> 4 == 0xc { 1 } else { 4 };
+            let (size, count) = compound_header(code, bytes, width)?;
+            if code & 0x0f == 1 && count % 2 != 0 {
+                return Err(format!(
+                    "a map of {count} elements (keys and values pair up)"
+                ));
+            }
+            let mut inner = &bytes[2 * width..width + size];
+            for _ in 0..count {
+                let n = check_value(inner, depth + 1)?;
+                inner = &inner[n..];
+            }
+            if !inner.is_empty() {
+                return Err(format!("a compound of {count} elements and {size} bytes"));
+            }
+            Ok(width + size)
+        }
+        0xe | 0xf => {
+            let width = if code >> 4 == 0xe { 1 } else { 4 };
+            let (size, count) = compound_header(code, bytes, width)?;
+            let inner = &bytes[2 * width..width + size];
+            check_array(inner, count, depth)?;
+            Ok(width + size)
+        }
+        _ => Err(format!("no AMQP constructor {code:#04x}")),
+    }
+}
+
+/// A size field of `width` bytes after constructor `code`: within the bytes that follow it.
+fn read_size(code: u8, bytes: &[u8], width: usize) -> Result<usize, String> {
+    let Some(field) = bytes.get(..width) else {
+        return Err(format!("a value of constructor {code:#04x} cut short"));
+    };
+    let size = field.iter().fold(0usize, |n, b| n << 8 | usize::from(*b));
+    if size > bytes.len() - width {
+        return Err(format!(
+            "a value of constructor {code:#04x} declaring {size} bytes of {} left",
+            bytes.len() - width
+        ));
+    }
+    Ok(size)
+}
+
+/// A compound's or array's size and count: the size within the bytes, and the count no more
+/// than the bytes after it (every element takes at least one; an array of empty values such
+/// as nulls longer than its bytes is refused too: no performative carries one, and the
+/// decoder would make every element).
+fn compound_header(code: u8, bytes: &[u8], width: usize) -> Result<(usize, usize), String> {
+    let size = read_size(code, bytes, width)?;
+    if size < width {
+        return Err(format!(
+            "a compound of {size} bytes, too short for its count"
+        ));
+    }
+    let count = bytes[width..2 * width]
+        .iter()
+        .fold(0usize, |n, b| n << 8 | usize::from(*b));
+    let room = size - width;
+    if count > room {
+        return Err(format!("{count} elements in {room} bytes"));
+    }
+    Ok((size, count))
+}
+
+/// An array's body: the element constructor (described or not), then `count` elements.
+fn check_array(bytes: &[u8], count: usize, depth: usize) -> Result<(), String> {
+    if depth + 1 > MAX_DEPTH {
+        return Err(format!("values nested more than {MAX_DEPTH} deep"));
+    }
+    let mut rest = bytes;
+    // The element constructor: a described one carries its descriptor once.
+    let Some((&first, after)) = rest.split_first() else {
+        return if count == 0 {
+            Ok(())
+        } else {
+            Err("an array without its element constructor".to_owned())
+        };
+    };
+    rest = after;
+    let mut code = first;
+    if first == 0x00 {
+        let descriptor = check_value(rest, depth + 1)?;
+        rest = &rest[descriptor..];
+        let Some((&inner, after)) = rest.split_first() else {
+            return Err("an array without its element constructor".to_owned());
+        };
+        code = inner;
+        rest = after;
+    }
+    if code == 0x00 {
+        return Err("an array of described constructors".to_owned());
+    }
+    let fixed = match code >> 4 {
+        0x4 => Some(0),
+        0x5 => Some(1),
+        0x6 => Some(2),
+        0x7 => Some(4),
+        0x8 => Some(8),
+        0x9 => Some(16),
+        0xa..=0xf => None,
+        _ => return Err(format!("no AMQP constructor {code:#04x}")),
+    };
+    match fixed {
+        // Fixed-width elements: no loop over the count.
+        Some(width) => {
+            if count.checked_mul(width) != Some(rest.len()) {
+                return Err(format!(
+                    "an array of {count} elements of {width} bytes in {} bytes",
+                    rest.len()
+                ));
+            }
+        }
+        None => {
+            for _ in 0..count {
+                let n = check_encoding(code, rest, depth + 1)?;
+                rest = &rest[n..];
+            }
+            if !rest.is_empty() {
+                return Err(format!("an array of {count} elements with bytes left over"));
+            }
+        }
+    }
+    Ok(())
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for FrameGuard<S> {
@@ -147,11 +347,32 @@ mod tests {
     const SASL_HEADER: &[u8] = b"AMQP\x03\x01\x00\x00";
     const AMQP_HEADER: &[u8] = b"AMQP\x00\x01\x00\x00";
 
+    /// A frame of `size` bytes: its extended header, then (if there is room) a `close`
+    /// performative and filler bytes standing for a message.
     fn frame(size: u32, doff: u8) -> Vec<u8> {
         let mut f = size.to_be_bytes().to_vec();
         f.extend_from_slice(&[doff, 0, 0, 0]);
+        f.resize(usize::from(doff) * 4, 0);
+        if size as usize >= f.len() + 4 {
+            f.extend_from_slice(&[0x00, 0x53, 0x18, 0x45]);
+        }
         f.resize(size.max(8) as usize, 0xab);
         f
+    }
+
+    /// A frame holding `body` after a plain header.
+    fn frame_of(body: &[u8]) -> Vec<u8> {
+        let mut f = (body.len() as u32 + 8).to_be_bytes().to_vec();
+        f.extend_from_slice(&[2, 0, 0, 0]);
+        f.extend_from_slice(body);
+        f
+    }
+
+    fn from_hex(text: &str) -> Vec<u8> {
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+            .collect()
     }
 
     fn follow_in_pieces(bytes: &[u8], piece: usize) -> Result<(), String> {
@@ -206,5 +427,101 @@ mod tests {
         let mut out = Vec::new();
         let err = guard.read_to_end(&mut out).await.unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn every_captured_frame_passes() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/vectors");
+        let mut frames = 0;
+        for file in [
+            "amqp-node-device",
+            "amqp-node-service",
+            "amqp-python-service",
+        ] {
+            let text = std::fs::read_to_string(format!("{dir}/{file}.jsonl")).unwrap();
+            for line in text.lines() {
+                let record: serde_json::Value = serde_json::from_str(line).unwrap();
+                let Some(hex) = record["raw_hex"].as_str() else {
+                    continue;
+                };
+                let bytes = from_hex(hex);
+                // Both directions: the SDKs' frames and the test server's.
+                let mut stream = AMQP_HEADER.to_vec();
+                stream.extend_from_slice(&bytes);
+                assert_eq!(
+                    follow_in_pieces(&stream, 7),
+                    Ok(()),
+                    "{file} {} {}",
+                    record["flow"],
+                    record["seq"]
+                );
+                frames += 1;
+            }
+        }
+        assert!(frames > 200, "{frames} frames");
+    }
+
+    #[test]
+    fn a_list_counting_more_than_its_bytes_is_refused() {
+        // What the fuzz target found: an attach whose list32 counts u32::MAX fields in 65535
+        // bytes (serde_amqp adds 1 to the count: an overflow panic in debug builds).
+        let mut attach = from_hex("005312d00000ffffffffffff");
+        attach.resize(8 + 4 + 0xffff, 0x40);
+        let mut stream = AMQP_HEADER.to_vec();
+        stream.extend(frame_of(&attach));
+        let refused = follow_in_pieces(&stream, 64).unwrap_err();
+        assert!(refused.contains("elements in"), "{refused}");
+        // The same list counting what it holds passes.
+        let mut attach = from_hex("005312d00000000800000004");
+        attach.extend_from_slice(&[0x40; 4]);
+        let mut stream = AMQP_HEADER.to_vec();
+        stream.extend(frame_of(&attach));
+        assert_eq!(follow_in_pieces(&stream, 3), Ok(()));
+    }
+
+    #[test]
+    fn malformed_performatives_are_refused() {
+        for (body, why) in [
+            // A string declaring more bytes than the frame has.
+            ("005310c00501a1ff6869", "declaring"),
+            // A map of an odd count.
+            ("005310c00601c103014040", "pair up"),
+            // Elements that do not fill their list.
+            ("005310c0050140404040", "compound"),
+            // A list whose size runs past the frame.
+            ("005310c0ff01", "declaring"),
+            // An array of a billion nulls in no bytes.
+            ("005310c00b01f0000000054000000040", "elements in"),
+            // Not a constructor.
+            ("005310c002011f", "no AMQP constructor"),
+            // A cut-off descriptor.
+            ("0080000000", "cut short"),
+        ] {
+            let mut stream = AMQP_HEADER.to_vec();
+            stream.extend(frame_of(&from_hex(body)));
+            let refused = follow_in_pieces(&stream, 5).unwrap_err();
+            assert!(refused.contains(why), "{body}: {refused}");
+        }
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let nested = |depth: usize| {
+            // `depth` lists inside one another, innermost empty: c0 size 01 ... 45.
+            let mut value = vec![0x45];
+            for _ in 0..depth {
+                let mut outer = vec![0xc0, value.len() as u8 + 1, 0x01];
+                outer.extend(value);
+                value = outer;
+            }
+            let mut body = vec![0x00, 0x53, 0x10];
+            body.extend(value);
+            let mut stream = AMQP_HEADER.to_vec();
+            stream.extend(frame_of(&body));
+            follow_in_pieces(&stream, 11)
+        };
+        assert_eq!(nested(MAX_DEPTH - 2), Ok(()));
+        assert!(nested(MAX_DEPTH + 1).unwrap_err().contains("nested"));
+        assert!(nested(80).unwrap_err().contains("nested"));
     }
 }
