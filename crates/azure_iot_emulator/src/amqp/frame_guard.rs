@@ -10,18 +10,24 @@
 //! * size below 8, or above [`MAX_FRAME`] (AMQP 1.0 §2.3.1: the size includes the header);
 //! * data offset below 2 (doff counts 4-byte words and the header is 8 bytes) or past the end
 //!   of the frame;
-//! * a body whose performative (the one described value it starts with; a transfer's message
-//!   bytes follow it, unchecked) is not a well-formed AMQP encoding ([`check_value`]): every
-//!   size within the bytes that contain it, every list or map no longer than its size allows,
-//!   at most [`MAX_DEPTH`] levels deep. serde_amqp 0.18 adds 1 to a list's 32-bit count
-//!   (`attempt to add with overflow` on a count of `u32::MAX` wherever overflow is checked:
-//!   debug builds, tests), and allocates a declared size before reading it; found by the
-//!   `amqp_frames` fuzz target. A frame's body is buffered until it is complete, as the
-//!   library does anyway.
+//! * a body whose performative (the one described value it starts with) is not a well-formed
+//!   AMQP encoding ([`check_value`]): every size within the bytes that contain it, every list
+//!   or map no longer than its size allows, maps of key-value pairs, at most [`MAX_DEPTH`]
+//!   levels deep;
+//! * a message (the payloads of a delivery's transfers, put together as the library does
+//!   before decoding it) that is not a sequence of such values; the deliveries in progress
+//!   hold at most [`MAX_PENDING`] bytes.
+//!
+//! serde_amqp 0.18 adds 1 to a list's 32-bit count and takes 2 from a map's count per entry
+//! (overflow panics on a count of `u32::MAX` or an odd one wherever overflow is checked: debug
+//! builds and tests), and allocates a declared size before reading it; both found by the
+//! `amqp_frames` fuzz target. A frame's body is buffered until it is complete, as the library
+//! does anyway.
 //!
 //! A protocol header is the 8 bytes `AMQP` `id` `1` `0` `0`; anything starting with `AMQP`
 //! at a frame boundary is one (a frame that large, `0x414d5150` bytes, is refused anyway).
 
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -34,13 +40,23 @@ pub(crate) const MAX_FRAME: u32 = 4 * 1024 * 1024;
 /// attach, source, filter map, described filter, value).
 pub(crate) const MAX_DEPTH: usize = 32;
 
+/// The most bytes of unfinished deliveries (transfers with `more` set) a connection may have
+/// sent: what the guard, and the library, hold until each delivery's last transfer.
+pub(crate) const MAX_PENDING: usize = 16 * 1024 * 1024;
+
 /// Where the guard is in the byte stream.
 #[derive(Debug, Clone, Copy)]
 enum At {
     /// Collecting the 8 bytes of a frame header or protocol header.
     Boundary { header: [u8; 8], have: usize },
-    /// Inside a frame body, this many bytes left; the extended header is this long.
-    Body { left: u32, extended: usize },
+    /// Inside a frame body, this many bytes left; the extended header is this long; the
+    /// frame's type (0 AMQP, 1 SASL) and channel.
+    Body {
+        left: u32,
+        extended: usize,
+        kind: u8,
+        channel: u16,
+    },
 }
 
 /// `inner`, whose frame headers are checked as they are read.
@@ -50,6 +66,8 @@ pub(crate) struct FrameGuard<S> {
     at: At,
     /// The body of the frame being read so far (extended header included).
     body: Vec<u8>,
+    /// The payloads so far of unfinished deliveries, by channel and link handle.
+    deliveries: HashMap<(u16, u32), Vec<u8>>,
 }
 
 impl<S> FrameGuard<S> {
@@ -61,6 +79,7 @@ impl<S> FrameGuard<S> {
                 have: 0,
             },
             body: Vec::new(),
+            deliveries: HashMap::new(),
         }
     }
 
@@ -68,8 +87,13 @@ impl<S> FrameGuard<S> {
     fn follow(&mut self, mut bytes: &[u8]) -> Result<(), String> {
         while !bytes.is_empty() {
             match &mut self.at {
-                At::Body { left, extended } => {
-                    let extended = *extended;
+                At::Body {
+                    left,
+                    extended,
+                    kind,
+                    channel,
+                } => {
+                    let (extended, kind, channel) = (*extended, *kind, *channel);
                     let n = (*left as usize).min(bytes.len());
                     self.body.extend_from_slice(&bytes[..n]);
                     bytes = &bytes[n..];
@@ -80,7 +104,7 @@ impl<S> FrameGuard<S> {
                             have: 0,
                         };
                         let body = std::mem::take(&mut self.body);
-                        check_performative(&body[extended..])?;
+                        self.check_body(&body[extended..], kind, channel)?;
                     }
                 }
                 At::Boundary { header, have } => {
@@ -113,6 +137,8 @@ impl<S> FrameGuard<S> {
                         self.at = At::Body {
                             left: size - 8,
                             extended: doff as usize * 4 - 8,
+                            kind: header[5],
+                            channel: u16::from_be_bytes([header[6], header[7]]),
                         };
                     }
                 }
@@ -122,15 +148,116 @@ impl<S> FrameGuard<S> {
     }
 }
 
-/// A frame body after its extended header: empty (a heartbeat), or one well-formed value
-/// first (the performative; what follows is a transfer's message bytes).
-fn check_performative(body: &[u8]) -> Result<(), String> {
-    if body.is_empty() {
-        return Ok(());
+impl<S> FrameGuard<S> {
+    /// A frame body after its extended header: empty (a heartbeat), or one well-formed value
+    /// first (the performative); after a transfer's, a piece of its delivery's message,
+    /// checked once the delivery's last transfer is in.
+    fn check_body(&mut self, body: &[u8], kind: u8, channel: u16) -> Result<(), String> {
+        if body.is_empty() {
+            return Ok(());
+        }
+        let performative = check_value(body, 0)
+            .map_err(|why| format!("an AMQP frame whose performative is malformed: {why}"))?;
+        if kind != 0 {
+            return Ok(());
+        }
+        let Some(transfer) = Transfer::read(&body[..performative]) else {
+            return Ok(());
+        };
+        let payload = &body[performative..];
+        let key = (channel, transfer.handle);
+        if transfer.aborted {
+            self.deliveries.remove(&key);
+            return Ok(());
+        }
+        if transfer.more {
+            let pending: usize = self.deliveries.values().map(Vec::len).sum();
+            if pending + payload.len() > MAX_PENDING {
+                return Err(format!(
+                    "unfinished AMQP deliveries of more than {MAX_PENDING} bytes"
+                ));
+            }
+            self.deliveries
+                .entry(key)
+                .or_default()
+                .extend_from_slice(payload);
+            return Ok(());
+        }
+        let message = match self.deliveries.remove(&key) {
+            Some(mut earlier) => {
+                earlier.extend_from_slice(payload);
+                earlier
+            }
+            None => payload.to_vec(),
+        };
+        let mut rest = message.as_slice();
+        while !rest.is_empty() {
+            let n = check_value(rest, 0)
+                .map_err(|why| format!("an AMQP message that is malformed: {why}"))?;
+            rest = &rest[n..];
+        }
+        Ok(())
     }
-    check_value(body, 0)
-        .map(|_| ())
-        .map_err(|why| format!("an AMQP frame whose performative is malformed: {why}"))
+}
+
+/// What the guard needs of a transfer performative.
+struct Transfer {
+    /// The link handle (`u32::MAX` when it is not a uint: the library refuses the transfer).
+    handle: u32,
+    /// More transfers of this delivery follow.
+    more: bool,
+    /// The delivery is abandoned.
+    aborted: bool,
+}
+
+impl Transfer {
+    /// The transfer `performative` (already checked well formed) describes, if it is one.
+    fn read(performative: &[u8]) -> Option<Self> {
+        // 0x00, then the descriptor: smallulong, ulong or symbol.
+        let rest = &performative[1..];
+        let descriptor = check_value(rest, 1).ok()?;
+        let is_transfer = match &rest[..descriptor] {
+            [0x53, 0x14] => true,
+            [0x80, code @ ..] => code == [0, 0, 0, 0, 0, 0, 0, 0x14],
+            [0xa3, _, name @ ..] | [0xb3, _, _, _, _, name @ ..] => name == b"amqp:transfer:list",
+            _ => false,
+        };
+        if !is_transfer {
+            return None;
+        }
+        let list = &rest[descriptor..];
+        let (width, count) = match list.first()? {
+            0xc0 => (1, usize::from(*list.get(2)?)),
+            0xd0 => (
+                4,
+                u32::from_be_bytes(list.get(5..9)?.try_into().ok()?) as usize,
+            ),
+            _ => (0, 0),
+        };
+        let mut fields = Vec::new();
+        let mut elements = list.get(1 + 2 * width..)?;
+        for _ in 0..count.min(10) {
+            let n = check_value(elements, 1).ok()?;
+            fields.push(&elements[..n]);
+            elements = &elements[n..];
+        }
+        let uint = |field: Option<&&[u8]>| match field.copied() {
+            Some([0x43]) => Some(0),
+            Some([0x52, n]) => Some(u32::from(*n)),
+            Some([0x70, a, b, c, d]) => Some(u32::from_be_bytes([*a, *b, *c, *d])),
+            _ => None,
+        };
+        let flag = |field: Option<&&[u8]>| match field.copied() {
+            Some([0x41]) => true,
+            Some([0x56, b]) => *b != 0,
+            _ => false,
+        };
+        Some(Self {
+            handle: uint(fields.first()).unwrap_or(u32::MAX),
+            more: flag(fields.get(5)),
+            aborted: flag(fields.get(9)),
+        })
+    }
 }
 
 /// Walks the one AMQP-encoded value at the start of `bytes` (AMQP 1.0 §1.6) and returns its
@@ -523,5 +650,58 @@ mod tests {
         assert_eq!(nested(MAX_DEPTH - 2), Ok(()));
         assert!(nested(MAX_DEPTH + 1).unwrap_err().contains("nested"));
         assert!(nested(80).unwrap_err().contains("nested"));
+    }
+
+    /// A transfer on handle 0 (`more` as given) carrying `payload`.
+    fn transfer(more: bool, payload: &str) -> Vec<u8> {
+        let more = if more { "41" } else { "42" };
+        frame_of(&from_hex(&format!(
+            "005314c009064343a001004342{more}{payload}"
+        )))
+    }
+
+    #[test]
+    fn messages_are_checked_once_their_delivery_is_whole() {
+        // application-properties {"a": "b"}, then a data section "xy".
+        let message = "005374c10702a10161a10162005375a0027879";
+        let odd_map = "005374c10401a10161";
+        let check = |transfers: &[(bool, &str)]| {
+            let mut stream = AMQP_HEADER.to_vec();
+            for (more, payload) in transfers {
+                stream.extend(transfer(*more, payload));
+            }
+            follow_in_pieces(&stream, 13)
+        };
+        assert_eq!(check(&[(false, message)]), Ok(()));
+        // Cut in the middle of a value, over three transfers.
+        let (a, rest) = message.split_at(12);
+        let (b, c) = rest.split_at(14);
+        assert_eq!(check(&[(true, a), (true, b), (false, c)]), Ok(()));
+        // A map of an odd count (serde_amqp takes 2 from its count per entry: an overflow).
+        let refused = check(&[(false, odd_map)]).unwrap_err();
+        assert!(
+            refused.contains("message") && refused.contains("pair up"),
+            "{refused}"
+        );
+        let (a, b) = odd_map.split_at(10);
+        assert!(check(&[(true, a), (false, b)]).is_err());
+        // A message cut short.
+        assert!(check(&[(false, &message[..20])]).is_err());
+    }
+
+    #[test]
+    fn unfinished_deliveries_are_bounded() {
+        let piece = "40".repeat(1024 * 1024);
+        let mut stream = AMQP_HEADER.to_vec();
+        for _ in 0..MAX_PENDING / (1024 * 1024) {
+            stream.extend(transfer(true, &piece));
+        }
+        assert_eq!(follow_in_pieces(&stream, 65536), Ok(()));
+        stream.extend(transfer(true, "40"));
+        assert!(
+            follow_in_pieces(&stream, 65536)
+                .unwrap_err()
+                .contains("unfinished")
+        );
     }
 }
