@@ -355,6 +355,13 @@ where
 /// settlement of an unsettled delivery in the link's own map, so a `$cbs` answer sent just
 /// before the client vanished without settling it waited forever, holding the link, its task
 /// and the connection's state (found by the `amqp_frames` fuzz target).
+///
+/// When it stops accepting links, the session is ended by dropping its handle and its links,
+/// not with `end()`: fe2o3 0.18.4's session engine, once it has sent `end`, spins on its
+/// closed link-frame channel until the client answers with its own `end` while any link or
+/// handle is alive, and `end()` keeps the handle alive by waiting for the engine (a core
+/// held for as long as the client kept the connection open without ending; found by the fuzz
+/// target). With every handle gone, the engine waits for the client's `end` without spinning.
 async fn serve_session(
     mut session: ListenerSessionHandle,
     state: Arc<ConnectionState>,
@@ -381,7 +388,9 @@ async fn serve_session(
             }
         }
     }
-    let _ = session.end().await;
+    // Links first (aborted), then the handle, whose drop sends the session's `end`.
+    drop(links);
+    drop(session);
 }
 
 /// Why a link is not served: an address that is not IoT Hub's is `amqp:not-found` (as the
@@ -998,5 +1007,63 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(600), all_ended)
             .await
             .expect("every task of the connection ends with it");
+    }
+
+    /// A put-token transfer on handle 0: the hub's audience, a token of `iothubowner` signed
+    /// with the zero key (see `crate::fuzzing`), expiring in 2100.
+    const PUT_TOKEN: &str = "000000f402000000005314c00c064343a00401000000434242005373c0020144005374c15706a1046e616d\
+         65a11168747470733a2f2f6c6f63616c686f7374a1096f7065726174696f6ea1097075742d746f6b656ea1\
+         0474797065a11f736572766963656275732e77696e646f77732e6e65743a736173746f6b656e005377a173\
+         5368617265644163636573735369676e61747572652073723d6c6f63616c686f7374267369673d78364d4e\
+         6b45636c45685a68626b69797a4542306742516d6f505a576942544c4d76757441576c6153393825334426\
+         73653d3431303234343438303526736b6e3d696f746875626f776e6572";
+
+    /// What the fuzz target found next: a second attach on a handle in use makes the session
+    /// stop accepting links, and the emulator ends it; the client stays connected without
+    /// answering the `end`. fe2o3's session engine spun until then (here: for ever, since
+    /// the paused clock moves only once the runtime is idle).
+    #[test]
+    fn a_session_the_emulator_ends_does_not_spin() {
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                use tokio::io::AsyncWriteExt;
+                let server = crate::fuzzing::AmqpServer::start().unwrap();
+                let (client, server_side) = tokio::io::duplex(64 * 1024);
+                let (mut from_server, mut to_server) = tokio::io::split(client);
+                tokio::spawn(async move {
+                    let mut answers = Vec::new();
+                    let _ = from_server.read_to_end(&mut answers).await;
+                });
+                let client = async move {
+                    // Headers, open, begin, the `$cbs` links, a put-token (the zero key's,
+                    // expiring in 2100: the connection holds a grant and is not closed for
+                    // want of one), credit; then the request link's handle attached again.
+                    let frames = UNSETTLED_CBS_ANSWER[..7].iter().chain([
+                        &PUT_TOKEN,
+                        &UNSETTLED_CBS_ANSWER[8],
+                        &UNSETTLED_CBS_ANSWER[5],
+                    ]);
+                    for frame in frames {
+                        to_server.write_all(&from_hex(frame)).await.unwrap();
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    // Connected, silent, for a minute: the clock gets there only if the
+                    // runtime goes idle.
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    to_server.shutdown().await.unwrap();
+                };
+                tokio::join!(server.serve(server_side), client);
+            });
+            let _ = done.send(());
+        });
+        finished
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the runtime went idle and the connection ended");
     }
 }
