@@ -18,6 +18,12 @@
 //!   before decoding it) that is not a sequence of such values; the deliveries in progress
 //!   hold at most [`MAX_PENDING`] bytes.
 //!
+//! The guard also follows what the emulator writes: once it has sent `close`, reading ends
+//! (end of stream) instead of waiting for the client's `close`. fe2o3 0.18.4's connection
+//! engine, after sending `close`, spins on its closed session-frame channel until the client
+//! answers, so a client that opened one session too many before its token (or let the
+//! connect deadline pass) and then stayed silent held a core; found by the fuzz target.
+//!
 //! serde_amqp 0.18 adds 1 to a list's 32-bit count and takes 2 from a map's count per entry
 //! (overflow panics on a count of `u32::MAX` or an odd one wherever overflow is checked: debug
 //! builds and tests), and allocates a declared size before reading it; both found by the
@@ -68,6 +74,70 @@ pub(crate) struct FrameGuard<S> {
     body: Vec<u8>,
     /// The payloads so far of unfinished deliveries, by channel and link handle.
     deliveries: HashMap<(u16, u32), Vec<u8>>,
+    /// What the emulator writes, followed to see its `close`.
+    written: Written,
+    /// The reader waiting for bytes, woken when the emulator has sent `close`.
+    reader: Option<std::task::Waker>,
+}
+
+/// Where the emulator's own output is: frame boundaries, and whether it has sent `close`.
+#[derive(Debug, Default)]
+struct Written {
+    /// The header being collected (protocol or frame) and how much of it there is.
+    header: [u8; 8],
+    have: usize,
+    /// The start of the current frame's body (extended header and descriptor) so far.
+    start: Vec<u8>,
+    /// How much of the body start to collect, and how many body bytes are left.
+    want: usize,
+    left: usize,
+    /// The frame is an AMQP (not SASL) frame.
+    amqp: bool,
+    /// A `close` performative has been written.
+    closed: bool,
+}
+
+impl Written {
+    /// Follows `bytes` of the emulator's output.
+    fn follow(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() && !self.closed {
+            if self.left > 0 {
+                let n = self.left.min(bytes.len());
+                let take = (self.want - self.start.len()).min(n);
+                self.start.extend_from_slice(&bytes[..take]);
+                bytes = &bytes[n..];
+                self.left -= n;
+                if self.amqp && self.start.len() == self.want && self.want >= 3 {
+                    // The performative's descriptor: smallulong 0x18, close.
+                    self.closed = self.start[self.want - 3..] == [0x00, 0x53, 0x18];
+                    self.want = 0;
+                }
+                continue;
+            }
+            let n = (8 - self.have).min(bytes.len());
+            self.header[self.have..self.have + n].copy_from_slice(&bytes[..n]);
+            self.have += n;
+            bytes = &bytes[n..];
+            if self.have < 8 {
+                continue;
+            }
+            self.have = 0;
+            if &self.header[..4] == b"AMQP" {
+                continue;
+            }
+            let size = u32::from_be_bytes([
+                self.header[0],
+                self.header[1],
+                self.header[2],
+                self.header[3],
+            ]) as usize;
+            let extended = (usize::from(self.header[4]) * 4).saturating_sub(8);
+            self.left = size.saturating_sub(8);
+            self.want = (extended + 3).min(self.left);
+            self.amqp = self.header[5] == 0;
+            self.start.clear();
+        }
+    }
 }
 
 impl<S> FrameGuard<S> {
@@ -80,6 +150,8 @@ impl<S> FrameGuard<S> {
             },
             body: Vec::new(),
             deliveries: HashMap::new(),
+            written: Written::default(),
+            reader: None,
         }
     }
 
@@ -433,8 +505,15 @@ impl<S: AsyncRead + Unpin> AsyncRead for FrameGuard<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        if self.written.closed {
+            // The emulator has closed the connection: the end of the stream.
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if polled.is_pending() {
+            self.reader = Some(cx.waker().clone());
+        }
         if let Poll::Ready(Ok(())) = polled {
             let fresh = buf.filled()[before..].to_vec();
             if let Err(what) = self.follow(&fresh) {
@@ -455,7 +534,16 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for FrameGuard<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = polled {
+            self.written.follow(&buf[..n]);
+            if self.written.closed
+                && let Some(reader) = self.reader.take()
+            {
+                reader.wake();
+            }
+        }
+        polled
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {

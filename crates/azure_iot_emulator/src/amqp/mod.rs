@@ -1066,4 +1066,50 @@ mod tests {
             .recv_timeout(Duration::from_secs(30))
             .expect("the runtime went idle and the connection ended");
     }
+
+    /// And next: a client that opens one session too many before its token is closed by the
+    /// emulator and stays silent. fe2o3's connection engine spun until the client answered
+    /// the `close`; now the stream ends once the emulator has sent it.
+    #[test]
+    fn a_connection_the_emulator_closes_does_not_spin() {
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                use tokio::io::AsyncWriteExt;
+                let server = crate::fuzzing::AmqpServer::start().unwrap();
+                let (client, server_side) = tokio::io::duplex(64 * 1024);
+                let (mut from_server, mut to_server) = tokio::io::split(client);
+                tokio::spawn(async move {
+                    let mut answers = Vec::new();
+                    let _ = from_server.read_to_end(&mut answers).await;
+                });
+                let client = async move {
+                    // Plain header, open, then a begin on each of channels 0 to 5.
+                    // The emulator may have closed before the last begin: writes may fail.
+                    let _ = to_server.write_all(b"AMQP\x00\x01\x00\x00").await;
+                    let _ = to_server
+                        .write_all(&from_hex(UNSETTLED_CBS_ANSWER[3]))
+                        .await;
+                    for channel in 0..=MAX_SESSIONS_BEFORE_GRANT as u8 + 1 {
+                        let mut begin = from_hex(UNSETTLED_CBS_ANSWER[4]);
+                        begin[7] = channel;
+                        let _ = to_server.write_all(&begin).await;
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    let _ = to_server.shutdown().await;
+                };
+                tokio::join!(server.serve(server_side), client);
+            });
+            let _ = done.send(());
+        });
+        finished
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the runtime went idle and the connection ended");
+    }
 }
