@@ -65,6 +65,8 @@ pub mod config;
 mod data_dir;
 mod device;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod http;
 mod hub;
 mod mqtt;

@@ -36,7 +36,6 @@
 //! the grant keeps what the core granted, to open the identity's connection at its first
 //! link.
 
-mod depth;
 mod device;
 mod frame_guard;
 mod prefixed;
@@ -477,6 +476,20 @@ pub(crate) async fn run<S>(
     tracing::info!(%peer, "service AMQP connection closed");
 }
 
+/// Serves one session's links until the session ends; its link tasks end with it (when this
+/// returns, or when the connection aborts it).
+///
+/// A link does not always notice by itself that its session is gone: fe2o3 keeps the
+/// settlement of an unsettled delivery in the link's own map, so a `$cbs` answer sent just
+/// before the client vanished without settling it waited forever, holding the link, its task
+/// and the connection's state (found by the `amqp_frames` fuzz target).
+///
+/// When it stops accepting links, the session is ended by dropping its handle and its links,
+/// not with `end()`: fe2o3 0.18.4's session engine, once it has sent `end`, spins on its
+/// closed link-frame channel until the client answers with its own `end` while any link or
+/// handle is alive, and `end()` keeps the handle alive by waiting for the engine (a core
+/// held for as long as the client kept the connection open without ending; found by the fuzz
+/// target). With every handle gone, the engine waits for the client's `end` without spinning.
 async fn serve_session(
     mut session: ListenerSessionHandle,
     state: Arc<ConnectionState>,
@@ -487,7 +500,8 @@ async fn serve_session(
         .fallback_receiver_settle_mode(fe2o3_amqp_types::definitions::ReceiverSettleMode::First)
         .max_message_size(MAX_MESSAGE_BYTES)
         .build();
-    // The session's links end with it (and with the connection, which aborts its sessions).
+    // Dropped (every link task aborted) when the session ends, and with the connection, which
+    // aborts its sessions.
     let mut links = tokio::task::JoinSet::new();
     loop {
         while links.try_join_next().is_some() {}
@@ -504,8 +518,10 @@ async fn serve_session(
             }
         }
     }
-    links.abort_all();
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, session.end()).await;
+    // Links first (aborted), then the handle, whose drop sends the session's `end` (awaiting
+    // `end()` would let fe2o3's session engine spin until the client answers).
+    drop(links);
+    drop(session);
 }
 
 /// Why a link is not served: an address that is not IoT Hub's is `amqp:not-found` (as the
@@ -1135,5 +1151,172 @@ mod tests {
         );
         // Renewing an audience it holds is always possible.
         state.authorize(HUB.into(), later()).unwrap();
+    }
+
+    /// What the `amqp_frames` fuzz target found, cut down: a client that attaches the `$cbs`
+    /// links, sends a request (not a put-token: answered 400), gives the answer link credit
+    /// and goes away without settling the answer.
+    const UNSETTLED_CBS_ANSWER: [&str; 9] = [
+        // SASL header; sasl-init MSSBCBS; AMQP header
+        "414d515003010000",
+        "0000001702010000005341c00a01a3074d535342434253",
+        "414d515000010000",
+        // open (container id, hostname localhost, max-frame-size 65536, channel-max 65535)
+        "0000004702000000005310c03a04a12438366236323665622d306562642d346662362d396330642d39636231\
+         3166363033366436a1096c6f63616c686f7374700001000060ffff",
+        // begin
+        "0000001f02000000005311c0120540437000010000700001000070ffffffff",
+        // attach `$cbs` handle 0, role sender (the client's request link)
+        "0000003d02000000005312c0300ba10b246362732d73656e646572434250005000005328c00701a1042463\
+         6273005329c00701a1042463627340404344",
+        // attach `$cbs` handle 1, role receiver, snd-settle-mode unsettled (the answer link)
+        "0000004002000000005312c0330ba10d246362732d726563656976657252014150005000005328c00701a1\
+         0424636273005329c00701a1042463627340404044",
+        // transfer on handle 0, delivery 0, unsettled: amqp-value "x"
+        "0000001f02000000005314c00c064343a00401000000434242005377a10178",
+        // flow: 10000 credit on handle 1
+        "0000002302000000005313c016074370000100005201700000ffff5201437000002710",
+    ];
+
+    fn from_hex(text: &str) -> Vec<u8> {
+        let digits: Vec<u8> = text.bytes().filter(u8::is_ascii_hexdigit).collect();
+        digits
+            .chunks(2)
+            .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap())
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn link_tasks_end_with_their_connection() {
+        use tokio::io::AsyncWriteExt;
+        let server = crate::fuzzing::AmqpServer::start().unwrap();
+        let (client, server_side) = tokio::io::duplex(64 * 1024);
+        let (mut from_server, mut to_server) = tokio::io::split(client);
+        tokio::spawn(async move {
+            let mut answers = Vec::new();
+            let _ = from_server.read_to_end(&mut answers).await;
+        });
+        let client = async move {
+            for frame in UNSETTLED_CBS_ANSWER {
+                to_server.write_all(&from_hex(frame)).await.unwrap();
+                // The paused clock moves once the server is idle: it has acted on the frame.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            to_server.shutdown().await.unwrap();
+        };
+        tokio::join!(server.serve(server_side), client);
+        let runtime = tokio::runtime::Handle::current();
+        let all_ended = async {
+            while runtime.metrics().num_alive_tasks() > 0 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(600), all_ended)
+            .await
+            .expect("every task of the connection ends with it");
+    }
+
+    /// A put-token transfer on handle 0: the hub's audience, a token of `iothubowner` signed
+    /// with the zero key (see `crate::fuzzing`), expiring in 2100.
+    const PUT_TOKEN: &str = "000000f402000000005314c00c064343a00401000000434242005373c0020144005374c15706a1046e616d\
+         65a11168747470733a2f2f6c6f63616c686f7374a1096f7065726174696f6ea1097075742d746f6b656ea1\
+         0474797065a11f736572766963656275732e77696e646f77732e6e65743a736173746f6b656e005377a173\
+         5368617265644163636573735369676e61747572652073723d6c6f63616c686f7374267369673d78364d4e\
+         6b45636c45685a68626b69797a4542306742516d6f505a576942544c4d76757441576c6153393825334426\
+         73653d3431303234343438303526736b6e3d696f746875626f776e6572";
+
+    /// What the fuzz target found next: a second attach on a handle in use makes the session
+    /// stop accepting links, and the emulator ends it; the client stays connected without
+    /// answering the `end`. fe2o3's session engine spun until then (here: for ever, since
+    /// the paused clock moves only once the runtime is idle).
+    #[test]
+    fn a_session_the_emulator_ends_does_not_spin() {
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                use tokio::io::AsyncWriteExt;
+                let server = crate::fuzzing::AmqpServer::start().unwrap();
+                let (client, server_side) = tokio::io::duplex(64 * 1024);
+                let (mut from_server, mut to_server) = tokio::io::split(client);
+                tokio::spawn(async move {
+                    let mut answers = Vec::new();
+                    let _ = from_server.read_to_end(&mut answers).await;
+                });
+                let client = async move {
+                    // Headers, open, begin, the `$cbs` links, a put-token (the zero key's,
+                    // expiring in 2100: the connection holds a grant and is not closed for
+                    // want of one), credit; then the request link's handle attached again.
+                    let frames = UNSETTLED_CBS_ANSWER[..7].iter().chain([
+                        &PUT_TOKEN,
+                        &UNSETTLED_CBS_ANSWER[8],
+                        &UNSETTLED_CBS_ANSWER[5],
+                    ]);
+                    for frame in frames {
+                        to_server.write_all(&from_hex(frame)).await.unwrap();
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    // Connected, silent, for a minute: the clock gets there only if the
+                    // runtime goes idle.
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    to_server.shutdown().await.unwrap();
+                };
+                tokio::join!(server.serve(server_side), client);
+            });
+            let _ = done.send(());
+        });
+        finished
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the runtime went idle and the connection ended");
+    }
+
+    /// And next: a client that opens one session too many before its token is closed by the
+    /// emulator and stays silent. fe2o3's connection engine spun until the client answered
+    /// the `close`; now the stream ends once the emulator has sent it.
+    #[test]
+    fn a_connection_the_emulator_closes_does_not_spin() {
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                use tokio::io::AsyncWriteExt;
+                let server = crate::fuzzing::AmqpServer::start().unwrap();
+                let (client, server_side) = tokio::io::duplex(64 * 1024);
+                let (mut from_server, mut to_server) = tokio::io::split(client);
+                tokio::spawn(async move {
+                    let mut answers = Vec::new();
+                    let _ = from_server.read_to_end(&mut answers).await;
+                });
+                let client = async move {
+                    // Plain header, open, then a begin on each of channels 0 to 5.
+                    // The emulator may have closed before the last begin: writes may fail.
+                    let _ = to_server.write_all(b"AMQP\x00\x01\x00\x00").await;
+                    let _ = to_server
+                        .write_all(&from_hex(UNSETTLED_CBS_ANSWER[3]))
+                        .await;
+                    for channel in 0..=MAX_SESSIONS_BEFORE_GRANT as u8 + 1 {
+                        let mut begin = from_hex(UNSETTLED_CBS_ANSWER[4]);
+                        begin[7] = channel;
+                        let _ = to_server.write_all(&begin).await;
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    let _ = to_server.shutdown().await;
+                };
+                tokio::join!(server.serve(server_side), client);
+            });
+            let _ = done.send(());
+        });
+        finished
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the runtime went idle and the connection ended");
     }
 }
