@@ -18,7 +18,7 @@ const { isDeepStrictEqual } = require('util');
 const { Registry, Client: ServiceClient } = require('azure-iothub');
 const { Client: DeviceClient, ModuleClient, Message } = require('azure-iot-device');
 const { Mqtt, MqttWs } = require('azure-iot-device-mqtt');
-const { Amqp } = require('azure-iot-device-amqp');
+const { Amqp, AmqpWs } = require('azure-iot-device-amqp');
 const { Message: ServiceMessage } = require('azure-iot-common');
 
 const hub = JSON.parse(fs.readFileSync(process.env.HUB_JSON, 'utf8'));
@@ -678,6 +678,56 @@ async function withEchoDevice(deviceId, fn) {
     }
     assert(error, 'open over AMQP with a wrong key succeeded');
     assert(error.constructor.name === 'UnauthorizedError', `open over AMQP with a wrong key failed with ${kind(error)}, not UnauthorizedError`);
+  });
+
+  await check('device over AMQP over WebSockets (port 443): telemetry with properties, twin reported patch', { scenarios: ['telemetry with properties', 'twin: get, desired patch, reported'], transport: 'AMQP-WS' }, async () => {
+    const { responseBody: device } = await registry.create({ deviceId: 'node-amqp-ws-1' });
+    const client = DeviceClient.fromConnectionString(`HostName=${hub.hostname};DeviceId=node-amqp-ws-1;SharedAccessKey=${device.authentication.symmetricKey.primaryKey}`, AmqpWs);
+    try {
+      await withTimeout(client.open(), 20000, 'open over AMQP over WebSockets');
+      const message = new Message('{"over":"amqp-ws"}');
+      message.messageId = 'amqp-ws-mid-1';
+      message.contentType = 'application/json';
+      message.properties.add('k space', 'v/slash');
+      await withTimeout(client.sendEvent(message), 15000, 'sendEvent over AMQP over WebSockets to settle');
+      const rows = logged('node-amqp-ws-1');
+      assert(rows.length === 1 && rows[0][1] === '{"over":"amqp-ws"}', `the telemetry log holds ${JSON.stringify(rows)}, not the one message sent over AMQP over WebSockets`);
+      const props = rows[0][0];
+      assert(props.includes('%24.mid=amqp-ws-mid-1') && props.includes('%24.ct=application%2Fjson') && props.includes('k%20space=v%2Fslash'), `logged properties ${props} lack $.mid, $.ct or the custom property`);
+      const twin = await withTimeout(client.getTwin(), 15000, 'getTwin over AMQP over WebSockets');
+      await withTimeout(new Promise((resolve, reject) => twin.properties.reported.update({ link: 'amqp-ws' }, (e) => (e ? reject(e) : resolve()))), 15000, 'the reported patch');
+      const { responseBody: serviceTwin } = await registry.getTwin('node-amqp-ws-1');
+      const reported = serviceTwin.properties.reported;
+      assert(reported.link === 'amqp-ws' && reported.$version === 2, `the service sees reported ${JSON.stringify(reported)} after the patch over AMQP over WebSockets`);
+    } finally {
+      await closeQuietly(client);
+    }
+  });
+
+  await check('module client over AMQP: output event, module twin (get, reported), module method', { scenarios: ['module: output, twin, method'], transport: 'AMQP' }, async () => {
+    await registry.create({ deviceId: 'node-amqp-edge' });
+    await registry.addModule({ deviceId: 'node-amqp-edge', moduleId: 'filter' });
+    const { responseBody: module } = await registry.getModule('node-amqp-edge', 'filter');
+    const client = ModuleClient.fromConnectionString(`HostName=${hub.hostname};DeviceId=node-amqp-edge;ModuleId=filter;SharedAccessKey=${module.authentication.symmetricKey.primaryKey}`, Amqp);
+    try {
+      await withTimeout(client.open(), 20000, 'a module client to open over AMQP');
+      const out = new Message('filtered over amqp');
+      out.properties.add('level', 'high');
+      await withTimeout(client.sendOutputEvent('out1', out), 15000, 'sendOutputEvent over AMQP to settle');
+      const rows = logged('node-amqp-edge');
+      assert(rows.length === 1 && rows[0][1] === 'filtered over amqp' && rows[0][2] === 'filter', `the telemetry log holds ${JSON.stringify(rows)}, not the module's output event`);
+      assert(rows[0][0].includes('%24.on=out1') && rows[0][0].includes('level=high'), `logged properties ${rows[0][0]} lack $.on=out1 or level=high`);
+      const twin = await withTimeout(client.getTwin(), 15000, 'the module twin over AMQP');
+      await withTimeout(new Promise((resolve, reject) => twin.properties.reported.update({ rate: 4 }, (e) => (e ? reject(e) : resolve()))), 15000, 'the module reported patch');
+      const { responseBody: serviceTwin } = await registry.getModuleTwin('node-amqp-edge', 'filter');
+      assert(serviceTwin.properties.reported.rate === 4, `the service sees module reported ${JSON.stringify(serviceTwin.properties.reported)}`);
+      client.onMethod('status', (request, response) => response.send(200, { module: 'filter', echo: request.payload }, () => {}));
+      const service = ServiceClient.fromConnectionString(owner);
+      const { result } = await service.invokeDeviceMethod('node-amqp-edge', 'filter', { methodName: 'status', payload: { depth: 3 }, responseTimeoutInSeconds: 10, connectTimeoutInSeconds: 10 });
+      assert(result.status === 200 && isDeepStrictEqual(result.payload, { module: 'filter', echo: { depth: 3 } }), `module method result ${JSON.stringify(result)}`);
+    } finally {
+      await closeQuietly(client);
+    }
   });
 
   // The official service SDK against this project's device client (echo_device).
