@@ -473,7 +473,7 @@ pub(crate) async fn run<S>(
     if closing.is_err() {
         tracing::debug!(%peer, "the client did not answer the close; dropping its socket");
     }
-    tracing::info!(%peer, "service AMQP connection closed");
+    tracing::info!(%peer, "AMQP connection closed");
 }
 
 /// Serves one session's links until the session ends; its link tasks end with it (when this
