@@ -76,9 +76,9 @@ const CERTIFICATE_GRANT: std::time::Duration = std::time::Duration::from_secs(36
 const UNIT_QUEUE: usize = 16;
 /// Cloud-to-device messages a C2D link may have waiting to be sent.
 const C2D_QUEUE: usize = 16;
-/// Twin answers and desired patches a twin link may have waiting to be sent; beyond that
-/// they are dropped (the device's requests time out, its desired state resyncs by GET).
-const TWIN_QUEUE: usize = 16;
+/// Messages a twin or method link may have waiting to be sent; beyond that they are dropped
+/// (the device's twin requests time out and it resyncs by GET; a method call times out).
+const LINK_QUEUE: usize = 16;
 /// Twin operations (message annotation `operation`) and resources (`resource`).
 const DESIRED_NOTIFICATIONS: &str = "/notifications/twin/properties/desired";
 
@@ -388,10 +388,7 @@ pub(super) async fn serve_telemetry(
                 Err(_) => break,
             },
             _ = ended.changed() => {
-                let reason = ended.borrow().clone().unwrap_or_default();
-                let _ = receiver
-                    .close_with_error(error(LinkError::DetachForced, reason))
-                    .await;
+                let _ = receiver.close_with_error(detached(&ended)).await;
                 return;
             }
         };
@@ -485,8 +482,7 @@ pub(super) async fn serve_c2d(
                     None => break,
                 },
                 _ = ended.changed() => {
-                    let reason = ended.borrow().clone().unwrap_or_default();
-                    let _ = sender.close_with_error(error(LinkError::DetachForced, reason)).await;
+                    let _ = sender.close_with_error(detached(&ended)).await;
                     return;
                 }
                 _ = sender.on_detach() => return,
@@ -613,91 +609,6 @@ fn data_bytes(message: &AmqpMessage) -> Vec<u8> {
     }
 }
 
-/// The twin request link of `identity` (the client sends): each request is accepted and
-/// handed to the unit, which answers on the twin receiver link.
-pub(super) async fn serve_twin_requests(
-    mut receiver: Receiver,
-    identity: Identity,
-    state: Arc<ConnectionState>,
-    context: Arc<AmqpContext>,
-) {
-    let unit = match unit(&state, &context, &identity).await {
-        Ok(unit) => unit,
-        Err(refusal) => {
-            let _ = receiver.close_with_error(refusal).await;
-            return;
-        }
-    };
-    drop(state);
-    let mut ended = unit.ended.clone();
-    loop {
-        let delivery = tokio::select! {
-            delivery = receiver.recv::<Body<Value>>() => match delivery {
-                Ok(delivery) => delivery,
-                Err(_) => break,
-            },
-            _ = ended.changed() => {
-                let reason = ended.borrow().clone().unwrap_or_default();
-                let _ = receiver.close_with_error(error(LinkError::DetachForced, reason)).await;
-                return;
-            }
-        };
-        let _ = receiver.accept(&delivery).await;
-        let request = Box::new(delivery.into_message());
-        if unit.commands.send(Command::Twin(request)).await.is_err() {
-            break;
-        }
-    }
-    let _ = receiver.close().await;
-}
-
-/// The twin answer link of `identity` (the client receives): answers and desired patches.
-pub(super) async fn serve_twin_answers(
-    mut sender: Sender,
-    identity: Identity,
-    state: Arc<ConnectionState>,
-    context: Arc<AmqpContext>,
-) {
-    let unit = match unit(&state, &context, &identity).await {
-        Ok(unit) => unit,
-        Err(refusal) => {
-            let _ = sender.close_with_error(refusal).await;
-            return;
-        }
-    };
-    drop(state);
-    let (link, mut answers) = mpsc::channel(TWIN_QUEUE);
-    if unit
-        .commands
-        .send(Command::AttachTwin { link })
-        .await
-        .is_err()
-    {
-        let _ = sender.close().await;
-        return;
-    }
-    let mut ended = unit.ended.clone();
-    loop {
-        tokio::select! {
-            answer = answers.recv() => match answer {
-                Some(answer) => {
-                    if sender.send(answer).await.is_err() {
-                        break;
-                    }
-                }
-                None => break,
-            },
-            _ = ended.changed() => {
-                let reason = ended.borrow().clone().unwrap_or_default();
-                let _ = sender.close_with_error(error(LinkError::DetachForced, reason)).await;
-                return;
-            }
-            _ = sender.on_detach() => return,
-        }
-    }
-    let _ = sender.close().await;
-}
-
 /// Method correlation ids: an AMQP uuid whose first 8 bytes are random per unit and whose
 /// last 8 are the device connection's (decimal) request id, so an answer's id gives the
 /// request id back without a table.
@@ -782,59 +693,67 @@ fn method_status(answer: &AmqpMessage) -> i32 {
     }
 }
 
-/// The method request link of `identity` (the client receives requests).
-pub(super) async fn serve_method_requests(
-    mut sender: Sender,
+/// The twin request link of `identity` (the client sends): each request is accepted and
+/// answered by the unit on the twin answer link.
+pub(super) async fn serve_twin_requests(
+    receiver: Receiver,
     identity: Identity,
     state: Arc<ConnectionState>,
     context: Arc<AmqpContext>,
 ) {
-    let unit = match unit(&state, &context, &identity).await {
-        Ok(unit) => unit,
-        Err(refusal) => {
-            let _ = sender.close_with_error(refusal).await;
-            return;
-        }
-    };
-    drop(state);
-    let (link, mut requests) = mpsc::channel(TWIN_QUEUE);
-    if unit
-        .commands
-        .send(Command::AttachMethods { link })
-        .await
-        .is_err()
-    {
-        let _ = sender.close().await;
-        return;
-    }
-    let mut ended = unit.ended.clone();
-    loop {
-        tokio::select! {
-            request = requests.recv() => match request {
-                Some(request) => {
-                    if sender.send(request).await.is_err() {
-                        break;
-                    }
-                }
-                None => break,
-            },
-            _ = ended.changed() => {
-                let reason = ended.borrow().clone().unwrap_or_default();
-                let _ = sender.close_with_error(error(LinkError::DetachForced, reason)).await;
-                return;
-            }
-            _ = sender.on_detach() => return,
-        }
-    }
-    let _ = sender.close().await;
+    serve_from_client(receiver, identity, state, context, Command::Twin).await;
+}
+
+/// The twin answer link of `identity` (the client receives): answers and desired patches.
+pub(super) async fn serve_twin_answers(
+    sender: Sender,
+    identity: Identity,
+    state: Arc<ConnectionState>,
+    context: Arc<AmqpContext>,
+) {
+    serve_to_client(sender, identity, state, context, |link| {
+        Command::AttachTwin { link }
+    })
+    .await;
+}
+
+/// The method request link of `identity` (the client receives requests).
+pub(super) async fn serve_method_requests(
+    sender: Sender,
+    identity: Identity,
+    state: Arc<ConnectionState>,
+    context: Arc<AmqpContext>,
+) {
+    serve_to_client(sender, identity, state, context, |link| {
+        Command::AttachMethods { link }
+    })
+    .await;
 }
 
 /// The method answer link of `identity` (the client sends answers).
 pub(super) async fn serve_method_answers(
+    receiver: Receiver,
+    identity: Identity,
+    state: Arc<ConnectionState>,
+    context: Arc<AmqpContext>,
+) {
+    serve_from_client(receiver, identity, state, context, Command::MethodAnswer).await;
+}
+
+/// Why a unit's links are detached once it has ended.
+fn detached(ended: &watch::Receiver<Option<String>>) -> definitions::Error {
+    let reason = ended.borrow().clone().unwrap_or_default();
+    error(LinkError::DetachForced, reason)
+}
+
+/// A link the client sends requests on (twin requests, method answers): each message is
+/// accepted and handed to the unit as `command(message)`.
+async fn serve_from_client(
     mut receiver: Receiver,
     identity: Identity,
     state: Arc<ConnectionState>,
     context: Arc<AmqpContext>,
+    command: fn(Box<AmqpMessage>) -> Command,
 ) {
     let unit = match unit(&state, &context, &identity).await {
         Ok(unit) => unit,
@@ -852,21 +771,59 @@ pub(super) async fn serve_method_answers(
                 Err(_) => break,
             },
             _ = ended.changed() => {
-                let reason = ended.borrow().clone().unwrap_or_default();
-                let _ = receiver.close_with_error(error(LinkError::DetachForced, reason)).await;
+                let _ = receiver.close_with_error(detached(&ended)).await;
                 return;
             }
         };
         let _ = receiver.accept(&delivery).await;
-        let answer = Box::new(delivery.into_message());
-        if unit
-            .commands
-            .send(Command::MethodAnswer(answer))
-            .await
-            .is_err()
-        {
+        let message = Box::new(delivery.into_message());
+        if unit.commands.send(command(message)).await.is_err() {
             break;
         }
     }
     let _ = receiver.close().await;
+}
+
+/// A link the unit sends on (twin answers and desired patches, method requests): attached
+/// to the unit with `attach(channel)`, then every message the unit puts on the channel goes
+/// out in order.
+async fn serve_to_client(
+    mut sender: Sender,
+    identity: Identity,
+    state: Arc<ConnectionState>,
+    context: Arc<AmqpContext>,
+    attach: fn(mpsc::Sender<AmqpMessage>) -> Command,
+) {
+    let unit = match unit(&state, &context, &identity).await {
+        Ok(unit) => unit,
+        Err(refusal) => {
+            let _ = sender.close_with_error(refusal).await;
+            return;
+        }
+    };
+    drop(state);
+    let (link, mut outgoing) = mpsc::channel(LINK_QUEUE);
+    if unit.commands.send(attach(link)).await.is_err() {
+        let _ = sender.close().await;
+        return;
+    }
+    let mut ended = unit.ended.clone();
+    loop {
+        tokio::select! {
+            message = outgoing.recv() => match message {
+                Some(message) => {
+                    if sender.send(message).await.is_err() {
+                        break;
+                    }
+                }
+                None => break,
+            },
+            _ = ended.changed() => {
+                let _ = sender.close_with_error(detached(&ended)).await;
+                return;
+            }
+            _ = sender.on_detach() => return,
+        }
+    }
+    let _ = sender.close().await;
 }

@@ -551,6 +551,14 @@ fn error(
     definitions::Error::new(condition, Some(description.into()), None)
 }
 
+/// The device or module an address names.
+fn identity(device_id: String, module_id: Option<String>) -> azure_iot_protocol::Identity {
+    match module_id {
+        Some(module) => azure_iot_protocol::Identity::module(device_id, module),
+        None => azure_iot_protocol::Identity::device(device_id),
+    }
+}
+
 /// Links the client sends on: `$cbs` requests and cloud-to-device messages.
 async fn serve_inbound(receiver: Receiver, state: Arc<ConnectionState>, context: Arc<AmqpContext>) {
     let target = receiver
@@ -565,30 +573,21 @@ async fn serve_inbound(receiver: Receiver, state: Arc<ConnectionState>, context:
             device_id,
             module_id,
         }) => {
-            let identity = match module_id {
-                Some(module) => azure_iot_protocol::Identity::module(device_id, module),
-                None => azure_iot_protocol::Identity::device(device_id),
-            };
+            let identity = identity(device_id, module_id);
             device::serve_telemetry(receiver, identity, state, context).await;
         }
         Ok(Address::Twin {
             device_id,
             module_id,
         }) => {
-            let identity = match module_id {
-                Some(module) => azure_iot_protocol::Identity::module(device_id, module),
-                None => azure_iot_protocol::Identity::device(device_id),
-            };
+            let identity = identity(device_id, module_id);
             device::serve_twin_requests(receiver, identity, state, context).await;
         }
         Ok(Address::Methods {
             device_id,
             module_id,
         }) => {
-            let identity = match module_id {
-                Some(module) => azure_iot_protocol::Identity::module(device_id, module),
-                None => azure_iot_protocol::Identity::device(device_id),
-            };
+            let identity = identity(device_id, module_id);
             device::serve_method_answers(receiver, identity, state, context).await;
         }
         Ok(Address::ServiceDeviceBound) => serve_c2d(receiver, state, context).await,
@@ -654,20 +653,14 @@ async fn serve_outbound(
             device_id,
             module_id,
         }) => {
-            let identity = match module_id {
-                Some(module) => azure_iot_protocol::Identity::module(device_id, module),
-                None => azure_iot_protocol::Identity::device(device_id),
-            };
+            let identity = identity(device_id, module_id);
             device::serve_twin_answers(sender, identity, state, context).await;
         }
         Ok(Address::Methods {
             device_id,
             module_id,
         }) => {
-            let identity = match module_id {
-                Some(module) => azure_iot_protocol::Identity::module(device_id, module),
-                None => azure_iot_protocol::Identity::device(device_id),
-            };
+            let identity = identity(device_id, module_id);
             device::serve_method_requests(sender, identity, state, context).await;
         }
         other => {
