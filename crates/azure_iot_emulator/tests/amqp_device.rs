@@ -16,13 +16,8 @@ use fe2o3_amqp_types::messaging::{
 };
 use fe2o3_amqp_types::primitives::{Binary, SimpleValue, Value};
 
-async fn tls(hub: &HubEndpoint) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    let tcp = tokio::net::TcpStream::connect(hub.amqp_addr).await.unwrap();
-    tokio_rustls::TlsConnector::from(Arc::new(hub.tls_config()))
-        .connect(
-            rustls_pki_types::ServerName::try_from("localhost").unwrap(),
-            tcp,
-        )
+async fn tls(hub: &HubEndpoint) -> azure_iot_test::TlsClientStream {
+    azure_iot_test::tls_connect(hub, hub.amqp_addr)
         .await
         .unwrap()
 }

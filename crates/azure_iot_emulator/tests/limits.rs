@@ -48,14 +48,7 @@ fn short() -> Limits {
 }
 
 async fn tls(ep: &HubEndpoint, addr: std::net::SocketAddr) -> TlsStream<TcpStream> {
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    tokio_rustls::TlsConnector::from(Arc::new(ep.tls_config()))
-        .connect(
-            rustls_pki_types::ServerName::try_from("localhost").unwrap(),
-            tcp,
-        )
-        .await
-        .unwrap()
+    azure_iot_test::tls_connect(ep, addr).await.unwrap()
 }
 
 /// Reads until the server closes; returns what it sent and how long the close took. Fails
