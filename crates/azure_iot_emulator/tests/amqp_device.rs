@@ -58,7 +58,19 @@ impl DeviceAmqp {
 
     /// Puts `device`'s own-key token; returns the answer's status code.
     async fn put_device_token(&mut self, ep: &HubEndpoint, device: &str, key: &str) -> i32 {
-        let token = device_token(ep, device, None, key, Duration::from_secs(600));
+        self.put_device_token_for(ep, device, key, Duration::from_secs(600))
+            .await
+    }
+
+    /// Puts `device`'s own-key token valid for `ttl`; returns the answer's status code.
+    async fn put_device_token_for(
+        &mut self,
+        ep: &HubEndpoint,
+        device: &str,
+        key: &str,
+        ttl: Duration,
+    ) -> i32 {
+        let token = device_token(ep, device, None, key, ttl);
         self.next_id += 1;
         let request = Message::builder()
             .properties(
@@ -825,5 +837,42 @@ async fn an_x509_device_authenticates_with_its_tls_certificate() {
         "{refused:?}"
     );
     let _ = connection.close().await;
+    hub.shutdown().await;
+}
+
+/// A device's links live as long as its token: when it expires unrenewed they are detached,
+/// saying so; a device whose token was renewed in time keeps its links on the same
+/// connection.
+#[tokio::test]
+async fn links_end_when_their_token_expires_unless_it_is_renewed() {
+    let hub = emulator().await;
+    let ep = HubEndpoint::of(&hub);
+    let api = RestClient::new(&ep, "iothubowner");
+    let key1 = api.register_device("dev1").await;
+    let key2 = api.register_device("dev2").await;
+    let mut device = DeviceAmqp::open(&ep).await;
+    let short = Duration::from_secs(3);
+    assert_eq!(
+        device.put_device_token_for(&ep, "dev1", &key1, short).await,
+        200
+    );
+    assert_eq!(
+        device.put_device_token_for(&ep, "dev2", &key2, short).await,
+        200
+    );
+    let mut one = device.telemetry_link("dev1").await;
+    let mut two = device.telemetry_link("dev2").await;
+    // dev2 renews at once; dev1 does not.
+    assert_eq!(device.put_device_token(&ep, "dev2", &key2).await, 200);
+    let detached = tokio::time::timeout(Duration::from_secs(10), one.on_detach())
+        .await
+        .expect("dev1's link is detached when its token expires");
+    assert!(format!("{detached:?}").contains("expired"), "{detached:?}");
+    let outcome = two
+        .send(to_amqp(&telemetry("{}", "renewed")))
+        .await
+        .unwrap();
+    assert!(matches!(outcome, Outcome::Accepted(_)), "{outcome:?}");
+    let _ = device.connection.close().await;
     hub.shutdown().await;
 }
