@@ -82,7 +82,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use azure_iot_core::connection_string::ServiceConnectionString;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -294,11 +293,7 @@ impl EmulatorBuilder {
         let grant_generation = state.grant_generation();
         let (hub, hub_thread) = Hub::start(state)?;
 
-        let bind = |addr: SocketAddr| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| EmulatorError::Bind { addr, source })
-        };
+        let bind = |addr: SocketAddr| async move { net::listen(addr) };
         let https_listener = bind(config.https_addr).await?;
         let https_addr = https_listener.local_addr()?;
         let mqtt_listener = bind(config.mqtt_addr).await?;

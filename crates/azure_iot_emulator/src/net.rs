@@ -38,6 +38,29 @@ use tokio_rustls::server::TlsStream;
 
 use crate::config::Limits;
 
+/// The listen backlog: connections the kernel completes and queues for `accept`. tokio's
+/// default (1,024) overflows under a burst of a few thousand connects, and a connect dropped
+/// from a full queue waits for the client's SYN retry (a second or more) before the emulator
+/// even sees it. The kernel caps it at `net.core.somaxconn` (4,096 on current Linux).
+const BACKLOG: u32 = 4096;
+
+/// Binds a listener on `addr` with [`BACKLOG`] (and `SO_REUSEADDR` on Unix, so a restarted
+/// emulator can bind a port whose old connections are still in `TIME_WAIT`).
+pub(crate) fn listen(addr: SocketAddr) -> Result<TcpListener, crate::error::EmulatorError> {
+    let bind = || {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        #[cfg(unix)]
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(BACKLOG)
+    };
+    bind().map_err(|source| crate::error::EmulatorError::Bind { addr, source })
+}
+
 /// What a connection handler gets: the TLS stream over the socket, writes bounded in time.
 pub(crate) type Stream = TlsStream<WriteDeadline<TcpStream>>;
 
