@@ -177,6 +177,10 @@ struct LimitArgs {
     /// A whole HTTP request body, from its headers.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     body_timeout: u64,
+    /// CBS tokens one AMQP connection may hold (devices multiplexed on it, the service);
+    /// IoT Hub allows 999.
+    #[arg(long, default_value_t = 999, value_parser = clap::value_parser!(u64).range(1..=65_535))]
+    max_amqp_tokens: u64,
     /// A write the client does not read (its receive window stays full).
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     write_timeout: u64,
@@ -194,6 +198,7 @@ impl LimitArgs {
             http_idle_timeout: secs(self.http_idle_timeout),
             body_timeout: secs(self.body_timeout),
             write_timeout: secs(self.write_timeout),
+            max_amqp_tokens: usize::try_from(self.max_amqp_tokens).unwrap_or(usize::MAX),
         }
     }
 }

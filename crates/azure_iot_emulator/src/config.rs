@@ -91,6 +91,7 @@ impl Durability {
 /// | [`http_idle_timeout`](Self::http_idle_timeout) | 30 s | an HTTP connection's request headers, from the handshake or the previous response: idle keep-alives and slow headers |
 /// | [`body_timeout`](Self::body_timeout) | 30 s | a whole HTTP request body, from its headers |
 /// | [`write_timeout`](Self::write_timeout) | 30 s | a write the client does not read: a connection whose send buffer stays full this long |
+/// | [`max_amqp_tokens`](Self::max_amqp_tokens) | 999 | CBS tokens (audiences: devices multiplexed, the service) one AMQP connection may hold, IoT Hub's limit |
 ///
 /// An authenticated MQTT connection is bounded by its keep-alive (1.5 times it, at most
 /// 1177 s as on IoT Hub); with keep-alive 0 it is held until it closes, as on the hub. An
@@ -117,6 +118,10 @@ pub struct Limits {
     pub body_timeout: Duration,
     /// How long a connection's writes may stay blocked on a client that does not read.
     pub write_timeout: Duration,
+    /// CBS tokens one AMQP connection may hold at once (each grants one audience: a device
+    /// or module multiplexed on the connection, or the hub for the service links). A
+    /// put-token beyond it is answered 403. IoT Hub allows 999.
+    pub max_amqp_tokens: usize,
 }
 
 /// Descriptors kept for the emulator's own files (state and telemetry databases, their
@@ -135,11 +140,15 @@ impl Default for Limits {
             http_idle_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(30),
+            max_amqp_tokens: Self::DEFAULT_AMQP_TOKENS,
         }
     }
 }
 
 impl Limits {
+    /// IoT Hub's limit on the tokens one AMQP connection may hold.
+    pub const DEFAULT_AMQP_TOKENS: usize = 999;
+
     /// The longest timeout accepted (a day): longer ones are configuration errors.
     pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
@@ -173,6 +182,12 @@ impl Limits {
             return Err(EmulatorError::Config(format!(
                 "the connection limit must be 1 to {}, not {n}",
                 Self::MAX_CONNECTIONS
+            )));
+        }
+        if !(1..=65_535).contains(&self.max_amqp_tokens) {
+            return Err(EmulatorError::Config(format!(
+                "the AMQP token limit must be 1 to 65,535, not {}",
+                self.max_amqp_tokens
             )));
         }
         let timeouts = [

@@ -876,3 +876,36 @@ async fn links_end_when_their_token_expires_unless_it_is_renewed() {
     let _ = device.connection.close().await;
     hub.shutdown().await;
 }
+
+/// The tokens one connection may hold are bounded (IoT Hub: 999; configurable): a put-token
+/// for one audience more is answered 403 and grants nothing; renewing a held audience still
+/// works.
+#[tokio::test]
+async fn the_tokens_one_connection_holds_are_bounded() {
+    let hub = azure_iot_emulator::Emulator::builder()
+        .https_port(0)
+        .mqtt_port(0)
+        .amqp_port(0)
+        .limits(azure_iot_emulator::Limits {
+            max_amqp_tokens: 2,
+            ..Default::default()
+        })
+        .start()
+        .await
+        .unwrap();
+    let ep = HubEndpoint::of(&hub);
+    let api = RestClient::new(&ep, "iothubowner");
+    let mut keys = Vec::new();
+    for device in ["d1", "d2", "d3"] {
+        keys.push(api.register_device(device).await);
+    }
+    let mut device = DeviceAmqp::open(&ep).await;
+    assert_eq!(device.put_device_token(&ep, "d1", &keys[0]).await, 200);
+    assert_eq!(device.put_device_token(&ep, "d2", &keys[1]).await, 200);
+    assert_eq!(device.put_device_token(&ep, "d3", &keys[2]).await, 403);
+    assert_eq!(device.put_device_token(&ep, "d1", &keys[0]).await, 200);
+    let refusal = device.telemetry_refusal("d3").await;
+    assert!(refusal.contains("UnauthorizedAccess"), "{refusal}");
+    let _ = device.connection.close().await;
+    hub.shutdown().await;
+}

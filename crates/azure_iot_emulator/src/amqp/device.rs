@@ -47,7 +47,7 @@
 //! X.509 device, the TLS client certificate it connected with, checked at its first link (so
 //! an X.509 device must attach a link within the connect deadline). Every identity on a connection is its own
 //! unit, so one connection multiplexes as many devices as it holds tokens for (the hub's
-//! limit on tokens per connection, [`super::MAX_GRANTS`], bounds them).
+//! limit on tokens per connection, `Limits::max_amqp_tokens`, bounds them).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -211,6 +211,7 @@ async fn unit(
         .register(identity.clone(), grant, false, None)
         .await
         .map_err(|refusal| error(AmqpError::UnauthorizedAccess, refusal.detail))?;
+    tracing::info!(%identity, "device connected over AMQP");
     let (commands, requests) = mpsc::channel(UNIT_QUEUE);
     let (end, ended) = watch::channel(None);
     tokio::spawn(run_unit(
@@ -360,6 +361,7 @@ async fn run_unit(
             }
         }
     };
+    tracing::info!(%audience, %reason, "device disconnected from AMQP");
     let _ = end.send(Some(reason));
     connection.close().await;
 }

@@ -27,7 +27,7 @@
 //! # Grants
 //!
 //! A connection holds one grant per CBS audience (`{host}`, `{host}/devices/{id}` ...), each
-//! with its token's expiry, at most [`MAX_GRANTS`] (IoT Hub allows 999 tokens
+//! with its token's expiry, at most `Limits::max_amqp_tokens` (IoT Hub allows 999 tokens
 //! per connection); every link is checked against the grant of its own audience (the service
 //! links against the hub's). A put-token whose audience is not this hub is answered 401, as
 //! a token out of scope; one whose token does not cover its audience likewise (device A's
@@ -130,8 +130,10 @@ pub(crate) async fn serve(
     .await;
 }
 
-/// The most grants (CBS audiences) one connection may hold.
-pub(crate) const MAX_GRANTS: usize = 999;
+/// The most grants (CBS audiences) one connection may hold unless configured otherwise
+/// (`Limits::max_amqp_tokens`).
+#[cfg(test)]
+pub(crate) const MAX_GRANTS: usize = crate::config::Limits::DEFAULT_AMQP_TOKENS;
 
 /// Per-connection state shared by its links.
 struct ConnectionState {
@@ -153,6 +155,8 @@ struct ConnectionState {
     /// The TLS client certificate chain (leaf first; empty if none): X.509 devices
     /// authenticate with it at their first link, without a token.
     certificates: Vec<rustls_pki_types::CertificateDer<'static>>,
+    /// The most grants this connection may hold (`Limits::max_amqp_tokens`).
+    max_grants: usize,
 }
 
 /// Put-token answers on their way to the client, at most [`MAX_CBS_REPLIES`] in each place.
@@ -205,6 +209,7 @@ impl ConnectionState {
     fn new(
         generation: watch::Receiver<u64>,
         certificates: Vec<rustls_pki_types::CertificateDer<'static>>,
+        max_grants: usize,
     ) -> Self {
         Self {
             grants: Mutex::new(HashMap::new()),
@@ -213,6 +218,7 @@ impl ConnectionState {
             units: device::Units::default(),
             plain_device: Mutex::new(None),
             certificates,
+            max_grants,
         }
     }
 
@@ -255,7 +261,7 @@ impl ConnectionState {
     }
 
     /// Grants `audience` until `expiry` (its token's), replacing an earlier grant for it.
-    /// Fails when the connection already holds [`MAX_GRANTS`] other audiences that still
+    /// Fails when the connection already holds `max_grants` other audiences that still
     /// hold (expired ones make room).
     fn authorize(&self, audience: String, expiry: SystemTime) -> Result<(), String> {
         self.grant(audience, expiry, None)
@@ -289,12 +295,13 @@ impl ConnectionState {
         let Ok(mut grants) = self.grants.lock() else {
             return Err("the connection's grants are unavailable".to_owned());
         };
-        if !grants.contains_key(&audience) && grants.len() >= MAX_GRANTS {
+        let most = self.max_grants;
+        if !grants.contains_key(&audience) && grants.len() >= most {
             let now = SystemTime::now();
             grants.retain(|_, g| now < g.expiry && g.generation == generation);
-            if grants.len() >= MAX_GRANTS {
+            if grants.len() >= most {
                 return Err(format!(
-                    "this connection already holds {MAX_GRANTS} tokens, the most it may hold"
+                    "this connection already holds {most} tokens, the most it may hold"
                 ));
             }
         }
@@ -344,6 +351,7 @@ pub(crate) async fn run<S>(
     let state = Arc::new(ConnectionState::new(
         context.grant_generation.clone(),
         certificates,
+        limits.max_amqp_tokens,
     ));
     // fe2o3 runs the connection in a task of its own, which owns the stream: dropping `_stop`
     // (when this function returns) ends that task's reads, and so the socket.
@@ -1090,7 +1098,7 @@ mod tests {
     #[test]
     fn an_expired_grant_no_longer_authorizes() {
         let (revoke, generation) = watch::channel(0);
-        let state = ConnectionState::new(generation, Vec::new());
+        let state = ConnectionState::new(generation, Vec::new(), MAX_GRANTS);
         assert!(!state.authorized(HUB));
         assert!(!state.expired(HUB), "never authorized is not expired");
         state.authorize(HUB.into(), later()).unwrap();
@@ -1114,7 +1122,7 @@ mod tests {
     #[test]
     fn grants_are_kept_per_audience_and_bounded() {
         let (_revoke, generation) = watch::channel(0);
-        let state = ConnectionState::new(generation, Vec::new());
+        let state = ConnectionState::new(generation, Vec::new(), MAX_GRANTS);
         let device = format!("{HUB}/devices/d1");
         state.authorize(device.clone(), later()).unwrap();
         assert!(state.authorized(&device));
