@@ -447,3 +447,50 @@ async fn an_unauthorized_request_is_refused_before_its_body_is_read() {
     assert!(text.starts_with("HTTP/1.1 401"), "{text}");
     assert!(started.elapsed() < SLACK);
 }
+
+/// A body too large is 413; a body whose framing is malformed (a chunk size that is not hex)
+/// is 400, not 413.
+#[tokio::test]
+async fn a_malformed_body_is_400_and_a_large_one_413() {
+    let hub = emulator_with(Limits::default()).await;
+    let ep = HubEndpoint::of(&hub);
+    let cs = ServiceConnectionString::parse(ep.connection_string("iothubowner")).unwrap();
+    let token = SasToken::generate_with_ttl(
+        &ResourceUri::hub(&ep.hostname),
+        cs.key(),
+        Some("iothubowner"),
+        Duration::from_secs(600),
+    );
+    let head = |framing: &str| {
+        format!(
+            "PUT /devices/d1?api-version=2021-04-12 HTTP/1.1\r\nHost: localhost\r\n\
+             Authorization: {}\r\nContent-Type: application/json\r\n{framing}\r\n\r\n",
+            token.secret()
+        )
+    };
+    let answer = async |request: Vec<u8>| {
+        let mut stream = tls(&ep, ep.https_addr).await;
+        stream.write_all(&request).await.unwrap();
+        let mut received = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !received.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = tokio::time::timeout(SLACK, stream.read(&mut buf))
+                .await
+                .expect("answered")
+                .unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            received.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&received).into_owned()
+    };
+    let mut chunked = head("Transfer-Encoding: chunked").into_bytes();
+    chunked.extend_from_slice(b"ZZZZ\r\n{}\r\n");
+    let text = answer(chunked).await;
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    let mut large = head("Content-Length: 3000000").into_bytes();
+    large.extend(std::iter::repeat_n(b' ', 2_200_000));
+    let text = answer(large).await;
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+}

@@ -273,10 +273,19 @@ impl Body {
         let timeout = self.timeout;
         match tokio::time::timeout(timeout, axum::body::to_bytes(self.body, MAX_BODY_BYTES)).await {
             Ok(Ok(bytes)) => Ok(bytes),
-            Ok(Err(_)) => Err(ApiError::new(
-                ErrorCode::MessageTooLarge,
-                format!("the request body exceeds {MAX_BODY_BYTES} bytes or could not be read"),
-            )),
+            Ok(Err(e))
+                if std::error::Error::source(&e)
+                    .is_some_and(|inner| inner.is::<http_body_util::LengthLimitError>()) =>
+            {
+                Err(ApiError::new(
+                    ErrorCode::MessageTooLarge,
+                    format!("the request body exceeds {MAX_BODY_BYTES} bytes"),
+                ))
+            }
+            // Malformed framing (a bad chunk size) or a connection that broke mid-body.
+            Ok(Err(e)) => Err(ApiError::invalid(format!(
+                "the request body could not be read: {e}"
+            ))),
             Err(_) => Err(ApiError::new(
                 ErrorCode::RequestTimeout,
                 format!("the request body did not arrive within {timeout:?}"),
