@@ -494,3 +494,35 @@ async fn a_malformed_body_is_400_and_a_large_one_413() {
     let text = answer(large).await;
     assert!(text.starts_with("HTTP/1.1 413"), "{text}");
 }
+
+/// The links one session may have attached are bounded: past 64, an attach is refused with
+/// `amqp:resource-limit-exceeded` instead of starting one more task.
+#[tokio::test]
+async fn links_per_session_are_bounded() {
+    let hub = emulator_with(Limits::default()).await;
+    let ep = HubEndpoint::of(&hub);
+    let mut connection = anonymous_amqp(&ep).await;
+    let mut session = Session::begin(&mut connection).await.unwrap();
+    let mut requests = Sender::attach(&mut session, "cbs-sender", "$cbs")
+        .await
+        .unwrap();
+    requests.send(put_token(&ep, 1)).await.unwrap();
+    let mut links = Vec::new();
+    for n in 0..63 {
+        links.push(
+            Sender::attach(&mut session, format!("c2d-{n}"), "/messages/devicebound")
+                .await
+                .unwrap(),
+        );
+    }
+    let mut extra = Sender::attach(&mut session, "one-too-many", "/messages/devicebound")
+        .await
+        .unwrap();
+    let refused = tokio::time::timeout(SLACK, extra.on_detach())
+        .await
+        .expect("the 65th link is detached");
+    assert!(
+        format!("{refused:?}").contains("ResourceLimitExceeded"),
+        "{refused:?}"
+    );
+}

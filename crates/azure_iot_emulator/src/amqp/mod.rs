@@ -79,6 +79,14 @@ const MAX_SESSIONS: usize = 1024;
 /// `amqp:link:message-size-exceeded` as it arrives): IoT Hub's largest message is 256 KiB, a
 /// batch of them encoded one per section a little more.
 const MAX_MESSAGE_BYTES: u64 = 512 * 1024;
+/// How long a connection whose grants all stopped holding at once (a fault ending the
+/// grant generation) is kept for a renewing put-token before it is closed.
+const RENEWAL_GRACE: Duration = Duration::from_secs(1);
+/// Links one session may have attached at once: a device uses at most eight (telemetry,
+/// C2D, two each for twin, methods and `$cbs`), the service four; more is refused with
+/// `amqp:resource-limit-exceeded`, so a client cannot make the emulator run tasks without
+/// bound.
+const MAX_LINKS_PER_SESSION: usize = 64;
 /// How long closing a connection may take before its socket is dropped regardless.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Put-token answers kept for a `$cbs` receiver link: answers waiting for the link to be
@@ -460,8 +468,9 @@ pub(crate) async fn run<S>(
                     ));
                 }
             }
-            _ = tokio::time::sleep(Duration::from_secs(1)), if !authenticating && credentials_end.is_none() => {
-                // Every grant was ended at once (tokens of the past generation, by a fault).
+            _ = tokio::time::sleep(RENEWAL_GRACE), if !authenticating && credentials_end.is_none() => {
+                // No grant holds (ended at once by a fault, or expired): a renewal within the
+                // grace would have made one hold again.
                 break Some(error(
                     AmqpError::UnauthorizedAccess,
                     "every token put on this connection has expired",
@@ -513,7 +522,20 @@ async fn serve_session(
     let mut links = tokio::task::JoinSet::new();
     loop {
         while links.try_join_next().is_some() {}
+        let full = links.len() >= MAX_LINKS_PER_SESSION;
+        let too_many = || {
+            error(
+                AmqpError::ResourceLimitExceeded,
+                format!("a session may have {MAX_LINKS_PER_SESSION} links attached"),
+            )
+        };
         match acceptor.accept(&mut session).await {
+            Ok(LinkEndpoint::Receiver(receiver)) if full => {
+                let _ = receiver.close_with_error(too_many()).await;
+            }
+            Ok(LinkEndpoint::Sender(sender)) if full => {
+                let _ = sender.close_with_error(too_many()).await;
+            }
             Ok(LinkEndpoint::Receiver(receiver)) => {
                 links.spawn(serve_inbound(receiver, state.clone(), context.clone()));
             }
