@@ -619,6 +619,43 @@ async fn the_twin_over_amqp() {
     hub.shutdown().await;
 }
 
+/// The twin's two links attach independently: a request sent before the answer link is
+/// attached is answered once it is, not dropped (CI once lost this race).
+#[tokio::test]
+async fn a_twin_request_sent_before_the_answer_link_is_answered() {
+    let hub = emulator().await;
+    let ep = HubEndpoint::of(&hub);
+    let api = RestClient::new(&ep, "iothubowner");
+    let key = api.register_device("dev1").await;
+    let mut device = DeviceAmqp::open(&ep).await;
+    assert_eq!(device.put_device_token(&ep, "dev1", &key).await, 200);
+    let mut requests = Sender::attach(&mut device.session, "twin-sender", "/devices/dev1/twin")
+        .await
+        .unwrap();
+    requests
+        .send(twin_request("early", "GET", None, b" "))
+        .await
+        .unwrap();
+    let mut answers = Receiver::attach(&mut device.session, "twin-receiver", "/devices/dev1/twin")
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), answers.recv::<Body<Value>>())
+        .await
+        .expect("the early request's answer")
+        .unwrap();
+    answers.accept(&got).await.unwrap();
+    let got = got.into_message();
+    assert_eq!(
+        got.properties.as_ref().unwrap().correlation_id,
+        Some(fe2o3_amqp_types::messaging::MessageId::String(
+            "early".into()
+        ))
+    );
+    assert_eq!(annotation(&got, "status"), Some(Value::Int(200)));
+    let _ = device.connection.close().await;
+    hub.shutdown().await;
+}
+
 /// A direct method over AMQP: the request carries the method name and a uuid correlation id;
 /// the device's answer (that id, `IoThub-status` int, JSON body) is what the service's
 /// invocation returns.

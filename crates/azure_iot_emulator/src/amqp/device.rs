@@ -276,6 +276,9 @@ async fn run_unit(
 ) {
     let mut c2d: Option<mpsc::Sender<C2dDelivery>> = None;
     let mut twin: Option<mpsc::Sender<AmqpMessage>> = None;
+    // Twin answers to requests that arrived before the answer link reached the unit: the
+    // two links attach independently, and a client may send as soon as both are attached.
+    let mut unsent_twin_answers: Vec<AmqpMessage> = Vec::new();
     let mut methods: Option<mpsc::Sender<AmqpMessage>> = None;
     let method_ids = MethodIds::new();
     let reason = loop {
@@ -291,7 +294,14 @@ async fn run_unit(
                     c2d = Some(link);
                     let _ = reply.send(connection.subscribe(Feature::CloudToDevice, true).await);
                 }
-                Some(Command::AttachTwin { link }) => twin = Some(link),
+                Some(Command::AttachTwin { link }) => {
+                    for answer in unsent_twin_answers.drain(..) {
+                        if link.try_send(answer).is_err() {
+                            tracing::debug!("a twin answer did not fit its new link; dropped");
+                        }
+                    }
+                    twin = Some(link);
+                }
                 Some(Command::AttachMethods { link }) => {
                     methods = Some(link);
                     connection.subscribe(Feature::Methods, true).await;
@@ -312,8 +322,14 @@ async fn run_unit(
                 }
                 Some(Command::Twin(request)) => {
                     let answer = twin_answer(&mut connection, &request).await;
-                    if twin.as_ref().is_none_or(|link| link.try_send(answer).is_err()) {
-                        tracing::debug!("a twin answer had no link to take it; dropped");
+                    match &twin {
+                        Some(link) => {
+                            if link.try_send(answer).is_err() {
+                                tracing::debug!("a twin answer did not fit its link; dropped");
+                            }
+                        }
+                        None if unsent_twin_answers.len() < LINK_QUEUE => unsent_twin_answers.push(answer),
+                        None => tracing::debug!("a twin answer had no link to take it; dropped"),
                     }
                 }
                 Some(Command::Settle { id, settle, reply }) => {
