@@ -27,12 +27,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::time::{Instant, timeout, timeout_at};
 
 use crate::auth::{Credential, TokenProvider, X509Certificate};
-use crate::engine::mqtt::{Dial, MqttEngine};
+use crate::engine::mqtt::MqttEngine;
 use crate::engine::{DeliveryTag, Engine, Feature, Operation, Outcome, Reply};
 use crate::error::{Error, ErrorKind, Result};
 use crate::options::ClientOptions;
 use crate::supervisor::{self, Auth};
-use crate::transport;
+use crate::transport::{self, Dial};
 
 /// The `DeviceClientType` this client announces.
 pub(crate) const CLIENT_TYPE: &str = concat!("azure-iot-rs/", env!("CARGO_PKG_VERSION"));
@@ -394,25 +394,13 @@ impl DeviceClient {
             Some(info) => format!("{CLIENT_TYPE} {info}"),
             None => CLIENT_TYPE.to_owned(),
         };
-        let max_pending = options.max_pending_operations.max(1);
-        let session = session::Client::new(session::Config {
-            identity: identity.clone(),
-            host: host_name.to_owned(),
-            model_id: options.model_id.clone(),
-            client_type,
-            keep_alive: Duration::from_secs(options.keep_alive.as_secs().min(u64::from(u16::MAX))),
-            max_in_flight: max_pending.min(session::MAX_IN_FLIGHT_LIMIT),
-        });
-        let mut engine = MqttEngine::new(
-            session,
-            Dial {
-                tls,
-                host: connect_host.to_owned(),
-                port: options.effective_port(),
-                transport: options.transport,
-                proxy: options.proxy.clone(),
-            },
-        );
+        let dial = Dial {
+            tls,
+            host: connect_host.to_owned(),
+            port: options.effective_port(),
+            transport: options.transport,
+            proxy: options.proxy.clone(),
+        };
         let resource = match identity.module_id() {
             Some(module) => ResourceUri::module(host_name, identity.device_id(), module),
             None => ResourceUri::device(host_name, identity.device_id()),
@@ -423,6 +411,32 @@ impl DeviceClient {
             token_ttl: options.token_ttl,
             timeout: options.operation_timeout,
         };
+        #[cfg(feature = "amqp")]
+        if options.transport.is_amqp() {
+            let pool = options
+                .amqp_pool
+                .clone()
+                .unwrap_or_else(crate::amqp::AmqpPool::private);
+            let mut engine = crate::engine::amqp::AmqpEngine::new(
+                pool,
+                dial,
+                identity.clone(),
+                host_name.to_owned(),
+                client_type,
+            );
+            let renew_at = auth.connect(&mut engine).await?;
+            return Ok(Self::start(engine, auth, renew_at, identity, &options));
+        }
+        let max_pending = options.max_pending_operations.max(1);
+        let session = session::Client::new(session::Config {
+            identity: identity.clone(),
+            host: host_name.to_owned(),
+            model_id: options.model_id.clone(),
+            client_type,
+            keep_alive: Duration::from_secs(options.keep_alive.as_secs().min(u64::from(u16::MAX))),
+            max_in_flight: max_pending.min(session::MAX_IN_FLIGHT_LIMIT),
+        });
+        let mut engine = MqttEngine::new(session, dial);
         let renew_at = auth.connect(&mut engine).await?;
         Ok(Self::start(engine, auth, renew_at, identity, &options))
     }
@@ -509,6 +523,36 @@ impl DeviceClient {
             "send_event",
             Responder::Unit,
             Operation::SendEvent(Box::new(message)),
+        )
+        .await
+    }
+
+    /// Sends several telemetry messages as one batch (one AMQP transfer): the hub stores all
+    /// of them or none; returns once the hub acknowledged the batch.
+    ///
+    /// IoT Hub takes batches over AMQP (and HTTPS), not MQTT: over MQTT this fails with
+    /// [`ErrorKind::Unsupported`]. An empty batch, one of more than
+    /// [`MAX_BATCH_MESSAGES`](azure_iot_protocol::amqp::batch::MAX_BATCH_MESSAGES) messages,
+    /// or one larger than 256 KiB in all is refused here, before anything is sent.
+    pub async fn send_event_batch(&self, messages: Vec<Message>) -> Result<()> {
+        let max = azure_iot_protocol::amqp::batch::MAX_BATCH_MESSAGES;
+        if messages.is_empty() || messages.len() > max {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!("a batch holds 1 to {max} messages, not {}", messages.len()),
+            ));
+        }
+        let size: usize = messages.iter().map(Message::size).sum();
+        if size > MAX_MESSAGE_SIZE {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!("the batch is {size} bytes; IoT Hub accepts at most {MAX_MESSAGE_SIZE}"),
+            ));
+        }
+        self.call(
+            "send_event_batch",
+            Responder::Unit,
+            Operation::SendEventBatch(messages),
         )
         .await
     }

@@ -77,6 +77,8 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "amqp")]
+mod amqp;
 mod auth;
 mod client;
 mod engine;
@@ -86,6 +88,8 @@ mod options;
 mod supervisor;
 mod transport;
 
+#[cfg(feature = "amqp")]
+pub use amqp::{AmqpPool, MAX_DEVICES_PER_CONNECTION};
 pub use auth::{TokenProvider, TokenProviderError, X509Certificate};
 pub use azure_iot_core::Message;
 pub use azure_iot_core::method::{MethodRequest, MethodResponse};

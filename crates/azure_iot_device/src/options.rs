@@ -30,6 +30,8 @@ pub struct ClientOptions {
     pub(crate) proxy: Option<Proxy>,
     pub(crate) max_pending_operations: usize,
     pub(crate) inbound_capacity: usize,
+    #[cfg(feature = "amqp")]
+    pub(crate) amqp_pool: Option<crate::amqp::AmqpPool>,
 }
 
 impl Default for ClientOptions {
@@ -47,6 +49,8 @@ impl Default for ClientOptions {
             proxy: None,
             max_pending_operations: DEFAULT_MAX_PENDING_OPERATIONS,
             inbound_capacity: DEFAULT_INBOUND_CAPACITY,
+            #[cfg(feature = "amqp")]
+            amqp_pool: None,
         }
     }
 }
@@ -99,7 +103,8 @@ impl ClientOptions {
         self
     }
 
-    /// The port to dial instead of the transport's (8883 for MQTT, 443 for WebSockets), for a
+    /// The port to dial instead of the transport's (8883 for MQTT, 5671 for AMQP, 443 for
+    /// WebSockets), for a
     /// gateway or an emulator that listens elsewhere.
     pub fn port(mut self, port: u16) -> Self {
         self.port = Some(port);
@@ -140,11 +145,31 @@ impl ClientOptions {
         self
     }
 
+    /// Share AMQP connections with the other clients given the same `pool` (multiplexing):
+    /// each client has its own session, token and links on a connection of the pool, and
+    /// the pool opens another connection when one holds its
+    /// [maximum](crate::AmqpPool::new) of devices. Sets the transport to
+    /// [`Transport::Amqp`] unless [`Transport::AmqpWebSockets`] was chosen. Clients with an
+    /// X.509 certificate always get a connection of their own (the certificate authenticates
+    /// the TLS connection, so it cannot carry other devices).
+    #[cfg(feature = "amqp")]
+    pub fn amqp_pool(mut self, pool: crate::amqp::AmqpPool) -> Self {
+        if !self.transport.is_amqp() {
+            self.transport = Transport::Amqp;
+        }
+        self.amqp_pool = Some(pool);
+        self
+    }
+
     pub(crate) fn effective_port(&self) -> u16 {
         self.port.unwrap_or(match self.transport {
             Transport::Mqtt => 8883,
             #[cfg(feature = "mqtt_ws")]
             Transport::MqttWebSockets => 443,
+            #[cfg(feature = "amqp")]
+            Transport::Amqp => 5671,
+            #[cfg(feature = "amqp_ws")]
+            Transport::AmqpWebSockets => 443,
         })
     }
 }
@@ -160,6 +185,39 @@ pub enum Transport {
     /// port 443, for networks that only let HTTPS out.
     #[cfg(feature = "mqtt_ws")]
     MqttWebSockets,
+    /// AMQP 1.0 over TLS, port 5671: cloud-to-device messages can also be abandoned and
+    /// rejected, events sent in batches, the token renewed without reconnecting, and many
+    /// devices share a connection ([`ClientOptions::amqp_pool`]).
+    #[cfg(feature = "amqp")]
+    Amqp,
+    /// AMQP 1.0 over a WebSocket (`wss://{host}/$iothub/websocket`, subprotocol
+    /// `AMQPWSB10`) on port 443.
+    #[cfg(feature = "amqp_ws")]
+    AmqpWebSockets,
+}
+
+impl Transport {
+    /// Whether this is one of the AMQP transports.
+    pub fn is_amqp(self) -> bool {
+        match self {
+            #[cfg(feature = "amqp")]
+            Self::Amqp => true,
+            #[cfg(feature = "amqp_ws")]
+            Self::AmqpWebSockets => true,
+            _ => false,
+        }
+    }
+
+    /// The WebSocket subprotocol, for the transports that run over a WebSocket.
+    pub(crate) fn websocket_subprotocol(self) -> Option<&'static str> {
+        match self {
+            #[cfg(feature = "mqtt_ws")]
+            Self::MqttWebSockets => Some("mqtt"),
+            #[cfg(feature = "amqp_ws")]
+            Self::AmqpWebSockets => Some("AMQPWSB10"),
+            _ => None,
+        }
+    }
 }
 
 /// An HTTP proxy that tunnels connections with `CONNECT`.

@@ -7,8 +7,9 @@
 //! * **Reconnect** by the retry policy when the engine reports the connection lost (refused
 //!   credentials, an expired given token and a policy that gives up are final), taking
 //!   commands meanwhile: the engine keeps them and sends them once connected.
-//! * **SAS renewal**: at 85 % of the token's life it reconnects with a fresh token without
-//!   reporting a disconnection (MQTT can only change credentials that way).
+//! * **SAS renewal**: at 85 % of the token's life it hands the engine a fresh token
+//!   ([`Engine::renew`]) without reporting a disconnection: AMQP puts it on the live
+//!   connection, MQTT reconnects (it can change credentials no other way).
 //! * **Failing waiters** with the final reason when it stops, and ending every stream.
 //! * **Dropping operations whose caller has gone**: each operation carries its caller's
 //!   deadline, after which the engine never sends it; a caller that times out or drops its
@@ -91,6 +92,23 @@ impl Auth {
     /// renewal completes before the hub closes the connection at expiry. `None` when the
     /// client holds a token it cannot renew.
     pub(crate) async fn connect(&self, engine: &mut impl Engine) -> Result<Option<Instant>> {
+        let (password, renew_at) = self.password().await?;
+        self.within("connecting to the hub", engine.connect(Some(&password)))
+            .await?;
+        Ok(renew_at)
+    }
+
+    /// Puts a freshly signed token on `engine`'s connection ([`Engine::renew`]), within the
+    /// operation timeout; returns when to renew next, like [`connect`](Self::connect).
+    async fn renew(&self, engine: &mut impl Engine) -> Result<Option<Instant>> {
+        let (password, renew_at) = self.password().await?;
+        self.within("renewing the token", engine.renew(Some(&password)))
+            .await?;
+        Ok(renew_at)
+    }
+
+    /// A token from the credential, and when to renew it.
+    async fn password(&self) -> Result<(String, Option<Instant>)> {
         // A token provider is the application's code: bounded like the rest of the connect.
         let (password, expires) = timeout(
             self.timeout,
@@ -109,15 +127,17 @@ impl Auth {
                 .unwrap_or_default();
             Instant::now() + left.mul_f64(0.85)
         });
-        timeout(self.timeout, engine.connect(Some(&password)))
-            .await
-            .map_err(|_| {
-                Error::new(
-                    ErrorKind::Timeout,
-                    format!("connecting to the hub took longer than {:?}", self.timeout),
-                )
-            })??;
-        Ok(renew_at)
+        Ok((password, renew_at))
+    }
+
+    /// Runs `f` within the operation timeout.
+    async fn within(&self, what: &str, f: impl Future<Output = Result<()>>) -> Result<()> {
+        timeout(self.timeout, f).await.map_err(|_| {
+            Error::new(
+                ErrorKind::Timeout,
+                format!("{what} took longer than {:?}", self.timeout),
+            )
+        })?
     }
 }
 
@@ -319,12 +339,11 @@ impl<E: Engine> Supervisor<E> {
         }
     }
 
-    /// Replaces the connection with one authenticated by a fresh token, without reporting a
-    /// disconnection: the engine resends what was in flight, so nothing fails or is lost.
-    /// `false` if the new connection could not be made.
+    /// Puts a fresh token on the connection ([`Engine::renew`]: on the live connection where
+    /// the protocol can, else by reconnecting) without reporting a disconnection: nothing in
+    /// flight fails or is lost. `false` if that could not be done.
     async fn renew(&mut self) -> bool {
-        self.engine.close().await;
-        match self.auth.connect(&mut self.engine).await {
+        match self.auth.renew(&mut self.engine).await {
             Ok(renew_at) => {
                 self.renew_at = renew_at;
                 self.resumed();

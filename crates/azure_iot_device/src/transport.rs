@@ -1,4 +1,5 @@
-//! TCP + TLS to the hub's MQTT port (ring provider, TLS 1.2 and 1.3 as the hub offers).
+//! TCP + TLS to the hub (ring provider, TLS 1.2 and 1.3 as the hub offers), optionally
+//! through an HTTP proxy and inside a WebSocket: a byte stream for the MQTT and AMQP engines.
 
 use std::sync::Arc;
 
@@ -50,8 +51,37 @@ pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
-/// A connection to the hub as the MQTT engine sees it: MQTT bytes in both directions.
+/// A connection to the hub as an engine sees it: protocol bytes in both directions.
 pub(crate) type Connection = Box<dyn Io>;
+
+/// Where and how to dial the hub.
+#[derive(Clone)]
+pub(crate) struct Dial {
+    /// TLS settings (trusted roots, client certificate).
+    pub(crate) tls: Arc<rustls::ClientConfig>,
+    /// The host to dial (a gateway's, if the connection string names one).
+    pub(crate) host: String,
+    /// The port.
+    pub(crate) port: u16,
+    /// The protocol, and whether it runs in a WebSocket.
+    pub(crate) transport: Transport,
+    /// An HTTP proxy to tunnel through.
+    pub(crate) proxy: Option<Proxy>,
+}
+
+impl Dial {
+    /// Opens a byte stream as this says.
+    pub(crate) async fn connect(&self) -> Result<Connection> {
+        connect(
+            self.tls.clone(),
+            &self.host,
+            self.port,
+            self.transport,
+            self.proxy.as_ref(),
+        )
+        .await
+    }
+}
 
 /// Opens `transport` to `host:port`, through `proxy` if one is given: TLS, then for
 /// WebSockets the upgrade.
@@ -69,10 +99,10 @@ pub(crate) async fn connect(
         })?,
     };
     let tls = connect_tls(config, host, port, tcp).await?;
-    match transport {
-        Transport::Mqtt => Ok(Box::new(tls)),
-        #[cfg(feature = "mqtt_ws")]
-        Transport::MqttWebSockets => websocket::connect(tls, host).await,
+    match transport.websocket_subprotocol() {
+        #[cfg(any(feature = "mqtt_ws", feature = "amqp_ws"))]
+        Some(subprotocol) => websocket::connect(tls, host, subprotocol).await,
+        _ => Ok(Box::new(tls)),
     }
 }
 
@@ -105,11 +135,11 @@ async fn connect_tls(
         })
 }
 
-#[cfg(feature = "mqtt_ws")]
+#[cfg(any(feature = "mqtt_ws", feature = "amqp_ws"))]
 mod websocket {
-    //! MQTT over WebSockets. Frames carry an arbitrary slicing of the MQTT byte stream, so
-    //! the socket is bridged to an in-memory byte pipe by a task, and the MQTT engine reads and
-    //! writes the pipe exactly as it would a TLS stream.
+    //! MQTT and AMQP over WebSockets. Frames carry an arbitrary slicing of the protocol's
+    //! byte stream, so the socket is bridged to an in-memory byte pipe by a task, and the
+    //! engine reads and writes the pipe exactly as it would a TLS stream.
 
     use bytes::Bytes;
     use futures_util::{SinkExt, StreamExt};
@@ -127,16 +157,22 @@ mod websocket {
     /// Bytes buffered in the pipe in each direction.
     const PIPE_BYTES: usize = 64 * 1024;
 
-    /// The WebSocket upgrade on an open TLS stream, then the bridge.
-    pub(super) async fn connect(tls: TlsStream<TcpStream>, host: &str) -> Result<Connection> {
+    /// The WebSocket upgrade (asking for `subprotocol`) on an open TLS stream, then the
+    /// bridge.
+    pub(super) async fn connect(
+        tls: TlsStream<TcpStream>,
+        host: &str,
+        subprotocol: &'static str,
+    ) -> Result<Connection> {
         let url = format!("wss://{host}/$iothub/websocket");
         let mut request = url
             .as_str()
             .into_client_request()
             .map_err(|e| Error::with_source(ErrorKind::InvalidArgument, format!("`{url}`"), e))?;
-        request
-            .headers_mut()
-            .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("mqtt"));
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_static(subprotocol),
+        );
         let (ws, _response) = tokio_tungstenite::client_async(request, tls)
             .await
             .map_err(|e| {

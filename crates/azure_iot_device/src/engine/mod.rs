@@ -21,14 +21,22 @@
 //!   application's streams are full) but keeps writing and keeps its timers (keep-alive).
 //!   While disconnected it only reports operations whose deadline passed.
 //!
-//! Designed for the other transports too (not implemented yet; their engines fail
-//! explicitly where they would be used):
+//! * [`Engine::renew`] puts a fresh token on the live connection where the protocol can
+//!   (AMQP's CBS); by default it reconnects (MQTT 3.1.1 can change credentials no other way).
 //!
-//! * **AMQP** can carry many devices on one connection (a gateway multiplexing device
-//!   clients). Its engine would be a cheap per-device *handle* on a shared connection task:
-//!   `connect` puts this device's CBS token and attaches its links on the shared connection,
-//!   `next` receives this device's events from the shared task over a channel. Nothing in
-//!   this trait assumes that the engine owns a socket.
+//! The engines:
+//!
+//! * **MQTT** ([`mqtt`]) owns its socket and pumps it in `next`.
+//! * **AMQP** ([`amqp`]) can carry many devices on one connection (a gateway multiplexing
+//!   device clients): its engine is a cheap per-device handle on a shared connection
+//!   (`crate::amqp`): `connect` takes a seat on a pooled connection, puts this device's CBS
+//!   token and starts the device's *unit* (a task owning its session and links); `next`
+//!   receives the unit's events over a channel. Nothing in this trait assumes that the
+//!   engine owns a socket.
+//!
+//! Designed for HTTPS too (not implemented yet; its engine fails explicitly where it would
+//! be used):
+//!
 //! * **HTTPS** has no connection: `connect` only records the credential, each `submit`
 //!   becomes one request whose response is the [`EngineEvent::Done`], and C2D messages are
 //!   polled (`next` runs the poll timer) and settled by lock token with all three
@@ -37,6 +45,8 @@
 //!   while MQTT can only complete (its PUBACK): an engine answers what it cannot do with
 //!   [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported).
 
+#[cfg(feature = "amqp")]
+pub(crate) mod amqp;
 pub(crate) mod mqtt;
 
 use std::future::Future;
@@ -72,6 +82,9 @@ pub(crate) enum Feature {
 pub(crate) enum Operation {
     /// Telemetry (or module output); answered by [`Reply::Done`] once the hub took it.
     SendEvent(Box<Message>),
+    /// Several events sent as one, stored all or none; answered by [`Reply::Done`]. Engines
+    /// whose protocol cannot batch answer [`ErrorKind::Unsupported`](crate::ErrorKind).
+    SendEventBatch(Vec<Message>),
     /// Read the twin; answered by [`Reply::Twin`].
     TwinGet,
     /// Patch reported properties (a JSON object); answered by [`Reply::Twin`].
@@ -141,4 +154,14 @@ pub(crate) trait Engine: Send + 'static {
 
     /// Ends the connection cleanly, if there is one.
     fn close(&mut self) -> impl Future<Output = ()> + Send;
+
+    /// Replaces the connection's credential with `password` before the old one expires,
+    /// without losing or failing an operation. By default it reconnects (operations in
+    /// flight are resent by [`connect`](Engine::connect)).
+    fn renew(&mut self, password: Option<&str>) -> impl Future<Output = Result<()>> + Send {
+        async move {
+            self.close().await;
+            self.connect(password).await
+        }
+    }
 }

@@ -9,7 +9,6 @@
 //! The session's clock is tokio's (`Instant::into_std`), so a paused test clock drives it.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
 
 use azure_iot_protocol::mqtt::client::{self, Client, Delivery, Event, LossReason};
 use azure_iot_protocol::mqtt::codec::{
@@ -22,22 +21,7 @@ use tokio::time::{Instant, sleep_until};
 use super::{DeliveryTag, EngineEvent, Feature, OpId, Operation, Outcome, Reply};
 use crate::client::{DisconnectReason, TwinAnswer};
 use crate::error::{Error, ErrorKind, Result};
-use crate::options::{Proxy, Transport};
-use crate::transport::{self, Connection};
-
-/// Where and how to dial the hub.
-pub(crate) struct Dial {
-    /// TLS settings (trusted roots, client certificate).
-    pub(crate) tls: Arc<rustls::ClientConfig>,
-    /// The host to dial (a gateway's, if the connection string names one).
-    pub(crate) host: String,
-    /// The port.
-    pub(crate) port: u16,
-    /// MQTT over TLS or over WebSockets.
-    pub(crate) transport: Transport,
-    /// An HTTP proxy to tunnel through.
-    pub(crate) proxy: Option<Proxy>,
-}
+use crate::transport::{Connection, Dial};
 
 /// One open connection.
 struct Conn {
@@ -82,6 +66,14 @@ impl MqttEngine {
             events: VecDeque::new(),
             paused: false,
         }
+    }
+
+    /// Answers an operation at once with `error`, without it reaching the session.
+    fn refuse(&mut self, error: Error) -> OpId {
+        self.next_local_op += 1;
+        let op = self.next_local_op;
+        self.events.push_back(EngineEvent::Done(op, Err(error)));
+        op
     }
 
     /// The connection is gone: tell the session, forget the socket.
@@ -270,14 +262,7 @@ impl super::Engine for MqttEngine {
         if self.conn.is_some() {
             self.lose();
         }
-        let mut stream = transport::connect(
-            self.dial.tls.clone(),
-            &self.dial.host,
-            self.dial.port,
-            self.dial.transport,
-            self.dial.proxy.as_ref(),
-        )
-        .await?;
+        let mut stream = self.dial.connect().await?;
         self.session.connect(now(), password);
         let attempt = self.handshake(&mut stream).await;
         let read_buf = match attempt {
@@ -306,6 +291,11 @@ impl super::Engine for MqttEngine {
             Operation::SendEvent(message) => {
                 self.session.send_telemetry(now_, &message, deadline).0
             }
+            Operation::SendEventBatch(_) => self.refuse(Error::new(
+                ErrorKind::Unsupported,
+                "IoT Hub takes batches over AMQP and HTTPS, not MQTT: send each message, \
+                 or choose Transport::Amqp",
+            )),
             Operation::RespondToMethod(response) => {
                 self.session.method_response(now_, &response, deadline).0
             }
@@ -321,18 +311,10 @@ impl super::Engine for MqttEngine {
             }
             Operation::Subscribe(wanted) => match self.session.subscribe(now_, feature(wanted)) {
                 Some(op) => op.0,
-                None => {
-                    self.next_local_op += 1;
-                    let op = self.next_local_op;
-                    self.events.push_back(EngineEvent::Done(
-                        op,
-                        Err(Error::new(
-                            ErrorKind::InvalidArgument,
-                            format!("this identity cannot receive {wanted:?}"),
-                        )),
-                    ));
-                    op
-                }
+                None => self.refuse(Error::new(
+                    ErrorKind::InvalidArgument,
+                    format!("this identity cannot receive {wanted:?}"),
+                )),
             },
         }
     }

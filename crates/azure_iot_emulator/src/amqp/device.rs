@@ -55,6 +55,9 @@ use std::time::SystemTime;
 
 use azure_iot_core::message::Message;
 use azure_iot_protocol::Identity;
+use azure_iot_protocol::amqp::device::{
+    self as twin, annotation_text, data_bytes, method_request, twin_message,
+};
 use azure_iot_protocol::amqp::{AmqpMessage, BATCH_FORMAT, decode_batch, from_amqp, to_amqp};
 use fe2o3_amqp::link::delivery::Delivery;
 use fe2o3_amqp::link::{Receiver, Sender};
@@ -79,8 +82,6 @@ const C2D_QUEUE: usize = 16;
 /// Messages a twin or method link may have waiting to be sent; beyond that they are dropped
 /// (the device's twin requests time out and it resyncs by GET; a method call times out).
 const LINK_QUEUE: usize = 16;
-/// Twin operations (message annotation `operation`) and resources (`resource`).
-const DESIRED_NOTIFICATIONS: &str = "/notifications/twin/properties/desired";
 
 /// The units of one AMQP connection, by identity.
 #[derive(Default)]
@@ -348,7 +349,7 @@ async fn run_unit(
                     }
                 }
                 Event::DesiredPatch { version, body } => {
-                    let patch = twin_message(None, None, Some(("/properties/desired", version)), Some(body));
+                    let patch = twin_message(None, None, Some((twin::DESIRED, version)), Some(body));
                     if twin.as_ref().is_none_or(|link| link.try_send(patch).is_err()) {
                         tracing::debug!("a desired patch had no twin link to take it; dropped");
                     }
@@ -534,8 +535,8 @@ async fn twin_answer(connection: &mut DeviceConnection, request: &AmqpMessage) -
         .properties
         .as_ref()
         .and_then(|p| p.correlation_id.clone());
-    let operation = annotation_text(request, "operation");
-    let resource = annotation_text(request, "resource");
+    let operation = annotation_text(request, twin::OPERATION);
+    let resource = annotation_text(request, twin::RESOURCE);
     let failed = |e: HubError| (e.code.status(), None, Some(twin_error_body(&e)));
     let (status, version, body) = match (operation.as_deref(), resource.as_deref()) {
         (Some("GET"), _) => match connection.get_twin().await {
@@ -548,7 +549,7 @@ async fn twin_answer(connection: &mut DeviceConnection, request: &AmqpMessage) -
                 Err(e) => failed(e),
             }
         }
-        (Some(op @ ("PUT" | "DELETE")), Some(DESIRED_NOTIFICATIONS)) => {
+        (Some(op @ ("PUT" | "DELETE")), Some(twin::DESIRED_NOTIFICATIONS)) => {
             connection
                 .subscribe(Feature::DesiredPatches, op == "PUT")
                 .await;
@@ -562,69 +563,6 @@ async fn twin_answer(connection: &mut DeviceConnection, request: &AmqpMessage) -
     };
     let status = i32::from(status);
     twin_message(correlation, Some(status), version.map(|v| ("", v)), body)
-}
-
-/// A message on the twin receiver link: an answer (correlation id and status) or a desired
-/// patch (`resource` and `version`, no correlation id).
-fn twin_message(
-    correlation: Option<fe2o3_amqp_types::messaging::MessageId>,
-    status: Option<i32>,
-    version: Option<(&str, i64)>,
-    body: Option<Vec<u8>>,
-) -> AmqpMessage {
-    use fe2o3_amqp_types::messaging::annotations::OwnedKey;
-    use fe2o3_amqp_types::messaging::{Data, MessageAnnotations, Properties};
-    use fe2o3_amqp_types::primitives::{Binary, Symbol};
-    let mut annotations = MessageAnnotations::default();
-    let mut note = |name: &str, value: Value| {
-        annotations.insert(OwnedKey::Symbol(Symbol::from(name)), value);
-    };
-    if let Some(status) = status {
-        note("status", Value::Int(status));
-    }
-    if let Some((resource, version)) = version {
-        if !resource.is_empty() {
-            note("resource", Value::String(resource.to_owned()));
-        }
-        note("version", Value::Long(version));
-    }
-    let properties = Properties {
-        correlation_id: correlation,
-        ..Default::default()
-    };
-    let body = match body {
-        Some(bytes) => Body::Data(vec![Data(Binary::from(bytes))].into()),
-        None => Body::Empty,
-    };
-    fe2o3_amqp_types::messaging::Message::builder()
-        .properties(properties)
-        .message_annotations(annotations)
-        .body(body)
-        .build()
-}
-
-/// A message annotation's text (string or symbol).
-fn annotation_text(message: &AmqpMessage, name: &str) -> Option<String> {
-    use fe2o3_amqp_types::messaging::annotations::OwnedKey;
-    use fe2o3_amqp_types::primitives::Symbol;
-    let annotations = message.message_annotations.as_ref()?;
-    match annotations.get(&OwnedKey::Symbol(Symbol::from(name)))? {
-        Value::String(s) => Some(s.clone()),
-        Value::Symbol(s) => Some(s.as_str().to_owned()),
-        _ => None,
-    }
-}
-
-/// A message's body bytes: its data sections joined, or an `amqp-value` string or binary.
-fn data_bytes(message: &AmqpMessage) -> Vec<u8> {
-    match &message.body {
-        Body::Data(sections) => sections.iter().flat_map(|d| d.0.iter().copied()).collect(),
-        Body::Value(fe2o3_amqp_types::messaging::AmqpValue(Value::String(s))) => {
-            s.clone().into_bytes()
-        }
-        Body::Value(fe2o3_amqp_types::messaging::AmqpValue(Value::Binary(b))) => b.to_vec(),
-        _ => Vec::new(),
-    }
 }
 
 /// Method correlation ids: an AMQP uuid whose first 8 bytes are random per unit and whose
@@ -670,45 +608,10 @@ impl MethodIds {
     }
 }
 
-/// A method request for the device: name, correlation id and the JSON payload.
-fn method_request(
-    correlation: fe2o3_amqp_types::messaging::MessageId,
-    name: &str,
-    payload: Vec<u8>,
-) -> AmqpMessage {
-    use fe2o3_amqp_types::messaging::{ApplicationProperties, Data, Properties};
-    use fe2o3_amqp_types::primitives::{Binary, SimpleValue};
-    let properties = Properties {
-        correlation_id: Some(correlation),
-        ..Default::default()
-    };
-    fe2o3_amqp_types::messaging::Message::builder()
-        .properties(properties)
-        .application_properties(
-            ApplicationProperties::builder()
-                .insert("IoThub-methodname", SimpleValue::String(name.to_owned()))
-                .build(),
-        )
-        .body(Body::Data(vec![Data(Binary::from(payload))].into()))
-        .build()
-}
-
-/// A method answer's `IoThub-status` (any integer type; 500 when missing, so the caller
-/// sees that the device answered badly rather than a made-up success).
+/// A method answer's `IoThub-status` (500 when missing or unreadable, so the caller sees
+/// that the device answered badly rather than a made-up success).
 fn method_status(answer: &AmqpMessage) -> i32 {
-    use fe2o3_amqp_types::primitives::SimpleValue;
-    let value = answer
-        .application_properties
-        .as_ref()
-        .and_then(|props| props.get("IoThub-status"));
-    match value {
-        Some(SimpleValue::Int(v)) => *v,
-        Some(SimpleValue::Long(v)) => i32::try_from(*v).unwrap_or(500),
-        Some(SimpleValue::Uint(v)) => i32::try_from(*v).unwrap_or(500),
-        Some(SimpleValue::Short(v)) => i32::from(*v),
-        Some(SimpleValue::String(v)) => v.parse().unwrap_or(500),
-        _ => 500,
-    }
+    twin::method_status(answer).unwrap_or(500)
 }
 
 /// The twin request link of `identity` (the client sends): each request is accepted and

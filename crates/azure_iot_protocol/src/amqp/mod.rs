@@ -14,6 +14,7 @@
 //! * [`address`]: every address the hub serves, absolute or bare, any case.
 //! * [`cbs`]: the put-token request and answer, the audience forms.
 //! * [`batch`]: several messages in one transfer (`message-format` `0x80013700`).
+//! * [`device`]: twin and method messages (requests, answers, desired patches).
 //! * [`message`]: [`azure_iot_core::Message`] ↔ AMQP properties, application properties and
 //!   annotations.
 //!
@@ -24,6 +25,7 @@
 pub mod address;
 pub mod batch;
 pub mod cbs;
+pub mod device;
 pub mod message;
 
 #[cfg(test)]
