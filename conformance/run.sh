@@ -18,7 +18,8 @@ fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/python/requirements.txt"
 # The Node SDK scenarios run when node is on the PATH (CI installs it); packages go into
 # conformance/node/node_modules (git-ignored), pinned by package-lock.json.
-scenarios="python/registry_manager.py python/device_mqtt.py python/service_to_rust_device.py python/rust_service_to_device.py"
+# service_to_rust_device.py runs once per transport of our device client (`@amqp` suffix).
+scenarios="python/registry_manager.py python/device_mqtt.py python/service_to_rust_device.py python/service_to_rust_device.py@amqp python/rust_service_to_device.py"
 if command -v npm >/dev/null 2>&1; then
   (cd "$here/node" && npm ci --silent --no-audit --no-fund)
   scenarios="$scenarios node/scenarios.js"
@@ -51,6 +52,10 @@ failed=0
 for scenario in $scenarios; do
   echo "== conformance: $scenario"
   out="$data/$(basename "$scenario").out"
+  transport=mqtt
+  case "$scenario" in
+    *@*) transport="${scenario#*@}"; scenario="${scenario%@*}"; out="$out.$transport" ;;
+  esac
   case "$scenario" in
     *.py) runner=("$venv/bin/python") ;;
     *.js) runner=(node) ;;
@@ -58,6 +63,7 @@ for scenario in $scenarios; do
   set +e
   HUB_JSON="$data/hub.json" DATA_DIR="$data" REQUESTS_CA_BUNDLE="$data/ca.pem" \
     NODE_EXTRA_CA_CERTS="$data/ca.pem" AZURE_IOT_BIN="$bin" CONFORMANCE_RESULTS="$results" \
+    RUST_DEVICE_TRANSPORT="$transport" \
     "${runner[@]}" "$here/$scenario" 2>&1 | tee "$out"
   set -e
   summary="$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$out" | tail -n 1)"

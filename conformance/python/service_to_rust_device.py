@@ -19,7 +19,10 @@ import time
 
 from harness import check, defaults, finish
 
-defaults(client="Python service → Rust device", transport="MQTT")
+# RUST_DEVICE_TRANSPORT (mqtt or amqp; run.sh runs this script once per transport) is the
+# transport our device client uses.
+TRANSPORT = os.environ.get("RUST_DEVICE_TRANSPORT", "mqtt")
+defaults(client="Python service → Rust device", transport=TRANSPORT.upper())
 import certifi
 
 # The service SDK's AMQP stack (uamqp) trusts only certifi's bundle (it ignores
@@ -34,7 +37,7 @@ DATA_DIR = os.environ["DATA_DIR"]
 RM = IoTHubRegistryManager.from_connection_string(HUB["connection_strings"]["iothubowner"])
 HOST = HUB["hostname"]
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DEVICE = "rust-echo"
+DEVICE = f"rust-echo-{TRANSPORT}"
 
 
 def build_echo_device():
@@ -60,9 +63,11 @@ class Agent:
         env["IOTHUB_DEVICE_CONNECTION_STRING"] = connection_string
         env["IOTHUB_CA_PEM"] = os.path.join(DATA_DIR, "ca.pem")
         env.pop("IOTHUB_MQTT_PORT", None)
-        mqtt_port = HUB.get("ports", {}).get("mqtt")
-        if mqtt_port:
-            env["IOTHUB_MQTT_PORT"] = str(mqtt_port)
+        env.pop("IOTHUB_PORT", None)
+        env["IOTHUB_TRANSPORT"] = TRANSPORT
+        port = HUB.get("ports", {}).get(TRANSPORT)
+        if port:
+            env["IOTHUB_PORT"] = str(port)
         # stdin stays an open pipe: the agent exits cleanly when it closes. stderr is
         # inherited, so the agent's errors show in this scenario's output.
         self.proc = subprocess.Popen(
@@ -156,7 +161,7 @@ def _():
     assert line["name"] == "reboot" and line["payload"] == payload, line
 
 
-@check("cloud-to-device from the service SDK (AMQP) to our device client (MQTT)", scenario="cloud-to-device and feedback")
+@check(f"cloud-to-device from the service SDK (AMQP) to our device client ({TRANSPORT.upper()})", scenario="cloud-to-device and feedback")
 def _():
     a = running_agent()
     properties = {"color": "blue", "k space": "v/slash&amp=%", "empty": ""}

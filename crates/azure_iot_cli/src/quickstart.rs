@@ -3,13 +3,14 @@
 //! Starts an emulator in memory on free ports (nothing is written to disk), registers a
 //! device with the service client, connects this project's device client over MQTT with TLS,
 //! and walks through telemetry, a direct method, a desired-property patch answered with a
-//! reported one, and a cloud-to-device message with its delivery feedback. Every step is
+//! reported one, and a cloud-to-device message with its delivery feedback; then a second
+//! device over AMQP sends a batch and rejects a cloud-to-device message. Every step is
 //! checked, timed and printed; the first failure ends the run with a non-zero exit.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use azure_iot_device::{ClientOptions, DeviceClient, Message, MethodResponse};
+use azure_iot_device::{ClientOptions, DeviceClient, Message, MethodResponse, Transport};
 use azure_iot_emulator::Emulator;
 use azure_iot_service::{
     CloudToDeviceMessage, Device, DirectMethodRequest, FeedbackMode, FeedbackStatus, IfMatch,
@@ -250,5 +251,80 @@ async fn walk_through(
     })
     .await?;
     answering.abort();
-    Ok(())
+    amqp_device(t, hub, &service).await
+}
+
+/// A second device over AMQP, for what MQTT cannot do: a batch stored whole, and a
+/// cloud-to-device message rejected (the sender's feedback says so).
+async fn amqp_device(
+    t: &mut Transcript,
+    hub: &azure_iot_emulator::EmulatorHandle,
+    service: &ServiceClient,
+) -> Result<(), String> {
+    const AMQP_DEVICE: &str = "quickstart-amqp-device";
+    t.step("a device over AMQP: batch send, C2D rejected", async {
+        let created = service
+            .create_device(&Device::new(AMQP_DEVICE))
+            .await
+            .map_err(err)?;
+        let key = created.primary_key().ok_or("the hub generated no key")?;
+        let cs = format!(
+            "HostName={};DeviceId={AMQP_DEVICE};SharedAccessKey={key}",
+            hub.hostname()
+        );
+        let device = DeviceClient::from_connection_string(
+            &cs,
+            ClientOptions::default()
+                .trusted_ca_pem(hub.ca_pem())
+                .transport(Transport::Amqp)
+                .port(hub.amqp_addr().port()),
+        )
+        .await
+        .map_err(err)?;
+        let batch = (1..=3)
+            .map(|n| Message::new(json!({"reading": n}).to_string()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(err)?;
+        device.send_event_batch(batch).await.map_err(err)?;
+        let logged = hub.telemetry(0, 1000).await.map_err(err)?;
+        let ours = logged.iter().filter(|e| e.device_id == AMQP_DEVICE).count();
+        if ours != 3 {
+            return Err(format!("the hub logged {ours} batched messages, not 3"));
+        }
+        let mut inbox = device
+            .cloud_to_device_messages_with_settlement()
+            .await
+            .map_err(err)?;
+        let messaging = service.messaging().await.map_err(err)?;
+        let mut feedback = messaging.feedback().await.map_err(err)?;
+        let id = messaging
+            .send(
+                AMQP_DEVICE,
+                CloudToDeviceMessage::new("an order it cannot follow")
+                    .message_id("quickstart-2")
+                    .feedback(FeedbackMode::Full),
+            )
+            .await
+            .map_err(err)?;
+        let mut received = inbox.recv().await.ok_or("the C2D stream ended")?;
+        received.reject().await.map_err(err)?;
+        let batch = feedback.next_batch().await.map_err(err)?;
+        let record = batch
+            .records
+            .iter()
+            .find(|r| r.original_message_id == id)
+            .cloned()
+            .ok_or("the feedback batch does not name the message")?;
+        feedback.complete(batch).await.map_err(err)?;
+        let _ = messaging.close().await;
+        device.close().await;
+        if record.status_code != FeedbackStatus::Rejected {
+            return Err(format!("feedback {:?}", record.status_code));
+        }
+        Ok((
+            (),
+            "3 events in one batch; C2D rejected → feedback Rejected".to_owned(),
+        ))
+    })
+    .await
 }

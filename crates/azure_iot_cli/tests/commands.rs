@@ -418,8 +418,15 @@ async fn bad_connection_strings_and_missing_hubs_are_one_line_errors() {
 async fn quickstart_walks_through_every_step() {
     let dir = tempfile::tempdir().unwrap();
     let out = stdout(&cli(dir.path(), &["quickstart"]).await);
-    assert!(out.contains("all 8 steps passed"), "{out}");
-    for step in ["telemetry", "direct method", "desired property", "feedback"] {
+    assert!(out.contains("all 9 steps passed"), "{out}");
+    for step in [
+        "telemetry",
+        "direct method",
+        "desired property",
+        "feedback",
+        "over AMQP",
+        "feedback Rejected",
+    ] {
         assert!(out.contains(step), "{out}");
     }
     assert_eq!(

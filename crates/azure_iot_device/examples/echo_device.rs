@@ -17,7 +17,7 @@
 //!
 //! Each line is flushed as soon as it is written. Errors go to standard error.
 //!
-//! It disconnects cleanly (MQTT DISCONNECT) and exits with status 0 on Ctrl-C, SIGTERM, or
+//! It disconnects cleanly (MQTT DISCONNECT, or AMQP detach, end and close) and exits with status 0 on Ctrl-C, SIGTERM, or
 //! when its standard input closes: keep stdin open (a pipe, or the terminal; Ctrl-D ends it),
 //! as `< /dev/null` makes it exit at once. It exits with an error if the client's streams end (credentials refused
 //! on reconnect, retries exhausted).

@@ -55,7 +55,7 @@ pub enum DisconnectReason {
     Network,
     /// The hub answered the keep-alive late or not at all.
     KeepAliveTimeout,
-    /// The hub sent something that is not IoT Hub MQTT.
+    /// The hub sent something that is not the IoT Hub protocol.
     ProtocolError,
     /// [`DeviceClient::close`] was called or every handle was dropped.
     ClosedByUser,
@@ -625,6 +625,10 @@ impl DeviceClient {
     /// an earlier one is acknowledged after it), and IoT Hub allows nothing else: abandon and
     /// reject fail with [`ErrorKind::Unsupported`] and leave the message unsettled. A message
     /// not completed when the connection drops is delivered again after the reconnect.
+    ///
+    /// Over AMQP all three exist (dispositions accepted, released, rejected). A message
+    /// settled after the connection that delivered it was lost fails with
+    /// [`ErrorKind::Disconnected`]: the hub delivers it again.
     pub async fn cloud_to_device_messages_with_settlement(
         &self,
     ) -> Result<Incoming<ReceivedMessage>> {
@@ -672,7 +676,8 @@ impl DeviceClient {
         .await
     }
 
-    /// Disconnects (MQTT DISCONNECT) and ends every stream. Operations still waiting fail
+    /// Disconnects (MQTT DISCONNECT; over AMQP the device's links and session end, and the
+    /// connection closes if no other device of its pool is on it) and ends every stream. Operations still waiting fail
     /// with [`ErrorKind::Closed`].
     pub async fn close(&self) {
         let (tx, rx) = oneshot::channel();

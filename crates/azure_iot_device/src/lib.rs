@@ -15,19 +15,23 @@
 //!                                  azure_iot_protocol::mqtt::client (packet ids, in-flight
 //!                                  bound, keep-alive, DUP resend, resubscribe, in-order
 //!                                  PUBACKs)
+//!                                  AmqpEngine: a seat on a pooled AMQP connection (CBS
+//!                                  put-token per device) and a unit task owning the
+//!                                  device's session and links
 //! ```
 //!
 //! The protocol lives in the sans-IO session of `azure_iot_protocol`, tested on a simulated
 //! clock; the MQTT engine only moves bytes and time. What every transport needs alike
 //! (reconnect, renewal, flow control, resync, inbound buffering) lives once in the
-//! supervisor, over an engine trait designed so that an AMQP engine can share one connection
-//! among many clients and an HTTPS engine can be request/response (see `engine`).
+//! supervisor, over an engine trait: the AMQP engine shares one connection among many
+//! clients, and an HTTPS engine can be request/response (see `engine`).
 //!
 //! * Credentials: a connection string ([`DeviceClient::from_connection_string`], with a key or
 //!   a ready-made token), a symmetric key ([`DeviceClient::from_symmetric_key`]), tokens from
 //!   the application ([`DeviceClient::from_token_provider`], asked before every connection),
 //!   or an X.509 certificate ([`DeviceClient::from_x509`]).
-//! * Every operation finishes on the hub's answer (`send_event` on the PUBACK,
+//! * Every operation finishes on the hub's answer (`send_event` on the PUBACK or AMQP
+//!   disposition,
 //!   `update_reported_properties` on the twin response) and is bounded by one operation
 //!   timeout ([`ClientOptions::operation_timeout`]): nothing waits forever.
 //! * The connection is opened with `clean_session = false`, as the official SDKs do, so the
@@ -38,7 +42,8 @@
 //!   keep-alive goes on.
 //! * Cloud-to-device messages are completed as they enter their stream, or settled by the
 //!   application ([`ReceivedMessage`]: complete, abandon, reject; over MQTT only completion
-//!   exists, the others fail with [`ErrorKind::Unsupported`]).
+//!   exists, the others fail with [`ErrorKind::Unsupported`]; over AMQP all three are the
+//!   dispositions accepted, released and rejected).
 //! * At most [`ClientOptions::max_pending_operations`] operations are held at once, connected
 //!   or not; a call beyond that waits within its timeout. An operation whose caller timed out
 //!   or dropped its future is never sent afterwards.
@@ -56,13 +61,27 @@
 //!   disconnection and resends in-flight PUBLISHes; no operation fails. A client given a
 //!   ready-made token ends with [`DisconnectReason::ExpiredToken`] once the token expires.
 //!
-//! * Transports: MQTT over TLS (port 8883) and, with the default `mqtt_ws` feature, MQTT over
-//!   WebSockets (port 443) via [`ClientOptions::transport`]; either through an HTTP `CONNECT`
-//!   proxy ([`ClientOptions::proxy`], Basic authentication; TLS to the hub runs inside the
-//!   tunnel).
+//! * Transports ([`ClientOptions::transport`]): MQTT over TLS (port 8883, the default), MQTT
+//!   over WebSockets (port 443, feature `mqtt_ws`), AMQP 1.0 over TLS (port 5671, feature
+//!   `amqp`) and AMQP over WebSockets (port 443, feature `amqp_ws`; all three features are on
+//!   by default); any of them through an HTTP `CONNECT` proxy ([`ClientOptions::proxy`], Basic
+//!   authentication; TLS to the hub runs inside the tunnel).
 //!
-//! Not yet implemented (each fails explicitly rather than pretending): AMQP and HTTPS
-//! transports.
+//! * Choosing a transport: MQTT is the lightest for one device, and the only one the hub
+//!   answers over a single round trip per operation. AMQP is for what MQTT cannot do:
+//!   abandoning and rejecting cloud-to-device messages, batches
+//!   ([`DeviceClient::send_event_batch`]), renewing the token without reconnecting, and many
+//!   devices on one connection ([`AmqpPool`], up to 999 per connection as IoT Hub allows).
+//!   The WebSocket variants are for networks that only let port 443 out.
+//!
+//! * Over AMQP no SASL layer is used (as in the Node and C# SDKs): each device's SAS token is
+//!   put on the connection's `$cbs` node, audience the token's `sr`, and renewed there at
+//!   85 % of its life; an X.509 device is authenticated by its TLS certificate and gets a
+//!   connection of its own. Each device has its own session with the links it needs
+//!   (telemetry from the start; cloud-to-device, twin and methods when first asked for, and
+//!   again after a reconnect).
+//!
+//! Not yet implemented (fails explicitly rather than pretending): the HTTPS transport.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), azure_iot_device::Error> {

@@ -106,3 +106,43 @@ async fn an_unregistered_certificate_is_unauthorized_and_bad_pem_is_invalid() {
     assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
     assert!(e.to_string().contains("from_x509"), "{e}");
 }
+
+/// Over AMQP the certificate authenticates the TLS connection (no SASL, no CBS token), and
+/// an unregistered certificate is refused as over MQTT.
+#[cfg(feature = "amqp")]
+#[tokio::test]
+async fn x509_over_amqp() {
+    let hub = emulator().await;
+    let (cert_pem, key_pem, thumbprint) = self_signed("x509-amqp");
+    register(&hub, "x509-amqp", &thumbprint).await;
+    let certificate = X509Certificate::from_pem(&cert_pem, &key_pem).unwrap();
+    let amqp = || {
+        options(&hub)
+            .transport(azure_iot_device::Transport::Amqp)
+            .port(hub.amqp_addr().port())
+    };
+    let client = DeviceClient::from_x509(hub.hostname(), "x509-amqp", None, &certificate, amqp())
+        .await
+        .unwrap();
+    client
+        .send_event(Message::new("signed over amqp").unwrap())
+        .await
+        .unwrap();
+    let twin = client.get_twin().await.unwrap();
+    assert!(twin.reported.is_object());
+    assert_eq!(
+        hub.telemetry(0, 10).await.unwrap()[0]
+            .message
+            .body()
+            .as_ref(),
+        b"signed over amqp"
+    );
+    client.close().await;
+
+    let (other_pem, other_key, _) = self_signed("x509-amqp");
+    let stranger = X509Certificate::from_pem(&other_pem, &other_key).unwrap();
+    let refused = DeviceClient::from_x509(hub.hostname(), "x509-amqp", None, &stranger, amqp())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::Unauthorized, "{refused}");
+}
