@@ -105,6 +105,10 @@ pub(crate) struct UnitConfig {
     pub(crate) generation: u64,
     /// The features to receive from the start (those wanted before a reconnect).
     pub(crate) features: Vec<Feature>,
+    /// Whether to confirm the hub accepts the device before reporting success: needed when
+    /// no put-token answer said so (an X.509 device, authenticated by its TLS certificate,
+    /// whose links the hub attaches and then detaches if it refuses the certificate).
+    pub(crate) confirm: bool,
 }
 
 /// A delivery as every link of a unit receives it.
@@ -219,6 +223,9 @@ pub(crate) async fn start(session: SessionHandle<()>, config: UnitConfig) -> Res
         in_flight: FuturesUnordered::new(),
         events,
     };
+    if config.confirm {
+        unit.confirm().await?;
+    }
     for feature in config.features {
         unit.attach(feature).await?;
     }
@@ -458,6 +465,30 @@ impl Unit {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Reads the twin once and waits for the answer: a hub that refuses the device detaches
+    /// the links instead (`Unauthorized`).
+    async fn confirm(&mut self) -> Result<()> {
+        self.attach_twin().await?;
+        self.twin_send(None, "GET", None, b"").await?;
+        let Some(links) = self.twin.as_mut() else {
+            return Err(Error::new(ErrorKind::Disconnected, "the twin link is gone"));
+        };
+        let answer = links
+            .answers
+            .recv::<Body<Value>>()
+            .await
+            .map_err(|e| link_error("the hub's answer to the device", e))?;
+        let _ = links.answers.accept(&answer).await;
+        links.open.clear();
+        match annotation_number(answer.message(), twin::STATUS) {
+            Some(401 | 403) => Err(Error::new(
+                ErrorKind::Unauthorized,
+                "the hub refused the device's certificate",
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Attaches the twin link pair if it is not attached.

@@ -224,6 +224,7 @@ impl super::Engine for AmqpEngine {
                 client_version: self.client_version.clone(),
                 generation: self.generation,
                 features: self.features.clone(),
+                confirm: token.is_none(),
             },
         )
         .await?;
