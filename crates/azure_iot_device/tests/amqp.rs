@@ -239,20 +239,40 @@ async fn a_dropped_connection_comes_back_and_sends_go_on() {
 async fn counting_proxy(
     target: std::net::SocketAddr,
 ) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let (port, count, _cut) = relay(target).await;
+    (port, count)
+}
+
+/// A TCP relay to `target`: its port, how many connections were made through it, and a
+/// switch that cuts every connection open now (as a network failure would; new ones are
+/// still relayed).
+async fn relay(
+    target: std::net::SocketAddr,
+) -> (
+    u16,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    tokio::sync::watch::Sender<u32>,
+) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counted = count.clone();
+    let (cut, cuts) = tokio::sync::watch::channel(0u32);
     tokio::spawn(async move {
         while let Ok((mut client, _)) = listener.accept().await {
             counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut cuts = cuts.clone();
+            cuts.mark_unchanged();
             tokio::spawn(async move {
                 let mut hub = tokio::net::TcpStream::connect(target).await.unwrap();
-                let _ = tokio::io::copy_bidirectional(&mut client, &mut hub).await;
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut client, &mut hub) => {}
+                    _ = cuts.changed() => {}
+                }
             });
         }
     });
-    (port, count)
+    (port, count, cut)
 }
 
 /// The token is renewed on the live connection (CBS put-token) before it expires: with
@@ -408,4 +428,51 @@ async fn a_module_sends_outputs_and_answers_methods_over_amqp() {
         .unwrap();
     assert_eq!(invoked.await.unwrap().body["payload"], "done");
     module.close().await;
+}
+
+/// A lost connection carrying 100 multiplexed devices: every device notices, reconnects by
+/// its own retry policy onto a new pooled connection, and sends again.
+#[tokio::test]
+async fn a_lost_connection_of_100_multiplexed_devices_comes_back() {
+    let hub = emulator().await;
+    let (port, connections, cut) = relay(hub.amqp_addr()).await;
+    let pool = AmqpPool::new(995).unwrap();
+    let mut clients = Vec::new();
+    for i in 0..100 {
+        let options = amqp_options(&hub).port(port).amqp_pool(pool.clone());
+        clients.push(device(&hub, &format!("lost-{i}"), options).await);
+    }
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let mut states: Vec<_> = clients
+        .iter()
+        .map(|c| {
+            let mut state = c.watch_connection_state();
+            state.mark_unchanged();
+            state
+        })
+        .collect();
+    cut.send_replace(1);
+    for state in &mut states {
+        tokio::time::timeout(WAIT, state.wait_for(|s| *s != ConnectionState::Connected))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let sends = clients.iter().map(|client| async move {
+        client
+            .send_event(Message::new(client.identity().device_id().to_owned()).unwrap())
+            .await
+    });
+    for result in futures_util::future::join_all(sends).await {
+        result.unwrap();
+    }
+    assert!(clients
+        .iter()
+        .all(|c| c.connection_state() == ConnectionState::Connected));
+    assert_eq!(pool.devices().await, 100);
+    assert_eq!(pool.connections().await, 1, "one new connection carries them all");
+    assert_eq!(hub.telemetry(0, 1000).await.unwrap().len(), 100);
+    for client in &clients {
+        client.close().await;
+    }
 }
