@@ -13,6 +13,9 @@
 #
 # BROKER=mosquitto runs the same clients against Mosquitto over TLS instead (the setting of
 # the baseline figures): any key is accepted there, nothing is durable.
+# TRANSPORT=amqp compares the AMQP transports instead: this project's client over AMQP (and over
+# MQTT, for reference) beside the official Node SDK's azure-iot-device-amqp (it dials 5671); the
+# Python SDK (MQTT only) and the raw MQTT publisher are not run then, nor the memory rows.
 # OLD_RUST=path/to/bench_telemetry adds that (older) build of our client to every round, for
 # an old-vs-new comparison in the same run. SMALL=0 skips the `small` profile (its fat-LTO
 # build takes several minutes) and its memory row.
@@ -109,6 +112,20 @@ run() { # label, connection string, command...
     failures=$((failures + 1))
   fi
 }
+if [ "${TRANSPORT:-mqtt}" = amqp ]; then
+  [ "$broker" = emulator ] || { echo "TRANSPORT=amqp needs the emulator (BROKER=emulator)"; exit 1; }
+  for round in $(seq 1 "$rounds"); do
+    echo "== round $round (AMQP)"
+    run rust-mqtt-seq "$cs_rust" "$bin/examples/bench_telemetry" seq 3000
+    TRANSPORT=amqp run rust-amqp-seq "$cs_rust" "$bin/examples/bench_telemetry" seq 3000
+    TRANSPORT=amqp run node-amqp-seq "$cs_node" node "$peers/node/node_sdk.js" seq 3000
+    run rust-mqtt-conc "$cs_rust" "$bin/examples/bench_telemetry" conc 30000 100
+    TRANSPORT=amqp run rust-amqp-conc "$cs_rust" "$bin/examples/bench_telemetry" conc 30000 100
+    TRANSPORT=amqp run node-amqp-conc "$cs_node" node "$peers/node/node_sdk.js" conc 30000 100
+  done
+  [ "$failures" -eq 0 ]
+  exit
+fi
 for round in $(seq 1 "$rounds"); do
   echo "== round $round"
   run rust-seq "$cs_rust" "$bin/examples/bench_telemetry" seq 3000

@@ -1,5 +1,6 @@
 // Benchmark peer: telemetry throughput of the official Node device SDK (azure-iot-device with
-// the azure-iot-device-mqtt transport; versions pinned in package.json beside this file).
+// the azure-iot-device-mqtt transport, or azure-iot-device-amqp with TRANSPORT=amqp; versions
+// pinned in package.json beside this file).
 //
 //   node node_sdk.js seq N          one message at a time, each awaited
 //   node node_sdk.js conc N [BATCH] BATCH sends kept in flight (default 100)
@@ -10,7 +11,7 @@
 //
 // Each message is what bench_telemetry and rustraw send: a 100-byte body (the index in 8
 // digits, then 'x' padding) with the application properties prop1=value1 and prop2=value2,
-// QoS 1. The SDK always dials port 8883 of the connection string's host.
+// QoS 1. The SDK always dials port 8883 (MQTT) or 5671 (AMQP) of the connection string's host.
 //
 // Prints one line on stdout, as the other peers do and bench/device.sh reads it:
 //   RESULT {"client", "mode", "n", "batch", "import_ms", "connect_ms", "send_s",
@@ -22,7 +23,9 @@ const nowNs = () => BigInt(Date.now()) * 1000000n;
 const startNs = process.env.T0_NS ? BigInt(process.env.T0_NS) : nowNs();
 const fs = require('fs');
 const { Client, Message } = require('azure-iot-device');
-const { Mqtt } = require('azure-iot-device-mqtt');
+const amqp = process.env.TRANSPORT === 'amqp';
+const transportPackage = amqp ? 'azure-iot-device-amqp' : 'azure-iot-device-mqtt';
+const Transport = amqp ? require(transportPackage).Amqp : require(transportPackage).Mqtt;
 const importedNs = nowNs();
 
 const sinceStartMs = (ns) => Math.round(Number(ns - startNs) / 1e5) / 10;
@@ -48,7 +51,7 @@ async function sendAll(client, n, inFlight) {
     while (next < n) {
       const index = next;
       next += 1;
-      await client.sendEvent(telemetry(index)); // resolves on the PUBACK
+      await client.sendEvent(telemetry(index)); // resolves on the PUBACK (AMQP: disposition)
     }
   };
   await Promise.all(Array.from({ length: Math.min(inFlight, n) }, sender));
@@ -62,7 +65,7 @@ async function main(argv) {
   if (!Number.isInteger(n) || n < 1 || !Number.isInteger(batch) || batch < 1) {
     throw new Error('N and BATCH must be whole numbers of at least 1');
   }
-  const client = Client.fromConnectionString(process.env.CS, Mqtt);
+  const client = Client.fromConnectionString(process.env.CS, Transport);
   await client.setOptions({ ca: fs.readFileSync(process.env.CA_FILE, 'utf8') });
   let connectedNs;
   let elapsed;
@@ -81,7 +84,7 @@ async function main(argv) {
   }
   const version = (name) => require(`${name}/package.json`).version;
   const result = {
-    client: `azure-iot-device ${version('azure-iot-device')} + azure-iot-device-mqtt ${version('azure-iot-device-mqtt')}`,
+    client: `azure-iot-device ${version('azure-iot-device')} + ${transportPackage} ${version(transportPackage)}`,
     mode,
     n,
     batch,

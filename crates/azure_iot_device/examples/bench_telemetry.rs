@@ -7,6 +7,8 @@
 //! ```
 //!
 //! Modes: `seq N` awaits each acknowledgement; `conc N BATCH` keeps BATCH sends in flight.
+//! `TRANSPORT=amqp` sends over AMQP (port `AMQP_PORT`, default 5671) instead of MQTT (port
+//! `MQTT_PORT`, default 8883).
 //! Prints one line: `RESULT {json}` with msgs/s, CPU seconds and peak resident memory.
 
 // A benchmark reports on standard output.
@@ -57,11 +59,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let n: usize = args.get(1).map(|v| v.parse()).transpose()?.unwrap_or(1000);
     let batch: usize = args.get(2).map(|v| v.parse()).transpose()?.unwrap_or(100);
     let cs = std::env::var("CS").map_err(|_| "set CS to a device connection string")?;
+    let amqp = std::env::var("TRANSPORT").is_ok_and(|t| t == "amqp");
     let mut options = ClientOptions::default();
+    if amqp {
+        options = options.transport(azure_iot_device::Transport::Amqp);
+    }
     if let Ok(ca) = std::env::var("CA_FILE") {
         options = options.trusted_ca_pem(std::fs::read_to_string(ca)?);
     }
-    if let Ok(port) = std::env::var("MQTT_PORT") {
+    let port_variable = if amqp { "AMQP_PORT" } else { "MQTT_PORT" };
+    if let Ok(port) = std::env::var(port_variable) {
         options = options.port(port.parse()?);
     }
     let started = Instant::now();
@@ -95,8 +102,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (anon_kib, file_kib) = (status_kib("RssAnon:"), status_kib("RssFile:"));
     client.close().await;
     println!(
-        "RESULT {{\"client\":\"azure_iot_device {}\",\"mode\":\"{mode}\",\"n\":{n},\"batch\":{},\"connect_ms\":{connect_ms:.1},\"send_s\":{elapsed:.4},\"msgs_per_s\":{:.1},\"send_cpu_s\":{:.3},\"peak_rss_kib\":{rss_kib},\"rss_anon_kib\":{anon_kib},\"rss_file_kib\":{file_kib}}}",
+        "RESULT {{\"client\":\"azure_iot_device {} ({})\",\"mode\":\"{mode}\",\"n\":{n},\"batch\":{},\"connect_ms\":{connect_ms:.1},\"send_s\":{elapsed:.4},\"msgs_per_s\":{:.1},\"send_cpu_s\":{:.3},\"peak_rss_kib\":{rss_kib},\"rss_anon_kib\":{anon_kib},\"rss_file_kib\":{file_kib}}}",
         env!("CARGO_PKG_VERSION"),
+        if amqp { "amqp" } else { "mqtt" },
         if mode == "seq" { 1 } else { batch },
         n as f64 / elapsed,
         cpu1 - cpu0,
