@@ -116,10 +116,10 @@ if [ "${TRANSPORT:-mqtt}" = amqp ]; then
   [ "$broker" = emulator ] || { echo "TRANSPORT=amqp needs the emulator (BROKER=emulator)"; exit 1; }
   for round in $(seq 1 "$rounds"); do
     echo "== round $round (AMQP)"
-    run rust-mqtt-seq "$cs_rust" "$bin/examples/bench_telemetry" seq 3000
+    TRANSPORT=mqtt run rust-mqtt-seq "$cs_rust" "$bin/examples/bench_telemetry" seq 3000
     TRANSPORT=amqp run rust-amqp-seq "$cs_rust" "$bin/examples/bench_telemetry" seq 3000
     TRANSPORT=amqp run node-amqp-seq "$cs_node" node "$peers/node/node_sdk.js" seq 3000
-    run rust-mqtt-conc "$cs_rust" "$bin/examples/bench_telemetry" conc 30000 100
+    TRANSPORT=mqtt run rust-mqtt-conc "$cs_rust" "$bin/examples/bench_telemetry" conc 30000 100
     TRANSPORT=amqp run rust-amqp-conc "$cs_rust" "$bin/examples/bench_telemetry" conc 30000 100
     TRANSPORT=amqp run node-amqp-conc "$cs_node" node "$peers/node/node_sdk.js" conc 30000 100
   done

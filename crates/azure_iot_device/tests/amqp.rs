@@ -466,11 +466,17 @@ async fn a_lost_connection_of_100_multiplexed_devices_comes_back() {
     for result in futures_util::future::join_all(sends).await {
         result.unwrap();
     }
-    assert!(clients
-        .iter()
-        .all(|c| c.connection_state() == ConnectionState::Connected));
+    assert!(
+        clients
+            .iter()
+            .all(|c| c.connection_state() == ConnectionState::Connected)
+    );
     assert_eq!(pool.devices().await, 100);
-    assert_eq!(pool.connections().await, 1, "one new connection carries them all");
+    assert_eq!(
+        pool.connections().await,
+        1,
+        "one new connection carries them all"
+    );
     assert_eq!(hub.telemetry(0, 1000).await.unwrap().len(), 100);
     for client in &clients {
         client.close().await;

@@ -75,6 +75,9 @@ use crate::hub::queue::Settle;
 /// How long a certificate authenticates an X.509 device's links on a connection (its
 /// certificate does not expire with a token; the connection's life bounds it).
 const CERTIFICATE_GRANT: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
+/// Telemetry deliveries of one link stored but not yet durable; beyond that the link reads
+/// nothing more until the oldest is settled.
+const TELEMETRY_IN_FLIGHT: usize = 256;
 /// Requests a unit's link tasks may have waiting.
 const UNIT_QUEUE: usize = 16;
 /// Cloud-to-device messages a C2D link may have waiting to be sent.
@@ -400,40 +403,55 @@ pub(super) async fn serve_telemetry(
     };
     drop(state);
     let mut ended = unit.ended.clone();
+    // Deliveries stored but not yet durable, in arrival order: many are in flight at once
+    // (the log commits them in groups), each settled as soon as it is durable.
+    let mut storing = futures_util::stream::FuturesOrdered::new();
     loop {
-        let delivery = tokio::select! {
-            delivery = receiver.recv::<Body<Value>>() => match delivery {
-                Ok(delivery) => delivery,
+        let room = storing.len() < TELEMETRY_IN_FLIGHT;
+        tokio::select! {
+            delivery = receiver.recv::<Body<Value>>(), if room => match delivery {
+                Ok(delivery) => match submit(&unit, &delivery).await {
+                    Ok(commits) => storing.push_back(async move {
+                        let stored = durable(commits).await;
+                        (delivery, stored)
+                    }),
+                    Err(refusal) => {
+                        let _ = receiver.reject(&delivery, refusal).await;
+                    }
+                },
                 Err(_) => break,
             },
+            Some((delivery, stored)) = futures_util::StreamExt::next(&mut storing), if !storing.is_empty() => {
+                match stored {
+                    Ok(Acknowledge::Now) => {
+                        let _ = receiver.accept(&delivery).await;
+                    }
+                    Ok(Acknowledge::After(delay)) => {
+                        tokio::time::sleep(delay).await;
+                        let _ = receiver.accept(&delivery).await;
+                    }
+                    // An injected fault: the device never hears back and sends the message again.
+                    Ok(Acknowledge::Never) => {}
+                    Err(refusal) => {
+                        let _ = receiver.reject(&delivery, refusal).await;
+                    }
+                }
+            }
             _ = ended.changed() => {
                 let _ = receiver.close_with_error(detached(&ended)).await;
                 return;
-            }
-        };
-        match store(&unit, &delivery).await {
-            Ok(Acknowledge::Now) => {
-                let _ = receiver.accept(&delivery).await;
-            }
-            Ok(Acknowledge::After(delay)) => {
-                tokio::time::sleep(delay).await;
-                let _ = receiver.accept(&delivery).await;
-            }
-            // An injected fault: the device never hears back and sends the message again.
-            Ok(Acknowledge::Never) => {}
-            Err(refusal) => {
-                let _ = receiver.reject(&delivery, refusal).await;
             }
         }
     }
     let _ = receiver.close().await;
 }
 
-/// Stores every message of `delivery` (one, or a batch) and waits until all are durable.
-async fn store(
+/// Hands every message of `delivery` (one, or a batch) to the log; nothing is stored unless
+/// all of them can be read.
+async fn submit(
     unit: &Unit,
     delivery: &Delivery<Body<Value>>,
-) -> Result<Acknowledge, definitions::Error> {
+) -> Result<Vec<Commit>, definitions::Error> {
     let decode_error = |e: String| error(AmqpError::DecodeError, e);
     let batch;
     let messages: Vec<&AmqpMessage> = if *delivery.message_format() == Some(BATCH_FORMAT) {
@@ -457,6 +475,11 @@ async fn store(
     for message in messages {
         commits.push(unit.telemetry(message).await.ok_or_else(ended)?);
     }
+    Ok(commits)
+}
+
+/// Waits until every commit of a delivery is durable; says when to acknowledge it.
+async fn durable(mut commits: Vec<Commit>) -> Result<Acknowledge, definitions::Error> {
     let mut acknowledge = Acknowledge::Now;
     for commit in &mut commits {
         commit

@@ -165,6 +165,9 @@ struct ConnectionState {
     certificates: Vec<rustls_pki_types::CertificateDer<'static>>,
     /// The most grants this connection may hold (`Limits::max_amqp_tokens`).
     max_grants: usize,
+    /// Signalled on every grant, so the connection's loop recomputes when its credentials
+    /// end (the first grant, or a renewal, changes that).
+    granted: tokio::sync::Notify,
 }
 
 /// Put-token answers on their way to the client, at most [`MAX_CBS_REPLIES`] in each place.
@@ -227,6 +230,7 @@ impl ConnectionState {
             plain_device: Mutex::new(None),
             certificates,
             max_grants,
+            granted: tokio::sync::Notify::new(),
         }
     }
 
@@ -321,6 +325,7 @@ impl ConnectionState {
                 device,
             },
         );
+        self.granted.notify_one();
         Ok(())
     }
 }
@@ -476,6 +481,8 @@ pub(crate) async fn run<S>(
                     "every token put on this connection has expired",
                 ));
             }
+            // A grant: when the credentials end is recomputed on the next turn.
+            () = state.granted.notified() => {}
             _ = shutdown.changed() => break None,
         }
     };
