@@ -267,7 +267,12 @@ async fn relay(
                 let mut hub = tokio::net::TcpStream::connect(target).await.unwrap();
                 tokio::select! {
                     _ = tokio::io::copy_bidirectional(&mut client, &mut hub) => {}
-                    _ = cuts.changed() => {}
+                    // A relay whose switch was dropped is never cut.
+                    () = async {
+                        if cuts.changed().await.is_err() {
+                            std::future::pending::<()>().await;
+                        }
+                    } => {}
                 }
             });
         }
