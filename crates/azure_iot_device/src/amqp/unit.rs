@@ -44,6 +44,10 @@ use crate::error::{Error, ErrorKind, Result};
 /// more from the hub: back-pressure while the application's streams are full).
 const EVENT_QUEUE: usize = 16;
 
+/// Commands a unit may have waiting; beyond that its engine keeps them (operations stay
+/// unhanded, settlements wait in the engine) until the unit makes room.
+const COMMAND_QUEUE: usize = 64;
+
 /// Method calls a unit remembers until answered; the oldest is forgotten beyond that (its
 /// answer is then refused; the hub has long timed the call out).
 const MAX_OPEN_CALLS: usize = 1024;
@@ -91,7 +95,7 @@ pub(crate) enum TwinRequest {
 
 /// A unit's handles, for its engine.
 pub(crate) struct UnitHandle {
-    pub(crate) commands: mpsc::UnboundedSender<UnitCommand>,
+    pub(crate) commands: mpsc::Sender<UnitCommand>,
     pub(crate) events: mpsc::Receiver<EngineEvent>,
 }
 
@@ -229,7 +233,7 @@ pub(crate) async fn start(session: SessionHandle<()>, config: UnitConfig) -> Res
     for feature in config.features {
         unit.attach(feature).await?;
     }
-    let (commands, commands_rx) = mpsc::unbounded_channel();
+    let (commands, commands_rx) = mpsc::channel(COMMAND_QUEUE);
     tokio::spawn(unit.run(commands_rx));
     Ok(UnitHandle {
         commands,
@@ -248,7 +252,7 @@ async fn next_on(
 }
 
 impl Unit {
-    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<UnitCommand>) {
+    async fn run(mut self, mut commands: mpsc::Receiver<UnitCommand>) {
         let lost = loop {
             let settling = !self.in_flight.is_empty();
             tokio::select! {
@@ -433,28 +437,8 @@ impl Unit {
                 let address = Address::Methods {
                     device_id: self.identity.device_id().to_owned(),
                     module_id: self.identity.module_id().map(str::to_owned),
-                }
-                .to_string();
-                let channel = format!("methods:{}", uuid::Uuid::new_v4());
-                let properties = link_properties(&self.client_version, Some(&channel));
-                let calls = Receiver::builder()
-                    .name(format!("methods-receiver-{}", self.identity.client_id()))
-                    .source(address.as_str())
-                    .target(address.as_str())
-                    .receiver_settle_mode(ReceiverSettleMode::First)
-                    .properties(properties.clone())
-                    .attach(&mut self.session)
-                    .await
-                    .map_err(|e| link_error("attaching the methods link", e))?;
-                let answers = Sender::builder()
-                    .name(format!("methods-sender-{}", self.identity.client_id()))
-                    .source(address.as_str())
-                    .target(address.as_str())
-                    .sender_settle_mode(SenderSettleMode::Settled)
-                    .properties(properties)
-                    .attach(&mut self.session)
-                    .await
-                    .map_err(|e| link_error("attaching the methods link", e))?;
+                };
+                let (calls, answers) = self.attach_pair(&address, "methods").await?;
                 self.methods = Some(MethodLinks {
                     calls,
                     answers,
@@ -491,6 +475,37 @@ impl Unit {
         }
     }
 
+    /// Attaches a request/response link pair on `address` (the twin's, the methods'): the
+    /// receiver first (what the hub sends only goes out once it has somewhere to go), then
+    /// the sender (pre-settled: the answer on the other link is what counts), both with the
+    /// channel correlation id `{kind}:{uuid}` the SDKs give the pair.
+    async fn attach_pair(&mut self, address: &Address, kind: &str) -> Result<(Receiver, Sender)> {
+        let address = address.to_string();
+        let channel = format!("{kind}:{}", uuid::Uuid::new_v4());
+        let properties = link_properties(&self.client_version, Some(&channel));
+        let what = format!("attaching the {kind} links");
+        let client_id = self.identity.client_id();
+        let receiver = Receiver::builder()
+            .name(format!("{kind}-receiver-{client_id}"))
+            .source(address.as_str())
+            .target(address.as_str())
+            .receiver_settle_mode(ReceiverSettleMode::First)
+            .properties(properties.clone())
+            .attach(&mut self.session)
+            .await
+            .map_err(|e| link_error(&what, e))?;
+        let sender = Sender::builder()
+            .name(format!("{kind}-sender-{client_id}"))
+            .source(address.as_str())
+            .target(address.as_str())
+            .sender_settle_mode(SenderSettleMode::Settled)
+            .properties(properties)
+            .attach(&mut self.session)
+            .await
+            .map_err(|e| link_error(&what, e))?;
+        Ok((receiver, sender))
+    }
+
     /// Attaches the twin link pair if it is not attached.
     async fn attach_twin(&mut self) -> Result<()> {
         if self.twin.is_some() {
@@ -499,29 +514,8 @@ impl Unit {
         let address = Address::Twin {
             device_id: self.identity.device_id().to_owned(),
             module_id: self.identity.module_id().map(str::to_owned),
-        }
-        .to_string();
-        let channel = format!("twin:{}", uuid::Uuid::new_v4());
-        let properties = link_properties(&self.client_version, Some(&channel));
-        // Answers first: a request is only sent once its answer has somewhere to go.
-        let answers = Receiver::builder()
-            .name(format!("twin-receiver-{}", self.identity.client_id()))
-            .source(address.as_str())
-            .target(address.as_str())
-            .receiver_settle_mode(ReceiverSettleMode::First)
-            .properties(properties.clone())
-            .attach(&mut self.session)
-            .await
-            .map_err(|e| link_error("attaching the twin link", e))?;
-        let requests = Sender::builder()
-            .name(format!("twin-sender-{}", self.identity.client_id()))
-            .source(address.as_str())
-            .target(address.as_str())
-            .sender_settle_mode(SenderSettleMode::Settled)
-            .properties(properties)
-            .attach(&mut self.session)
-            .await
-            .map_err(|e| link_error("attaching the twin link", e))?;
+        };
+        let (answers, requests) = self.attach_pair(&address, "twin").await?;
         self.twin = Some(TwinLinks {
             requests,
             answers,

@@ -25,6 +25,11 @@ use crate::client::DisconnectReason;
 use crate::error::{Error, ErrorKind, Result};
 use crate::transport::Dial;
 
+/// Settlements the engine keeps while its unit's command queue is full; beyond that a
+/// settlement fails (the message stays locked and the hub delivers it again). The hub has at
+/// most 50 messages in flight per device, so this is never reached in practice.
+const MAX_QUEUED_SETTLEMENTS: usize = 1024;
+
 /// How long closing a device's links and session may take.
 const CLOSE_LIMIT: Duration = Duration::from_secs(5);
 
@@ -51,6 +56,8 @@ pub(crate) struct AmqpEngine {
     /// Features wanted so far (attached by every new unit).
     features: Vec<Feature>,
     ops: BTreeMap<OpId, Pending>,
+    /// Settlements waiting for room in the unit's command queue, in order.
+    settlements: VecDeque<(DeliveryTag, Outcome)>,
     next_op: OpId,
     events: VecDeque<EngineEvent>,
 }
@@ -76,6 +83,7 @@ impl AmqpEngine {
             generation: 0,
             features: Vec::new(),
             ops: BTreeMap::new(),
+            settlements: VecDeque::new(),
             next_op: 0,
             events: VecDeque::new(),
         }
@@ -101,6 +109,8 @@ impl AmqpEngine {
     fn lose(&mut self) {
         self.unit = None;
         self.seat = None;
+        // Settlements of that connection's messages mean nothing to the next one.
+        self.settlements.clear();
         for pending in self.ops.values_mut() {
             pending.handed = false;
         }
@@ -127,21 +137,29 @@ impl AmqpEngine {
         }
     }
 
-    /// Hands every operation the unit does not have yet to it, in order.
+    /// Hands the unit what it does not have yet, in order, as far as its queue has room:
+    /// settlements first, then operations.
     fn hand_over(&mut self) {
         let Some(unit) = &self.unit else { return };
-        for (op, pending) in self.ops.iter_mut().filter(|(_, p)| !p.handed) {
-            let command = match command(*op, &pending.operation, pending.deadline) {
-                Ok(command) => command,
-                Err(e) => {
-                    self.events.push_back(EngineEvent::Done(*op, Err(e)));
-                    continue;
-                }
+        while let Some(&(tag, outcome)) = self.settlements.front() {
+            // Full: the rest waits (`next` waits for room); closed: `next` sees the unit end.
+            let Ok(permit) = unit.commands.try_reserve() else {
+                return;
             };
-            if unit.commands.send(command).is_err() {
-                return; // the unit is gone; `next` sees its event channel close
+            permit.send(UnitCommand::Settle { tag, outcome });
+            self.settlements.pop_front();
+        }
+        for (op, pending) in self.ops.iter_mut().filter(|(_, p)| !p.handed) {
+            let Ok(permit) = unit.commands.try_reserve() else {
+                break;
+            };
+            match command(*op, &pending.operation, pending.deadline) {
+                Ok(command) => {
+                    permit.send(command);
+                    pending.handed = true;
+                }
+                Err(e) => self.events.push_back(EngineEvent::Done(*op, Err(e))),
             }
-            pending.handed = true;
         }
         // Operations refused above are answered already.
         for event in &self.events {
@@ -149,6 +167,11 @@ impl AmqpEngine {
                 self.ops.remove(op);
             }
         }
+    }
+
+    /// Whether something waits for room in the unit's command queue.
+    fn backlog(&self) -> bool {
+        !self.settlements.is_empty() || self.ops.values().any(|p| !p.handed)
     }
 
     /// The earliest deadline of an operation no unit has.
@@ -260,13 +283,18 @@ impl super::Engine for AmqpEngine {
 
     fn settle(&mut self, tag: DeliveryTag, outcome: Outcome) -> Result<()> {
         let current = tag.0 >> 40 == self.generation;
-        match &self.unit {
-            Some(unit) if current => unit
-                .commands
-                .send(UnitCommand::Settle { tag, outcome })
-                .map_err(|_| gone()),
-            _ => Err(gone()),
+        if !current || self.unit.is_none() {
+            return Err(gone());
         }
+        if self.settlements.len() >= MAX_QUEUED_SETTLEMENTS {
+            return Err(Error::new(
+                ErrorKind::Refused,
+                "too many settlements wait for the connection; the hub delivers the message again",
+            ));
+        }
+        // Sent by `hand_over`, in order with the others, as soon as the unit has room.
+        self.settlements.push_back((tag, outcome));
+        Ok(())
     }
 
     async fn next(&mut self, reading: bool) -> EngineEvent {
@@ -286,12 +314,21 @@ impl super::Engine for AmqpEngine {
                     None => std::future::pending().await,
                 }
             };
-            let Some(unit) = self.unit.as_mut().filter(|_| reading) else {
+            let backlog = self.backlog();
+            let Some(unit) = self.unit.as_mut() else {
                 sleep.await;
                 continue;
             };
+            let (commands, events) = (&unit.commands, &mut unit.events);
             tokio::select! {
-                event = unit.events.recv() => match event {
+                // Room in the unit's queue: hand over what waits (on the next turn).
+                room = async { commands.reserve().await.is_ok() }, if backlog => {
+                    if !room {
+                        self.lose();
+                        return EngineEvent::Lost(DisconnectReason::Network);
+                    }
+                }
+                event = events.recv(), if reading => match event {
                     Some(EngineEvent::Done(op, result)) => {
                         // An operation withdrawn meanwhile is answered to nobody.
                         if self.ops.remove(&op).is_some() {
@@ -316,9 +353,12 @@ impl super::Engine for AmqpEngine {
     async fn close(&mut self) {
         if let Some(unit) = self.unit.take() {
             let (done, closed) = oneshot::channel();
-            if unit.commands.send(UnitCommand::Close(done)).is_ok() {
-                let _ = tokio::time::timeout(CLOSE_LIMIT, closed).await;
-            }
+            let _ = tokio::time::timeout(CLOSE_LIMIT, async {
+                if unit.commands.send(UnitCommand::Close(done)).await.is_ok() {
+                    let _ = closed.await;
+                }
+            })
+            .await;
         }
         if let Some(seat) = self.seat.take() {
             seat.leave().await;
