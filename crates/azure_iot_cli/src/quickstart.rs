@@ -229,17 +229,10 @@ async fn walk_through(
             .map_err(err)?;
         let received = inbox.recv().await.ok_or("the C2D stream ended")?;
         let body = String::from_utf8_lossy(received.body()).into_owned();
-        let batch = feedback.next_batch().await.map_err(err)?;
-        let record = batch
-            .records
-            .iter()
-            .find(|r| r.original_message_id == id)
-            .cloned()
-            .ok_or("the feedback batch does not name the message")?;
-        feedback.complete(batch).await.map_err(err)?;
+        let status = feedback_status(&mut feedback, &id).await?;
         let _ = messaging.close().await;
-        if record.status_code != FeedbackStatus::Success {
-            return Err(format!("feedback {:?}", record.status_code));
+        if status != FeedbackStatus::Success {
+            return Err(format!("feedback {status:?}"));
         }
         Ok(((), format!("device got {body:?}; feedback Success")))
     })
@@ -252,6 +245,22 @@ async fn walk_through(
     .await?;
     answering.abort();
     amqp_device(t, hub, &service).await
+}
+
+/// The status the next feedback batch gives the message `id` (the batch is completed).
+async fn feedback_status(
+    feedback: &mut azure_iot_service::FeedbackReceiver,
+    id: &str,
+) -> Result<FeedbackStatus, String> {
+    let batch = feedback.next_batch().await.map_err(err)?;
+    let status = batch
+        .records
+        .iter()
+        .find(|r| r.original_message_id == id)
+        .map(|r| r.status_code.clone())
+        .ok_or("the feedback batch does not name the message")?;
+    feedback.complete(batch).await.map_err(err)?;
+    Ok(status)
 }
 
 /// A second device over AMQP, for what MQTT cannot do: a batch stored whole, and a
@@ -308,18 +317,11 @@ async fn amqp_device(
             .map_err(err)?;
         let mut received = inbox.recv().await.ok_or("the C2D stream ended")?;
         received.reject().await.map_err(err)?;
-        let batch = feedback.next_batch().await.map_err(err)?;
-        let record = batch
-            .records
-            .iter()
-            .find(|r| r.original_message_id == id)
-            .cloned()
-            .ok_or("the feedback batch does not name the message")?;
-        feedback.complete(batch).await.map_err(err)?;
+        let status = feedback_status(&mut feedback, &id).await?;
         let _ = messaging.close().await;
         device.close().await;
-        if record.status_code != FeedbackStatus::Rejected {
-            return Err(format!("feedback {:?}", record.status_code));
+        if status != FeedbackStatus::Rejected {
+            return Err(format!("feedback {status:?}"));
         }
         Ok((
             (),

@@ -92,20 +92,8 @@ async fn telemetry_twin_and_methods_over_amqp() {
 
     // A direct method, answered.
     let mut calls = client.method_requests().await.unwrap();
-    let answered = {
-        let hub_endpoint = HubEndpoint::of(&hub);
-        tokio::spawn(async move {
-            let service = RestClient::new(&hub_endpoint, "iothubowner");
-            service
-                .request(
-                    reqwest::Method::POST,
-                    "/twins/amqp-dev/methods",
-                    Some(serde_json::json!({"methodName": "reboot", "payload": {"delay": 1}, "responseTimeoutInSeconds": 10})),
-                    &[],
-                )
-                .await
-        })
-    };
+    let answered =
+        service.invoke_method("/twins/amqp-dev", "reboot", serde_json::json!({"delay": 1}));
     let call = tokio::time::timeout(WAIT, calls.recv())
         .await
         .unwrap()
@@ -413,20 +401,11 @@ async fn a_module_sends_outputs_and_answers_methods_over_amqp() {
         Some("alerts")
     );
     let mut calls = module.method_requests().await.unwrap();
-    let invoked = {
-        let hub_endpoint = HubEndpoint::of(&hub);
-        tokio::spawn(async move {
-            let service = RestClient::new(&hub_endpoint, "iothubowner");
-            service
-                .request(
-                    reqwest::Method::POST,
-                    "/twins/edge-dev/modules/filter/methods",
-                    Some(serde_json::json!({"methodName": "reset", "payload": null, "responseTimeoutInSeconds": 10})),
-                    &[],
-                )
-                .await
-        })
-    };
+    let invoked = service.invoke_method(
+        "/twins/edge-dev/modules/filter",
+        "reset",
+        serde_json::Value::Null,
+    );
     let call = tokio::time::timeout(WAIT, calls.recv())
         .await
         .unwrap()

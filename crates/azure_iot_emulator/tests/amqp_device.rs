@@ -505,6 +505,11 @@ async fn ask(
     request: Message<Body<Value>>,
 ) -> Message<Body<Value>> {
     requests.send(request).await.unwrap();
+    answer(answers).await
+}
+
+/// The next message on the twin answer link, accepted.
+async fn answer(answers: &mut Receiver) -> Message<Body<Value>> {
     let delivery = tokio::time::timeout(Duration::from_secs(10), answers.recv::<Body<Value>>())
         .await
         .expect("an answer")
@@ -592,12 +597,7 @@ async fn the_twin_over_amqp() {
         )
         .await;
     assert!(r.status.is_success(), "{r:?}");
-    let patch = tokio::time::timeout(Duration::from_secs(10), answers.recv::<Body<Value>>())
-        .await
-        .expect("the desired patch")
-        .unwrap();
-    answers.accept(&patch).await.unwrap();
-    let patch = patch.into_message();
+    let patch = answer(&mut answers).await;
     assert!(
         patch
             .properties
@@ -639,12 +639,7 @@ async fn a_twin_request_sent_before_the_answer_link_is_answered() {
     let mut answers = Receiver::attach(&mut device.session, "twin-receiver", "/devices/dev1/twin")
         .await
         .unwrap();
-    let got = tokio::time::timeout(Duration::from_secs(10), answers.recv::<Body<Value>>())
-        .await
-        .expect("the early request's answer")
-        .unwrap();
-    answers.accept(&got).await.unwrap();
-    let got = got.into_message();
+    let got = answer(&mut answers).await;
     assert_eq!(
         got.properties.as_ref().unwrap().correlation_id,
         Some(fe2o3_amqp_types::messaging::MessageId::String(

@@ -90,6 +90,25 @@ impl RestClient {
         self.send(request).await
     }
 
+    /// Starts a direct method call on `target` (`/twins/{d}` or `/twins/{d}/modules/{m}`)
+    /// in the background, with a 10 s response timeout: the device answers while the call
+    /// waits. Await the handle for the hub's reply.
+    pub fn invoke_method(
+        &self,
+        target: &str,
+        method: &str,
+        payload: Value,
+    ) -> tokio::task::JoinHandle<Reply> {
+        let client = self.clone();
+        let path = format!("{target}/methods");
+        let body = serde_json::json!({
+            "methodName": method,
+            "payload": payload,
+            "responseTimeoutInSeconds": 10,
+        });
+        tokio::spawn(async move { client.request(Method::POST, &path, Some(body), &[]).await })
+    }
+
     pub async fn raw_body(&self, method: Method, path: &str, body: Vec<u8>) -> Reply {
         let url = format!("{}{path}?api-version=2021-04-12", self.base);
         let request = self
