@@ -389,7 +389,13 @@ impl DeviceClient {
         certificate: Option<&X509Certificate>,
         options: ClientOptions,
     ) -> Result<Self> {
-        let tls = transport::tls_config(options.trusted_ca_pem.as_deref(), certificate)?;
+        let trusted = options.trusted_ca_pem.as_deref();
+        let tls = match (certificate, &options.amqp_pool_ref()) {
+            // Pooled clients without a certificate share one TLS configuration: the root store
+            // (the operating system's bundle, read from disk) is built once per pool.
+            (None, Some(pool)) => pool.tls_config(trusted)?,
+            _ => transport::tls_config(trusted, certificate)?,
+        };
         let client_type = match options.product_info.as_deref() {
             Some(info) => format!("{CLIENT_TYPE} {info}"),
             None => CLIENT_TYPE.to_owned(),

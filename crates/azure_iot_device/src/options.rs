@@ -161,6 +161,18 @@ impl ClientOptions {
         self
     }
 
+    /// The AMQP pool the client joins, if any (`None` without the `amqp` feature).
+    #[cfg(feature = "amqp")]
+    pub(crate) fn amqp_pool_ref(&self) -> Option<&crate::amqp::AmqpPool> {
+        self.amqp_pool.as_ref()
+    }
+
+    /// The AMQP pool the client joins, if any (`None` without the `amqp` feature).
+    #[cfg(not(feature = "amqp"))]
+    pub(crate) fn amqp_pool_ref(&self) -> Option<&NoPool> {
+        None
+    }
+
     pub(crate) fn effective_port(&self) -> u16 {
         self.port.unwrap_or(match self.transport {
             Transport::Mqtt => 8883,
@@ -171,6 +183,20 @@ impl ClientOptions {
             #[cfg(feature = "amqp_ws")]
             Transport::AmqpWebSockets => 443,
         })
+    }
+}
+
+/// Stands for `AmqpPool` when the `amqp` feature is off.
+#[cfg(not(feature = "amqp"))]
+pub(crate) enum NoPool {}
+
+#[cfg(not(feature = "amqp"))]
+impl NoPool {
+    pub(crate) fn tls_config(
+        &self,
+        _trusted: Option<&str>,
+    ) -> crate::Result<std::sync::Arc<rustls::ClientConfig>> {
+        match *self {}
     }
 }
 

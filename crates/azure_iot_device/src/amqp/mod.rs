@@ -60,6 +60,9 @@ pub struct AmqpPool {
 
 struct PoolInner {
     max_devices: usize,
+    /// The TLS configuration of the pool's clients without a certificate, by the CA they
+    /// trust (`None`: the operating system's roots), built once.
+    tls: std::sync::Mutex<Option<(Option<String>, Arc<rustls::ClientConfig>)>>,
     /// The pool's connections (weak: a connection lives while devices are seated on it).
     /// Held while choosing or opening a connection, so that devices joining at once fill
     /// one connection instead of each opening their own.
@@ -116,6 +119,7 @@ impl AmqpPool {
         Self {
             inner: Arc::new(PoolInner {
                 max_devices,
+                tls: std::sync::Mutex::new(None),
                 connections: Mutex::new(Vec::new()),
             }),
         }
@@ -138,6 +142,26 @@ impl AmqpPool {
             .filter_map(|(_, c)| c.upgrade())
             .map(|c| c.seated())
             .sum()
+    }
+
+    /// The TLS configuration for a client that trusts `trusted` (PEM; `None`: the system's
+    /// roots) and has no certificate: the one built for the previous such client when it
+    /// trusted the same.
+    pub(crate) fn tls_config(&self, trusted: Option<&str>) -> Result<Arc<rustls::ClientConfig>> {
+        let mut cached = self.inner.tls.lock().map_err(|_| {
+            Error::new(
+                ErrorKind::Connect,
+                "the pool's TLS settings are unavailable",
+            )
+        })?;
+        if let Some((pem, config)) = cached.as_ref()
+            && pem.as_deref() == trusted
+        {
+            return Ok(config.clone());
+        }
+        let config = crate::transport::tls_config(trusted, None)?;
+        *cached = Some((trusted.map(str::to_owned), config.clone()));
+        Ok(config)
     }
 
     /// A seat for one device: on a connection of the pool with room, or on a new one. A

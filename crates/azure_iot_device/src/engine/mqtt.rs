@@ -291,10 +291,13 @@ impl super::Engine for MqttEngine {
             Operation::SendEvent(message) => {
                 self.session.send_telemetry(now_, &message, deadline).0
             }
-            Operation::SendEventBatch(_) => self.refuse(Error::new(
+            Operation::SendEventBatch(messages) => self.refuse(Error::new(
                 ErrorKind::Unsupported,
-                "IoT Hub takes batches over AMQP and HTTPS, not MQTT: send each message, \
-                 or choose Transport::Amqp",
+                format!(
+                    "IoT Hub takes batches over AMQP and HTTPS, not MQTT: send the {} \
+                     messages one by one, or choose Transport::Amqp",
+                    messages.len()
+                ),
             )),
             Operation::RespondToMethod(response) => {
                 self.session.method_response(now_, &response, deadline).0
