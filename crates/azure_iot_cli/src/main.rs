@@ -209,7 +209,7 @@ impl LimitArgs {
 /// (what the largest derived limit needs), and 10,240 where the hard limit is "unlimited"
 /// (macOS refuses more than `OPEN_MAX` then, as Go also allows for).
 #[cfg(unix)]
-fn raise_descriptor_limit() {
+pub(crate) fn raise_descriptor_limit() {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     const MOST: u64 = (1 << 20) * 3 + 1024;
     let limit = getrlimit(Resource::Nofile);
@@ -229,7 +229,7 @@ fn raise_descriptor_limit() {
 }
 
 #[cfg(not(unix))]
-fn raise_descriptor_limit() {}
+pub(crate) fn raise_descriptor_limit() {}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

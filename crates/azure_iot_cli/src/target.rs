@@ -33,8 +33,31 @@ pub(crate) struct HubArgs {
 pub(crate) struct Hub {
     pub(crate) service: ServiceClient,
     pub(crate) host: String,
-    pub(crate) mqtt_port: u16,
+    /// The emulator's device ports, when the hub is the local emulator (a real hub uses each
+    /// transport's standard port).
+    pub(crate) device_ports: Option<DevicePorts>,
     pub(crate) ca_pem: Option<String>,
+}
+
+/// Where the local emulator takes device connections.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DevicePorts {
+    pub(crate) mqtt: u16,
+    pub(crate) amqp: u16,
+    /// The HTTPS port, where WebSocket transports connect.
+    pub(crate) https: u16,
+}
+
+impl DevicePorts {
+    /// The port a device client on `transport` dials.
+    pub(crate) fn of(&self, transport: azure_iot_device::Transport) -> u16 {
+        use azure_iot_device::Transport;
+        match transport {
+            Transport::Mqtt => self.mqtt,
+            Transport::Amqp => self.amqp,
+            _ => self.https,
+        }
+    }
 }
 
 /// What `hub.json` (and `ca.pem`) in an emulator's data directory say.
@@ -84,13 +107,24 @@ pub(crate) fn read_local(dir: &Path) -> Result<Local, String> {
     })
 }
 
+impl Local {
+    /// Where this emulator takes device connections.
+    fn device_ports(&self) -> DevicePorts {
+        DevicePorts {
+            mqtt: self.mqtt,
+            amqp: self.amqp,
+            https: self.https,
+        }
+    }
+}
+
 impl HubArgs {
-    /// The local emulator's MQTT port and CA, if `--data-dir` describes an emulator on `host`.
-    pub(crate) fn local_device_endpoint(&self, host: &str) -> Option<(u16, String)> {
+    /// The local emulator's device ports and CA, if `--data-dir` describes an emulator on `host`.
+    pub(crate) fn local_device_endpoint(&self, host: &str) -> Option<(DevicePorts, String)> {
         read_local(&self.data_dir)
             .ok()
             .filter(|l| l.host.eq_ignore_ascii_case(host))
-            .map(|l| (l.mqtt, l.ca_pem))
+            .map(|l| (l.device_ports(), l.ca_pem))
     }
 
     /// The hub these arguments name.
@@ -123,11 +157,11 @@ impl HubArgs {
             }
         };
         let mut options = ServiceClientOptions::default();
-        let mut mqtt_port = 8883;
+        let mut device_ports = None;
         let mut ca_pem = given_ca;
         if let Some(local) = &local {
             options = options.https_port(local.https).amqp_port(local.amqp);
-            mqtt_port = local.mqtt;
+            device_ports = Some(local.device_ports());
             ca_pem.get_or_insert_with(|| local.ca_pem.clone());
         }
         if let Some(pem) = &ca_pem {
@@ -138,7 +172,7 @@ impl HubArgs {
         Ok(Hub {
             host: service.host_name().to_owned(),
             service,
-            mqtt_port,
+            device_ports,
             ca_pem,
         })
     }
