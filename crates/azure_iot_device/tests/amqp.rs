@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use azure_iot_device::{
-    AmqpPool, ClientOptions, ConnectionState, DeviceClient, ErrorKind, Message, MethodResponse,
-    ModuleClient, Transport,
+    AmqpPool, ClientOptions, ConnectionState, DeviceClient, ErrorKind, MAX_DEVICES_PER_CONNECTION,
+    Message, MethodResponse, ModuleClient, Transport,
 };
 use azure_iot_emulator::{EmulatorHandle, Fault};
 use azure_iot_test::{HubEndpoint, RestClient, emulator};
@@ -361,6 +361,40 @@ async fn devices_multiplexed_on_a_pool() {
     }
     assert_eq!(hub.telemetry(0, 100).await.unwrap().len(), 24);
     assert_eq!(pool.devices().await, 24);
+    for client in &clients {
+        client.close().await;
+    }
+    assert_eq!(pool.connections().await, 0);
+}
+
+/// A connection carries as many devices as IoT Hub allows on one (999, a session each beside
+/// the CBS session): the AMQP library's default channel limit stopped it at 255. The next
+/// device opens a second connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_carries_999_devices_and_the_1000th_opens_another() {
+    let hub = emulator().await;
+    let pool = AmqpPool::new(MAX_DEVICES_PER_CONNECTION).unwrap();
+    let connect = (0..=MAX_DEVICES_PER_CONNECTION).map(|i| {
+        let options = amqp_options(&hub).amqp_pool(pool.clone());
+        let hub = &hub;
+        async move { device(hub, &format!("full-{i:03}"), options).await }
+    });
+    // Joining at once, as a fleet does: the pool still fills one connection first.
+    let clients = futures_util::future::join_all(connect).await;
+    assert_eq!(pool.devices().await, MAX_DEVICES_PER_CONNECTION + 1);
+    assert_eq!(pool.connections().await, 2);
+    let sends = clients.iter().map(|client| async move {
+        client
+            .send_event(Message::new(client.identity().device_id().to_owned()).unwrap())
+            .await
+    });
+    for result in futures_util::future::join_all(sends).await {
+        result.unwrap();
+    }
+    assert_eq!(
+        hub.telemetry(0, 2000).await.unwrap().len(),
+        MAX_DEVICES_PER_CONNECTION + 1
+    );
     for client in &clients {
         client.close().await;
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use azure_iot_protocol::amqp::{Address, PutToken, PutTokenAnswer};
 use fe2o3_amqp::connection::ConnectionHandle;
-use fe2o3_amqp::session::SessionHandle;
+use fe2o3_amqp::session::{BeginError, SessionHandle};
 use fe2o3_amqp::{Connection, Receiver, Sender, Session};
 use fe2o3_amqp_types::definitions::SenderSettleMode;
 use fe2o3_amqp_types::messaging::{Body, MessageId};
@@ -26,6 +26,11 @@ const CBS_QUEUE: usize = 64;
 /// The largest frame the client offers to take (IoT Hub's own maximum is 64 KiB for devices;
 /// messages larger than a frame are split over several transfers).
 const MAX_FRAME: u32 = 64 * 1024;
+
+/// The highest channel the client offers: a session per device plus the CBS session, so that
+/// a connection can carry [`MAX_DEVICES_PER_CONNECTION`](super::MAX_DEVICES_PER_CONNECTION)
+/// devices (the AMQP library's default, 255, stopped a connection at 255 devices).
+const CHANNEL_MAX: u16 = super::MAX_DEVICES_PER_CONNECTION as u16;
 
 /// How long closing a connection may take before its socket is simply dropped.
 const CLOSE_LIMIT: Duration = Duration::from_secs(5);
@@ -48,6 +53,9 @@ pub(crate) struct SharedConnection {
     seated: AtomicUsize,
     /// Set once the connection failed: no new device is seated on it.
     broken: AtomicBool,
+    /// Set once a session could not begin for want of a channel (the hub offered fewer than
+    /// [`CHANNEL_MAX`]): no new device is seated on it, those seated stay.
+    full: AtomicBool,
     /// Whether it carries one X.509 device (authenticated by the TLS client certificate).
     pub(crate) private: bool,
 }
@@ -83,6 +91,7 @@ impl SharedConnection {
             .container_id(container)
             .hostname(dial.host.as_str())
             .max_frame_size(MAX_FRAME)
+            .channel_max(CHANNEL_MAX)
             .open_with_stream(Stream(stream))
             .await
             .map_err(|e| failed("the hub refused the AMQP connection", e))?;
@@ -105,17 +114,26 @@ impl SharedConnection {
             cbs_task,
             seated: AtomicUsize::new(0),
             broken: AtomicBool::new(false),
+            full: AtomicBool::new(false),
             private,
         }))
     }
 
-    /// Begins a session on the connection (for one device).
-    pub(crate) async fn begin_session(&self) -> Result<SessionHandle<()>> {
+    /// Begins a session on the connection (for one device). `Ok(None)`: the connection has
+    /// no channel left (it is marked full; the device belongs on another connection).
+    pub(crate) async fn begin_session(&self) -> Result<Option<SessionHandle<()>>> {
         let mut handle = self.handle.lock().await;
-        Session::begin(&mut handle).await.map_err(|e| {
-            self.mark_broken();
-            failed("the hub refused a new AMQP session", e)
-        })
+        match Session::begin(&mut handle).await {
+            Ok(session) => Ok(Some(session)),
+            Err(BeginError::LocalChannelMaxReached) => {
+                self.full.store(true, Ordering::Release);
+                Ok(None)
+            }
+            Err(e) => {
+                self.mark_broken();
+                Err(failed("the hub refused a new AMQP session", e))
+            }
+        }
     }
 
     /// Puts `token` for `audience` on the connection's `$cbs` node; `Ok` once the hub
@@ -139,7 +157,10 @@ impl SharedConnection {
 
     /// Whether another device may be seated here (the connection works and has room).
     pub(crate) fn has_room(&self, max_devices: usize) -> bool {
-        !self.private && !self.is_broken() && self.seated.load(Ordering::Acquire) < max_devices
+        !self.private
+            && !self.full.load(Ordering::Acquire)
+            && !self.is_broken()
+            && self.seated.load(Ordering::Acquire) < max_devices
     }
 
     /// Whether the connection failed or closed.

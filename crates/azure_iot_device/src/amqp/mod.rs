@@ -25,6 +25,7 @@ pub(crate) mod unit;
 
 use std::sync::{Arc, Weak};
 
+use fe2o3_amqp::session::SessionHandle;
 use tokio::sync::Mutex;
 
 pub(crate) use connection::{Seat, SharedConnection};
@@ -164,9 +165,31 @@ impl AmqpPool {
         Ok(config)
     }
 
-    /// A seat for one device: on a connection of the pool with room, or on a new one. A
-    /// device authenticated by its TLS certificate (`private`) always gets a new connection.
-    pub(crate) async fn seat(&self, dial: &Dial, private: bool) -> Result<Seat> {
+    /// A seat for one device and its session: on a connection of the pool with room, or on a
+    /// new one. A device authenticated by its TLS certificate (`private`) always gets a new
+    /// connection. A connection found to have no channel left for the session is marked full
+    /// and the device seated elsewhere.
+    pub(crate) async fn seat_with_session(
+        &self,
+        dial: &Dial,
+        private: bool,
+    ) -> Result<(Seat, SessionHandle<()>)> {
+        // A new connection always has a channel for its first device, so the second try
+        // succeeds or fails for another reason; the third is only for a race.
+        for _ in 0..3 {
+            let seat = self.seat(dial, private).await?;
+            if let Some(session) = seat.connection().begin_session().await? {
+                return Ok((seat, session));
+            }
+        }
+        Err(Error::new(
+            ErrorKind::Connect,
+            "no AMQP connection had a channel for a new session",
+        ))
+    }
+
+    /// A seat for one device: on a connection of the pool with room, or on a new one.
+    async fn seat(&self, dial: &Dial, private: bool) -> Result<Seat> {
         let key = DialKey::of(dial);
         let mut connections = self.inner.connections.lock().await;
         connections.retain(|(_, c)| c.upgrade().is_some_and(|c| !c.is_broken()));

@@ -233,8 +233,10 @@ impl super::Engine for AmqpEngine {
         // An X.509 device has no token: its TLS certificate authenticates the connection,
         // which therefore carries no other device.
         let token = password.filter(|p| !p.is_empty());
-        let seat = self.pool.seat(&self.dial, token.is_none()).await?;
-        let session = seat.connection().begin_session().await?;
+        let (seat, session) = self
+            .pool
+            .seat_with_session(&self.dial, token.is_none())
+            .await?;
         if let Some(token) = token {
             let audience = self.audience(token);
             seat.connection().put_token(&audience, token).await?;
