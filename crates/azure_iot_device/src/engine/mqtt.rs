@@ -29,6 +29,10 @@ struct Conn {
     writer: WriteHalf<Connection>,
     read_buf: BytesMut,
     write_buf: BytesMut,
+    /// Bytes were written since the last flush. A TLS stream may keep written bytes in its
+    /// own buffer (when the socket would block) until it is flushed: without the flush a
+    /// CONNECT or PUBLISH could wait there until the next write, which may never come.
+    unflushed: bool,
 }
 
 /// The MQTT engine of one device or module client.
@@ -174,6 +178,30 @@ impl MqttEngine {
         }
     }
 
+    /// Opens the MQTT session on `stream` (CONNECT, CONNACK) and keeps the stream.
+    async fn connect_on(&mut self, mut stream: Connection, password: Option<&str>) -> Result<()> {
+        self.session.connect(now(), password);
+        let attempt = self.handshake(&mut stream).await;
+        let read_buf = match attempt {
+            Ok(buf) => buf,
+            Err(e) => {
+                self.session.connection_lost(now());
+                return Err(e);
+            }
+        };
+        let (reader, writer) = tokio::io::split(stream);
+        self.paused = false;
+        self.conn = Some(Conn {
+            reader,
+            writer,
+            read_buf,
+            write_buf: BytesMut::with_capacity(4096),
+            unflushed: false,
+        });
+        tracing::debug!(client_id = %self.session.identity().client_id(), "connected");
+        Ok(())
+    }
+
     /// Reads up to CONNACK on a new stream; returns the bytes that followed it.
     async fn handshake(&mut self, stream: &mut Connection) -> Result<BytesMut> {
         let mut buf = BytesMut::new();
@@ -181,9 +209,11 @@ impl MqttEngine {
             write_packet(&packet, &mut buf)
                 .map_err(|e| Error::with_source(ErrorKind::InvalidArgument, "CONNECT", e))?;
         }
-        stream
-            .write_all(&buf)
-            .await
+        let sent = async {
+            stream.write_all(&buf).await?;
+            stream.flush().await
+        };
+        sent.await
             .map_err(|e| Error::with_source(ErrorKind::Connect, "sending CONNECT", e))?;
         buf.clear();
         loop {
@@ -262,26 +292,8 @@ impl super::Engine for MqttEngine {
         if self.conn.is_some() {
             self.lose();
         }
-        let mut stream = self.dial.connect().await?;
-        self.session.connect(now(), password);
-        let attempt = self.handshake(&mut stream).await;
-        let read_buf = match attempt {
-            Ok(buf) => buf,
-            Err(e) => {
-                self.session.connection_lost(now());
-                return Err(e);
-            }
-        };
-        let (reader, writer) = tokio::io::split(stream);
-        self.paused = false;
-        self.conn = Some(Conn {
-            reader,
-            writer,
-            read_buf,
-            write_buf: BytesMut::with_capacity(4096),
-        });
-        tracing::debug!(client_id = %self.session.identity().client_id(), "connected");
-        Ok(())
+        let stream = self.dial.connect().await?;
+        self.connect_on(stream, password).await
     }
 
     fn submit(&mut self, operation: Operation, deadline: Instant) -> OpId {
@@ -395,19 +407,33 @@ impl super::Engine for MqttEngine {
                 writer,
                 read_buf,
                 write_buf,
+                unflushed,
             }) = &mut self.conn
             else {
                 sleep.await;
                 continue;
             };
             let writing = !write_buf.is_empty();
+            let flushing = !writing && *unflushed;
+            // Writes what is encoded (`Some(bytes written)`), then flushes (`None`).
+            let output = async {
+                if writing {
+                    writer.write(write_buf).await.map(Some)
+                } else {
+                    writer.flush().await.map(|()| None)
+                }
+            };
             tokio::select! {
-                written = writer.write(write_buf), if writing => match written {
-                    Ok(0) | Err(_) => {
+                output = output, if writing || flushing => match output {
+                    Ok(Some(0)) | Err(_) => {
                         self.lose();
                         return EngineEvent::Lost(DisconnectReason::Network);
                     }
-                    Ok(n) => write_buf.advance(n),
+                    Ok(Some(n)) => {
+                        write_buf.advance(n);
+                        *unflushed = true;
+                    }
+                    Ok(None) => *unflushed = false,
                 },
                 read = reader.read_buf(read_buf), if reading => match read {
                     Ok(0) | Err(_) => {
@@ -426,9 +452,158 @@ impl super::Engine for MqttEngine {
         self.encode(now());
         if let Some(mut conn) = self.conn.take() {
             let _ = conn.writer.write_all(&conn.write_buf).await;
+            let _ = conn.writer.flush().await;
             let _ = conn.writer.shutdown().await;
         }
         self.deliveries.clear();
         self.session.connection_lost(now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::pin::Pin;
+    use std::sync::Arc;
+    use std::task::{Context, Poll};
+    use std::time::Duration;
+
+    use azure_iot_protocol::Identity;
+    use azure_iot_protocol::mqtt::codec::{ConnAck, Packet};
+    use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
+
+    use super::*;
+    use crate::Message;
+    use crate::engine::Engine as _;
+
+    /// A stream that, like a TLS stream whose socket would block, keeps what is written
+    /// until it is flushed.
+    struct HoldsUntilFlushed {
+        inner: DuplexStream,
+        held: Vec<u8>,
+    }
+
+    impl AsyncRead for HoldsUntilFlushed {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for HoldsUntilFlushed {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            self.held.extend_from_slice(buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            while !self.held.is_empty() {
+                let this = &mut *self;
+                match Pin::new(&mut this.inner).poll_write(cx, &this.held) {
+                    Poll::Ready(Ok(n)) => {
+                        this.held.drain(..n);
+                    }
+                    other => return other.map(|r| r.map(drop)),
+                }
+            }
+            Pin::new(&mut self.inner).poll_flush(cx)
+        }
+
+        fn poll_shutdown(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    fn engine() -> MqttEngine {
+        let session = Client::new(client::Config {
+            identity: Identity::device("dev"),
+            host: "hub.example".into(),
+            model_id: None,
+            client_type: "test".into(),
+            keep_alive: Duration::from_secs(60),
+            max_in_flight: 8,
+        });
+        let tls = azure_iot_protocol::tls::client_config_builder(rustls::RootCertStore::empty())
+            .unwrap()
+            .with_no_client_auth();
+        let dial = Dial {
+            tls: Arc::new(tls),
+            host: "hub.example".into(),
+            port: 8883,
+            transport: crate::Transport::Mqtt,
+            proxy: None,
+        };
+        MqttEngine::new(session, dial)
+    }
+
+    /// The next packet the hub side reads.
+    async fn packet(hub: &mut DuplexStream, buf: &mut BytesMut) -> Packet {
+        loop {
+            if let Some(packet) = read_packet(buf, MAX_PACKET_BYTES).unwrap() {
+                return packet;
+            }
+            assert!(hub.read_buf(buf).await.unwrap() > 0, "the client closed");
+        }
+    }
+
+    /// A stream that holds written bytes until flushed (as TLS does when the socket would
+    /// block) still carries CONNECT and every PUBLISH: the engine flushes. Without the flush,
+    /// 4 of 1,000 devices connecting at once timed out waiting for CONNACK.
+    #[tokio::test(start_paused = true)]
+    async fn what_the_engine_writes_is_flushed() {
+        let (client_end, mut hub) = tokio::io::duplex(64 * 1024);
+        let stream: Connection = Box::new(HoldsUntilFlushed {
+            inner: client_end,
+            held: Vec::new(),
+        });
+        let mut engine = engine();
+        let hub_side = async {
+            let mut buf = BytesMut::new();
+            let connect = tokio::time::timeout(Duration::from_secs(30), packet(&mut hub, &mut buf))
+                .await
+                .expect("CONNECT never left the client");
+            assert!(matches!(connect, Packet::Connect(..)), "{connect:?}");
+            let mut out = BytesMut::new();
+            write_packet(
+                &Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false)),
+                &mut out,
+            )
+            .unwrap();
+            hub.write_all(&out).await.unwrap();
+            (hub, buf)
+        };
+        let (connected, (mut hub, mut buf)) =
+            tokio::join!(engine.connect_on(stream, Some("token")), hub_side);
+        connected.unwrap();
+
+        let deadline = Instant::now() + Duration::from_secs(60);
+        engine.submit(
+            Operation::SendEvent(Box::new(Message::new("hello").unwrap())),
+            deadline,
+        );
+        let pump = async {
+            loop {
+                let _ = engine.next(true).await;
+            }
+        };
+        let publish = tokio::time::timeout(Duration::from_secs(30), packet(&mut hub, &mut buf));
+        tokio::select! {
+            () = pump => unreachable!(),
+            publish = publish => {
+                let publish = publish.expect("the PUBLISH never left the client");
+                assert!(matches!(publish, Packet::Publish(..)), "{publish:?}");
+            }
+        }
     }
 }
