@@ -369,17 +369,33 @@ async fn devices_multiplexed_on_a_pool() {
 
 /// A connection carries as many devices as IoT Hub allows on one (999, a session each beside
 /// the CBS session): the AMQP library's default channel limit stopped it at 255. The next
-/// device opens a second connection.
+/// device opens a second connection. Devices joining a new connection at once all get on.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_connection_carries_999_devices_and_the_1000th_opens_another() {
     let hub = emulator().await;
     let pool = AmqpPool::new(MAX_DEVICES_PER_CONNECTION).unwrap();
-    let connect = (0..=MAX_DEVICES_PER_CONNECTION).map(|i| {
+    let service = RestClient::new(&HubEndpoint::of(&hub), "iothubowner");
+    let mut keys = Vec::new();
+    for i in 0..=MAX_DEVICES_PER_CONNECTION {
+        let id = format!("full-{i:03}");
+        let key = service.register_device(&id).await;
+        keys.push((id, key));
+    }
+    // All joining at once, as a fleet does: the pool still fills one connection first, and
+    // the devices put their tokens before their sessions begin (the hub closes a connection
+    // that opens more than a few sessions before its first token).
+    let connect = keys.iter().map(|(id, key)| {
+        let cs = format!(
+            "HostName={};DeviceId={id};SharedAccessKey={key}",
+            hub.hostname()
+        );
         let options = amqp_options(&hub).amqp_pool(pool.clone());
-        let hub = &hub;
-        async move { device(hub, &format!("full-{i:03}"), options).await }
+        async move {
+            DeviceClient::from_connection_string(&cs, options)
+                .await
+                .unwrap()
+        }
     });
-    // Joining at once, as a fleet does: the pool still fills one connection first.
     let clients = futures_util::future::join_all(connect).await;
     assert_eq!(pool.devices().await, MAX_DEVICES_PER_CONNECTION + 1);
     assert_eq!(pool.connections().await, 2);

@@ -23,6 +23,11 @@ use crate::transport::Dial;
 /// Put-token requests a connection's CBS task may have waiting.
 const CBS_QUEUE: usize = 64;
 
+/// Put-token requests sent and not yet answered, at most. Devices joining a connection at
+/// once all put their tokens at once; sending them all before reading answers filled the
+/// hub's answer queue (the emulator closes `$cbs` after 32 answers wait for link credit).
+const CBS_IN_FLIGHT: usize = 16;
+
 /// The largest frame the client offers to take (IoT Hub's own maximum is 64 KiB for devices;
 /// messages larger than a frame are split over several transfers).
 const MAX_FRAME: u32 = 64 * 1024;
@@ -253,7 +258,7 @@ impl Cbs {
         let mut next_id: u64 = 0;
         loop {
             tokio::select! {
-                request = requests.recv() => {
+                request = requests.recv(), if waiting.len() < CBS_IN_FLIGHT => {
                     let Some(request) = request else { break };
                     next_id += 1;
                     let id = MessageId::String(format!("put-token-{next_id}"));
@@ -263,7 +268,6 @@ impl Cbs {
                         let _ = request.answer.send(Err(failed("sending a CBS token failed", e)));
                         break;
                     }
-                    waiting.retain(|_, answer| !answer.is_closed());
                     waiting.insert(id, request.answer);
                 }
                 answer = self.answers.recv::<Body<Value>>() => {

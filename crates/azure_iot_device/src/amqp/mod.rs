@@ -166,18 +166,24 @@ impl AmqpPool {
     }
 
     /// A seat for one device and its session: on a connection of the pool with room, or on a
-    /// new one. A device authenticated by its TLS certificate (`private`) always gets a new
-    /// connection. A connection found to have no channel left for the session is marked full
-    /// and the device seated elsewhere.
+    /// new one. A device with a token (`(audience, token)`) puts it on the connection's `$cbs`
+    /// node before it begins its session, as the SDKs do: the hub lets a connection open only
+    /// a few sessions before its first token, and devices joining a new connection at once
+    /// would otherwise exceed that. A device authenticated by its TLS certificate (no token)
+    /// always gets a new connection. A connection found to have no channel left for the
+    /// session is marked full and the device seated elsewhere.
     pub(crate) async fn seat_with_session(
         &self,
         dial: &Dial,
-        private: bool,
+        token: Option<(&str, &str)>,
     ) -> Result<(Seat, SessionHandle<()>)> {
         // A new connection always has a channel for its first device, so the second try
         // succeeds or fails for another reason; the third is only for a race.
         for _ in 0..3 {
-            let seat = self.seat(dial, private).await?;
+            let seat = self.seat(dial, token.is_none()).await?;
+            if let Some((audience, token)) = token {
+                seat.connection().put_token(audience, token).await?;
+            }
             if let Some(session) = seat.connection().begin_session().await? {
                 return Ok((seat, session));
             }

@@ -233,14 +233,11 @@ impl super::Engine for AmqpEngine {
         // An X.509 device has no token: its TLS certificate authenticates the connection,
         // which therefore carries no other device.
         let token = password.filter(|p| !p.is_empty());
+        let audience = token.map(|token| self.audience(token));
         let (seat, session) = self
             .pool
-            .seat_with_session(&self.dial, token.is_none())
+            .seat_with_session(&self.dial, audience.as_deref().zip(token))
             .await?;
-        if let Some(token) = token {
-            let audience = self.audience(token);
-            seat.connection().put_token(&audience, token).await?;
-        }
         self.generation += 1;
         let unit = unit::start(
             session,
