@@ -254,6 +254,9 @@ pub struct DeviceClient {
     operation_timeout: Duration,
     inbound_capacity: usize,
     max_pending: usize,
+    /// File upload over HTTPS (whatever the transport).
+    #[cfg(feature = "https")]
+    files: Arc<crate::files::FileUploads>,
 }
 
 /// The identity `device_id` / `module_id` names, if both are ids IoT Hub accepts.
@@ -411,12 +414,21 @@ impl DeviceClient {
             Some(module) => ResourceUri::module(host_name, identity.device_id(), module),
             None => ResourceUri::device(host_name, identity.device_id()),
         };
-        let auth = Auth {
+        let auth = Arc::new(Auth {
             credential,
             resource,
             token_ttl: options.token_ttl,
             timeout: options.operation_timeout,
-        };
+        });
+        #[cfg(feature = "https")]
+        let files = Arc::new(crate::files::FileUploads::new(
+            auth.clone(),
+            identity.clone(),
+            connect_host,
+            options.effective_https_port(),
+            dial.tls.clone(),
+            options.operation_timeout,
+        ));
         #[cfg(feature = "amqp")]
         if options.transport.is_amqp() {
             let pool = options
@@ -431,7 +443,15 @@ impl DeviceClient {
                 client_type,
             );
             let renew_at = auth.connect(&mut engine).await?;
-            return Ok(Self::start(engine, auth, renew_at, identity, &options));
+            return Ok(Self::start(
+                engine,
+                auth,
+                renew_at,
+                identity,
+                &options,
+                #[cfg(feature = "https")]
+                files,
+            ));
         }
         let max_pending = options.max_pending_operations.max(1);
         let session = session::Client::new(session::Config {
@@ -444,16 +464,25 @@ impl DeviceClient {
         });
         let mut engine = MqttEngine::new(session, dial);
         let renew_at = auth.connect(&mut engine).await?;
-        Ok(Self::start(engine, auth, renew_at, identity, &options))
+        Ok(Self::start(
+            engine,
+            auth,
+            renew_at,
+            identity,
+            &options,
+            #[cfg(feature = "https")]
+            files,
+        ))
     }
 
     /// Starts the supervisor over `engine`, which `auth` has just connected.
     pub(crate) fn start<E: Engine>(
         engine: E,
-        auth: Auth,
+        auth: Arc<Auth>,
         renew_at: Option<Instant>,
         identity: Identity,
         options: &ClientOptions,
+        #[cfg(feature = "https")] files: Arc<crate::files::FileUploads>,
     ) -> Self {
         let max_pending = options.max_pending_operations.max(1);
         // Room for every permitted operation and a close.
@@ -484,6 +513,8 @@ impl DeviceClient {
             operation_timeout: options.operation_timeout,
             inbound_capacity: options.inbound_capacity.max(1),
             max_pending,
+            #[cfg(feature = "https")]
+            files,
         }
     }
 
@@ -680,6 +711,65 @@ impl DeviceClient {
             Operation::RespondToMethod(response),
         )
         .await
+    }
+
+    /// Asks the hub where to upload a file named `blob_name`: a SAS URI for the blob
+    /// `{deviceId}/{blob_name}` in the storage container linked to the hub, and the correlation
+    /// id to report the outcome with ([`notify_blob_upload_status`](Self::notify_blob_upload_status)).
+    /// Over HTTPS, whatever the client's transport (the hub offers file upload only there);
+    /// devices only (a module gets [`ErrorKind::Unsupported`]).
+    ///
+    /// Most applications call [`upload_file`](Self::upload_file), which does all three steps.
+    #[cfg(feature = "https")]
+    pub async fn get_storage_info_for_blob(
+        &self,
+        blob_name: &str,
+    ) -> Result<crate::files::BlobUploadInfo> {
+        self.files.storage_info(blob_name).await
+    }
+
+    /// Tells the hub how the upload `correlation_id` went; on success (and when the hub's
+    /// file-upload notifications are on) the back end receives a file-upload notification.
+    /// `status_code` and `status_description` are free for the application (the storage
+    /// request's HTTP status is customary).
+    #[cfg(feature = "https")]
+    pub async fn notify_blob_upload_status(
+        &self,
+        correlation_id: &str,
+        is_success: bool,
+        status_code: i32,
+        status_description: &str,
+    ) -> Result<()> {
+        self.files
+            .notify(correlation_id, is_success, status_code, status_description)
+            .await
+    }
+
+    /// Uploads `data` as the blob `{deviceId}/{blob_name}`: asks the hub where, writes the
+    /// block blob to storage (one Put Blob, so at most 5,000 MiB), and reports the outcome to
+    /// the hub — a failed write is reported as failed before its error is returned.
+    #[cfg(feature = "https")]
+    pub async fn upload_file(&self, blob_name: &str, data: impl Into<bytes::Bytes>) -> Result<()> {
+        let info = self.files.storage_info(blob_name).await?;
+        match self.files.put_blob(&info, data.into()).await {
+            Ok(()) => {
+                self.files
+                    .notify(&info.correlation_id, true, 201, "uploaded")
+                    .await
+            }
+            Err(e) => {
+                let status = match e.kind() {
+                    ErrorKind::Status(code) => i32::from(code),
+                    _ => -1,
+                };
+                // The upload's own error is the one that matters; the report is best effort.
+                let _ = self
+                    .files
+                    .notify(&info.correlation_id, false, status, &e.to_string())
+                    .await;
+                Err(e)
+            }
+        }
     }
 
     /// Disconnects (MQTT DISCONNECT; over AMQP the device's links and session end, and the

@@ -102,6 +102,8 @@ mod auth;
 mod client;
 mod engine;
 mod error;
+#[cfg(feature = "https")]
+mod files;
 mod module;
 mod options;
 mod supervisor;
@@ -117,6 +119,8 @@ pub use client::{
     ReceivedMessage,
 };
 pub use error::{Error, ErrorKind, Result};
+#[cfg(feature = "https")]
+pub use files::BlobUploadInfo;
 pub use module::ModuleClient;
 pub use options::{
     ClientOptions, DEFAULT_INBOUND_CAPACITY, DEFAULT_KEEP_ALIVE, DEFAULT_MAX_PENDING_OPERATIONS,

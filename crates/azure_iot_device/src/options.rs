@@ -25,6 +25,7 @@ pub struct ClientOptions {
     pub(crate) model_id: Option<String>,
     pub(crate) product_info: Option<String>,
     pub(crate) port: Option<u16>,
+    pub(crate) https_port: Option<u16>,
     pub(crate) transport: Transport,
     pub(crate) retry_policy: SharedRetryPolicy,
     pub(crate) proxy: Option<Proxy>,
@@ -44,6 +45,7 @@ impl Default for ClientOptions {
             model_id: None,
             product_info: None,
             port: None,
+            https_port: None,
             transport: Transport::Mqtt,
             retry_policy: SharedRetryPolicy::default(),
             proxy: None,
@@ -111,6 +113,13 @@ impl ClientOptions {
         self
     }
 
+    /// The hub's HTTPS port instead of 443, for file upload (an emulator that listens
+    /// elsewhere). Clients over WebSockets use [`port`](Self::port) when this is not set.
+    pub fn https_port(mut self, port: u16) -> Self {
+        self.https_port = Some(port);
+        self
+    }
+
     /// The transport (MQTT over TLS by default).
     pub fn transport(mut self, transport: Transport) -> Self {
         self.transport = transport;
@@ -171,6 +180,16 @@ impl ClientOptions {
     #[cfg(not(feature = "amqp"))]
     pub(crate) fn amqp_pool_ref(&self) -> Option<&NoPool> {
         None
+    }
+
+    /// The hub's HTTPS port: [`https_port`](Self::https_port), else the WebSocket
+    /// transports' port, else 443.
+    pub(crate) fn effective_https_port(&self) -> u16 {
+        match self.https_port {
+            Some(port) => port,
+            None if self.transport.websocket_subprotocol().is_some() => self.effective_port(),
+            None => 443,
+        }
     }
 
     pub(crate) fn effective_port(&self) -> u16 {

@@ -108,7 +108,7 @@ impl Auth {
     }
 
     /// A token from the credential, and when to renew it.
-    async fn password(&self) -> Result<(String, Option<Instant>)> {
+    pub(crate) async fn password(&self) -> Result<(String, Option<Instant>)> {
         // A token provider is the application's code: bounded like the rest of the connect.
         let (password, expires) = timeout(
             self.timeout,
@@ -144,7 +144,7 @@ impl Auth {
 /// What [`spawn`] needs: a connected engine and everything to keep it going.
 pub(crate) struct Parts<E> {
     pub(crate) engine: E,
-    pub(crate) auth: Auth,
+    pub(crate) auth: Arc<Auth>,
     pub(crate) retry: SharedRetryPolicy,
     pub(crate) commands: mpsc::Receiver<Command>,
     pub(crate) permits: Arc<Semaphore>,
@@ -221,7 +221,7 @@ type Room = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 struct Supervisor<E> {
     engine: E,
-    auth: Auth,
+    auth: Arc<Auth>,
     retry: SharedRetryPolicy,
     commands: mpsc::Receiver<Command>,
     permits: Arc<Semaphore>,

@@ -85,7 +85,7 @@ async fn harness(options: ClientOptions) -> Harness {
         events: rx,
         next_op: 0,
     };
-    let auth = Auth {
+    let auth = Arc::new(Auth {
         credential: Credential::Key {
             key: SharedAccessKey::from_base64("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")
                 .unwrap(),
@@ -94,9 +94,31 @@ async fn harness(options: ClientOptions) -> Harness {
         resource: ResourceUri::device("hub.example", "dev"),
         token_ttl: options.token_ttl,
         timeout: options.operation_timeout,
-    };
+    });
     let renew_at = auth.connect(&mut engine).await.unwrap();
-    let client = DeviceClient::start(engine, auth, renew_at, Identity::device("dev"), &options);
+    #[cfg(feature = "https")]
+    let files = {
+        let tls = azure_iot_protocol::tls::client_config_builder(rustls::RootCertStore::empty())
+            .unwrap()
+            .with_no_client_auth();
+        Arc::new(crate::files::FileUploads::new(
+            auth.clone(),
+            Identity::device("dev"),
+            "hub.example",
+            443,
+            Arc::new(tls),
+            options.operation_timeout,
+        ))
+    };
+    let client = DeviceClient::start(
+        engine,
+        auth,
+        renew_at,
+        Identity::device("dev"),
+        &options,
+        #[cfg(feature = "https")]
+        files,
+    );
     Harness {
         client,
         log,
