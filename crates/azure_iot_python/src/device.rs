@@ -221,7 +221,8 @@ impl Inner {
         };
         if let Some(client) = client {
             client.close().await;
-            let _ = self.events_tx.send(Event::ConnectionState(false)).await;
+            // Never waits: a queue nobody drains must not hang a disconnect.
+            let _ = self.events_tx.try_send(Event::ConnectionState(false));
         }
     }
 

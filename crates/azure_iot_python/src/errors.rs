@@ -12,55 +12,55 @@ use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyValueError};
 
 create_exception!(
-    _native,
+    azure_iot_rs.exceptions,
     ClientError,
     PyException,
     "An error in the client (base of the connection and credential errors)."
 );
 create_exception!(
-    _native,
+    azure_iot_rs.exceptions,
     ConnectionFailedError,
     ClientError,
     "The connection to the hub could not be established."
 );
 create_exception!(
-    _native,
+    azure_iot_rs.exceptions,
     ConnectionDroppedError,
     ClientError,
     "The connection to the hub was lost before the operation finished."
 );
 create_exception!(
-    _native,
+    azure_iot_rs.exceptions,
     NoConnectionError,
     ClientError,
     "The operation needs a connection and there is none."
 );
 create_exception!(
-    _native,
+    azure_iot_rs.exceptions,
     CredentialError,
     ClientError,
     "The hub refused the credentials (wrong key, expired token, unknown certificate)."
 );
 create_exception!(
-    _native,
+    azure_iot_rs.exceptions,
     OperationCancelled,
     PyException,
     "The operation was cancelled (the client was disconnected or shut down)."
 );
 create_exception!(
-    _native,
+    azure_iot_rs.exceptions,
     OperationTimeout,
     PyException,
     "The operation did not finish in time."
 );
 create_exception!(
-    _native,
+    azure_iot_rs.exceptions,
     ServiceError,
     PyException,
     "The hub answered the operation with an error status."
 );
 create_exception!(
-    _native,
+    azure_iot_rs.exceptions,
     HttpOperationError,
     PyException,
     "A registry (service) operation failed; args are (message, status_code, error_code)."
