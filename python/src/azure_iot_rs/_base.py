@@ -49,6 +49,7 @@ class ClientBase:
     """The factories and handler properties of a device or module client."""
 
     _module = False
+    _on_background_exception: Optional[Callable[..., Any]]
 
     def __init__(self, native: NativeDeviceClient) -> None:
         self._native = native
@@ -152,33 +153,37 @@ class ClientBase:
         log.error("a handler raised: %r", error)
 
 
-def module_factories(cls: Any) -> Any:
-    """Adds the module client's symmetric-key and X.509 factories (with ``module_id``)."""
+class DeviceFactories(ClientBase):
+    """The device client's symmetric-key and X.509 factories."""
 
-    def create_from_symmetric_key(klass: Any, symmetric_key: str, hostname: str, device_id: str, module_id: str, **kwargs: Any) -> Any:
-        return klass(_config.from_symmetric_key(symmetric_key, hostname, device_id, module_id, kwargs))
+    @classmethod
+    def create_from_symmetric_key(
+        cls: "type[C]", symmetric_key: str, hostname: str, device_id: str, **kwargs: Any
+    ) -> C:
+        """A client that signs its SAS tokens with the device's key."""
+        return cls(_config.from_symmetric_key(symmetric_key, hostname, device_id, None, kwargs))
 
-    def create_from_x509_certificate(klass: Any, x509: X509, hostname: str, device_id: str, module_id: str, **kwargs: Any) -> Any:
-        return klass(_config.from_x509(x509, hostname, device_id, module_id, kwargs))
-
-    cls.create_from_symmetric_key = classmethod(create_from_symmetric_key)
-    cls.create_from_x509_certificate = classmethod(create_from_x509_certificate)
-    cls._module = True
-    return cls
-
-
-def device_factories(cls: Any) -> Any:
-    """Adds the device client's symmetric-key and X.509 factories."""
-
-    def create_from_symmetric_key(klass: Any, symmetric_key: str, hostname: str, device_id: str, **kwargs: Any) -> Any:
-        return klass(_config.from_symmetric_key(symmetric_key, hostname, device_id, None, kwargs))
-
-    def create_from_x509_certificate(klass: Any, x509: X509, hostname: str, device_id: str, **kwargs: Any) -> Any:
-        return klass(_config.from_x509(x509, hostname, device_id, None, kwargs))
-
-    cls.create_from_symmetric_key = classmethod(create_from_symmetric_key)
-    cls.create_from_x509_certificate = classmethod(create_from_x509_certificate)
-    return cls
+    @classmethod
+    def create_from_x509_certificate(cls: "type[C]", x509: X509, hostname: str, device_id: str, **kwargs: Any) -> C:
+        """A client authenticated by the device's X.509 certificate."""
+        return cls(_config.from_x509(x509, hostname, device_id, None, kwargs))
 
 
-Options = Dict[str, Any]
+class ModuleFactories(ClientBase):
+    """The module client's symmetric-key and X.509 factories (with ``module_id``)."""
+
+    _module = True
+
+    @classmethod
+    def create_from_symmetric_key(
+        cls: "type[C]", symmetric_key: str, hostname: str, device_id: str, module_id: str, **kwargs: Any
+    ) -> C:
+        """A client that signs its SAS tokens with the module's key."""
+        return cls(_config.from_symmetric_key(symmetric_key, hostname, device_id, module_id, kwargs))
+
+    @classmethod
+    def create_from_x509_certificate(
+        cls: "type[C]", x509: X509, hostname: str, device_id: str, module_id: str, **kwargs: Any
+    ) -> C:
+        """A client authenticated by the module's X.509 certificate."""
+        return cls(_config.from_x509(x509, hostname, device_id, module_id, kwargs))

@@ -6,7 +6,7 @@ never on the network threads: a handler may call the client, and a handler that 
 import threading
 from typing import Any, Dict, Optional
 
-from ._base import ClientBase, device_factories, module_factories
+from ._base import ClientBase, DeviceFactories, ModuleFactories
 from ._native import NativeDeviceClient
 
 #: How long the handler thread waits for an event before looking whether it should stop.
@@ -88,13 +88,11 @@ class _SyncClient(ClientBase):
         self.shutdown()
 
 
-@device_factories
-class IoTHubDeviceClient(_SyncClient):
+class IoTHubDeviceClient(DeviceFactories, _SyncClient):
     """A synchronous device client (the API of ``azure.iot.device.IoTHubDeviceClient``)."""
 
 
-@module_factories
-class IoTHubModuleClient(_SyncClient):
+class IoTHubModuleClient(ModuleFactories, _SyncClient):
     """A synchronous module client (the API of ``azure.iot.device.IoTHubModuleClient``)."""
 
     def send_message_to_output(self, message: Any, output_name: str) -> None:

@@ -26,8 +26,8 @@ def _error_code(self: HttpOperationError):  # type: ignore[no-untyped-def]
 
 
 # The HTTP status and the hub's error code of a failed registry operation, as attributes.
-HttpOperationError.status_code = property(_status_code)  # type: ignore[attr-defined]
-HttpOperationError.error_code = property(_error_code)  # type: ignore[attr-defined]
+HttpOperationError.status_code = property(_status_code)  # type: ignore[assignment]
+HttpOperationError.error_code = property(_error_code)  # type: ignore[assignment]
 
 __all__ = [
     "ClientError",

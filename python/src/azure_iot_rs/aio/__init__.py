@@ -8,7 +8,7 @@ import inspect
 import json
 from typing import Any, Dict, Optional
 
-from .._base import ClientBase, device_factories, module_factories
+from .._base import ClientBase, DeviceFactories, ModuleFactories
 from .._native import NativeDeviceClient
 
 _POLL_SECONDS = 1.0
@@ -93,13 +93,11 @@ class _AsyncClient(ClientBase):
         await self._native.send_method_response_async(*self._method_response_args(method_response))
 
 
-@device_factories
-class IoTHubDeviceClient(_AsyncClient):
+class IoTHubDeviceClient(DeviceFactories, _AsyncClient):
     """An asyncio device client (the API of ``azure.iot.device.aio.IoTHubDeviceClient``)."""
 
 
-@module_factories
-class IoTHubModuleClient(_AsyncClient):
+class IoTHubModuleClient(ModuleFactories, _AsyncClient):
     """An asyncio module client (the API of ``azure.iot.device.aio.IoTHubModuleClient``)."""
 
     async def send_message_to_output(self, message: Any, output_name: str) -> None:
