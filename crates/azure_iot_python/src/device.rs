@@ -14,10 +14,10 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use azure_iot_core::Message;
 use azure_iot_core::connection_string::DeviceConnectionString;
 use azure_iot_core::method::{MethodRequest, MethodResponse};
 use azure_iot_core::retry::{FixedInterval, NoRetry};
-use azure_iot_core::Message;
 use azure_iot_device::{
     ClientOptions, ConnectionState, DesiredPatch, DeviceClient, Incoming, Transport,
     X509Certificate,
@@ -68,8 +68,8 @@ struct Config {
 
 /// Inbound traffic, in arrival order, for the handlers.
 enum Event {
-    /// A cloud-to-device message.
-    Message(Message),
+    /// A cloud-to-device message (boxed: it is much larger than the other events).
+    Message(Box<Message>),
     /// A direct method call.
     Method(MethodRequest),
     /// A desired-properties patch.
@@ -257,7 +257,7 @@ impl Inner {
             .spawn(async move {
                 let failed = match feature {
                     Feature::Messages => match client.cloud_to_device_messages().await {
-                        Ok(s) => return forward(s, tx, Event::Message).await,
+                        Ok(s) => return forward(s, tx, |m| Event::Message(Box::new(m))).await,
                         Err(e) => e,
                     },
                     Feature::Methods => match client.method_requests().await {
@@ -343,7 +343,10 @@ fn event_to_python(py: Python<'_>, event: Event) -> PyResult<Py<PyAny>> {
             if let Value::Object(map) = &mut patch {
                 map.entry("$version").or_insert(Value::from(p.version));
             }
-            ("twin_patch", patch.to_string().into_pyobject(py)?.into_any())
+            (
+                "twin_patch",
+                patch.to_string().into_pyobject(py)?.into_any(),
+            )
         }
         Event::ConnectionState(c) => (
             "connection_state",
@@ -351,18 +354,18 @@ fn event_to_python(py: Python<'_>, event: Event) -> PyResult<Py<PyAny>> {
         ),
         Event::Background(text) => ("background", text.into_pyobject(py)?.into_any()),
     };
-    Ok(PyTuple::new(py, [pair.0.into_pyobject(py)?.into_any(), pair.1])?
-        .into_any()
-        .unbind())
+    Ok(
+        PyTuple::new(py, [pair.0.into_pyobject(py)?.into_any(), pair.1])?
+            .into_any()
+            .unbind(),
+    )
 }
 
 /// Checks a CA bundle (PEM) now, so that a bad one fails at creation.
 fn check_ca(pem: &str) -> PyResult<()> {
     let certificates = CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| {
-            PyValueError::new_err(format!("server_verification_cert is not PEM: {e}"))
-        })?;
+        .map_err(|e| PyValueError::new_err(format!("server_verification_cert is not PEM: {e}")))?;
     if certificates.is_empty() {
         return Err(PyValueError::new_err(
             "server_verification_cert holds no certificate",
@@ -426,9 +429,8 @@ impl NativeDeviceClient {
             }
             "symmetric_key" => {
                 let key: String = credential.extract()?;
-                azure_iot_core::SharedAccessKey::from_base64(&key).map_err(|_| {
-                    PyValueError::new_err("symmetric_key is not valid base64")
-                })?;
+                azure_iot_core::SharedAccessKey::from_base64(&key)
+                    .map_err(|_| PyValueError::new_err("symmetric_key is not valid base64"))?;
                 Auth::SymmetricKey {
                     host: require(hostname, "hostname")?,
                     device_id: require(device_id, "device_id")?,
@@ -678,8 +680,9 @@ impl Drop for NativeDeviceClient {
 }
 
 fn seconds_arg(what: &str, seconds: f64) -> PyResult<Duration> {
-    Duration::try_from_secs_f64(seconds)
-        .map_err(|_| PyValueError::new_err(format!("{what}: {seconds} is not a duration in seconds")))
+    Duration::try_from_secs_f64(seconds).map_err(|_| {
+        PyValueError::new_err(format!("{what}: {seconds} is not a duration in seconds"))
+    })
 }
 
 fn json_arg(what: &str, text: &str) -> PyResult<Value> {
@@ -709,5 +712,8 @@ async fn patch_reported(inner: Arc<Inner>, patch: Value) -> PyResult<()> {
 
 async fn respond(inner: Arc<Inner>, response: MethodResponse) -> PyResult<()> {
     let client = inner.connected_client().await?;
-    client.respond_to_method(response).await.map_err(device_error)
+    client
+        .respond_to_method(response)
+        .await
+        .map_err(device_error)
 }

@@ -88,10 +88,6 @@ pub(crate) fn service_error(e: azure_iot_service::Error) -> PyErr {
     let message = e.to_string();
     match e.kind() {
         ServiceKind::InvalidArgument => PyValueError::new_err(message),
-        _ => HttpOperationError::new_err((
-            message,
-            e.status(),
-            e.error_code().map(str::to_owned),
-        )),
+        _ => HttpOperationError::new_err((message, e.status(), e.error_code().map(str::to_owned))),
     }
 }

@@ -47,12 +47,24 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
         "ConnectionDroppedError",
         py.get_type::<errors::ConnectionDroppedError>(),
     )?;
-    m.add("NoConnectionError", py.get_type::<errors::NoConnectionError>())?;
+    m.add(
+        "NoConnectionError",
+        py.get_type::<errors::NoConnectionError>(),
+    )?;
     m.add("CredentialError", py.get_type::<errors::CredentialError>())?;
-    m.add("OperationCancelled", py.get_type::<errors::OperationCancelled>())?;
-    m.add("OperationTimeout", py.get_type::<errors::OperationTimeout>())?;
+    m.add(
+        "OperationCancelled",
+        py.get_type::<errors::OperationCancelled>(),
+    )?;
+    m.add(
+        "OperationTimeout",
+        py.get_type::<errors::OperationTimeout>(),
+    )?;
     m.add("ServiceError", py.get_type::<errors::ServiceError>())?;
-    m.add("HttpOperationError", py.get_type::<errors::HttpOperationError>())?;
+    m.add(
+        "HttpOperationError",
+        py.get_type::<errors::HttpOperationError>(),
+    )?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -63,8 +63,8 @@ impl NativeRegistryManager {
         }
         // ServiceClient::new builds the TLS configuration, so a bad CA fails here.
         let _runtime = crate::runtime::runtime().enter();
-        let client =
-            ServiceClient::from_connection_string(connection_string, options).map_err(service_error)?;
+        let client = ServiceClient::from_connection_string(connection_string, options)
+            .map_err(service_error)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 client,
@@ -123,7 +123,12 @@ impl NativeRegistryManager {
 
     /// Deletes the device (if `etag` is given, only if it still has it).
     #[pyo3(signature = (device_id, etag=None))]
-    fn delete_device(&self, py: Python<'_>, device_id: String, etag: Option<String>) -> PyResult<()> {
+    fn delete_device(
+        &self,
+        py: Python<'_>,
+        device_id: String,
+        etag: Option<String>,
+    ) -> PyResult<()> {
         let inner = self.inner.clone();
         wait(py, async move {
             inner
