@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use azure_iot_core::method::DirectMethodRequest;
 use azure_iot_service::{
-    CloudToDeviceMessage, Device, DeviceStatus, IfMatch, Messaging, ServiceClient,
-    ServiceClientOptions, TwinPatch,
+    AuthenticationMechanism, AuthenticationType, CloudToDeviceMessage, Device, DeviceStatus,
+    IfMatch, Messaging, Module, ServiceClient, ServiceClientOptions, SymmetricKey, TwinPatch,
 };
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -36,6 +36,49 @@ fn to_json<T: serde::Serialize>(value: &T) -> PyResult<String> {
 
 fn if_match(etag: Option<&str>) -> IfMatch {
     IfMatch::etag_or_any(etag)
+}
+
+fn parse_status(status: &str) -> PyResult<DeviceStatus> {
+    match status {
+        "enabled" => Ok(DeviceStatus::Enabled),
+        "disabled" => Ok(DeviceStatus::Disabled),
+        other => Err(PyValueError::new_err(format!(
+            "status: {other:?} is not one of enabled, disabled"
+        ))),
+    }
+}
+
+fn method_request(
+    method_name: String,
+    payload_json: &str,
+    response_timeout: Option<u32>,
+    connect_timeout: Option<u32>,
+) -> PyResult<DirectMethodRequest> {
+    let payload: Value = serde_json::from_str(payload_json)
+        .map_err(|e| PyValueError::new_err(format!("payload is not JSON: {e}")))?;
+    let mut request = DirectMethodRequest::new(method_name, payload);
+    if let Some(seconds) = response_timeout {
+        request = request.with_response_timeout(seconds);
+    }
+    if let Some(seconds) = connect_timeout {
+        request = request.with_connect_timeout(seconds);
+    }
+    Ok(request)
+}
+
+impl NativeRegistryManager {
+    /// Creates `device` on the hub; returns it as JSON.
+    fn create(&self, py: Python<'_>, device: Device) -> PyResult<String> {
+        let inner = self.inner.clone();
+        wait(py, async move {
+            let created = inner
+                .client
+                .create_device(&device)
+                .await
+                .map_err(service_error)?;
+            to_json(&created)
+        })
+    }
 }
 
 #[pymethods]
@@ -84,24 +127,54 @@ impl NativeRegistryManager {
         status: &str,
         iot_edge: bool,
     ) -> PyResult<String> {
-        let status = match status {
-            "enabled" => DeviceStatus::Enabled,
-            "disabled" => DeviceStatus::Disabled,
-            other => {
-                return Err(PyValueError::new_err(format!(
-                    "status: {other:?} is not one of enabled, disabled"
-                )));
-            }
-        };
         let device = Device::new(device_id)
             .with_symmetric_key(primary_key, secondary_key)
-            .with_status(status, None)
+            .with_status(parse_status(status)?, None)
             .with_iot_edge(iot_edge);
+        self.create(py, device)
+    }
+
+    /// Creates a device authenticated by self-signed certificates of these thumbprints.
+    #[pyo3(signature = (device_id, primary_thumbprint, secondary_thumbprint, status, iot_edge=false))]
+    fn create_device_with_x509(
+        &self,
+        py: Python<'_>,
+        device_id: String,
+        primary_thumbprint: String,
+        secondary_thumbprint: Option<String>,
+        status: &str,
+        iot_edge: bool,
+    ) -> PyResult<String> {
+        let device = Device::new(device_id)
+            .with_x509_thumbprints(primary_thumbprint, secondary_thumbprint)
+            .with_status(parse_status(status)?, None)
+            .with_iot_edge(iot_edge);
+        self.create(py, device)
+    }
+
+    /// Creates a module with keys (empty keys: the hub generates them); returns it as JSON.
+    fn create_module_with_sas(
+        &self,
+        py: Python<'_>,
+        device_id: String,
+        module_id: String,
+        primary_key: String,
+        secondary_key: String,
+    ) -> PyResult<String> {
+        let module =
+            Module::new(device_id, module_id).with_authentication(AuthenticationMechanism {
+                kind: AuthenticationType::Sas,
+                symmetric_key: Some(SymmetricKey {
+                    primary_key,
+                    secondary_key,
+                }),
+                x509_thumbprint: None,
+            });
         let inner = self.inner.clone();
         wait(py, async move {
             let created = inner
                 .client
-                .create_device(&device)
+                .create_module(&module)
                 .await
                 .map_err(service_error)?;
             to_json(&created)
@@ -187,20 +260,38 @@ impl NativeRegistryManager {
         response_timeout: Option<u32>,
         connect_timeout: Option<u32>,
     ) -> PyResult<(i32, String)> {
-        let payload: Value = serde_json::from_str(payload_json)
-            .map_err(|e| PyValueError::new_err(format!("payload is not JSON: {e}")))?;
-        let mut request = DirectMethodRequest::new(method_name, payload);
-        if let Some(seconds) = response_timeout {
-            request = request.with_response_timeout(seconds);
-        }
-        if let Some(seconds) = connect_timeout {
-            request = request.with_connect_timeout(seconds);
-        }
+        let request = method_request(method_name, payload_json, response_timeout, connect_timeout)?;
         let inner = self.inner.clone();
         wait(py, async move {
             let answer = inner
                 .client
                 .invoke_device_method(&device_id, &request)
+                .await
+                .map_err(service_error)?;
+            Ok((answer.status, answer.payload.to_string()))
+        })
+    }
+
+    /// Calls a direct method on module `module_id` of `device_id`; returns `(status,
+    /// payload_json)`.
+    #[pyo3(signature = (device_id, module_id, method_name, payload_json, response_timeout=None, connect_timeout=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn invoke_device_module_method(
+        &self,
+        py: Python<'_>,
+        device_id: String,
+        module_id: String,
+        method_name: String,
+        payload_json: &str,
+        response_timeout: Option<u32>,
+        connect_timeout: Option<u32>,
+    ) -> PyResult<(i32, String)> {
+        let request = method_request(method_name, payload_json, response_timeout, connect_timeout)?;
+        let inner = self.inner.clone();
+        wait(py, async move {
+            let answer = inner
+                .client
+                .invoke_module_method(&device_id, &module_id, &request)
                 .await
                 .map_err(service_error)?;
             Ok((answer.status, answer.payload.to_string()))

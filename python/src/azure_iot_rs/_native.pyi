@@ -71,6 +71,17 @@ class NativeRegistryManager:
     def create_device_with_sas(
         self, device_id: str, primary_key: str, secondary_key: str, status: str, iot_edge: bool = ...
     ) -> str: ...
+    def create_device_with_x509(
+        self,
+        device_id: str,
+        primary_thumbprint: str,
+        secondary_thumbprint: Optional[str],
+        status: str,
+        iot_edge: bool = ...,
+    ) -> str: ...
+    def create_module_with_sas(
+        self, device_id: str, module_id: str, primary_key: str, secondary_key: str
+    ) -> str: ...
     def get_device(self, device_id: str) -> str: ...
     def delete_device(self, device_id: str, etag: Optional[str] = ...) -> None: ...
     def get_twin(self, device_id: str) -> str: ...
@@ -78,6 +89,15 @@ class NativeRegistryManager:
     def invoke_device_method(
         self,
         device_id: str,
+        method_name: str,
+        payload_json: str,
+        response_timeout: Optional[int] = ...,
+        connect_timeout: Optional[int] = ...,
+    ) -> Tuple[int, str]: ...
+    def invoke_device_module_method(
+        self,
+        device_id: str,
+        module_id: str,
         method_name: str,
         payload_json: str,
         response_timeout: Optional[int] = ...,

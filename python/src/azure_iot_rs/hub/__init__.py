@@ -5,7 +5,7 @@ from typing import Any, Dict, Optional, Union
 
 from .._native import NativeRegistryManager
 from ..models import _json_text
-from .models import CloudToDeviceMethod, CloudToDeviceMethodResult, Device, Twin
+from .models import CloudToDeviceMethod, CloudToDeviceMethodResult, Device, Module, Twin
 
 
 class IoTHubRegistryManager:
@@ -39,6 +39,27 @@ class IoTHubRegistryManager:
         doc = self._native.create_device_with_sas(device_id, primary_key or "", secondary_key or "", status, iot_edge)
         return Device._from_hub(json.loads(doc))
 
+    def create_device_with_x509(
+        self,
+        device_id: str,
+        primary_thumbprint: str,
+        secondary_thumbprint: Optional[str],
+        status: str,
+        iot_edge: bool = False,
+    ) -> Device:
+        """Creates a device authenticated by self-signed certificates of these SHA-1
+        thumbprints (hex)."""
+        doc = self._native.create_device_with_x509(device_id, primary_thumbprint, secondary_thumbprint or None, status, iot_edge)
+        return Device._from_hub(json.loads(doc))
+
+    def create_module_with_sas(
+        self, device_id: str, module_id: str, managed_by: Optional[str], primary_key: str, secondary_key: str
+    ) -> Module:
+        """Creates a module with keys (empty strings: the hub generates them); ``managed_by``
+        is accepted for compatibility and not sent."""
+        doc = self._native.create_module_with_sas(device_id, module_id, primary_key or "", secondary_key or "")
+        return Module._from_hub(json.loads(doc))
+
     def get_device(self, device_id: str) -> Device:
         """The device."""
         return Device._from_hub(json.loads(self._native.get_device(device_id)))
@@ -64,6 +85,22 @@ class IoTHubRegistryManager:
             raise TypeError("direct_method_request must be a CloudToDeviceMethod")
         status, payload = self._native.invoke_device_method(
             device_id,
+            direct_method_request.method_name,
+            _json_text("payload", direct_method_request.payload),
+            direct_method_request.response_timeout_in_seconds,
+            direct_method_request.connect_timeout_in_seconds,
+        )
+        return CloudToDeviceMethodResult(status, json.loads(payload))
+
+    def invoke_device_module_method(
+        self, device_id: str, module_id: str, direct_method_request: CloudToDeviceMethod
+    ) -> CloudToDeviceMethodResult:
+        """Calls a direct method on a module and returns its answer."""
+        if not isinstance(direct_method_request, CloudToDeviceMethod):
+            raise TypeError("direct_method_request must be a CloudToDeviceMethod")
+        status, payload = self._native.invoke_device_module_method(
+            device_id,
+            module_id,
             direct_method_request.method_name,
             _json_text("payload", direct_method_request.payload),
             direct_method_request.response_timeout_in_seconds,

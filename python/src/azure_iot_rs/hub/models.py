@@ -63,9 +63,6 @@ class Device:
 
     @classmethod
     def _from_hub(cls, doc: Dict[str, Any]) -> "Device":
-        auth = doc.get("authentication") or {}
-        keys = auth.get("symmetricKey")
-        thumbs = auth.get("x509Thumbprint")
         return cls(
             device_id=doc.get("deviceId"),
             generation_id=doc.get("generationId"),
@@ -77,15 +74,46 @@ class Device:
             connection_state_updated_time=doc.get("connectionStateUpdatedTime"),
             last_activity_time=doc.get("lastActivityTime"),
             cloud_to_device_message_count=doc.get("cloudToDeviceMessageCount"),
-            authentication=AuthenticationMechanism(
-                type=auth.get("type"),
-                symmetric_key=SymmetricKey(keys.get("primaryKey"), keys.get("secondaryKey")) if keys else None,
-                x509_thumbprint=X509Thumbprint(thumbs.get("primaryThumbprint"), thumbs.get("secondaryThumbprint"))
-                if thumbs
-                else None,
-            ),
+            authentication=_authentication(doc.get("authentication") or {}),
             capabilities=DeviceCapabilities(bool((doc.get("capabilities") or {}).get("iotEdge", False))),
         )
+
+
+class Module:
+    """A module identity of the registry."""
+
+    def __init__(self, **fields: Any) -> None:
+        self.device_id: Optional[str] = fields.get("device_id")
+        self.module_id: Optional[str] = fields.get("module_id")
+        self.managed_by: Optional[str] = fields.get("managed_by")
+        self.generation_id: Optional[str] = fields.get("generation_id")
+        self.etag: Optional[str] = fields.get("etag")
+        self.connection_state: Optional[str] = fields.get("connection_state")
+        self.authentication: Optional[AuthenticationMechanism] = fields.get("authentication")
+
+    @classmethod
+    def _from_hub(cls, doc: Dict[str, Any]) -> "Module":
+        return cls(
+            device_id=doc.get("deviceId"),
+            module_id=doc.get("moduleId"),
+            managed_by=doc.get("managedBy"),
+            generation_id=doc.get("generationId"),
+            etag=doc.get("etag"),
+            connection_state=doc.get("connectionState"),
+            authentication=_authentication(doc.get("authentication") or {}),
+        )
+
+
+def _authentication(auth: Dict[str, Any]) -> AuthenticationMechanism:
+    keys = auth.get("symmetricKey")
+    thumbs = auth.get("x509Thumbprint")
+    return AuthenticationMechanism(
+        type=auth.get("type"),
+        symmetric_key=SymmetricKey(keys.get("primaryKey"), keys.get("secondaryKey")) if keys else None,
+        x509_thumbprint=X509Thumbprint(thumbs.get("primaryThumbprint"), thumbs.get("secondaryThumbprint"))
+        if thumbs
+        else None,
+    )
 
 
 class TwinProperties:
@@ -175,6 +203,7 @@ __all__ = [
     "CloudToDeviceMethodResult",
     "Device",
     "DeviceCapabilities",
+    "Module",
     "SymmetricKey",
     "Twin",
     "TwinProperties",
