@@ -4,12 +4,18 @@ run, a registry manager on it, and fresh devices.
 The emulator binary is $AZURE_IOT_BIN, or target/debug/azure-iot of the repository (ci.sh
 builds it)."""
 
+import base64
+import hashlib
+import hmac
 import json
 import os
 import pathlib
+import ssl
 import subprocess
 import tempfile
 import time
+import urllib.parse
+import urllib.request
 import uuid
 from typing import Any, Dict, Iterator, List
 
@@ -19,6 +25,15 @@ from azure_iot_rs.hub import IoTHubRegistryManager
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BIN = os.environ.get("AZURE_IOT_BIN", str(ROOT / "target" / "debug" / "azure-iot"))
+
+
+def sas_token(resource: str, key: str, ttl: int = 3600) -> str:
+    """A SAS token for `resource` (`host/devices/id`, or the hub's host) signed with `key`."""
+    sr = urllib.parse.quote(resource, safe="")
+    expiry = int(time.time()) + ttl
+    digest = hmac.new(base64.b64decode(key), f"{sr}\n{expiry}".encode(), hashlib.sha256).digest()
+    sig = urllib.parse.quote(base64.b64encode(digest).decode(), safe="")
+    return f"SharedAccessSignature sr={sr}&sig={sig}&se={expiry}"
 
 
 class Hub:
@@ -33,6 +48,19 @@ class Hub:
         self.owner: str = info["connection_strings"]["iothubowner"]
         with open(os.path.join(data_dir, "ca.pem")) as f:
             self.ca: str = f.read()
+
+    def fault(self, fault: Dict[str, Any]) -> None:
+        """Injects a fault (`POST /$emulator/faults`, docs/EMULATOR.md)."""
+        fields = dict(part.split("=", 1) for part in self.owner.split(";"))
+        token = sas_token(fields["HostName"], fields["SharedAccessKey"]) + f"&skn={fields['SharedAccessKeyName']}"
+        request = urllib.request.Request(
+            f"https://{self.hostname}:{self.ports['https']}/$emulator/faults?api-version=2021-04-12",
+            data=json.dumps(fault).encode(), method="POST",
+            headers={"Authorization": token, "Content-Type": "application/json"},
+        )
+        context = ssl.create_default_context(cadata=self.ca)
+        with urllib.request.urlopen(request, context=context, timeout=30) as answer:
+            assert answer.status == 204, answer.status
 
     def registry(self) -> IoTHubRegistryManager:
         return IoTHubRegistryManager.from_connection_string(

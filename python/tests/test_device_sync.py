@@ -8,7 +8,7 @@ from typing import Any, Dict, List
 import pytest
 
 from azure_iot_rs import IoTHubDeviceClient, Message, MethodResponse
-from azure_iot_rs.exceptions import ClientError, ConnectionFailedError, CredentialError
+from azure_iot_rs.exceptions import ClientError, ConnectionDroppedError, ConnectionFailedError, CredentialError
 from azure_iot_rs.hub.models import CloudToDeviceMethod, Twin, TwinProperties
 
 WAIT = 20  # seconds a test waits for something to arrive before failing
@@ -159,6 +159,38 @@ def test_connection_state_handler_sees_connect_and_disconnect(hub, device):
         assert changed.wait_for(lambda: len(states) >= 2, WAIT)
     client.shutdown()
     assert states[:2] == [True, False]
+
+
+def test_a_dropped_connection_is_reported_and_recovered(hub, device):
+    client = client_for(hub, device)
+    errors: List[BaseException] = []
+    states: List[bool] = []
+    changed = threading.Condition()
+
+    def on_state():
+        with changed:
+            states.append(client.connected)
+            changed.notify_all()
+
+    def on_error(error):
+        with changed:
+            errors.append(error)
+            changed.notify_all()
+
+    client.on_connection_state_change = on_state
+    client.on_background_exception = on_error
+    client.connect()
+    with changed:
+        assert changed.wait_for(lambda: states == [True], WAIT), states
+    hub.fault({"type": "dropConnection", "deviceId": device["device_id"]})
+    with changed:
+        # Lost, reported, and reconnected by the retry policy.
+        assert changed.wait_for(lambda: len(states) >= 3 and errors, WAIT), (states, errors)
+    assert states[:3] == [True, False, True]
+    assert isinstance(errors[0], ConnectionDroppedError), errors
+    client.send_message("after the drop")
+    client.shutdown()
+    assert [e["body"] for e in hub.telemetry(device["device_id"], 1)] == ["after the drop"]
 
 
 def test_amqp_transport_sends_telemetry(hub, device):

@@ -2,34 +2,24 @@
 X.509 (self-signed, registered by thumbprint), symmetric-key module with outputs, twin and
 methods."""
 
-import base64
 import hashlib
-import hmac
 import os
 import shutil
 import ssl
 import subprocess
 import threading
-import time
-import urllib.parse
 import uuid
 from typing import Any, Dict, List
 
 import pytest
+
+from conftest import sas_token
 
 from azure_iot_rs import IoTHubDeviceClient, IoTHubModuleClient, Message, MethodResponse, X509
 from azure_iot_rs.aio import IoTHubModuleClient as AsyncModuleClient
 from azure_iot_rs.hub.models import CloudToDeviceMethod
 
 WAIT = 20
-
-
-def sas_token(resource: str, key: str, ttl: int = 3600) -> str:
-    sr = urllib.parse.quote(resource, safe="")
-    expiry = int(time.time()) + ttl
-    digest = hmac.new(base64.b64decode(key), f"{sr}\n{expiry}".encode(), hashlib.sha256).digest()
-    sig = urllib.parse.quote(base64.b64encode(digest).decode(), safe="")
-    return f"SharedAccessSignature sr={sr}&sig={sig}&se={expiry}"
 
 
 def test_create_from_sastoken_sends_telemetry(hub, device):

@@ -19,8 +19,8 @@ use azure_iot_core::connection_string::DeviceConnectionString;
 use azure_iot_core::method::{MethodRequest, MethodResponse};
 use azure_iot_core::retry::{FixedInterval, NoRetry};
 use azure_iot_device::{
-    ClientOptions, ConnectionState, DesiredPatch, DeviceClient, Incoming, Transport,
-    X509Certificate,
+    ClientOptions, ConnectionState, DesiredPatch, DeviceClient, DisconnectReason, Incoming,
+    Transport, X509Certificate,
 };
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -76,8 +76,9 @@ enum Event {
     DesiredPatch(DesiredPatch),
     /// Connected (`true`) or disconnected (`false`).
     ConnectionState(bool),
-    /// A failure no call is waiting for (for `on_background_exception`).
-    Background(String),
+    /// A failure no call is waiting for (for `on_background_exception`): the exception class
+    /// name (of `azure_iot_rs.exceptions`) and the message.
+    Background(&'static str, String),
 }
 
 /// The inbound features a handler turns on.
@@ -145,8 +146,25 @@ impl Inner {
         self.lock().client.clone()
     }
 
+    /// The client, unless it has ended for good (closed, credentials refused, retries given
+    /// up, token expired): such a client is dropped, so that the next `connect` opens anew.
+    fn live_client(&self) -> Option<DeviceClient> {
+        let mut connection = self.lock();
+        let ended = connection.client.as_ref().is_some_and(|c| {
+            matches!(
+                c.connection_state(),
+                ConnectionState::Disconnected(reason) if is_final(reason)
+            )
+        });
+        if ended {
+            connection.abort_tasks();
+            connection.client = None;
+        }
+        connection.client.clone()
+    }
+
     async fn connect(self: Arc<Self>) -> PyResult<()> {
-        if self.client().is_some() {
+        if self.live_client().is_some() {
             return Ok(());
         }
         let Config { auth, options } = self.config.clone();
@@ -234,11 +252,25 @@ impl Inner {
             .spawn(async move {
                 let mut last = None;
                 loop {
-                    let connected = *states.borrow_and_update() == ConnectionState::Connected;
+                    let state = states.borrow_and_update().clone();
+                    let connected = state == ConnectionState::Connected;
                     if last != Some(connected) {
                         last = Some(connected);
                         if tx.send(Event::ConnectionState(connected)).await.is_err() {
                             return;
+                        }
+                        // A connection lost without `disconnect` is also a background error,
+                        // as the official clients report it.
+                        if let ConnectionState::Disconnected(reason) = state
+                            && reason != DisconnectReason::ClosedByUser
+                        {
+                            let dropped = Event::Background(
+                                "ConnectionDroppedError",
+                                format!("the connection was lost: {reason:?}"),
+                            );
+                            if tx.send(dropped).await.is_err() {
+                                return;
+                            }
                         }
                     }
                     if states.changed().await.is_err() {
@@ -270,9 +302,10 @@ impl Inner {
                     },
                 };
                 let _ = tx
-                    .send(Event::Background(format!(
-                        "enabling {feature:?} failed: {failed}"
-                    )))
+                    .send(Event::Background(
+                        "ClientError",
+                        format!("enabling {feature:?} failed: {failed}"),
+                    ))
                     .await;
             })
             .abort_handle()
@@ -317,6 +350,16 @@ impl Inner {
     }
 }
 
+/// Whether a client disconnected for `reason` has ended for good (it does not reconnect).
+fn is_final(reason: DisconnectReason) -> bool {
+    !matches!(
+        reason,
+        DisconnectReason::Network
+            | DisconnectReason::KeepAliveTimeout
+            | DisconnectReason::ProtocolError
+    )
+}
+
 /// Moves everything `incoming` yields into the event queue until either ends.
 async fn forward<T>(mut incoming: Incoming<T>, tx: mpsc::Sender<Event>, wrap: fn(T) -> Event) {
     while let Some(item) = incoming.recv().await {
@@ -352,7 +395,9 @@ fn event_to_python(py: Python<'_>, event: Event) -> PyResult<Py<PyAny>> {
             "connection_state",
             pyo3::types::PyBool::new(py, c).to_owned().into_any(),
         ),
-        Event::Background(text) => ("background", text.into_pyobject(py)?.into_any()),
+        Event::Background(class, text) => {
+            ("background", (class, text).into_pyobject(py)?.into_any())
+        }
     };
     Ok(
         PyTuple::new(py, [pair.0.into_pyobject(py)?.into_any(), pair.1])?

@@ -249,38 +249,15 @@ impl NativeRegistryManager {
         })
     }
 
-    /// Calls a direct method; returns `(status, payload_json)`.
-    #[pyo3(signature = (device_id, method_name, payload_json, response_timeout=None, connect_timeout=None))]
-    fn invoke_device_method(
-        &self,
-        py: Python<'_>,
-        device_id: String,
-        method_name: String,
-        payload_json: &str,
-        response_timeout: Option<u32>,
-        connect_timeout: Option<u32>,
-    ) -> PyResult<(i32, String)> {
-        let request = method_request(method_name, payload_json, response_timeout, connect_timeout)?;
-        let inner = self.inner.clone();
-        wait(py, async move {
-            let answer = inner
-                .client
-                .invoke_device_method(&device_id, &request)
-                .await
-                .map_err(service_error)?;
-            Ok((answer.status, answer.payload.to_string()))
-        })
-    }
-
-    /// Calls a direct method on module `module_id` of `device_id`; returns `(status,
+    /// Calls a direct method on `device_id`, or on its module `module_id`; returns `(status,
     /// payload_json)`.
     #[pyo3(signature = (device_id, module_id, method_name, payload_json, response_timeout=None, connect_timeout=None))]
     #[allow(clippy::too_many_arguments)]
-    fn invoke_device_module_method(
+    fn invoke_method(
         &self,
         py: Python<'_>,
         device_id: String,
-        module_id: String,
+        module_id: Option<String>,
         method_name: String,
         payload_json: &str,
         response_timeout: Option<u32>,
@@ -289,11 +266,21 @@ impl NativeRegistryManager {
         let request = method_request(method_name, payload_json, response_timeout, connect_timeout)?;
         let inner = self.inner.clone();
         wait(py, async move {
-            let answer = inner
-                .client
-                .invoke_module_method(&device_id, &module_id, &request)
-                .await
-                .map_err(service_error)?;
+            let answer = match module_id {
+                Some(module_id) => {
+                    inner
+                        .client
+                        .invoke_module_method(&device_id, &module_id, &request)
+                        .await
+                }
+                None => {
+                    inner
+                        .client
+                        .invoke_device_method(&device_id, &request)
+                        .await
+                }
+            }
+            .map_err(service_error)?;
             Ok((answer.status, answer.payload.to_string()))
         })
     }

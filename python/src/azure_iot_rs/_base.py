@@ -5,7 +5,7 @@ import json
 import logging
 from typing import Any, Callable, Dict, Optional, Tuple, TypeVar
 
-from . import _config
+from . import _config, exceptions
 from ._native import NativeDeviceClient
 from .exceptions import ClientError
 from .models import Message, MethodRequest, MethodResponse, X509, _json_text
@@ -139,7 +139,9 @@ class ClientBase:
             return handler, (json.loads(payload),)
         if kind == "connection_state":
             return handler, ()
-        return handler, (ClientError(payload),)
+        class_name, text = payload
+        error_class = getattr(exceptions, class_name, ClientError)
+        return handler, (error_class(text),)
 
     def _report(self, error: BaseException) -> None:
         """A handler raised: to ``on_background_exception``, or the log."""

@@ -86,18 +86,10 @@ class NativeRegistryManager:
     def delete_device(self, device_id: str, etag: Optional[str] = ...) -> None: ...
     def get_twin(self, device_id: str) -> str: ...
     def update_twin(self, device_id: str, twin_json: str, etag: Optional[str] = ...) -> str: ...
-    def invoke_device_method(
+    def invoke_method(
         self,
         device_id: str,
-        method_name: str,
-        payload_json: str,
-        response_timeout: Optional[int] = ...,
-        connect_timeout: Optional[int] = ...,
-    ) -> Tuple[int, str]: ...
-    def invoke_device_module_method(
-        self,
-        device_id: str,
-        module_id: str,
+        module_id: Optional[str],
         method_name: str,
         payload_json: str,
         response_timeout: Optional[int] = ...,

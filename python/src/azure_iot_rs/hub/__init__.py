@@ -81,30 +81,26 @@ class IoTHubRegistryManager:
 
     def invoke_device_method(self, device_id: str, direct_method_request: CloudToDeviceMethod) -> CloudToDeviceMethodResult:
         """Calls a direct method on the device and returns its answer."""
-        if not isinstance(direct_method_request, CloudToDeviceMethod):
-            raise TypeError("direct_method_request must be a CloudToDeviceMethod")
-        status, payload = self._native.invoke_device_method(
-            device_id,
-            direct_method_request.method_name,
-            _json_text("payload", direct_method_request.payload),
-            direct_method_request.response_timeout_in_seconds,
-            direct_method_request.connect_timeout_in_seconds,
-        )
-        return CloudToDeviceMethodResult(status, json.loads(payload))
+        return self._invoke(device_id, None, direct_method_request)
 
     def invoke_device_module_method(
         self, device_id: str, module_id: str, direct_method_request: CloudToDeviceMethod
     ) -> CloudToDeviceMethodResult:
         """Calls a direct method on a module and returns its answer."""
-        if not isinstance(direct_method_request, CloudToDeviceMethod):
+        return self._invoke(device_id, module_id, direct_method_request)
+
+    def _invoke(
+        self, device_id: str, module_id: Optional[str], request: CloudToDeviceMethod
+    ) -> CloudToDeviceMethodResult:
+        if not isinstance(request, CloudToDeviceMethod):
             raise TypeError("direct_method_request must be a CloudToDeviceMethod")
-        status, payload = self._native.invoke_device_module_method(
+        status, payload = self._native.invoke_method(
             device_id,
             module_id,
-            direct_method_request.method_name,
-            _json_text("payload", direct_method_request.payload),
-            direct_method_request.response_timeout_in_seconds,
-            direct_method_request.connect_timeout_in_seconds,
+            request.method_name,
+            _json_text("payload", request.payload),
+            request.response_timeout_in_seconds,
+            request.connect_timeout_in_seconds,
         )
         return CloudToDeviceMethodResult(status, json.loads(payload))
 
