@@ -30,6 +30,13 @@ def test_create_from_sastoken_sends_telemetry(hub, device):
     assert [e["body"] for e in hub.telemetry(device["device_id"], 1)] == ["with a token"]
 
 
+def test_device_and_module_connection_strings_are_not_mixed_up():
+    with pytest.raises(ValueError, match="ModuleId"):
+        IoTHubDeviceClient.create_from_connection_string("HostName=h;DeviceId=d;ModuleId=m;SharedAccessKey=aGVsbG8=")
+    with pytest.raises(ValueError, match="ModuleId"):
+        IoTHubModuleClient.create_from_connection_string("HostName=h;DeviceId=d;SharedAccessKey=aGVsbG8=")
+
+
 def test_a_malformed_sastoken_fails_at_creation():
     with pytest.raises(ValueError, match="sastoken"):
         IoTHubDeviceClient.create_from_sastoken("SharedAccessSignature sig=abc&se=1")

@@ -77,7 +77,7 @@ class ClientBase:
     def create_from_connection_string(cls: "type[C]", connection_string: str, **kwargs: Any) -> C:
         """A client from a device (or module) connection string; nothing is sent until
         ``connect`` (or the first operation)."""
-        return cls(_config.from_connection_string(connection_string, kwargs))
+        return cls(_config.from_connection_string(connection_string, cls._module, kwargs))
 
     @classmethod
     def create_from_sastoken(cls: "type[C]", sastoken: str, **kwargs: Any) -> C:

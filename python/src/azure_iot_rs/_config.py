@@ -64,8 +64,15 @@ def _need_str(name: str, value: Any) -> str:
     return value
 
 
-def from_connection_string(connection_string: Any, kwargs: Dict[str, Any]) -> NativeDeviceClient:
+def from_connection_string(connection_string: Any, module: bool, kwargs: Dict[str, Any]) -> NativeDeviceClient:
     cs = _need_str("connection_string", connection_string)
+    has_module = any(part.strip().lower().startswith("moduleid=") for part in cs.split(";"))
+    if has_module != module:
+        raise ValueError(
+            "connection_string has a ModuleId: use IoTHubModuleClient"
+            if has_module
+            else "connection_string has no ModuleId: a module client needs a module's connection string"
+        )
     return NativeDeviceClient("connection_string", cs, **_options(kwargs))
 
 

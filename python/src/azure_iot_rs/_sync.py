@@ -3,6 +3,7 @@ and Ctrl-C interrupts it. Handlers run on one thread of this package, ``azure_io
 never on the network threads: a handler may call the client, and a handler that raises goes to
 ``on_background_exception`` while the client keeps running."""
 
+import json
 import threading
 from typing import Any, Dict, Optional
 
@@ -69,8 +70,6 @@ class _SyncClient(ClientBase):
 
     def get_twin(self) -> Dict[str, Any]:
         """The twin: ``{"desired": {...}, "reported": {...}}``."""
-        import json
-
         return json.loads(self._native.get_twin())
 
     def patch_twin_reported_properties(self, reported_properties_patch: Dict[str, Any]) -> None:
