@@ -44,15 +44,23 @@ pub enum AuthenticationType {
     None,
 }
 
+/// A string member that may be `null`, read as empty: the hub answers
+/// `"symmetricKey": {"primaryKey": null, …}` for an X.509 identity, and a feedback record of a
+/// message sent without an id has a `null` id (one odd record must not make its whole batch
+/// unreadable).
+pub(crate) fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
+}
+
 /// A pair of shared access keys (base64).
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SymmetricKey {
     /// The primary key; empty on create asks the hub to generate one.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub primary_key: String,
     /// The secondary key; empty on create asks the hub to generate one.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub secondary_key: String,
 }
 
@@ -491,6 +499,22 @@ mod tests {
         let back = serde_json::to_value(&device).unwrap();
         assert_eq!(back["futureField"], wire["futureField"]);
         assert_eq!(back["authentication"], wire["authentication"]);
+    }
+
+    #[test]
+    fn an_x509_device_with_null_keys_reads() {
+        // What the hub answers for a self-signed device: keys present but null.
+        let wire = json!({
+            "deviceId": "x1", "status": "enabled",
+            "authentication": {"type": "selfSigned",
+                "symmetricKey": {"primaryKey": null, "secondaryKey": null},
+                "x509Thumbprint": {"primaryThumbprint": "AB", "secondaryThumbprint": null}}
+        });
+        let device: Device = serde_json::from_value(wire).unwrap();
+        assert_eq!(device.authentication.kind, AuthenticationType::SelfSigned);
+        assert_eq!(device.primary_key(), None);
+        let thumbprint = device.authentication.x509_thumbprint.unwrap();
+        assert_eq!(thumbprint.primary_thumbprint.as_deref(), Some("AB"));
     }
 
     #[test]

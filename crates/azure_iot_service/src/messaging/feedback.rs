@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use super::connection::{Conn, transport};
 use crate::error::{Error, ErrorKind, Result};
+use crate::models::null_as_empty;
 
 /// The outcome of one cloud-to-device message, as the hub reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -38,12 +39,6 @@ pub struct FeedbackRecord {
     /// When the outcome happened (ISO 8601).
     #[serde(default, deserialize_with = "null_as_empty")]
     pub enqueued_time_utc: String,
-}
-
-/// A string member that may be `null` (a message sent without an id): read as empty, so one
-/// odd record does not make its whole batch unreadable.
-fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<String, D::Error> {
-    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
 }
 
 /// A status that may be `null` or missing: [`FeedbackStatus::Unknown`].

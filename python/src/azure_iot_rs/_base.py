@@ -1,0 +1,191 @@
+"""What the sync and aio clients share: the factories, the handler properties and turning a
+native event into a handler call."""
+
+import json
+import logging
+from typing import Any, Callable, Dict, Optional, Tuple, TypeVar
+
+from . import _config, exceptions
+from ._native import NativeDeviceClient
+from .exceptions import ClientError
+from .models import Message, MethodRequest, MethodResponse, X509, _json_text
+
+log = logging.getLogger("azure_iot_rs")
+
+#: The handler property each native event kind goes to, and the feature it turns on.
+HANDLERS = {
+    "message": ("on_message_received", "messages"),
+    "method": ("on_method_request_received", "methods"),
+    "twin_patch": ("on_twin_desired_properties_patch_received", "twin_patches"),
+    "connection_state": ("on_connection_state_change", None),
+    "background": ("on_background_exception", None),
+}
+
+C = TypeVar("C", bound="ClientBase")
+
+
+def _handler_property(name: str, feature: Optional[str]) -> property:
+    attr = "_" + name
+
+    def get(self: "ClientBase") -> Optional[Callable[..., Any]]:
+        return getattr(self, attr)
+
+    def set(self: "ClientBase", handler: Optional[Callable[..., Any]]) -> None:
+        if handler is not None and not callable(handler):
+            raise TypeError(f"{name} must be callable or None")
+        setattr(self, attr, handler)
+        if feature is not None:
+            if handler is None:
+                self._native.disable_feature(feature)
+            else:
+                self._native.enable_feature(feature)
+        if handler is not None:
+            self._handlers_set()
+
+    return property(get, set, doc=f"The handler called for {name[3:].replace('_', ' ')}.")
+
+
+class ClientBase:
+    """The factories and handler properties of a device or module client."""
+
+    _module = False
+    _on_background_exception: Optional[Callable[..., Any]]
+
+    def __init__(self, native: NativeDeviceClient) -> None:
+        self._native = native
+        for name, _ in HANDLERS.values():
+            setattr(self, "_" + name, None)
+        self._on_new_sastoken_required = None
+
+    on_message_received = _handler_property("on_message_received", "messages")
+    on_method_request_received = _handler_property("on_method_request_received", "methods")
+    on_twin_desired_properties_patch_received = _handler_property(
+        "on_twin_desired_properties_patch_received", "twin_patches"
+    )
+    on_connection_state_change = _handler_property("on_connection_state_change", None)
+    on_background_exception = _handler_property("on_background_exception", None)
+
+    def _handlers_set(self) -> None:
+        """A handler was set: the sync client starts its handler thread."""
+
+    @property
+    def connected(self) -> bool:
+        """Whether the client is connected now."""
+        return bool(self._native.connected)
+
+    @classmethod
+    def create_from_connection_string(cls: "type[C]", connection_string: str, **kwargs: Any) -> C:
+        """A client from a device (or module) connection string; nothing is sent until
+        ``connect`` (or the first operation)."""
+        return cls(_config.from_connection_string(connection_string, cls._module, kwargs))
+
+    @classmethod
+    def create_from_sastoken(cls: "type[C]", sastoken: str, **kwargs: Any) -> C:
+        """A client from a SAS token (``SharedAccessSignature sr=…&sig=…&se=…``); it cannot
+        renew the token, and ends once it expires."""
+        return cls(_config.from_sastoken(sastoken, cls._module, kwargs))
+
+    @staticmethod
+    def _method_response_args(method_response: Any) -> Tuple[str, int, str]:
+        if not isinstance(method_response, MethodResponse):
+            raise TypeError(f"method_response must be a MethodResponse, not {type(method_response).__name__}")
+        return (
+            method_response.request_id,
+            int(method_response.status),
+            _json_text("method_response.payload", method_response.payload),
+        )
+
+    @staticmethod
+    def _message_args(message: Any) -> Tuple[bytes, Any, Any]:
+        if isinstance(message, str):
+            message = Message(message)
+        if not isinstance(message, Message):
+            raise TypeError(f"message must be a Message or str, not {type(message).__name__}")
+        return message._to_native()
+
+    @staticmethod
+    def _output_message_args(message: Any, output_name: Any) -> Tuple[bytes, Any, Any]:
+        if not isinstance(output_name, str) or not output_name:
+            raise TypeError("output_name must be a non-empty str")
+        if isinstance(message, str):
+            message = Message(message)
+        if not isinstance(message, Message):
+            raise TypeError(f"message must be a Message or str, not {type(message).__name__}")
+        body, custom, system = message._to_native()
+        system = [(k, v) for k, v in system if k != "output_name"] + [("output_name", output_name)]
+        return body, custom, system
+
+    @staticmethod
+    def _reported_args(reported_properties_patch: Any) -> str:
+        if not isinstance(reported_properties_patch, dict):
+            raise TypeError("reported_properties_patch must be a dict")
+        return _json_text("reported_properties_patch", reported_properties_patch)
+
+    def _handler_call(self, event: Tuple[str, Any]) -> Optional[Tuple[Callable[..., Any], Tuple[Any, ...]]]:
+        """The handler an event goes to and its arguments (None: no handler set)."""
+        kind, payload = event
+        name, _ = HANDLERS[kind]
+        handler = getattr(self, "_" + name)
+        if handler is None:
+            if kind == "background":
+                log.warning("background error with no on_background_exception handler: %s", payload)
+            return None
+        if kind == "message":
+            return handler, (Message._from_native(payload),)
+        if kind == "method":
+            method, request_id, body = payload
+            return handler, (MethodRequest(request_id, method, json.loads(body)),)
+        if kind == "twin_patch":
+            return handler, (json.loads(payload),)
+        if kind == "connection_state":
+            return handler, ()
+        class_name, text = payload
+        error_class = getattr(exceptions, class_name, ClientError)
+        return handler, (error_class(text),)
+
+    def _report(self, error: BaseException) -> None:
+        """A handler raised: to ``on_background_exception``, or the log."""
+        handler = self._on_background_exception
+        if handler is not None:
+            try:
+                handler(error)
+                return
+            except Exception:  # noqa: BLE001 - a failing error handler is only logged
+                log.exception("on_background_exception raised")
+        log.error("a handler raised: %r", error)
+
+
+class DeviceFactories(ClientBase):
+    """The device client's symmetric-key and X.509 factories."""
+
+    @classmethod
+    def create_from_symmetric_key(
+        cls: "type[C]", symmetric_key: str, hostname: str, device_id: str, **kwargs: Any
+    ) -> C:
+        """A client that signs its SAS tokens with the device's key."""
+        return cls(_config.from_symmetric_key(symmetric_key, hostname, device_id, None, kwargs))
+
+    @classmethod
+    def create_from_x509_certificate(cls: "type[C]", x509: X509, hostname: str, device_id: str, **kwargs: Any) -> C:
+        """A client authenticated by the device's X.509 certificate."""
+        return cls(_config.from_x509(x509, hostname, device_id, None, kwargs))
+
+
+class ModuleFactories(ClientBase):
+    """The module client's symmetric-key and X.509 factories (with ``module_id``)."""
+
+    _module = True
+
+    @classmethod
+    def create_from_symmetric_key(
+        cls: "type[C]", symmetric_key: str, hostname: str, device_id: str, module_id: str, **kwargs: Any
+    ) -> C:
+        """A client that signs its SAS tokens with the module's key."""
+        return cls(_config.from_symmetric_key(symmetric_key, hostname, device_id, module_id, kwargs))
+
+    @classmethod
+    def create_from_x509_certificate(
+        cls: "type[C]", x509: X509, hostname: str, device_id: str, module_id: str, **kwargs: Any
+    ) -> C:
+        """A client authenticated by the module's X.509 certificate."""
+        return cls(_config.from_x509(x509, hostname, device_id, module_id, kwargs))

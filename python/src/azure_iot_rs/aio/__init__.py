@@ -1,0 +1,108 @@
+"""The asyncio clients (the API of ``azure.iot.device.aio``). Every method is a true awaitable
+completed on the running loop by the Rust runtime (no thread per call). Handlers may be
+coroutine functions (awaited on the loop) or plain functions (run in the loop's default
+executor, so they never block it)."""
+
+import asyncio
+import inspect
+import json
+from typing import Any, Dict, Optional
+
+from .._base import ClientBase, DeviceFactories, ModuleFactories
+from .._native import NativeDeviceClient
+
+_POLL_SECONDS = 1.0
+
+
+class _AsyncClient(ClientBase):
+    def __init__(self, native: NativeDeviceClient) -> None:
+        super().__init__(native)
+        self._dispatcher: Optional["asyncio.Task[None]"] = None
+        self._stopping = False
+
+    def _handlers_set(self) -> None:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return  # started by connect() or the first operation, on the loop
+        self._start_dispatcher()
+
+    def _start_dispatcher(self) -> None:
+        if self._dispatcher is None and not self._stopping:
+            self._dispatcher = asyncio.get_running_loop().create_task(self._run_handlers())
+
+    async def _run_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            event = await self._native.next_event_async(_POLL_SECONDS)
+            if event is None:
+                continue
+            call = self._handler_call(event)
+            if call is None:
+                continue
+            handler, args = call
+            if inspect.iscoroutinefunction(handler):
+                loop.create_task(self._guarded(handler(*args)))
+            else:
+                loop.create_task(self._guarded(loop.run_in_executor(None, handler, *args)))
+
+    async def _guarded(self, awaitable: Any) -> None:
+        try:
+            await awaitable
+        except Exception as e:  # noqa: BLE001 - every handler failure is reported
+            self._report(e)
+
+    async def connect(self) -> None:
+        """Connects to the hub; returns once it accepted the connection."""
+        self._start_dispatcher()
+        await self._native.connect_async()
+
+    async def disconnect(self) -> None:
+        """Disconnects; the client can connect again."""
+        await self._native.disconnect_async()
+
+    async def shutdown(self) -> None:
+        """Disconnects and stops the handler task for good."""
+        self._stopping = True
+        await self._native.shutdown_async()
+        task, self._dispatcher = self._dispatcher, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+
+    async def send_message(self, message: Any) -> None:
+        """Sends telemetry (a ``Message`` or a str); returns once the hub acknowledged it."""
+        self._start_dispatcher()
+        await self._native.send_message_async(*self._message_args(message))
+
+    async def get_twin(self) -> Dict[str, Any]:
+        """The twin: ``{"desired": {...}, "reported": {...}}``."""
+        self._start_dispatcher()
+        return json.loads(await self._native.get_twin_async())
+
+    async def patch_twin_reported_properties(self, reported_properties_patch: Dict[str, Any]) -> None:
+        """Merges the patch into the reported properties."""
+        self._start_dispatcher()
+        await self._native.patch_twin_reported_properties_async(self._reported_args(reported_properties_patch))
+
+    async def send_method_response(self, method_response: Any) -> None:
+        """Answers a direct method call."""
+        await self._native.send_method_response_async(*self._method_response_args(method_response))
+
+
+class IoTHubDeviceClient(DeviceFactories, _AsyncClient):
+    """An asyncio device client (the API of ``azure.iot.device.aio.IoTHubDeviceClient``)."""
+
+
+class IoTHubModuleClient(ModuleFactories, _AsyncClient):
+    """An asyncio module client (the API of ``azure.iot.device.aio.IoTHubModuleClient``)."""
+
+    async def send_message_to_output(self, message: Any, output_name: str) -> None:
+        """Sends a message on the module output ``output_name``."""
+        await self._native.send_message_async(*self._output_message_args(message, output_name))
+
+
+__all__ = ["IoTHubDeviceClient", "IoTHubModuleClient"]

@@ -1,0 +1,156 @@
+"""Device-side models with the attribute names of ``azure.iot.device``: ``Message``,
+``MethodRequest``, ``MethodResponse``, ``X509``."""
+
+import datetime
+import json
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+#: The system properties a ``Message`` carries, by attribute name.
+_SYSTEM = (
+    "message_id",
+    "correlation_id",
+    "user_id",
+    "content_type",
+    "content_encoding",
+    "output_name",
+    "input_name",
+    "iothub_interface_id",
+    "ack",
+)
+
+
+class Message:
+    """A telemetry, output or cloud-to-device message.
+
+    ``data`` is ``str`` (sent as UTF-8) or ``bytes``; ``custom_properties`` are application
+    properties (str to str); ``expiry_time_utc`` is an ISO 8601 string or an aware
+    ``datetime``."""
+
+    def __init__(
+        self,
+        data: Union[str, bytes, bytearray],
+        message_id: Optional[str] = None,
+        content_encoding: Optional[str] = None,
+        content_type: Optional[str] = None,
+        output_name: Optional[str] = None,
+    ) -> None:
+        self.data = data
+        self.custom_properties: Dict[str, str] = {}
+        self.message_id = message_id
+        self.correlation_id: Optional[str] = None
+        self.user_id: Optional[str] = None
+        self.content_encoding = content_encoding
+        self.content_type = content_type
+        self.output_name = output_name
+        self.input_name: Optional[str] = None
+        self.expiry_time_utc: Optional[Union[str, datetime.datetime]] = None
+        self.ack: Optional[str] = None
+        self.iothub_interface_id: Optional[str] = None
+
+    def __str__(self) -> str:
+        return str(self.data)
+
+    def __repr__(self) -> str:
+        return f"Message(data={self.data!r}, message_id={self.message_id!r})"
+
+    def get_size(self) -> int:
+        """The size of the body and properties, roughly as IoT Hub counts it."""
+        size = len(self._body())
+        size += sum(len(k) + len(v) for k, v in self.custom_properties.items())
+        size += sum(len(v) for v in (getattr(self, n) for n in _SYSTEM) if isinstance(v, str))
+        return size
+
+    def set_as_security_message(self) -> None:
+        """Marks the message as an Azure Security Center message."""
+        self.iothub_interface_id = "urn:azureiot:Security:SecurityAgent:1"
+
+    def _body(self) -> bytes:
+        if isinstance(self.data, str):
+            return self.data.encode("utf-8")
+        if isinstance(self.data, (bytes, bytearray)):
+            return bytes(self.data)
+        raise TypeError(f"Message.data must be str or bytes, not {type(self.data).__name__}")
+
+    def _to_native(self) -> Tuple[bytes, List[Tuple[str, str]], List[Tuple[str, str]]]:
+        """(body, custom properties, system properties) as the native client takes them."""
+        for name, value in self.custom_properties.items():
+            if not isinstance(name, str) or not isinstance(value, str):
+                raise TypeError(f"custom_properties[{name!r}] must map str to str")
+        system = []
+        for name in _SYSTEM:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                raise TypeError(f"Message.{name} must be str, not {type(value).__name__}")
+            system.append((name, value))
+        expiry = self.expiry_time_utc
+        if isinstance(expiry, datetime.datetime):
+            if expiry.tzinfo is None:
+                expiry = expiry.replace(tzinfo=datetime.timezone.utc)
+            expiry = expiry.isoformat()
+        if expiry is not None:
+            if not isinstance(expiry, str):
+                raise TypeError("Message.expiry_time_utc must be str or datetime")
+            system.append(("expiry_time_utc", expiry))
+        return self._body(), list(self.custom_properties.items()), system
+
+    @classmethod
+    def _from_native(cls, fields: Dict[str, Any]) -> "Message":
+        message = cls(fields["data"])
+        message.custom_properties = dict(fields["custom_properties"])
+        for name in _SYSTEM:
+            setattr(message, name, fields.get(name))
+        message.expiry_time_utc = fields.get("expiry_time_utc")
+        return message
+
+
+class MethodRequest:
+    """A direct method call received by the device."""
+
+    def __init__(self, request_id: str, name: str, payload: Any) -> None:
+        self.request_id = request_id
+        self.name = name
+        self.payload = payload
+
+    def __repr__(self) -> str:
+        return f"MethodRequest(request_id={self.request_id!r}, name={self.name!r})"
+
+
+class MethodResponse:
+    """The device's answer to a ``MethodRequest``; ``payload`` must be JSON-serializable."""
+
+    def __init__(self, request_id: str, status: int, payload: Any = None) -> None:
+        self.request_id = request_id
+        self.status = status
+        self.payload = payload
+
+    @classmethod
+    def create_from_method_request(
+        cls, method_request: MethodRequest, status: int, payload: Any = None
+    ) -> "MethodResponse":
+        """The response to ``method_request``."""
+        return cls(method_request.request_id, status, payload)
+
+
+class X509:
+    """A device certificate and its private key, from PEM files (``pass_phrase``: encrypted
+    keys are not supported yet, a ``ValueError`` says so)."""
+
+    def __init__(self, cert_file: str, key_file: str, pass_phrase: Optional[str] = None) -> None:
+        if pass_phrase is not None:
+            raise ValueError("pass_phrase: encrypted private keys are not supported yet")
+        self.cert_file = cert_file
+        self.key_file = key_file
+        self.pass_phrase = pass_phrase
+
+    def _pems(self) -> Tuple[str, str]:
+        with open(self.cert_file, encoding="ascii") as cert, open(self.key_file, encoding="ascii") as key:
+            return cert.read(), key.read()
+
+
+def _json_text(what: str, value: Any) -> str:
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{what} must be JSON-serializable: {e}") from None

@@ -1,0 +1,131 @@
+"""Fixtures: one emulator (`azure-iot hub start --in-memory`, ephemeral ports) for the whole
+run, a registry manager on it, and fresh devices.
+
+The emulator binary is $AZURE_IOT_BIN, or target/debug/azure-iot of the repository (ci.sh
+builds it)."""
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import pathlib
+import ssl
+import subprocess
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+import uuid
+from typing import Any, Dict, Iterator, List
+
+import pytest
+
+from azure_iot_rs.hub import IoTHubRegistryManager
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+BIN = os.environ.get("AZURE_IOT_BIN", str(ROOT / "target" / "debug" / "azure-iot"))
+
+
+def sas_token(resource: str, key: str, ttl: int = 3600) -> str:
+    """A SAS token for `resource` (`host/devices/id`, or the hub's host) signed with `key`."""
+    sr = urllib.parse.quote(resource, safe="")
+    expiry = int(time.time()) + ttl
+    digest = hmac.new(base64.b64decode(key), f"{sr}\n{expiry}".encode(), hashlib.sha256).digest()
+    sig = urllib.parse.quote(base64.b64encode(digest).decode(), safe="")
+    return f"SharedAccessSignature sr={sr}&sig={sig}&se={expiry}"
+
+
+class Hub:
+    """A running emulator: its data dir, CA, ports and connection strings."""
+
+    def __init__(self, data_dir: str) -> None:
+        self.data_dir = data_dir
+        with open(os.path.join(data_dir, "hub.json")) as f:
+            info = json.load(f)
+        self.hostname: str = info["hostname"]
+        self.ports: Dict[str, int] = info["ports"]
+        self.owner: str = info["connection_strings"]["iothubowner"]
+        with open(os.path.join(data_dir, "ca.pem")) as f:
+            self.ca: str = f.read()
+
+    def fault(self, fault: Dict[str, Any]) -> None:
+        """Injects a fault (`POST /$emulator/faults`, docs/EMULATOR.md)."""
+        fields = dict(part.split("=", 1) for part in self.owner.split(";"))
+        token = sas_token(fields["HostName"], fields["SharedAccessKey"]) + f"&skn={fields['SharedAccessKeyName']}"
+        request = urllib.request.Request(
+            f"https://{self.hostname}:{self.ports['https']}/$emulator/faults?api-version=2021-04-12",
+            data=json.dumps(fault).encode(), method="POST",
+            headers={"Authorization": token, "Content-Type": "application/json"},
+        )
+        context = ssl.create_default_context(cadata=self.ca)
+        with urllib.request.urlopen(request, context=context, timeout=30) as answer:
+            assert answer.status == 204, answer.status
+
+    def registry(self) -> IoTHubRegistryManager:
+        return IoTHubRegistryManager.from_connection_string(
+            self.owner, server_verification_cert=self.ca, https_port=self.ports["https"], amqp_port=self.ports["amqp"]
+        )
+
+    def device_kwargs(self, transport: str = "mqtt") -> Dict[str, Any]:
+        """What a device client needs besides its credentials to reach this emulator."""
+        port = self.ports["amqp"] if transport == "amqp" else self.ports["mqtt"]
+        return {"server_verification_cert": self.ca, "port": port, "transport": transport}
+
+    def telemetry(self, device_id: str, count: int) -> List[Dict[str, Any]]:
+        """The first `count` telemetry messages the hub stored for `device_id` (waits up to
+        20 s for them), read with `azure-iot hub monitor-events`."""
+        done = subprocess.run(
+            [BIN, "hub", "monitor-events", "--data-dir", self.data_dir, "--output", "json", "--from-start",
+             "--device-id", device_id, "--count", str(count), "--timeout", "20"],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def hub() -> Iterator[Hub]:
+    if not os.path.exists(BIN):
+        pytest.fail(f"the emulator binary {BIN} does not exist: build it (cargo build -p azure_iot_cli) or set AZURE_IOT_BIN")
+    with tempfile.TemporaryDirectory() as data_dir:
+        log = open(os.path.join(data_dir, "emulator.log"), "w")
+        process = subprocess.Popen(
+            [BIN, "hub", "start", "--in-memory", "--data-dir", data_dir,
+             "--https-port", "0", "--mqtt-port", "0", "--amqp-port", "0"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+        try:
+            hub_json = os.path.join(data_dir, "hub.json")
+            deadline = time.monotonic() + 30
+            # Waits for a condition (the emulator wrote hub.json), not for a fixed time.
+            while not os.path.exists(hub_json):
+                assert process.poll() is None, open(os.path.join(data_dir, "emulator.log")).read()
+                assert time.monotonic() < deadline, "the emulator did not start within 30 s"
+                time.sleep(0.05)
+            yield Hub(data_dir)
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+            log.close()
+
+
+@pytest.fixture(scope="session")
+def registry(hub: Hub) -> IoTHubRegistryManager:
+    return hub.registry()
+
+
+@pytest.fixture
+def device(hub: Hub, registry: IoTHubRegistryManager) -> Iterator[Dict[str, str]]:
+    """A new device: its id, key and connection string."""
+    device_id = "py-" + uuid.uuid4().hex[:12]
+    created = registry.create_device_with_sas(device_id, "", "", "enabled")
+    assert created.authentication is not None and created.authentication.symmetric_key is not None
+    key = created.authentication.symmetric_key.primary_key
+    assert key
+    yield {
+        "device_id": device_id,
+        "key": key,
+        "connection_string": f"HostName={hub.hostname};DeviceId={device_id};SharedAccessKey={key}",
+    }
+    registry.delete_device(device_id)
