@@ -349,6 +349,7 @@ impl EmulatorBuilder {
             mqtt: mqtt_context.clone(),
             amqp: amqp_context.clone(),
             body_timeout: config.limits.body_timeout,
+            device: mqtt_context.device.clone(),
         });
         let https = tokio::spawn(http::serve(
             https_listener,

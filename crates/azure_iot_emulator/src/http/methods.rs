@@ -185,6 +185,7 @@ mod tests {
             device: mqtt.device.clone(),
         });
         let app = AppState {
+            device: mqtt.device.clone(),
             hub,
             policies,
             hostname: Arc::from("h"),

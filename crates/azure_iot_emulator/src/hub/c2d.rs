@@ -217,7 +217,6 @@ impl HubState {
 
     /// Takes the oldest deliverable message of `device_id` under a new token lock that lasts
     /// `lock_for` (HTTPS receive, AMQP delivery). `None` when nothing is deliverable.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn take_c2d_locked(
         &mut self,
         device_id: &str,
