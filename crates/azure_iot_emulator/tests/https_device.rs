@@ -5,44 +5,12 @@
 use std::time::Duration;
 
 use azure_iot_core::message::{AckMode, Message};
+use azure_iot_test::DeviceHttp as Device;
 use azure_iot_test::{HubEndpoint, RestClient, device_token, emulator, http_client};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 const HOUR: Duration = Duration::from_secs(3600);
-
-struct Device {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
-
-impl Device {
-    fn new(ep: &HubEndpoint, id: &str, module: Option<&str>, key: &str) -> Self {
-        Self {
-            http: http_client(ep),
-            base: format!("https://localhost:{}", ep.https_addr.port()),
-            token: device_token(ep, id, module, key, HOUR),
-        }
-    }
-
-    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        let sep = if path.contains('?') { '&' } else { '?' };
-        self.http
-            .request(
-                method,
-                format!("{}{path}{sep}api-version=2020-09-30", self.base),
-            )
-            .header("Authorization", &self.token)
-    }
-
-    async fn receive(&self, id: &str) -> reqwest::Response {
-        self.request(Method::GET, &format!("/devices/{id}/messages/devicebound"))
-            .send()
-            .await
-            .unwrap()
-    }
-}
 
 fn etag(response: &reqwest::Response) -> String {
     let raw = response.headers()["etag"].to_str().unwrap().to_owned();

@@ -185,6 +185,7 @@ mod tests {
             device: mqtt.device.clone(),
         });
         let app = AppState {
+            blob: None,
             device: mqtt.device.clone(),
             hub,
             policies,

@@ -32,6 +32,7 @@ mod device;
 mod error;
 mod faults;
 mod feedback;
+mod files;
 mod methods;
 mod monitor;
 mod query;
@@ -52,6 +53,7 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+pub(crate) use device::query_pairs;
 pub(crate) use error::ApiError;
 pub(crate) use server::serve;
 pub(crate) use websocket::Peer;
@@ -83,6 +85,8 @@ pub(crate) struct AppState {
     pub(crate) body_timeout: std::time::Duration,
     /// The device core the device HTTPS API is a stateless front-end over.
     pub(crate) device: crate::device::DeviceCore,
+    /// The blob endpoint file uploads go to (`None`: file upload answers 501).
+    pub(crate) blob: Option<Arc<crate::blob::BlobEndpoint>>,
 }
 
 impl AppState {
@@ -112,9 +116,10 @@ impl AppState {
 ///   `/messages/serviceBound/feedback...`, `/statistics/service`;
 /// * devices: `/$iothub/websocket` (MQTT or AMQP over WebSockets; the protocol authenticates);
 ///   the device HTTPS API (device or module SAS, or the TLS client certificate):
-///   `/devices/{id}[/modules/{mid}]/messages/events`, `/devices/{id}/messages/devicebound[/…]`
-///   (see `device`);
-/// * emulator only: `/$emulator/telemetry` (read the telemetry log) and `/$emulator/faults`.
+///   `/devices/{id}[/modules/{mid}]/messages/events`, `/devices/{id}/messages/devicebound[/…]`,
+///   `/devices/{id}/files[/notifications[/{correlationId}]]` (see `device`);
+/// * emulator only: `/$emulator/telemetry` (read the telemetry log), `/$emulator/faults`, and
+///   `/$emulator/files[/{blob}]` (list and download uploaded files; ServiceConnect).
 ///
 /// Every request first passes the classification layer (DPS or hub); unknown paths reach
 /// [`unsupported`].
@@ -167,6 +172,22 @@ pub(crate) fn router(state: AppState) -> Router {
             "/devices/{id}/modules/{mid}/messages/events",
             post(device::events::send_module),
         )
+        .route("/devices/{id}/files", post(device::files::create_upload))
+        .route("/devices/{id}/files/", post(device::files::create_upload))
+        .route(
+            "/devices/{id}/files/notifications",
+            post(device::files::complete_upload),
+        )
+        .route(
+            "/devices/{id}/files/notifications/",
+            post(device::files::complete_upload),
+        )
+        .route(
+            "/devices/{id}/files/notifications/{correlation}",
+            post(device::files::complete_upload_named),
+        )
+        .route("/$emulator/files", get(files::list))
+        .route("/$emulator/files/{*name}", get(files::download))
         .merge(device_bound_routes("devicebound"))
         .merge(device_bound_routes("deviceBound"))
         .route("/devices/{id}/twin", any(device::twin_or_method))

@@ -16,6 +16,7 @@
 
 pub(crate) mod c2d;
 pub(crate) mod events;
+pub(crate) mod files;
 
 use axum::extract::Request;
 use http::HeaderMap;
