@@ -75,6 +75,8 @@ enum HubCommand {
     MonitorEvents(monitor::MonitorArgs),
     /// Print (and complete) cloud-to-device delivery feedback.
     MonitorFeedback(monitor::FeedbackArgs),
+    /// Print (and complete) file-upload notifications.
+    MonitorFileNotifications(monitor::FileNotificationArgs),
     /// CA certificates for devices that authenticate with CA-signed X.509 certificates.
     #[command(subcommand)]
     Ca(CaCommand),
@@ -305,6 +307,9 @@ fn main() -> ExitCode {
             Command::Hub(HubCommand::MonitorEvents(args)) => monitor::monitor_events(args).await,
             Command::Hub(HubCommand::MonitorFeedback(args)) => {
                 monitor::monitor_feedback(args).await
+            }
+            Command::Hub(HubCommand::MonitorFileNotifications(args)) => {
+                monitor::monitor_file_notifications(args).await
             }
             Command::Hub(HubCommand::Ca(command)) => ca(command).await,
             Command::Hub(HubCommand::Files(command)) => files::run(command).await,

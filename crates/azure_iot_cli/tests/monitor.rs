@@ -243,4 +243,43 @@ async fn files_list_and_download_what_devices_uploaded() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("404"));
     assert_eq!(std::fs::read(&target).unwrap(), b"uploaded bytes");
+
+    // The upload's notification, read over AMQP and completed.
+    let out = cli(
+        dir.path(),
+        &[
+            "monitor-file-notifications",
+            "--count",
+            "1",
+            "--timeout",
+            "20",
+            "--output",
+            "json",
+        ],
+    )
+    .output()
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let n: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(n["blobName"], "up1/logs/a.txt");
+    assert_eq!(n["blobSizeInBytes"], 14);
+    // Completed: nothing more within a second.
+    let out = cli(
+        dir.path(),
+        &["monitor-file-notifications", "--timeout", "1"],
+    )
+    .output()
+    .await
+    .unwrap();
+    assert!(out.status.success());
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
