@@ -85,6 +85,23 @@ async fn the_hub_hands_out_a_sas_for_its_blob_endpoint_and_blocks_commit_in_orde
     assert_eq!(r.headers()["x-ms-blob-type"], "BlockBlob");
     let r = http.get(&url).send().await.unwrap();
     assert_eq!(r.text().await.unwrap(), "hello world");
+    // One range, as the storage SDKs read (an end past the blob is cut to it).
+    let r = http
+        .get(&url)
+        .header("x-ms-range", "bytes=6-100")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(r.headers()["content-range"], "bytes 6-10/11");
+    assert_eq!(r.text().await.unwrap(), "world");
+    let r = http
+        .get(&url)
+        .header("x-ms-range", "bytes=11-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
 
     assert_eq!(
         device.notify_upload("dev1", &info, true).await,

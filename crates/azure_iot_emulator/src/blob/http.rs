@@ -5,15 +5,16 @@
 //! | `PUT` + `x-ms-blob-type: BlockBlob` | Put Blob | 201 |
 //! | `PUT ?comp=block&blockid=…` | Put Block | 201 |
 //! | `PUT ?comp=blocklist` + `<BlockList>` XML | Put Block List | 201 |
-//! | `GET` / `HEAD` | Get Blob / Get Blob Properties | 200 |
+//! | `GET` / `HEAD` | Get Blob / Get Blob Properties | 200 (206 for one `x-ms-range` / `Range`) |
 //! | `DELETE` | Delete Blob | 202 |
 //!
 //! The blob name is the percent-decoded rest of the path (`%2F` is a `/` inside the name, as
 //! the C and C# SDKs send it). Every answer carries `x-ms-request-id` and `x-ms-version`;
 //! errors are Azure Storage's XML body with `x-ms-error-code`. The SAS is checked before the
 //! body is read. `If-None-Match: *` (the Python storage SDK's default for a new blob) refuses
-//! to overwrite with 409 `BlobAlreadyExists`. Ranges, leases, snapshots, metadata and the
-//! other blob types are not served (400 `UnsupportedQueryParameter` / `UnsupportedHeader`).
+//! to overwrite with 409 `BlobAlreadyExists`. A read may ask for one byte range. Leases,
+//! snapshots, metadata and the other blob types are not served (400
+//! `UnsupportedQueryParameter`).
 
 use std::sync::Arc;
 
@@ -23,6 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::put;
 use http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use time::OffsetDateTime;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::sas::VERSION;
 use super::{BlobEndpoint, BlobError, BlobProperties, CONTAINER, Permission, file_body};
@@ -153,22 +155,37 @@ async fn get_blob(
 ) -> Response {
     let result = async {
         authorize(&ep, uri.query(), &container, &blob, Permission::Read)?;
-        if headers.contains_key(header::RANGE) || headers.contains_key("x-ms-range") {
-            return Err(BlobError::new(
-                400,
-                "UnsupportedHeader",
-                "ranged reads are not served by the emulator's blob endpoint",
-            ));
-        }
-        let (file, properties) = ep.files.open_blob(CONTAINER, &blob).await?;
-        let mut response = file_body(file).into_response();
-        *response.status_mut() = StatusCode::OK;
+        let (mut file, properties) = ep.files.open_blob(CONTAINER, &blob).await?;
+        let asked = header_text(&headers, "x-ms-range")
+            .or_else(|| header_text(&headers, header::RANGE.as_str()));
+        let range = match asked {
+            Some(text) => Some(byte_range(&text, properties.size)?),
+            None => None,
+        };
+        let (status, length) = match range {
+            Some((start, end)) => {
+                file.seek(std::io::SeekFrom::Start(start))
+                    .await
+                    .map_err(|e| BlobError::new(500, "InternalError", e.to_string()))?;
+                (StatusCode::PARTIAL_CONTENT, end - start + 1)
+            }
+            None => (StatusCode::OK, properties.size),
+        };
+        let mut response = file_body(file.take(length)).into_response();
+        *response.status_mut() = status;
         let headers = response.headers_mut();
         common_headers(headers);
         blob_headers(headers, &properties);
-        if let Ok(length) = HeaderValue::from_str(&properties.size.to_string()) {
+        if let Ok(length) = HeaderValue::from_str(&length.to_string()) {
             headers.insert(header::CONTENT_LENGTH, length);
         }
+        if let Some((start, end)) = range
+            && let Ok(value) =
+                HeaderValue::from_str(&format!("bytes {start}-{end}/{}", properties.size))
+        {
+            headers.insert(header::CONTENT_RANGE, value);
+        }
+        headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
         let content_type = properties
             .content_type
             .as_deref()
@@ -196,6 +213,37 @@ async fn delete_blob(
     }
     .await;
     result.unwrap_or_else(error)
+}
+
+/// The inclusive byte range `bytes=start-[end]` asks for within a blob of `size` bytes (an
+/// end past the blob is cut to it, as Azure does); one that starts past the end is 416.
+fn byte_range(text: &str, size: u64) -> Result<(u64, u64), BlobError> {
+    let invalid = || {
+        BlobError::new(
+            416,
+            "InvalidRange",
+            format!("the range `{text}` is not within the blob's {size} bytes"),
+        )
+    };
+    let spec = text.trim().strip_prefix("bytes=").ok_or_else(|| {
+        BlobError::new(400, "InvalidHeaderValue", "a range must be bytes=start-end")
+    })?;
+    let (start, end) = spec.split_once('-').ok_or_else(|| {
+        BlobError::new(400, "InvalidHeaderValue", "a range must be bytes=start-end")
+    })?;
+    let start: u64 = start.trim().parse().map_err(|_| {
+        BlobError::new(400, "InvalidHeaderValue", "a range must be bytes=start-end")
+    })?;
+    let end = match end.trim() {
+        "" => u64::MAX,
+        end => end.parse().map_err(|_| {
+            BlobError::new(400, "InvalidHeaderValue", "a range must be bytes=start-end")
+        })?,
+    };
+    if start >= size || end < start {
+        return Err(invalid());
+    }
+    Ok((start, end.min(size - 1)))
 }
 
 /// Checks the container and the SAS before anything else.
@@ -360,6 +408,16 @@ mod tests {
         assert_eq!(block_ids(xml).unwrap(), ["MDA=", "MDE=", "MDI="]);
         assert!(block_ids(b"<Other/>").is_err());
         assert!(block_ids(b"<BlockList><Latest>x</BlockList>").is_err());
+    }
+
+    #[test]
+    fn byte_ranges_are_cut_to_the_blob() {
+        assert_eq!(byte_range("bytes=0-33554431", 3600).unwrap(), (0, 3599));
+        assert_eq!(byte_range("bytes=10-19", 3600).unwrap(), (10, 19));
+        assert_eq!(byte_range("bytes=100-", 3600).unwrap(), (100, 3599));
+        assert_eq!(byte_range("bytes=3600-", 3600).unwrap_err().status, 416);
+        assert_eq!(byte_range("bytes=0-0", 0).unwrap_err().status, 416);
+        assert_eq!(byte_range("items=0-1", 10).unwrap_err().status, 400);
     }
 
     #[test]

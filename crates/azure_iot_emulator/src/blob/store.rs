@@ -462,8 +462,11 @@ impl BlobFiles {
 /// Bytes read from disk per chunk of a streamed answer.
 const READ_CHUNK: usize = 64 * 1024;
 
-/// A response body that streams `file` from disk, a chunk at a time.
-pub(crate) fn file_body(file: tokio::fs::File) -> axum::body::Body {
+/// A response body that streams `file` (a blob file, or a range of one) from disk, a chunk at
+/// a time.
+pub(crate) fn file_body(
+    file: impl tokio::io::AsyncRead + Send + Unpin + 'static,
+) -> axum::body::Body {
     let stream = futures_util::stream::unfold(Some(file), |file| async move {
         let mut file = file?;
         let mut chunk = vec![0u8; READ_CHUNK];
