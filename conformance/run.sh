@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs the official SDKs' conformance scenarios against `azure-iot hub start`.
-# Installs what it needs into conformance/.venv (git-ignored). Needs ports 443 and 8883 free
-# (the official SDKs always dial https://{hostname}:443 and mqtts://{hostname}:8883), so it
-# runs as root in CI.
+# Installs what it needs into conformance/.venv (git-ignored). Needs ports 443, 8883, 5671 and
+# 10000 free (the official SDKs always dial https://{hostname}:443 and mqtts://{hostname}:8883;
+# uploads go to the blob endpoint, whose port is in the hostName the hub hands out), so it runs
+# as root in CI.
 set -euo pipefail
 if [ "$(id -u)" -ne 0 ]; then
   echo "conformance: skipped, it needs port 443 (the official SDKs always dial it): run as root"
@@ -19,7 +20,7 @@ fi
 # The Node SDK scenarios run when node is on the PATH (CI installs it); packages go into
 # conformance/node/node_modules (git-ignored), pinned by package-lock.json.
 # service_to_rust_device.py runs once per transport of our device client (`@amqp` suffix).
-scenarios="python/registry_manager.py python/device_mqtt.py python/service_to_rust_device.py python/service_to_rust_device.py@amqp python/rust_service_to_device.py"
+scenarios="python/registry_manager.py python/device_mqtt.py python/service_to_rust_device.py python/service_to_rust_device.py@amqp python/rust_service_to_device.py python/file_upload.py"
 if command -v npm >/dev/null 2>&1; then
   (cd "$here/node" && npm ci --silent --no-audit --no-fund)
   scenarios="$scenarios node/scenarios.js"

@@ -1,6 +1,7 @@
 // The official Node SDKs (azure-iothub 1.16.6 service client and registry, azure-iot-device
 // 1.18.4 with azure-iot-device-mqtt 1.16.4 over MQTT and MQTT over WebSockets, and with
-// azure-iot-device-amqp 1.14.4 over AMQP) against the emulator, unmodified; and the official service SDK against this project's device client
+// azure-iot-device-amqp 1.14.4 over AMQP, and with azure-iot-device-http 1.14.4 over HTTPS) against
+// the emulator, unmodified; and the official service SDK against this project's device client
 // (the `echo_device` example of azure_iot_device).
 //
 // Run by ../run.sh with HUB_JSON and DATA_DIR set and NODE_EXTRA_CA_CERTS pointing at the
@@ -19,6 +20,7 @@ const { Registry, Client: ServiceClient } = require('azure-iothub');
 const { Client: DeviceClient, ModuleClient, Message } = require('azure-iot-device');
 const { Mqtt, MqttWs } = require('azure-iot-device-mqtt');
 const { Amqp, AmqpWs } = require('azure-iot-device-amqp');
+const { Http } = require('azure-iot-device-http');
 const { Message: ServiceMessage } = require('azure-iot-common');
 
 const hub = JSON.parse(fs.readFileSync(process.env.HUB_JSON, 'utf8'));
@@ -36,6 +38,8 @@ const results = [];
 const expected = [];
 const skipped = [];
 async function check(name, cell, fn, { expectedFailure = null } = {}) {
+  // CONFORMANCE_FILTER (a substring of check names) runs only those checks, for debugging.
+  if (process.env.CONFORMANCE_FILTER && !name.includes(process.env.CONFORMANCE_FILTER)) return;
   try {
     await fn();
     if (expectedFailure) {
@@ -731,6 +735,143 @@ async function withEchoDevice(deviceId, fn) {
   });
 
   // The official service SDK against this project's device client (echo_device).
+  // ---- devices over HTTPS (azure-iot-device-http): stateless requests on port 443 ----------
+  const http = (scenarios) => ({ scenarios, transport: 'HTTPS' });
+
+  // Creates deviceId and opens an HTTPS device client for it (open makes no request).
+  async function httpDevice(deviceId) {
+    const { responseBody: device } = await registry.create({ deviceId });
+    const key = device.authentication.symmetricKey.primaryKey;
+    const client = DeviceClient.fromConnectionString(`HostName=${hub.hostname};DeviceId=${deviceId};SharedAccessKey=${key}`, Http);
+    await withTimeout(client.open(), 15000, `open over HTTPS for ${deviceId}`);
+    return client;
+  }
+
+  await check('device over HTTPS: telemetry with properties, messageId and contentType', http(['telemetry with properties']), async () => {
+    const client = await httpDevice('node-http-1');
+    try {
+      const message = new Message('{"over":"https"}');
+      message.messageId = 'http-mid-1';
+      message.correlationId = 'http-cid-1';
+      message.contentType = 'application/json';
+      message.contentEncoding = 'utf-8';
+      message.properties.add('level', 'high');
+      await withTimeout(client.sendEvent(message), 15000, 'sendEvent over HTTPS');
+      const rows = logged('node-http-1');
+      assert(rows.length === 1 && rows[0][1] === '{"over":"https"}', `the telemetry log holds ${JSON.stringify(rows)}, not the one message sent over HTTPS`);
+      const props = rows[0][0];
+      for (const part of ['%24.mid=http-mid-1', '%24.cid=http-cid-1', '%24.ct=application%2Fjson', '%24.ce=utf-8', 'level=high']) {
+        assert(props.includes(part), `logged properties ${props} lack ${part}`);
+      }
+    } finally {
+      await closeQuietly(client);
+    }
+  });
+
+  await check('device over HTTPS: sendEventBatch of two messages with properties', http(['telemetry batch']), async () => {
+    const client = await httpDevice('node-http-batch');
+    try {
+      const first = new Message('batch-1');
+      first.properties.add('n', '1');
+      const second = new Message(Buffer.from([0, 1, 2, 255]));
+      await withTimeout(client.sendEventBatch([first, second]), 15000, 'sendEventBatch over HTTPS');
+      const rows = logged('node-http-batch');
+      assert(rows.length === 2 && rows[0][1] === 'batch-1', `the telemetry log holds ${JSON.stringify(rows)}`);
+      assert(rows[0][0].includes('n=1'), `the first message's properties are ${rows[0][0]}`);
+    } finally {
+      await closeQuietly(client);
+    }
+  });
+
+  await check('device over HTTPS: cloud-to-device completed, rejected, abandoned then completed, with feedback', http(['cloud-to-device and feedback']), async () => {
+    const deviceId = 'node-http-c2d';
+    const client = await httpDevice(deviceId);
+    const service = ServiceClient.fromConnectionString(owner);
+    try {
+      await withTimeout(service.open(), 15000, 'the service client to open');
+      const [toComplete, toReject, toAbandon] = ['node-http-c2d-complete', 'node-http-c2d-reject', 'node-http-c2d-abandon'];
+      const ids = [toComplete, toReject, toAbandon];
+      const feedback = new Promise((resolve, reject) => {
+        const records = new Map();
+        service.getFeedbackReceiver((err, receiver) => {
+          if (err) return reject(err);
+          receiver.on('message', (msg) => {
+            for (const r of JSON.parse(msg.getData().toString())) {
+              if (ids.includes(r.originalMessageId)) records.set(r.originalMessageId, r);
+            }
+            if (records.size === ids.length) resolve(records);
+          });
+        });
+      });
+      for (const id of ids) {
+        const c2d = new ServiceMessage(`body of ${id}`);
+        c2d.messageId = id;
+        c2d.ack = 'full';
+        c2d.properties.add('color', 'amber');
+        await service.send(deviceId, c2d);
+      }
+      // Polled (once a second, the transport's default); each settled as its id says, the
+      // abandoned one must come back and is then completed.
+      const seen = [];
+      const settled = new Promise((resolve, reject) => {
+        client.on('message', (msg) => {
+          const id = msg.messageId;
+          seen.push(id);
+          // The Node HTTP transport keeps the full header name as the property key.
+          const color = msg.properties.getValue('iothub-app-color') || msg.properties.getValue('color');
+          if (color !== 'amber') return reject(new Error(`message ${id} arrived with properties ${JSON.stringify(msg.properties)}`));
+          let outcome = 'complete';
+          if (id === toReject) outcome = 'reject';
+          if (id === toAbandon && seen.filter((s) => s === id).length === 1) outcome = 'abandon';
+          client[outcome](msg, (e) => {
+            if (e) return reject(new Error(`${outcome} of ${id} failed: ${kind(e)}`));
+            if (seen.length === 4) resolve();
+          });
+        });
+        client.on('error', reject);
+      });
+      await withTimeout(settled, 30000, `four deliveries (three messages, the abandoned one again); got ${JSON.stringify(seen)}`);
+      assert(isDeepStrictEqual([...seen].sort(), [toAbandon, toAbandon, toComplete, toReject].sort()), `the device received ${JSON.stringify(seen)}`);
+      const records = await withTimeout(feedback, 15000, 'feedback records for the three messages');
+      const statuses = ids.map((id) => records.get(id).statusCode);
+      assert(isDeepStrictEqual(statuses, ['Success', 'Rejected', 'Success']), `feedback statuses (complete, reject, abandon then complete) are ${JSON.stringify(statuses)}`);
+      const { responseBody: device } = await registry.get(deviceId);
+      assert(device.cloudToDeviceMessageCount === 0, `the registry counts ${device.cloudToDeviceMessageCount} messages still queued, not 0`);
+    } finally {
+      await closeQuietly(service);
+      await closeQuietly(client);
+    }
+  });
+
+  await check('file upload: uploadToBlob to the emulator\'s blob endpoint, notification to the service\'s file notification receiver', http(['file upload and notification']), async () => {
+    const deviceId = 'node-http-upload';
+    const client = await httpDevice(deviceId);
+    const service = ServiceClient.fromConnectionString(owner);
+    try {
+      await withTimeout(service.open(), 15000, 'the service client to open');
+      const notification = new Promise((resolve, reject) => {
+        service.getFileNotificationReceiver((err, receiver) => {
+          if (err) return reject(err);
+          receiver.on('message', (msg) => {
+            const n = JSON.parse(msg.getData().toString());
+            if (n.deviceId === deviceId) {
+              receiver.complete(msg, () => resolve(n));
+            }
+          });
+        });
+      });
+      const content = Buffer.from('uploaded by the official Node SDK\n'.repeat(1000));
+      const { Readable } = require('stream');
+      await withTimeout(client.uploadToBlob('node/upload.txt', Readable.from([content]), content.length), 30000, 'uploadToBlob');
+      const n = await withTimeout(notification, 15000, 'the file notification');
+      assert(n.blobName === `${deviceId}/node/upload.txt`, `notification ${JSON.stringify(n)}`);
+      assert(n.blobSizeInBytes === content.length, `notification says ${n.blobSizeInBytes} bytes, ${content.length} were uploaded`);
+    } finally {
+      await closeQuietly(service);
+      await closeQuietly(client);
+    }
+  });
+
   const rust = (scenarios) => ({ scenarios, transport: 'MQTT', client: 'Node service → Rust device' });
 
   await check('our device client (echo_device) connects with a connection string from the registry', rust(['registry CRUD']), async () => {

@@ -57,13 +57,8 @@ impl HubConnection {
         self.send_json(method, path_and_query, None).await
     }
 
-    /// Sends a request with a JSON body and a fresh SAS token.
-    pub(crate) async fn send_json(
-        &self,
-        method: reqwest::Method,
-        path_and_query: &str,
-        body: Option<Value>,
-    ) -> Result<Reply, String> {
+    /// A request with a fresh SAS token, not sent yet.
+    fn request(&self, method: reqwest::Method, path_and_query: &str) -> reqwest::RequestBuilder {
         let token = SasToken::generate_with_ttl(
             &ResourceUri::hub(self.cs.host_name()),
             self.cs.key(),
@@ -79,10 +74,37 @@ impl HubConnection {
             "{}{path_and_query}{separator}api-version=2021-04-12",
             self.base
         );
-        let mut request = self
-            .http
+        self.http
             .request(method, url)
-            .header("Authorization", token.secret());
+            .header("Authorization", token.secret())
+    }
+
+    /// Sends a GET and hands back the response unread (a download streams its body); an
+    /// error status is an error with the emulator's message.
+    pub(crate) async fn get_stream(&self, path: &str) -> Result<reqwest::Response, String> {
+        let response = self
+            .request(reqwest::Method::GET, path)
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach the emulator at {}: {e}", self.base))?;
+        let status = response.status().as_u16();
+        if status >= 400 {
+            let text = response.text().await.unwrap_or_default();
+            let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            let message = body["Message"].as_str().unwrap_or("(no message)");
+            return Err(format!("the emulator answered {status}: {message}"));
+        }
+        Ok(response)
+    }
+
+    /// Sends a request with a JSON body and a fresh SAS token.
+    pub(crate) async fn send_json(
+        &self,
+        method: reqwest::Method,
+        path_and_query: &str,
+        body: Option<Value>,
+    ) -> Result<Reply, String> {
+        let mut request = self.request(method, path_and_query);
         if let Some(body) = body {
             request = request
                 .header("Content-Type", "application/json; charset=utf-8")

@@ -21,13 +21,16 @@ use std::process::ExitCode;
 mod calls;
 mod connect;
 mod devices;
+mod files;
 mod monitor;
 mod quickstart;
 mod simulate;
 mod target;
 mod twins;
 
-use azure_iot_emulator::{CA_FILE, Durability, Emulator, HUB_FILE, Limits, TlsSource};
+use azure_iot_emulator::{
+    CA_FILE, Durability, Emulator, FileUploadOptions, HUB_FILE, Limits, TlsSource,
+};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
@@ -72,9 +75,14 @@ enum HubCommand {
     MonitorEvents(monitor::MonitorArgs),
     /// Print (and complete) cloud-to-device delivery feedback.
     MonitorFeedback(monitor::FeedbackArgs),
+    /// Print (and complete) file-upload notifications.
+    MonitorFileNotifications(monitor::FileNotificationArgs),
     /// CA certificates for devices that authenticate with CA-signed X.509 certificates.
     #[command(subcommand)]
     Ca(CaCommand),
+    /// Files devices uploaded to the emulator's blob endpoint.
+    #[command(subcommand)]
+    Files(files::FilesCommand),
 }
 
 #[derive(Subcommand)]
@@ -119,6 +127,12 @@ struct StartArgs {
     /// AMQP-over-TLS port for services (cloud-to-device, feedback) (0 = any free port).
     #[arg(long, default_value_t = 5671)]
     amqp_port: u16,
+    /// Blob endpoint port for file uploads, its own TLS port (0 = any free port). Default:
+    /// 10000, or a free port when --https-port is 0.
+    #[arg(long)]
+    blob_port: Option<u16>,
+    #[command(flatten)]
+    file_upload: FileUploadArgs,
     /// Keep hub state in memory only (ca.pem and hub.json are still written).
     #[arg(long)]
     in_memory: bool,
@@ -149,6 +163,36 @@ struct StartArgs {
     limits: LimitArgs,
 }
 
+/// The hub's file-upload settings (defaults: `azure_iot_emulator::FileUploadOptions`).
+#[derive(Args)]
+#[command(next_help_heading = "File upload")]
+struct FileUploadArgs {
+    /// How long the blob SAS URI handed to a device is valid, in minutes (1 to 1440).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=1440))]
+    file_upload_sas_ttl_minutes: u64,
+    /// Do not put a notification on /messages/serviceBound/filenotifications when a device
+    /// completes an upload.
+    #[arg(long)]
+    no_file_notifications: bool,
+    /// How long a file notification handed to a service stays locked, in seconds (5 to 300).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(5..=300))]
+    file_notification_lock_seconds: u64,
+    /// Deliveries of a file notification before it is dropped (1 to 100).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100))]
+    file_notification_max_delivery_count: u32,
+}
+
+impl FileUploadArgs {
+    fn options(&self) -> FileUploadOptions {
+        FileUploadOptions {
+            sas_ttl: std::time::Duration::from_secs(self.file_upload_sas_ttl_minutes * 60),
+            notifications: !self.no_file_notifications,
+            lock_duration: std::time::Duration::from_secs(self.file_notification_lock_seconds),
+            max_delivery_count: self.file_notification_max_delivery_count,
+        }
+    }
+}
+
 /// `--durability`.
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum DurabilityArg {
@@ -160,8 +204,9 @@ enum DurabilityArg {
 #[derive(Args)]
 #[command(next_help_heading = "Connection limits and timeouts (seconds)")]
 struct LimitArgs {
-    /// Open connections per listener (HTTPS, MQTT, AMQP); more are closed at once. Default:
-    /// (open-file limit - 128) / 3.
+    /// Open connections per listener (HTTPS, MQTT, AMQP, blob); more are closed at once.
+    /// Default: (open-file limit - 128) / 5 (the blob endpoint counts twice: its connections
+    /// hold files too).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
     max_connections: Option<u64>,
     /// TLS handshake, from the TCP accept.
@@ -263,7 +308,11 @@ fn main() -> ExitCode {
             Command::Hub(HubCommand::MonitorFeedback(args)) => {
                 monitor::monitor_feedback(args).await
             }
+            Command::Hub(HubCommand::MonitorFileNotifications(args)) => {
+                monitor::monitor_file_notifications(args).await
+            }
             Command::Hub(HubCommand::Ca(command)) => ca(command).await,
+            Command::Hub(HubCommand::Files(command)) => files::run(command).await,
             Command::Device(command) => devices::run(command).await,
             Command::Twin(command) => twins::run(command).await,
             Command::Method(command) => calls::method(command).await,
@@ -299,12 +348,16 @@ async fn hub_start(args: StartArgs) -> Result<(), String> {
         .https_port(args.https_port)
         .mqtt_port(args.mqtt_port)
         .amqp_port(args.amqp_port)
+        .file_upload(args.file_upload.options())
         .telemetry_retention(std::time::Duration::from_secs(
             args.telemetry_retention_hours.saturating_mul(3600),
         ))
         .telemetry_max_bytes(args.telemetry_max_mb.saturating_mul(1024 * 1024));
     if let Some(partitions) = args.partitions {
         builder = builder.partitions(partitions);
+    }
+    if let Some(port) = args.blob_port {
+        builder = builder.blob_port(port);
     }
     if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
         builder = builder.tls(TlsSource::Files {
@@ -318,11 +371,12 @@ async fn hub_start(args: StartArgs) -> Result<(), String> {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
-        "IoT Hub emulator running\n  hostname:  {}\n  https:     {}\n  mqtt:      {}\n  amqp:      {}\n  state:     {}\n  telemetry: {} partitions\n  limits:    {} connections per listener\n  CA:        {}  (trust this certificate)\n  hub.json:  {}\n\niothubowner connection string:\n  {}\n\nPress Ctrl-C to stop.",
+        "IoT Hub emulator running\n  hostname:  {}\n  https:     {}\n  mqtt:      {}\n  amqp:      {}\n  blob:      {}  (file uploads)\n  state:     {}\n  telemetry: {} partitions\n  limits:    {} connections per listener\n  CA:        {}  (trust this certificate)\n  hub.json:  {}\n\niothubowner connection string:\n  {}\n\nPress Ctrl-C to stop.",
         hub.hostname(),
         hub.https_addr(),
         hub.mqtt_addr(),
         hub.amqp_addr(),
+        hub.blob_addr(),
         if args.in_memory {
             "in memory".to_owned()
         } else {

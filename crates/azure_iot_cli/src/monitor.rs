@@ -5,6 +5,8 @@
 //! optionally for one device or one partition of the log; stopping after `--timeout` seconds or
 //! `--count` messages.
 //! `monitor-feedback` reads and completes cloud-to-device feedback batches.
+//! `monitor-file-notifications` reads and completes file-upload notifications (over AMQP, with
+//! the service client: the hub has no REST endpoint for them).
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -231,4 +233,70 @@ fn print_event(event: &Value, output: Output) {
         }
     }
     let _ = out.flush();
+}
+
+#[derive(Args)]
+pub(crate) struct FileNotificationArgs {
+    #[command(flatten)]
+    hub: crate::target::HubArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+    /// Stop after this many seconds.
+    #[arg(long)]
+    timeout: Option<u64>,
+    /// Stop after this many notifications.
+    #[arg(long)]
+    count: Option<u64>,
+}
+
+/// `azure-iot hub monitor-file-notifications`: prints and completes file-upload notifications,
+/// read over AMQP with the service client (IoT Hub has no REST endpoint for them).
+pub(crate) async fn monitor_file_notifications(args: FileNotificationArgs) -> Result<(), String> {
+    let hub = args.hub.resolve()?;
+    let messaging = hub.service.messaging().await.map_err(|e| e.to_string())?;
+    let mut receiver = messaging
+        .file_notifications()
+        .await
+        .map_err(|e| e.to_string())?;
+    let read = async {
+        let mut seen = 0u64;
+        loop {
+            if args.count.is_some_and(|c| seen >= c) {
+                return Ok::<(), String>(());
+            }
+            let batch = receiver.next_batch().await.map_err(|e| e.to_string())?;
+            for n in &batch.records {
+                match args.output {
+                    Output::Json => println!(
+                        "{}",
+                        serde_json::json!({
+                            "deviceId": n.device_id,
+                            "blobName": n.blob_name,
+                            "blobUri": n.blob_uri,
+                            "blobSizeInBytes": n.blob_size_in_bytes,
+                            "lastUpdatedTime": n.last_updated_time,
+                            "enqueuedTimeUtc": n.enqueued_time_utc,
+                        })
+                    ),
+                    Output::Text => println!(
+                        "{} uploaded {} ({} bytes) at {}",
+                        n.device_id, n.blob_name, n.blob_size_in_bytes, n.last_updated_time
+                    ),
+                }
+                seen += 1;
+            }
+            let _ = std::io::stdout().flush();
+            receiver.complete(batch).await.map_err(|e| e.to_string())?;
+        }
+    };
+    let result = match args.timeout {
+        Some(seconds) => match tokio::time::timeout(Duration::from_secs(seconds), read).await {
+            Ok(result) => result,
+            Err(_) => Ok(()),
+        },
+        None => read.await,
+    };
+    let _ = messaging.close().await;
+    result
 }

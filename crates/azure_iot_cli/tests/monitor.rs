@@ -191,3 +191,95 @@ async fn monitor_without_an_emulator_says_why() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn files_list_and_download_what_devices_uploaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_emulator, hub) = start(dir.path()).await;
+    let api = RestClient::new(&hub, "iothubowner");
+    let key = api.register_device("up1").await;
+    let device = azure_iot_test::DeviceHttp::new(&hub, "up1", None, &key);
+
+    let out = cli(dir.path(), &["files", "list"]).output().await.unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no uploaded files"));
+
+    device
+        .upload_file(&hub, "up1", "logs/a.txt", b"uploaded bytes")
+        .await;
+    let out = cli(dir.path(), &["files", "list", "--output", "json"])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed["name"], "up1/logs/a.txt");
+    assert_eq!(listed["size"], 14);
+
+    let target = dir.path().join("downloaded.txt");
+    let target_arg = target.to_str().unwrap();
+    let download = [
+        "files",
+        "download",
+        "--name",
+        "up1/logs/a.txt",
+        "--file",
+        target_arg,
+    ];
+    let out = cli(dir.path(), &download).output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read(&target).unwrap(), b"uploaded bytes");
+    // An existing file is not overwritten without --force; an unknown name says so.
+    let out = cli(dir.path(), &download).output().await.unwrap();
+    assert!(!out.status.success());
+    let missing = [
+        "files", "download", "--name", "up1/none", "--file", target_arg, "--force",
+    ];
+    let out = cli(dir.path(), &missing).output().await.unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("404"));
+    assert_eq!(std::fs::read(&target).unwrap(), b"uploaded bytes");
+
+    // The upload's notification, read over AMQP and completed.
+    let out = cli(
+        dir.path(),
+        &[
+            "monitor-file-notifications",
+            "--count",
+            "1",
+            "--timeout",
+            "20",
+            "--output",
+            "json",
+        ],
+    )
+    .output()
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let n: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(n["blobName"], "up1/logs/a.txt");
+    assert_eq!(n["blobSizeInBytes"], 14);
+    // Completed: nothing more within a second.
+    let out = cli(
+        dir.path(),
+        &["monitor-file-notifications", "--timeout", "1"],
+    )
+    .output()
+    .await
+    .unwrap();
+    assert!(out.status.success());
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

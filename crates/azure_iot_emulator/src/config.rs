@@ -4,7 +4,8 @@
 //!
 //! ```json
 //! {"hostname": "localhost",
-//!  "ports": {"https": 443, "mqtt": 8883, "amqp": 5671},
+//!  "ports": {"https": 443, "mqtt": 8883, "amqp": 5671, "blob": 10000},
+//!  "blob": {"endpoint": "https://localhost:10000", "container": "fileuploads"},
 //!  "connection_strings": {"iothubowner": "HostName=...", "service": "...", "registryRead": "...",
 //!                         "registryReadWrite": "...", "device": "..."}}
 //! ```
@@ -35,6 +36,9 @@ pub const DEFAULT_MQTT_PORT: u16 = 8883;
 /// The IoT Hub AMQP-over-TLS port the official SDKs dial.
 pub const DEFAULT_AMQP_PORT: u16 = 5671;
 
+/// The blob endpoint's default port (Azurite's and the storage emulator's blob port).
+pub const DEFAULT_BLOB_PORT: u16 = 10000;
+
 /// Configures and starts an emulator; see [`crate::Emulator::builder`].
 #[derive(Debug, Clone)]
 pub struct EmulatorBuilder {
@@ -49,6 +53,8 @@ pub struct EmulatorBuilder {
     telemetry: TelemetryOptions,
     limits: Limits,
     durability: Durability,
+    blob_port: Option<u16>,
+    file_upload: FileUploadOptions,
 }
 
 /// How far an acknowledged write (telemetry, twin, C2D, registry) is durable.
@@ -128,8 +134,9 @@ pub struct Limits {
 /// readers, certificates) when the connection limit is derived.
 const RESERVED_DESCRIPTORS: u64 = 128;
 
-/// The listeners that share the derived descriptor budget (HTTPS, MQTT, AMQP).
-const LISTENERS: u64 = 3;
+/// Shares of the derived descriptor budget: one each for the HTTPS, MQTT and AMQP listeners,
+/// two for the blob endpoint (each of its connections may hold an open blob file too).
+const LISTENERS: u64 = 5;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -157,10 +164,10 @@ impl Limits {
     pub const MAX_CONNECTIONS: usize = 1 << 20;
 
     /// The per-listener connection limit [`max_connections`](Self::max_connections) `None`
-    /// stands for, from a descriptor limit: `(limit - 128) / 3`, at least 16 and at most
+    /// stands for, from a descriptor limit: `(limit - 128) / 5`, at least 16 and at most
     /// [`MAX_CONNECTIONS`](Self::MAX_CONNECTIONS). With the common `ulimit -n 1024` that is
-    /// 298 per listener, so the three listeners together cannot exhaust the process's
-    /// descriptors.
+    /// 179 per listener, so the four listeners together (the blob endpoint's connections
+    /// counted twice, for their open files) cannot exhaust the process's descriptors.
     pub fn derived_max_connections(descriptor_limit: u64) -> usize {
         let per_listener = descriptor_limit.saturating_sub(RESERVED_DESCRIPTORS) / LISTENERS;
         usize::try_from(per_listener)
@@ -237,6 +244,8 @@ impl Default for EmulatorBuilder {
             telemetry: TelemetryOptions::default(),
             limits: Limits::default(),
             durability: Durability::default(),
+            blob_port: None,
+            file_upload: FileUploadOptions::default(),
         }
     }
 }
@@ -248,6 +257,8 @@ pub(crate) struct Config {
     pub(crate) https_addr: SocketAddr,
     pub(crate) mqtt_addr: SocketAddr,
     pub(crate) amqp_addr: SocketAddr,
+    pub(crate) blob_addr: SocketAddr,
+    pub(crate) file_upload: FileUploadOptions,
     pub(crate) tls: TlsSource,
     pub(crate) telemetry: TelemetryOptions,
     pub(crate) limits: Limits,
@@ -341,6 +352,19 @@ impl EmulatorBuilder {
         self
     }
 
+    /// The port of the built-in blob endpoint that file uploads go to (its own TLS port).
+    /// Default 10000, or a free port when the HTTPS port is 0; 0 picks a free port.
+    pub fn blob_port(mut self, port: u16) -> Self {
+        self.blob_port = Some(port);
+        self
+    }
+
+    /// The hub's file-upload settings; see [`FileUploadOptions`] for the defaults.
+    pub fn file_upload(mut self, options: FileUploadOptions) -> Self {
+        self.file_upload = options;
+        self
+    }
+
     pub(crate) fn into_config(self) -> Result<Config, EmulatorError> {
         let hostname = self.hostname.trim().to_owned();
         if hostname.is_empty()
@@ -366,6 +390,12 @@ impl EmulatorBuilder {
             ));
         }
         self.limits.validate()?;
+        self.file_upload.validate()?;
+        let blob_port = self.blob_port.unwrap_or(if self.https_port == 0 {
+            0
+        } else {
+            DEFAULT_BLOB_PORT
+        });
         Ok(Config {
             hostname,
             data_dir: self.data_dir,
@@ -373,6 +403,8 @@ impl EmulatorBuilder {
             https_addr: SocketAddr::new(self.bind, self.https_port),
             mqtt_addr: SocketAddr::new(self.bind, self.mqtt_port),
             amqp_addr: SocketAddr::new(self.bind, self.amqp_port),
+            blob_addr: SocketAddr::new(self.bind, blob_port),
+            file_upload: self.file_upload,
             tls: self.tls,
             telemetry: self.telemetry,
             limits: self.limits,
@@ -381,16 +413,26 @@ impl EmulatorBuilder {
     }
 }
 
+/// The blob endpoint as `hub.json` lists it.
+pub(crate) struct BlobEntry {
+    /// `https://{hostname}:{port}`.
+    pub(crate) endpoint: String,
+    /// The container uploads go to.
+    pub(crate) container: &'static str,
+}
+
 /// Writes `hub.json` atomically (temporary file, then rename), owner-readable only.
 pub(crate) fn write_hub_file(
     dir: &Path,
     hostname: &str,
     ports: &BTreeMap<&str, u16>,
+    blob: &BlobEntry,
     connection_strings: &BTreeMap<String, String>,
 ) -> Result<(), EmulatorError> {
     let doc = json!({
         "hostname": hostname,
         "ports": ports,
+        "blob": {"endpoint": blob.endpoint, "container": blob.container},
         "connection_strings": connection_strings,
     });
     let text =
@@ -399,4 +441,64 @@ pub(crate) fn write_hub_file(
     write_private(&tmp, text.as_bytes())?;
     std::fs::rename(&tmp, dir.join(HUB_FILE))?;
     Ok(())
+}
+
+/// The hub's file-upload settings (what the Azure portal's "File upload" blade sets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileUploadOptions {
+    /// How long the blob SAS URI handed to a device stays valid. Default 1 hour; 1 minute to
+    /// 24 hours.
+    pub sas_ttl: Duration,
+    /// Whether a completed upload puts a notification on `/messages/serviceBound/filenotifications`.
+    /// Default on (IoT Hub's default is off; an emulator is more useful with it on).
+    pub notifications: bool,
+    /// How long a notification handed to a service reader stays locked. Default 60 s; 5 s to
+    /// 300 s.
+    pub lock_duration: Duration,
+    /// Deliveries of a notification before it is dropped. Default 10; 1 to 100.
+    pub max_delivery_count: u32,
+}
+
+impl Default for FileUploadOptions {
+    fn default() -> Self {
+        Self {
+            sas_ttl: Duration::from_secs(3600),
+            notifications: true,
+            lock_duration: Duration::from_secs(60),
+            max_delivery_count: 10,
+        }
+    }
+}
+
+impl FileUploadOptions {
+    fn validate(&self) -> Result<(), EmulatorError> {
+        let check = |ok: bool, what: String| {
+            if ok {
+                Ok(())
+            } else {
+                Err(EmulatorError::Config(what))
+            }
+        };
+        check(
+            (Duration::from_secs(60)..=Duration::from_secs(24 * 3600)).contains(&self.sas_ttl),
+            format!(
+                "the file-upload SAS lifetime must be 1 minute to 24 hours, not {:?}",
+                self.sas_ttl
+            ),
+        )?;
+        check(
+            (Duration::from_secs(5)..=Duration::from_secs(300)).contains(&self.lock_duration),
+            format!(
+                "the file-notification lock must be 5 to 300 seconds, not {:?}",
+                self.lock_duration
+            ),
+        )?;
+        check(
+            (1..=100).contains(&self.max_delivery_count),
+            format!(
+                "the file-notification delivery count must be 1 to 100, not {}",
+                self.max_delivery_count
+            ),
+        )
+    }
 }

@@ -61,6 +61,7 @@
 //! ```
 
 mod amqp;
+mod blob;
 pub mod config;
 mod data_dir;
 mod device;
@@ -85,7 +86,7 @@ use azure_iot_core::connection_string::ServiceConnectionString;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use config::{Durability, EmulatorBuilder, HUB_FILE, Limits};
+pub use config::{Durability, EmulatorBuilder, FileUploadOptions, HUB_FILE, Limits};
 pub use device::RefusalReason;
 pub use error::EmulatorError;
 pub use hub::faults::Fault;
@@ -114,6 +115,7 @@ pub struct EmulatorHandle {
     https_addr: SocketAddr,
     mqtt_addr: SocketAddr,
     amqp_addr: SocketAddr,
+    blob_addr: SocketAddr,
     ca_pem: String,
     hub: Hub,
     telemetry: telemetry::TelemetryLog,
@@ -155,6 +157,11 @@ impl EmulatorHandle {
     /// The address the AMQP-over-TLS endpoint listens on.
     pub fn amqp_addr(&self) -> SocketAddr {
         self.amqp_addr
+    }
+
+    /// The address the blob endpoint (file uploads) listens on.
+    pub fn blob_addr(&self) -> SocketAddr {
+        self.blob_addr
     }
 
     /// Up to `limit` telemetry messages the hub accepted after sequence number `after` (0: from
@@ -265,7 +272,7 @@ impl EmulatorBuilder {
         let config = self.into_config()?;
         // Files, SQLite (state load, telemetry log open or migration) and key generation block:
         // they run off the async worker threads.
-        let (config, tls, state, telemetry) = tokio::task::spawn_blocking(move || {
+        let (config, tls, state, telemetry, blob_files) = tokio::task::spawn_blocking(move || {
             if let Some(dir) = &config.data_dir {
                 data_dir::prepare(dir, !config.in_memory)?;
             }
@@ -278,13 +285,19 @@ impl EmulatorBuilder {
                 if config.in_memory { None } else { data_dir },
                 config.durability,
             )?;
-            let state = HubState::load(store)?;
+            let mut state = HubState::load(store)?;
+            state.configure_file_upload(config.file_upload);
+            let blob_files = blob::BlobFiles::open(
+                if config.in_memory { None } else { data_dir },
+                config.limits.body_timeout,
+            )
+            .map_err(|e| EmulatorError::Config(format!("the blob store cannot start: {e}")))?;
             // Opening the log may migrate an old one, which takes a while on a big log.
             let telemetry = telemetry::TelemetryLog::open_with(
                 if config.in_memory { None } else { data_dir },
                 config.telemetry,
             )?;
-            Ok::<_, EmulatorError>((config, tls, state, telemetry))
+            Ok::<_, EmulatorError>((config, tls, state, telemetry, blob_files))
         })
         .await
         .map_err(|e| EmulatorError::Config(format!("start-up did not finish: {e}")))??;
@@ -300,6 +313,18 @@ impl EmulatorBuilder {
         let mqtt_addr = mqtt_listener.local_addr()?;
         let amqp_listener = bind(config.amqp_addr).await?;
         let amqp_addr = amqp_listener.local_addr()?;
+        let blob_listener = bind(config.blob_addr).await?;
+        let blob_addr = blob_listener.local_addr()?;
+        let owner_key = policies
+            .iter()
+            .find(|p| p.name == "iothubowner")
+            .map(|p| p.primary.clone())
+            .ok_or_else(|| EmulatorError::Config("the iothubowner policy is missing".into()))?;
+        let blob_endpoint = blob::BlobEndpoint::new(
+            blob_files,
+            &owner_key,
+            format!("{}:{}", config.hostname, blob_addr.port()),
+        );
         let connection_strings: BTreeMap<String, String> = policies
             .iter()
             .map(|p| {
@@ -316,8 +341,13 @@ impl EmulatorBuilder {
                 ("https", https_addr.port()),
                 ("mqtt", mqtt_addr.port()),
                 ("amqp", amqp_addr.port()),
+                ("blob", blob_addr.port()),
             ]);
-            config::write_hub_file(dir, &config.hostname, &ports, &connection_strings)?;
+            let blob = config::BlobEntry {
+                endpoint: format!("https://{}", blob_endpoint.host),
+                container: blob::CONTAINER,
+            };
+            config::write_hub_file(dir, &config.hostname, &ports, &blob, &connection_strings)?;
         }
 
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -349,11 +379,20 @@ impl EmulatorBuilder {
             mqtt: mqtt_context.clone(),
             amqp: amqp_context.clone(),
             body_timeout: config.limits.body_timeout,
+            device: mqtt_context.device.clone(),
+            blob: Some(blob_endpoint.clone()),
         });
         let https = tokio::spawn(http::serve(
             https_listener,
             tls.https_config()?,
             app,
+            config.limits,
+            shutdown_rx.clone(),
+        ));
+        let blob_server = tokio::spawn(http::serve(
+            blob_listener,
+            tls.https_config()?,
+            blob::router(blob_endpoint),
             config.limits,
             shutdown_rx.clone(),
         ));
@@ -375,13 +414,14 @@ impl EmulatorBuilder {
             https_addr,
             mqtt_addr,
             amqp_addr,
+            blob_addr,
             ca_pem: tls.ca_pem,
             hub: handle_hub,
             telemetry,
             connection_strings,
             data_dir: config.data_dir,
             shutdown,
-            tasks: vec![https, mqtt, amqp, sweeper],
+            tasks: vec![https, blob_server, mqtt, amqp, sweeper],
             hub_thread: Some(hub_thread),
         })
     }

@@ -681,3 +681,98 @@ async fn malformed_frame_headers_close_the_connection_without_a_panic() {
     connection.close().await.unwrap();
     assert_eq!(PANICS.load(Ordering::SeqCst), 0, "no task panicked");
 }
+
+/// The next delivery on `receiver`, within 10 s.
+async fn next_delivery(
+    receiver: &mut Receiver,
+) -> fe2o3_amqp::link::delivery::Delivery<Body<Value>> {
+    tokio::time::timeout(Duration::from_secs(10), receiver.recv::<Body<Value>>())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// The data sections of a message, joined.
+fn data_body(message: &Message<Body<Value>>) -> Vec<u8> {
+    match &message.body {
+        Body::Data(batch) => batch.iter().flat_map(|d| d.0.to_vec()).collect(),
+        other => panic!("expected data sections, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn file_notifications_come_one_a_message_and_released_ones_come_back() {
+    let hub = emulator().await;
+    let ep = HubEndpoint::of(&hub);
+    let api = RestClient::new(&ep, "iothubowner");
+    let key = api.register_device("dev1").await;
+    let device = azure_iot_test::DeviceHttp::new(&ep, "dev1", None, &key);
+    device.upload_file(&ep, "dev1", "one.txt", b"first").await;
+    device.upload_file(&ep, "dev1", "two.txt", b"second!").await;
+
+    let mut connection = Connection::builder()
+        .container_id("test-service")
+        .hostname("localhost")
+        .open_with_stream(tls(&ep).await)
+        .await
+        .unwrap();
+    let mut session = Session::begin(&mut connection).await.unwrap();
+    // Without a token the link is refused.
+    let mut early = Receiver::attach(
+        &mut session,
+        "early",
+        "/messages/serviceBound/filenotifications",
+    )
+    .await
+    .unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_secs(10), early.recv::<Body<Value>>())
+            .await
+            .unwrap()
+            .is_err()
+    );
+    let mut cbs = Cbs::attach(&mut session).await;
+    assert_eq!(cbs.put(&ep, &service_token(&ep, "service")).await, 200);
+    let mut notifications = Receiver::attach(
+        &mut session,
+        "files",
+        "/messages/serviceBound/filenotifications",
+    )
+    .await
+    .unwrap();
+    let first = next_delivery(&mut notifications).await;
+    let message = first.message().clone();
+    assert_eq!(
+        message
+            .properties
+            .as_ref()
+            .and_then(|p| p.content_type.clone())
+            .map(|c| c.0),
+        Some("application/vnd.microsoft.iothub.filenotification.json".to_owned())
+    );
+    let record: serde_json::Value = serde_json::from_slice(&data_body(&message)).unwrap();
+    assert_eq!(record["deviceId"], "dev1");
+    assert_eq!(record["blobName"], "dev1/one.txt");
+    assert_eq!(record["blobSizeInBytes"], 5);
+    assert_eq!(
+        record["blobUri"],
+        format!(
+            "https://localhost:{}/fileuploads/dev1/one.txt",
+            hub.blob_addr().port()
+        )
+    );
+    assert!(record["lastUpdatedTime"].is_string());
+    assert!(record["enqueuedTimeUtc"].is_string());
+    // Released (abandoned): it comes back before the second one.
+    notifications.release(&first).await.unwrap();
+    let again = next_delivery(&mut notifications).await;
+    let record: serde_json::Value = serde_json::from_slice(&data_body(again.message())).unwrap();
+    assert_eq!(record["blobName"], "dev1/one.txt");
+    notifications.accept(&again).await.unwrap();
+    let second = next_delivery(&mut notifications).await;
+    let record: serde_json::Value = serde_json::from_slice(&data_body(second.message())).unwrap();
+    assert_eq!(record["blobName"], "dev1/two.txt");
+    assert_eq!(record["blobSizeInBytes"], 7);
+    notifications.accept(&second).await.unwrap();
+    hub.shutdown().await;
+}

@@ -63,7 +63,8 @@ pub use credential::SharedAccessPolicy;
 pub use error::{Error, ErrorKind, Result};
 pub use messaging::{
     CloudToDeviceMessage, FeedbackBatch, FeedbackMode, FeedbackReceiver, FeedbackRecord,
-    FeedbackStatus, MAX_C2D_BODY, Messaging, SENDER_LINKS,
+    FeedbackStatus, FileNotification, FileNotificationBatch, FileNotificationReceiver, InboxBatch,
+    InboxItem, InboxReceiver, MAX_C2D_BODY, Messaging, SENDER_LINKS,
 };
 pub use models::{
     AuthenticationMechanism, AuthenticationType, BulkEntry, BulkError, BulkMode, BulkResult,

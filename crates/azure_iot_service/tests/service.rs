@@ -1062,3 +1062,61 @@ async fn is_connected_answers_while_a_reconnect_is_in_progress() {
     messaging.close().await.unwrap();
     hub.shutdown().await;
 }
+
+/// File-upload notifications through the same receiver as feedback: one per upload, an
+/// abandoned one comes back, a completed one is gone, and the stream form completes as it
+/// goes.
+#[tokio::test]
+async fn file_notifications_arrive_one_at_a_time_and_settle() {
+    let hub = emulator().await;
+    let api = service(&hub, "iothubowner");
+    let device = api.create_device(&Device::new("up")).await.unwrap();
+    let ep = azure_iot_test::HubEndpoint::of(&hub);
+    let uploader = azure_iot_test::DeviceHttp::new(&ep, "up", None, device.primary_key().unwrap());
+    uploader.upload_file(&ep, "up", "a.txt", b"aaa").await;
+    uploader.upload_file(&ep, "up", "b.txt", b"bbbb").await;
+
+    let messaging = api.messaging().await.unwrap();
+    let mut receiver = messaging.file_notifications().await.unwrap();
+    let first = tokio::time::timeout(WAIT, receiver.next_batch())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.records.len(), 1);
+    let n = &first.records[0];
+    assert_eq!(n.device_id, "up");
+    assert_eq!(n.blob_name, "up/a.txt");
+    assert_eq!(n.blob_size_in_bytes, 3);
+    assert!(
+        n.blob_uri.ends_with("/fileuploads/up/a.txt"),
+        "{}",
+        n.blob_uri
+    );
+    receiver.abandon(first).await.unwrap();
+    let again = tokio::time::timeout(WAIT, receiver.next_batch())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.records[0].blob_name, "up/a.txt");
+    receiver.complete(again).await.unwrap();
+
+    let mut stream = receiver.into_stream();
+    let second = tokio::time::timeout(WAIT, stream.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.blob_name, "up/b.txt");
+    assert_eq!(second.blob_size_in_bytes, 4);
+    drop(stream);
+    // The second was not completed (the stream stopped before asking for more): a new
+    // receiver gets it again, and nothing else.
+    let mut fresh = messaging.file_notifications().await.unwrap();
+    let back = tokio::time::timeout(WAIT, fresh.next_batch())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(back.records[0].blob_name, "up/b.txt");
+    fresh.complete(back).await.unwrap();
+    hub.shutdown().await;
+}

@@ -5,6 +5,7 @@
 //!   `azure-iot hub start` writes.
 //! * [`RestClient`]: a raw service REST client (SAS `Authorization`, JSON, `If-Match`) that
 //!   reports status, headers and body exactly, and checks the JSON content type on every body.
+//! * [`DeviceHttp`]: a device on the device HTTPS API (telemetry, C2D polling, file upload).
 //! * [`MqttClient`]: a raw MQTT 3.1.1 client over TLS that sends exactly the packets a test
 //!   writes, so tests can check the wire and misbehave on purpose.
 //! * [`tls_connect`], [`websocket_upgrade`], [`websocket_frame`]: raw TLS connections to any
@@ -13,11 +14,13 @@
 //! Helpers panic with a message on failure: they are for tests only.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod device_http;
 mod endpoint;
 mod mqtt;
 mod raw;
 mod rest;
 
+pub use device_http::DeviceHttp;
 pub use endpoint::HubEndpoint;
 pub use mqtt::{MqttClient, device_token};
 pub use raw::{

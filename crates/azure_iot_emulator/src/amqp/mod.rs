@@ -12,6 +12,8 @@
 //!          /messages/devicebound (in)     C2D messages: enqueued, accepted; or rejected with the
 //!                                         hub's condition (amqp:not-found, resource-limit-exceeded ...)
 //!          /messages/serviceBound/feedback (out)  feedback batches; accepted = completed
+//!          /messages/serviceBound/filenotifications (out)  file-upload notifications, one a
+//!                                         message; accepted = completed
 //!          /devices/{d}[/modules/{m}]/messages/events (in)  device telemetry (see [`device`])
 //! ```
 //!
@@ -21,7 +23,7 @@
 //! message ids of any AMQP type. Links are granted receiver-settle-mode `first`, because uamqp
 //! (the Python SDK) hangs if the server honours its request for `second`. An address that is
 //! not an IoT Hub address is detached with `amqp:not-found`; a hub address the emulator does
-//! not serve over AMQP yet (device C2D, twin and method links, file notifications) with
+//! not serve over AMQP with
 //! `amqp:not-implemented`.
 //!
 //! # Grants
@@ -65,6 +67,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::hub::Hub;
 use crate::hub::error::ErrorCode;
+use crate::hub::inbox::InboxKind;
 use crate::hub::policy::{Policies, Rights};
 use crate::net::serve_tls;
 
@@ -93,12 +96,10 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// attached, or sent to it faster than the client gives credit. A client that lets more pile
 /// up has its `$cbs` request link detached.
 const MAX_CBS_REPLIES: usize = 32;
-/// How often the feedback link looks for new records when it has none.
-const FEEDBACK_POLL: Duration = Duration::from_millis(250);
-// How long a feedback batch handed to an AMQP reader stays locked: the hub's lock, one
-// constant for every front-end.
-use crate::hub::c2d::FEEDBACK_LOCK;
-/// How long before the feedback lock ends a link stops waiting for the batch's settlement.
+/// How often an inbox link (feedback, file notifications) looks for new records when it has
+/// none.
+const INBOX_POLL: Duration = Duration::from_millis(250);
+/// How long before a batch's lock ends a link stops waiting for its settlement.
 const SETTLE_MARGIN: Duration = Duration::from_secs(1);
 
 /// What every AMQP connection can reach.
@@ -678,7 +679,10 @@ async fn serve_outbound(
             }
             let _ = sender.close().await;
         }
-        Ok(Address::Feedback) => serve_feedback(sender, state, context).await,
+        Ok(Address::Feedback) => serve_inbox(sender, state, context, InboxKind::Feedback).await,
+        Ok(Address::FileNotifications) => {
+            serve_inbox(sender, state, context, InboxKind::FileNotifications).await
+        }
         Ok(Address::DeviceBound {
             device_id,
             module_id: None,
@@ -1019,12 +1023,15 @@ fn to_hub_message(amqp: &AmqpMessage) -> Result<(String, Message), String> {
     Ok((device_id, message))
 }
 
-/// Feedback batches: one message per batch, a JSON array in a data section; the client's
-/// `accepted` completes the batch, any other outcome returns it to the queue.
-async fn serve_feedback(
+/// A service-bound inbox (delivery feedback, file-upload notifications): one message per
+/// batch taken under a new lock token — a JSON array of feedback records, or one file
+/// notification — in a data section with the inbox's content type. The client's `accepted`
+/// completes the batch; any other outcome, or none within the lock, returns it to the inbox.
+async fn serve_inbox(
     mut sender: Sender,
     state: Arc<ConnectionState>,
     context: Arc<AmqpContext>,
+    kind: InboxKind,
 ) {
     let audience = hub_audience(&context);
     if !state.authorized(&audience) {
@@ -1052,32 +1059,36 @@ async fn serve_feedback(
         let token = lock.clone();
         // The hub's lock starts now; the wait for a settlement ends a little before it does,
         // so a late `accepted` still finds the batch locked to this link.
-        let settle_by = tokio::time::Instant::now() + FEEDBACK_LOCK.saturating_sub(SETTLE_MARGIN);
-        let batch = match context.hub.call(move |s| s.take_feedback(token)).await {
+        let taken_at = tokio::time::Instant::now();
+        let batch = match context.hub.call(move |s| s.take_inbox(kind, token)).await {
             Ok(batch) => batch,
             Err(_) => break,
         };
-        let Some(records) = batch else {
+        let Some(taken) = batch else {
             tokio::select! {
-                _ = tokio::time::sleep(FEEDBACK_POLL) => continue,
+                _ = tokio::time::sleep(INBOX_POLL) => continue,
                 _ = sender.on_detach() => break,
                 _ = shutdown.changed() => break,
             }
         };
-        let body = serde_json::Value::Array(records).to_string();
+        let settle_by = taken_at + taken.lock.saturating_sub(SETTLE_MARGIN);
+        let body = kind.body(taken.records).to_string();
         let hub_name = context.hostname.split('.').next().unwrap_or_default();
         let message = match Message::builder(body)
             .message_id(lock.clone())
-            .content_type("application/vnd.microsoft.iothub.feedback.json")
+            .content_type(kind.content_type())
             .user_id(hub_name)
             .build()
         {
             Ok(message) => to_amqp(&message),
             Err(e) => {
                 // Records too large for one message: given back, and this link ends loudly.
-                tracing::warn!(error = %e, "a feedback batch does not fit in one message");
+                tracing::warn!(error = %e, inbox = kind.table(), "a batch does not fit in one message");
                 let token = lock.clone();
-                let _ = context.hub.call(move |s| s.abandon_feedback(&token)).await;
+                let _ = context
+                    .hub
+                    .call(move |s| s.abandon_inbox(kind, &token))
+                    .await;
                 break;
             }
         };
@@ -1086,7 +1097,7 @@ async fn serve_feedback(
         let outcome = tokio::select! {
             outcome = sender.send(message) => outcome.map_err(|_| ()),
             _ = tokio::time::sleep_until(settle_by) => {
-                tracing::debug!("a feedback batch was not settled within its lock; abandoning it");
+                tracing::debug!(inbox = kind.table(), "a batch was not settled within its lock; abandoning it");
                 Ok(Outcome::Released(fe2o3_amqp_types::messaging::Released {}))
             }
             _ = shutdown.changed() => Err(()),
@@ -1097,14 +1108,14 @@ async fn serve_feedback(
             .hub
             .call(move |s| {
                 if accepted {
-                    s.complete_feedback(&token)
+                    s.complete_inbox(kind, &token)
                 } else {
-                    s.abandon_feedback(&token)
+                    s.abandon_inbox(kind, &token)
                 }
             })
             .await
         {
-            tracing::warn!(accepted, error = %e.message, "a feedback batch could not be settled; it will be delivered again");
+            tracing::warn!(accepted, inbox = kind.table(), error = %e.message, "a batch could not be settled; it will be delivered again");
         }
         if outcome.is_err() {
             break;

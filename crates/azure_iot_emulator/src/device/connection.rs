@@ -387,7 +387,8 @@ pub(crate) fn twin_error_body(error: &HubError) -> Vec<u8> {
     .into_bytes()
 }
 
-fn shutting_down() -> HubError {
+/// The error of a request the state thread did not answer (the hub is stopping).
+pub(super) fn shutting_down() -> HubError {
     HubError::new(ErrorCode::ServerError, "the hub is shutting down")
 }
 

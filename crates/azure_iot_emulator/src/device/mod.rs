@@ -25,6 +25,7 @@
 //! filter or a return code: a connection's subscriptions are [`Feature`]s.
 
 mod connection;
+mod request;
 
 pub(crate) use connection::{Acknowledge, Commit, DeviceConnection, Event, twin_error_body};
 

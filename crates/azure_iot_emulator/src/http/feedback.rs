@@ -18,6 +18,7 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::Value;
 
 use super::{ApiError, AppState, json_ok};
+use crate::hub::inbox::InboxKind;
 use crate::hub::policy::Rights;
 
 /// `GET /messages/serviceBound/feedback`: 204 when nothing is deliverable, else 200 with a
@@ -29,10 +30,14 @@ pub(crate) async fn receive(
     app.authorize(&headers, Rights::SERVICE_CONNECT)?;
     let token = crate::hub::queue::new_lock_token();
     let lock = token.clone();
-    match app.hub.call(move |s| s.take_feedback(lock)).await? {
+    match app
+        .hub
+        .call(move |s| s.take_inbox(InboxKind::Feedback, lock))
+        .await?
+    {
         None => Ok(StatusCode::NO_CONTENT.into_response()),
-        Some(records) => {
-            let mut response = json_ok(Value::Array(records));
+        Some(taken) => {
+            let mut response = json_ok(Value::Array(taken.records));
             if let Ok(etag) = HeaderValue::from_str(&format!("\"{token}\"")) {
                 response.headers_mut().insert(header::ETAG, etag);
             }
@@ -51,7 +56,9 @@ pub(crate) async fn complete(
 ) -> Result<StatusCode, ApiError> {
     app.authorize(&headers, Rights::SERVICE_CONNECT)?;
     let token = token.trim_matches('"').to_owned();
-    app.hub.call(move |s| s.complete_feedback(&token)).await??;
+    app.hub
+        .call(move |s| s.complete_inbox(InboxKind::Feedback, &token))
+        .await??;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -64,6 +71,8 @@ pub(crate) async fn abandon(
 ) -> Result<StatusCode, ApiError> {
     app.authorize(&headers, Rights::SERVICE_CONNECT)?;
     let token = token.trim_matches('"').to_owned();
-    app.hub.call(move |s| s.abandon_feedback(&token)).await??;
+    app.hub
+        .call(move |s| s.abandon_inbox(InboxKind::Feedback, &token))
+        .await??;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -185,6 +185,8 @@ mod tests {
             device: mqtt.device.clone(),
         });
         let app = AppState {
+            blob: None,
+            device: mqtt.device.clone(),
             hub,
             policies,
             hostname: Arc::from("h"),

@@ -28,9 +28,11 @@
 //!   bodies.
 
 mod certificates;
+mod device;
 mod error;
 mod faults;
 mod feedback;
+mod files;
 mod methods;
 mod monitor;
 mod query;
@@ -46,11 +48,12 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+pub(crate) use device::query_pairs;
 pub(crate) use error::ApiError;
 pub(crate) use server::serve;
 pub(crate) use websocket::Peer;
@@ -80,6 +83,10 @@ pub(crate) struct AppState {
     pub(crate) amqp: Arc<crate::amqp::AmqpContext>,
     /// How long a request body may take to arrive ([`Body`]).
     pub(crate) body_timeout: std::time::Duration,
+    /// The device core the device HTTPS API is a stateless front-end over.
+    pub(crate) device: crate::device::DeviceCore,
+    /// The blob endpoint file uploads go to (`None`: file upload answers 501).
+    pub(crate) blob: Option<Arc<crate::blob::BlobEndpoint>>,
 }
 
 impl AppState {
@@ -108,7 +115,11 @@ impl AppState {
 ///   `/devices/query` (RegistryRead also accepted), `/devices/{id}/commands` (purge),
 ///   `/messages/serviceBound/feedback...`, `/statistics/service`;
 /// * devices: `/$iothub/websocket` (MQTT or AMQP over WebSockets; the protocol authenticates);
-/// * emulator only: `/$emulator/telemetry` (read the telemetry log) and `/$emulator/faults`.
+///   the device HTTPS API (device or module SAS, or the TLS client certificate):
+///   `/devices/{id}[/modules/{mid}]/messages/events`, `/devices/{id}/messages/devicebound[/…]`,
+///   `/devices/{id}/files[/notifications[/{correlationId}]]` (see `device`);
+/// * emulator only: `/$emulator/telemetry` (read the telemetry log), `/$emulator/faults`, and
+///   `/$emulator/files[/{blob}]` (list and download uploaded files; ServiceConnect).
 ///
 /// Every request first passes the classification layer (DPS or hub); unknown paths reach
 /// [`unsupported`].
@@ -153,6 +164,36 @@ pub(crate) fn router(state: AppState) -> Router {
                 .put(twins::replace_module_twin),
         )
         .route("/$iothub/websocket", get(websocket::upgrade))
+        .route(
+            "/devices/{id}/messages/events",
+            post(device::events::send_device),
+        )
+        .route(
+            "/devices/{id}/modules/{mid}/messages/events",
+            post(device::events::send_module),
+        )
+        .route("/devices/{id}/files", post(device::files::create_upload))
+        .route("/devices/{id}/files/", post(device::files::create_upload))
+        .route(
+            "/devices/{id}/files/notifications",
+            post(device::files::complete_upload),
+        )
+        .route(
+            "/devices/{id}/files/notifications/",
+            post(device::files::complete_upload),
+        )
+        .route(
+            "/devices/{id}/files/notifications/{correlation}",
+            post(device::files::complete_upload_named),
+        )
+        .route("/$emulator/files", get(files::list))
+        .route("/$emulator/files/{*name}", get(files::download))
+        .merge(device_bound_routes("devicebound"))
+        .merge(device_bound_routes("deviceBound"))
+        .route("/devices/{id}/twin", any(device::twin_or_method))
+        .route("/devices/{id}/twin/{*rest}", any(device::twin_or_method))
+        .route("/devices/{id}/methods", any(device::twin_or_method))
+        .route("/devices/{id}/methods/{*rest}", any(device::twin_or_method))
         .route("/certificates", get(certificates::list))
         .route(
             "/certificates/{name}",
@@ -184,6 +225,22 @@ pub(crate) fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Cloud-to-device polling under one spelling of the path (C# writes `deviceBound`, the
+/// others `devicebound`).
+fn device_bound_routes(segment: &str) -> Router<AppState> {
+    let base = format!("/devices/{{id}}/messages/{segment}");
+    Router::new()
+        .route(&base, get(device::c2d::receive))
+        .route(
+            &format!("{base}/{{token}}"),
+            axum::routing::delete(device::c2d::complete_or_reject),
+        )
+        .route(
+            &format!("{base}/{{token}}/abandon"),
+            post(device::c2d::abandon),
+        )
+}
+
 /// The classification step (`crate::route`): requests for the Device Provisioning Service
 /// never reach the hub's routes; until DPS is served they get an explicit 501.
 async fn classify(request: Request, next: axum::middleware::Next) -> Response {
@@ -203,10 +260,9 @@ async fn classify(request: Request, next: axum::middleware::Next) -> Response {
 /// so; an unknown path is a 404. Never a silent success.
 ///
 /// "Known" includes jobs, configurations (ADM), digital twins, the other service-bound
-/// endpoints (file notifications) and every unrouted path under `/devices/`, which covers the
-/// device-side HTTPS API (telemetry `POST .../messages/events`, C2D polling
-/// `.../messages/devicebound`, file upload): a device SDK on its HTTP transport gets an
-/// explicit 501 `NotImplemented` it can report, not a 404 it would read as an unknown device.
+/// endpoints and every unrouted path under `/devices/` (a device SDK on its HTTP transport
+/// asking for something not served gets an explicit 501 `NotImplemented` it can report, not
+/// a 404 it would read as an unknown device).
 async fn unsupported(request: Request) -> ApiError {
     let path = request.uri().path();
     let known = [
@@ -270,8 +326,13 @@ impl Body {
 
     /// Reads the whole body (after the request is authorized).
     pub(crate) async fn bytes(self) -> Result<Bytes, ApiError> {
+        self.bytes_up_to(MAX_BODY_BYTES).await
+    }
+
+    /// Reads the whole body, refusing one over `limit` bytes with 413 `MessageTooLarge`.
+    pub(crate) async fn bytes_up_to(self, limit: usize) -> Result<Bytes, ApiError> {
         let timeout = self.timeout;
-        match tokio::time::timeout(timeout, axum::body::to_bytes(self.body, MAX_BODY_BYTES)).await {
+        match tokio::time::timeout(timeout, axum::body::to_bytes(self.body, limit)).await {
             Ok(Ok(bytes)) => Ok(bytes),
             Ok(Err(e))
                 if std::error::Error::source(&e)
@@ -279,7 +340,7 @@ impl Body {
             {
                 Err(ApiError::new(
                     ErrorCode::MessageTooLarge,
-                    format!("the request body exceeds {MAX_BODY_BYTES} bytes"),
+                    format!("the request body exceeds {limit} bytes"),
                 ))
             }
             // Malformed framing (a bad chunk size) or a connection that broke mid-body.

@@ -23,6 +23,7 @@ use time::{Duration, OffsetDateTime};
 use super::HubState;
 use super::devices::Push;
 use super::error::{ErrorCode, HubError};
+use super::inbox::{Inbox, InboxKind, InboxSettings};
 use super::queue::{Lock, LockedQueue, Outcome, QueueError, Settle};
 use crate::error::EmulatorError;
 use crate::store::{C2dRow, Change, Store};
@@ -42,6 +43,13 @@ pub(crate) const MAX_TTL: Duration = Duration::hours(48);
 pub(crate) const FEEDBACK_BATCH: usize = 64;
 /// How long a feedback batch stays locked to the receiver that took it.
 pub(crate) const FEEDBACK_LOCK: std::time::Duration = std::time::Duration::from_secs(60);
+/// How the feedback inbox hands records out (IoT Hub's feedback queue: lock 60 s, at most 10
+/// deliveries).
+pub(crate) const FEEDBACK_INBOX: InboxSettings = InboxSettings {
+    lock: FEEDBACK_LOCK,
+    batch: FEEDBACK_BATCH,
+    max_deliveries: MAX_DELIVERY_COUNT,
+};
 
 /// A queued message: its stored row and what the hub reads from it often.
 #[derive(Debug, Clone)]
@@ -65,13 +73,12 @@ pub(crate) struct C2dDelivery {
 }
 
 /// Queues and feedback.
-#[derive(Default)]
 pub(crate) struct CloudToDevice {
     queues: HashMap<String, LockedQueue<Queued>>,
     next_id: u64,
     /// Feedback records waiting for (or locked to) a feedback receiver; a batch shares one
     /// token lock.
-    feedback: LockedQueue<Value>,
+    pub(super) feedback: Inbox,
     /// Devices whose live connection receives messages as they arrive.
     subscribed: HashMap<String, u64>,
 }
@@ -79,7 +86,12 @@ pub(crate) struct CloudToDevice {
 impl CloudToDevice {
     /// Loads queues and feedback from the store.
     pub(crate) fn load(store: &Store) -> Result<Self, EmulatorError> {
-        let mut c2d = Self::default();
+        let mut c2d = Self {
+            queues: HashMap::new(),
+            next_id: 0,
+            feedback: Inbox::load(store, InboxKind::Feedback, FEEDBACK_INBOX)?,
+            subscribed: HashMap::new(),
+        };
         for row in store.c2d_rows()? {
             c2d.next_id = c2d.next_id.max(row.id);
             let message = stored_message(&row).map_err(|e| {
@@ -100,13 +112,6 @@ impl CloudToDevice {
                 .entry(queued.row.device_id.clone())
                 .or_default()
                 .push_back(id, queued, count);
-        }
-        for (id, record) in store.feedback_rows()? {
-            c2d.next_id = c2d.next_id.max(id);
-            let value = serde_json::from_str(&record).map_err(|e| {
-                EmulatorError::Storage(format!("feedback record {id} is corrupt: {e}"))
-            })?;
-            c2d.feedback.push_back(id, value, 0);
         }
         Ok(c2d)
     }
@@ -217,7 +222,6 @@ impl HubState {
 
     /// Takes the oldest deliverable message of `device_id` under a new token lock that lasts
     /// `lock_for` (HTTPS receive, AMQP delivery). `None` when nothing is deliverable.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn take_c2d_locked(
         &mut self,
         device_id: &str,
@@ -416,11 +420,11 @@ impl HubState {
                 "deviceGenerationId": generation,
             })
         });
-        let feedback_id = record.as_ref().map(|_| self.c2d.next_id + 1);
+        let feedback_id = record.as_ref().map(|_| self.c2d.feedback.next_id());
         let text = record.as_ref().map(Value::to_string);
         let mut changes = vec![Change::DeleteC2d(id)];
         if let (Some(fid), Some(text)) = (feedback_id, text.as_deref()) {
-            changes.push(Change::PutFeedback(fid, text));
+            changes.push(Change::PutInbox(InboxKind::Feedback, fid, text));
         }
         if let Err(e) = self.store.apply(&changes) {
             tracing::error!(error = %e, "could not record the end of a C2D message");
@@ -430,8 +434,7 @@ impl HubState {
             queue.remove(id);
         }
         if let (Some(fid), Some(record)) = (feedback_id, record) {
-            self.c2d.next_id = fid;
-            self.c2d.feedback.push_back(fid, record, 0);
+            self.c2d.feedback.added(fid, record);
         }
         Ok(())
     }
@@ -439,61 +442,6 @@ impl HubState {
     /// Messages waiting for `device_id` (the registry's `cloudToDeviceMessageCount`).
     pub(crate) fn c2d_count(&self, device_id: &str) -> u64 {
         self.c2d.depth(device_id) as u64
-    }
-
-    /// Takes up to [`FEEDBACK_BATCH`] feedback records under the token lock `lock_token`
-    /// for [`FEEDBACK_LOCK`]; they stay stored until completed and are handed out again if
-    /// abandoned or when the lock ends.
-    pub(crate) fn take_feedback(&mut self, lock_token: String) -> Option<Vec<Value>> {
-        let now = std::time::Instant::now();
-        let ids = self.c2d.feedback.deliverable(FEEDBACK_BATCH, now);
-        if ids.is_empty() {
-            return None;
-        }
-        self.c2d
-            .feedback
-            .lock(&ids, &Lock::Token(lock_token), Some(now + FEEDBACK_LOCK));
-        Some(
-            ids.iter()
-                .filter_map(|id| self.c2d.feedback.get(*id).map(|e| e.item.clone()))
-                .collect(),
-        )
-    }
-
-    /// Completes a feedback batch: its records are gone for good.
-    pub(crate) fn complete_feedback(&mut self, lock_token: &str) -> Result<(), HubError> {
-        let ids = self.feedback_held(lock_token)?;
-        let changes: Vec<Change<'_>> = ids.iter().map(|id| Change::DeleteFeedback(*id)).collect();
-        self.store.apply(&changes)?;
-        for id in ids {
-            self.c2d.feedback.remove(id);
-        }
-        Ok(())
-    }
-
-    /// Abandons a feedback batch: its records are delivered again.
-    pub(crate) fn abandon_feedback(&mut self, lock_token: &str) -> Result<(), HubError> {
-        self.feedback_held(lock_token)?;
-        self.c2d
-            .feedback
-            .unlock_all(&Lock::Token(lock_token.to_owned()));
-        Ok(())
-    }
-
-    fn feedback_held(&self, lock_token: &str) -> Result<Vec<u64>, HubError> {
-        self.c2d
-            .feedback
-            .held_by(
-                &Lock::Token(lock_token.to_owned()),
-                None,
-                std::time::Instant::now(),
-            )
-            .map_err(|QueueError::LockLost| {
-                HubError::new(
-                    ErrorCode::PreconditionFailed,
-                    "no feedback batch holds this lock token (completed already, or its lock expired)",
-                )
-            })
     }
 }
 
@@ -582,11 +530,12 @@ mod tests {
     }
 
     fn feedback_codes(state: &mut HubState) -> Vec<String> {
-        let Some(batch) = state.take_feedback("t".into()) else {
+        let Some(batch) = state.take_inbox(InboxKind::Feedback, "t".into()) else {
             return Vec::new();
         };
-        state.complete_feedback("t").unwrap();
+        state.complete_inbox(InboxKind::Feedback, "t").unwrap();
         batch
+            .records
             .iter()
             .map(|r| r["statusCode"].as_str().unwrap().to_owned())
             .collect()
@@ -819,15 +768,16 @@ mod tests {
         let mut state = hub_with_device();
         enqueue(&mut state, "m1");
         state.purge_c2d("d1").unwrap();
-        let batch = state.take_feedback("a".into()).unwrap();
-        assert_eq!(batch.len(), 1);
-        assert!(state.take_feedback("b".into()).is_none(), "locked to `a`");
-        assert!(state.complete_feedback("b").is_err());
-        state.abandon_feedback("a").unwrap();
-        assert!(state.complete_feedback("a").is_err(), "abandoned");
-        let again = state.take_feedback("c".into()).unwrap();
-        assert_eq!(again[0]["statusCode"], "Purged");
-        state.complete_feedback("c").unwrap();
-        assert!(state.take_feedback("d".into()).is_none());
+        let fb = InboxKind::Feedback;
+        let batch = state.take_inbox(fb, "a".into()).unwrap();
+        assert_eq!(batch.records.len(), 1);
+        assert!(state.take_inbox(fb, "b".into()).is_none(), "locked to `a`");
+        assert!(state.complete_inbox(fb, "b").is_err());
+        state.abandon_inbox(fb, "a").unwrap();
+        assert!(state.complete_inbox(fb, "a").is_err(), "abandoned");
+        let again = state.take_inbox(fb, "c".into()).unwrap();
+        assert_eq!(again.records[0]["statusCode"], "Purged");
+        state.complete_inbox(fb, "c").unwrap();
+        assert!(state.take_inbox(fb, "d".into()).is_none());
     }
 }

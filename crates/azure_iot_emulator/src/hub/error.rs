@@ -54,6 +54,8 @@ pub(crate) enum ErrorCode {
     MessageTooLarge,
     /// 403 / 403004: the device's C2D queue already holds the maximum (50) messages.
     DeviceMaximumQueueDepthExceeded,
+    /// 403 / 403006: the device already has the maximum (10) file uploads in progress.
+    DeviceMaximumActiveFileUploadLimitExceeded,
     /// 429 / 429001 (`ThrottlingException`): an injected twin-throttling fault (MQTT twin
     /// `res/429`). CS and Java back off up to 10 s; Node switches to its 10–60 s throttled
     /// back-off.
@@ -86,6 +88,9 @@ impl ErrorCode {
             Self::MessageTooLarge => (413, 413_001, "MessageTooLarge"),
             Self::DeviceMaximumQueueDepthExceeded => {
                 (403, 403_004, "DeviceMaximumQueueDepthExceeded")
+            }
+            Self::DeviceMaximumActiveFileUploadLimitExceeded => {
+                (403, 403_006, "DeviceMaximumActiveFileUploadLimitExceeded")
             }
             Self::Throttled => (429, 429_001, "ThrottlingException"),
             Self::NotImplemented => (501, 501_001, "NotImplemented"),

@@ -81,9 +81,7 @@ pub(crate) enum Settle {
     Complete,
     /// Give it back for another delivery.
     Abandon,
-    /// Refuse it for good (dead-letter). AMQP and HTTPS front-ends (next) reject; MQTT
-    /// cannot.
-    #[cfg_attr(not(test), allow(dead_code))]
+    /// Refuse it for good (dead-letter). AMQP and HTTPS front-ends reject; MQTT cannot.
     Reject,
 }
 

@@ -75,6 +75,8 @@ pub(crate) struct HubState {
     pub(super) links: Links,
     /// Cloud-to-device queues and feedback (see `c2d.rs`).
     pub(super) c2d: CloudToDevice,
+    /// File uploads in progress and their notifications (see `files.rs`).
+    pub(super) files: super::files::FileUploads,
     /// Injected faults (see `faults.rs`).
     pub(super) faults: Faults,
     /// Registered CA certificates (see `certificates.rs`).
@@ -145,8 +147,10 @@ impl HubState {
             .unwrap_or(0);
         let c2d = CloudToDevice::load(&store)?;
         let certificates = super::certificates::load(&store)?;
+        let files = super::files::FileUploads::load(&store)?;
         Ok(Self {
             c2d,
+            files,
             faults: Faults::default(),
             certificates,
             store,

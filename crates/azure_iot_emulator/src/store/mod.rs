@@ -21,7 +21,8 @@
 //!
 //! Tables: `meta` (schema version), `policies` (shared access policies with their keys),
 //! `identities` (device and module records with their twins), `c2d` (queued cloud-to-device
-//! messages with delivery counts), `feedback` (undelivered feedback records) and
+//! messages with delivery counts), `feedback` and `file_notifications` (the service-bound
+//! inboxes' undelivered records) and
 //! `certificates` (registered CAs). Telemetry has its own database and writer (`telemetry`),
 //! so a burst of device messages never queues behind registry writes. A database written by
 //! an emulator with another schema version is refused at open, not guessed at.
@@ -34,6 +35,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::config::Durability;
 use crate::error::EmulatorError;
 use crate::hub::identity::IdentityRecord;
+use crate::hub::inbox::InboxKind;
 use crate::hub::policy::{Policy, Rights};
 
 /// The database file in the data directory.
@@ -73,6 +75,10 @@ CREATE TABLE IF NOT EXISTS feedback (
     id     INTEGER PRIMARY KEY,
     record TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS file_notifications (
+    id     INTEGER PRIMARY KEY,
+    record TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS identities (
     device_id TEXT NOT NULL,
     module_id TEXT NOT NULL,
@@ -93,10 +99,10 @@ pub(crate) enum Change<'a> {
     PutC2d(&'a C2dRow),
     /// Remove a cloud-to-device message (completed, expired, dead-lettered, purged).
     DeleteC2d(u64),
-    /// Add a feedback record (JSON).
-    PutFeedback(u64, &'a str),
-    /// Remove a delivered feedback record.
-    DeleteFeedback(u64),
+    /// Add a record (JSON) to a service-bound inbox.
+    PutInbox(InboxKind, u64, &'a str),
+    /// Remove a delivered (or dead-lettered) inbox record.
+    DeleteInbox(InboxKind, u64),
     /// Register (or replace) a CA certificate: name, PEM, creation time.
     PutCertificate(&'a str, &'a str, &'a str),
     /// Remove a CA certificate.
@@ -310,14 +316,17 @@ impl Store {
                 Change::DeleteC2d(id) => {
                     tx.execute("DELETE FROM c2d WHERE id = ?1", [*id as i64])?;
                 }
-                Change::PutFeedback(id, record) => {
+                Change::PutInbox(kind, id, record) => {
                     tx.execute(
-                        "INSERT INTO feedback (id, record) VALUES (?1, ?2)",
+                        &format!("INSERT INTO {} (id, record) VALUES (?1, ?2)", kind.table()),
                         params![*id as i64, record],
                     )?;
                 }
-                Change::DeleteFeedback(id) => {
-                    tx.execute("DELETE FROM feedback WHERE id = ?1", [*id as i64])?;
+                Change::DeleteInbox(kind, id) => {
+                    tx.execute(
+                        &format!("DELETE FROM {} WHERE id = ?1", kind.table()),
+                        [*id as i64],
+                    )?;
                 }
                 Change::PutCertificate(name, pem, created) => {
                     tx.execute(
@@ -362,11 +371,12 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Every pending feedback record, oldest first.
-    pub(crate) fn feedback_rows(&self) -> Result<Vec<(u64, String)>, EmulatorError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT id, record FROM feedback ORDER BY id")?;
+    /// Every record waiting in a service-bound inbox, oldest first.
+    pub(crate) fn inbox_rows(&self, kind: InboxKind) -> Result<Vec<(u64, String)>, EmulatorError> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT id, record FROM {} ORDER BY id",
+            kind.table()
+        ))?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }

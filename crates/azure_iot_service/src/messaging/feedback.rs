@@ -1,19 +1,10 @@
 //! Delivery feedback: the records the hub reports for cloud-to-device messages that asked for
-//! them, and the receiver that takes them in batches (one AMQP message, a JSON array, each)
-//! and settles each batch (accepted = completed, released = delivered again).
+//! them, taken in batches (one AMQP message, a JSON array, each) by an [`InboxReceiver`].
 
-use std::collections::VecDeque;
-use std::sync::Arc;
-
-use fe2o3_amqp::Receiver;
-use fe2o3_amqp::link::delivery::DeliveryInfo;
-use fe2o3_amqp_types::messaging::{AmqpValue, Body};
-use fe2o3_amqp_types::primitives::Value;
-use futures_util::stream::BoxStream;
+use azure_iot_protocol::amqp::Address;
 use serde::Deserialize;
 
-use super::connection::{Conn, transport};
-use crate::error::{Error, ErrorKind, Result};
+use super::inbox::{InboxBatch, InboxItem, InboxReceiver};
 use crate::models::null_as_empty;
 
 /// The outcome of one cloud-to-device message, as the hub reports it.
@@ -68,119 +59,23 @@ pub enum FeedbackStatus {
     Unknown,
 }
 
+impl InboxItem for FeedbackRecord {
+    const ADDRESS: Address = Address::Feedback;
+    const WHAT: &'static str = "feedback";
+    const CREDIT: u32 = 4;
+
+    fn decode(body: &[u8]) -> std::result::Result<Vec<Self>, serde_json::Error> {
+        serde_json::from_slice(body)
+    }
+}
+
 /// A batch of feedback records, one AMQP message. Settle it with
 /// [`FeedbackReceiver::complete`] or [`FeedbackReceiver::abandon`].
-#[derive(Debug)]
-pub struct FeedbackBatch {
-    /// The records.
-    pub records: Vec<FeedbackRecord>,
-    delivery: DeliveryInfo,
-}
+pub type FeedbackBatch = InboxBatch<FeedbackRecord>;
 
-/// Receives delivery feedback, from [`Messaging::feedback`](crate::Messaging::feedback).
-pub struct FeedbackReceiver {
-    pub(super) receiver: Receiver,
-    /// Keeps the connection open while the receiver lives.
-    pub(super) _conn: Arc<Conn>,
-}
-
-impl std::fmt::Debug for FeedbackReceiver {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FeedbackReceiver").finish_non_exhaustive()
-    }
-}
-
-impl FeedbackReceiver {
-    /// The next batch; waits until the hub has one. The batch stays locked to this receiver
-    /// until it is completed or abandoned (or the link closes, which releases it).
-    pub async fn next_batch(&mut self) -> Result<FeedbackBatch> {
-        let delivery = self
-            .receiver
-            .recv::<Body<Value>>()
-            .await
-            .map_err(|e| transport("the feedback link broke", e))?;
-        let info = DeliveryInfo::from(&delivery);
-        let body: Vec<u8> = match &delivery.message().body {
-            Body::Data(sections) => sections.iter().flat_map(|d| d.0.iter().copied()).collect(),
-            Body::Value(AmqpValue(Value::String(text))) => text.clone().into_bytes(),
-            Body::Value(AmqpValue(Value::Binary(bytes))) => bytes.to_vec(),
-            _ => Vec::new(),
-        };
-        match serde_json::from_slice::<Vec<FeedbackRecord>>(&body) {
-            Ok(records) => Ok(FeedbackBatch {
-                records,
-                delivery: info,
-            }),
-            Err(e) => {
-                // Unreadable: reject it so it is not redelivered forever.
-                let _ = self.receiver.reject(info, None).await;
-                Err(Error::with_source(
-                    ErrorKind::Protocol,
-                    "a feedback message is not a JSON array of feedback records",
-                    e,
-                ))
-            }
-        }
-    }
-
-    /// Completes a batch: the hub forgets it.
-    pub async fn complete(&self, batch: FeedbackBatch) -> Result<()> {
-        self.receiver
-            .accept(batch.delivery)
-            .await
-            .map_err(|e| transport("completing the feedback batch failed", e))
-    }
-
-    /// Gives a batch back: the hub delivers it again.
-    pub async fn abandon(&self, batch: FeedbackBatch) -> Result<()> {
-        self.receiver
-            .release(batch.delivery)
-            .await
-            .map_err(|e| transport("abandoning the feedback batch failed", e))
-    }
-
-    /// Every record, batch after batch. A batch is completed when the caller asks for the
-    /// record after its last one: a caller that stops (or fails) before that leaves the batch
-    /// to be delivered again, records it already had included. Feedback is at least once; to
-    /// settle batches exactly when you choose, use [`next_batch`](Self::next_batch).
-    pub fn into_stream(self) -> BoxStream<'static, Result<FeedbackRecord>> {
-        Box::pin(futures_util::stream::try_unfold(
-            (
-                self,
-                VecDeque::<FeedbackRecord>::new(),
-                None::<DeliveryInfo>,
-            ),
-            |(mut this, mut buffered, mut handed)| async move {
-                loop {
-                    if let Some(record) = buffered.pop_front() {
-                        return Ok(Some((record, (this, buffered, handed))));
-                    }
-                    if let Some(done) = handed.take() {
-                        this.receiver
-                            .accept(done)
-                            .await
-                            .map_err(|e| transport("completing the feedback batch failed", e))?;
-                    }
-                    let batch = this.next_batch().await?;
-                    if batch.records.is_empty() {
-                        this.complete(batch).await?;
-                        continue;
-                    }
-                    handed = Some(batch.delivery);
-                    buffered.extend(batch.records);
-                }
-            },
-        ))
-    }
-
-    /// Detaches the link; a batch not completed is released.
-    pub async fn close(self) -> Result<()> {
-        self.receiver
-            .close()
-            .await
-            .map_err(|e| transport("closing the feedback link", e))
-    }
-}
+/// Receives delivery feedback, from [`Messaging::feedback`](crate::Messaging::feedback):
+/// batches of up to 64 records, a few batches locked to the receiver at a time.
+pub type FeedbackReceiver = InboxReceiver<FeedbackRecord>;
 
 #[cfg(test)]
 mod tests {

@@ -6,7 +6,9 @@
 //! * [`SENDER_LINKS`] senders on `/messages/devicebound`: each message's `to` names the device;
 //!   the hub settles it accepted (queued) or rejected with a condition we turn into an
 //!   [`ErrorKind`];
-//! * receivers on `/messages/serviceBound/feedback` (`feedback.rs`).
+//! * receivers on the service-bound inboxes, one generic receiver (`inbox.rs`) for both:
+//!   `/messages/serviceBound/feedback` (`feedback.rs`) and
+//!   `/messages/serviceBound/filenotifications` (`file_notification.rs`).
 //!
 //! Addresses, CBS and the message mapping are the protocol crate's
 //! ([`azure_iot_protocol::amqp`]), the code the emulator serves them with.
@@ -30,6 +32,8 @@
 
 mod connection;
 mod feedback;
+mod file_notification;
+mod inbox;
 mod message;
 
 use std::sync::Arc;
@@ -49,13 +53,12 @@ use connection::{Endpoint, Link, transport, within};
 
 pub use connection::SENDER_LINKS;
 pub use feedback::{FeedbackBatch, FeedbackReceiver, FeedbackRecord, FeedbackStatus};
+pub use file_notification::{FileNotification, FileNotificationBatch, FileNotificationReceiver};
+pub use inbox::{InboxBatch, InboxItem, InboxReceiver};
 pub use message::{CloudToDeviceMessage, FeedbackMode, MAX_C2D_BODY};
 
 /// The AMQP message type both directions use.
 type AmqpMessage = azure_iot_protocol::amqp::AmqpMessage;
-
-/// How many feedback batches a receiver takes at once (each stays locked to it until settled).
-const FEEDBACK_CREDIT: u32 = 4;
 
 /// One reconnect attempt, awaited by every send that needs it.
 type Attempt = Shared<BoxFuture<'static, std::result::Result<Arc<Link>, Arc<Error>>>>;
@@ -253,28 +256,40 @@ impl Messaging {
     /// the hub hands each batch to one of them. If the connection is lost, the receiver ends
     /// with an error; attach a new one.
     pub async fn feedback(&self) -> Result<FeedbackReceiver> {
+        self.inbox().await
+    }
+
+    /// Attaches a receiver of file-upload notifications (one per completed upload, when the
+    /// hub's file notifications are on). Like [`feedback`](Self::feedback) otherwise.
+    pub async fn file_notifications(&self) -> Result<FileNotificationReceiver> {
+        self.inbox().await
+    }
+
+    /// Attaches a receiver on the inbox `T` lives in, on the current connection.
+    async fn inbox<T: InboxItem>(&self) -> Result<InboxReceiver<T>> {
         let conn = self.live().await?.conn.clone();
         let receiver = within(
             self.endpoint.timeout,
-            "attaching the feedback link",
+            &format!("attaching the {} link", T::WHAT),
             async {
                 let mut session = conn.session.lock().await;
-                // A few batches at a time: each one the hub hands over stays locked to this
-                // receiver until it is settled.
+                // A few messages at a time at most: each one the hub hands over stays locked
+                // to this receiver until it is settled.
                 Receiver::builder()
-                    .name(format!("feedback-{}", uuid::Uuid::new_v4()))
-                    .source(Address::Feedback.to_string())
-                    .credit_mode(fe2o3_amqp::link::CreditMode::Auto(FEEDBACK_CREDIT))
+                    .name(format!(
+                        "{}-{}",
+                        T::WHAT.replace(' ', "-"),
+                        uuid::Uuid::new_v4()
+                    ))
+                    .source(T::ADDRESS.to_string())
+                    .credit_mode(fe2o3_amqp::link::CreditMode::Auto(T::CREDIT))
                     .attach(&mut *session)
                     .await
-                    .map_err(|e| transport("the hub refused the feedback link", e))
+                    .map_err(|e| transport(&format!("the hub refused the {} link", T::WHAT), e))
             },
         )
         .await?;
-        Ok(FeedbackReceiver {
-            receiver,
-            _conn: conn,
-        })
+        Ok(InboxReceiver::new(receiver, conn))
     }
 
     /// Whether the connection is open and usable now (a send would reopen a lost one). Never

@@ -1,0 +1,63 @@
+//! The built-in blob endpoint file uploads go to: a small Azure Blob REST subset on its own
+//! TLS port (ADR 12).
+//!
+//! ```text
+//!  device SDK ──POST /devices/{id}/files──▶ hub (HTTPS port): correlation id, hostName
+//!      │                                    "{host}:{blob port}", container, blob, SAS
+//!      └──PUT https://{hostName}/{container}/{deviceId}/{name}{sas}──▶ this endpoint
+//!           Put Blob · Put Block · Put Block List · Get Blob · Get Blob Properties · Delete Blob
+//!           service SAS checked (signature, permissions, start, expiry) ─▶ `store` (disk)
+//! ```
+//!
+//! One container ([`CONTAINER`]) in one account ([`ACCOUNT`]); the SAS key is derived from
+//! the hub's `iothubowner` key, so SAS URIs stay valid across restarts of the same data
+//! directory and no new secret file is needed. Blob data lives under the data directory
+//! (`blob-store/`), or in a temporary directory removed at shutdown.
+
+mod http;
+mod sas;
+mod store;
+
+use std::sync::Arc;
+
+pub(crate) use http::router;
+pub(crate) use sas::{Permission, Signer};
+pub(crate) use store::{BlobError, BlobFiles, BlobProperties, file_body};
+
+/// The storage account name the endpoint signs for.
+pub(crate) const ACCOUNT: &str = "iothubemulator";
+/// The container file uploads go to.
+pub(crate) const CONTAINER: &str = "fileuploads";
+
+/// The blob endpoint: its files, its SAS signer and the host name devices reach it by.
+#[derive(Debug)]
+pub(crate) struct BlobEndpoint {
+    /// The blobs on disk.
+    pub(crate) files: BlobFiles,
+    /// Signs and checks SAS tokens.
+    pub(crate) signer: Signer,
+    /// `{hostname}:{port}`: what `POST /devices/{id}/files` answers as `hostName`, so that
+    /// every SDK's `https://{hostName}/{container}/{blob}{sas}` reaches this port.
+    pub(crate) host: String,
+}
+
+impl BlobEndpoint {
+    /// The endpoint for `host`, signing with a key derived from the hub's `owner_key`.
+    pub(crate) fn new(
+        files: BlobFiles,
+        owner_key: &azure_iot_core::sas::SharedAccessKey,
+        host: String,
+    ) -> Arc<Self> {
+        let key = owner_key.sign(b"azure-iot-emulator blob account key");
+        Arc::new(Self {
+            files,
+            signer: Signer::new(ACCOUNT, &key),
+            host,
+        })
+    }
+
+    /// The blob's URI without a SAS (file-upload notifications carry it).
+    pub(crate) fn blob_uri(&self, blob: &str) -> String {
+        format!("https://{}/{CONTAINER}/{blob}", self.host)
+    }
+}
