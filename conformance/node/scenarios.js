@@ -150,6 +150,70 @@ function desiredPatch(twin, accept) {
   });
 }
 
+// Sends three C2D messages with full-ack feedback from the service client to `client` (a
+// device client on any transport), which completes the first, rejects the second, abandons the
+// third once and completes it when it comes back; checks the deliveries (in that order when
+// `inOrder`: a polling transport may see them in another), the feedback (`Success`,
+// `Rejected`, `Success`), the application property, and an empty queue.
+async function settleThreeWays(client, deviceId, { inOrder }) {
+  const service = ServiceClient.fromConnectionString(owner);
+  try {
+    await withTimeout(service.open(), 15000, 'the service client to open');
+    const [toComplete, toReject, toAbandon] = ['complete', 'reject', 'abandon'].map((o) => `${deviceId}-${o}`);
+    const ids = [toComplete, toReject, toAbandon];
+    const feedback = new Promise((resolve, reject) => {
+      const records = new Map();
+      service.getFeedbackReceiver((err, receiver) => {
+        if (err) return reject(err);
+        receiver.on('message', (msg) => {
+          for (const r of JSON.parse(msg.getData().toString())) {
+            if (ids.includes(r.originalMessageId)) records.set(r.originalMessageId, r);
+          }
+          if (records.size === ids.length) resolve(records);
+        });
+      });
+    });
+    // `seen` lists the ids in the order they arrived.
+    const seen = [];
+    const settled = new Promise((resolve, reject) => {
+      client.on('message', (msg) => {
+        const id = msg.messageId;
+        seen.push(id);
+        // The Node HTTP transport keeps the full header name as the property key.
+        const color = msg.properties.getValue('color') || msg.properties.getValue('iothub-app-color');
+        if (color !== 'amber') return reject(new Error(`message ${id} arrived with properties ${JSON.stringify(msg.properties)}`));
+        let outcome = 'complete';
+        if (id === toReject) outcome = 'reject';
+        if (id === toAbandon && seen.filter((s) => s === id).length === 1) outcome = 'abandon';
+        client[outcome](msg, (e) => {
+          if (e) return reject(new Error(`${outcome} of ${id} failed: ${kind(e)}`));
+          if (seen.length === 4) resolve();
+        });
+      });
+      client.on('error', reject);
+    });
+    for (const id of ids) {
+      const c2d = new ServiceMessage(`body of ${id}`);
+      c2d.messageId = id;
+      c2d.ack = 'full';
+      c2d.properties.add('color', 'amber');
+      await service.send(deviceId, c2d);
+    }
+    await withTimeout(settled, 30000, `four deliveries (three messages, the abandoned one again); got ${JSON.stringify(seen)}`);
+    const expectedOrder = [toComplete, toReject, toAbandon, toAbandon];
+    const order = inOrder ? seen : [...seen].sort();
+    assert(isDeepStrictEqual(order, inOrder ? expectedOrder : [...expectedOrder].sort()), `the device received ${JSON.stringify(seen)}`);
+    const records = await withTimeout(feedback, 15000, 'feedback records for the three messages');
+    const statuses = ids.map((id) => records.get(id).statusCode);
+    assert(isDeepStrictEqual(statuses, ['Success', 'Rejected', 'Success']), `feedback statuses (complete, reject, abandon then complete) are ${JSON.stringify(statuses)}`);
+    for (const id of ids) assert(records.get(id).deviceId === deviceId, `feedback record ${JSON.stringify(records.get(id))}`);
+    const { responseBody: device } = await registry.get(deviceId);
+    assert(device.cloudToDeviceMessageCount === 0, `the registry counts ${device.cloudToDeviceMessageCount} messages still queued, not 0`);
+  } finally {
+    await closeQuietly(service);
+  }
+}
+
 // ---- this project's device client: the echo_device example ---------------------------------
 
 const ROOT = path.resolve(__dirname, '..', '..');
@@ -570,57 +634,9 @@ async function withEchoDevice(deviceId, fn) {
   await check('device over AMQP: cloud-to-device completed, rejected, abandoned then completed, with feedback', amqp(['cloud-to-device and feedback']), async () => {
     const deviceId = 'node-amqp-c2d';
     const client = await amqpDevice(deviceId);
-    const service = ServiceClient.fromConnectionString(owner);
     try {
-      await withTimeout(service.open(), 15000, 'the service client to open');
-      const [toComplete, toReject, toAbandon] = ['node-amqp-c2d-complete', 'node-amqp-c2d-reject', 'node-amqp-c2d-abandon'];
-      const ids = [toComplete, toReject, toAbandon];
-      const feedback = new Promise((resolve, reject) => {
-        const records = new Map();
-        service.getFeedbackReceiver((err, receiver) => {
-          if (err) return reject(err);
-          receiver.on('message', (msg) => {
-            for (const r of JSON.parse(msg.getData().toString())) {
-              if (ids.includes(r.originalMessageId)) records.set(r.originalMessageId, r);
-            }
-            if (records.size === ids.length) resolve(records);
-          });
-        });
-      });
-      // Each message is settled as its id says; the abandoned one must come back and is then
-      // completed. `seen` lists the ids in the order they arrived.
-      const seen = [];
-      const settled = new Promise((resolve, reject) => {
-        client.on('message', (msg) => {
-          const id = msg.messageId;
-          seen.push(id);
-          let outcome = 'complete';
-          if (id === toReject) outcome = 'reject';
-          if (id === toAbandon && seen.filter((s) => s === id).length === 1) outcome = 'abandon';
-          client[outcome](msg, (e) => {
-            if (e) return reject(new Error(`${outcome} of ${id} failed: ${kind(e)}`));
-            if (seen.length === 4) resolve();
-          });
-        });
-        client.on('error', reject);
-      });
-      for (const id of ids) {
-        const c2d = new ServiceMessage(`body of ${id}`);
-        c2d.messageId = id;
-        c2d.ack = 'full';
-        c2d.properties.add('color', 'amber');
-        await service.send(deviceId, c2d);
-      }
-      await withTimeout(settled, 20000, `four deliveries (three messages, the abandoned one again); got ${JSON.stringify(seen)}`);
-      assert(isDeepStrictEqual(seen, [toComplete, toReject, toAbandon, toAbandon]), `the device received ${JSON.stringify(seen)}`);
-      const records = await withTimeout(feedback, 15000, 'feedback records for the three messages');
-      const statuses = ids.map((id) => records.get(id).statusCode);
-      assert(isDeepStrictEqual(statuses, ['Success', 'Rejected', 'Success']), `feedback statuses (complete, reject, abandon then complete) are ${JSON.stringify(statuses)}`);
-      for (const id of ids) assert(records.get(id).deviceId === deviceId, `feedback record ${JSON.stringify(records.get(id))}`);
-      const { responseBody: device } = await registry.get(deviceId);
-      assert(device.cloudToDeviceMessageCount === 0, `the registry counts ${device.cloudToDeviceMessageCount} messages still queued, not 0`);
+      await settleThreeWays(client, deviceId, { inOrder: true });
     } finally {
-      await closeQuietly(service);
       await closeQuietly(client);
     }
   });
@@ -786,59 +802,9 @@ async function withEchoDevice(deviceId, fn) {
   await check('device over HTTPS: cloud-to-device completed, rejected, abandoned then completed, with feedback', http(['cloud-to-device and feedback']), async () => {
     const deviceId = 'node-http-c2d';
     const client = await httpDevice(deviceId);
-    const service = ServiceClient.fromConnectionString(owner);
     try {
-      await withTimeout(service.open(), 15000, 'the service client to open');
-      const [toComplete, toReject, toAbandon] = ['node-http-c2d-complete', 'node-http-c2d-reject', 'node-http-c2d-abandon'];
-      const ids = [toComplete, toReject, toAbandon];
-      const feedback = new Promise((resolve, reject) => {
-        const records = new Map();
-        service.getFeedbackReceiver((err, receiver) => {
-          if (err) return reject(err);
-          receiver.on('message', (msg) => {
-            for (const r of JSON.parse(msg.getData().toString())) {
-              if (ids.includes(r.originalMessageId)) records.set(r.originalMessageId, r);
-            }
-            if (records.size === ids.length) resolve(records);
-          });
-        });
-      });
-      for (const id of ids) {
-        const c2d = new ServiceMessage(`body of ${id}`);
-        c2d.messageId = id;
-        c2d.ack = 'full';
-        c2d.properties.add('color', 'amber');
-        await service.send(deviceId, c2d);
-      }
-      // Polled (once a second, the transport's default); each settled as its id says, the
-      // abandoned one must come back and is then completed.
-      const seen = [];
-      const settled = new Promise((resolve, reject) => {
-        client.on('message', (msg) => {
-          const id = msg.messageId;
-          seen.push(id);
-          // The Node HTTP transport keeps the full header name as the property key.
-          const color = msg.properties.getValue('iothub-app-color') || msg.properties.getValue('color');
-          if (color !== 'amber') return reject(new Error(`message ${id} arrived with properties ${JSON.stringify(msg.properties)}`));
-          let outcome = 'complete';
-          if (id === toReject) outcome = 'reject';
-          if (id === toAbandon && seen.filter((s) => s === id).length === 1) outcome = 'abandon';
-          client[outcome](msg, (e) => {
-            if (e) return reject(new Error(`${outcome} of ${id} failed: ${kind(e)}`));
-            if (seen.length === 4) resolve();
-          });
-        });
-        client.on('error', reject);
-      });
-      await withTimeout(settled, 30000, `four deliveries (three messages, the abandoned one again); got ${JSON.stringify(seen)}`);
-      assert(isDeepStrictEqual([...seen].sort(), [toAbandon, toAbandon, toComplete, toReject].sort()), `the device received ${JSON.stringify(seen)}`);
-      const records = await withTimeout(feedback, 15000, 'feedback records for the three messages');
-      const statuses = ids.map((id) => records.get(id).statusCode);
-      assert(isDeepStrictEqual(statuses, ['Success', 'Rejected', 'Success']), `feedback statuses (complete, reject, abandon then complete) are ${JSON.stringify(statuses)}`);
-      const { responseBody: device } = await registry.get(deviceId);
-      assert(device.cloudToDeviceMessageCount === 0, `the registry counts ${device.cloudToDeviceMessageCount} messages still queued, not 0`);
+      await settleThreeWays(client, deviceId, { inOrder: false });
     } finally {
-      await closeQuietly(service);
       await closeQuietly(client);
     }
   });

@@ -10,13 +10,17 @@
 //!  devices ───────▶│ MQTT :8883  mqtt::session (codec, flow) ─▶ device ───┤ (bounded queue) │
 //!                  │             (also MQTT over WebSockets on :443)  core │                 │
 //!                  │    telemetry ─▶ TelemetryLog (telemetry.db, group commit)               │
-//!  services ──────▶│ AMQP :5671  amqp (CBS, C2D sender, feedback) ─────────┤                 │
+//!  devices ───────▶│ HTTPS :443  http::device (stateless: telemetry, C2D  │                 │
+//!                  │             polling, file upload) ───────────▶ core ─┤                 │
+//!  devices ───────▶│ HTTPS :10000 blob (SAS; streamed to blob-store/)     │                 │
+//!  services ──────▶│ AMQP :5671  amqp (CBS, C2D sender, feedback, file    │                 │
+//!                  │             notifications) ──────────────────────────┤                 │
 //!                  │                                                       ▼                 │
 //!                  │                   state thread: HubState ──▶ Store (SQLite, hub.db, WAL) │
 //!                  │                   registry, twins, policies, links, locked queues       │
 //!                  └──────────────────────────────────────────────────────────────────────────┘
-//!   data dir: ca.pem (trust this), ca-key.pem, hub.db, telemetry.db, hub.json (hostname, ports,
-//!             connection strings)
+//!   data dir: ca.pem (trust this), ca-key.pem, hub.db, telemetry.db, blob-store/ (uploaded
+//!             files), hub.json (hostname, ports, blob endpoint, connection strings)
 //! ```
 //!
 //! * **One owner of state.** `HubState` (module `hub`) lives on one thread; front-ends send it
@@ -30,9 +34,12 @@
 //!   sessions) lives in `device`; a device front-end (MQTT today) is a codec and flow adapter
 //!   over it and maps its neutral refusals to its wire form. Hub state holds no protocol
 //!   detail: no topic filters, no CONNACK codes.
-//! * **One locked queue.** Cloud-to-device messages and feedback records are handed out under
-//!   connection locks (MQTT) or token locks with a deadline (HTTPS ETags, AMQP deliveries,
-//!   feedback batches) and settled as complete, abandon or reject (`hub::queue`).
+//! * **One locked queue.** Cloud-to-device messages, feedback records and file-upload
+//!   notifications are handed out under connection locks (MQTT) or token locks with a deadline
+//!   (HTTPS ETags, AMQP deliveries, inbox batches) and settled as complete, abandon or reject
+//!   (`hub::queue`; the service-bound inboxes share `hub::inbox`).
+//! * **File uploads go to a blob endpoint of its own** (ADR 12): a small Azure Blob REST
+//!   subset on its own TLS port, whose `host:port` the hub hands devices as `hostName`.
 //! * **Thin service front-ends.** The HTTPS front-end authenticates (SAS against the hub's
 //!   shared access policies, with the right each operation needs), decodes, calls the hub,
 //!   encodes. Errors use the IoT Hub body the official SDKs parse.

@@ -140,13 +140,7 @@ async fn c2d_over_amqp_with_cbs_then_feedback() {
         .to_owned();
 
     // Node-style: no SASL, CBS only.
-    let mut connection = Connection::builder()
-        .container_id("test-service")
-        .hostname("localhost")
-        .open_with_stream(tls(&ep).await)
-        .await
-        .unwrap();
-    let mut session = Session::begin(&mut connection).await.unwrap();
+    let (mut connection, mut session) = service_session(&ep).await;
 
     // Before any token: refused.
     let mut sender = Sender::attach(&mut session, "c2d", "/messages/devicebound")
@@ -682,6 +676,23 @@ async fn malformed_frame_headers_close_the_connection_without_a_panic() {
     assert_eq!(PANICS.load(Ordering::SeqCst), 0, "no task panicked");
 }
 
+/// A Node-style service connection (no SASL) and a session on it.
+async fn service_session(
+    ep: &HubEndpoint,
+) -> (
+    fe2o3_amqp::connection::ConnectionHandle<()>,
+    fe2o3_amqp::session::SessionHandle<()>,
+) {
+    let mut connection = Connection::builder()
+        .container_id("test-service")
+        .hostname("localhost")
+        .open_with_stream(tls(ep).await)
+        .await
+        .unwrap();
+    let session = Session::begin(&mut connection).await.unwrap();
+    (connection, session)
+}
+
 /// The next delivery on `receiver`, within 10 s.
 async fn next_delivery(
     receiver: &mut Receiver,
@@ -710,13 +721,7 @@ async fn file_notifications_come_one_a_message_and_released_ones_come_back() {
     device.upload_file(&ep, "dev1", "one.txt", b"first").await;
     device.upload_file(&ep, "dev1", "two.txt", b"second!").await;
 
-    let mut connection = Connection::builder()
-        .container_id("test-service")
-        .hostname("localhost")
-        .open_with_stream(tls(&ep).await)
-        .await
-        .unwrap();
-    let mut session = Session::begin(&mut connection).await.unwrap();
+    let (_connection, mut session) = service_session(&ep).await;
     // Without a token the link is refused.
     let mut early = Receiver::attach(
         &mut session,

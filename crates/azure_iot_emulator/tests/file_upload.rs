@@ -273,3 +273,68 @@ async fn hub_json_lists_the_blob_endpoint() {
     assert_eq!(doc["blob"]["container"], "fileuploads");
     hub.shutdown().await;
 }
+
+/// An upload whose connection drops mid-body leaves nothing visible and no partial file, and
+/// the endpoint keeps serving: the retried upload succeeds.
+#[tokio::test]
+async fn a_dropped_upload_leaves_nothing_behind() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let hub = azure_iot_emulator::Emulator::builder()
+        .data_dir(dir.path())
+        .https_port(0)
+        .mqtt_port(0)
+        .amqp_port(0)
+        .start()
+        .await
+        .unwrap();
+    let ep = HubEndpoint::of(&hub);
+    let c = RestClient::new(&ep, "iothubowner");
+    let key = c.register_device("dev1").await;
+    let device = DeviceHttp::new(&ep, "dev1", None, &key);
+    let info = device.start_upload("dev1", "cut.bin").await;
+    let url = DeviceHttp::blob_url(&info);
+    let path = url
+        .split_once(&format!(":{}", hub.blob_addr().port()))
+        .unwrap()
+        .1;
+
+    let mut raw = azure_iot_test::tls_connect(&ep, hub.blob_addr())
+        .await
+        .unwrap();
+    let head = format!(
+        "PUT {path} HTTP/1.1\r\nHost: localhost\r\nx-ms-blob-type: BlockBlob\r\nContent-Length: 100000\r\n\r\n"
+    );
+    raw.write_all(head.as_bytes()).await.unwrap();
+    raw.write_all(&[7u8; 5000]).await.unwrap();
+    raw.flush().await.unwrap();
+    drop(raw);
+
+    // The handler notices the broken body and removes its partial file.
+    let tmp = dir.path().join("blob-store").join("tmp");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::read_dir(&tmp).unwrap().next().is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a partial upload is still in {}",
+            tmp.display()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let http = http_client(&ep);
+    assert_eq!(
+        http.get(&url).send().await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+    let r = http
+        .put(&url)
+        .header("x-ms-blob-type", "BlockBlob")
+        .body(vec![7u8; 100_000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = http.head(&url).send().await.unwrap();
+    assert_eq!(r.headers()["content-length"], "100000");
+    hub.shutdown().await;
+}

@@ -297,6 +297,9 @@ async fn c2d_polling_completes_rejects_and_abandons_under_etag_locks() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED);
+    // Over HTTPS the hub's name for it is PreconditionFailed (412001), not the AMQP/MQTT
+    // DeviceMessageLockLost.
+    assert_eq!(r.headers()["iothub-errorcode"], "PreconditionFailed");
     let r = device
         .request(Method::DELETE, &path(&token))
         .header("If-Match", format!("\"{wrong}\""))

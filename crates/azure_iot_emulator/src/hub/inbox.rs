@@ -152,17 +152,16 @@ impl HubState {
         let now = Instant::now();
         let settings = self.inbox(kind).settings;
         let inbox = self.inbox(kind);
-        let exhausted: Vec<u64> = inbox
+        let (exhausted, ids): (Vec<u64>, Vec<u64>) = inbox
             .queue
             .deliverable(usize::MAX, now)
             .into_iter()
-            .filter(|id| {
+            .partition(|id| {
                 inbox
                     .queue
                     .get(*id)
                     .is_some_and(|e| e.delivery_count >= settings.max_deliveries)
-            })
-            .collect();
+            });
         if !exhausted.is_empty() {
             let changes: Vec<Change<'_>> = exhausted
                 .iter()
@@ -183,19 +182,8 @@ impl HubState {
                 Err(e) => tracing::error!(error = %e, "could not drop exhausted inbox records"),
             }
         }
+        let ids: Vec<u64> = ids.into_iter().take(settings.batch).collect();
         let inbox = self.inbox(kind);
-        let ids: Vec<u64> = inbox
-            .queue
-            .deliverable(usize::MAX, now)
-            .into_iter()
-            .filter(|id| {
-                inbox
-                    .queue
-                    .get(*id)
-                    .is_some_and(|e| e.delivery_count < settings.max_deliveries)
-            })
-            .take(settings.batch)
-            .collect();
         if ids.is_empty() {
             return None;
         }
