@@ -424,9 +424,8 @@ impl DeviceClient {
         let files = Arc::new(crate::files::FileUploads::new(
             auth.clone(),
             identity.clone(),
-            connect_host,
+            dial.clone(),
             options.effective_https_port(),
-            dial.tls.clone(),
             options.operation_timeout,
         ));
         #[cfg(feature = "amqp")]
@@ -442,6 +441,25 @@ impl DeviceClient {
                 host_name.to_owned(),
                 client_type,
             );
+            let renew_at = auth.connect(&mut engine).await?;
+            return Ok(Self::start(
+                engine,
+                auth,
+                renew_at,
+                identity,
+                &options,
+                #[cfg(feature = "https")]
+                files,
+            ));
+        }
+        #[cfg(feature = "https")]
+        if options.transport == crate::Transport::Https {
+            let mut engine = crate::engine::https::HttpsEngine::new(
+                &dial,
+                &identity,
+                options.operation_timeout,
+                options.https_poll_interval,
+            )?;
             let renew_at = auth.connect(&mut engine).await?;
             return Ok(Self::start(
                 engine,

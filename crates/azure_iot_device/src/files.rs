@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use crate::auth::Credential;
 use crate::error::{Error, ErrorKind, Result};
 use crate::supervisor::Auth;
+use crate::transport::Dial;
 
 /// The api-version of the hub's device file-upload calls.
 const API_VERSION: &str = "2021-04-12";
@@ -106,7 +107,7 @@ pub(crate) struct FileUploads {
     identity: Identity,
     /// `https://{host}[:{port}]`.
     base: String,
-    tls: Arc<rustls::ClientConfig>,
+    dial: Dial,
     timeout: Duration,
     http: OnceLock<reqwest::Client>,
 }
@@ -123,11 +124,11 @@ impl FileUploads {
     pub(crate) fn new(
         auth: Arc<Auth>,
         identity: Identity,
-        host: &str,
+        dial: Dial,
         port: u16,
-        tls: Arc<rustls::ClientConfig>,
         timeout: Duration,
     ) -> Self {
+        let host = &dial.host;
         let base = if port == 443 {
             format!("https://{host}")
         } else {
@@ -137,7 +138,7 @@ impl FileUploads {
             auth,
             identity,
             base,
-            tls,
+            dial,
             timeout,
             http: OnceLock::new(),
         }
@@ -147,12 +148,7 @@ impl FileUploads {
         if let Some(client) = self.http.get() {
             return Ok(client);
         }
-        let client = reqwest::Client::builder()
-            .use_preconfigured_tls((*self.tls).clone())
-            .user_agent(crate::client::CLIENT_TYPE)
-            .timeout(self.timeout)
-            .build()
-            .map_err(|e| Error::with_source(ErrorKind::Connect, "HTTPS client set-up", e))?;
+        let client = crate::transport::http_client(&self.dial, self.timeout)?;
         Ok(self.http.get_or_init(|| client))
     }
 

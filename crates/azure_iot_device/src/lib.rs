@@ -18,13 +18,14 @@
 //!                                  AmqpEngine: a seat on a pooled AMQP connection (CBS
 //!                                  put-token per device) and a unit task owning the
 //!                                  device's session and links
+//!                                  HttpsEngine: one request per operation, C2D by polling
 //! ```
 //!
 //! The protocol lives in the sans-IO session of `azure_iot_protocol`, tested on a simulated
 //! clock; the MQTT engine only moves bytes and time. What every transport needs alike
 //! (reconnect, renewal, flow control, resync, inbound buffering) lives once in the
 //! supervisor, over an engine trait: the AMQP engine shares one connection among many
-//! clients, and an HTTPS engine can be request/response (see `engine`).
+//! clients, and the HTTPS engine is request/response (see `engine`).
 //!
 //! * Credentials: a connection string ([`DeviceClient::from_connection_string`], with a key or
 //!   a ready-made token), a symmetric key ([`DeviceClient::from_symmetric_key`]), tokens from
@@ -63,16 +64,24 @@
 //!
 //! * Transports ([`ClientOptions::transport`]): MQTT over TLS (port 8883, the default), MQTT
 //!   over WebSockets (port 443, feature `mqtt_ws`), AMQP 1.0 over TLS (port 5671, feature
-//!   `amqp`) and AMQP over WebSockets (port 443, feature `amqp_ws`; all three features are on
-//!   by default); any of them through an HTTP `CONNECT` proxy ([`ClientOptions::proxy`], Basic
-//!   authentication; TLS to the hub runs inside the tunnel).
+//!   `amqp`), AMQP over WebSockets (port 443, feature `amqp_ws`) and IoT Hub's device REST
+//!   API (port 443, feature `https`; all four features are on by default); any of them
+//!   through an HTTP `CONNECT` proxy ([`ClientOptions::proxy`], Basic authentication; TLS to
+//!   the hub runs inside the tunnel).
 //!
 //! * Choosing a transport: MQTT is the lightest for one device, and the only one the hub
 //!   answers over a single round trip per operation. AMQP is for what MQTT cannot do:
 //!   abandoning and rejecting cloud-to-device messages, batches
 //!   ([`DeviceClient::send_event_batch`]), renewing the token without reconnecting, and many
 //!   devices on one connection ([`AmqpPool`], up to 999 per connection as IoT Hub allows).
-//!   The WebSocket variants are for networks that only let port 443 out.
+//!   The WebSocket variants are for networks that only let port 443 out. HTTPS holds no
+//!   connection: telemetry and batches as single requests, cloud-to-device messages by
+//!   polling ([`ClientOptions::https_poll_interval`]), no twins or methods — for devices that
+//!   wake, send and sleep.
+//!
+//! * File upload ([`DeviceClient::upload_file`], or [`DeviceClient::get_storage_info_for_blob`]
+//!   and [`DeviceClient::notify_blob_upload_status`] around the application's own upload) goes
+//!   over HTTPS whatever the transport, as on IoT Hub.
 //!
 //! * Over AMQP no SASL layer is used (as in the Node and C# SDKs): each device's SAS token is
 //!   put on the connection's `$cbs` node, audience the token's `sr`, and renewed there at
@@ -80,8 +89,6 @@
 //!   connection of its own. Each device has its own session with the links it needs
 //!   (telemetry from the start; cloud-to-device, twin and methods when first asked for, and
 //!   again after a reconnect).
-//!
-//! Not yet implemented (fails explicitly rather than pretending): the HTTPS transport.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), azure_iot_device::Error> {
@@ -123,6 +130,6 @@ pub use error::{Error, ErrorKind, Result};
 pub use files::BlobUploadInfo;
 pub use module::ModuleClient;
 pub use options::{
-    ClientOptions, DEFAULT_INBOUND_CAPACITY, DEFAULT_KEEP_ALIVE, DEFAULT_MAX_PENDING_OPERATIONS,
-    DEFAULT_OPERATION_TIMEOUT, DEFAULT_TOKEN_TTL, Proxy, Transport,
+    ClientOptions, DEFAULT_HTTPS_POLL_INTERVAL, DEFAULT_INBOUND_CAPACITY, DEFAULT_KEEP_ALIVE,
+    DEFAULT_MAX_PENDING_OPERATIONS, DEFAULT_OPERATION_TIMEOUT, DEFAULT_TOKEN_TTL, Proxy, Transport,
 };

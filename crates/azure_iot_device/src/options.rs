@@ -10,6 +10,8 @@ pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(60);
 /// How long the SAS tokens the client signs live (the official SDKs use one hour).
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
+/// How often a client over HTTPS polls for cloud-to-device messages by default.
+pub const DEFAULT_HTTPS_POLL_INTERVAL: Duration = Duration::from_secs(10);
 /// How many operations may wait for the connection at once by default.
 pub const DEFAULT_MAX_PENDING_OPERATIONS: usize = 256;
 /// How many inbound messages each stream holds for the application by default.
@@ -26,6 +28,7 @@ pub struct ClientOptions {
     pub(crate) product_info: Option<String>,
     pub(crate) port: Option<u16>,
     pub(crate) https_port: Option<u16>,
+    pub(crate) https_poll_interval: Duration,
     pub(crate) transport: Transport,
     pub(crate) retry_policy: SharedRetryPolicy,
     pub(crate) proxy: Option<Proxy>,
@@ -46,6 +49,7 @@ impl Default for ClientOptions {
             product_info: None,
             port: None,
             https_port: None,
+            https_poll_interval: DEFAULT_HTTPS_POLL_INTERVAL,
             transport: Transport::Mqtt,
             retry_policy: SharedRetryPolicy::default(),
             proxy: None,
@@ -120,6 +124,14 @@ impl ClientOptions {
         self
     }
 
+    /// Over [`Transport::Https`], how often to ask the hub for cloud-to-device messages once
+    /// the application receives them (after a message, the next poll is at once). Default
+    /// [`DEFAULT_HTTPS_POLL_INTERVAL`]; at least 1 s.
+    pub fn https_poll_interval(mut self, interval: Duration) -> Self {
+        self.https_poll_interval = interval.max(Duration::from_secs(1));
+        self
+    }
+
     /// The transport (MQTT over TLS by default).
     pub fn transport(mut self, transport: Transport) -> Self {
         self.transport = transport;
@@ -188,6 +200,8 @@ impl ClientOptions {
         match self.https_port {
             Some(port) => port,
             None if self.transport.websocket_subprotocol().is_some() => self.effective_port(),
+            #[cfg(feature = "https")]
+            None if self.transport == Transport::Https => self.effective_port(),
             None => 443,
         }
     }
@@ -201,6 +215,8 @@ impl ClientOptions {
             Transport::Amqp => 5671,
             #[cfg(feature = "amqp_ws")]
             Transport::AmqpWebSockets => 443,
+            #[cfg(feature = "https")]
+            Transport::Https => 443,
         })
     }
 }
@@ -239,6 +255,13 @@ pub enum Transport {
     /// `AMQPWSB10`) on port 443.
     #[cfg(feature = "amqp_ws")]
     AmqpWebSockets,
+    /// IoT Hub's device REST API on port 443: telemetry (single and batched) and
+    /// cloud-to-device messages by polling (complete, abandon, reject), for networks that
+    /// allow only plain HTTPS requests. No connection is held: nothing arrives between
+    /// polls, and twins and direct methods do not exist there (their calls fail with
+    /// [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported)).
+    #[cfg(feature = "https")]
+    Https,
 }
 
 impl Transport {

@@ -83,6 +83,31 @@ impl Dial {
     }
 }
 
+/// An HTTPS client on `dial`'s TLS settings (its trusted roots, its X.509 certificate) and
+/// through its proxy, if any (never one from the environment, like the other transports);
+/// each request bounded by `timeout`.
+#[cfg(feature = "https")]
+pub(crate) fn http_client(dial: &Dial, timeout: std::time::Duration) -> Result<reqwest::Client> {
+    let setup =
+        |e: reqwest::Error| Error::with_source(ErrorKind::Connect, "HTTPS client set-up", e);
+    let mut builder = reqwest::Client::builder()
+        .use_preconfigured_tls((*dial.tls).clone())
+        .user_agent(crate::client::CLIENT_TYPE)
+        .timeout(timeout);
+    builder = match &dial.proxy {
+        Some(proxy) => {
+            let mut tunnel = reqwest::Proxy::all(format!("http://{}:{}", proxy.host, proxy.port))
+                .map_err(setup)?;
+            if let Some((user, password)) = &proxy.credentials {
+                tunnel = tunnel.basic_auth(user, password);
+            }
+            builder.proxy(tunnel)
+        }
+        None => builder.no_proxy(),
+    };
+    builder.build().map_err(setup)
+}
+
 /// Opens `transport` to `host:port`, through `proxy` if one is given: TLS, then for
 /// WebSockets the upgrade.
 pub(crate) async fn connect(

@@ -129,42 +129,6 @@ async fn the_client_works_over_websockets_and_reconnects_over_them() {
     client.close().await;
 }
 
-/// A minimal HTTP CONNECT proxy for the tests: it records each request head, answers
-/// `answer`, and on 200 pipes bytes to `target` (whatever host the request named).
-async fn connect_proxy(
-    target: std::net::SocketAddr,
-    answer: &'static str,
-) -> (
-    std::net::SocketAddr,
-    tokio::sync::mpsc::UnboundedReceiver<String>,
-) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let (heads, seen) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok((mut client, _)) = listener.accept().await {
-            let heads = heads.clone();
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                while !head.ends_with(b"\r\n\r\n") {
-                    match client.read_u8().await {
-                        Ok(byte) => head.push(byte),
-                        Err(_) => return,
-                    }
-                }
-                let _ = heads.send(String::from_utf8(head).unwrap());
-                client.write_all(answer.as_bytes()).await.unwrap();
-                if answer.contains(" 200 ") {
-                    let mut hub = tokio::net::TcpStream::connect(target).await.unwrap();
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut hub).await;
-                }
-            });
-        }
-    });
-    (address, seen)
-}
-
 #[tokio::test]
 async fn websockets_go_through_an_http_connect_proxy_with_basic_auth() {
     let hub = emulator().await;
@@ -174,7 +138,7 @@ async fn websockets_go_through_an_http_connect_proxy_with_basic_auth() {
         "HostName={};DeviceId=proxied;SharedAccessKey={key}",
         hub.hostname()
     );
-    let (address, mut heads) = connect_proxy(
+    let (address, mut heads) = azure_iot_test::connect_proxy(
         hub.https_addr(),
         "HTTP/1.1 200 Connection established\r\n\r\n",
     )
@@ -210,7 +174,7 @@ async fn websockets_go_through_an_http_connect_proxy_with_basic_auth() {
     client.close().await;
 
     // A proxy that wants other credentials: the connect fails, saying so, without the password.
-    let (address, _heads) = connect_proxy(
+    let (address, _heads) = azure_iot_test::connect_proxy(
         hub.https_addr(),
         "HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic\r\n\r\n",
     )
@@ -235,7 +199,8 @@ async fn websockets_go_through_an_http_connect_proxy_with_basic_auth() {
     assert!(!refused.to_string().contains("wrong-pass"));
 
     // A proxy that ends its answer's lines with a bare LF is understood.
-    let (address, _heads) = connect_proxy(hub.https_addr(), "HTTP/1.0 200 OK\n\n").await;
+    let (address, _heads) =
+        azure_iot_test::connect_proxy(hub.https_addr(), "HTTP/1.0 200 OK\n\n").await;
     let lf = DeviceClient::from_connection_string(
         &cs,
         ws_options(&hub).proxy(azure_iot_device::Proxy::new("127.0.0.1", address.port())),
@@ -245,7 +210,8 @@ async fn websockets_go_through_an_http_connect_proxy_with_basic_auth() {
     lf.close().await;
 
     // A host name that would add lines to the CONNECT request is refused before it is sent.
-    let (address, mut heads) = connect_proxy(hub.https_addr(), "HTTP/1.1 200 OK\r\n\r\n").await;
+    let (address, mut heads) =
+        azure_iot_test::connect_proxy(hub.https_addr(), "HTTP/1.1 200 OK\r\n\r\n").await;
     let injected = DeviceClient::from_connection_string(
         &format!("HostName=hub.example\r\nX-Injected: yes;DeviceId=proxied;SharedAccessKey={key}"),
         ClientOptions::default()

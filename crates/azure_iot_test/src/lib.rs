@@ -17,12 +17,14 @@
 mod device_http;
 mod endpoint;
 mod mqtt;
+mod proxy;
 mod raw;
 mod rest;
 
 pub use device_http::DeviceHttp;
 pub use endpoint::HubEndpoint;
 pub use mqtt::{MqttClient, device_token};
+pub use proxy::connect_proxy;
 pub use raw::{
     TlsClientStream, opcode, tls_connect, websocket_frame, websocket_frame_header,
     websocket_upgrade,

@@ -104,6 +104,7 @@ enum TransportArg {
     MqttWs,
     Amqp,
     AmqpWs,
+    Https,
 }
 
 impl TransportArg {
@@ -113,6 +114,7 @@ impl TransportArg {
             Self::MqttWs => Transport::MqttWebSockets,
             Self::Amqp => Transport::Amqp,
             Self::AmqpWs => Transport::AmqpWebSockets,
+            Self::Https => Transport::Https,
         }
     }
 
@@ -122,6 +124,7 @@ impl TransportArg {
             Self::MqttWs => "mqtt-ws",
             Self::Amqp => "amqp",
             Self::AmqpWs => "amqp-ws",
+            Self::Https => "https",
         }
     }
 }

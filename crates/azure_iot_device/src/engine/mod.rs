@@ -34,10 +34,7 @@
 //!   receives the unit's events over a channel. Nothing in this trait assumes that the
 //!   engine owns a socket.
 //!
-//! Designed for HTTPS too (not implemented yet; its engine fails explicitly where it would
-//! be used):
-//!
-//! * **HTTPS** has no connection: `connect` only records the credential, each `submit`
+//! * **HTTPS** ([`https`]) has no connection: `connect` only records the credential, each `submit`
 //!   becomes one request whose response is the [`EngineEvent::Done`], and C2D messages are
 //!   polled (`next` runs the poll timer) and settled by lock token with all three
 //!   [`Outcome`]s.
@@ -47,6 +44,8 @@
 
 #[cfg(feature = "amqp")]
 pub(crate) mod amqp;
+#[cfg(feature = "https")]
+pub(crate) mod https;
 pub(crate) mod mqtt;
 
 use std::future::Future;

@@ -101,12 +101,18 @@ async fn harness(options: ClientOptions) -> Harness {
         let tls = azure_iot_protocol::tls::client_config_builder(rustls::RootCertStore::empty())
             .unwrap()
             .with_no_client_auth();
+        let dial = crate::transport::Dial {
+            tls: Arc::new(tls),
+            host: "hub.example".into(),
+            port: 443,
+            transport: crate::Transport::Mqtt,
+            proxy: None,
+        };
         Arc::new(crate::files::FileUploads::new(
             auth.clone(),
             Identity::device("dev"),
-            "hub.example",
+            dial,
             443,
-            Arc::new(tls),
             options.operation_timeout,
         ))
     };
