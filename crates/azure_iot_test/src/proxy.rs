@@ -30,10 +30,10 @@ pub async fn connect_proxy(
                 if client.write_all(answer.as_bytes()).await.is_err() {
                     return;
                 }
-                if answer.contains(" 200 ") {
-                    if let Ok(mut hub) = tokio::net::TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut hub).await;
-                    }
+                if answer.contains(" 200 ")
+                    && let Ok(mut hub) = tokio::net::TcpStream::connect(target).await
+                {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut hub).await;
                 }
             });
         }
