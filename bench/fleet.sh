@@ -6,7 +6,8 @@
 # (its RSS once all are connected, less its RSS before the first connect, over N), the
 # emulator's memory per device (its peak RSS during the run less its RSS before, over N),
 # the aggregate rate while every device sends COUNT messages as fast as acknowledgements
-# allow (one in flight per device), and the acknowledgement latency.
+# allow (one in flight per device), and the acknowledgement latency. Each run has an emulator
+# of its own; the emulator's figure includes creating the run's devices in its registry.
 #
 # FLEETS="1000 10000" TRANSPORTS="amqp mqtt" COUNT=10 ROUNDS=1 override the defaults.
 # Prints one line per run; the simulator's JSON summary is kept in $OUT (default
@@ -27,20 +28,25 @@ trap cleanup EXIT
 
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
-# One emulator for every run: devices created by the first run of a size are reused.
-# 10,000 MQTT devices are 10,000 connections on one listener: more than the default share of
-# the open-file limit (a third each for HTTPS, MQTT and AMQP).
-"$bin" hub start --data-dir "$work/hub" --https-port 0 --mqtt-port 0 --amqp-port 0 \
-  --max-connections 12000 >"$work/hub.log" 2>&1 &
-hub_pid=$!
-for _ in $(seq 1 100); do [ -f "$work/hub/hub.json" ] && break; sleep 0.1; done
-[ -f "$work/hub/hub.json" ] || { cat "$work/hub.log"; echo "the emulator did not start"; exit 1; }
+# A fresh emulator for every run (its RSS before the run is its baseline): the run creates
+# its devices first. 10,000 MQTT devices are 10,000 connections on one listener: more than the
+# default share of the open-file limit.
+start_hub() {
+  rm -rf "$work/hub"
+  "$bin" hub start --data-dir "$work/hub" --https-port 0 --mqtt-port 0 --amqp-port 0 \
+    --max-connections 12000 >"$work/hub.log" 2>&1 &
+  hub_pid=$!
+  for _ in $(seq 1 100); do [ -f "$work/hub/hub.json" ] && break; sleep 0.1; done
+  [ -f "$work/hub/hub.json" ] || { cat "$work/hub.log"; echo "the emulator did not start"; exit 1; }
+}
+stop_hub() { kill "$hub_pid" 2>/dev/null || true; wait "$hub_pid" 2>/dev/null || true; hub_pid=; }
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r)"
 : >"$out"
 
 for round in $(seq 1 "$rounds"); do
   for n in $fleets; do
     for transport in $transports; do
+      start_hub
       before=$(rss_kib "$hub_pid")
       peak_file="$work/peak"
       echo "$before" >"$peak_file"
@@ -58,6 +64,7 @@ for round in $(seq 1 "$rounds"); do
       set -e
       kill "$sampler" 2>/dev/null || true; wait "$sampler" 2>/dev/null || true
       peak=$(cat "$peak_file")
+      stop_hub
       if [ "$status" -ne 0 ] || [ -z "$summary" ]; then
         echo "round $round: $n devices over $transport: FAILED: $(tail -n 1 "$work/err")"
         continue
