@@ -9,7 +9,7 @@
 //!   `azure-iot-hub` 2.x (class names, keyword arguments, handler properties, models) is
 //!   pure Python in python/azure_iot_rs, over the `Native*` classes here.
 //! * **One runtime.** Every client runs on the one multi-threaded tokio runtime of
-//!   `pyo3-async-runtimes` ([`runtime`]). Blocking methods spawn the operation and wait with
+//!   `pyo3-async-runtimes` (module `runtime`). Blocking methods spawn the operation and wait with
 //!   the GIL released, waking every 100 ms for Python's signal handlers, so Ctrl-C interrupts
 //!   them; `*_async` methods return asyncio awaitables completed on the caller's loop.
 //! * **Handlers never run on the runtime.** Inbound traffic goes from one Rust task per
@@ -19,7 +19,7 @@
 //!   (the call is just another operation on the runtime). A slow handler fills the queue; the
 //!   client then stops reading from the hub until it drains.
 //! * **Errors.** Rust error kinds map onto the exception classes of
-//!   `azure.iot.device.exceptions` ([`errors`]); invalid input is a `ValueError` raised when
+//!   `azure.iot.device.exceptions` (module `errors`); invalid input is a `ValueError` raised when
 //!   the client is created (connection string, key, certificate, CA), not at `connect`.
 //!   Messages never contain keys or tokens. PyO3 turns a panic into a Python exception, never
 //!   an abort, and a panicking task surfaces as a `ClientError`.
