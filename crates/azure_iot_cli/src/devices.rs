@@ -19,8 +19,10 @@ pub(crate) enum DeviceCommand {
     Delete(DeleteArgs),
     /// Print a device's (or module's) connection string.
     ConnectionString(ConnectionStringArgs),
-    /// Send N telemetry messages from a device at a rate, and summarise.
+    /// Simulate devices (one or a fleet) sending telemetry at a rate, and summarise.
     Simulate(SimulateArgs),
+    /// Upload a file as a device (IoT Hub file upload).
+    Upload(crate::upload::UploadArgs),
 }
 
 #[derive(Args)]
@@ -163,6 +165,7 @@ pub(crate) async fn run(command: DeviceCommand) -> Result<(), String> {
             crate::print_line(&cs)
         }
         DeviceCommand::Simulate(args) => crate::simulate::run(args).await,
+        DeviceCommand::Upload(args) => crate::upload::run(args).await,
     }
 }
 

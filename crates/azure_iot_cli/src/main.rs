@@ -27,6 +27,7 @@ mod quickstart;
 mod simulate;
 mod target;
 mod twins;
+mod upload;
 
 use azure_iot_emulator::{
     CA_FILE, Durability, Emulator, FileUploadOptions, HUB_FILE, Limits, TlsSource,

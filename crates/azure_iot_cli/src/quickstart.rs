@@ -131,7 +131,8 @@ async fn walk_through(
                 &cs,
                 ClientOptions::default()
                     .trusted_ca_pem(hub.ca_pem())
-                    .port(hub.mqtt_addr().port()),
+                    .port(hub.mqtt_addr().port())
+                    .https_port(hub.https_addr().port()),
             )
             .await
             .map_err(err)?;
@@ -236,6 +237,37 @@ async fn walk_through(
         }
         Ok(((), format!("device got {body:?}; feedback Success")))
     })
+    .await?;
+
+    t.step(
+        "upload a file (HTTPS, blob endpoint) → notification",
+        async {
+            let text = "hello from the quickstart\n";
+            device
+                .upload_file("quickstart/hello.txt", text)
+                .await
+                .map_err(err)?;
+            let messaging = service.messaging().await.map_err(err)?;
+            let mut notifications = messaging.file_notifications().await.map_err(err)?;
+            let batch = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                notifications.next_batch(),
+            )
+            .await
+            .map_err(|_| "no file-upload notification within 10 s".to_owned())?
+            .map_err(err)?;
+            let detail = match batch.records.first() {
+                Some(n) => format!(
+                    "{} ({} bytes) in storage; the back end was notified",
+                    n.blob_name, n.blob_size_in_bytes
+                ),
+                None => return Err("an empty file-upload notification".into()),
+            };
+            notifications.complete(batch).await.map_err(err)?;
+            messaging.close().await.map_err(err)?;
+            Ok(((), detail))
+        },
+    )
     .await?;
 
     t.step("close the device", async {

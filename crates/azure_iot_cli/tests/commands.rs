@@ -418,7 +418,7 @@ async fn bad_connection_strings_and_missing_hubs_are_one_line_errors() {
 async fn quickstart_walks_through_every_step() {
     let dir = tempfile::tempdir().unwrap();
     let out = stdout(&cli(dir.path(), &["quickstart"]).await);
-    assert!(out.contains("all 9 steps passed"), "{out}");
+    assert!(out.contains("all 10 steps passed"), "{out}");
     for step in [
         "telemetry",
         "direct method",
@@ -426,6 +426,7 @@ async fn quickstart_walks_through_every_step() {
         "feedback",
         "over AMQP",
         "feedback Rejected",
+        "the back end was notified",
     ] {
         assert!(out.contains(step), "{out}");
     }

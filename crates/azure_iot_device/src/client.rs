@@ -764,12 +764,79 @@ impl DeviceClient {
     }
 
     /// Uploads `data` as the blob `{deviceId}/{blob_name}`: asks the hub where, writes the
-    /// block blob to storage (one Put Blob, so at most 5,000 MiB), and reports the outcome to
-    /// the hub — a failed write is reported as failed before its error is returned.
+    /// block blob to storage (one Put Blob up to 4 MiB, blocks above), and reports the outcome
+    /// to the hub — a failed write is reported as failed before its error is returned. For
+    /// files larger than memory, [`upload_file_from`](Self::upload_file_from).
     #[cfg(feature = "https")]
     pub async fn upload_file(&self, blob_name: &str, data: impl Into<bytes::Bytes>) -> Result<()> {
+        let data = data.into();
         let info = self.files.storage_info(blob_name).await?;
-        match self.files.put_blob(&info, data.into()).await {
+        let written = if data.len() <= crate::files::BLOCK_SIZE {
+            self.files.put_blob(&info, data).await
+        } else {
+            self.files
+                .put_blocks(&info, std::io::Cursor::new(data), &mut |_| {})
+                .await
+                .map(drop)
+        };
+        self.report_upload(&info, written).await
+    }
+
+    /// Uploads what `reader` yields (a file, a socket, a generator) as the blob
+    /// `{deviceId}/{blob_name}`, in blocks of 4 MiB with at most four on their way at once —
+    /// at most 16 MiB in memory whatever the size — each retried after a network failure
+    /// (the upload resumes where it stopped, within the SAS lifetime); then reports the
+    /// outcome to the hub, failed or not. Returns the blob's size.
+    #[cfg(feature = "https")]
+    pub async fn upload_file_from(
+        &self,
+        blob_name: &str,
+        reader: impl tokio::io::AsyncRead + Unpin + Send,
+    ) -> Result<u64> {
+        self.upload_file_from_with_progress(blob_name, reader, |_| {})
+            .await
+    }
+
+    /// [`upload_file_from`](Self::upload_file_from), calling `progress` with the bytes stored
+    /// so far after each block.
+    #[cfg(feature = "https")]
+    pub async fn upload_file_from_with_progress(
+        &self,
+        blob_name: &str,
+        reader: impl tokio::io::AsyncRead + Unpin + Send,
+        mut progress: impl FnMut(u64) + Send,
+    ) -> Result<u64> {
+        let info = self.files.storage_info(blob_name).await?;
+        let written = self.files.put_blocks(&info, reader, &mut progress).await;
+        let size = written.as_ref().copied().unwrap_or_default();
+        self.report_upload(&info, written.map(drop)).await?;
+        Ok(size)
+    }
+
+    /// The middle step of an upload for applications that ask for the SAS
+    /// ([`get_storage_info_for_blob`](Self::get_storage_info_for_blob)) and report the outcome
+    /// ([`notify_blob_upload_status`](Self::notify_blob_upload_status)) themselves: writes what
+    /// `reader` yields to `info`'s blob as [`upload_file_from`](Self::upload_file_from) does,
+    /// and reports nothing. Returns the blob's size.
+    #[cfg(feature = "https")]
+    pub async fn upload_to_blob(
+        &self,
+        info: &crate::files::BlobUploadInfo,
+        reader: impl tokio::io::AsyncRead + Unpin + Send,
+        mut progress: impl FnMut(u64) + Send,
+    ) -> Result<u64> {
+        self.files.put_blocks(info, reader, &mut progress).await
+    }
+
+    /// Tells the hub how the upload of `info` went; returns the upload's own error if it
+    /// failed (the report of a failure is best effort).
+    #[cfg(feature = "https")]
+    async fn report_upload(
+        &self,
+        info: &crate::files::BlobUploadInfo,
+        written: Result<()>,
+    ) -> Result<()> {
+        match written {
             Ok(()) => {
                 self.files
                     .notify(&info.correlation_id, true, 201, "uploaded")
@@ -780,7 +847,6 @@ impl DeviceClient {
                     ErrorKind::Status(code) => i32::from(code),
                     _ => -1,
                 };
-                // The upload's own error is the one that matters; the report is best effort.
                 let _ = self
                     .files
                     .notify(&info.correlation_id, false, status, &e.to_string())

@@ -230,24 +230,152 @@ impl FileUploads {
 
     /// Writes `data` as a block blob at `info`'s SAS URI (one Put Blob).
     pub(crate) async fn put_blob(&self, info: &BlobUploadInfo, data: Bytes) -> Result<()> {
-        let what = "uploading the blob";
-        let response = self
+        let request = self
             .http()?
             .put(info.sas_uri())
             .header("x-ms-blob-type", "BlockBlob")
             .header("x-ms-version", STORAGE_VERSION)
             .header("Content-Type", "application/octet-stream")
-            .body(data)
-            .send()
-            .await
-            .map_err(|e| transport_error(what, e))?;
-        let status = response.status().as_u16();
-        if (200..300).contains(&status) {
-            return Ok(());
-        }
-        let body = response.bytes().await.unwrap_or_default();
-        Err(status_error(what, status, &body))
+            .body(data);
+        storage_call(request, "uploading the blob").await
     }
+
+    /// Writes what `reader` yields as a block blob at `info`'s SAS URI: blocks of
+    /// [`BLOCK_SIZE`], [`BLOCKS_IN_FLIGHT`] at once (so at most their product is held in
+    /// memory, whatever the size), each retried after a network failure or a storage error
+    /// 5xx up to [`BLOCK_ATTEMPTS`] times (an interrupted upload resumes where it was, within
+    /// the SAS lifetime), then the block list that commits them. `progress` hears the bytes
+    /// stored so far after each block. Returns the blob's size.
+    pub(crate) async fn put_blocks<R>(
+        &self,
+        info: &BlobUploadInfo,
+        mut reader: R,
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<u64>
+    where
+        R: tokio::io::AsyncRead + Unpin + Send,
+    {
+        use futures_util::StreamExt;
+        use tokio::io::AsyncReadExt;
+
+        let base = info.sas_uri();
+        let mut ids: Vec<String> = Vec::new();
+        let mut in_flight = futures_util::stream::FuturesUnordered::new();
+        let mut stored = 0u64;
+        let mut ended = false;
+        while !ended || !in_flight.is_empty() {
+            if !ended && in_flight.len() < BLOCKS_IN_FLIGHT {
+                let mut block = Vec::with_capacity(BLOCK_SIZE);
+                while block.len() < BLOCK_SIZE {
+                    let read = (&mut reader)
+                        .take((BLOCK_SIZE - block.len()) as u64)
+                        .read_to_end(&mut block)
+                        .await
+                        .map_err(|e| {
+                            Error::with_source(ErrorKind::InvalidArgument, "reading the file", e)
+                        })?;
+                    if read == 0 {
+                        ended = true;
+                        break;
+                    }
+                }
+                if !block.is_empty() {
+                    if ids.len() == MAX_BLOCKS {
+                        return Err(Error::new(
+                            ErrorKind::InvalidArgument,
+                            format!(
+                                "a block blob holds at most {MAX_BLOCKS} blocks of {BLOCK_SIZE} bytes"
+                            ),
+                        ));
+                    }
+                    let id = block_id(ids.len());
+                    ids.push(id.clone());
+                    let url = format!(
+                        "{base}&comp=block&blockid={}",
+                        percent_encoding::utf8_percent_encode(&id, SEGMENT)
+                    );
+                    let block = Bytes::from(block);
+                    in_flight.push(self.put_block(url, block));
+                }
+                continue;
+            }
+            if let Some(done) = in_flight.next().await {
+                stored += done?;
+                progress(stored);
+            }
+        }
+        let mut list = String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?><BlockList>");
+        for id in &ids {
+            list.push_str("<Latest>");
+            list.push_str(id);
+            list.push_str("</Latest>");
+        }
+        list.push_str("</BlockList>");
+        let request = self
+            .http()?
+            .put(format!("{base}&comp=blocklist"))
+            .header("x-ms-version", STORAGE_VERSION)
+            .header("Content-Type", "application/xml")
+            .body(list);
+        storage_call(request, "committing the blob's blocks").await?;
+        Ok(stored)
+    }
+
+    /// Puts one block, retrying what a retry can fix; the block's size once stored.
+    async fn put_block(&self, url: String, block: Bytes) -> Result<u64> {
+        let mut attempt = 1;
+        loop {
+            let request = self
+                .http()?
+                .put(url.as_str())
+                .header("x-ms-version", STORAGE_VERSION)
+                .body(block.clone());
+            match storage_call(request, "uploading a block").await {
+                Ok(()) => return Ok(block.len() as u64),
+                Err(e) if attempt < BLOCK_ATTEMPTS && retryable(&e) => {
+                    tracing::debug!(error = %e, attempt, "a block upload failed; trying again");
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// The size of a block of a streamed upload.
+pub(crate) const BLOCK_SIZE: usize = 4 * 1024 * 1024;
+/// Blocks of a streamed upload on their way at once.
+pub(crate) const BLOCKS_IN_FLIGHT: usize = 4;
+/// Tries per block.
+const BLOCK_ATTEMPTS: u32 = 4;
+/// The most blocks a block blob has (Azure Storage's limit).
+const MAX_BLOCKS: usize = 50_000;
+
+/// The id of block `index`: base64 of a fixed-width name (a blob's block ids must all have
+/// the same length).
+fn block_id(index: usize) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(format!("block-{index:06}"))
+}
+
+/// Whether trying again may work: no answer, or a storage server error.
+fn retryable(e: &Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::Connect | ErrorKind::Disconnected | ErrorKind::Timeout
+    ) || matches!(e.kind(), ErrorKind::Status(status) if status >= 500)
+}
+
+/// Sends a storage request; `Ok` on a 2xx answer.
+async fn storage_call(request: reqwest::RequestBuilder, what: &str) -> Result<()> {
+    let response = request.send().await.map_err(|e| transport_error(what, e))?;
+    let status = response.status().as_u16();
+    if (200..300).contains(&status) {
+        return Ok(());
+    }
+    let body = response.bytes().await.unwrap_or_default();
+    Err(status_error(what, status, &body))
 }
 
 /// A request that got no answer. reqwest's message names the URL, whose query may hold a SAS
