@@ -283,7 +283,7 @@ async fn bad_arguments_are_refused_before_anything_connects() {
         ),
         (
             vec!["--devices", "2", "--rate", "0"],
-            "--rate must be a positive",
+            "--rate must be 0.001 to 1,000,000",
         ),
     ] {
         let mut all = vec!["device", "simulate"];

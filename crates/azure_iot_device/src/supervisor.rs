@@ -100,11 +100,13 @@ impl Auth {
 
     /// Puts a freshly signed token on `engine`'s connection ([`Engine::renew`]), within the
     /// operation timeout; returns when to renew next, like [`connect`](Self::connect).
-    async fn renew(&self, engine: &mut impl Engine) -> Result<Option<Instant>> {
+    /// Also says whether the connection was kept ([`Engine::renew`]).
+    async fn renew(&self, engine: &mut impl Engine) -> Result<(Option<Instant>, bool)> {
         let (password, renew_at) = self.password().await?;
-        self.within("renewing the token", engine.renew(Some(&password)))
+        let kept = self
+            .within("renewing the token", engine.renew(Some(&password)))
             .await?;
-        Ok(renew_at)
+        Ok((renew_at, kept))
     }
 
     /// A token from the credential, and when to renew it.
@@ -131,7 +133,7 @@ impl Auth {
     }
 
     /// Runs `f` within the operation timeout.
-    async fn within(&self, what: &str, f: impl Future<Output = Result<()>>) -> Result<()> {
+    async fn within<T>(&self, what: &str, f: impl Future<Output = Result<T>>) -> Result<T> {
         timeout(self.timeout, f).await.map_err(|_| {
             Error::new(
                 ErrorKind::Timeout,
@@ -346,9 +348,14 @@ impl<E: Engine> Supervisor<E> {
     /// flight fails or is lost. `false` if that could not be done.
     async fn renew(&mut self) -> bool {
         match self.auth.renew(&mut self.engine).await {
-            Ok(renew_at) => {
+            Ok((renew_at, kept)) => {
                 self.renew_at = renew_at;
-                self.resumed();
+                if kept {
+                    // The same connection: its messages and their locks are still good.
+                    self.sweep();
+                } else {
+                    self.resumed();
+                }
                 tracing::debug!("token renewed");
                 true
             }

@@ -19,7 +19,7 @@
 //! the last failure and how many were sent; one acknowledged message resets the count, so a
 //! lone failure never stops a device.
 
-mod fleet;
+pub(crate) mod fleet;
 mod payload;
 mod stats;
 
@@ -136,8 +136,8 @@ enum Output {
 }
 
 pub(crate) async fn run(args: SimulateArgs) -> Result<(), String> {
-    if args.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
-        return Err("--rate must be a positive number of messages per second".into());
+    if args.rate.is_some_and(|r| !(1e-3..=1e6).contains(&r)) {
+        return Err("--rate must be 0.001 to 1,000,000 messages per second".into());
     }
     let payload = match &args.payload {
         Some(template) => Payload::template(template)?,
@@ -177,7 +177,7 @@ pub(crate) async fn run(args: SimulateArgs) -> Result<(), String> {
         tokio::spawn(stats::show_progress(
             counters.clone(),
             devices,
-            devices * args.count,
+            devices.saturating_mul(args.count),
         ))
     });
     let memory_before = resident_bytes();
@@ -185,6 +185,11 @@ pub(crate) async fn run(args: SimulateArgs) -> Result<(), String> {
     // Connect.
     let started = Instant::now();
     let single = fleet.identities.len() == 1;
+    let first_id = fleet
+        .identities
+        .first()
+        .map(|i| i.device_id.clone())
+        .unwrap_or_default();
     let (connected, connect_error): (Vec<(String, DeviceClient)>, Option<String>) = {
         let connecting = futures_util::stream::iter(fleet.identities)
             .map(|identity| connect(identity, options.clone()))
@@ -285,7 +290,7 @@ pub(crate) async fn run(args: SimulateArgs) -> Result<(), String> {
     };
     match args.output {
         Output::Json => crate::print_line(&report.json().to_string())?,
-        Output::Text if single => crate::print_line(&report.device_line(&connected_id(&args)))?,
+        Output::Text if single => crate::print_line(&report.device_line(&first_id))?,
         Output::Text => crate::print_line(&report.fleet_line())?,
     }
     verdict(&args, &report, gave_up, first_error, connect_error)
@@ -299,7 +304,7 @@ fn verdict(
     first_error: Option<(String, String)>,
     connect_error: Option<String>,
 ) -> Result<(), String> {
-    let total = report.devices * args.count;
+    let total = report.devices.saturating_mul(args.count);
     let (acked, failed) = (report.acked, report.failed);
     if !gave_up.is_empty() {
         gave_up.sort();
@@ -336,16 +341,6 @@ fn verdict(
             "{failed} message(s) failed; the first, of {device}: {e}"
         )),
     }
-}
-
-fn connected_id(args: &SimulateArgs) -> String {
-    args.device_id.clone().unwrap_or_else(|| {
-        args.device_connection_string
-            .as_deref()
-            .and_then(|cs| azure_iot_core::DeviceConnectionString::parse(cs).ok())
-            .map(|cs| cs.device_id().to_owned())
-            .unwrap_or_default()
-    })
 }
 
 fn stop(progress: Option<tokio::task::JoinHandle<()>>) {

@@ -28,6 +28,11 @@ const CBS_QUEUE: usize = 64;
 /// hub's answer queue (the emulator closes `$cbs` after 32 answers wait for link credit).
 const CBS_IN_FLIGHT: usize = 16;
 
+/// How long the hub may take to answer a put-token. One unanswered past this means the
+/// connection's CBS node is not working: the connection is given up (its devices reconnect
+/// on a new one) rather than left holding requests that never end.
+const CBS_ANSWER_LIMIT: Duration = Duration::from_secs(60);
+
 /// The largest frame the client offers to take (IoT Hub's own maximum is 64 KiB for devices;
 /// messages larger than a frame are split over several transfers).
 const MAX_FRAME: u32 = 64 * 1024;
@@ -254,10 +259,29 @@ impl Cbs {
     /// Serves put-token requests until the links or the requesters are gone; requests
     /// waiting then fail (their senders are dropped).
     async fn serve(mut self, session: SessionHandle<()>, mut requests: mpsc::Receiver<PutRequest>) {
-        let mut waiting: HashMap<MessageId, oneshot::Sender<Result<()>>> = HashMap::new();
+        let mut waiting: HashMap<MessageId, (tokio::time::Instant, oneshot::Sender<Result<()>>)> =
+            HashMap::new();
         let mut next_id: u64 = 0;
         loop {
+            // Requesters that went away free their place.
+            waiting.retain(|_, (_, answer)| !answer.is_closed());
+            let oldest = waiting.values().map(|(deadline, _)| *deadline).min();
             tokio::select! {
+                () = async {
+                    match oldest {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    tracing::debug!("the hub did not answer a put-token in time; giving up the connection");
+                    for (_, (_, answer)) in waiting.drain() {
+                        let _ = answer.send(Err(Error::new(
+                            ErrorKind::Timeout,
+                            format!("the hub did not answer the token within {CBS_ANSWER_LIMIT:?}"),
+                        )));
+                    }
+                    break;
+                }
                 request = requests.recv(), if waiting.len() < CBS_IN_FLIGHT => {
                     let Some(request) = request else { break };
                     next_id += 1;
@@ -268,7 +292,7 @@ impl Cbs {
                         let _ = request.answer.send(Err(failed("sending a CBS token failed", e)));
                         break;
                     }
-                    waiting.insert(id, request.answer);
+                    waiting.insert(id, (tokio::time::Instant::now() + CBS_ANSWER_LIMIT, request.answer));
                 }
                 answer = self.answers.recv::<Body<Value>>() => {
                     let Ok(answer) = answer else { break };
@@ -277,7 +301,7 @@ impl Cbs {
                     let Some(id) = message.properties.as_ref().and_then(|p| p.correlation_id.clone()) else {
                         continue;
                     };
-                    if let Some(waiter) = waiting.remove(&id) {
+                    if let Some((_, waiter)) = waiting.remove(&id) {
                         let _ = waiter.send(judge(&message));
                     }
                 }

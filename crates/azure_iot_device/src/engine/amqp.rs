@@ -365,16 +365,19 @@ impl super::Engine for AmqpEngine {
         self.lose();
     }
 
-    async fn renew(&mut self, password: Option<&str>) -> Result<()> {
+    async fn renew(&mut self, password: Option<&str>) -> Result<bool> {
         let token = password.filter(|p| !p.is_empty());
         match (&self.seat, &self.unit, token) {
             (Some(seat), Some(_), Some(token)) => {
                 let audience = self.audience(token);
-                seat.connection().put_token(&audience, token).await
+                seat.connection()
+                    .put_token(&audience, token)
+                    .await
+                    .map(|()| true)
             }
             _ => {
                 self.close().await;
-                self.connect(password).await
+                self.connect(password).await.map(|()| false)
             }
         }
     }

@@ -14,7 +14,7 @@
 //! All progress lives in the engine (its request futures, the poll timer), so `next` is
 //! cancel-safe. With `reading: false` no poll starts (the application's stream is full).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -23,11 +23,13 @@ use azure_iot_protocol::http::{message_from_headers, message_headers};
 use base64::Engine as _;
 use bytes::Bytes;
 use futures_util::StreamExt;
+use futures_util::future::{AbortHandle, abortable};
 use futures_util::stream::FuturesUnordered;
 use tokio::time::{Instant, sleep_until};
 
 use super::{DeliveryTag, EngineEvent, Feature, OpId, Operation, Outcome, Reply};
 use crate::Message;
+use crate::client::DisconnectReason;
 use crate::error::{Error, ErrorKind, Result};
 use crate::transport::Dial;
 
@@ -56,10 +58,11 @@ pub(crate) struct HttpsEngine {
     token: Option<String>,
     timeout: Duration,
     poll_interval: Duration,
-    /// Events and batches on their way, by operation.
-    sending: FuturesUnordered<Request<(OpId, Result<Reply>)>>,
-    /// Operations whose caller left: their answers are dropped.
-    cancelled: HashSet<OpId>,
+    /// Events and batches on their way, by operation (`None`: withdrawn by its caller).
+    sending: FuturesUnordered<Request<(OpId, Option<Result<Reply>>)>>,
+    /// How to stop each request on its way: a withdrawn operation's request is dropped at
+    /// once, so what is in flight stays within the callers' permits.
+    aborts: HashMap<OpId, AbortHandle>,
     /// Answers ready to hand out.
     events: VecDeque<EngineEvent>,
     next_op: OpId,
@@ -104,7 +107,7 @@ impl HttpsEngine {
             timeout,
             poll_interval,
             sending: FuturesUnordered::new(),
-            cancelled: HashSet::new(),
+            aborts: HashMap::new(),
             events: VecDeque::new(),
             next_op: 0,
             receiving: false,
@@ -184,13 +187,15 @@ impl HttpsEngine {
                 return;
             }
         };
-        self.sending.push(Box::pin(async move {
-            let result = match request.send().await {
+        let (sent, abort) = abortable(async move {
+            match request.send().await {
                 Ok(response) => judge(response, what).await.map(|_| Reply::Done),
                 Err(e) => Err(transport_error(what, e)),
-            };
-            (op, result)
-        }));
+            }
+        });
+        self.aborts.insert(op, abort);
+        self.sending
+            .push(Box::pin(async move { (op, sent.await.ok()) }));
     }
 
     /// The poll request.
@@ -360,7 +365,9 @@ impl super::Engine for HttpsEngine {
     }
 
     fn cancel(&mut self, op: OpId) {
-        self.cancelled.insert(op);
+        if let Some(abort) = self.aborts.remove(&op) {
+            abort.abort();
+        }
         self.events
             .retain(|e| !matches!(e, EngineEvent::Done(done, _) if *done == op));
     }
@@ -382,15 +389,18 @@ impl super::Engine for HttpsEngine {
             if let Some(event) = self.events.pop_front() {
                 return event;
             }
-            if self.receiving && reading && self.poll.is_none() && Instant::now() >= self.next_poll
-            {
+            // No poll while settlements wait for room: each poll can add one.
+            let polling =
+                self.receiving && reading && self.poll.is_none() && self.settle_queue.is_empty();
+            if polling && Instant::now() >= self.next_poll {
                 self.start_poll();
+                continue;
             }
-            let polling = self.receiving && reading && self.poll.is_none();
             let next_poll = self.next_poll;
             tokio::select! {
                 Some((op, result)) = self.sending.next(), if !self.sending.is_empty() => {
-                    if !self.cancelled.remove(&op) {
+                    self.aborts.remove(&op);
+                    if let Some(result) = result {
                         self.events.push_back(EngineEvent::Done(op, result));
                     }
                 }
@@ -417,6 +427,18 @@ impl super::Engine for HttpsEngine {
                         Err(e) => {
                             tracing::debug!(error = %e, "polling for cloud-to-device messages failed");
                             self.next_poll = Instant::now() + self.poll_interval;
+                            // The hub refuses this device (its token expired or was revoked,
+                            // the device was disabled or deleted): say so, as a lost
+                            // connection would, so that the application's connection state
+                            // shows it; the supervisor "reconnects" with a fresh token.
+                            let reason = match e.kind() {
+                                ErrorKind::Unauthorized => Some(DisconnectReason::Unauthorized),
+                                ErrorKind::Refused => Some(DisconnectReason::Refused),
+                                _ => None,
+                            };
+                            if let Some(reason) = reason {
+                                self.events.push_back(EngineEvent::Lost(reason));
+                            }
                         }
                     }
                 }
@@ -428,16 +450,28 @@ impl super::Engine for HttpsEngine {
     }
 
     async fn close(&mut self) {
-        // Nothing is open; settlements on their way finish within the request timeout.
-        let settling = std::mem::take(&mut self.settling);
-        let _ = tokio::time::timeout(self.timeout, settling.collect::<Vec<()>>()).await;
+        // Nothing is open. Settlements the application made still reach the hub (otherwise it
+        // would deliver those messages again), all within one operation timeout.
+        let limit = self.timeout;
+        let drain = async {
+            loop {
+                self.start_settlements();
+                if self.settling.next().await.is_none() {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(limit, drain).await;
+        self.settle_queue.clear();
+        self.settling = FuturesUnordered::new();
         self.poll = None;
         self.receiving = false;
     }
 
-    async fn renew(&mut self, password: Option<&str>) -> Result<()> {
-        // Nothing to reconnect: the next request carries the new token.
-        self.connect(password).await
+    async fn renew(&mut self, password: Option<&str>) -> Result<bool> {
+        // Nothing to reconnect: the next request carries the new token, and the locks of
+        // received messages hold.
+        self.connect(password).await.map(|()| true)
     }
 }
 

@@ -156,11 +156,13 @@ pub(crate) trait Engine: Send + 'static {
 
     /// Replaces the connection's credential with `password` before the old one expires,
     /// without losing or failing an operation. By default it reconnects (operations in
-    /// flight are resent by [`connect`](Engine::connect)).
-    fn renew(&mut self, password: Option<&str>) -> impl Future<Output = Result<()>> + Send {
+    /// flight are resent by [`connect`](Engine::connect)). `Ok(true)` when the connection was
+    /// kept (and so the locks of received messages not settled yet), `Ok(false)` when it was
+    /// replaced.
+    fn renew(&mut self, password: Option<&str>) -> impl Future<Output = Result<bool>> + Send {
         async move {
             self.close().await;
-            self.connect(password).await
+            self.connect(password).await.map(|()| false)
         }
     }
 }

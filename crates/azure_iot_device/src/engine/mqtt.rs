@@ -23,6 +23,9 @@ use crate::client::{DisconnectReason, TwinAnswer};
 use crate::error::{Error, ErrorKind, Result};
 use crate::transport::{Connection, Dial};
 
+/// How long a clean close may take before the socket is simply dropped.
+const CLOSE_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// One open connection.
 struct Conn {
     reader: ReadHalf<Connection>,
@@ -451,9 +454,13 @@ impl super::Engine for MqttEngine {
         self.session.disconnect(now());
         self.encode(now());
         if let Some(mut conn) = self.conn.take() {
-            let _ = conn.writer.write_all(&conn.write_buf).await;
-            let _ = conn.writer.flush().await;
-            let _ = conn.writer.shutdown().await;
+            // A hub that stops reading must not hold the close: DISCONNECT is a courtesy.
+            let goodbye = async {
+                conn.writer.write_all(&conn.write_buf).await?;
+                conn.writer.flush().await?;
+                conn.writer.shutdown().await
+            };
+            let _ = tokio::time::timeout(CLOSE_LIMIT, goodbye).await;
         }
         self.deliveries.clear();
         self.session.connection_lost(now());

@@ -56,8 +56,36 @@ impl BlobEndpoint {
         })
     }
 
-    /// The blob's URI without a SAS (file-upload notifications carry it).
+    /// The blob's URI without a SAS (file-upload notifications carry it): each path segment
+    /// percent-encoded, so that a name with spaces, `#` or `?` is still one URI.
     pub(crate) fn blob_uri(&self, blob: &str) -> String {
-        format!("https://{}/{CONTAINER}/{blob}", self.host)
+        format!("https://{}/{CONTAINER}/{}", self.host, encoded_path(blob))
+    }
+}
+
+/// A blob name as a URI path: each `/`-separated segment percent-encoded (RFC 3986's
+/// unreserved characters kept).
+fn encoded_path(blob: &str) -> String {
+    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    let path: Vec<String> = blob
+        .split('/')
+        .map(|s| percent_encoding::utf8_percent_encode(s, SEGMENT).to_string())
+        .collect();
+    path.join("/")
+}
+
+#[cfg(test)]
+mod uri_tests {
+    #[test]
+    fn a_blob_name_is_one_uri_path() {
+        assert_eq!(
+            super::encoded_path("dev1/a b#1?.txt"),
+            "dev1/a%20b%231%3F.txt"
+        );
+        assert_eq!(super::encoded_path("dev1/logs/x.bin"), "dev1/logs/x.bin");
     }
 }

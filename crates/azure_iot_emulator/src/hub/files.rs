@@ -86,15 +86,7 @@ impl HubState {
         requested: &str,
     ) -> Result<(String, String, Duration), HubError> {
         self.record(device_id, None)?;
-        let requested = requested.trim_start_matches('/');
-        if requested.is_empty()
-            || requested.len() > MAX_BLOB_NAME
-            || requested.chars().any(char::is_control)
-        {
-            return Err(HubError::invalid(format!(
-                "blobName must be 1 to {MAX_BLOB_NAME} characters without control characters"
-            )));
-        }
+        let requested = checked_blob_name(requested)?;
         let now = Instant::now();
         self.files.pending.retain(|_, p| p.expires > now);
         let active = self
@@ -192,5 +184,45 @@ mod tests {
             ErrorCode::DeviceNotFound
         );
         assert!(s.start_file_upload("d1", "").is_err());
+    }
+}
+
+/// The blob name a device asked for, without leading `/`, if the hub takes it.
+fn checked_blob_name(requested: &str) -> Result<&str, HubError> {
+    let requested = requested.trim_start_matches('/');
+    if requested.is_empty()
+        || requested.len() > MAX_BLOB_NAME
+        || requested.chars().any(char::is_control)
+    {
+        return Err(HubError::invalid(format!(
+            "blobName must be 1 to {MAX_BLOB_NAME} characters without control characters"
+        )));
+    }
+    // A `.` or `..` segment would make the blob's URI (which back ends follow) name another
+    // blob, possibly another device's; an empty one is a name no client builds.
+    if requested
+        .split('/')
+        .any(|segment| segment.is_empty() || segment == "." || segment == "..")
+    {
+        return Err(HubError::invalid(
+            "blobName must not have empty, `.` or `..` path segments",
+        ));
+    }
+    Ok(requested)
+}
+
+#[cfg(test)]
+mod blob_name_tests {
+    use super::checked_blob_name;
+
+    #[test]
+    fn dot_and_empty_segments_are_refused() {
+        for bad in ["../other/x", "a/./b", "a//b", "a/..", "", "/", "x\u{7}"] {
+            assert!(checked_blob_name(bad).is_err(), "{bad:?}");
+        }
+        for good in ["a.txt", "/logs/today.txt", "a..b/c", "with space #1?.txt"] {
+            assert!(checked_blob_name(good).is_ok(), "{good:?}");
+        }
+        assert_eq!(checked_blob_name("//x/y").ok(), Some("x/y"));
     }
 }
