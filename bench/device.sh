@@ -13,6 +13,8 @@
 #
 # BROKER=mosquitto runs the same clients against Mosquitto over TLS instead (the setting of
 # the baseline figures): any key is accepted there, nothing is durable.
+# TRANSPORT=https compares the HTTPS transports: this project's client over the device REST API
+# beside the official Node SDK's azure-iot-device-http (both dial 443), 100 requests in flight.
 # TRANSPORT=amqp compares the AMQP transports instead: this project's client over AMQP (and over
 # MQTT, for reference) beside the official Node SDK's azure-iot-device-amqp (it dials 5671); the
 # Python SDK (MQTT only) and the raw MQTT publisher are not run then, nor the memory rows.
@@ -112,6 +114,18 @@ run() { # label, connection string, command...
     failures=$((failures + 1))
   fi
 }
+if [ "${TRANSPORT:-mqtt}" = https ]; then
+  [ "$broker" = emulator ] || { echo "TRANSPORT=https needs the emulator (BROKER=emulator)"; exit 1; }
+  for round in $(seq 1 "$rounds"); do
+    echo "== round $round (HTTPS)"
+    TRANSPORT=https run rust-https-seq "$cs_rust" "$bin/examples/bench_telemetry" seq 1000
+    TRANSPORT=https run node-https-seq "$cs_node" node "$peers/node/node_sdk.js" seq 1000
+    TRANSPORT=https run rust-https-conc "$cs_rust" "$bin/examples/bench_telemetry" conc 10000 100
+    TRANSPORT=https run node-https-conc "$cs_node" node "$peers/node/node_sdk.js" conc 10000 100
+  done
+  [ "$failures" -eq 0 ]
+  exit
+fi
 if [ "${TRANSPORT:-mqtt}" = amqp ]; then
   [ "$broker" = emulator ] || { echo "TRANSPORT=amqp needs the emulator (BROKER=emulator)"; exit 1; }
   for round in $(seq 1 "$rounds"); do

@@ -1,5 +1,6 @@
 // Benchmark peer: telemetry throughput of the official Node device SDK (azure-iot-device with
-// the azure-iot-device-mqtt transport, or azure-iot-device-amqp with TRANSPORT=amqp; versions
+// the azure-iot-device-mqtt transport, azure-iot-device-amqp with TRANSPORT=amqp, or
+// azure-iot-device-http with TRANSPORT=https; versions
 // pinned in package.json beside this file).
 //
 //   node node_sdk.js seq N          one message at a time, each awaited
@@ -23,9 +24,13 @@ const nowNs = () => BigInt(Date.now()) * 1000000n;
 const startNs = process.env.T0_NS ? BigInt(process.env.T0_NS) : nowNs();
 const fs = require('fs');
 const { Client, Message } = require('azure-iot-device');
-const amqp = process.env.TRANSPORT === 'amqp';
-const transportPackage = amqp ? 'azure-iot-device-amqp' : 'azure-iot-device-mqtt';
-const Transport = amqp ? require(transportPackage).Amqp : require(transportPackage).Mqtt;
+const transports = {
+  amqp: ['azure-iot-device-amqp', 'Amqp'],
+  https: ['azure-iot-device-http', 'Http'],
+  mqtt: ['azure-iot-device-mqtt', 'Mqtt'],
+};
+const [transportPackage, transportName] = transports[process.env.TRANSPORT || 'mqtt'] || transports.mqtt;
+const Transport = require(transportPackage)[transportName];
 const importedNs = nowNs();
 
 const sinceStartMs = (ns) => Math.round(Number(ns - startNs) / 1e5) / 10;

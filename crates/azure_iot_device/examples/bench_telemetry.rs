@@ -7,8 +7,9 @@
 //! ```
 //!
 //! Modes: `seq N` awaits each acknowledgement; `conc N BATCH` keeps BATCH sends in flight.
-//! `TRANSPORT=amqp` sends over AMQP (port `AMQP_PORT`, default 5671) instead of MQTT (port
-//! `MQTT_PORT`, default 8883).
+//! `TRANSPORT=amqp` sends over AMQP (port `AMQP_PORT`, default 5671), `TRANSPORT=https` over
+//! the device REST API (port `HTTPS_PORT`, default 443), instead of MQTT (port `MQTT_PORT`,
+//! default 8883).
 //! Prints one line: `RESULT {json}` with msgs/s, CPU seconds and peak resident memory.
 
 // A benchmark reports on standard output.
@@ -59,15 +60,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let n: usize = args.get(1).map(|v| v.parse()).transpose()?.unwrap_or(1000);
     let batch: usize = args.get(2).map(|v| v.parse()).transpose()?.unwrap_or(100);
     let cs = std::env::var("CS").map_err(|_| "set CS to a device connection string")?;
-    let amqp = std::env::var("TRANSPORT").is_ok_and(|t| t == "amqp");
+    let transport = std::env::var("TRANSPORT").unwrap_or_default();
     let mut options = ClientOptions::default();
-    if amqp {
-        options = options.transport(azure_iot_device::Transport::Amqp);
-    }
+    let port_variable = match transport.as_str() {
+        "amqp" => {
+            options = options.transport(azure_iot_device::Transport::Amqp);
+            "AMQP_PORT"
+        }
+        "https" => {
+            options = options.transport(azure_iot_device::Transport::Https);
+            "HTTPS_PORT"
+        }
+        _ => "MQTT_PORT",
+    };
     if let Ok(ca) = std::env::var("CA_FILE") {
         options = options.trusted_ca_pem(std::fs::read_to_string(ca)?);
     }
-    let port_variable = if amqp { "AMQP_PORT" } else { "MQTT_PORT" };
     if let Ok(port) = std::env::var(port_variable) {
         options = options.port(port.parse()?);
     }
