@@ -112,7 +112,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "RESULT {{\"client\":\"azure_iot_device {} ({})\",\"mode\":\"{mode}\",\"n\":{n},\"batch\":{},\"connect_ms\":{connect_ms:.1},\"send_s\":{elapsed:.4},\"msgs_per_s\":{:.1},\"send_cpu_s\":{:.3},\"peak_rss_kib\":{rss_kib},\"rss_anon_kib\":{anon_kib},\"rss_file_kib\":{file_kib}}}",
         env!("CARGO_PKG_VERSION"),
-        if transport.is_empty() { "mqtt" } else { transport.as_str() },
+        if transport.is_empty() {
+            "mqtt"
+        } else {
+            transport.as_str()
+        },
         if mode == "seq" { 1 } else { batch },
         n as f64 / elapsed,
         cpu1 - cpu0,

@@ -55,6 +55,12 @@ impl InboxKind {
     }
 }
 
+/// Records an inbox keeps at most: past this the oldest is dropped for each new one, so a
+/// device looping uploads (or a sender asking feedback for every message) with no service
+/// reading cannot grow the hub without bound. IoT Hub bounds them in time instead (file
+/// notifications and feedback expire after an hour by default).
+pub(crate) const MAX_INBOX_RECORDS: usize = 100_000;
+
 /// How an inbox hands records out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct InboxSettings {
@@ -137,12 +143,38 @@ impl HubState {
         }
     }
 
-    /// Stores `record` and adds it to the inbox.
+    /// Stores `record` and adds it to the inbox; at [`MAX_INBOX_RECORDS`] the oldest record
+    /// goes first.
     pub(crate) fn push_inbox(&mut self, kind: InboxKind, record: Value) -> Result<(), HubError> {
-        let id = self.inbox(kind).next_id();
+        self.push_inbox_within(kind, record, MAX_INBOX_RECORDS)
+    }
+
+    fn push_inbox_within(
+        &mut self,
+        kind: InboxKind,
+        record: Value,
+        most: usize,
+    ) -> Result<(), HubError> {
+        let inbox = self.inbox(kind);
+        let id = inbox.next_id();
+        let oldest = (inbox.queue.len() >= most)
+            .then(|| inbox.queue.iter().next().map(|e| e.id))
+            .flatten();
         let text = record.to_string();
-        self.store.apply(&[Change::PutInbox(kind, id, &text)])?;
-        self.inbox(kind).added(id, record);
+        let mut changes = vec![Change::PutInbox(kind, id, &text)];
+        if let Some(old) = oldest {
+            changes.push(Change::DeleteInbox(kind, old));
+        }
+        self.store.apply(&changes)?;
+        let inbox = self.inbox(kind);
+        if let Some(old) = oldest {
+            inbox.queue.remove(old);
+            tracing::warn!(
+                inbox = kind.table(),
+                "the inbox is full ({most} records nobody read): its oldest record was dropped"
+            );
+        }
+        inbox.added(id, record);
         Ok(())
     }
 
@@ -253,6 +285,24 @@ mod tests {
 
     fn state() -> HubState {
         HubState::load(Store::open(None).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_full_inbox_drops_its_oldest_record_for_a_new_one() {
+        let mut s = state();
+        let kind = InboxKind::FileNotifications;
+        for n in 0..5 {
+            s.push_inbox_within(kind, json!({"n": n}), 3).unwrap();
+        }
+        assert_eq!(s.files.notifications.len(), 3);
+        let mut seen = Vec::new();
+        while let Some(taken) = s.take_inbox(kind, format!("t{}", seen.len())) {
+            seen.extend(taken.records);
+        }
+        assert_eq!(
+            seen,
+            vec![json!({"n": 2}), json!({"n": 3}), json!({"n": 4})]
+        );
     }
 
     #[test]
