@@ -11,6 +11,7 @@ import pytest
 
 from azure_iot_rs import IoTHubDeviceClient
 from azure_iot_rs.aio import IoTHubDeviceClient as AsyncDeviceClient
+from azure_iot_rs.exceptions import ClientError
 
 
 def client_for(hub: Any, device: Dict[str, str], transport: str = "mqtt") -> IoTHubDeviceClient:
@@ -62,6 +63,8 @@ def test_upload_file_in_one_call_over_mqtt_amqp_and_https(hub, device):
 def test_the_https_transport_sends_telemetry(hub, device):
     client = client_for(hub, device, "https")
     client.send_message("over https")
+    with pytest.raises(ClientError):
+        client.get_twin()  # IoT Hub offers no twins over HTTPS
     client.shutdown()
     assert [e["body"] for e in hub.telemetry(device["device_id"], 1)] == ["over https"]
 
