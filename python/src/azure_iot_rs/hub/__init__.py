@@ -1,6 +1,7 @@
 """Service side (the API of ``azure.iot.hub``): ``IoTHubRegistryManager``."""
 
 import json
+import os
 from typing import Any, Dict, Optional, Union
 
 from .._native import NativeRegistryManager
@@ -8,12 +9,25 @@ from ..models import _json_text
 from .models import CloudToDeviceMethod, CloudToDeviceMethodResult, Device, Module, Twin
 
 
+def _ca_bundle_from_environment() -> Optional[str]:
+    """The PEM text of the file ``requests`` would trust: ``REQUESTS_CA_BUNDLE``, else
+    ``CURL_CA_BUNDLE`` (None when neither names a file; a directory is left to the OS roots)."""
+    path = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if not path or not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
 class IoTHubRegistryManager:
     """Registry, twins, direct methods and cloud-to-device messages of one hub.
 
     Besides ``connection_string`` it takes (this package's own keywords) the CA to trust as
     PEM text, ``server_verification_cert``, and non-standard ports, ``https_port`` and
-    ``amqp_port`` (for the emulator). Failed operations raise
+    ``amqp_port`` (for the emulator). Without ``server_verification_cert`` it trusts, as
+    azure-iot-hub does through ``requests``, the CA bundle file named by the environment
+    variable ``REQUESTS_CA_BUNDLE`` (else ``CURL_CA_BUNDLE``), and the operating system's roots
+    when neither names a file. Failed operations raise
     ``azure_iot_rs.exceptions.HttpOperationError`` (``status_code``, ``error_code``)."""
 
     def __init__(
@@ -25,6 +39,8 @@ class IoTHubRegistryManager:
     ) -> None:
         if not isinstance(connection_string, str):
             raise TypeError("connection_string must be str")
+        if server_verification_cert is None:
+            server_verification_cert = _ca_bundle_from_environment()
         self._native = NativeRegistryManager(connection_string, server_verification_cert, https_port, amqp_port)
 
     @classmethod
