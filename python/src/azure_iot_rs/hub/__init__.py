@@ -123,14 +123,21 @@ class IoTHubRegistryManager:
     def send_c2d_message(
         self, device_id: str, message: Union[str, bytes], properties: Optional[Dict[str, str]] = None
     ) -> None:
-        """Queues a cloud-to-device message with application ``properties``."""
+        """Queues a cloud-to-device message. As in azure-iot-hub, the ``properties`` keys
+        ``messageId``, ``correlationId``, ``contentType``, ``contentEncoding`` and
+        ``expiryTimeUtc`` (milliseconds since the epoch) set the message's system properties,
+        ``iothub-ack`` (``full``, ``positive``, ``negative``) asks for feedback, and every other
+        key is an application property. Values are converted with ``str``."""
         if isinstance(message, str):
             data = message.encode("utf-8")
         elif isinstance(message, (bytes, bytearray)):
             data = bytes(message)
         else:
             raise TypeError("message must be str or bytes")
-        self._native.send_c2d_message(device_id, data, list((properties or {}).items()))
+        if properties is not None and not isinstance(properties, dict):
+            raise TypeError("properties must be a dict")
+        items = [(str(k), str(v)) for k, v in (properties or {}).items()]
+        self._native.send_c2d_message(device_id, data, items)
 
 
 __all__ = ["IoTHubRegistryManager"]
