@@ -7,7 +7,8 @@ use std::sync::Arc;
 use azure_iot_core::method::DirectMethodRequest;
 use azure_iot_service::{
     AuthenticationMechanism, AuthenticationType, CloudToDeviceMessage, Device, DeviceStatus,
-    FeedbackMode, IfMatch, Messaging, Module, ServiceClient, ServiceClientOptions, SymmetricKey, TwinPatch,
+    FeedbackMode, IfMatch, Messaging, Module, ServiceClient, ServiceClientOptions, SymmetricKey,
+    TwinPatch,
 };
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
