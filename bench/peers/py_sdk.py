@@ -1,11 +1,14 @@
-"""Benchmark peer: telemetry throughput of the official Python device SDK (azure-iot-device v2).
+"""Benchmark peer: telemetry throughput of the official Python device SDK (azure-iot-device v2),
+or of this project's Python package with the same API (PY_SDK=azure_iot_rs).
 
     python py_sdk.py sync N           one message at a time, each awaited (blocking client)
     python py_sdk.py async N [BATCH]  asyncio client, BATCH sends kept in flight (default 100)
 
 Environment: CS (device connection string), CA_FILE (PEM of the hub's CA), T0_NS (optional:
 the epoch nanoseconds at which the harness started this process, so that import_ms and
-connect_ms count the interpreter's start-up too).
+connect_ms count the interpreter's start-up too), PY_SDK (optional: `azure-iot-device`, the
+official SDK, by default; `azure_iot_rs` for this project's Python package — the driver is then
+the same but for its import lines, which is how the package is meant to be adopted).
 
 Each message is what bench_telemetry and rustraw send: a 100-byte body (the index in 8 digits,
 then 'x' padding) with the application properties prop1=value1 and prop2=value2, QoS 1.
@@ -26,6 +29,11 @@ import sys
 import time
 
 START_NS = int(os.environ.get("T0_NS") or time.time_ns())
+#: Which SDK the import lines below load (the only lines that differ between the two).
+PY_SDK = os.environ.get("PY_SDK") or "azure-iot-device"
+if PY_SDK not in ("azure-iot-device", "azure_iot_rs"):
+    sys.exit(f"PY_SDK must be azure-iot-device or azure_iot_rs, not {PY_SDK!r}")
+RUST = PY_SDK == "azure_iot_rs"
 
 
 def usage():
@@ -52,7 +60,10 @@ def credentials():
 
 def sync_mode(n):
     """Sends n messages with the blocking client; send_message returns on the PUBACK."""
-    from azure.iot.device import IoTHubDeviceClient, Message
+    if RUST:
+        from azure_iot_rs import IoTHubDeviceClient, Message
+    else:
+        from azure.iot.device import IoTHubDeviceClient, Message
 
     imported = time.time_ns()
     cs, ca = credentials()
@@ -75,8 +86,12 @@ def async_mode(n, batch):
     """Sends n messages with the asyncio client, keeping `batch` of them in flight: `batch`
     senders each take the next index as soon as their previous message is acknowledged (a
     sliding window, like bench_telemetry's `conc`, not batches that wait for their slowest)."""
-    from azure.iot.device import Message
-    from azure.iot.device.aio import IoTHubDeviceClient
+    if RUST:
+        from azure_iot_rs import Message
+        from azure_iot_rs.aio import IoTHubDeviceClient
+    else:
+        from azure.iot.device import Message
+        from azure.iot.device.aio import IoTHubDeviceClient
 
     imported = time.time_ns()
 
@@ -117,11 +132,14 @@ def main(argv):
         batch = 1
     else:
         imported, connected, elapsed, cpu = async_mode(n, batch)
-    from azure.iot.device.constant import VERSION
+    if RUST:
+        from azure_iot_rs import __version__ as VERSION
+    else:
+        from azure.iot.device.constant import VERSION
 
     _, peak_rss_kib = usage()
     result = {
-        "client": f"azure-iot-device (Python) {VERSION}",
+        "client": f"{PY_SDK} (Python) {VERSION}",
         "mode": mode,
         "n": n,
         "batch": batch,

@@ -5,15 +5,41 @@ any failure. Checks keep going after a failure so one run reports everything.
 Each check also names the rows and column it fills in docs/CONFORMANCE.md: `scenario` (a
 row, or a list of rows; the check's name when not given), and the `client` and `transport` under test (the
 column; a script sets its defaults with `defaults(...)`). When CONFORMANCE_RESULTS names a
-file, `finish()` appends one JSON line per check to it for `conformance/table.py`."""
+file, `finish()` appends one JSON line per check to it for `conformance/table.py`.
 
+CONFORMANCE_PY_SDK=azure_iot_rs swaps this project's Python package in by import (issue 16):
+importing the harness (every scenario does so first) makes `azure.iot.device[.aio|.exceptions]`
+and `azure.iot.hub[.models]` load `azure_iot_rs[.aio|.exceptions]` and `azure_iot_rs.hub[.models]`,
+and `msrest.exceptions.HttpOperationError` the package's own class, so the scenarios run
+unchanged; their checks are then reported under the client "azure_iot_rs: <client>"."""
+
+import importlib
 import json
 import os
 import sys
 import traceback
+import types
 
 results = []
 _defaults = {"client": "Python SDKs", "transport": "MQTT"}
+
+#: The official modules and what stands in for them when the package is swapped in.
+_SWAPS = {
+    "azure.iot.device": "azure_iot_rs",
+    "azure.iot.device.aio": "azure_iot_rs.aio",
+    "azure.iot.device.exceptions": "azure_iot_rs.exceptions",
+    "azure.iot.hub": "azure_iot_rs.hub",
+    "azure.iot.hub.models": "azure_iot_rs.hub.models",
+}
+SWAPPED = os.environ.get("CONFORMANCE_PY_SDK", "") == "azure_iot_rs"
+if os.environ.get("CONFORMANCE_PY_SDK", "") not in ("", "azure_iot_rs"):
+    sys.exit("CONFORMANCE_PY_SDK must be unset or azure_iot_rs")
+if SWAPPED:
+    for official, ours in _SWAPS.items():
+        sys.modules[official] = importlib.import_module(ours)
+    _msrest = types.ModuleType("msrest.exceptions")
+    _msrest.HttpOperationError = importlib.import_module("azure_iot_rs.exceptions").HttpOperationError
+    sys.modules["msrest.exceptions"] = _msrest
 
 
 def defaults(client=None, transport=None):
@@ -27,7 +53,7 @@ def check(name, scenario=None, client=None, transport=None):
     def wrap(fn):
         cell = {
             "scenario": scenario or name,
-            "client": client or _defaults["client"],
+            "client": ("azure_iot_rs: " if SWAPPED else "") + (client or _defaults["client"]),
             "transport": transport or _defaults["transport"],
         }
         try:

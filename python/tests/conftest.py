@@ -14,10 +14,11 @@ import ssl
 import subprocess
 import tempfile
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
@@ -49,18 +50,37 @@ class Hub:
         with open(os.path.join(data_dir, "ca.pem")) as f:
             self.ca: str = f.read()
 
-    def fault(self, fault: Dict[str, Any]) -> None:
-        """Injects a fault (`POST /$emulator/faults`, docs/EMULATOR.md)."""
+    def owner_request(self, path: str, data: Optional[bytes] = None, method: str = "GET") -> Tuple[int, bytes]:
+        """Calls the emulator's HTTPS API as iothubowner: (status, body)."""
         fields = dict(part.split("=", 1) for part in self.owner.split(";"))
         token = sas_token(fields["HostName"], fields["SharedAccessKey"]) + f"&skn={fields['SharedAccessKeyName']}"
         request = urllib.request.Request(
-            f"https://{self.hostname}:{self.ports['https']}/$emulator/faults?api-version=2021-04-12",
-            data=json.dumps(fault).encode(), method="POST",
+            f"https://{self.hostname}:{self.ports['https']}{path}", data=data, method=method,
             headers={"Authorization": token, "Content-Type": "application/json"},
         )
-        context = ssl.create_default_context(cadata=self.ca)
-        with urllib.request.urlopen(request, context=context, timeout=30) as answer:
-            assert answer.status == 204, answer.status
+        try:
+            with urllib.request.urlopen(request, context=self.ssl_context(), timeout=30) as answer:
+                return answer.status, answer.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """Trusts the emulator's CA."""
+        return ssl.create_default_context(cadata=self.ca)
+
+    def fault(self, fault: Dict[str, Any]) -> None:
+        """Injects a fault (`POST /$emulator/faults`, docs/EMULATOR.md)."""
+        status, _ = self.owner_request("/$emulator/faults?api-version=2021-04-12", json.dumps(fault).encode(), "POST")
+        assert status == 204, status
+
+    def uploaded_file(self, name: str) -> Optional[bytes]:
+        """The bytes of the uploaded file `name` (`{deviceId}/{blob}`), or None if there is
+        none (`GET /$emulator/files/{name}`)."""
+        status, body = self.owner_request("/$emulator/files/" + urllib.parse.quote(name))
+        if status == 404:
+            return None
+        assert status == 200, (status, body)
+        return body
 
     def registry(self) -> IoTHubRegistryManager:
         return IoTHubRegistryManager.from_connection_string(
@@ -69,8 +89,8 @@ class Hub:
 
     def device_kwargs(self, transport: str = "mqtt") -> Dict[str, Any]:
         """What a device client needs besides its credentials to reach this emulator."""
-        port = self.ports["amqp"] if transport == "amqp" else self.ports["mqtt"]
-        return {"server_verification_cert": self.ca, "port": port, "transport": transport}
+        port = {"amqp": self.ports["amqp"], "https": self.ports["https"]}.get(transport, self.ports["mqtt"])
+        return {"server_verification_cert": self.ca, "port": port, "transport": transport, "https_port": self.ports["https"]}
 
     def telemetry(self, device_id: str, count: int) -> List[Dict[str, Any]]:
         """The first `count` telemetry messages the hub stored for `device_id` (waits up to

@@ -64,13 +64,20 @@ def test_cloud_to_device_message_reaches_the_handler_on_a_package_thread(hub, de
 
     client.on_message_received = on_message
     client.connect()
-    registry.send_c2d_message(device["device_id"], "hello device", properties={"k": "v"})
+    # As in azure-iot-hub, these keys are the message's system properties, not custom ones.
+    system = {"messageId": "m-7", "correlationId": "c-7", "contentType": "application/json", "contentEncoding": "utf-8"}
+    registry.send_c2d_message(device["device_id"], "hello device", properties={"k": "v", "iothub-ack": "full", **system})
     assert arrived.wait(WAIT), "no C2D message reached the handler"
     client.shutdown()
     message, thread = received[0]
     assert message.data == b"hello device"
     assert message.custom_properties == {"k": "v"}
+    assert (message.message_id, message.correlation_id) == ("m-7", "c-7")
+    assert (message.content_type, message.content_encoding) == ("application/json", "utf-8")
+    assert message.ack == "full"
     assert thread == "azure_iot_rs-handlers"
+    with pytest.raises(ValueError, match="iothub-ack"):
+        registry.send_c2d_message(device["device_id"], "x", properties={"iothub-ack": "sometimes"})
 
 
 def test_method_answered_from_inside_the_handler(hub, device, registry):

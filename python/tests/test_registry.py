@@ -42,3 +42,26 @@ def test_bad_service_connection_string_and_arguments():
 def test_bad_status_is_a_value_error(registry):
     with pytest.raises(ValueError, match="status"):
         registry.create_device_with_sas("py-x", "", "", "sleeping")
+
+
+def test_without_a_cert_the_requests_ca_bundle_is_trusted_as_azure_iot_hub_does(hub, monkeypatch, tmp_path):
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_text(hub.ca)
+    ports = {"https_port": hub.ports["https"], "amqp_port": hub.ports["amqp"]}
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(ca_file))
+    trusted = IoTHubRegistryManager.from_connection_string(hub.owner, **ports)
+    with pytest.raises(HttpOperationError) as raised:
+        trusted.get_device("py-no-such-device")  # the TLS handshake passed: the hub answered
+    assert raised.value.status_code == 404
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE")
+    monkeypatch.setenv("CURL_CA_BUNDLE", str(ca_file))
+    with pytest.raises(HttpOperationError) as raised:
+        IoTHubRegistryManager.from_connection_string(hub.owner, **ports).get_device("py-no-such-device")
+    assert raised.value.status_code == 404
+    # Neither: the operating system's roots, which do not hold the emulator's CA.
+    monkeypatch.delenv("CURL_CA_BUNDLE")
+    untrusted = IoTHubRegistryManager.from_connection_string(hub.owner, **ports)
+    with pytest.raises(HttpOperationError) as raised:
+        untrusted.get_device("py-no-such-device")
+    assert raised.value.status_code != 404

@@ -434,7 +434,7 @@ impl NativeDeviceClient {
     #[pyo3(signature = (auth, credential, hostname=None, device_id=None, module_id=None,
         server_verification_cert=None, transport="mqtt", keep_alive=None, sastoken_ttl=None,
         connection_retry=true, connection_retry_interval=None, product_info=None,
-        gateway_hostname=None, port=None, operation_timeout=None))]
+        gateway_hostname=None, port=None, operation_timeout=None, https_port=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         auth: &str,
@@ -452,6 +452,7 @@ impl NativeDeviceClient {
         gateway_hostname: Option<String>,
         port: Option<u16>,
         operation_timeout: Option<f64>,
+        https_port: Option<u16>,
     ) -> PyResult<Self> {
         let require = |value: Option<String>, what: &str| {
             value
@@ -504,9 +505,10 @@ impl NativeDeviceClient {
             "mqtt_ws" => Transport::MqttWebSockets,
             "amqp" => Transport::Amqp,
             "amqp_ws" => Transport::AmqpWebSockets,
+            "https" => Transport::Https,
             other => {
                 return Err(PyValueError::new_err(format!(
-                    "transport: {other:?} is not one of mqtt, mqtt_ws, amqp, amqp_ws"
+                    "transport: {other:?} is not one of mqtt, mqtt_ws, amqp, amqp_ws, https"
                 )));
             }
         });
@@ -536,6 +538,9 @@ impl NativeDeviceClient {
         }
         if let Some(port) = port {
             options = options.port(port);
+        }
+        if let Some(port) = https_port {
+            options = options.https_port(port);
         }
         if let Some(seconds) = operation_timeout {
             options = options.operation_timeout(seconds_arg("operation_timeout", seconds)?);
@@ -676,6 +681,73 @@ impl NativeDeviceClient {
         awaitable(py, respond(self.inner.clone(), response))
     }
 
+    /// Asks the hub where to upload the file `blob_name` (blocking): `(correlation_id,
+    /// host_name, container_name, blob_name, sas_token)`.
+    fn get_storage_info_for_blob(&self, py: Python<'_>, blob_name: String) -> PyResult<BlobInfo> {
+        wait(py, storage_info(self.inner.clone(), blob_name))
+    }
+
+    /// Asks the hub where to upload a file (awaitable).
+    fn get_storage_info_for_blob_async<'py>(
+        &self,
+        py: Python<'py>,
+        blob_name: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, storage_info(self.inner.clone(), blob_name))
+    }
+
+    /// Tells the hub how the upload `correlation_id` went (blocking).
+    fn notify_blob_upload_status(
+        &self,
+        py: Python<'_>,
+        correlation_id: String,
+        is_success: bool,
+        status_code: i32,
+        status_description: String,
+    ) -> PyResult<()> {
+        let status = UploadStatus {
+            correlation_id,
+            is_success,
+            status_code,
+            status_description,
+        };
+        wait(py, notify_upload(self.inner.clone(), status))
+    }
+
+    /// Tells the hub how an upload went (awaitable).
+    fn notify_blob_upload_status_async<'py>(
+        &self,
+        py: Python<'py>,
+        correlation_id: String,
+        is_success: bool,
+        status_code: i32,
+        status_description: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let status = UploadStatus {
+            correlation_id,
+            is_success,
+            status_code,
+            status_description,
+        };
+        awaitable(py, notify_upload(self.inner.clone(), status))
+    }
+
+    /// Uploads `data` as the blob `{deviceId}/{blob_name}` and reports the outcome to the hub
+    /// (blocking).
+    fn upload_file(&self, py: Python<'_>, blob_name: String, data: &[u8]) -> PyResult<()> {
+        wait(py, upload(self.inner.clone(), blob_name, data.to_vec()))
+    }
+
+    /// Uploads a file (awaitable).
+    fn upload_file_async<'py>(
+        &self,
+        py: Python<'py>,
+        blob_name: String,
+        data: &[u8],
+    ) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, upload(self.inner.clone(), blob_name, data.to_vec()))
+    }
+
     /// Turns an inbound feature on (`messages`, `methods`, `twin_patches`): subscribed now if
     /// connected, else on `connect`.
     fn enable_feature(&self, feature: &str) -> PyResult<()> {
@@ -759,6 +831,54 @@ async fn respond(inner: Arc<Inner>, response: MethodResponse) -> PyResult<()> {
     let client = inner.connected_client().await?;
     client
         .respond_to_method(response)
+        .await
+        .map_err(device_error)
+}
+
+/// Where to upload a file, as Python gets it: `(correlation_id, host_name, container_name,
+/// blob_name, sas_token)`.
+type BlobInfo = (String, String, String, String, String);
+
+/// The outcome of an upload, for the hub.
+struct UploadStatus {
+    correlation_id: String,
+    is_success: bool,
+    status_code: i32,
+    status_description: String,
+}
+
+async fn storage_info(inner: Arc<Inner>, blob_name: String) -> PyResult<BlobInfo> {
+    let client = inner.connected_client().await?;
+    let info = client
+        .get_storage_info_for_blob(&blob_name)
+        .await
+        .map_err(device_error)?;
+    Ok((
+        info.correlation_id,
+        info.host_name,
+        info.container_name,
+        info.blob_name,
+        info.sas_token,
+    ))
+}
+
+async fn notify_upload(inner: Arc<Inner>, status: UploadStatus) -> PyResult<()> {
+    let client = inner.connected_client().await?;
+    client
+        .notify_blob_upload_status(
+            &status.correlation_id,
+            status.is_success,
+            status.status_code,
+            &status.status_description,
+        )
+        .await
+        .map_err(device_error)
+}
+
+async fn upload(inner: Arc<Inner>, blob_name: String, data: Vec<u8>) -> PyResult<()> {
+    let client = inner.connected_client().await?;
+    client
+        .upload_file(&blob_name, data)
         .await
         .map_err(device_error)
 }

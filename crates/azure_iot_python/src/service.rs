@@ -7,7 +7,8 @@ use std::sync::Arc;
 use azure_iot_core::method::DirectMethodRequest;
 use azure_iot_service::{
     AuthenticationMechanism, AuthenticationType, CloudToDeviceMessage, Device, DeviceStatus,
-    IfMatch, Messaging, Module, ServiceClient, ServiceClientOptions, SymmetricKey, TwinPatch,
+    FeedbackMode, IfMatch, Messaging, Module, ServiceClient, ServiceClientOptions, SymmetricKey,
+    TwinPatch,
 };
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -295,7 +296,7 @@ impl NativeRegistryManager {
     ) -> PyResult<()> {
         let mut message = CloudToDeviceMessage::new(data.to_vec());
         for (name, value) in properties {
-            message = message.property(name, value);
+            message = c2d_property(message, name, value)?;
         }
         let inner = self.inner.clone();
         wait(py, async move {
@@ -315,4 +316,42 @@ impl NativeRegistryManager {
                 .map_err(service_error)
         })
     }
+}
+
+/// One entry of `send_c2d_message`'s `properties`, read as azure-iot-hub reads it: the keys
+/// `messageId`, `correlationId`, `contentType`, `contentEncoding` and `expiryTimeUtc`
+/// (milliseconds since the epoch) are the message's system properties, `iothub-ack` (`full`,
+/// `positive`, `negative`, `none`) asks for feedback, every other key is an application
+/// property.
+fn c2d_property(
+    message: CloudToDeviceMessage,
+    name: String,
+    value: String,
+) -> PyResult<CloudToDeviceMessage> {
+    Ok(match name.as_str() {
+        "messageId" => message.message_id(value),
+        "correlationId" => message.correlation_id(value),
+        "contentType" => message.content_type(value),
+        "contentEncoding" => message.content_encoding(value),
+        "expiryTimeUtc" => {
+            let millis: u64 = value.trim().parse().map_err(|_| {
+                PyValueError::new_err(format!(
+                    "properties: expiryTimeUtc {value:?} is not milliseconds since the epoch"
+                ))
+            })?;
+            message.expiry_time(std::time::UNIX_EPOCH + std::time::Duration::from_millis(millis))
+        }
+        "iothub-ack" => message.feedback(match value.as_str() {
+            "full" => FeedbackMode::Full,
+            "positive" => FeedbackMode::Positive,
+            "negative" => FeedbackMode::Negative,
+            "none" => FeedbackMode::None,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "properties: iothub-ack {other:?} is not one of full, positive, negative, none"
+                )));
+            }
+        }),
+        _ => message.property(name, value),
+    })
 }

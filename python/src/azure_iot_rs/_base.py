@@ -121,6 +121,44 @@ class ClientBase:
             raise TypeError("reported_properties_patch must be a dict")
         return _json_text("reported_properties_patch", reported_properties_patch)
 
+    @staticmethod
+    def _blob_name_arg(blob_name: Any) -> str:
+        if not isinstance(blob_name, str):
+            raise TypeError(f"blob_name must be str, not {type(blob_name).__name__}")
+        if not blob_name:
+            raise ValueError("blob_name must not be empty")
+        return blob_name
+
+    @staticmethod
+    def _storage_info(info: Tuple[str, str, str, str, str]) -> Dict[str, str]:
+        """The native answer as azure-iot-device returns it: the hub's JSON keys."""
+        keys = ("correlationId", "hostName", "containerName", "blobName", "sasToken")
+        return dict(zip(keys, info))
+
+    @staticmethod
+    def _upload_status_args(
+        correlation_id: Any, is_success: Any, status_code: Any, status_description: Any
+    ) -> Tuple[str, bool, int, str]:
+        if not isinstance(correlation_id, str) or not correlation_id:
+            raise TypeError("correlation_id must be a non-empty str")
+        if not isinstance(is_success, bool):
+            raise TypeError(f"is_success must be bool, not {type(is_success).__name__}")
+        if not isinstance(status_code, int) or isinstance(status_code, bool):
+            raise TypeError(f"status_code must be int, not {type(status_code).__name__}")
+        if not -(2**31) <= status_code < 2**31:
+            raise ValueError(f"status_code {status_code} does not fit in 32 bits")
+        if not isinstance(status_description, str):
+            raise TypeError(f"status_description must be str, not {type(status_description).__name__}")
+        return correlation_id, is_success, status_code, status_description
+
+    @staticmethod
+    def _upload_data_arg(data: Any) -> bytes:
+        if isinstance(data, str):
+            return data.encode("utf-8")
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            return bytes(data)
+        raise TypeError(f"data must be bytes, bytearray, memoryview or str, not {type(data).__name__}")
+
     def _handler_call(self, event: Tuple[str, Any]) -> Optional[Tuple[Callable[..., Any], Tuple[Any, ...]]]:
         """The handler an event goes to and its arguments (None: no handler set)."""
         kind, payload = event

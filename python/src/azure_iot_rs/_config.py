@@ -8,8 +8,9 @@ from ._native import NativeDeviceClient
 from .models import X509
 
 #: The keyword arguments of azure-iot-device's factories this package takes, plus its own:
-#: ``transport`` ("mqtt" or "amqp"), ``port`` (a non-standard hub port, e.g. the emulator's)
-#: and ``operation_timeout`` (seconds).
+#: ``transport`` ("mqtt", "amqp" or "https"), ``port`` (a non-standard hub port, e.g. the
+#: emulator's), ``https_port`` (the hub's HTTPS port for file upload, when not 443) and
+#: ``operation_timeout`` (seconds).
 _OPTIONS = {
     "server_verification_cert",
     "websockets",
@@ -22,6 +23,7 @@ _OPTIONS = {
     "connection_retry_interval",
     "transport",
     "port",
+    "https_port",
     "operation_timeout",
 }
 
@@ -33,8 +35,10 @@ def _options(kwargs: Dict[str, Any]) -> Dict[str, Any]:
     if kwargs.get("proxy_options") is not None:
         raise ValueError("proxy_options: HTTP proxies are not supported by this package yet")
     transport = kwargs.get("transport", "mqtt")
-    if transport not in ("mqtt", "amqp"):
-        raise ValueError(f"transport must be 'mqtt' or 'amqp', not {transport!r}")
+    if transport not in ("mqtt", "amqp", "https"):
+        raise ValueError(f"transport must be 'mqtt', 'amqp' or 'https', not {transport!r}")
+    if kwargs.get("websockets") and transport == "https":
+        raise ValueError("websockets: the https transport has no WebSocket variant")
     if kwargs.get("websockets"):
         transport += "_ws"
     options: Dict[str, Any] = {"transport": transport}
@@ -45,6 +49,7 @@ def _options(kwargs: Dict[str, Any]) -> Dict[str, Any]:
         ("keep_alive", int),
         ("sastoken_ttl", int),
         ("port", int),
+        ("https_port", int),
         ("connection_retry", bool),
         ("connection_retry_interval", (int, float)),
         ("operation_timeout", (int, float)),

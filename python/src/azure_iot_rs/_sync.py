@@ -90,6 +90,28 @@ class _SyncClient(ClientBase):
 class IoTHubDeviceClient(DeviceFactories, _SyncClient):
     """A synchronous device client (the API of ``azure.iot.device.IoTHubDeviceClient``)."""
 
+    def get_storage_info_for_blob(self, blob_name: str) -> Dict[str, str]:
+        """Asks the hub where to upload the file ``blob_name``: a dict with ``correlationId``,
+        ``hostName``, ``containerName``, ``blobName`` (``{deviceId}/{blob_name}``) and
+        ``sasToken`` (a secret: it grants writing the blob). Over HTTPS, whatever the transport."""
+        return self._storage_info(self._native.get_storage_info_for_blob(self._blob_name_arg(blob_name)))
+
+    def notify_blob_upload_status(
+        self, correlation_id: str, is_success: bool, status_code: int, status_description: str
+    ) -> None:
+        """Tells the hub how the upload ``correlation_id`` went (the back end gets a file-upload
+        notification for a successful one)."""
+        self._native.notify_blob_upload_status(
+            *self._upload_status_args(correlation_id, is_success, status_code, status_description)
+        )
+
+    def upload_file(self, blob_name: str, data: Any) -> None:
+        """This package's own (azure-iot-device has no such call): uploads ``data`` (bytes or
+        str, UTF-8) as the blob ``{deviceId}/{blob_name}`` in one call — asks the hub where,
+        writes the blob, and reports the outcome (a failed write is reported as failed, then
+        raised)."""
+        self._native.upload_file(self._blob_name_arg(blob_name), self._upload_data_arg(data))
+
 
 class IoTHubModuleClient(ModuleFactories, _SyncClient):
     """A synchronous module client (the API of ``azure.iot.device.IoTHubModuleClient``)."""

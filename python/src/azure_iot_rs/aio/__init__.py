@@ -96,6 +96,25 @@ class _AsyncClient(ClientBase):
 class IoTHubDeviceClient(DeviceFactories, _AsyncClient):
     """An asyncio device client (the API of ``azure.iot.device.aio.IoTHubDeviceClient``)."""
 
+    async def get_storage_info_for_blob(self, blob_name: str) -> Dict[str, str]:
+        """Asks the hub where to upload the file ``blob_name``: a dict with ``correlationId``,
+        ``hostName``, ``containerName``, ``blobName`` and ``sasToken`` (a secret)."""
+        info = await self._native.get_storage_info_for_blob_async(self._blob_name_arg(blob_name))
+        return self._storage_info(info)
+
+    async def notify_blob_upload_status(
+        self, correlation_id: str, is_success: bool, status_code: int, status_description: str
+    ) -> None:
+        """Tells the hub how the upload ``correlation_id`` went."""
+        await self._native.notify_blob_upload_status_async(
+            *self._upload_status_args(correlation_id, is_success, status_code, status_description)
+        )
+
+    async def upload_file(self, blob_name: str, data: Any) -> None:
+        """This package's own (azure-iot-device has no such call): uploads ``data`` (bytes or
+        str, UTF-8) as the blob ``{deviceId}/{blob_name}`` and reports the outcome, in one call."""
+        await self._native.upload_file_async(self._blob_name_arg(blob_name), self._upload_data_arg(data))
+
 
 class IoTHubModuleClient(ModuleFactories, _AsyncClient):
     """An asyncio module client (the API of ``azure.iot.device.aio.IoTHubModuleClient``)."""

@@ -1,6 +1,7 @@
 """Service side (the API of ``azure.iot.hub``): ``IoTHubRegistryManager``."""
 
 import json
+import os
 from typing import Any, Dict, Optional, Union
 
 from .._native import NativeRegistryManager
@@ -8,12 +9,25 @@ from ..models import _json_text
 from .models import CloudToDeviceMethod, CloudToDeviceMethodResult, Device, Module, Twin
 
 
+def _ca_bundle_from_environment() -> Optional[str]:
+    """The PEM text of the file ``requests`` would trust: ``REQUESTS_CA_BUNDLE``, else
+    ``CURL_CA_BUNDLE`` (None when neither names a file; a directory is left to the OS roots)."""
+    path = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if not path or not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
 class IoTHubRegistryManager:
     """Registry, twins, direct methods and cloud-to-device messages of one hub.
 
     Besides ``connection_string`` it takes (this package's own keywords) the CA to trust as
     PEM text, ``server_verification_cert``, and non-standard ports, ``https_port`` and
-    ``amqp_port`` (for the emulator). Failed operations raise
+    ``amqp_port`` (for the emulator). Without ``server_verification_cert`` it trusts, as
+    azure-iot-hub does through ``requests``, the CA bundle file named by the environment
+    variable ``REQUESTS_CA_BUNDLE`` (else ``CURL_CA_BUNDLE``), and the operating system's roots
+    when neither names a file. Failed operations raise
     ``azure_iot_rs.exceptions.HttpOperationError`` (``status_code``, ``error_code``)."""
 
     def __init__(
@@ -25,6 +39,8 @@ class IoTHubRegistryManager:
     ) -> None:
         if not isinstance(connection_string, str):
             raise TypeError("connection_string must be str")
+        if server_verification_cert is None:
+            server_verification_cert = _ca_bundle_from_environment()
         self._native = NativeRegistryManager(connection_string, server_verification_cert, https_port, amqp_port)
 
     @classmethod
@@ -107,14 +123,21 @@ class IoTHubRegistryManager:
     def send_c2d_message(
         self, device_id: str, message: Union[str, bytes], properties: Optional[Dict[str, str]] = None
     ) -> None:
-        """Queues a cloud-to-device message with application ``properties``."""
+        """Queues a cloud-to-device message. As in azure-iot-hub, the ``properties`` keys
+        ``messageId``, ``correlationId``, ``contentType``, ``contentEncoding`` and
+        ``expiryTimeUtc`` (milliseconds since the epoch) set the message's system properties,
+        ``iothub-ack`` (``full``, ``positive``, ``negative``) asks for feedback, and every other
+        key is an application property. Values are converted with ``str``."""
         if isinstance(message, str):
             data = message.encode("utf-8")
         elif isinstance(message, (bytes, bytearray)):
             data = bytes(message)
         else:
             raise TypeError("message must be str or bytes")
-        self._native.send_c2d_message(device_id, data, list((properties or {}).items()))
+        if properties is not None and not isinstance(properties, dict):
+            raise TypeError("properties must be a dict")
+        items = [(str(k), str(v)) for k, v in (properties or {}).items()]
+        self._native.send_c2d_message(device_id, data, items)
 
 
 __all__ = ["IoTHubRegistryManager"]
