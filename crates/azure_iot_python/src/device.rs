@@ -130,6 +130,9 @@ struct Inner {
     connection: Mutex<Connection>,
     events_tx: mpsc::Sender<Event>,
     events_rx: tokio::sync::Mutex<mpsc::Receiver<Event>>,
+    /// Held while a connect opens its client: two concurrent connects would open two
+    /// connections with one identity, the second throwing the first off the hub.
+    connecting: tokio::sync::Mutex<()>,
     /// `true` once shut down: `next_event` answers `None` from then on.
     shut_down: watch::Sender<bool>,
 }
@@ -166,6 +169,10 @@ impl Inner {
     async fn connect(self: Arc<Self>) -> PyResult<()> {
         if self.live_client().is_some() {
             return Ok(());
+        }
+        let _one_at_a_time = self.connecting.lock().await;
+        if self.live_client().is_some() {
+            return Ok(()); // another connect finished meanwhile
         }
         let Config { auth, options } = self.config.clone();
         let opened = match auth {
@@ -341,9 +348,13 @@ impl Inner {
         if *shut_down.borrow_and_update() {
             return None;
         }
-        let mut events = self.events_rx.lock().await;
+        // The timeout covers waiting for the queue too (a second reader may hold it).
+        let next = async {
+            let mut events = self.events_rx.lock().await;
+            events.recv().await
+        };
         tokio::select! {
-            event = events.recv() => event,
+            event = next => event,
             _ = shut_down.changed() => None,
             _ = tokio::time::sleep(timeout) => None,
         }
@@ -552,6 +563,7 @@ impl NativeDeviceClient {
                 connection: Mutex::new(Connection::default()),
                 events_tx,
                 events_rx: tokio::sync::Mutex::new(events_rx),
+                connecting: tokio::sync::Mutex::new(()),
                 shut_down: watch::Sender::new(false),
             }),
         })

@@ -363,8 +363,9 @@ impl BlobFiles {
         Ok(out)
     }
 
-    /// Makes the complete file `temp` the blob's content: metadata first, then the data
-    /// file by rename (the commit point).
+    /// Makes the complete file `temp` (already on disk) the blob's content: metadata first,
+    /// synced, then the data file by rename (the commit point), then the directory synced so
+    /// that both renames survive a power loss.
     async fn commit(
         &self,
         container: &str,
@@ -388,10 +389,19 @@ impl BlobFiles {
             file.write_all(&meta)
                 .await
                 .map_err(|e| BlobError::io("write blob metadata", &e))?;
+            file.sync_all()
+                .await
+                .map_err(|e| BlobError::io("write blob metadata", &e))?;
             tokio::fs::rename(&meta_temp, self.meta_path(container, name))
                 .await
                 .map_err(|e| BlobError::io("write blob metadata", &e))?;
             tokio::fs::rename(temp, self.data_path(container, name))
+                .await
+                .map_err(|e| BlobError::io("commit a blob", &e))?;
+            let dir = tokio::fs::File::open(self.container_dir(container))
+                .await
+                .map_err(|e| BlobError::io("commit a blob", &e))?;
+            dir.sync_all()
                 .await
                 .map_err(|e| BlobError::io("commit a blob", &e))
         }

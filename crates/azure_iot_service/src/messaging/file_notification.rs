@@ -14,13 +14,10 @@ use super::inbox::{InboxBatch, InboxItem, InboxReceiver};
 #[non_exhaustive]
 pub struct FileNotification {
     /// The device that uploaded it.
-    #[serde(default)]
     pub device_id: String,
     /// The blob's URI (without a SAS).
-    #[serde(default)]
     pub blob_uri: String,
     /// The blob's name: `{deviceId}/{name the device asked for}`.
-    #[serde(default)]
     pub blob_name: String,
     /// When the blob was last written (ISO 8601).
     #[serde(default)]
@@ -76,5 +73,8 @@ mod tests {
         let many = format!("[{}]", String::from_utf8_lossy(one));
         assert_eq!(FileNotification::decode(many.as_bytes()).unwrap().len(), 1);
         assert!(FileNotification::decode(b"nonsense").is_err());
+        // Something that is not a notification is an error, not an empty notification.
+        assert!(FileNotification::decode(b"{}").is_err());
+        assert!(FileNotification::decode(br#"[{"deviceId":"d"}]"#).is_err());
     }
 }
