@@ -119,9 +119,9 @@ if [ "${TRANSPORT:-mqtt}" = https ]; then
   for round in $(seq 1 "$rounds"); do
     echo "== round $round (HTTPS)"
     TRANSPORT=https run rust-https-seq "$cs_rust" "$bin/examples/bench_telemetry" seq 1000
-    TRANSPORT=https run node-https-seq "$cs_node" node "$peers/node/node_sdk.js" seq 1000
+    NODE_EXTRA_CA_CERTS="$CA_FILE" TRANSPORT=https run node-https-seq "$cs_node" node "$peers/node/node_sdk.js" seq 1000
     TRANSPORT=https run rust-https-conc "$cs_rust" "$bin/examples/bench_telemetry" conc 10000 100
-    TRANSPORT=https run node-https-conc "$cs_node" node "$peers/node/node_sdk.js" conc 10000 100
+    NODE_EXTRA_CA_CERTS="$CA_FILE" TRANSPORT=https run node-https-conc "$cs_node" node "$peers/node/node_sdk.js" conc 10000 100
   done
   [ "$failures" -eq 0 ]
   exit
