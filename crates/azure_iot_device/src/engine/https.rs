@@ -481,3 +481,88 @@ fn unsupported(what: &str) -> Error {
         format!("IoT Hub has no {what} over HTTPS; use MQTT or AMQP"),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::engine::Engine as _;
+
+    /// An engine pointed at a server that accepts connections and never answers.
+    async fn engine_on_a_silent_server() -> (HttpsEngine, tokio::net::TcpListener) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let tls = azure_iot_protocol::tls::client_config_builder(rustls::RootCertStore::empty())
+            .unwrap()
+            .with_no_client_auth();
+        let dial = Dial {
+            tls: Arc::new(tls),
+            host: "127.0.0.1".into(),
+            port,
+            transport: crate::Transport::Https,
+            proxy: None,
+        };
+        let engine = HttpsEngine::new(
+            &dial,
+            &Identity::device("dev"),
+            Duration::from_secs(60),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        (engine, listener)
+    }
+
+    fn event(text: &str) -> Operation {
+        Operation::SendEvent(Box::new(Message::new(text.to_owned()).unwrap()))
+    }
+
+    /// A withdrawn operation's request is dropped at once: what stays in flight is what
+    /// callers still wait for (the supervisor's permits bound those), and its answer never
+    /// comes.
+    #[tokio::test]
+    async fn a_withdrawn_request_leaves_at_once() {
+        let (mut engine, _server) = engine_on_a_silent_server().await;
+        engine
+            .connect(Some("SharedAccessSignature sr=x&sig=y&se=1"))
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let ops: Vec<OpId> = (0..50)
+            .map(|i| engine.submit(event(&format!("m{i}")), deadline))
+            .collect();
+        for op in &ops[1..] {
+            engine.cancel(*op);
+        }
+        assert_eq!(engine.aborts.len(), 1);
+        // Let the engine see the aborted requests end; the silent server answers nothing.
+        let _ = tokio::time::timeout(Duration::from_millis(200), engine.next(true)).await;
+        assert_eq!(
+            engine.sending.len(),
+            1,
+            "only the request still wanted is in flight"
+        );
+        assert!(
+            engine.events.is_empty(),
+            "no answer for a withdrawn operation"
+        );
+    }
+
+    /// Over HTTPS there are no twins or methods: those operations end at once, Unsupported.
+    #[tokio::test]
+    async fn twins_and_methods_are_unsupported_at_once() {
+        let (mut engine, _server) = engine_on_a_silent_server().await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let op = engine.submit(Operation::TwinGet, deadline);
+        match engine.next(true).await {
+            EngineEvent::Done(done, Err(e)) => {
+                assert_eq!(done, op);
+                assert_eq!(e.kind(), ErrorKind::Unsupported);
+            }
+            other => panic!("expected Unsupported, got {other:?}"),
+        }
+        assert!(engine.sending.is_empty());
+    }
+}
