@@ -4,37 +4,16 @@
 //! string and a hub that is not running.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
 use azure_iot_device::{ClientOptions, DeviceClient, MethodResponse};
-use azure_iot_emulator::{Emulator, EmulatorHandle};
+use azure_iot_emulator::EmulatorHandle;
 use serde_json::{Value, json};
 use tokio::process::Command;
 
-async fn hub(dir: &Path) -> EmulatorHandle {
-    Emulator::builder()
-        .data_dir(dir)
-        .in_memory(true)
-        .https_port(0)
-        .mqtt_port(0)
-        .amqp_port(0)
-        .start()
-        .await
-        .unwrap()
-}
-
-async fn cli(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_azure-iot"))
-        .args(args)
-        .env_remove("IOTHUB_CONNECTION_STRING")
-        .env_remove("IOTHUB_DEVICE_CONNECTION_STRING")
-        .env("AZURE_IOT_HUB_DATA_DIR", dir)
-        .output()
-        .await
-        .unwrap()
-}
+mod common;
+use common::{cli, hub};
 
 fn stdout(output: &Output) -> String {
     assert!(

@@ -10,33 +10,18 @@ use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
-use azure_iot_emulator::{Emulator, EmulatorHandle};
+use azure_iot_emulator::EmulatorHandle;
 use serde_json::Value;
-use tokio::process::Command;
 
 /// Far more than any run here needs.
 const RUN_LIMIT: Duration = Duration::from_secs(120);
 
-async fn hub(dir: &Path) -> EmulatorHandle {
-    Emulator::builder()
-        .data_dir(dir)
-        .in_memory(true)
-        .https_port(0)
-        .mqtt_port(0)
-        .amqp_port(0)
-        .start()
-        .await
-        .unwrap()
-}
+mod common;
+use common::hub;
 
+/// Runs the binary, bounded by [`RUN_LIMIT`].
 async fn cli(dir: &Path, args: &[&str]) -> Output {
-    let run = Command::new(env!("CARGO_BIN_EXE_azure-iot"))
-        .args(args)
-        .env_remove("IOTHUB_CONNECTION_STRING")
-        .env_remove("IOTHUB_DEVICE_CONNECTION_STRING")
-        .env("AZURE_IOT_HUB_DATA_DIR", dir)
-        .kill_on_drop(true)
-        .output();
+    let run = common::command(dir, args).output();
     tokio::time::timeout(RUN_LIMIT, run)
         .await
         .expect("the command did not finish")

@@ -11,38 +11,14 @@ use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use azure_iot_emulator::{Emulator, EmulatorHandle, Fault, RefusalReason};
-use tokio::process::{Child, Command};
+use azure_iot_emulator::{EmulatorHandle, Fault, RefusalReason};
+use tokio::process::Child;
 
 /// Far more than any run here needs when it stops as it should.
 const RUN_LIMIT: Duration = Duration::from_secs(60);
 
-async fn hub(dir: &Path) -> EmulatorHandle {
-    Emulator::builder()
-        .data_dir(dir)
-        .in_memory(true)
-        .https_port(0)
-        .mqtt_port(0)
-        .amqp_port(0)
-        .start()
-        .await
-        .unwrap()
-}
-
-fn command(dir: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_azure-iot"));
-    command
-        .args(args)
-        .env_remove("IOTHUB_CONNECTION_STRING")
-        .env_remove("IOTHUB_DEVICE_CONNECTION_STRING")
-        .env("AZURE_IOT_HUB_DATA_DIR", dir)
-        .kill_on_drop(true);
-    command
-}
-
-async fn cli(dir: &Path, args: &[&str]) -> Output {
-    command(dir, args).output().await.unwrap()
-}
+mod common;
+use common::{cli, command, hub};
 
 /// Starts `device simulate` with `args` after `-d dev`.
 fn simulate(dir: &Path, args: &[&str]) -> Child {

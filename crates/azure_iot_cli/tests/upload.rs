@@ -2,23 +2,10 @@
 //! in-process emulator; `hub files download` reads it back byte for byte.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
-use std::process::Output;
-
 use azure_iot_emulator::Emulator;
-use tokio::process::Command;
 
-async fn cli(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_azure-iot"))
-        .args(args)
-        .env_remove("IOTHUB_CONNECTION_STRING")
-        .env_remove("IOTHUB_DEVICE_CONNECTION_STRING")
-        .env("AZURE_IOT_HUB_DATA_DIR", dir)
-        .kill_on_drop(true)
-        .output()
-        .await
-        .unwrap()
-}
+mod common;
+use common::cli;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_device_uploads_a_file_and_the_hub_has_it() {
