@@ -6,7 +6,7 @@ const HEADS_KEPT: usize = 16;
 const MAX_HEAD: usize = 8 * 1024;
 
 /// A minimal HTTP CONNECT proxy for tests: it records each request head (the first
-/// [`HEADS_KEPT`] not yet read), answers `answer`, and on 200 pipes bytes to `target`
+/// 16 not yet read), answers `answer`, and on 200 pipes bytes to `target`
 /// (whatever host the request named).
 pub async fn connect_proxy(
     target: std::net::SocketAddr,
