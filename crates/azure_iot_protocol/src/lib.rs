@@ -19,6 +19,7 @@
 //!   amqp::Address, amqp::PutToken, amqp::to_amqp / from_amqp (AMQP, both ways)
 //! ```
 //!
+//! * [`dps`]: the Device Provisioning Service's JSON bodies (registration, enrollments).
 //! * [`amqp`]: IoT Hub AMQP link addresses, CBS put-token and the AMQP message mapping.
 //! * [`mqtt::topic`]: every IoT Hub and DPS topic and subscription filter, both directions.
 //! * [`mqtt::property_bag`]: message properties in topics, with the per-SDK tolerance rules.
@@ -39,6 +40,7 @@
 //! variant the official SDKs send) and total: any input gives a value or a typed error.
 
 pub mod amqp;
+pub mod dps;
 pub mod http;
 pub mod identity;
 pub mod mqtt;
