@@ -20,10 +20,10 @@ fi
 # The Node SDK scenarios run when node is on the PATH (CI installs it); packages go into
 # conformance/node/node_modules (git-ignored), pinned by package-lock.json.
 # service_to_rust_device.py runs once per transport of our device client (`@amqp` suffix).
-scenarios="python/registry_manager.py python/device_mqtt.py python/service_to_rust_device.py python/service_to_rust_device.py@amqp python/rust_service_to_device.py python/file_upload.py"
+scenarios="python/registry_manager.py python/device_mqtt.py python/service_to_rust_device.py python/service_to_rust_device.py@amqp python/rust_service_to_device.py python/file_upload.py python/dps_device.py"
 if command -v npm >/dev/null 2>&1; then
   (cd "$here/node" && npm ci --silent --no-audit --no-fund)
-  scenarios="$scenarios node/scenarios.js"
+  scenarios="$scenarios node/scenarios.js node/dps.js"
 else
   echo "conformance: node not found, the Node SDK scenarios are skipped"
 fi
@@ -34,7 +34,8 @@ bin="$root/target/debug/azure-iot"
 # Python scenarios that also pass with this project's Python package (azure_iot_rs) swapped in
 # by import (CONFORMANCE_PY_SDK, read by python/harness.py); the others are listed with why in
 # docs/CONFORMANCE.md. Their checks fill the "azure_iot_rs: …" columns of the table.
-swapped="python/file_upload.py python/rust_service_to_device.py python/service_to_rust_device.py python/service_to_rust_device.py@amqp"
+# dps_device.py skips its checks (with the reason) while the package has no provisioning client.
+swapped="python/file_upload.py python/rust_service_to_device.py python/service_to_rust_device.py python/service_to_rust_device.py@amqp python/dps_device.py"
 # The package's wheel (debug), installed beside the official SDKs.
 "$venv/bin/pip" install --quiet --disable-pip-version-check maturin==1.16.0
 wheels="$(mktemp -d)"
@@ -92,7 +93,7 @@ run_pass() { # CONFORMANCE_PY_SDK value ("" for the official SDKs), scenarios...
     set +e
     HUB_JSON="$data/hub.json" DATA_DIR="$data" REQUESTS_CA_BUNDLE="$data/ca.pem" \
       NODE_EXTRA_CA_CERTS="$data/ca.pem" AZURE_IOT_BIN="$bin" CONFORMANCE_RESULTS="$results" \
-      RUST_DEVICE_TRANSPORT="$transport" CONFORMANCE_PY_SDK="$swap" \
+      RUST_DEVICE_TRANSPORT="$transport" CONFORMANCE_PY_SDK="$swap" CONFORMANCE_PYTHON="$venv/bin/python" \
       "${runner[@]}" "$here/$scenario" 2>&1 | tee "$out"
     set -e
     summary="$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$out" | tail -n 1)"

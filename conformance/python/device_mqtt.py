@@ -14,7 +14,7 @@ import time
 import urllib.parse
 from datetime import datetime, timezone
 
-from harness import check, finish
+from harness import azure_iot as cli, check, finish
 import certifi
 
 # The service SDK's AMQP stack (uamqp) trusts only certifi's bundle (it ignores
@@ -234,18 +234,6 @@ def _():
     finally:
         client.shutdown()
 
-
-
-def cli(*args, timeout=30):
-    """Runs this project's `azure-iot` against the emulator; returns its stdout lines."""
-    import subprocess
-    done = subprocess.run(
-        [os.environ["AZURE_IOT_BIN"], *args, "--data-dir", DATA_DIR],
-        capture_output=True, text=True, timeout=timeout,
-    )
-    if done.returncode != 0:
-        raise AssertionError(f"azure-iot {' '.join(args)} failed: {done.stderr.strip()}")
-    return [line for line in done.stdout.splitlines() if line.strip()]
 
 
 @check("telemetry: properties that need encoding, seen by monitor-events", scenario="telemetry with properties")

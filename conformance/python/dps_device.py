@@ -1,0 +1,235 @@
+"""The official Python provisioning client (azure-iot-device's ProvisioningDeviceClient, over
+MQTT and MQTT over WebSockets) against the emulator's Device Provisioning Service.
+
+Each check creates its enrollment through the DPS service REST API (a SAS token made from the
+DPS service connection string in hub.json), registers with the SDK, checks the assignment
+(hub, device id, substatus), then connects the SDK's IoTHubDeviceClient to the assigned hub
+with the same credential and sends one message that `azure-iot hub monitor-events` must see.
+
+Run by ../run.sh with HUB_JSON, DATA_DIR and AZURE_IOT_BIN set and REQUESTS_CA_BUNDLE naming
+the emulator's CA. With CONFORMANCE_PY_SDK=azure_iot_rs the checks are skipped while this
+project's package has no ProvisioningDeviceClient. Ends with "N passed, M failed".
+"""
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import tempfile
+import time
+import urllib.parse
+
+from harness import SWAPPED, azure_iot, check, defaults, finish, skip
+
+import requests
+from azure.iot.device import IoTHubDeviceClient, X509
+
+try:
+    from azure.iot.device import ProvisioningDeviceClient
+except ImportError:  # this project's package (CONFORMANCE_PY_SDK=azure_iot_rs) has none yet
+    ProvisioningDeviceClient = None
+
+import certs
+
+defaults(client="Python SDKs", transport="MQTT")
+HUB = json.load(open(os.environ["HUB_JSON"]))
+DATA_DIR = os.environ["DATA_DIR"]
+CA = open(os.path.join(DATA_DIR, "ca.pem")).read()
+WORK = tempfile.mkdtemp()
+
+
+def dps_settings():
+    """The DPS entries of hub.json: device endpoint host, id scope, service connection string."""
+    dps = HUB["dps"]
+    return dps["hostname"], dps["id_scope"], dps["connection_string"]
+
+
+DPS_HOST, ID_SCOPE, DPS_CONNECTION_STRING = dps_settings()
+
+
+class DpsService:
+    """The DPS service REST API, called as its documentation describes it (dps-service.md)."""
+
+    def __init__(self, connection_string):
+        parts = dict(p.split("=", 1) for p in connection_string.split(";"))
+        self.host, self.policy, self.key = parts["HostName"], parts["SharedAccessKeyName"], parts["SharedAccessKey"]
+
+    def _token(self):
+        sr = urllib.parse.quote(self.host, safe="")
+        se = str(int(time.time()) + 3600)
+        digest = hmac.new(base64.b64decode(self.key), f"{sr}\n{se}".encode(), hashlib.sha256).digest()
+        sig = urllib.parse.quote(base64.b64encode(digest).decode(), safe="")
+        return f"SharedAccessSignature sr={sr}&sig={sig}&se={se}&skn={self.policy}"
+
+    def call(self, method, path, body=None):
+        response = requests.request(
+            method, f"https://{self.host}{path}?api-version=2021-10-01", json=body, timeout=15,
+            headers={"Authorization": self._token(), "Accept": "application/json"},
+        )
+        if response.status_code >= 300:
+            raise AssertionError(f"{method} {path} answered {response.status_code}: {response.text}")
+        return response.json() if response.content else None
+
+    def enrollment(self, registration_id, attestation, **fields):
+        body = {"registrationId": registration_id, "attestation": attestation, **fields}
+        return self.call("PUT", f"/enrollments/{registration_id}", body)
+
+    def group(self, group_id, attestation, **fields):
+        body = {"enrollmentGroupId": group_id, "attestation": attestation, **fields}
+        return self.call("PUT", f"/enrollmentGroups/{group_id}", body)
+
+
+SERVICE = DpsService(DPS_CONNECTION_STRING)
+
+
+def new_key():
+    return base64.b64encode(os.urandom(32)).decode()
+
+
+def symmetric_key(primary):
+    return {"type": "symmetricKey", "symmetricKey": {"primaryKey": primary, "secondaryKey": new_key()}}
+
+
+def derived_key(group_key, registration_id):
+    """A group member's key: HMAC-SHA256 of its registration id under the group key."""
+    digest = hmac.new(base64.b64decode(group_key), registration_id.encode(), hashlib.sha256).digest()
+    return base64.b64encode(digest).decode()
+
+
+def assert_assigned(result, device_id):
+    state = result.registration_state
+    assert result.status == "assigned", f"status {result.status}, state {state}"
+    assert state.assigned_hub == HUB["hostname"], f"assigned hub {state.assigned_hub}, not {HUB['hostname']}"
+    assert state.device_id == device_id, f"device id {state.device_id}, not {device_id}"
+    assert state.sub_status == "initialAssignment", f"substatus {state.sub_status}"
+
+
+def telemetry_seen(client, device_id):
+    """Connects `client` (a device client for the assigned hub), sends one message, and reads it
+    back with the emulator's monitor."""
+    body = f"provisioned {device_id}"
+    try:
+        client.connect()
+        client.send_message(body)
+    finally:
+        client.shutdown()
+    lines = azure_iot("hub", "monitor-events", "--output", "json", "--from-start", "--device-id", device_id,
+                      "--count", "1", "--timeout", "10")
+    events = [json.loads(line) for line in lines]
+    assert [e["body"] for e in events] == [body], events
+
+
+def register_symmetric(registration_id, key, websockets, payload=None):
+    client = ProvisioningDeviceClient.create_from_symmetric_key(
+        provisioning_host=DPS_HOST, registration_id=registration_id, id_scope=ID_SCOPE, symmetric_key=key,
+        server_verification_cert=CA, websockets=websockets,
+    )
+    if payload is not None:
+        client.provisioning_payload = payload
+    return client.register()
+
+
+def symmetric_individual(suffix, websockets):
+    rid = f"pydps-sk-{suffix}"
+    key = new_key()
+    SERVICE.enrollment(rid, symmetric_key(key))
+    result = register_symmetric(rid, key, websockets)
+    assert_assigned(result, rid)
+    state = result.registration_state
+    telemetry_seen(IoTHubDeviceClient.create_from_symmetric_key(
+        symmetric_key=key, hostname=state.assigned_hub, device_id=state.device_id,
+        server_verification_cert=CA, websockets=websockets), state.device_id)
+
+
+def symmetric_group(suffix, websockets):
+    group_key = new_key()
+    SERVICE.group(f"pydps-group-{suffix}", symmetric_key(group_key))
+    rid = f"pydps-member-{suffix}"
+    key = derived_key(group_key, rid)
+    result = register_symmetric(rid, key, websockets)
+    assert_assigned(result, rid)
+    state = result.registration_state
+    telemetry_seen(IoTHubDeviceClient.create_from_symmetric_key(
+        symmetric_key=key, hostname=state.assigned_hub, device_id=state.device_id,
+        server_verification_cert=CA, websockets=websockets), state.device_id)
+
+
+def x509_individual(suffix, websockets):
+    rid = f"pydps-x509-{suffix}"
+    files = certs.self_signed(rid, WORK)
+    SERVICE.enrollment(rid, {"type": "x509", "x509": {"clientCertificates": {"primary": {"certificate": files["pem"]}}}})
+    client = ProvisioningDeviceClient.create_from_x509_certificate(
+        provisioning_host=DPS_HOST, registration_id=rid, id_scope=ID_SCOPE,
+        x509=X509(cert_file=files["cert"], key_file=files["key"]), server_verification_cert=CA, websockets=websockets,
+    )
+    result = client.register()
+    assert_assigned(result, rid)
+    state = result.registration_state
+    telemetry_seen(IoTHubDeviceClient.create_from_x509_certificate(
+        x509=X509(cert_file=files["cert"], key_file=files["key"]), hostname=state.assigned_hub,
+        device_id=state.device_id, server_verification_cert=CA, websockets=websockets), state.device_id)
+
+
+def custom_payload(suffix, websockets):
+    """The device's payload is accepted; with no custom allocation, DPS answers no payload."""
+    rid = f"pydps-payload-{suffix}"
+    key = new_key()
+    SERVICE.enrollment(rid, symmetric_key(key))
+    result = register_symmetric(rid, key, websockets, payload={"model": "thermostat", "firmware": "1.2.3"})
+    assert_assigned(result, rid)
+    assert result.registration_state.response_payload == "null", result.registration_state.response_payload
+
+
+def wrong_key():
+    rid = "pydps-wrong-key"
+    SERVICE.enrollment(rid, symmetric_key(new_key()))
+    try:
+        register_symmetric(rid, new_key(), websockets=False)
+    except Exception as e:  # noqa: BLE001 - the SDK's own exception classes
+        assert type(e).__name__ == "CredentialError", f"{type(e).__name__}: {e} (cause {e.__cause__!r})"
+    else:
+        raise AssertionError("registration with a wrong key succeeded")
+
+
+def disabled_enrollment():
+    rid = "pydps-disabled"
+    key = new_key()
+    SERVICE.enrollment(rid, symmetric_key(key), provisioningStatus="disabled")
+    try:
+        result = register_symmetric(rid, key, websockets=False)
+    except Exception as e:  # noqa: BLE001 - the SDK's own exception classes
+        assert type(e).__name__ == "ClientError", f"{type(e).__name__}: {e} (cause {e.__cause__!r})"
+        cause = repr(e.__cause__)
+        assert "ServiceError" in cause and "disabled" in cause, f"ClientError caused by {cause}"
+    else:
+        raise AssertionError(f"registration of a disabled enrollment succeeded: {result}")
+    requests_left = SERVICE.call("GET", f"/registrations/{rid}")
+    assert requests_left["status"] == "disabled", requests_left
+
+
+CHECKS = []
+for transport, websockets, suffix in (("MQTT", False, "mqtt"), ("MQTT-WS", True, "ws")):
+    CHECKS += [
+        (f"DPS symmetric key, individual enrollment, over {transport}; telemetry to the assigned hub",
+         "DPS: symmetric key, individual", transport, lambda s=suffix, w=websockets: symmetric_individual(s, w)),
+        (f"DPS symmetric key, enrollment group (derived key), over {transport}; telemetry to the assigned hub",
+         "DPS: symmetric key, group", transport, lambda s=suffix, w=websockets: symmetric_group(s, w)),
+        (f"DPS X.509 self-signed, individual enrollment, over {transport}; telemetry to the assigned hub",
+         "DPS: X.509, individual", transport, lambda s=suffix, w=websockets: x509_individual(s, w)),
+    ]
+CHECKS += [
+    ("DPS custom payload sent with the registration", "DPS: custom payload", "MQTT",
+     lambda: custom_payload("mqtt", False)),
+    ("DPS wrong key: CredentialError", "DPS: wrong key, disabled enrollment", "MQTT", wrong_key),
+    ("DPS disabled enrollment: ClientError from the 'disabled' status", "DPS: wrong key, disabled enrollment", "MQTT",
+     disabled_enrollment),
+]
+
+for name, scenario, transport, run in CHECKS:
+    if ProvisioningDeviceClient is None and SWAPPED:
+        skip(name, "azure_iot_rs has no ProvisioningDeviceClient yet (issue 15, item 5)")
+        continue
+    check(name, scenario=scenario, transport=transport)(run)
+
+finish()
