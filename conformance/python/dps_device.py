@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import json
 import os
+import socket
 import tempfile
 import time
 import urllib.parse
@@ -40,12 +41,27 @@ WORK = tempfile.mkdtemp()
 
 
 def dps_settings():
-    """The DPS entries of hub.json: device endpoint host, id scope, service connection string."""
+    """The DPS entries of hub.json: the device endpoint's host (the SDKs dial their own ports),
+    the id scope, the service connection string."""
     dps = HUB["dps"]
-    return dps["hostname"], dps["id_scope"], dps["connection_string"]
+    return dps["global_endpoint"].rsplit(":", 1)[0], dps["id_scope"], dps["connection_string"]
 
 
 DPS_HOST, ID_SCOPE, DPS_CONNECTION_STRING = dps_settings()
+
+# The DPS service host is a name under `localhost` (`dps.localhost`). RFC 6761 lets resolvers
+# answer loopback for every such name, and systemd-resolved does, but plain glibc /etc/hosts
+# resolution does not: resolve them here as such a resolver would (the SDKs are untouched).
+_getaddrinfo = socket.getaddrinfo
+
+
+def _localhost_names(host, *args, **kwargs):
+    if isinstance(host, str) and host.lower().endswith(".localhost"):
+        host = "localhost"
+    return _getaddrinfo(host, *args, **kwargs)
+
+
+socket.getaddrinfo = _localhost_names
 
 
 class DpsService:
