@@ -67,11 +67,13 @@
 //! # Ok(()) }
 //! ```
 
+mod actor;
 mod amqp;
 mod blob;
 pub mod config;
 mod data_dir;
 mod device;
+mod dps;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -125,6 +127,8 @@ pub struct EmulatorHandle {
     blob_addr: SocketAddr,
     ca_pem: String,
     hub: Hub,
+    #[allow(dead_code)] // the MQTT and AMQP front-ends get clones (dps-wire)
+    dps: dps::Dps,
     telemetry: telemetry::TelemetryLog,
     connection_strings: BTreeMap<String, String>,
     data_dir: Option<PathBuf>,
@@ -312,6 +316,7 @@ impl EmulatorBuilder {
         let policies = Arc::new(state.policies().clone());
         let grant_generation = state.grant_generation();
         let (hub, hub_thread) = Hub::start(state)?;
+        let dps = dps::Dps::new("0ne00000000");
 
         let bind = |addr: SocketAddr| async move { net::listen(addr) };
         let https_listener = bind(config.https_addr).await?;
@@ -424,6 +429,7 @@ impl EmulatorBuilder {
             blob_addr,
             ca_pem: tls.ca_pem,
             hub: handle_hub,
+            dps,
             telemetry,
             connection_strings,
             data_dir: config.data_dir,
