@@ -9,6 +9,10 @@
 // The front-ends arrive in steps (HTTPS here, MQTT and AMQP on dps-wire).
 #![allow(dead_code)]
 
+mod records;
+mod state;
+mod store;
+
 use azure_iot_protocol::dps::ErrorDetails;
 use azure_iot_protocol::dps::registration::{OperationStatus, RegistrationRequest};
 use rustls_pki_types::CertificateDer;
