@@ -87,6 +87,7 @@ impl AmqpServer {
                 shutdown: shutdown_rx,
                 grant_generation,
                 limits: crate::config::Limits::default(),
+                dps: crate::dps::Dps::new("0ne00000000"),
             }),
             _shutdown: shutdown,
         })

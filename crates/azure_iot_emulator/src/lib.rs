@@ -81,6 +81,7 @@ mod http;
 mod hub;
 mod mqtt;
 mod net;
+mod provisioning;
 mod route;
 mod store;
 mod telemetry;
@@ -127,7 +128,7 @@ pub struct EmulatorHandle {
     blob_addr: SocketAddr,
     ca_pem: String,
     hub: Hub,
-    #[allow(dead_code)] // the MQTT and AMQP front-ends get clones (dps-wire)
+    #[allow(dead_code)] // the MQTT and AMQP front-ends get clones
     dps: dps::Dps,
     telemetry: telemetry::TelemetryLog,
     connection_strings: BTreeMap<String, String>,
@@ -374,6 +375,7 @@ impl EmulatorBuilder {
             },
             shutdown: shutdown_rx.clone(),
             limits: config.limits,
+            dps: dps.clone(),
         });
         let amqp_context = Arc::new(amqp::AmqpContext {
             hub: hub.clone(),
@@ -383,6 +385,7 @@ impl EmulatorBuilder {
             grant_generation,
             limits: config.limits,
             device: mqtt_context.device.clone(),
+            dps: dps.clone(),
         });
         let app = http::router(http::AppState {
             hub,

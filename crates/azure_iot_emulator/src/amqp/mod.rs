@@ -115,6 +115,8 @@ pub(crate) struct AmqpContext {
     pub(crate) limits: crate::config::Limits,
     /// The device core the device links are adapters over.
     pub(crate) device: crate::device::DeviceCore,
+    /// The Device Provisioning Service, for DPS connections and links ([`dps`]).
+    pub(crate) dps: crate::dps::Dps,
 }
 
 /// Serves AMQP over TLS on `listener` until `shutdown` turns true.

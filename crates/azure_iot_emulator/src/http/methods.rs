@@ -174,6 +174,7 @@ mod tests {
             },
             shutdown: tokio::sync::watch::channel(false).1,
             limits: crate::config::Limits::default(),
+            dps: crate::dps::Dps::new("0ne00000000"),
         });
         let amqp = Arc::new(crate::amqp::AmqpContext {
             hub: hub.clone(),
@@ -183,6 +184,7 @@ mod tests {
             grant_generation: tokio::sync::watch::channel(0).1,
             limits: crate::config::Limits::default(),
             device: mqtt.device.clone(),
+            dps: crate::dps::Dps::new("0ne00000000"),
         });
         let app = AppState {
             blob: None,
