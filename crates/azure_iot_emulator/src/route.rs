@@ -41,7 +41,6 @@ pub(crate) fn mqtt(username: &str) -> Service {
 }
 
 /// Classifies an AMQP connection by its SASL PLAIN identity (authcid) or a link address.
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn amqp(identity_or_address: &str) -> Service {
     let path = identity_or_address
         .split_once("://")

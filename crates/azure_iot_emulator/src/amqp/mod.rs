@@ -39,6 +39,7 @@
 //! link.
 
 mod device;
+mod dps;
 mod frame_guard;
 mod prefixed;
 
@@ -157,7 +158,9 @@ struct ConnectionState {
     generation: watch::Receiver<u64>,
     /// Where CBS answers go. uamqp sends its put-token before it has attached (or we have
     /// accepted) its `$cbs` receiver link, so answers wait here until that link exists.
-    cbs: Mutex<CbsReplies>,
+    cbs: Mutex<Replies>,
+    /// The connection's DPS login and answers, if it is a DPS one ([`dps`]).
+    dps: dps::DpsState,
     /// The device and module identities with links on this connection.
     units: device::Units,
     /// A device's SASL PLAIN credentials (`{id}@sas.{hub}` and its token), checked once the
@@ -173,23 +176,36 @@ struct ConnectionState {
     granted: tokio::sync::Notify,
 }
 
-/// Put-token answers on their way to the client, at most [`MAX_CBS_REPLIES`] in each place.
-#[derive(Default)]
-struct CbsReplies {
+/// Answers on their way to the client over one receiver link of its (put-token answers on
+/// `$cbs`, DPS answers), at most [`MAX_CBS_REPLIES`] in each place. A client may send its
+/// request before the link that takes the answers is attached (uamqp does, on `$cbs`), so
+/// answers wait here until that link exists.
+struct Replies {
+    /// What the answers are, for the refusal when too many wait.
+    what: &'static str,
     link: Option<mpsc::Sender<AmqpMessage>>,
     pending: Vec<AmqpMessage>,
 }
 
-impl CbsReplies {
-    /// Hands `reply` to the `$cbs` receiver link, or keeps it until one is attached. `Err`
-    /// when [`MAX_CBS_REPLIES`] answers already wait: the client does not take its answers.
+impl Replies {
+    fn new(what: &'static str) -> Self {
+        Self {
+            what,
+            link: None,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Hands `reply` to the receiver link, or keeps it until one is attached. `Err` when
+    /// [`MAX_CBS_REPLIES`] answers already wait: the client does not take its answers.
     fn deliver(&mut self, reply: AmqpMessage) -> Result<(), String> {
+        let what = self.what;
         let reply = match &self.link {
             Some(link) => match link.try_send(reply) {
                 Ok(()) => return Ok(()),
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     return Err(format!(
-                        "{MAX_CBS_REPLIES} put-token answers wait for credit on the $cbs receiver link"
+                        "{MAX_CBS_REPLIES} {what} wait for credit on their receiver link"
                     ));
                 }
                 // The link is gone: keep the answer for the next one the client attaches.
@@ -202,12 +218,48 @@ impl CbsReplies {
         };
         if self.pending.len() >= MAX_CBS_REPLIES {
             return Err(format!(
-                "{MAX_CBS_REPLIES} put-token answers wait for a $cbs receiver link to be attached"
+                "{MAX_CBS_REPLIES} {what} wait for their receiver link to be attached"
             ));
         }
         self.pending.push(reply);
         Ok(())
     }
+
+    /// Makes a newly attached receiver link the one answers go to: the answers waiting, then
+    /// each as it comes, arrive on the returned channel.
+    fn attach(&mut self) -> mpsc::Receiver<AmqpMessage> {
+        let (tx, rx) = mpsc::channel(MAX_CBS_REPLIES);
+        // At most MAX_CBS_REPLIES wait, so they all fit the new link's channel.
+        for reply in self.pending.drain(..) {
+            let _ = tx.try_send(reply);
+        }
+        self.link = Some(tx);
+        rx
+    }
+}
+
+/// Sends the answers arriving on `answers` over `sender` until the link or the channel ends
+/// or the emulator shuts down; then closes the link.
+async fn forward_replies(
+    mut sender: Sender,
+    mut answers: mpsc::Receiver<AmqpMessage>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            reply = answers.recv() => match reply {
+                Some(reply) => {
+                    if sender.send(reply).await.is_err() {
+                        break;
+                    }
+                }
+                None => break,
+            },
+            _ = sender.on_detach() => break,
+            _ = shutdown.changed() => break,
+        }
+    }
+    let _ = sender.close().await;
 }
 
 /// What authorized an audience: its token's expiry, and the grant generation.
@@ -228,7 +280,8 @@ impl ConnectionState {
         Self {
             grants: Mutex::new(HashMap::new()),
             generation,
-            cbs: Mutex::new(CbsReplies::default()),
+            cbs: Mutex::new(Replies::new("put-token answers")),
+            dps: dps::DpsState::default(),
             units: device::Units::default(),
             plain_device: Mutex::new(None),
             certificates,
@@ -430,6 +483,12 @@ pub(crate) async fn run<S>(
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close_with_error(refusal)).await;
         return;
     }
+    if let Err(why) = dps::check_plain(&state, &context).await {
+        tracing::info!(%peer, reason = %why, "SASL PLAIN refused for a DPS device");
+        let refusal = error(AmqpError::UnauthorizedAccess, why);
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close_with_error(refusal)).await;
+        return;
+    }
     tracing::info!(%peer, "AMQP connection opened");
     let mut shutdown = context.shutdown.clone();
     let mut sessions = tokio::task::JoinSet::new();
@@ -606,7 +665,12 @@ async fn serve_inbound(receiver: Receiver, state: Arc<ConnectionState>, context:
         .as_ref()
         .and_then(|t| t.address.as_deref())
         .map(str::to_owned);
-    let address = Address::parse(target.as_deref().unwrap_or_default());
+    let target_text = target.as_deref().unwrap_or_default();
+    if crate::route::amqp(target_text) == crate::route::Service::Dps {
+        let address = target_text.to_owned();
+        return dps::serve_requests(receiver, address, state, context).await;
+    }
+    let address = Address::parse(target_text);
     match address {
         Ok(Address::Cbs) => serve_cbs_requests(receiver, state, context).await,
         Ok(Address::Events {
@@ -641,7 +705,7 @@ async fn serve_inbound(receiver: Receiver, state: Arc<ConnectionState>, context:
 
 /// Links the client receives on: `$cbs` answers and feedback.
 async fn serve_outbound(
-    mut sender: Sender,
+    sender: Sender,
     state: Arc<ConnectionState>,
     context: Arc<AmqpContext>,
 ) {
@@ -650,36 +714,22 @@ async fn serve_outbound(
         .as_ref()
         .and_then(|s| s.address.as_deref())
         .map(str::to_owned);
-    let address = Address::parse(source.as_deref().unwrap_or_default());
+    let source_text = source.as_deref().unwrap_or_default();
+    if crate::route::amqp(source_text) == crate::route::Service::Dps {
+        let address = source_text.to_owned();
+        return dps::serve_answers(sender, address, state, context).await;
+    }
+    let address = Address::parse(source_text);
     match address {
         Ok(Address::Cbs) => {
-            let (tx, mut rx) = mpsc::channel(MAX_CBS_REPLIES);
-            if let Ok(mut cbs) = state.cbs.lock() {
-                // At most MAX_CBS_REPLIES wait, so they all fit the new link's channel.
-                for reply in cbs.pending.drain(..) {
-                    let _ = tx.try_send(reply);
-                }
-                cbs.link = Some(tx);
-            }
-            // The connection state holds the other end of `rx`: let go of it, or this task and
-            // the state would keep each other alive after the connection ends.
+            let Ok(answers) = state.cbs.lock().map(|mut cbs| cbs.attach()) else {
+                let _ = sender.close().await;
+                return;
+            };
+            // The connection state holds the other end of `answers`: let go of it, or this
+            // task and the state would keep each other alive after the connection ends.
             drop(state);
-            let mut shutdown = context.shutdown.clone();
-            loop {
-                tokio::select! {
-                    reply = rx.recv() => match reply {
-                        Some(reply) => {
-                            if sender.send(reply).await.is_err() {
-                                break;
-                            }
-                        }
-                        None => break,
-                    },
-                    _ = sender.on_detach() => break,
-                    _ = shutdown.changed() => break,
-                }
-            }
-            let _ = sender.close().await;
+            forward_replies(sender, answers, context.shutdown.clone()).await;
         }
         Ok(Address::Feedback) => serve_inbox(sender, state, context, InboxKind::Feedback).await,
         Ok(Address::FileNotifications) => {
@@ -863,7 +913,17 @@ impl SaslAcceptor for HubSasl {
 
     fn on_init(&mut self, init: SaslInit) -> SaslServerFrame {
         let code = match init.mechanism.as_str() {
-            "MSSBCBS" | "ANONYMOUS" => SaslCode::Ok,
+            // EXTERNAL: a DPS device with a TLS client certificate (checked at its first link).
+            "MSSBCBS" | "ANONYMOUS" | "EXTERNAL" => SaslCode::Ok,
+            "TPM" => {
+                tracing::info!("SASL TPM refused: DPS TPM attestation is not supported by this emulator");
+                return SaslServerFrame::Outcome(SaslOutcome {
+                    code: SaslCode::Auth,
+                    additional_data: Some(
+                        b"DPS TPM attestation is not supported by this emulator".to_vec().into(),
+                    ),
+                });
+            }
             "PLAIN" => {
                 let response = init
                     .initial_response
@@ -878,6 +938,17 @@ impl SaslAcceptor for HubSasl {
                     .next()
                     .map(|p| String::from_utf8_lossy(p).into_owned());
                 match (authcid, password) {
+                    // A DPS device (`{idScope}/registrations/{regId}`): checked once the
+                    // connection is open, where the DPS core can be asked.
+                    (Some(user), Some(token))
+                        if crate::route::amqp(&user) == crate::route::Service::Dps =>
+                    {
+                        if dps::plain(&self.state, &user, token) {
+                            SaslCode::Ok
+                        } else {
+                            SaslCode::Auth
+                        }
+                    }
                     // A device or module (`{d}[/modules/{m}]@sas.{hub}`): checked once the
                     // connection is open, where the hub can be asked.
                     (Some(user), Some(token))
