@@ -74,7 +74,10 @@ mod tests {
     fn a_token_wins_over_a_certificate_and_neither_is_refused() {
         let cert = CertificateDer::from(vec![1, 2, 3]);
         let with_token = login("s", "r", Some("SharedAccessSignature x"), &[cert.clone()]).unwrap();
-        assert!(matches!(with_token.credential, DeviceCredential::SasToken(_)));
+        assert!(matches!(
+            with_token.credential,
+            DeviceCredential::SasToken(_)
+        ));
         let x509 = login("s", "r", Some(""), std::slice::from_ref(&cert)).unwrap();
         assert!(matches!(x509.credential, DeviceCredential::X509(ref c) if c.len() == 1));
         let refused = login("s", "r", None, &[]).unwrap_err();
@@ -83,8 +86,14 @@ mod tests {
 
     #[test]
     fn bodies_empty_json_and_garbage() {
-        assert_eq!(register_request(b"").unwrap(), RegistrationRequest::default());
-        assert_eq!(register_request(b" ").unwrap(), RegistrationRequest::default());
+        assert_eq!(
+            register_request(b"").unwrap(),
+            RegistrationRequest::default()
+        );
+        assert_eq!(
+            register_request(b" ").unwrap(),
+            RegistrationRequest::default()
+        );
         let named = register_request(br#"{"registrationId":"r1","payload":null}"#).unwrap();
         assert_eq!(named.registration_id.as_deref(), Some("r1"));
         let bad = register_request(b"{not json").unwrap_err();

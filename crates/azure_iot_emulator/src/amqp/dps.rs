@@ -391,8 +391,14 @@ mod tests {
             serde_json::from_str(error.description.as_deref().unwrap()).unwrap();
         assert_eq!(body["errorCode"], 429_001);
         let info = error.info.unwrap();
-        assert_eq!(info.get(&Symbol::from("retry-after")), Some(&Value::Ulong(3)));
-        assert_eq!(info.get(&Symbol::from("Retry-After")), Some(&Value::Ulong(3)));
+        assert_eq!(
+            info.get(&Symbol::from("retry-after")),
+            Some(&Value::Ulong(3))
+        );
+        assert_eq!(
+            info.get(&Symbol::from("Retry-After")),
+            Some(&Value::Ulong(3))
+        );
         assert!(rejection(&DpsError::new(404_001, "x")).info.is_none());
     }
 

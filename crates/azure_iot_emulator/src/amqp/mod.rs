@@ -704,11 +704,7 @@ async fn serve_inbound(receiver: Receiver, state: Arc<ConnectionState>, context:
 }
 
 /// Links the client receives on: `$cbs` answers and feedback.
-async fn serve_outbound(
-    sender: Sender,
-    state: Arc<ConnectionState>,
-    context: Arc<AmqpContext>,
-) {
+async fn serve_outbound(sender: Sender, state: Arc<ConnectionState>, context: Arc<AmqpContext>) {
     let source = sender
         .source()
         .as_ref()
@@ -916,11 +912,15 @@ impl SaslAcceptor for HubSasl {
             // EXTERNAL: a DPS device with a TLS client certificate (checked at its first link).
             "MSSBCBS" | "ANONYMOUS" | "EXTERNAL" => SaslCode::Ok,
             "TPM" => {
-                tracing::info!("SASL TPM refused: DPS TPM attestation is not supported by this emulator");
+                tracing::info!(
+                    "SASL TPM refused: DPS TPM attestation is not supported by this emulator"
+                );
                 return SaslServerFrame::Outcome(SaslOutcome {
                     code: SaslCode::Auth,
                     additional_data: Some(
-                        b"DPS TPM attestation is not supported by this emulator".to_vec().into(),
+                        b"DPS TPM attestation is not supported by this emulator"
+                            .to_vec()
+                            .into(),
                     ),
                 });
             }

@@ -114,7 +114,8 @@ impl AppState {
 /// * service (ServiceConnect): `/twins/{id}[/modules/{mid}]`, `.../methods`,
 ///   `/devices/query` (RegistryRead also accepted), `/devices/{id}/commands` (purge),
 ///   `/messages/serviceBound/feedback...`, `/statistics/service`;
-/// * devices: `/$iothub/websocket` (MQTT or AMQP over WebSockets; the protocol authenticates);
+/// * devices: `/$iothub/websocket` and `/` (MQTT or AMQP over WebSockets, for the hub or DPS;
+///   the protocol authenticates; C#'s DPS clients upgrade at `/`);
 ///   the device HTTPS API (device or module SAS, or the TLS client certificate):
 ///   `/devices/{id}[/modules/{mid}]/messages/events`, `/devices/{id}/messages/devicebound[/…]`,
 ///   `/devices/{id}/files[/notifications[/{correlationId}]]` (see `device`);
@@ -164,6 +165,7 @@ pub(crate) fn router(state: AppState) -> Router {
                 .put(twins::replace_module_twin),
         )
         .route("/$iothub/websocket", get(websocket::upgrade))
+        .route("/", get(websocket::upgrade_at_root))
         .route(
             "/devices/{id}/messages/events",
             post(device::events::send_device),
@@ -244,6 +246,11 @@ fn device_bound_routes(segment: &str) -> Router<AppState> {
 /// The classification step (`crate::route`): requests for the Device Provisioning Service
 /// never reach the hub's routes; until DPS is served they get an explicit 501.
 async fn classify(request: Request, next: axum::middleware::Next) -> Response {
+    // MQTT and AMQP over WebSockets, for the hub or DPS alike (C#'s DPS clients upgrade at
+    // `/` on the DPS host name): the tunnelled protocol tells them apart.
+    if websocket::is_upgrade(&request) {
+        return next.run(request).await;
+    }
     let host = request
         .headers()
         .get(header::HOST)

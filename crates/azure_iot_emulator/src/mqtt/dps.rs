@@ -247,8 +247,8 @@ where
         if publish.qos == QoS::ExactlyOnce {
             return Err("QoS 2 is not supported by DPS".into());
         }
-        let topic = UpstreamTopic::parse(&publish.topic)
-            .map_err(|e| format!("publish refused: {e}"))?;
+        let topic =
+            UpstreamTopic::parse(&publish.topic).map_err(|e| format!("publish refused: {e}"))?;
         let (request_id, result) = match topic {
             UpstreamTopic::DpsRegister { request_id } => {
                 self.ack(&publish)?;
@@ -293,7 +293,11 @@ where
 
     /// Publishes the answer to request `request_id` on `$dps/registrations/res/…`, if the
     /// device subscribed (as any MQTT server, DPS delivers only to subscribers).
-    fn answer(&mut self, request_id: String, result: Result<Answer, DpsError>) -> Result<(), Closed> {
+    fn answer(
+        &mut self,
+        request_id: String,
+        result: Result<Answer, DpsError>,
+    ) -> Result<(), Closed> {
         let (status, retry_after, body) = match &result {
             Ok(answer) => (
                 answer.status,
