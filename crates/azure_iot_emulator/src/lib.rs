@@ -9,6 +9,7 @@
 //!  (REST)          │                  (SAS + policy rights)               │ Hub::call       │
 //!  devices ───────▶│ MQTT :8883  mqtt::session (codec, flow) ─▶ device ───┤ (bounded queue) │
 //!                  │             (also MQTT over WebSockets on :443)  core │                 │
+//!  DPS devices ───▶│ MQTT, AMQP (+ WebSockets) mqtt::dps, amqp::dps ─▶ dps core (own actor)│
 //!                  │    telemetry ─▶ TelemetryLog (telemetry.db, group commit)               │
 //!  devices ───────▶│ HTTPS :443  http::device (stateless: telemetry, C2D  │                 │
 //!                  │             polling, file upload) ───────────▶ core ─┤                 │
@@ -45,9 +46,12 @@
 //!   encodes. Errors use the IoT Hub body the official SDKs parse.
 //! * **TLS everywhere.** A CA generated on first start (or the user's certificate) signs the
 //!   server certificate for the hostname, `localhost`, `127.0.0.1` and `::1`.
-//! * **Loud about gaps.** Known IoT Hub features not implemented here (and DPS traffic, until
-//!   DPS lands) answer 501 or their protocol's "unavailable" with an explanation; nothing
-//!   pretends to succeed.
+//! * **One DPS core, thin DPS front-ends.** A device registering with the Device Provisioning
+//!   Service reaches the same ports (told apart by `route`); its MQTT and AMQP front-ends
+//!   (`mqtt::dps`, `amqp::dps`) only map wire forms to the core's three calls (authenticate,
+//!   register, operation status), so every DPS rule is the same on every transport.
+//! * **Loud about gaps.** Known IoT Hub features not implemented here answer 501 or their
+//!   protocol's "unavailable" with an explanation; nothing pretends to succeed.
 //!
 //! # Use from tests
 //!
