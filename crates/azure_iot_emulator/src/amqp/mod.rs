@@ -3,6 +3,7 @@
 //!
 //! ```text
 //!  TLS ─▶ protocol header? ──"AMQP 3 1 0 0"─▶ SASL (MSSBCBS, ANONYMOUS, PLAIN) ─┐
+//!                          │                  (run by `sasl`; DPS logins checked by the DPS core)
 //!                          └─"AMQP 0 1 0 0"─▶ no SASL (Node SDKs) ──────────────┤
 //!                                                                               ▼
 //!        connection ─▶ sessions ─▶ links, by address:
@@ -42,6 +43,7 @@ mod device;
 mod dps;
 mod frame_guard;
 mod prefixed;
+mod sasl;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -426,41 +428,38 @@ pub(crate) async fn run<S>(
     // (when this function returns) ends that task's reads, and so the socket.
     let (stream, _stop) = crate::net::Stoppable::new(stream);
     // Every frame header is checked before the AMQP library decodes it (see `frame_guard`).
-    let io = frame_guard::FrameGuard::new(prefixed::Prefixed::new(header.to_vec(), stream));
+    let mut io = frame_guard::FrameGuard::new(prefixed::Prefixed::new(header.to_vec(), stream));
     let container = format!("azure-iot-emulator:{}", context.hostname);
     let channel_max = u16::try_from(MAX_SESSIONS - 1).unwrap_or(u16::MAX);
     let accepting = async {
         match header[4] {
-            // SASL first (Python uamqp, C SDK).
+            // SASL first (Python uamqp, C SDK, DPS devices with a SAS token): done here (see
+            // `sasl`), then the library takes the plain AMQP header that follows.
             3 => {
-                let sasl = HubSasl {
+                let mut sasl = HubSasl {
                     context: context.clone(),
                     state: state.clone(),
                 };
-                Some(
-                    ConnectionAcceptor::builder()
-                        .container_id(container)
-                        .channel_max(channel_max)
-                        .sasl_acceptor(sasl)
-                        .build()
-                        .accept(io)
-                        .await,
-                )
+                if let Err(why) = sasl::negotiate(&mut io, &mut sasl, &state, &context).await {
+                    tracing::info!(%peer, reason = %why, "AMQP SASL did not succeed; closing");
+                    return None;
+                }
             }
             // Plain AMQP, authentication by CBS only (Node SDKs).
-            0 => Some(
-                ConnectionAcceptor::builder()
-                    .container_id(container)
-                    .channel_max(channel_max)
-                    .build()
-                    .accept(io)
-                    .await,
-            ),
+            0 => {}
             other => {
                 tracing::debug!(%peer, protocol = other, "unsupported AMQP protocol id; closing");
-                None
+                return None;
             }
         }
+        Some(
+            ConnectionAcceptor::builder()
+                .container_id(container)
+                .channel_max(channel_max)
+                .build()
+                .accept(io)
+                .await,
+        )
     };
     let mut connection = match tokio::time::timeout_at(deadline, accepting).await {
         Ok(Some(Ok(connection))) => connection,
@@ -479,12 +478,6 @@ pub(crate) async fn run<S>(
         && let Err(why) = device::grant_plain(&state, &context, &identity, &token).await
     {
         tracing::info!(%peer, %identity, reason = %why, "SASL PLAIN refused for a device");
-        let refusal = error(AmqpError::UnauthorizedAccess, why);
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close_with_error(refusal)).await;
-        return;
-    }
-    if let Err(why) = dps::check_plain(&state, &context).await {
-        tracing::info!(%peer, reason = %why, "SASL PLAIN refused for a DPS device");
         let refusal = error(AmqpError::UnauthorizedAccess, why);
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close_with_error(refusal)).await;
         return;
