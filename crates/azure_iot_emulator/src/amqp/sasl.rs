@@ -112,7 +112,9 @@ async fn read_frame<S: AsyncRead + Unpin>(io: &mut S) -> Result<Frame, String> {
         .map_err(|e| format!("no SASL frame: {e}"))?;
     let size = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
     if !(8..=MAX_SASL_FRAME).contains(&size) {
-        return Err(format!("a SASL frame of {size} bytes (8 to {MAX_SASL_FRAME})"));
+        return Err(format!(
+            "a SASL frame of {size} bytes (8 to {MAX_SASL_FRAME})"
+        ));
     }
     if header[5] != 1 {
         return Err("an AMQP frame where a SASL frame was expected".into());
