@@ -9,9 +9,26 @@
 // The front-ends arrive in steps (HTTPS here, MQTT and AMQP on dps-wire).
 #![allow(dead_code)]
 
+mod assign;
+mod attestation;
+mod flow;
+pub(crate) mod records;
+pub(crate) mod state;
+mod store;
+mod webhook;
+
 use azure_iot_protocol::dps::ErrorDetails;
-use azure_iot_protocol::dps::registration::{OperationStatus, RegistrationRequest};
+use azure_iot_protocol::dps::registration::OperationStatus;
 use rustls_pki_types::CertificateDer;
+use std::sync::Arc;
+
+use azure_iot_core::sas::SharedAccessKey;
+
+use crate::actor::Actor;
+use crate::error::EmulatorError;
+use crate::hub::Hub;
+use crate::hub::policy::{Policies, Policy, Rights};
+use state::DpsState;
 
 /// Who is registering, as the front-end saw it.
 #[derive(Debug, Clone)]
@@ -96,51 +113,138 @@ impl std::fmt::Display for DpsError {
 /// front-ends receive a clone in their context structs.
 #[derive(Clone)]
 pub(crate) struct Dps {
-    id_scope: std::sync::Arc<str>,
+    /// The DPS state thread.
+    pub(super) actor: Actor<DpsState>,
+    /// The linked hub (the emulator's), written through `Hub::call`.
+    pub(super) hub: Hub,
+    /// Fixed facts about this DPS.
+    pub(super) info: Arc<DpsInfo>,
+}
+
+/// Fixed facts about the emulator's DPS (decided at start-up).
+pub(crate) struct DpsInfo {
+    /// The id scope devices name.
+    pub(crate) id_scope: String,
+    /// The DPS service host name (service API tokens' `sr`, the certificate's names).
+    pub(crate) hostname: String,
+    /// The linked hub's host name: what devices are assigned to.
+    pub(crate) hub_hostname: String,
+    /// Seconds a device is told to wait before polling.
+    pub(crate) retry_after: u32,
+    /// How long a custom allocation webhook may take.
+    pub(crate) webhook_timeout: std::time::Duration,
+    /// The `provisioningserviceowner` policy (the service API's only one).
+    pub(crate) policies: Policies,
+}
+
+/// The service API's shared access policy.
+pub(crate) const OWNER_POLICY: &str = "provisioningserviceowner";
+
+/// How the DPS starts: what the builder and the data directory decide.
+pub(crate) struct DpsOptions {
+    /// The DPS service host name.
+    pub(crate) hostname: String,
+    /// The hub host name devices are assigned to.
+    pub(crate) hub_hostname: String,
+    /// Seconds a device is told to wait before polling.
+    pub(crate) retry_after: u32,
+    /// How long a custom allocation webhook may take.
+    pub(crate) webhook_timeout: std::time::Duration,
 }
 
 impl Dps {
-    /// Checks the credential for `login` (unknown id scope → 404; wrong key, unknown
-    /// registration, foreign chain → 401 with 401002). Front-ends call it when the connection
-    /// opens (MQTT CONNECT, AMQP SASL or first link); refused → CONNACK 5 / SASL auth failure.
-    pub(crate) async fn authenticate(&self, login: &DeviceLogin) -> Result<(), DpsError> {
-        let _ = login;
-        Err(DpsError::not_finished("DPS authentication"))
-    }
-
-    /// A register request (`force` = forceRegistration). The registration id in `request`, when
-    /// present, must equal `login.registration_id` (C# sends none: the login's is used).
-    pub(crate) async fn register(
-        &self,
-        login: &DeviceLogin,
-        request: RegistrationRequest,
-        force: bool,
-    ) -> Result<Answer, DpsError> {
-        let _ = (login, request, force);
-        Err(DpsError::not_finished("DPS registration"))
-    }
-
-    /// A poll for `operation_id` of this registration.
-    pub(crate) async fn operation_status(
-        &self,
-        login: &DeviceLogin,
-        operation_id: &str,
-    ) -> Result<Answer, DpsError> {
-        let _ = (login, operation_id);
-        Err(DpsError::not_finished("DPS operation status"))
+    /// Opens `dps.db` (in `dir`, or in memory), creating the id scope and the policy keys on
+    /// first start, and starts the DPS state thread. Blocking: run it off the async workers.
+    pub(crate) fn start(
+        dir: Option<&std::path::Path>,
+        durability: crate::config::Durability,
+        options: DpsOptions,
+        hub: Hub,
+    ) -> Result<(Self, std::thread::JoinHandle<()>), EmulatorError> {
+        let store = store::DpsStore::open(dir, durability)?;
+        let id_scope = match store.meta("id_scope")? {
+            Some(scope) => scope,
+            None => {
+                let scope = new_id_scope()?;
+                store.set_meta("id_scope", &scope)?;
+                scope
+            }
+        };
+        let mut keys = Vec::new();
+        for name in ["owner_primary_key", "owner_secondary_key"] {
+            let key = match store.meta(name)? {
+                Some(text) => SharedAccessKey::from_base64(&text).map_err(|e| {
+                    EmulatorError::Storage(format!("dps.db holds an unreadable {name}: {e}"))
+                })?,
+                None => {
+                    let key = SharedAccessKey::generate()
+                        .map_err(|e| EmulatorError::Config(e.to_string()))?;
+                    store.set_meta(name, &key.to_base64())?;
+                    key
+                }
+            };
+            keys.push(key);
+        }
+        let (Some(secondary), Some(primary)) = (keys.pop(), keys.pop()) else {
+            return Err(EmulatorError::Config(
+                "the DPS policy keys are missing".into(),
+            ));
+        };
+        let policies = Policies::new(vec![Policy {
+            name: OWNER_POLICY.into(),
+            primary,
+            secondary,
+            rights: Rights::REGISTRY_READ.union(Rights::REGISTRY_WRITE),
+        }]);
+        let state = DpsState::load(store)?;
+        let (actor, thread) = Actor::spawn("dps-state", state)?;
+        let info = Arc::new(DpsInfo {
+            id_scope,
+            hostname: options.hostname,
+            hub_hostname: options.hub_hostname,
+            retry_after: options.retry_after,
+            webhook_timeout: options.webhook_timeout,
+            policies,
+        });
+        Ok((Self { actor, hub, info }, thread))
     }
 
     /// The DPS id scope (to tell an unknown scope from ours early).
     pub(crate) fn id_scope(&self) -> &str {
-        &self.id_scope
+        &self.info.id_scope
+    }
+
+    /// Fixed facts about this DPS.
+    pub(crate) fn info(&self) -> &DpsInfo {
+        &self.info
+    }
+
+    /// The service connection string of the `provisioningserviceowner` policy. Never log it.
+    pub(crate) fn connection_string(&self) -> String {
+        let key = self
+            .info
+            .policies
+            .get(OWNER_POLICY)
+            .map(|p| p.primary.clone());
+        match key {
+            Some(key) => azure_iot_core::connection_string::ServiceConnectionString::new(
+                self.info.hostname.clone(),
+                OWNER_POLICY.to_owned(),
+                key,
+            )
+            .to_secret_string(),
+            None => String::new(),
+        }
     }
 }
 
-impl Dps {
-    /// A DPS handle for `id_scope` (the actor behind it comes with the DPS state).
-    pub(crate) fn new(id_scope: &str) -> Self {
-        Self {
-            id_scope: std::sync::Arc::from(id_scope),
-        }
-    }
+/// A new id scope: `0ne` and eight upper-case hex digits, as DPS makes them.
+fn new_id_scope() -> Result<String, EmulatorError> {
+    let mut bytes = [0u8; 4];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .map_err(|_| EmulatorError::Config("the random number generator failed".into()))?;
+    Ok(format!(
+        "0ne{}",
+        bytes.iter().map(|b| format!("{b:02X}")).collect::<String>()
+    ))
 }

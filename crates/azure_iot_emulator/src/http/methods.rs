@@ -174,7 +174,7 @@ mod tests {
             },
             shutdown: tokio::sync::watch::channel(false).1,
             limits: crate::config::Limits::default(),
-            dps: crate::dps::Dps::new("0ne00000000"),
+            dps: crate::provisioning::in_memory_dps(&hub).unwrap(),
         });
         let amqp = Arc::new(crate::amqp::AmqpContext {
             hub: hub.clone(),
@@ -184,7 +184,7 @@ mod tests {
             grant_generation: tokio::sync::watch::channel(0).1,
             limits: crate::config::Limits::default(),
             device: mqtt.device.clone(),
-            dps: crate::dps::Dps::new("0ne00000000"),
+            dps: crate::provisioning::in_memory_dps(&hub).unwrap(),
         });
         let app = AppState {
             blob: None,

@@ -27,6 +27,7 @@ pub(crate) mod identity;
 pub(crate) mod inbox;
 pub(crate) mod methods;
 pub(crate) mod policy;
+pub(crate) mod provision;
 pub(crate) mod queue;
 pub(crate) mod state;
 pub(crate) mod twin;

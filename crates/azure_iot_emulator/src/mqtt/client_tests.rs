@@ -63,7 +63,7 @@ async fn hub() -> Hubside {
         },
         shutdown: shutdown_rx,
         limits: crate::config::Limits::default(),
-        dps: crate::dps::Dps::new("0ne00000000"),
+        dps: crate::provisioning::in_memory_dps(&hub).unwrap(),
     });
     Hubside {
         hub,
