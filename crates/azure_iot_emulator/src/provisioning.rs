@@ -14,15 +14,22 @@ use crate::dps::{Answer, DeviceCredential, DeviceLogin, DpsError};
 
 /// A DPS in memory beside `hub`, for the front-ends' contexts in unit tests and fuzz targets
 /// (its state thread ends when its last handle is dropped).
-pub(crate) fn in_memory_dps(hub: &crate::hub::Hub) -> Result<crate::dps::Dps, crate::EmulatorError> {
+pub(crate) fn in_memory_dps(
+    hub: &crate::hub::Hub,
+) -> Result<crate::dps::Dps, crate::EmulatorError> {
     let options = crate::dps::DpsOptions {
         hostname: "dps.localhost".into(),
         hub_hostname: "localhost".into(),
         retry_after: 1,
         webhook_timeout: std::time::Duration::from_secs(5),
     };
-    crate::dps::Dps::start(None, crate::config::Durability::default(), options, hub.clone())
-        .map(|(dps, _thread)| dps)
+    crate::dps::Dps::start(
+        None,
+        crate::config::Durability::default(),
+        options,
+        hub.clone(),
+    )
+    .map(|(dps, _thread)| dps)
 }
 
 /// DPS's code for a request whose body cannot be read (400004, "argument invalid").

@@ -10,8 +10,8 @@ use azure_iot_test::{HubEndpoint, MqttClient, emulator, websocket_stream};
 use fe2o3_amqp::sasl_profile::SaslProfile;
 use fe2o3_amqp::{Connection, Receiver, Sender, Session};
 
-/// The id scope the in-process emulator's DPS answers to.
-const SCOPE: &str = "0ne00000000";
+/// An id scope no DPS has.
+const FOREIGN_SCOPE: &str = "0ne99999999";
 
 /// The DPS MQTT user name the SDKs send.
 fn dps_username(scope: &str, registration_id: &str) -> String {
@@ -53,20 +53,22 @@ async fn dps_connect(
 #[tokio::test]
 async fn mqtt_connect_without_credentials_or_with_a_foreign_client_id_is_refused() {
     let hub = emulator().await;
-    let ep = HubEndpoint::of(&hub);
+    let ep = endpoint(&hub);
+    let scope = hub.dps_id_scope().to_owned();
+    let scope = scope.as_str();
 
     let mut client = MqttClient::open(&ep).await;
-    let code = dps_connect(&mut client, "reg1", &dps_username(SCOPE, "reg1"), "").await;
+    let code = dps_connect(&mut client, "reg1", &dps_username(scope, "reg1"), "").await;
     assert_eq!(code, ConnectReturnCode::NotAuthorized);
     client.expect_closed().await;
 
     let mut client = MqttClient::open(&ep).await;
     let token = dps_token(
-        SCOPE,
+        scope,
         "reg1",
         "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
     );
-    let code = dps_connect(&mut client, "other", &dps_username(SCOPE, "reg1"), &token).await;
+    let code = dps_connect(&mut client, "other", &dps_username(scope, "reg1"), &token).await;
     assert_eq!(code, ConnectReturnCode::BadClientId);
     client.expect_closed().await;
     hub.shutdown().await;
@@ -77,11 +79,13 @@ async fn mqtt_connect_without_credentials_or_with_a_foreign_client_id_is_refused
 #[tokio::test]
 async fn websocket_upgrades_at_the_root_path_reach_dps() {
     let hub = emulator().await;
-    let ep = HubEndpoint::of(&hub);
+    let ep = endpoint(&hub);
+    let scope = hub.dps_id_scope().to_owned();
+    let scope = scope.as_str();
     for path in ["/", "/$iothub/websocket"] {
         let stream = websocket_stream(&ep, path, "mqtt", ep.tls_config()).await;
         let mut client = MqttClient::over(stream);
-        let code = dps_connect(&mut client, "reg1", &dps_username(SCOPE, "reg1"), "").await;
+        let code = dps_connect(&mut client, "reg1", &dps_username(scope, "reg1"), "").await;
         assert_eq!(code, ConnectReturnCode::NotAuthorized, "{path}");
     }
     let plain = azure_iot_test::http_client(&ep)
@@ -112,7 +116,9 @@ async fn tls(
 #[tokio::test]
 async fn amqp_dps_links_without_credentials_are_refused() {
     let hub = emulator().await;
-    let ep = HubEndpoint::of(&hub);
+    let ep = endpoint(&hub);
+    let scope = hub.dps_id_scope().to_owned();
+    let scope = scope.as_str();
     let mut connection = Connection::builder()
         .container_id("dps-anonymous")
         .hostname("localhost")
@@ -121,7 +127,7 @@ async fn amqp_dps_links_without_credentials_are_refused() {
         .await
         .unwrap();
     let mut session = Session::begin(&mut connection).await.unwrap();
-    let address = format!("{SCOPE}/registrations/reg1");
+    let address = format!("{scope}/registrations/reg1");
     let refused = match Receiver::attach(&mut session, "answers", address.as_str()).await {
         Err(e) => format!("{e:?}"),
         Ok(mut receiver) => format!(
@@ -189,23 +195,25 @@ async fn raw_sasl(
 async fn amqp_sasl_refuses_tpm_and_unaccepted_dps_logins() {
     use fe2o3_amqp_types::sasl::SaslCode;
     let hub = emulator().await;
-    let ep = HubEndpoint::of(&hub);
+    let ep = endpoint(&hub);
+    let scope = hub.dps_id_scope().to_owned();
+    let scope = scope.as_str();
     let tpm = raw_sasl(&ep, "TPM", b"\0scope\0reg1\0ek").await;
     assert!(matches!(tpm, SaslCode::Auth), "{tpm:?}");
 
     let wrong = dps_token(
-        SCOPE,
+        scope,
         "reg1",
         "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
     );
-    let plain = format!("\0{SCOPE}/registrations/reg1\0{wrong}");
+    let plain = format!("\0{scope}/registrations/reg1\0{wrong}");
     let code = raw_sasl(&ep, "PLAIN", plain.as_bytes()).await;
     assert!(matches!(code, SaslCode::Auth), "{code:?}");
     let refused = Connection::builder()
         .container_id("dps-wrong-key")
         .hostname("localhost")
         .sasl_profile(SaslProfile::Plain {
-            username: format!("{SCOPE}/registrations/reg1"),
+            username: format!("{scope}/registrations/reg1"),
             password: wrong,
         })
         .open_with_stream(tls(&ep, ep.tls_config()).await)
@@ -228,6 +236,14 @@ use serde_json::{Value, json};
 
 /// The DPS service policy whose connection string the emulator hands out.
 const DPS_POLICY: &str = "provisioningserviceowner";
+
+/// The emulator's endpoint, with the DPS service connection string beside the hub's.
+fn endpoint(hub: &azure_iot_emulator::EmulatorHandle) -> HubEndpoint {
+    let mut ep = HubEndpoint::of(hub);
+    ep.connection_strings
+        .insert(DPS_POLICY.to_owned(), hub.dps_connection_string());
+    ep
+}
 
 /// The DPS service API of the emulator behind `ep`.
 fn dps_api(ep: &HubEndpoint) -> azure_iot_test::RestClient {
@@ -295,11 +311,16 @@ struct MqttDevice {
 
 impl MqttDevice {
     /// Connects `client` as `registration_id` with `password` (empty: X.509) and subscribes.
-    async fn connect(mut client: MqttClient, registration_id: &str, password: &str) -> Self {
+    async fn connect(
+        mut client: MqttClient,
+        scope: &str,
+        registration_id: &str,
+        password: &str,
+    ) -> Self {
         let code = dps_connect(
             &mut client,
             registration_id,
-            &dps_username(SCOPE, registration_id),
+            &dps_username(scope, registration_id),
             password,
         )
         .await;
@@ -571,20 +592,23 @@ async fn connects_to_the_hub(ep: &HubEndpoint, answer: &Value, key: &str) {
 #[ignore = "needs the DPS core's enrollments and registration flow (branch dps-core)"]
 async fn mqtt_registers_with_individual_and_group_keys() {
     let hub = emulator().await;
-    let ep = HubEndpoint::of(&hub);
+    let ep = endpoint(&hub);
+    let scope = hub.dps_id_scope().to_owned();
+    let scope = scope.as_str();
 
     let key = enroll_key(&ep, "mqtt-key-1").await;
-    let token = dps_token(SCOPE, "mqtt-key-1", &key);
-    let mut device = MqttDevice::connect(MqttClient::open(&ep).await, "mqtt-key-1", &token).await;
+    let token = dps_token(scope, "mqtt-key-1", &key);
+    let mut device =
+        MqttDevice::connect(MqttClient::open(&ep).await, scope, "mqtt-key-1", &token).await;
     let answer = device
         .register_until_assigned(br#"{"registrationId":"mqtt-key-1","payload":null}"#)
         .await;
     connects_to_the_hub(&ep, &answer, &key).await;
 
     let derived = enroll_group(&ep, "mqtt-group", "mqtt-member-1").await;
-    let token = dps_token(SCOPE, "mqtt-member-1", &derived);
+    let token = dps_token(scope, "mqtt-member-1", &derived);
     let mut device =
-        MqttDevice::connect(MqttClient::open(&ep).await, "mqtt-member-1", &token).await;
+        MqttDevice::connect(MqttClient::open(&ep).await, scope, "mqtt-member-1", &token).await;
     let answer = device.register_until_assigned(b"").await;
     connects_to_the_hub(&ep, &answer, &derived).await;
     hub.shutdown().await;
@@ -595,12 +619,14 @@ async fn mqtt_registers_with_individual_and_group_keys() {
 #[ignore = "needs the DPS core's enrollments and registration flow (branch dps-core)"]
 async fn mqtt_over_websockets_registers_with_an_x509_certificate() {
     let hub = emulator().await;
-    let ep = HubEndpoint::of(&hub);
+    let ep = endpoint(&hub);
+    let scope = hub.dps_id_scope().to_owned();
+    let scope = scope.as_str();
     let (cert, key, _) = azure_iot_test::self_signed_device_certificate("mqtt-x509-1");
     enroll_certificate(&ep, "mqtt-x509-1", &cert).await;
     let tls = ep.tls_config_with_certificate(vec![cert], key);
     let stream = websocket_stream(&ep, "/", "mqtt", tls).await;
-    let mut device = MqttDevice::connect(MqttClient::over(stream), "mqtt-x509-1", "").await;
+    let mut device = MqttDevice::connect(MqttClient::over(stream), scope, "mqtt-x509-1", "").await;
     device
         .register_until_assigned(br#"{"registrationId":"mqtt-x509-1"}"#)
         .await;
@@ -615,11 +641,13 @@ async fn mqtt_over_websockets_registers_with_an_x509_certificate() {
 #[ignore = "needs the DPS core's enrollments and registration flow (branch dps-core)"]
 async fn mqtt_bad_input() {
     let hub = emulator().await;
-    let ep = HubEndpoint::of(&hub);
+    let ep = endpoint(&hub);
+    let scope = hub.dps_id_scope().to_owned();
+    let scope = scope.as_str();
     let key = enroll_key(&ep, "mqtt-bad-1").await;
 
     let wrong = dps_token(
-        SCOPE,
+        scope,
         "mqtt-bad-1",
         &SharedAccessKey::generate().unwrap().to_base64(),
     );
@@ -627,27 +655,28 @@ async fn mqtt_bad_input() {
     let code = dps_connect(
         &mut client,
         "mqtt-bad-1",
-        &dps_username(SCOPE, "mqtt-bad-1"),
+        &dps_username(scope, "mqtt-bad-1"),
         &wrong,
     )
     .await;
     assert_eq!(code, ConnectReturnCode::NotAuthorized);
     client.expect_closed().await;
 
-    let elsewhere = dps_token("0ne99999999", "mqtt-bad-1", &key);
+    let elsewhere = dps_token(FOREIGN_SCOPE, "mqtt-bad-1", &key);
     let mut client = MqttClient::open(&ep).await;
     let code = dps_connect(
         &mut client,
         "mqtt-bad-1",
-        &dps_username("0ne99999999", "mqtt-bad-1"),
+        &dps_username(FOREIGN_SCOPE, "mqtt-bad-1"),
         &elsewhere,
     )
     .await;
     assert_eq!(code, ConnectReturnCode::NotAuthorized);
     client.expect_closed().await;
 
-    let token = dps_token(SCOPE, "mqtt-bad-1", &key);
-    let mut device = MqttDevice::connect(MqttClient::open(&ep).await, "mqtt-bad-1", &token).await;
+    let token = dps_token(scope, "mqtt-bad-1", &key);
+    let mut device =
+        MqttDevice::connect(MqttClient::open(&ep).await, scope, "mqtt-bad-1", &token).await;
     let (status, _, body) = device.register(b"{not json").await;
     assert_eq!(status, 400);
     assert_eq!(body["errorCode"].as_i64().unwrap() / 1000, 400, "{body}");
@@ -686,16 +715,18 @@ async fn mqtt_bad_input() {
 #[ignore = "needs the DPS core's enrollments and registration flow (branch dps-core)"]
 async fn amqp_registers_with_individual_and_group_keys() {
     let hub = emulator().await;
-    let ep = HubEndpoint::of(&hub);
+    let ep = endpoint(&hub);
+    let scope = hub.dps_id_scope().to_owned();
+    let scope = scope.as_str();
     for (registration_id, group) in [("amqp-key-1", None), ("amqp-member-1", Some("amqp-group"))] {
         let key = match group {
             None => enroll_key(&ep, registration_id).await,
             Some(group) => enroll_group(&ep, group, registration_id).await,
         };
-        let address = format!("{SCOPE}/registrations/{registration_id}");
+        let address = format!("{scope}/registrations/{registration_id}");
         let sasl = SaslProfile::Plain {
             username: address.clone(),
-            password: dps_token(SCOPE, registration_id, &key),
+            password: dps_token(scope, registration_id, &key),
         };
         let mut device =
             AmqpDevice::open(tls(&ep, ep.tls_config()).await, Some(sasl), &address).await;
@@ -716,12 +747,14 @@ async fn amqp_registers_with_individual_and_group_keys() {
 #[ignore = "needs the DPS core's enrollments and registration flow (branch dps-core)"]
 async fn amqp_over_websockets_registers_with_an_x509_certificate() {
     let hub = emulator().await;
-    let ep = HubEndpoint::of(&hub);
+    let ep = endpoint(&hub);
+    let scope = hub.dps_id_scope().to_owned();
+    let scope = scope.as_str();
     let (cert, key, _) = azure_iot_test::self_signed_device_certificate("amqp-x509-1");
     enroll_certificate(&ep, "amqp-x509-1", &cert).await;
     let tls = ep.tls_config_with_certificate(vec![cert], key);
     let stream = websocket_stream(&ep, "/", "AMQPWSB10", tls).await;
-    let address = format!("amqps://localhost/{SCOPE}/registrations/amqp-x509-1");
+    let address = format!("amqps://localhost/{scope}/registrations/amqp-x509-1");
     let mut device = AmqpDevice::open(stream, None, &address).await;
     device
         .register_until_assigned(br#"{"registrationId":"amqp-x509-1"}"#, "amqp-x509-1")
@@ -736,12 +769,14 @@ async fn amqp_over_websockets_registers_with_an_x509_certificate() {
 #[ignore = "needs the DPS core's enrollments and registration flow (branch dps-core)"]
 async fn amqp_bad_input() {
     let hub = emulator().await;
-    let ep = HubEndpoint::of(&hub);
+    let ep = endpoint(&hub);
+    let scope = hub.dps_id_scope().to_owned();
+    let scope = scope.as_str();
     let key = enroll_key(&ep, "amqp-bad-1").await;
-    let address = format!("{SCOPE}/registrations/amqp-bad-1");
+    let address = format!("{scope}/registrations/amqp-bad-1");
     let sasl = SaslProfile::Plain {
         username: address.clone(),
-        password: dps_token(SCOPE, "amqp-bad-1", &key),
+        password: dps_token(scope, "amqp-bad-1", &key),
     };
     let mut device = AmqpDevice::open(tls(&ep, ep.tls_config()).await, Some(sasl), &address).await;
     let refused = device
