@@ -187,14 +187,61 @@ def x509_individual(suffix, websockets):
         device_id=state.device_id, server_verification_cert=CA, websockets=websockets), state.device_id)
 
 
+class AllocationWebhook:
+    """A custom allocation webhook on plain http://127.0.0.1 (the emulator accepts local http
+    webhooks): it records each AllocationRequest and answers with the first linked hub, a tag
+    for the initial twin and a payload for the device."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        self.requests = []
+        webhook = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's name
+                request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                webhook.requests.append(request)
+                answer = json.dumps({
+                    "iotHubHostName": request["linkedHubs"][0],
+                    "initialTwin": {"tags": {"allocatedBy": "webhook"}},
+                    "payload": {"answer": "from the webhook", "echo": request["deviceRuntimeContext"].get("payload")},
+                }).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}/allocate"
+
+
 def custom_payload(suffix, websockets):
-    """The device's payload is accepted; with no custom allocation, DPS answers no payload."""
+    """The device's payload reaches the custom allocation webhook; the webhook's payload comes
+    back in the registration result."""
     rid = f"pydps-payload-{suffix}"
     key = new_key()
-    SERVICE.enrollment(rid, symmetric_key(key))
-    result = register_symmetric(rid, key, websockets, payload={"model": "thermostat", "firmware": "1.2.3"})
+    webhook = AllocationWebhook()
+    try:
+        SERVICE.enrollment(rid, symmetric_key(key), allocationPolicy="custom",
+                           customAllocationDefinition={"webhookUrl": webhook.url, "apiVersion": "2021-10-01"})
+        sent = {"model": "thermostat", "firmware": "1.2.3"}
+        result = register_symmetric(rid, key, websockets, payload=sent)
+    finally:
+        webhook.server.shutdown()
     assert_assigned(result, rid)
-    assert result.registration_state.response_payload == "null", result.registration_state.response_payload
+    assert len(webhook.requests) == 1, webhook.requests
+    context = webhook.requests[0]["deviceRuntimeContext"]
+    assert context["registrationId"] == rid and context["payload"] == sent, context
+    assert "individualEnrollment" in webhook.requests[0], list(webhook.requests[0])
+    answered = json.loads(result.registration_state.response_payload)
+    assert answered == {"answer": "from the webhook", "echo": sent}, answered
 
 
 def wrong_key():
@@ -235,7 +282,7 @@ for transport, websockets, suffix in (("MQTT", False, "mqtt"), ("MQTT-WS", True,
          "DPS: X.509, individual", transport, lambda s=suffix, w=websockets: x509_individual(s, w)),
     ]
 CHECKS += [
-    ("DPS custom payload sent with the registration", "DPS: custom payload", "MQTT",
+    ("DPS custom payload: device payload to the allocation webhook, its payload back", "DPS: custom payload", "MQTT",
      lambda: custom_payload("mqtt", False)),
     ("DPS wrong key: CredentialError", "DPS: wrong key, disabled enrollment", "MQTT", wrong_key),
     ("DPS disabled enrollment: ClientError from the 'disabled' status", "DPS: wrong key, disabled enrollment", "MQTT",
