@@ -454,6 +454,7 @@ impl EmulatorBuilder {
             body_timeout: config.limits.body_timeout,
             device: mqtt_context.device.clone(),
             blob: Some(blob_endpoint.clone()),
+            dps: Some(dps.clone()),
         });
         let https = tokio::spawn(http::serve(
             https_listener,
