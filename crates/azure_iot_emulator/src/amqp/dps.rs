@@ -163,6 +163,7 @@ async fn link_login(
     login
 }
 
+/// [`link_login`] without the log line.
 async fn find_login(
     state: &ConnectionState,
     context: &AmqpContext,
