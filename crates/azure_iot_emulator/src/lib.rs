@@ -9,7 +9,7 @@
 //!  (REST)          │                  (SAS + policy rights)               │ Hub::call       │
 //!  devices ───────▶│ MQTT :8883  mqtt::session (codec, flow) ─▶ device ───┤ (bounded queue) │
 //!                  │             (also MQTT over WebSockets on :443)  core │                 │
-//!  DPS devices ───▶│ MQTT, AMQP (+ WebSockets) mqtt::dps, amqp::dps ─▶ dps core (own actor)│
+//!  DPS devices ───▶│ MQTT, AMQP (+ WebSockets) mqtt::dps, amqp::dps ─▶ dps core (own actor) │
 //!                  │    telemetry ─▶ TelemetryLog (telemetry.db, group commit)               │
 //!  devices ───────▶│ HTTPS :443  http::device (stateless: telemetry, C2D  │                 │
 //!                  │             polling, file upload) ───────────▶ core ─┤                 │

@@ -16,12 +16,12 @@
 //! the classification is unambiguous.
 //!
 //! What is classified as DPS goes to DPS's front-end of that protocol, each an adapter over the
-//! one DPS core (`crate::dps`): `mqtt::dps` for a DPS CONNECT, `amqp::dps` for a DPS SASL
-//! identity or link address (an AMQP connection may also reach DPS without SASL, an X.509
-//! device with its TLS client certificate: its link addresses tell). WebSocket upgrades are
-//! not classified by their HTTP request: the hub and DPS share `/$iothub/websocket` (and `/`,
-//! where C#'s DPS clients upgrade), and the tunnelled MQTT or AMQP is classified as on its own
-//! port.
+//! one DPS core (`crate::dps`): `http::dps` for a DPS request, `mqtt::dps` for a DPS CONNECT,
+//! `amqp::dps` for a DPS SASL identity or link address (an AMQP connection may also reach DPS
+//! without SASL, an X.509 device with its TLS client certificate: its link addresses tell).
+//! WebSocket upgrades are not classified by their HTTP request: the hub and DPS share
+//! `/$iothub/websocket` (and `/`, where C#'s DPS clients upgrade), and the tunnelled MQTT or
+//! AMQP is classified as on its own port.
 
 use azure_iot_protocol::mqtt::is_dps_username;
 
@@ -34,7 +34,8 @@ pub(crate) enum Service {
     Dps,
 }
 
-/// What an HTTPS client is told when it asks for DPS, until the HTTPS DPS binding serves it.
+/// What an HTTPS client is told when it asks for DPS of an HTTPS front-end that has none
+/// (unit-test contexts).
 pub(crate) const DPS_UNSUPPORTED: &str =
     "the Device Provisioning Service is not supported by this emulator yet";
 

@@ -1,5 +1,6 @@
 //! The Device Provisioning Service's device front-ends over MQTT, MQTT over WebSockets, AMQP
 //! and AMQP over WebSockets, at wire level, against the in-process emulator with real TLS.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -589,7 +590,6 @@ async fn connects_to_the_hub(ep: &HubEndpoint, answer: &Value, key: &str) {
 /// MQTT over TLS with symmetric keys: an individual enrollment (Node/Python body), then a
 /// group's derived key with C#'s empty body; each device then connects to the hub.
 #[tokio::test]
-#[ignore = "needs the DPS core's enrollments and registration flow (branch dps-core)"]
 async fn mqtt_registers_with_individual_and_group_keys() {
     let hub = emulator().await;
     let ep = endpoint(&hub);
@@ -616,7 +616,6 @@ async fn mqtt_registers_with_individual_and_group_keys() {
 
 /// MQTT over WebSockets at C#'s path `/` with an X.509 certificate (rcgen) and no password.
 #[tokio::test]
-#[ignore = "needs the DPS core's enrollments and registration flow (branch dps-core)"]
 async fn mqtt_over_websockets_registers_with_an_x509_certificate() {
     let hub = emulator().await;
     let ep = endpoint(&hub);
@@ -638,7 +637,6 @@ async fn mqtt_over_websockets_registers_with_an_x509_certificate() {
 /// the connection staying usable; a filter other than DPS's is refused with 0x80; a topic
 /// that is not a DPS request ends the connection.
 #[tokio::test]
-#[ignore = "needs the DPS core's enrollments and registration flow (branch dps-core)"]
 async fn mqtt_bad_input() {
     let hub = emulator().await;
     let ep = endpoint(&hub);
@@ -712,7 +710,6 @@ async fn mqtt_bad_input() {
 /// AMQP over TLS with SASL PLAIN: an individual key (Node's body) and a group's derived key
 /// (C#'s empty body); each device then connects to the hub.
 #[tokio::test]
-#[ignore = "needs the DPS core's enrollments and registration flow (branch dps-core)"]
 async fn amqp_registers_with_individual_and_group_keys() {
     let hub = emulator().await;
     let ep = endpoint(&hub);
@@ -744,7 +741,6 @@ async fn amqp_registers_with_individual_and_group_keys() {
 /// AMQP over WebSockets at `/` with an X.509 certificate and no SASL layer (Node's rhea), the
 /// links addressed as C# does (`amqps://{host}/…`).
 #[tokio::test]
-#[ignore = "needs the DPS core's enrollments and registration flow (branch dps-core)"]
 async fn amqp_over_websockets_registers_with_an_x509_certificate() {
     let hub = emulator().await;
     let ep = endpoint(&hub);
@@ -766,7 +762,6 @@ async fn amqp_over_websockets_registers_with_an_x509_certificate() {
 /// Bad input over AMQP: garbage register JSON and an unknown operation id are rejected with
 /// DPS's JSON error body (400, 404) and the link stays usable.
 #[tokio::test]
-#[ignore = "needs the DPS core's enrollments and registration flow (branch dps-core)"]
 async fn amqp_bad_input() {
     let hub = emulator().await;
     let ep = endpoint(&hub);

@@ -95,10 +95,10 @@ const RENEWAL_GRACE: Duration = Duration::from_secs(1);
 const MAX_LINKS_PER_SESSION: usize = 64;
 /// How long closing a connection may take before its socket is dropped regardless.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Put-token answers kept for a `$cbs` receiver link: answers waiting for the link to be
-/// attached, or sent to it faster than the client gives credit. A client that lets more pile
-/// up has its `$cbs` request link detached.
-const MAX_CBS_REPLIES: usize = 32;
+/// Answers kept for a receiver link (`$cbs` put-token answers, a DPS registration's answers):
+/// answers waiting for the link to be attached, or sent to it faster than the client gives
+/// credit. A client that lets more pile up has its request link detached.
+const MAX_REPLIES: usize = 32;
 /// How often an inbox link (feedback, file notifications) looks for new records when it has
 /// none.
 const INBOX_POLL: Duration = Duration::from_millis(250);
@@ -179,7 +179,7 @@ struct ConnectionState {
 }
 
 /// Answers on their way to the client over one receiver link of its (put-token answers on
-/// `$cbs`, DPS answers), at most [`MAX_CBS_REPLIES`] in each place. A client may send its
+/// `$cbs`, DPS answers), at most [`MAX_REPLIES`] in each place. A client may send its
 /// request before the link that takes the answers is attached (uamqp does, on `$cbs`), so
 /// answers wait here until that link exists.
 struct Replies {
@@ -199,7 +199,7 @@ impl Replies {
     }
 
     /// Hands `reply` to the receiver link, or keeps it until one is attached. `Err` when
-    /// [`MAX_CBS_REPLIES`] answers already wait: the client does not take its answers.
+    /// [`MAX_REPLIES`] answers already wait: the client does not take its answers.
     fn deliver(&mut self, reply: AmqpMessage) -> Result<(), String> {
         let what = self.what;
         let reply = match &self.link {
@@ -207,7 +207,7 @@ impl Replies {
                 Ok(()) => return Ok(()),
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     return Err(format!(
-                        "{MAX_CBS_REPLIES} {what} wait for credit on their receiver link"
+                        "{MAX_REPLIES} {what} wait for credit on their receiver link"
                     ));
                 }
                 // The link is gone: keep the answer for the next one the client attaches.
@@ -218,9 +218,9 @@ impl Replies {
             },
             None => reply,
         };
-        if self.pending.len() >= MAX_CBS_REPLIES {
+        if self.pending.len() >= MAX_REPLIES {
             return Err(format!(
-                "{MAX_CBS_REPLIES} {what} wait for their receiver link to be attached"
+                "{MAX_REPLIES} {what} wait for their receiver link to be attached"
             ));
         }
         self.pending.push(reply);
@@ -230,8 +230,8 @@ impl Replies {
     /// Makes a newly attached receiver link the one answers go to: the answers waiting, then
     /// each as it comes, arrive on the returned channel.
     fn attach(&mut self) -> mpsc::Receiver<AmqpMessage> {
-        let (tx, rx) = mpsc::channel(MAX_CBS_REPLIES);
-        // At most MAX_CBS_REPLIES wait, so they all fit the new link's channel.
+        let (tx, rx) = mpsc::channel(MAX_REPLIES);
+        // At most MAX_REPLIES wait, so they all fit the new link's channel.
         for reply in self.pending.drain(..) {
             let _ = tx.try_send(reply);
         }

@@ -250,14 +250,15 @@ fn device_bound_routes(segment: &str) -> Router<AppState> {
 }
 
 /// The classification step (`crate::route`): requests for the Device Provisioning Service
-/// (by host name or path) never reach the hub's routes; they go to `dps`.
+/// (by host name or path) never reach the hub's routes; they go to `dps`. WebSocket upgrades
+/// are not classified here: MQTT and AMQP over WebSockets are for the hub or DPS alike (C#'s
+/// DPS clients upgrade at `/` on the DPS host name), and the tunnelled protocol tells them
+/// apart.
 async fn classify(
     axum::extract::State(state): axum::extract::State<AppState>,
     request: Request,
     next: axum::middleware::Next,
 ) -> Response {
-    // MQTT and AMQP over WebSockets, for the hub or DPS alike (C#'s DPS clients upgrade at
-    // `/` on the DPS host name): the tunnelled protocol tells them apart.
     if websocket::is_upgrade(&request) {
         return next.run(request).await;
     }
