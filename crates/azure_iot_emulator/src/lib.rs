@@ -9,7 +9,6 @@
 //!  (REST)          │                  (SAS + policy rights)               │ Hub::call       │
 //!  devices ───────▶│ MQTT :8883  mqtt::session (codec, flow) ─▶ device ───┤ (bounded queue) │
 //!                  │             (also MQTT over WebSockets on :443)  core │                 │
-//!  DPS devices ───▶│ MQTT, AMQP (+ WebSockets) mqtt::dps, amqp::dps ─▶ dps core (own actor) │
 //!                  │    telemetry ─▶ TelemetryLog (telemetry.db, group commit)               │
 //!  devices ───────▶│ HTTPS :443  http::device (stateless: telemetry, C2D  │                 │
 //!                  │             polling, file upload) ───────────▶ core ─┤                 │
@@ -19,9 +18,14 @@
 //!                  │                                                       ▼                 │
 //!                  │                   state thread: HubState ──▶ Store (SQLite, hub.db, WAL) │
 //!                  │                   registry, twins, policies, links, locked queues       │
+//!                  │                                                       ▲ Hub::call       │
+//!  devices ───────▶│ DPS (HTTPS, MQTT, AMQP, + WS) ─▶ dps::Dps: attestation, allocation,     │
+//!  DPS service ───▶│   (same ports, told apart by route)  webhook ─▶ DPS thread: DpsState ─▶ │
+//!                  │                                       dps.db (enrollments, records)     │
 //!                  └──────────────────────────────────────────────────────────────────────────┘
-//!   data dir: ca.pem (trust this), ca-key.pem, hub.db, telemetry.db, blob-store/ (uploaded
-//!             files), hub.json (hostname, ports, blob endpoint, connection strings)
+//!   data dir: ca.pem (trust this), ca-key.pem, hub.db, telemetry.db, dps.db, blob-store/
+//!             (uploaded files), hub.json (hostname, ports, blob endpoint, connection strings,
+//!             DPS id scope, endpoint and connection string)
 //! ```
 //!
 //! * **One owner of state.** `HubState` (module `hub`) lives on one thread; front-ends send it
@@ -46,10 +50,14 @@
 //!   encodes. Errors use the IoT Hub body the official SDKs parse.
 //! * **TLS everywhere.** A CA generated on first start (or the user's certificate) signs the
 //!   server certificate for the hostname, `localhost`, `127.0.0.1` and `::1`.
-//! * **One DPS core, thin DPS front-ends.** A device registering with the Device Provisioning
-//!   Service reaches the same ports (told apart by `route`); its MQTT and AMQP front-ends
-//!   (`mqtt::dps`, `amqp::dps`) only map wire forms to the core's three calls (authenticate,
-//!   register, operation status), so every DPS rule is the same on every transport.
+//! * **A Device Provisioning Service beside the hub** (ADR 9, ADR 14): its own state thread and
+//!   `dps.db`, its own host name (`dps_hostname`, also in the server certificate), id scope and
+//!   `provisioningserviceowner` policy, served on the hub's ports. It writes the identities it
+//!   assigns through `Hub::call` (the hub first, its own record after), so a registration is
+//!   never half-visible. Every DPS rule lives in `dps`; its front-ends (`http::dps`,
+//!   `mqtt::dps`, `amqp::dps`, told apart from hub traffic by `route`) only map wire forms to
+//!   the core's calls (authenticate, register, operation status), so every DPS rule is the
+//!   same on every transport.
 //! * **Loud about gaps.** Known IoT Hub features not implemented here answer 501 or their
 //!   protocol's "unavailable" with an explanation; nothing pretends to succeed.
 //!
@@ -348,6 +356,7 @@ impl EmulatorBuilder {
             hub_hostname: config.hostname.clone(),
             retry_after: config.dps_retry_after,
             webhook_timeout: config.dps_webhook_timeout,
+            ca_pem: tls.ca_pem.clone(),
         };
         let (dps_dir, durability, dps_hub) = (
             if config.in_memory {

@@ -13,7 +13,7 @@
 //!
 //! Hub traffic never has these shapes (hub user names carry `/?`, hub SASL identities are
 //! `{id}@sas.{hub}` or `{policy}@root.{hub}`, hub paths start with `/devices`, `/twins`, …), so
-//! the classification is unambiguous.
+//! the classification is unambiguous. The DPS service roots match in any case.
 //!
 //! What is classified as DPS goes to DPS's front-end of that protocol, each an adapter over the
 //! one DPS core (`crate::dps`): `http::dps` for a DPS request, `mqtt::dps` for a DPS CONNECT,

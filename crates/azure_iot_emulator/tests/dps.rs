@@ -913,3 +913,166 @@ async fn dps_state_and_identity_survive_a_restart() {
     send_telemetry(&hub, "keep", &key).await;
     hub.shutdown().await;
 }
+
+/// A one-connection-at-a-time HTTP webhook on 127.0.0.1: answers every POST with `answer`
+/// (`None`: never answers) and sends each request body it got to the returned receiver.
+async fn webhook(answer: Option<&'static str>) -> (String, tokio::sync::mpsc::Receiver<Value>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://{}/allocate?code=secret",
+        listener.local_addr().unwrap()
+    );
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buffer = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let body = loop {
+                let n = stream.read(&mut chunk).await.unwrap_or(0);
+                if n == 0 {
+                    break None;
+                }
+                buffer.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buffer).into_owned();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let length = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap())
+                        })
+                        .unwrap_or(0);
+                    if buffer.len() >= end + 4 + length {
+                        break Some(buffer[end + 4..end + 4 + length].to_vec());
+                    }
+                }
+            };
+            let Some(body) = body else { continue };
+            let _ = tx.send(serde_json::from_slice(&body).unwrap()).await;
+            match answer {
+                Some(answer) => {
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                        answer.len()
+                    );
+                    let _ = stream.write_all(response.as_bytes()).await;
+                }
+                // Hold the connection open without answering until the client gives up.
+                None => {
+                    let _ = stream.read(&mut chunk).await;
+                }
+            }
+        }
+    });
+    (url, rx)
+}
+
+#[tokio::test]
+async fn a_custom_allocation_webhook_chooses_device_twin_and_payload() {
+    let hub = Emulator::builder()
+        .https_port(0)
+        .mqtt_port(0)
+        .amqp_port(0)
+        .dps_retry_after(0)
+        .dps_webhook_timeout(Duration::from_millis(300))
+        .start()
+        .await
+        .unwrap();
+    let dps = Service::new(&hub);
+    let owner = RestClient::new(&HubEndpoint::of(&hub), "iothubowner");
+    let answer: &'static str = Box::leak(
+        json!({
+            "iotHubHostName": hub.hostname(),
+            "deviceId": "chosen-one",
+            "initialTwin": {"tags": {"by": "hook"}, "properties": {"desired": {"mode": "eco"}}},
+            "payload": {"hello": "device"},
+        })
+        .to_string()
+        .into_boxed_str(),
+    );
+    let (good, mut requests) = webhook(Some(answer)).await;
+    let (garbage, _garbage_requests) = webhook(Some("{not json")).await;
+    let (silent, _silent_requests) = webhook(None).await;
+    let (foreign, _foreign_requests) =
+        webhook(Some(r#"{"iotHubHostName": "elsewhere.azure-devices.net"}"#)).await;
+    let key = new_key();
+    for (id, url) in [
+        ("hooked", &good),
+        ("garbled", &garbage),
+        ("slow", &silent),
+        ("foreign", &foreign),
+    ] {
+        let mut enrollment = key_enrollment(id, &key);
+        enrollment["allocationPolicy"] = json!("custom");
+        enrollment["customAllocationDefinition"] =
+            json!({"webhookUrl": url, "apiVersion": "2021-10-01"});
+        let put = dps
+            .call(
+                Method::PUT,
+                &format!("/enrollments/{id}"),
+                Some(enrollment),
+                &[],
+            )
+            .await;
+        assert_eq!(put.status, StatusCode::OK, "{}", put.body);
+    }
+
+    // The device's payload reaches the webhook; its answer decides the identity and payload.
+    let http = http_client(&HubEndpoint::of(&hub));
+    let base = format!(
+        "https://localhost:{}/{}/registrations/hooked",
+        hub.https_addr().port(),
+        hub.dps_id_scope()
+    );
+    let token = device_sas(hub.dps_id_scope(), "hooked", &key);
+    let first = send(
+        http.put(format!("{base}/register"))
+            .header("Authorization", &token)
+            .body(json!({"registrationId": "hooked", "payload": {"model": "m1"}}).to_string()),
+    )
+    .await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{}", first.body);
+    let operation = first.body["operationId"].as_str().unwrap();
+    let poll = send(
+        http.get(format!("{base}/operations/{operation}"))
+            .header("Authorization", &token),
+    )
+    .await;
+    assert_eq!(poll.body["status"], "assigned", "{}", poll.body);
+    assert_eq!(poll.body["registrationState"]["deviceId"], "chosen-one");
+    assert_eq!(
+        poll.body["registrationState"]["payload"],
+        json!({"hello": "device"})
+    );
+    let sent = requests.recv().await.unwrap();
+    assert_eq!(sent["deviceRuntimeContext"]["registrationId"], "hooked");
+    assert_eq!(
+        sent["deviceRuntimeContext"]["payload"],
+        json!({"model": "m1"})
+    );
+    assert_eq!(sent["linkedHubs"], json!([hub.hostname()]));
+    assert!(
+        sent["individualEnrollment"]["attestation"]["symmetricKey"].is_null(),
+        "keys never go to the webhook"
+    );
+    let twin = owner.get("/twins/chosen-one").await;
+    assert_eq!(twin.body["tags"]["by"], "hook");
+    assert_eq!(twin.body["properties"]["desired"]["mode"], "eco");
+
+    // Garbage, silence and a hub that is not linked: failed with 400207, nothing at the hub.
+    for id in ["garbled", "slow", "foreign"] {
+        let done = register_sas(&hub, id, &key).await;
+        assert_eq!(done["status"], "failed", "{done}");
+        assert_eq!(done["registrationState"]["errorCode"], 400207, "{done}");
+        assert_eq!(
+            owner.get(&format!("/devices/{id}")).await.status,
+            StatusCode::NOT_FOUND
+        );
+    }
+    hub.shutdown().await;
+}

@@ -738,23 +738,30 @@ async fn amqp_registers_with_individual_and_group_keys() {
     hub.shutdown().await;
 }
 
-/// AMQP over WebSockets at `/` with an X.509 certificate and no SASL layer (Node's rhea), the
-/// links addressed as C# does (`amqps://{host}/…`).
+/// AMQP with an X.509 certificate: over WebSockets at `/` with no SASL layer (Node's rhea) and
+/// the links addressed as C does (`amqps://{host}/…`), then over TLS with SASL ANONYMOUS.
 #[tokio::test]
-async fn amqp_over_websockets_registers_with_an_x509_certificate() {
+async fn amqp_registers_with_an_x509_certificate() {
     let hub = emulator().await;
     let ep = endpoint(&hub);
     let scope = hub.dps_id_scope().to_owned();
     let scope = scope.as_str();
     let (cert, key, _) = azure_iot_test::self_signed_device_certificate("amqp-x509-1");
     enroll_certificate(&ep, "amqp-x509-1", &cert).await;
-    let tls = ep.tls_config_with_certificate(vec![cert], key);
-    let stream = websocket_stream(&ep, "/", "AMQPWSB10", tls).await;
+    let tls_config = ep.tls_config_with_certificate(vec![cert], key.clone_key());
+    let stream = websocket_stream(&ep, "/", "AMQPWSB10", tls_config.clone()).await;
     let address = format!("amqps://localhost/{scope}/registrations/amqp-x509-1");
     let mut device = AmqpDevice::open(stream, None, &address).await;
     device
         .register_until_assigned(br#"{"registrationId":"amqp-x509-1"}"#, "amqp-x509-1")
         .await;
+    device.close().await;
+
+    // Over TLS with SASL ANONYMOUS, the links addressed as Node does.
+    let address = format!("{scope}/registrations/amqp-x509-1");
+    let stream = tls(&ep, tls_config).await;
+    let mut device = AmqpDevice::open(stream, Some(SaslProfile::Anonymous), &address).await;
+    device.register_until_assigned(b"", "amqp-x509-1").await;
     device.close().await;
     hub.shutdown().await;
 }

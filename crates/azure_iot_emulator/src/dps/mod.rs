@@ -121,6 +121,8 @@ pub(crate) struct Dps {
     pub(super) hub: Hub,
     /// Fixed facts about this DPS.
     pub(super) info: Arc<DpsInfo>,
+    /// The client custom allocation webhooks are called with (`webhook`).
+    pub(super) webhooks: reqwest::Client,
 }
 
 /// Fixed facts about the emulator's DPS (decided at start-up).
@@ -152,6 +154,8 @@ pub(crate) struct DpsOptions {
     pub(crate) retry_after: u32,
     /// How long a custom allocation webhook may take.
     pub(crate) webhook_timeout: std::time::Duration,
+    /// The emulator's CA (PEM): webhook certificates must chain to it.
+    pub(crate) ca_pem: String,
 }
 
 impl Dps {
@@ -198,6 +202,8 @@ impl Dps {
             secondary,
             rights: Rights::REGISTRY_READ.union(Rights::REGISTRY_WRITE),
         }]);
+        let webhooks = webhook::client(&options.ca_pem, options.webhook_timeout)
+            .map_err(|e| EmulatorError::Tls(format!("the DPS webhook client: {e}")))?;
         let state = DpsState::load(store)?;
         let (actor, thread) = Actor::spawn("dps-state", state)?;
         let info = Arc::new(DpsInfo {
@@ -208,7 +214,15 @@ impl Dps {
             webhook_timeout: options.webhook_timeout,
             policies,
         });
-        Ok((Self { actor, hub, info }, thread))
+        Ok((
+            Self {
+                actor,
+                hub,
+                info,
+                webhooks,
+            },
+            thread,
+        ))
     }
 
     /// The DPS id scope (to tell an unknown scope from ours early).
