@@ -22,6 +22,8 @@ pub(crate) fn in_memory_dps(
         hub_hostname: "localhost".into(),
         retry_after: 1,
         webhook_timeout: std::time::Duration::from_secs(5),
+        // No webhook is trusted: these contexts have no CA.
+        ca_pem: String::new(),
     };
     crate::dps::Dps::start(
         None,
