@@ -135,6 +135,12 @@ impl Error {
         Self::new(ErrorKind::InvalidArgument, message)
     }
 
+    /// An [`ErrorKind::InvalidArgument`] error: for clients built on this crate's
+    /// [`Pipeline`](crate::http::Pipeline) that check their arguments before sending anything.
+    pub fn invalid_argument(message: impl Into<String>) -> Self {
+        Self::invalid(message)
+    }
+
     /// What kind of failure this is.
     pub fn kind(&self) -> ErrorKind {
         self.kind
@@ -276,12 +282,7 @@ impl HubErrorBody {
 
     /// `errorCode` (number or text), `trackingId` and `message` of a JSON object.
     fn from_fields(fields: &serde_json::Map<String, serde_json::Value>) -> Self {
-        let text = |name: &str| {
-            fields
-                .get(name)
-                .and_then(|t| t.as_str())
-                .map(str::to_owned)
-        };
+        let text = |name: &str| fields.get(name).and_then(|t| t.as_str()).map(str::to_owned);
         Self {
             code: fields.get("errorCode").map(|c| match c {
                 serde_json::Value::String(s) => s.clone(),

@@ -240,9 +240,11 @@ impl Pipeline {
                         || class == ErrorClass::Throttled;
                     // Permanent failures are final whatever the policy would say.
                     let delay = if may_repeat && class.is_retryable() {
-                        self.inner
-                            .retry
-                            .next_delay(&RetryAttempt::new(attempt, class, started.elapsed()))
+                        self.inner.retry.next_delay(&RetryAttempt::new(
+                            attempt,
+                            class,
+                            started.elapsed(),
+                        ))
                     } else {
                         None
                     };
