@@ -4,11 +4,12 @@ use std::path::{Path, PathBuf};
 
 use azure_iot_provisioning_service::{
     AllocationPolicy, Attestation, CustomAllocationDefinition, DeviceCapabilities, EnrollmentGroup,
-    IndividualEnrollment, InitialTwin, ProvisioningServiceClient, ProvisioningStatus,
-    ReprovisionPolicy, X509Attestation, X509CaReferences, X509CertificateWithInfo,
+    IfMatch, IndividualEnrollment, InitialTwin, ProvisioningServiceClient, ProvisioningStatus,
+    ReprovisionPolicy, Result, X509Attestation, X509CaReferences, X509CertificateWithInfo,
     X509Certificates, derive_device_key,
 };
 use clap::{Args, Subcommand, ValueEnum};
+use serde::Serialize;
 
 use super::{DpsArgs, ListArgs, condition, shown, wire_name};
 use crate::print_json;
@@ -227,59 +228,22 @@ pub(crate) async fn run_enrollment(command: EnrollmentCommand) -> Result<(), Str
     match command {
         EnrollmentCommand::Create(args) => {
             let enrollment = args.enrollment()?;
-            let created = args
-                .dps
-                .resolve()?
-                .create_or_update_enrollment(&enrollment, condition(args.settings.etag.as_deref()))
-                .await
-                .map_err(|e| e.to_string())?;
-            print_json(&created)
+            create(&args.dps, &enrollment, args.settings.etag.as_deref()).await
         }
         EnrollmentCommand::Show {
             registration_id,
             show_keys,
             dps,
-        } => {
-            let dps = dps.resolve()?;
-            let mut enrollment = dps
-                .get_enrollment(&registration_id)
-                .await
-                .map_err(|e| e.to_string())?;
-            if show_keys {
-                enrollment.attestation = with_keys(
-                    enrollment.attestation,
-                    dps.get_enrollment_attestation(&registration_id).await,
-                )?;
-            }
-            print_json(&shown(&enrollment, show_keys)?)
-        }
+        } => show::<IndividualEnrollment>(&dps, &registration_id, show_keys).await,
         EnrollmentCommand::List { query, list, dps } => {
-            let query = dps.resolve()?.query_enrollments(query);
-            list.print(query, |e: &IndividualEnrollment| {
-                format!(
-                    "{}\t{}\t{}\t{}",
-                    e.registration_id,
-                    wire_name(&e.provisioning_status),
-                    wire_name(&e.attestation.kind),
-                    e.registration_state
-                        .as_ref()
-                        .map_or_else(|| "-".into(), |s| wire_name(&s.status)),
-                )
-            })
-            .await
+            list.print(dps.resolve()?.query_enrollments(query), Entry::line)
+                .await
         }
         EnrollmentCommand::Delete {
             registration_id,
             etag,
             dps,
-        } => {
-            dps.resolve()?
-                .delete_enrollment(&registration_id, condition(etag.as_deref()))
-                .await
-                .map_err(|e| e.to_string())?;
-            eprintln!("deleted enrollment {registration_id}");
-            Ok(())
-        }
+        } => delete::<IndividualEnrollment>(&dps, &registration_id, etag.as_deref()).await,
     }
 }
 
@@ -287,56 +251,22 @@ pub(crate) async fn run_group(command: GroupCommand) -> Result<(), String> {
     match command {
         GroupCommand::Create(args) => {
             let group = args.group()?;
-            let created = args
-                .dps
-                .resolve()?
-                .create_or_update_enrollment_group(&group, condition(args.settings.etag.as_deref()))
-                .await
-                .map_err(|e| e.to_string())?;
-            print_json(&created)
+            create(&args.dps, &group, args.settings.etag.as_deref()).await
         }
         GroupCommand::Show {
             group_id,
             show_keys,
             dps,
-        } => {
-            let dps = dps.resolve()?;
-            let mut group = dps
-                .get_enrollment_group(&group_id)
-                .await
-                .map_err(|e| e.to_string())?;
-            if show_keys {
-                group.attestation = with_keys(
-                    group.attestation,
-                    dps.get_enrollment_group_attestation(&group_id).await,
-                )?;
-            }
-            print_json(&shown(&group, show_keys)?)
-        }
+        } => show::<EnrollmentGroup>(&dps, &group_id, show_keys).await,
         GroupCommand::List { query, list, dps } => {
-            let query = dps.resolve()?.query_enrollment_groups(query);
-            list.print(query, |g: &EnrollmentGroup| {
-                format!(
-                    "{}\t{}\t{}",
-                    g.enrollment_group_id,
-                    wire_name(&g.provisioning_status),
-                    wire_name(&g.attestation.kind),
-                )
-            })
-            .await
+            list.print(dps.resolve()?.query_enrollment_groups(query), Entry::line)
+                .await
         }
         GroupCommand::Delete {
             group_id,
             etag,
             dps,
-        } => {
-            dps.resolve()?
-                .delete_enrollment_group(&group_id, condition(etag.as_deref()))
-                .await
-                .map_err(|e| e.to_string())?;
-            eprintln!("deleted enrollment group {group_id}");
-            Ok(())
-        }
+        } => delete::<EnrollmentGroup>(&dps, &group_id, etag.as_deref()).await,
         GroupCommand::DeriveKey(args) => {
             let group_key = match args.group_key {
                 Some(key) => key,
@@ -347,6 +277,139 @@ pub(crate) async fn run_group(command: GroupCommand) -> Result<(), String> {
             crate::print_line(&key)
         }
     }
+}
+
+/// What `create`, `show` and `delete` do alike for individual enrollments and groups.
+trait Entry: Sized {
+    /// "enrollment", "enrollment group".
+    const NAME: &'static str;
+    async fn create_or_update(
+        &self,
+        dps: &ProvisioningServiceClient,
+        condition: IfMatch,
+    ) -> Result<Self>;
+    async fn get(dps: &ProvisioningServiceClient, id: &str) -> Result<Self>;
+    async fn attestation(dps: &ProvisioningServiceClient, id: &str) -> Result<Attestation>;
+    async fn delete(dps: &ProvisioningServiceClient, id: &str, condition: IfMatch) -> Result<()>;
+    fn attestation_mut(&mut self) -> &mut Attestation;
+    /// The line `list --output text` prints.
+    fn line(&self) -> String;
+}
+
+impl Entry for IndividualEnrollment {
+    const NAME: &'static str = "enrollment";
+
+    async fn create_or_update(
+        &self,
+        dps: &ProvisioningServiceClient,
+        condition: IfMatch,
+    ) -> Result<Self> {
+        dps.create_or_update_enrollment(self, condition).await
+    }
+
+    async fn get(dps: &ProvisioningServiceClient, id: &str) -> Result<Self> {
+        dps.get_enrollment(id).await
+    }
+
+    async fn attestation(dps: &ProvisioningServiceClient, id: &str) -> Result<Attestation> {
+        dps.get_enrollment_attestation(id).await
+    }
+
+    async fn delete(dps: &ProvisioningServiceClient, id: &str, condition: IfMatch) -> Result<()> {
+        dps.delete_enrollment(id, condition).await
+    }
+
+    fn attestation_mut(&mut self) -> &mut Attestation {
+        &mut self.attestation
+    }
+
+    fn line(&self) -> String {
+        format!(
+            "{}\t{}\t{}\t{}",
+            self.registration_id,
+            wire_name(&self.provisioning_status),
+            wire_name(&self.attestation.kind),
+            self.registration_state
+                .as_ref()
+                .map_or_else(|| "-".into(), |s| wire_name(&s.status)),
+        )
+    }
+}
+
+impl Entry for EnrollmentGroup {
+    const NAME: &'static str = "enrollment group";
+
+    async fn create_or_update(
+        &self,
+        dps: &ProvisioningServiceClient,
+        condition: IfMatch,
+    ) -> Result<Self> {
+        dps.create_or_update_enrollment_group(self, condition).await
+    }
+
+    async fn get(dps: &ProvisioningServiceClient, id: &str) -> Result<Self> {
+        dps.get_enrollment_group(id).await
+    }
+
+    async fn attestation(dps: &ProvisioningServiceClient, id: &str) -> Result<Attestation> {
+        dps.get_enrollment_group_attestation(id).await
+    }
+
+    async fn delete(dps: &ProvisioningServiceClient, id: &str, condition: IfMatch) -> Result<()> {
+        dps.delete_enrollment_group(id, condition).await
+    }
+
+    fn attestation_mut(&mut self) -> &mut Attestation {
+        &mut self.attestation
+    }
+
+    fn line(&self) -> String {
+        format!(
+            "{}\t{}\t{}",
+            self.enrollment_group_id,
+            wire_name(&self.provisioning_status),
+            wire_name(&self.attestation.kind),
+        )
+    }
+}
+
+/// `create`: prints what DPS answered, generated keys included.
+async fn create<E: Entry + Serialize>(
+    dps: &DpsArgs,
+    entry: &E,
+    etag: Option<&str>,
+) -> Result<(), String> {
+    let created = entry
+        .create_or_update(&dps.resolve()?, condition(etag))
+        .await
+        .map_err(|e| e.to_string())?;
+    print_json(&created)
+}
+
+/// `show`: keys hidden unless `show_keys`; then they come from the attestation mechanism
+/// (a `GET` may leave them out).
+async fn show<E: Entry + Serialize>(
+    dps: &DpsArgs,
+    id: &str,
+    show_keys: bool,
+) -> Result<(), String> {
+    let dps = dps.resolve()?;
+    let mut entry = E::get(&dps, id).await.map_err(|e| e.to_string())?;
+    if show_keys {
+        let mechanism = E::attestation(&dps, id).await.map_err(|e| e.to_string())?;
+        if mechanism.symmetric_key.is_some() {
+            *entry.attestation_mut() = mechanism;
+        }
+    }
+    print_json(&shown(&entry, show_keys)?)
+}
+
+async fn delete<E: Entry>(dps: &DpsArgs, id: &str, etag: Option<&str>) -> Result<(), String> {
+    E::delete(&dps.resolve()?, id, condition(etag))
+        .await
+        .map_err(|e| e.to_string())?;
+    eprintln!("deleted {} {id}", E::NAME);
+    Ok(())
 }
 
 /// The primary (or secondary) key of a symmetric-key group, from its attestation mechanism.
@@ -378,18 +441,26 @@ async fn group_key(
     Ok(key)
 }
 
-/// `attestation` with the keys of the attestation mechanism DPS answered with, when it has
-/// them (a `GET` may leave them out).
-fn with_keys(
-    attestation: Attestation,
-    mechanism: Result<Attestation, azure_iot_provisioning_service::Error>,
-) -> Result<Attestation, String> {
-    let mechanism = mechanism.map_err(|e| e.to_string())?;
-    Ok(if mechanism.symmetric_key.is_some() {
-        mechanism
-    } else {
-        attestation
-    })
+/// Sets the members individual enrollments and groups share from a [`Common`].
+macro_rules! set_common {
+    ($entry:ident, $common:expr) => {{
+        let Common {
+            capabilities,
+            initial_twin,
+            provisioning_status,
+            reprovision_policy,
+            allocation_policy,
+            custom_allocation_definition,
+            iot_hubs,
+        } = $common;
+        $entry.capabilities = capabilities;
+        $entry.initial_twin = initial_twin;
+        $entry.provisioning_status = provisioning_status;
+        $entry.reprovision_policy = reprovision_policy;
+        $entry.allocation_policy = allocation_policy;
+        $entry.custom_allocation_definition = custom_allocation_definition;
+        $entry.iot_hubs = iot_hubs;
+    }};
 }
 
 impl EnrollmentCreateArgs {
@@ -439,14 +510,7 @@ impl EnrollmentCreateArgs {
         };
         let mut enrollment = IndividualEnrollment::new(&self.registration_id, attestation);
         enrollment.device_id = self.device_id.clone();
-        let common = self.settings.common()?;
-        enrollment.capabilities = common.capabilities;
-        enrollment.initial_twin = common.initial_twin;
-        enrollment.provisioning_status = common.provisioning_status;
-        enrollment.reprovision_policy = common.reprovision_policy;
-        enrollment.allocation_policy = common.allocation_policy;
-        enrollment.custom_allocation_definition = common.custom_allocation_definition;
-        enrollment.iot_hubs = common.iot_hubs;
+        set_common!(enrollment, self.settings.common()?);
         Ok(enrollment)
     }
 }
@@ -477,14 +541,7 @@ impl GroupCreateArgs {
             (None, None) => self.settings.symmetric_key(),
         };
         let mut group = EnrollmentGroup::new(&self.group_id, attestation);
-        let common = self.settings.common()?;
-        group.capabilities = common.capabilities;
-        group.initial_twin = common.initial_twin;
-        group.provisioning_status = common.provisioning_status;
-        group.reprovision_policy = common.reprovision_policy;
-        group.allocation_policy = common.allocation_policy;
-        group.custom_allocation_definition = common.custom_allocation_definition;
-        group.iot_hubs = common.iot_hubs;
+        set_common!(group, self.settings.common()?);
         Ok(group)
     }
 }
