@@ -637,3 +637,174 @@ fn certificates(primary: &Path, secondary: Option<&Path>) -> Result<X509Certific
         secondary: secondary.map(read).transpose()?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Enrollment {
+        #[command(subcommand)]
+        command: EnrollmentCommand,
+    }
+
+    #[derive(Parser)]
+    struct Group {
+        #[command(subcommand)]
+        command: GroupCommand,
+    }
+
+    fn enrollment(args: &[&str]) -> Result<IndividualEnrollment, String> {
+        let parsed = Enrollment::try_parse_from(
+            ["x", "create", "--registration-id", "dev-1"]
+                .iter()
+                .chain(args),
+        )
+        .map_err(|e| e.to_string())?;
+        match parsed.command {
+            EnrollmentCommand::Create(args) => args.enrollment(),
+            _ => unreachable!(),
+        }
+    }
+
+    fn group(args: &[&str]) -> Result<EnrollmentGroup, String> {
+        let parsed = Group::try_parse_from(["x", "create", "--group-id", "g-1"].iter().chain(args))
+            .map_err(|e| e.to_string())?;
+        match parsed.command {
+            GroupCommand::Create(args) => args.group(),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn create_flags_become_the_enrollment() {
+        let e = enrollment(&[
+            "--device-id",
+            "hub-dev",
+            "--initial-twin",
+            r#"{"tags":{"floor":3},"properties":{"desired":{"interval":5}}}"#,
+            "--edge",
+            "--disabled",
+            "--reprovision",
+            "reset",
+            "--allocation",
+            "custom",
+            "--webhook-url",
+            "https://hook.example/alloc",
+            "--iot-hub",
+            "hub.example",
+        ])
+        .unwrap();
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["registrationId"], "dev-1");
+        assert_eq!(json["deviceId"], "hub-dev");
+        assert_eq!(json["attestation"]["type"], "symmetricKey");
+        assert_eq!(json["initialTwin"]["tags"]["floor"], 3);
+        assert_eq!(json["initialTwin"]["properties"]["desired"]["interval"], 5);
+        assert_eq!(json["capabilities"]["iotEdge"], true);
+        assert_eq!(json["provisioningStatus"], "disabled");
+        assert_eq!(
+            json["reprovisionPolicy"],
+            serde_json::json!({"updateHubAssignment": true, "migrateDeviceData": false})
+        );
+        assert_eq!(json["allocationPolicy"], "custom");
+        assert_eq!(
+            json["customAllocationDefinition"]["webhookUrl"],
+            "https://hook.example/alloc"
+        );
+        assert_eq!(json["iotHubs"], serde_json::json!(["hub.example"]));
+
+        let never = enrollment(&["--reprovision", "never"]).unwrap();
+        assert!(!never.reprovision_policy.unwrap().update_hub_assignment);
+        let tpm = enrollment(&["--endorsement-key", "AToAAQ=="]).unwrap();
+        assert_eq!(tpm.attestation.tpm.unwrap().endorsement_key, "AToAAQ==");
+    }
+
+    #[test]
+    fn contradictory_flags_are_refused() {
+        for args in [
+            &["--allocation", "custom"][..],
+            &["--webhook-url", "https://x"],
+            &["--attestation", "x509"],
+            &["--attestation", "tpm"],
+            &[
+                "--attestation",
+                "symmetric-key",
+                "--endorsement-key",
+                "AA==",
+            ],
+            &["--initial-twin", "[1]"],
+            &["--primary-key", "AA=="],
+        ] {
+            assert!(enrollment(args).is_err(), "{args:?}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("ca.pem");
+        std::fs::write(
+            &cert,
+            "-----BEGIN CERTIFICATE-----\nMII=\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let cert = cert.to_str().unwrap();
+        let x509 = group(&["--signing-cert", cert]).unwrap();
+        assert!(
+            x509.attestation
+                .x509
+                .unwrap()
+                .signing_certificates
+                .unwrap()
+                .primary
+                .unwrap()
+                .certificate
+                .unwrap()
+                .contains("BEGIN CERTIFICATE")
+        );
+        assert!(
+            group(&[
+                "--signing-cert",
+                cert,
+                "--primary-key",
+                "AA==",
+                "--secondary-key",
+                "AA=="
+            ])
+            .is_err()
+        );
+        assert!(group(&["--signing-cert", "/nonexistent.pem"]).is_err());
+        let by_ca = group(&["--ca-name", "root"]).unwrap();
+        assert_eq!(
+            by_ca
+                .attestation
+                .x509
+                .unwrap()
+                .ca_references
+                .unwrap()
+                .primary
+                .as_deref(),
+            Some("root")
+        );
+    }
+
+    #[test]
+    fn show_and_list_hide_keys_unless_asked() {
+        let e = IndividualEnrollment::new(
+            "d",
+            Attestation::symmetric_key("cHJpbWFyeQ==", "c2Vjb25kYXJ5"),
+        );
+        let hidden = shown(&e, false).unwrap().to_string();
+        assert!(
+            !hidden.contains("cHJpbWFyeQ==") && !hidden.contains("c2Vjb25kYXJ5"),
+            "{hidden}"
+        );
+        assert!(
+            shown(&e, true)
+                .unwrap()
+                .to_string()
+                .contains("cHJpbWFyeQ==")
+        );
+    }
+}
