@@ -306,6 +306,34 @@ async fn bad_ids_fail_before_anything_is_sent() {
     assert!(server.seen().is_empty());
 }
 
+#[tokio::test]
+async fn a_host_dns_does_not_know_is_reached_at_the_connect_address() {
+    let server = Server::start(vec![Answer::json(200, enrollment_json("dev-1", "e1"))]).await;
+    let options = ProvisioningServiceClientOptions::default()
+        .trusted_ca_pem(server.ca_pem.clone())
+        .https_port(server.port)
+        .connect_address(std::net::Ipv4Addr::LOCALHOST.into());
+    let dps = ProvisioningServiceClient::from_connection_string(
+        &format!(
+            "HostName={};SharedAccessKeyName=provisioningserviceowner;SharedAccessKey={KEY}",
+            mock::UNRESOLVABLE
+        ),
+        options,
+    )
+    .unwrap();
+    dps.get_enrollment("dev-1").await.unwrap();
+    let seen = server.seen();
+    assert_eq!(
+        seen[0].header("host"),
+        Some(format!("{}:{}", mock::UNRESOLVABLE, server.port).as_str())
+    );
+    let auth = seen[0].header("authorization").unwrap();
+    assert!(
+        auth.contains(&format!("sr={}", mock::UNRESOLVABLE)),
+        "{auth}"
+    );
+}
+
 #[test]
 fn debug_shows_no_key() {
     let dps = ProvisioningServiceClient::from_connection_string(

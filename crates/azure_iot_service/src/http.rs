@@ -7,6 +7,7 @@
 //! client (`azure_iot_provisioning_service`): a [`Pipeline`] serves any host whose SAS
 //! audience is its host name, with the api-version its caller names (ADR 0016).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -193,9 +194,13 @@ impl Pipeline {
             .map_err(|e| Error::with_source(ErrorKind::Transport, "TLS configuration", e))?
             .with_no_client_auth();
         let tokens = Arc::new(TokenSource::new(host, policy, options.token_ttl));
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .use_preconfigured_tls(tls.clone())
-            .user_agent(concat!("azure-iot-rs-service/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("azure-iot-rs-service/", env!("CARGO_PKG_VERSION")));
+        if let Some(address) = options.connect_address {
+            builder = builder.resolve(host, SocketAddr::new(address, options.https_port));
+        }
+        let client = builder
             .build()
             .map_err(|e| Error::with_source(ErrorKind::Transport, "HTTP client set-up", e))?;
         let base = if options.https_port == 443 {

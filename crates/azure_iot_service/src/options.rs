@@ -1,6 +1,7 @@
 //! Client options: [`HttpOptions`] for the HTTPS pipeline every service client shares, and
 //! [`ServiceClientOptions`] for the hub's service client (HTTPS plus AMQP).
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use azure_iot_core::ExponentialBackoff;
@@ -25,6 +26,7 @@ pub const API_VERSION: &str = "2021-04-12";
 pub struct HttpOptions {
     pub(crate) trusted_ca_pem: Option<String>,
     pub(crate) https_port: u16,
+    pub(crate) connect_address: Option<IpAddr>,
     pub(crate) request_timeout: Duration,
     pub(crate) token_ttl: Duration,
     pub(crate) retry_policy: SharedRetryPolicy,
@@ -35,6 +37,7 @@ impl Default for HttpOptions {
         Self {
             trusted_ca_pem: None,
             https_port: 443,
+            connect_address: None,
             request_timeout: Duration::from_secs(60),
             token_ttl: azure_iot_core::sas::DEFAULT_TOKEN_TTL,
             retry_policy: SharedRetryPolicy::new(ExponentialBackoff {
@@ -56,6 +59,15 @@ impl HttpOptions {
     /// The HTTPS port (443 on Azure).
     pub fn https_port(mut self, port: u16) -> Self {
         self.https_port = port;
+        self
+    }
+
+    /// Connect to `address` instead of resolving the service's host name, which still names
+    /// the service in TLS (server name and certificate check), in the `Host` header and in the
+    /// SAS token. For a name DNS does not know: the emulator's DPS (`dps.localhost`) where
+    /// `*.localhost` does not resolve, or a service behind a private address.
+    pub fn connect_address(mut self, address: IpAddr) -> Self {
+        self.connect_address = Some(address);
         self
     }
 

@@ -10,6 +10,9 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+/// A name the server certificate covers that DNS does not resolve.
+pub(crate) const UNRESOLVABLE: &str = "dps.example";
+
 /// One request as the server read it.
 #[derive(Debug, Clone)]
 pub(crate) struct Seen {
@@ -86,7 +89,8 @@ impl Server {
         let ca_key = KeyPair::generate().unwrap();
         let ca = ca_params.self_signed(&ca_key).unwrap();
         let issuer = Issuer::new(ca_params, ca_key);
-        let params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        let params =
+            CertificateParams::new(vec!["localhost".to_owned(), UNRESOLVABLE.to_owned()]).unwrap();
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &issuer).unwrap();
         let config = rustls::ServerConfig::builder_with_provider(Arc::new(
