@@ -86,8 +86,15 @@ pub(crate) fn http(host: Option<&str>, path: &str, dps_hostname: Option<&str>) -
         }
     }
     let mut segments = path.trim_start_matches('/').split('/');
-    match (segments.next(), segments.next()) {
-        (Some("enrollments" | "enrollmentGroups" | "registrations"), _) => Service::Dps,
+    let first = segments.next();
+    if first.is_some_and(|f| {
+        ["enrollments", "enrollmentGroups", "registrations"]
+            .iter()
+            .any(|root| f.eq_ignore_ascii_case(root))
+    }) {
+        return Service::Dps;
+    }
+    match (first, segments.next()) {
         (Some(first), Some("registrations"))
             if !first.is_empty() && !first.starts_with('$') && !HUB_ROOTS.contains(&first) =>
         {

@@ -186,6 +186,7 @@ mod tests {
         });
         let app = AppState {
             blob: None,
+            dps: None,
             device: mqtt.device.clone(),
             hub,
             policies,
