@@ -4,8 +4,10 @@
 //!
 //! Which DPS: `--connection-string` (or `PROVISIONING_CONNECTION_STRING`), a shared access
 //! policy connection string of any DPS; otherwise the local emulator's
-//! `provisioningserviceowner` policy from `hub.json` in `--data-dir`. A connection string to
-//! the emulator's DPS host still picks up its HTTPS port and CA from the data directory.
+//! `provisioningserviceowner` policy from `hub.json` (`dps.connection_string`) in `--data-dir`.
+//! A connection string to the emulator's DPS host still picks up its HTTPS port and CA from
+//! the data directory. The emulator's DPS host name (`dps.localhost`) need not resolve: the
+//! client connects where the hub's host name does (the emulator serves both on one port).
 //!
 //! Keys: `create` prints what DPS answers, generated keys included (that is how you learn
 //! them); `show` and `list` hide keys unless `--show-keys`; `enrollment-group derive-key`
@@ -13,6 +15,7 @@
 
 mod enrollment;
 
+use std::net::{IpAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
 use azure_iot_core::ServiceConnectionString;
@@ -30,9 +33,6 @@ use crate::target::{DataDir, read_ca_file};
 use crate::{print_json, print_line};
 
 pub(crate) use enrollment::{EnrollmentCommand, GroupCommand};
-
-/// The policy whose connection string the emulator's `hub.json` lists for its DPS.
-const LOCAL_POLICY: &str = "provisioningserviceowner";
 
 #[derive(Subcommand)]
 pub(crate) enum DpsCommand {
@@ -84,10 +84,9 @@ impl DpsArgs {
                     .to_owned();
                 // The emulator's own DPS: use its port and CA.
                 let local = local.ok().filter(|data| {
-                    data.connection_string(LOCAL_POLICY)
-                        .ok()
-                        .and_then(|own| ServiceConnectionString::parse(&own).ok())
-                        .is_some_and(|own| own.host_name().eq_ignore_ascii_case(&host))
+                    data.doc["dps"]["hostname"]
+                        .as_str()
+                        .is_some_and(|own| own.eq_ignore_ascii_case(&host))
                 });
                 (cs.clone(), local)
             }
@@ -98,12 +97,25 @@ impl DpsArgs {
                          (or set PROVISIONING_CONNECTION_STRING)."
                     )
                 })?;
-                (data.connection_string(LOCAL_POLICY)?, Some(data))
+                let cs = data.doc["dps"]["connection_string"]
+                    .as_str()
+                    .ok_or_else(|| {
+                        format!(
+                            "{} has no dps.connection_string (an emulator without DPS?)",
+                            data.file.display()
+                        )
+                    })?
+                    .to_owned();
+                (cs, Some(data))
             }
         };
         let mut options = ProvisioningServiceClientOptions::default();
         if let Some(local) = local {
-            options = options.https_port(local.port("https")?);
+            let port = local.port("https")?;
+            options = options.https_port(port);
+            if let Some(address) = local_address(&local, port) {
+                options = options.connect_address(address);
+            }
             ca_pem.get_or_insert(local.ca_pem);
         }
         if let Some(pem) = ca_pem {
@@ -112,6 +124,12 @@ impl DpsArgs {
         ProvisioningServiceClient::from_connection_string(&connection_string, options)
             .map_err(|e| format!("connection string: {e}"))
     }
+}
+
+/// Where the emulator of `data` listens: the address its hub's host name resolves to.
+fn local_address(data: &DataDir, port: u16) -> Option<IpAddr> {
+    let host = data.doc["hostname"].as_str()?;
+    (host, port).to_socket_addrs().ok()?.next().map(|a| a.ip())
 }
 
 /// How `list` commands read a query.
