@@ -32,32 +32,29 @@ pub async fn register_over_https(hub: &EmulatorHandle, registration_id: &str, ke
         hub.https_addr().port()
     );
     let version = azure_iot_protocol::dps::API_VERSION;
-    let answer: Value = client
-        .put(format!("{base}/register?api-version={version}"))
-        .header("Authorization", token.secret())
-        .json(&json!({ "registrationId": registration_id }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let send = |request: reqwest::RequestBuilder| async {
+        let answer = request
+            .header("Authorization", token.secret())
+            .send()
+            .await
+            .unwrap();
+        answer.json::<Value>().await.unwrap()
+    };
+    let answer = send(
+        client
+            .put(format!("{base}/register?api-version={version}"))
+            .json(&json!({ "registrationId": registration_id })),
+    )
+    .await;
     let Some(operation) = answer["operationId"].as_str() else {
         panic!("register answered {answer}");
     };
     // The emulator decides without waiting on anything slow: a bounded number of polls.
     for _ in 0..100 {
-        let status: Value = client
-            .get(format!(
-                "{base}/operations/{operation}?api-version={version}"
-            ))
-            .header("Authorization", token.secret())
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let status = send(client.get(format!(
+            "{base}/operations/{operation}?api-version={version}"
+        )))
+        .await;
         if status["status"] != "assigning" && status["status"] != "unassigned" {
             return status;
         }
