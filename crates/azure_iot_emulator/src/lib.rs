@@ -18,9 +18,14 @@
 //!                  │                                                       ▼                 │
 //!                  │                   state thread: HubState ──▶ Store (SQLite, hub.db, WAL) │
 //!                  │                   registry, twins, policies, links, locked queues       │
+//!                  │                                                       ▲ Hub::call       │
+//!  devices ───────▶│ DPS (HTTPS today; MQTT, AMQP) ─▶ dps::Dps: attestation, allocation,     │
+//!  DPS service ───▶│   (same ports, told apart by route)  webhook ─▶ DPS thread: DpsState ─▶ │
+//!                  │                                       dps.db (enrollments, records)     │
 //!                  └──────────────────────────────────────────────────────────────────────────┘
-//!   data dir: ca.pem (trust this), ca-key.pem, hub.db, telemetry.db, blob-store/ (uploaded
-//!             files), hub.json (hostname, ports, blob endpoint, connection strings)
+//!   data dir: ca.pem (trust this), ca-key.pem, hub.db, telemetry.db, dps.db, blob-store/
+//!             (uploaded files), hub.json (hostname, ports, blob endpoint, connection strings,
+//!             DPS id scope, endpoint and connection string)
 //! ```
 //!
 //! * **One owner of state.** `HubState` (module `hub`) lives on one thread; front-ends send it
@@ -45,9 +50,14 @@
 //!   encodes. Errors use the IoT Hub body the official SDKs parse.
 //! * **TLS everywhere.** A CA generated on first start (or the user's certificate) signs the
 //!   server certificate for the hostname, `localhost`, `127.0.0.1` and `::1`.
-//! * **Loud about gaps.** Known IoT Hub features not implemented here (and DPS traffic, until
-//!   DPS lands) answer 501 or their protocol's "unavailable" with an explanation; nothing
-//!   pretends to succeed.
+//! * **A Device Provisioning Service beside the hub** (ADR 9, ADR 14): its own state thread and
+//!   `dps.db`, its own host name (`dps_hostname`, also in the server certificate), id scope and
+//!   `provisioningserviceowner` policy, served on the hub's ports. It writes the identities it
+//!   assigns through `Hub::call` (the hub first, its own record after), so a registration is
+//!   never half-visible. Every DPS rule lives in `dps`; front-ends only decode and encode.
+//! * **Loud about gaps.** Known IoT Hub features not implemented here (and DPS over MQTT and
+//!   AMQP, until those front-ends land) answer 501 or their protocol's "unavailable" with an
+//!   explanation; nothing pretends to succeed.
 //!
 //! # Use from tests
 //!
@@ -343,6 +353,7 @@ impl EmulatorBuilder {
             hub_hostname: config.hostname.clone(),
             retry_after: config.dps_retry_after,
             webhook_timeout: config.dps_webhook_timeout,
+            ca_pem: tls.ca_pem.clone(),
         };
         let (dps_dir, durability, dps_hub) = (
             if config.in_memory {

@@ -13,8 +13,9 @@
 //!
 //! Hub traffic never has these shapes (hub user names carry `/?`, hub SASL identities are
 //! `{id}@sas.{hub}` or `{policy}@root.{hub}`, hub paths start with `/devices`, `/twins`, …), so
-//! the classification is unambiguous. DPS itself is not served yet (its own issue); what is
-//! classified as DPS gets an explicit "not supported" answer from each front-end.
+//! the classification is unambiguous. HTTPS requests classified as DPS go to `crate::dps`
+//! (through `http::dps`); the MQTT and AMQP front-ends answer DPS with an explicit "not
+//! supported" until their DPS bindings land. The DPS service roots match in any case.
 
 use azure_iot_protocol::mqtt::is_dps_username;
 
@@ -27,7 +28,8 @@ pub(crate) enum Service {
     Dps,
 }
 
-/// What a client says when the emulator is asked for DPS, which it does not serve yet.
+/// What a client says when the emulator is asked for DPS on a transport that does not serve it
+/// yet.
 pub(crate) const DPS_UNSUPPORTED: &str =
     "the Device Provisioning Service is not supported by this emulator yet";
 

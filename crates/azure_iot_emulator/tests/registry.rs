@@ -479,24 +479,26 @@ async fn unsupported_features_say_so() {
 }
 
 #[tokio::test]
-async fn requests_for_dps_are_classified_and_refused_explicitly() {
+async fn requests_for_dps_go_to_the_dps_not_the_hub() {
     let hub = emulator().await;
     let ep = HubEndpoint::of(&hub);
     let c = RestClient::new(&ep, "iothubowner");
-    for path in [
-        "/enrollments/e1?api-version=2021-10-01",
-        "/0ne00000001/registrations/dev1/register?api-version=2021-06-01",
+    // A hub token is no DPS token; an unknown id scope is DPS's 404. Both in DPS's error body.
+    for (path, status, code) in [
+        (
+            "/enrollments/e1?api-version=2021-10-01",
+            StatusCode::UNAUTHORIZED,
+            401002,
+        ),
+        (
+            "/0ne00000001/registrations/dev1/register?api-version=2021-06-01",
+            StatusCode::NOT_FOUND,
+            404001,
+        ),
     ] {
         let answer = c.request(Method::PUT, path, Some(json!({})), &[]).await;
-        assert_eq!(answer.status, StatusCode::NOT_IMPLEMENTED, "{path}");
-        assert!(
-            answer.body["Message"]
-                .as_str()
-                .unwrap()
-                .contains("Device Provisioning Service"),
-            "{:?}",
-            answer.body
-        );
+        assert_eq!(answer.status, status, "{path}");
+        assert_eq!(answer.body["errorCode"], json!(code), "{:?}", answer.body);
     }
     // Hub paths are untouched.
     assert_eq!(c.get("/devices/nobody").await.status, StatusCode::NOT_FOUND);

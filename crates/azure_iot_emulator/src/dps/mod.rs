@@ -15,6 +15,8 @@ mod flow;
 pub(crate) mod records;
 pub(crate) mod state;
 mod store;
+
+pub(crate) use store::DB_FILE as DPS_DB_FILE;
 mod webhook;
 
 use azure_iot_protocol::dps::ErrorDetails;
@@ -77,8 +79,8 @@ pub(crate) struct Answer {
 pub(crate) struct DpsError {
     /// The HTTP status (front-ends map it to their own form).
     pub(crate) status: u16,
-    /// DPS's error body.
-    pub(crate) details: ErrorDetails,
+    /// DPS's error body (boxed: results stay small on the success path).
+    pub(crate) details: Box<ErrorDetails>,
     /// Seconds to wait before trying again, if the refusal is temporary.
     pub(crate) retry_after: Option<u32>,
 }
@@ -86,7 +88,7 @@ pub(crate) struct DpsError {
 impl DpsError {
     /// An error with a six-digit DPS code; the status is the code's first three digits.
     pub(crate) fn new(error_code: i64, message: impl Into<String>) -> Self {
-        let details = ErrorDetails::new(error_code, message);
+        let details = Box::new(ErrorDetails::new(error_code, message));
         Self {
             status: details.http_status().unwrap_or(500),
             details,
@@ -119,6 +121,8 @@ pub(crate) struct Dps {
     pub(super) hub: Hub,
     /// Fixed facts about this DPS.
     pub(super) info: Arc<DpsInfo>,
+    /// The client custom allocation webhooks are called with (`webhook`).
+    pub(super) webhooks: reqwest::Client,
 }
 
 /// Fixed facts about the emulator's DPS (decided at start-up).
@@ -150,6 +154,8 @@ pub(crate) struct DpsOptions {
     pub(crate) retry_after: u32,
     /// How long a custom allocation webhook may take.
     pub(crate) webhook_timeout: std::time::Duration,
+    /// The emulator's CA (PEM): webhook certificates must chain to it.
+    pub(crate) ca_pem: String,
 }
 
 impl Dps {
@@ -196,6 +202,8 @@ impl Dps {
             secondary,
             rights: Rights::REGISTRY_READ.union(Rights::REGISTRY_WRITE),
         }]);
+        let webhooks = webhook::client(&options.ca_pem, options.webhook_timeout)
+            .map_err(|e| EmulatorError::Tls(format!("the DPS webhook client: {e}")))?;
         let state = DpsState::load(store)?;
         let (actor, thread) = Actor::spawn("dps-state", state)?;
         let info = Arc::new(DpsInfo {
@@ -206,7 +214,15 @@ impl Dps {
             webhook_timeout: options.webhook_timeout,
             policies,
         });
-        Ok((Self { actor, hub, info }, thread))
+        Ok((
+            Self {
+                actor,
+                hub,
+                info,
+                webhooks,
+            },
+            thread,
+        ))
     }
 
     /// The DPS id scope (to tell an unknown scope from ours early).
