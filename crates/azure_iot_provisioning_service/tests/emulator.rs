@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use azure_iot_emulator::EmulatorHandle;
 use azure_iot_provisioning_service::{
-    Attestation, BulkEnrollmentOperation, BulkMode, EnrollmentGroup, ErrorKind, IfMatch,
-    IndividualEnrollment, ProvisioningServiceClient, ProvisioningServiceClientOptions,
-    ProvisioningStatus, RegistrationStatus, derive_device_key,
+    Attestation, BulkEnrollmentGroupOperation, BulkEnrollmentOperation, BulkMode, EnrollmentGroup,
+    ErrorKind, IfMatch, IndividualEnrollment, ProvisioningServiceClient,
+    ProvisioningServiceClientOptions, ProvisioningStatus, RegistrationStatus, derive_device_key,
 };
 use azure_iot_test::emulator;
 use futures_util::TryStreamExt;
@@ -128,6 +128,43 @@ async fn groups_have_keys_devices_derive_from() {
         .await
         .unwrap();
     assert_eq!(listed, ["floor-1"]);
+
+    // Groups in bulk: a TPM group is refused (TPM attests single devices), by its id.
+    let tpm_group = EnrollmentGroup::new(
+        "floor-tpm",
+        Attestation::tpm(
+            "AToAAQALAAMAsgAgg3GXZ0SEs/gakMyNRqXXJP1S124GUgtk8qHaGzMUaaoABgCAAEMAEAgAAAAAAAEAxsj2gUScTk1UjuioeTlfGYZrrimExB+bScH75adUMRIi2UOMxG1kw4y+9RW/IVoMl4e620VxZad0ARX2gUqVjYO7KPVt3dyKhZS3dkcvfBisBhP1XH9B33VqHG9SHnbnQXdBUaCgKAfxome8UmBKfe+naTsE5fkvjb/do3/dD6l4sGBwFCnKRdln4XpM03zLpoHFao8zOwt8l/uP3qUIxmCYv9A7m69Ms+5/pCkTu/rK4mRDsfhZ0QLfbzVI6zQFOKF/rwsfBtFeWlWtcuJMKlXdD8TXWElTzgh7JS4qhFzreL0c1mI0GCj+Aws0usZh7dLIVPnlgZcBhgy1SSDQMQ==",
+        ),
+    );
+    let result = dps
+        .bulk_enrollment_groups(&BulkEnrollmentGroupOperation {
+            mode: BulkMode::Create,
+            enrollment_groups: vec![
+                EnrollmentGroup::new("floor-2", Attestation::symmetric_key("", "")),
+                tpm_group,
+            ],
+        })
+        .await
+        .unwrap();
+    assert!(!result.is_successful);
+    assert_eq!(result.errors.len(), 1, "{result:?}");
+    assert_eq!(
+        result.errors[0].enrollment_group_id.as_deref(),
+        Some("floor-tpm")
+    );
+    assert!(result.errors[0].error_code >= 400_000, "{result:?}");
+    let result = dps
+        .bulk_enrollment_groups(&BulkEnrollmentGroupOperation {
+            mode: BulkMode::Create,
+            enrollment_groups: vec![EnrollmentGroup::new(
+                "floor-2",
+                Attestation::symmetric_key("", ""),
+            )],
+        })
+        .await
+        .unwrap();
+    assert!(result.is_successful, "{result:?}");
+    dps.get_enrollment_group("floor-2").await.unwrap();
     dps.delete_enrollment_group("floor-1", IfMatch::Any)
         .await
         .unwrap();
