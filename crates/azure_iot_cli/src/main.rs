@@ -8,6 +8,8 @@
 //! The `az iot`-style commands (`device`, `twin`, `method`, `c2d`, `query`) use the service
 //! client (`azure_iot_service`) against any hub: `--connection-string` or
 //! `IOTHUB_CONNECTION_STRING`, else the local emulator's `hub.json` (see `target.rs`).
+//! `dps` does the same for the Device Provisioning Service with the provisioning service
+//! client (`PROVISIONING_CONNECTION_STRING`, else the emulator's DPS; see `dps/mod.rs`).
 //! `device simulate` drives this project's device client. `quickstart` runs everything
 //! against an embedded emulator. Errors are one line on stderr and exit status 1.
 // A command-line tool's output is its product.
@@ -21,6 +23,7 @@ use std::process::ExitCode;
 mod calls;
 mod connect;
 mod devices;
+mod dps;
 mod files;
 mod monitor;
 mod quickstart;
@@ -64,6 +67,9 @@ enum Command {
     C2d(calls::C2dCommand),
     /// Run an IoT Hub query and print one JSON item per line.
     Query(twins::QueryArgs),
+    /// The Device Provisioning Service: enrollments, enrollment groups, registration states.
+    #[command(subcommand)]
+    Dps(dps::DpsCommand),
     /// See the whole system work: an embedded hub, a device and a back end, end to end.
     Quickstart,
 }
@@ -326,6 +332,7 @@ fn main() -> ExitCode {
             Command::Method(command) => calls::method(command).await,
             Command::C2d(command) => calls::c2d(command).await,
             Command::Query(args) => twins::query(args).await,
+            Command::Dps(command) => dps::run(command).await,
             Command::Quickstart => quickstart::run().await,
         }
     });

@@ -71,40 +71,72 @@ pub(crate) struct Local {
     pub(crate) ca_pem: String,
 }
 
-/// Reads the emulator's `hub.json` and `ca.pem` in `dir`.
-pub(crate) fn read_local(dir: &Path) -> Result<Local, String> {
-    let file = dir.join("hub.json");
-    let text = std::fs::read_to_string(&file).map_err(|e| {
-        format!(
-            "cannot read {} ({e}); is `azure-iot hub start --data-dir {}` running?",
-            file.display(),
-            dir.display()
-        )
-    })?;
-    let doc: Value = serde_json::from_str(&text)
-        .map_err(|e| format!("{} is not valid JSON: {e}", file.display()))?;
-    let port = |name: &str| {
-        doc["ports"][name]
+/// `hub.json` and `ca.pem` of an emulator's data directory, read but not yet interpreted.
+pub(crate) struct DataDir {
+    /// Where `hub.json` is (for messages).
+    pub(crate) file: PathBuf,
+    pub(crate) doc: Value,
+    pub(crate) ca_pem: String,
+}
+
+impl DataDir {
+    /// Reads `hub.json` and `ca.pem` in `dir`.
+    pub(crate) fn read(dir: &Path) -> Result<Self, String> {
+        let file = dir.join("hub.json");
+        let text = std::fs::read_to_string(&file).map_err(|e| {
+            format!(
+                "cannot read {} ({e}); is `azure-iot hub start --data-dir {}` running?",
+                file.display(),
+                dir.display()
+            )
+        })?;
+        let doc: Value = serde_json::from_str(&text)
+            .map_err(|e| format!("{} is not valid JSON: {e}", file.display()))?;
+        let ca_file = dir.join("ca.pem");
+        let ca_pem = std::fs::read_to_string(&ca_file)
+            .map_err(|e| format!("cannot read {}: {e}", ca_file.display()))?;
+        Ok(Self { file, doc, ca_pem })
+    }
+
+    /// `ports.{name}`.
+    pub(crate) fn port(&self, name: &str) -> Result<u16, String> {
+        self.doc["ports"][name]
             .as_u64()
             .and_then(|p| u16::try_from(p).ok())
-            .ok_or_else(|| format!("{} has no ports.{name}", file.display()))
-    };
-    let ca_file = dir.join("ca.pem");
+            .ok_or_else(|| format!("{} has no ports.{name}", self.file.display()))
+    }
+
+    /// `connection_strings.{policy}`.
+    pub(crate) fn connection_string(&self, policy: &str) -> Result<String, String> {
+        self.doc["connection_strings"][policy]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("{} has no {policy} connection string", self.file.display()))
+    }
+}
+
+/// Reads the emulator's `hub.json` and `ca.pem` in `dir`.
+pub(crate) fn read_local(dir: &Path) -> Result<Local, String> {
+    let data = DataDir::read(dir)?;
     Ok(Local {
-        host: doc["hostname"]
+        host: data.doc["hostname"]
             .as_str()
-            .ok_or_else(|| format!("{} has no hostname", file.display()))?
+            .ok_or_else(|| format!("{} has no hostname", data.file.display()))?
             .to_owned(),
-        https: port("https")?,
-        mqtt: port("mqtt")?,
-        amqp: port("amqp")?,
-        owner: doc["connection_strings"]["iothubowner"]
-            .as_str()
-            .ok_or_else(|| format!("{} has no iothubowner connection string", file.display()))?
-            .to_owned(),
-        ca_pem: std::fs::read_to_string(&ca_file)
-            .map_err(|e| format!("cannot read {}: {e}", ca_file.display()))?,
+        https: data.port("https")?,
+        mqtt: data.port("mqtt")?,
+        amqp: data.port("amqp")?,
+        owner: data.connection_string("iothubowner")?,
+        ca_pem: data.ca_pem,
     })
+}
+
+/// The contents of the file `--ca-file` names, if it names one.
+pub(crate) fn read_ca_file(path: Option<&Path>) -> Result<Option<String>, String> {
+    path.map(|path| {
+        std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    })
+    .transpose()
 }
 
 impl Local {
@@ -129,13 +161,7 @@ impl HubArgs {
 
     /// The hub these arguments name.
     pub(crate) fn resolve(&self) -> Result<Hub, String> {
-        let given_ca = match &self.ca_file {
-            Some(path) => Some(
-                std::fs::read_to_string(path)
-                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
-            ),
-            None => None,
-        };
+        let given_ca = read_ca_file(self.ca_file.as_deref())?;
         let (connection_string, local) = match &self.connection_string {
             Some(cs) => {
                 let parsed = ServiceConnectionString::parse(cs)

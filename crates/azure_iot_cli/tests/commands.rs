@@ -4,7 +4,6 @@
 //! string and a hub that is not running.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::Output;
 use std::time::Duration;
 
 use azure_iot_device::{ClientOptions, DeviceClient, MethodResponse};
@@ -13,33 +12,7 @@ use serde_json::{Value, json};
 use tokio::process::Command;
 
 mod common;
-use common::{cli, hub};
-
-fn stdout(output: &Output) -> String {
-    assert!(
-        output.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout.clone()).unwrap()
-}
-
-fn json_out(output: &Output) -> Value {
-    serde_json::from_str(&stdout(output)).unwrap()
-}
-
-/// A failure is exit status 1 and one line on stderr, never a panic or a backtrace.
-fn one_line_error(output: &Output) -> String {
-    assert_eq!(output.status.code(), Some(1), "{output:?}");
-    let err = String::from_utf8(output.stderr.clone()).unwrap();
-    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
-    assert!(err.starts_with("error: "), "{err}");
-    assert!(
-        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
-        "{err}"
-    );
-    err
-}
+use common::{cli, hub, json_out, one_line_error, stdout};
 
 async fn connect(hub: &EmulatorHandle, connection_string: &str) -> DeviceClient {
     DeviceClient::from_connection_string(

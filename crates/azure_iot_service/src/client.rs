@@ -9,19 +9,18 @@ use azure_iot_core::encoding::encode_component;
 use azure_iot_core::method::{DirectMethodRequest, DirectMethodResponse};
 use azure_iot_core::twin::Twin;
 use azure_iot_protocol::identity::check_id;
-use azure_iot_protocol::tls::{client_config_builder, root_store};
 use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use crate::credential::{SharedAccessPolicy, TokenSource};
+use crate::credential::SharedAccessPolicy;
 use crate::error::{Error, ErrorKind, Result};
-use crate::http::{Http, Request};
+use crate::http::{Pipeline, Request};
 use crate::messaging::Messaging;
 use crate::models::{
     BulkEntry, BulkResult, Device, Module, PurgeResult, RegistryStatistics, ServiceStatistics,
 };
-use crate::options::ServiceClientOptions;
+use crate::options::{API_VERSION, ServiceClientOptions};
 use crate::query::Query;
 
 /// The condition of an update or delete: the `If-Match` header.
@@ -41,7 +40,9 @@ impl IfMatch {
         etag.map_or(IfMatch::Any, |e| IfMatch::ETag(e.to_owned()))
     }
 
-    pub(crate) fn header_value(&self) -> String {
+    /// The `If-Match` header value: the ETag in double quotes (as given if already quoted),
+    /// or `"*"`.
+    pub fn header_value(&self) -> String {
         match self {
             IfMatch::Any => "\"*\"".to_owned(),
             IfMatch::ETag(etag) if etag.starts_with('"') => etag.clone(),
@@ -166,9 +167,7 @@ pub struct ServiceClient {
 
 struct Inner {
     host: String,
-    http: Http,
-    tokens: Arc<TokenSource>,
-    tls: Arc<rustls::ClientConfig>,
+    http: Pipeline,
     options: ServiceClientOptions,
 }
 
@@ -192,25 +191,11 @@ impl ServiceClient {
         if host.is_empty() {
             return Err(Error::invalid("the hub host name is empty"));
         }
-        let roots = root_store(options.trusted_ca_pem.as_deref()).map_err(|e| {
-            let kind = if e.is_invalid_argument() {
-                ErrorKind::InvalidArgument
-            } else {
-                ErrorKind::Transport
-            };
-            Error::with_source(kind, e.to_string(), e)
-        })?;
-        let tls = client_config_builder(roots)
-            .map_err(|e| Error::with_source(ErrorKind::Transport, "TLS configuration", e))?
-            .with_no_client_auth();
-        let tokens = Arc::new(TokenSource::new(&host, policy, options.token_ttl));
-        let http = Http::new(&host, tokens.clone(), tls.clone(), &options)?;
+        let http = Pipeline::new(&host, policy, &options.http, API_VERSION)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 host,
                 http,
-                tokens,
-                tls: Arc::new(tls),
                 options,
             }),
         })
@@ -523,7 +508,7 @@ impl ServiceClient {
         body.response_timeout_in_seconds = Some(response);
         body.connect_timeout_in_seconds = Some(connect);
         let wait = Duration::from_secs(u64::from(response) + u64::from(connect))
-            + self.inner.options.request_timeout;
+            + self.inner.options.http.request_timeout;
         self.send_json(Request::new(Method::POST, path).json(&body)?.timeout(wait))
             .await
     }
@@ -534,7 +519,7 @@ impl ServiceClient {
     /// automatically. Items are raw JSON; see [`query_twins`](Self::query_twins) for typed
     /// twins.
     pub fn query(&self, sql: impl Into<String>) -> Query<Value> {
-        Query::new(self.clone(), sql.into())
+        Query::new(self.inner.http.clone(), "/devices/query", sql)
     }
 
     /// Every device's twin (identity fields, tags and properties), page by page: the
@@ -545,7 +530,7 @@ impl ServiceClient {
 
     /// Runs a query whose items are twins (`SELECT * FROM devices` or `... FROM devices.modules`).
     pub fn query_twins(&self, sql: impl Into<String>) -> Query<Twin> {
-        Query::new(self.clone(), sql.into())
+        Query::new(self.inner.http.clone(), "/devices/query", sql)
     }
 
     /// Removes every cloud-to-device message waiting for `device_id`.
@@ -559,9 +544,9 @@ impl ServiceClient {
         Messaging::open(
             &self.inner.host,
             self.inner.options.amqp_port,
-            self.inner.tls.clone(),
-            self.inner.tokens.clone(),
-            self.inner.options.request_timeout,
+            self.inner.http.tls().clone(),
+            self.inner.http.tokens().clone(),
+            self.inner.options.http.request_timeout,
         )
         .await
     }

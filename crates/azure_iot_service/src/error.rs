@@ -13,11 +13,11 @@ use azure_iot_core::retry::{Classify, ErrorClass};
 pub enum ErrorKind {
     /// An argument (id, connection string, key, patch, message) is invalid; nothing was sent.
     InvalidArgument,
-    /// The hub refused the credentials (401) or a CBS token.
+    /// The service refused the credentials (401) or a CBS token.
     Unauthorized,
     /// The hub refused the operation for lack of rights or quota (403).
     Forbidden,
-    /// The device, module or other entity does not exist (404).
+    /// The device, module, enrollment or other entity does not exist (404).
     NotFound,
     /// A direct method's target is not connected (404 `DeviceNotOnline`).
     DeviceNotOnline,
@@ -37,7 +37,7 @@ pub enum ErrorKind {
     ServiceError,
     /// The hub could not be reached, or the connection broke (DNS, TCP, AMQP).
     Transport,
-    /// TLS with the hub failed in a way retrying does not fix: its certificate is not trusted
+    /// TLS with the service failed in a way retrying does not fix: its certificate is not trusted
     /// (wrong `trusted_ca_pem`, wrong host name) or the handshake was refused.
     Tls,
     /// The hub sent something this client cannot make sense of.
@@ -135,6 +135,12 @@ impl Error {
         Self::new(ErrorKind::InvalidArgument, message)
     }
 
+    /// An [`ErrorKind::InvalidArgument`] error: for clients built on this crate's
+    /// [`Pipeline`](crate::http::Pipeline) that check their arguments before sending anything.
+    pub fn invalid_argument(message: impl Into<String>) -> Self {
+        Self::invalid(message)
+    }
+
     /// What kind of failure this is.
     pub fn kind(&self) -> ErrorKind {
         self.kind
@@ -145,7 +151,8 @@ impl Error {
         self.status
     }
 
-    /// The hub's error code name (`DeviceNotFound`, `PreconditionFailed`, ...), if it gave one.
+    /// The service's error code, if it gave one: IoT Hub's name (`DeviceNotFound`,
+    /// `PreconditionFailed`, ...) or number, DPS's six-digit number (`404201`).
     pub fn error_code(&self) -> Option<&str> {
         self.error_code.as_deref()
     }
@@ -224,7 +231,7 @@ impl From<azure_iot_core::connection_string::ConnectionStringError> for Error {
     }
 }
 
-/// What an IoT Hub error body says, in either of the hub's two formats.
+/// What an error body says, in either of IoT Hub's two formats or DPS's.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct HubErrorBody {
     pub(crate) code: Option<String>,
@@ -238,32 +245,24 @@ impl HubErrorBody {
     /// Format 1: `{"Message":"ErrorCode:Name;text","ExceptionMessage":"Tracking ID:id-G:..."}`.
     /// Format 2: `Message` holds a JSON string with `errorCode` (number), `trackingId` and
     /// `message`. A top-level numeric `ErrorCode` (the emulator adds it) is ignored in favour of
-    /// the name.
+    /// the name. DPS: `errorCode`, `trackingId` and `message` at the top level.
     pub(crate) fn parse(body: &[u8]) -> Self {
         let Ok(serde_json::Value::Object(doc)) = serde_json::from_slice(body) else {
             return Self::default();
         };
+        // DPS: the fields at the top level.
+        if doc.contains_key("errorCode") {
+            return Self::from_fields(&doc);
+        }
         let text = doc
             .get("Message")
             .or_else(|| doc.get("message"))
             .and_then(|m| m.as_str())
             .unwrap_or_default();
-        let mut parsed = Self::default();
         if let Ok(serde_json::Value::Object(inner)) = serde_json::from_str(text) {
-            parsed.code = inner.get("errorCode").map(|c| match c {
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            });
-            parsed.tracking_id = inner
-                .get("trackingId")
-                .and_then(|t| t.as_str())
-                .map(str::to_owned);
-            parsed.message = inner
-                .get("message")
-                .and_then(|t| t.as_str())
-                .map(str::to_owned);
-            return parsed;
+            return Self::from_fields(&inner);
         }
+        let mut parsed = Self::default();
         match text.strip_prefix("ErrorCode:") {
             Some(rest) => {
                 let (code, message) = rest.split_once(';').unwrap_or((rest, ""));
@@ -279,6 +278,19 @@ impl HubErrorBody {
             .and_then(|m| m.strip_prefix("Tracking ID:"))
             .map(|id| id.split("-G:").next().unwrap_or(id).trim().to_owned());
         parsed
+    }
+
+    /// `errorCode` (number or text), `trackingId` and `message` of a JSON object.
+    fn from_fields(fields: &serde_json::Map<String, serde_json::Value>) -> Self {
+        let text = |name: &str| fields.get(name).and_then(|t| t.as_str()).map(str::to_owned);
+        Self {
+            code: fields.get("errorCode").map(|c| match c {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            }),
+            tracking_id: text("trackingId"),
+            message: text("message"),
+        }
     }
 }
 
@@ -301,6 +313,15 @@ mod tests {
         let parsed = HubErrorBody::parse(body);
         assert_eq!(parsed.code.as_deref(), Some("404103"));
         assert_eq!(parsed.tracking_id.as_deref(), Some("t-1"));
+    }
+
+    #[test]
+    fn reads_the_dps_format() {
+        let body = br#"{"errorCode":404201,"trackingId":"t-2","message":"Enrollment not found.","timestampUtc":"2026-12-03T10:00:00Z"}"#;
+        let parsed = HubErrorBody::parse(body);
+        assert_eq!(parsed.code.as_deref(), Some("404201"));
+        assert_eq!(parsed.tracking_id.as_deref(), Some("t-2"));
+        assert_eq!(parsed.message.as_deref(), Some("Enrollment not found."));
     }
 
     #[test]

@@ -1,6 +1,13 @@
-//! The HTTPS pipeline: one reqwest client on the ring TLS configuration, a SAS token on every
-//! request, the retry policy, and hub error bodies turned into typed errors.
+//! The HTTPS pipeline every service client of this workspace sends its requests through: one
+//! reqwest client on the ring TLS configuration, a SAS token of a shared access policy on every
+//! request, the retry policy, and error bodies (IoT Hub's two formats, DPS's) turned into typed
+//! [`Error`]s.
+//!
+//! [`ServiceClient`](crate::ServiceClient) is built on it, and so is the provisioning service
+//! client (`azure_iot_provisioning_service`): a [`Pipeline`] serves any host whose SAS
+//! audience is its host name, with the api-version its caller names (ADR 0016).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,12 +19,16 @@ use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::credential::TokenSource;
-use crate::error::{Error, ErrorKind, HubErrorBody, Result};
-use crate::options::{API_VERSION, ServiceClientOptions};
+use azure_iot_protocol::tls::{client_config_builder, root_store};
 
-/// One request to the hub.
-pub(crate) struct Request {
+use crate::credential::{SharedAccessPolicy, TokenSource};
+use crate::error::{Error, ErrorKind, HubErrorBody, Result};
+use crate::options::HttpOptions;
+
+/// One request: method, path, query parameters, headers, JSON body, and whether it may be
+/// sent twice.
+#[derive(Debug)]
+pub struct Request {
     method: Method,
     path: String,
     query: Vec<(&'static str, String)>,
@@ -32,7 +43,7 @@ pub(crate) struct Request {
 
 impl Request {
     /// A request for `path` (already percent-encoded), idempotent unless the method is POST.
-    pub(crate) fn new(method: Method, path: impl Into<String>) -> Self {
+    pub fn new(method: Method, path: impl Into<String>) -> Self {
         let idempotent = method != Method::POST;
         Self {
             method,
@@ -46,7 +57,8 @@ impl Request {
         }
     }
 
-    pub(crate) fn json(mut self, body: &impl Serialize) -> Result<Self> {
+    /// The body: `body` as JSON.
+    pub fn json(mut self, body: &impl Serialize) -> Result<Self> {
         let bytes = serde_json::to_vec(body).map_err(|e| {
             Error::with_source(
                 ErrorKind::InvalidArgument,
@@ -58,51 +70,62 @@ impl Request {
         Ok(self)
     }
 
-    pub(crate) fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+    /// Adds a header.
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
         self.headers.push((name, value.into()));
         self
     }
 
-    pub(crate) fn query(mut self, name: &'static str, value: impl Into<String>) -> Self {
+    /// Adds a query parameter (percent-encoded when sent).
+    pub fn query(mut self, name: &'static str, value: impl Into<String>) -> Self {
         self.query.push((name, value.into()));
         self
     }
 
-    pub(crate) fn if_match(self, condition: &crate::IfMatch) -> Self {
+    /// The `If-Match` header of `condition`.
+    pub fn if_match(self, condition: &crate::IfMatch) -> Self {
         let value = condition.header_value();
         self.header("If-Match", value)
     }
 
-    pub(crate) fn idempotent(mut self, idempotent: bool) -> Self {
+    /// Whether the request may be repeated after the service may have acted on it.
+    pub fn idempotent(mut self, idempotent: bool) -> Self {
         self.idempotent = idempotent;
         self
     }
 
-    pub(crate) fn also_ok(mut self, status: u16) -> Self {
+    /// Treats `status` as an answer rather than an error (its body is the caller's to read).
+    pub fn also_ok(mut self, status: u16) -> Self {
         self.also_ok = Some(status);
         self
     }
 
-    pub(crate) fn timeout(mut self, timeout: Duration) -> Self {
+    /// A timeout of this request instead of the options' one.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
     }
 }
 
 /// A successful answer.
-pub(crate) struct Reply {
-    pub(crate) status: StatusCode,
-    pub(crate) headers: HeaderMap,
-    pub(crate) body: Bytes,
+#[derive(Debug)]
+pub struct Reply {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The response headers.
+    pub headers: HeaderMap,
+    /// The body.
+    pub body: Bytes,
 }
 
 impl Reply {
-    pub(crate) fn json<T: DeserializeOwned>(&self) -> Result<T> {
+    /// The body read as JSON `T`.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T> {
         serde_json::from_slice(&self.body).map_err(|e| {
             Error::with_source(
                 ErrorKind::Protocol,
                 format!(
-                    "the hub's answer ({}) is not the JSON this client expects",
+                    "the service's answer ({}) is not the JSON this client expects",
                     self.status
                 ),
                 e,
@@ -110,30 +133,74 @@ impl Reply {
         })
     }
 
-    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+    /// A response header, if present and text.
+    pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 }
 
-/// The HTTPS side of a service client.
-pub(crate) struct Http {
+/// The HTTPS side of a service client: requests to one host, signed with one shared access
+/// policy, retried by one policy.
+///
+/// Cheap to clone: clones share the connection pool and the token cache. `Debug` shows the
+/// base URL and the policy name, never the key.
+#[derive(Clone)]
+pub struct Pipeline {
+    inner: Arc<PipelineInner>,
+}
+
+struct PipelineInner {
     client: reqwest::Client,
     base: String,
+    api_version: &'static str,
     tokens: Arc<TokenSource>,
+    tls: Arc<rustls::ClientConfig>,
     retry: azure_iot_core::retry::SharedRetryPolicy,
     timeout: Duration,
 }
 
-impl Http {
-    pub(crate) fn new(
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("base", &self.inner.base)
+            .field("api_version", &self.inner.api_version)
+            .field("policy", &self.policy_name())
+            .finish()
+    }
+}
+
+impl Pipeline {
+    /// A pipeline to `https://{host}` (and `options`' port) whose requests carry
+    /// `api-version={api_version}` and a SAS token for the audience `host` signed with
+    /// `policy`.
+    pub fn new(
         host: &str,
-        tokens: Arc<TokenSource>,
-        tls: rustls::ClientConfig,
-        options: &ServiceClientOptions,
+        policy: SharedAccessPolicy,
+        options: &HttpOptions,
+        api_version: &'static str,
     ) -> Result<Self> {
-        let client = reqwest::Client::builder()
-            .use_preconfigured_tls(tls)
-            .user_agent(concat!("azure-iot-rs-service/", env!("CARGO_PKG_VERSION")))
+        if host.is_empty() {
+            return Err(Error::invalid("the host name is empty"));
+        }
+        let roots = root_store(options.trusted_ca_pem.as_deref()).map_err(|e| {
+            let kind = if e.is_invalid_argument() {
+                ErrorKind::InvalidArgument
+            } else {
+                ErrorKind::Transport
+            };
+            Error::with_source(kind, e.to_string(), e)
+        })?;
+        let tls = client_config_builder(roots)
+            .map_err(|e| Error::with_source(ErrorKind::Transport, "TLS configuration", e))?
+            .with_no_client_auth();
+        let tokens = Arc::new(TokenSource::new(host, policy, options.token_ttl));
+        let mut builder = reqwest::Client::builder()
+            .use_preconfigured_tls(tls.clone())
+            .user_agent(concat!("azure-iot-rs-service/", env!("CARGO_PKG_VERSION")));
+        if let Some(address) = options.connect_address {
+            builder = builder.resolve(host, SocketAddr::new(address, options.https_port));
+        }
+        let client = builder
             .build()
             .map_err(|e| Error::with_source(ErrorKind::Transport, "HTTP client set-up", e))?;
         let base = if options.https_port == 443 {
@@ -142,16 +209,30 @@ impl Http {
             format!("https://{host}:{}", options.https_port)
         };
         Ok(Self {
-            client,
-            base,
-            tokens,
-            retry: options.retry_policy.clone(),
-            timeout: options.request_timeout,
+            inner: Arc::new(PipelineInner {
+                client,
+                base,
+                api_version,
+                tokens,
+                tls: Arc::new(tls),
+                retry: options.retry_policy.clone(),
+                timeout: options.request_timeout,
+            }),
         })
     }
 
+    /// The TLS configuration (for other connections to the same service: AMQP).
+    pub(crate) fn tls(&self) -> &Arc<rustls::ClientConfig> {
+        &self.inner.tls
+    }
+
+    /// The token source (for other connections to the same service: CBS).
+    pub(crate) fn tokens(&self) -> &Arc<TokenSource> {
+        &self.inner.tokens
+    }
+
     /// Sends `request`, retrying what the policy allows; a status ≥ 300 is an error.
-    pub(crate) async fn send(&self, request: Request) -> Result<Reply> {
+    pub async fn send(&self, request: Request) -> Result<Reply> {
         let started = Instant::now();
         let mut attempt = 0;
         loop {
@@ -164,8 +245,11 @@ impl Http {
                         || class == ErrorClass::Throttled;
                     // Permanent failures are final whatever the policy would say.
                     let delay = if may_repeat && class.is_retryable() {
-                        self.retry
-                            .next_delay(&RetryAttempt::new(attempt, class, started.elapsed()))
+                        self.inner.retry.next_delay(&RetryAttempt::new(
+                            attempt,
+                            class,
+                            started.elapsed(),
+                        ))
                     } else {
                         None
                     };
@@ -188,18 +272,22 @@ impl Http {
     }
 
     async fn send_once(&self, request: &Request) -> Result<Reply, Failure> {
-        let mut url = format!("{}{}?api-version={API_VERSION}", self.base, request.path);
+        let inner = &*self.inner;
+        let mut url = format!(
+            "{}{}?api-version={}",
+            inner.base, request.path, inner.api_version
+        );
         for (name, value) in &request.query {
             url.push('&');
             url.push_str(name);
             url.push('=');
             url.push_str(&encode_component(value));
         }
-        let mut builder = self
+        let mut builder = inner
             .client
             .request(request.method.clone(), &url)
-            .timeout(request.timeout.unwrap_or(self.timeout))
-            .header("Authorization", self.tokens.header())
+            .timeout(request.timeout.unwrap_or(inner.timeout))
+            .header("Authorization", inner.tokens.header())
             .header("Accept", "application/json");
         for (name, value) in &request.headers {
             builder = builder.header(*name, value);
@@ -264,27 +352,32 @@ impl Http {
         })
     }
 
-    pub(crate) fn policy_name(&self) -> &str {
-        self.tokens.policy_name()
+    /// The name of the shared access policy requests are signed with.
+    pub fn policy_name(&self) -> &str {
+        self.inner.tokens.policy_name()
     }
 }
 
 impl Reply {
     /// The typed error this (error) answer stands for.
-    pub(crate) fn into_error(self, method: &Method, path: &str) -> Error {
+    pub fn into_error(self, method: &Method, path: &str) -> Error {
         let Reply {
             status,
             headers,
             body,
         } = self;
         let parsed = HubErrorBody::parse(&body);
-        // The header names the code (`DeviceNotFound`) in both body formats; the newer body
-        // format only has its number.
-        let code = headers
-            .get("iothub-errorcode")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-            .or(parsed.code);
+        // IoT Hub's header names the code (`DeviceNotFound`) in both body formats; its newer
+        // body format only has the number. DPS's body has the number, its header may too.
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let code = header("iothub-errorcode")
+            .or(parsed.code)
+            .or_else(|| header("x-ms-error-code"));
         let message = format!(
             "{method} {path}: {}",
             parsed
@@ -297,7 +390,7 @@ impl Reply {
 
 /// The TLS error in `error`'s chain, if the failure was TLS's (certificate, handshake).
 pub(crate) fn tls_failure(error: &(dyn std::error::Error + 'static)) -> Option<String> {
-    find_rustls(error).map(|tls| format!("TLS with the hub failed: {tls}"))
+    find_rustls(error).map(|tls| format!("TLS with the service failed: {tls}"))
 }
 
 /// Walks sources and the errors that `io::Error`s wrap (their `source()` skips the wrapped

@@ -24,7 +24,7 @@
 //!
 //! # Design
 //!
-//! * **HTTPS** (`http.rs`): one reqwest client on rustls with the ring provider, trusting the
+//! * **HTTPS** ([`http`]): one reqwest client on rustls with the ring provider, trusting the
 //!   operating system's roots or the CA in [`ServiceClientOptions::trusted_ca_pem`]. Every
 //!   request carries a SAS token signed with the shared access policy and cached until 85 % of
 //!   its life (`credential.rs`). Error answers in either of the hub's two body formats become an
@@ -45,12 +45,17 @@
 //!   serves them with. Concurrent sends that find the connection lost share one reconnect
 //!   attempt and its result; `is_connected` never waits for one.
 //!
+//! * **Shared**: the pipeline ([`http::Pipeline`], [`HttpOptions`]), [`Error`], [`IfMatch`],
+//!   [`SharedAccessPolicy`] and [`Query`] serve any service whose SAS audience is its host
+//!   name; the provisioning service client (`azure_iot_provisioning_service`) is built on them
+//!   (docs/adr/0016-provisioning-service-client-reuses-the-service-pipeline.md).
+//!
 //! Not built on `azure_core`: see docs/adr/0006-service-client-http-stack.md.
 
 mod client;
 mod credential;
 mod error;
-mod http;
+pub mod http;
 mod messaging;
 pub mod models;
 mod options;
@@ -71,7 +76,7 @@ pub use models::{
     Device, DeviceCapabilities, DeviceConnectionState, DeviceStatus, Module, PurgeResult,
     RegistryStatistics, ServiceStatistics, SymmetricKey, X509Thumbprint,
 };
-pub use options::{API_VERSION, ServiceClientOptions};
+pub use options::{API_VERSION, HttpOptions, ServiceClientOptions};
 pub use query::Query;
 
 /// The README's examples (the core and protocol tour, the service client), compiled as doc

@@ -1,5 +1,6 @@
-//! [`Query`]: an IoT Hub query whose answer comes in pages, followed with the
-//! `x-ms-continuation` token.
+//! [`Query`]: a query whose answer comes in pages, followed with the `x-ms-continuation`
+//! token: IoT Hub's `POST /devices/query`, and DPS's enrollment, group and registration
+//! queries (same body, same headers).
 
 use std::marker::PhantomData;
 
@@ -8,9 +9,8 @@ use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::client::ServiceClient;
 use crate::error::{Error, Result};
-use crate::http::Request;
+use crate::http::{Pipeline, Request};
 
 /// A query in progress. Read it page by page with [`next_page`](Self::next_page), item by
 /// item with [`into_stream`](Self::into_stream), or whole with [`all`](Self::all).
@@ -30,7 +30,8 @@ use crate::http::Request;
 /// ```
 #[must_use = "a query does nothing until it is read"]
 pub struct Query<T> {
-    client: ServiceClient,
+    pipeline: Pipeline,
+    path: String,
     sql: String,
     page_size: Option<u32>,
     continuation: Option<String>,
@@ -42,6 +43,7 @@ pub struct Query<T> {
 impl<T> std::fmt::Debug for Query<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Query")
+            .field("path", &self.path)
             .field("sql", &self.sql)
             .field("page_size", &self.page_size)
             .field("done", &self.done)
@@ -50,10 +52,13 @@ impl<T> std::fmt::Debug for Query<T> {
 }
 
 impl<T: DeserializeOwned + Send + 'static> Query<T> {
-    pub(crate) fn new(client: ServiceClient, sql: String) -> Self {
+    /// A query posted to `path` (percent-encoded) of `pipeline`'s service as
+    /// `{"query": sql}`. Nothing is sent until it is read.
+    pub fn new(pipeline: Pipeline, path: impl Into<String>, sql: impl Into<String>) -> Self {
         Self {
-            client,
-            sql,
+            pipeline,
+            path: path.into(),
+            sql: sql.into(),
             page_size: None,
             continuation: None,
             item_type: None,
@@ -62,7 +67,7 @@ impl<T: DeserializeOwned + Send + 'static> Query<T> {
         }
     }
 
-    /// Items per page (the hub's default is 100, its maximum 1,000).
+    /// Items per page (`x-ms-max-item-count`; IoT Hub's default is 100, its maximum 1,000).
     pub fn page_size(mut self, size: u32) -> Self {
         self.page_size = Some(size);
         self
@@ -79,7 +84,8 @@ impl<T: DeserializeOwned + Send + 'static> Query<T> {
         self.continuation.as_deref()
     }
 
-    /// What the items are, as the hub said (`twin`, `raw`, `deviceJob`, ...), once a page was read.
+    /// What the items are, as the service said (`twin`, `raw`, `Enrollment`, ...), once a page
+    /// was read.
     pub fn item_type(&self) -> Option<&str> {
         self.item_type.as_deref()
     }
@@ -92,7 +98,7 @@ impl<T: DeserializeOwned + Send + 'static> Query<T> {
         if self.sql.trim().is_empty() {
             return Err(Error::invalid("the query is empty"));
         }
-        let mut request = Request::new(Method::POST, "/devices/query")
+        let mut request = Request::new(Method::POST, self.path.clone())
             .json(&json!({ "query": self.sql }))?
             // Reading a page changes nothing: safe to repeat.
             .idempotent(true);
@@ -102,7 +108,7 @@ impl<T: DeserializeOwned + Send + 'static> Query<T> {
         if let Some(token) = &self.continuation {
             request = request.header("x-ms-continuation", token.clone());
         }
-        let reply = self.client.send(request).await?;
+        let reply = self.pipeline.send(request).await?;
         let items: Vec<T> = reply.json()?;
         self.item_type = reply.header("x-ms-item-type").map(str::to_owned);
         // Only a non-empty token means more pages (an empty one would loop forever).

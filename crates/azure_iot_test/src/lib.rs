@@ -6,6 +6,7 @@
 //! * [`RestClient`]: a raw service REST client (SAS `Authorization`, JSON, `If-Match`) that
 //!   reports status, headers and body exactly, and checks the JSON content type on every body.
 //! * [`DeviceHttp`]: a device on the device HTTPS API (telemetry, C2D polling, file upload).
+//! * [`register_over_https`]: a device registering with the emulator's DPS by hand.
 //! * [`MqttClient`]: a raw MQTT 3.1.1 client over TLS that sends exactly the packets a test
 //!   writes, so tests can check the wire and misbehave on purpose.
 //! * [`tls_connect`], [`websocket_upgrade`], [`websocket_frame`]: raw TLS connections to any
@@ -15,6 +16,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod device_http;
+mod dps_register;
 mod endpoint;
 mod mqtt;
 mod proxy;
@@ -22,6 +24,7 @@ mod raw;
 mod rest;
 
 pub use device_http::DeviceHttp;
+pub use dps_register::register_over_https;
 pub use endpoint::HubEndpoint;
 pub use mqtt::{MqttClient, MqttIo, device_token};
 pub use proxy::connect_proxy;
