@@ -7,7 +7,10 @@
 //!  "ports": {"https": 443, "mqtt": 8883, "amqp": 5671, "blob": 10000},
 //!  "blob": {"endpoint": "https://localhost:10000", "container": "fileuploads"},
 //!  "connection_strings": {"iothubowner": "HostName=...", "service": "...", "registryRead": "...",
-//!                         "registryReadWrite": "...", "device": "..."}}
+//!                         "registryReadWrite": "...", "device": "..."},
+//!  "dps": {"id_scope": "0ne0A1B2C3D", "hostname": "dps.localhost",
+//!          "global_endpoint": "localhost:443",
+//!          "connection_string": "HostName=dps.localhost;SharedAccessKeyName=provisioningserviceowner;..."}}
 //! ```
 //!
 //! Together with `ca.pem` this
@@ -36,6 +39,10 @@ pub const DEFAULT_MQTT_PORT: u16 = 8883;
 /// The IoT Hub AMQP-over-TLS port the official SDKs dial.
 pub const DEFAULT_AMQP_PORT: u16 = 5671;
 
+/// The Device Provisioning Service's default host name (`--dps-hostname`): a name under
+/// `localhost`, which resolves to the loopback address on most systems.
+pub const DEFAULT_DPS_HOSTNAME: &str = "dps.localhost";
+
 /// The blob endpoint's default port (Azurite's and the storage emulator's blob port).
 pub const DEFAULT_BLOB_PORT: u16 = 10000;
 
@@ -55,6 +62,9 @@ pub struct EmulatorBuilder {
     durability: Durability,
     blob_port: Option<u16>,
     file_upload: FileUploadOptions,
+    dps_hostname: String,
+    dps_retry_after: u32,
+    dps_webhook_timeout: Duration,
 }
 
 /// How far an acknowledged write (telemetry, twin, C2D, registry) is durable.
@@ -246,6 +256,9 @@ impl Default for EmulatorBuilder {
             durability: Durability::default(),
             blob_port: None,
             file_upload: FileUploadOptions::default(),
+            dps_hostname: DEFAULT_DPS_HOSTNAME.to_owned(),
+            dps_retry_after: 1,
+            dps_webhook_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -263,6 +276,9 @@ pub(crate) struct Config {
     pub(crate) telemetry: TelemetryOptions,
     pub(crate) limits: Limits,
     pub(crate) durability: Durability,
+    pub(crate) dps_hostname: String,
+    pub(crate) dps_retry_after: u32,
+    pub(crate) dps_webhook_timeout: Duration,
 }
 
 impl EmulatorBuilder {
@@ -365,17 +381,29 @@ impl EmulatorBuilder {
         self
     }
 
+    /// The Device Provisioning Service's host name (its service API's token audience, and a
+    /// name the server certificate covers). Default `dps.localhost`.
+    pub fn dps_hostname(mut self, hostname: impl Into<String>) -> Self {
+        self.dps_hostname = hostname.into();
+        self
+    }
+
+    /// The seconds DPS tells a registering device to wait before it polls (`retry-after`).
+    /// Default 1; 0 makes tests fast.
+    pub fn dps_retry_after(mut self, seconds: u32) -> Self {
+        self.dps_retry_after = seconds;
+        self
+    }
+
+    /// How long DPS waits for a custom allocation webhook. Default 5 s.
+    pub fn dps_webhook_timeout(mut self, timeout: Duration) -> Self {
+        self.dps_webhook_timeout = timeout;
+        self
+    }
+
     pub(crate) fn into_config(self) -> Result<Config, EmulatorError> {
-        let hostname = self.hostname.trim().to_owned();
-        if hostname.is_empty()
-            || !hostname
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
-        {
-            return Err(EmulatorError::Config(format!(
-                "`{hostname}` is not a valid host name"
-            )));
-        }
+        let hostname = valid_hostname(&self.hostname)?;
+        let dps_hostname = valid_hostname(&self.dps_hostname)?;
         if let Some(n) = self.telemetry.partitions
             && !(1..=MAX_PARTITIONS).contains(&n)
         {
@@ -409,8 +437,26 @@ impl EmulatorBuilder {
             telemetry: self.telemetry,
             limits: self.limits,
             durability: self.durability,
+            dps_hostname,
+            dps_retry_after: self.dps_retry_after,
+            dps_webhook_timeout: self.dps_webhook_timeout,
         })
     }
+}
+
+/// A trimmed host name of letters, digits, `.`, `-` and `_`.
+fn valid_hostname(text: &str) -> Result<String, EmulatorError> {
+    let hostname = text.trim().to_owned();
+    if hostname.is_empty()
+        || !hostname
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+    {
+        return Err(EmulatorError::Config(format!(
+            "`{hostname}` is not a valid host name"
+        )));
+    }
+    Ok(hostname)
 }
 
 /// The blob endpoint as `hub.json` lists it.
@@ -421,6 +467,18 @@ pub(crate) struct BlobEntry {
     pub(crate) container: &'static str,
 }
 
+/// The Device Provisioning Service as `hub.json` lists it.
+pub(crate) struct DpsEntry {
+    /// The id scope devices name.
+    pub(crate) id_scope: String,
+    /// The DPS host name.
+    pub(crate) hostname: String,
+    /// `host:port` devices register at (the HTTPS, MQTT and AMQP ports serve it too).
+    pub(crate) global_endpoint: String,
+    /// The `provisioningserviceowner` connection string (a secret).
+    pub(crate) connection_string: String,
+}
+
 /// Writes `hub.json` atomically (temporary file, then rename), owner-readable only.
 pub(crate) fn write_hub_file(
     dir: &Path,
@@ -428,12 +486,19 @@ pub(crate) fn write_hub_file(
     ports: &BTreeMap<&str, u16>,
     blob: &BlobEntry,
     connection_strings: &BTreeMap<String, String>,
+    dps: &DpsEntry,
 ) -> Result<(), EmulatorError> {
     let doc = json!({
         "hostname": hostname,
         "ports": ports,
         "blob": {"endpoint": blob.endpoint, "container": blob.container},
         "connection_strings": connection_strings,
+        "dps": {
+            "id_scope": dps.id_scope,
+            "hostname": dps.hostname,
+            "global_endpoint": dps.global_endpoint,
+            "connection_string": dps.connection_string,
+        },
     });
     let text =
         serde_json::to_string_pretty(&doc).map_err(|e| EmulatorError::Config(e.to_string()))?;

@@ -78,6 +78,7 @@ impl AmqpServer {
             telemetry: crate::telemetry::TelemetryLog::open_with(None, Default::default())?,
             hostname: Arc::from(HOSTNAME),
         };
+        let dps = crate::provisioning::in_memory_dps(&hub)?;
         Ok(Self {
             context: Arc::new(AmqpContext {
                 device,
@@ -87,6 +88,7 @@ impl AmqpServer {
                 shutdown: shutdown_rx,
                 grant_generation,
                 limits: crate::config::Limits::default(),
+                dps,
             }),
             _shutdown: shutdown,
         })

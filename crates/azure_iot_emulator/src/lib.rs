@@ -9,6 +9,7 @@
 //!  (REST)          │                  (SAS + policy rights)               │ Hub::call       │
 //!  devices ───────▶│ MQTT :8883  mqtt::session (codec, flow) ─▶ device ───┤ (bounded queue) │
 //!                  │             (also MQTT over WebSockets on :443)  core │                 │
+//!  DPS devices ───▶│ MQTT, AMQP (+ WebSockets) mqtt::dps, amqp::dps ─▶ dps core (own actor)│
 //!                  │    telemetry ─▶ TelemetryLog (telemetry.db, group commit)               │
 //!  devices ───────▶│ HTTPS :443  http::device (stateless: telemetry, C2D  │                 │
 //!                  │             polling, file upload) ───────────▶ core ─┤                 │
@@ -45,9 +46,12 @@
 //!   encodes. Errors use the IoT Hub body the official SDKs parse.
 //! * **TLS everywhere.** A CA generated on first start (or the user's certificate) signs the
 //!   server certificate for the hostname, `localhost`, `127.0.0.1` and `::1`.
-//! * **Loud about gaps.** Known IoT Hub features not implemented here (and DPS traffic, until
-//!   DPS lands) answer 501 or their protocol's "unavailable" with an explanation; nothing
-//!   pretends to succeed.
+//! * **One DPS core, thin DPS front-ends.** A device registering with the Device Provisioning
+//!   Service reaches the same ports (told apart by `route`); its MQTT and AMQP front-ends
+//!   (`mqtt::dps`, `amqp::dps`) only map wire forms to the core's three calls (authenticate,
+//!   register, operation status), so every DPS rule is the same on every transport.
+//! * **Loud about gaps.** Known IoT Hub features not implemented here answer 501 or their
+//!   protocol's "unavailable" with an explanation; nothing pretends to succeed.
 //!
 //! # Use from tests
 //!
@@ -67,11 +71,13 @@
 //! # Ok(()) }
 //! ```
 
+mod actor;
 mod amqp;
 mod blob;
 pub mod config;
 mod data_dir;
 mod device;
+mod dps;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -79,6 +85,7 @@ mod http;
 mod hub;
 mod mqtt;
 mod net;
+mod provisioning;
 mod route;
 mod store;
 mod telemetry;
@@ -125,12 +132,14 @@ pub struct EmulatorHandle {
     blob_addr: SocketAddr,
     ca_pem: String,
     hub: Hub,
+    dps: dps::Dps,
     telemetry: telemetry::TelemetryLog,
     connection_strings: BTreeMap<String, String>,
     data_dir: Option<PathBuf>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     hub_thread: Option<std::thread::JoinHandle<()>>,
+    dps_thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for EmulatorHandle {
@@ -251,6 +260,22 @@ impl EmulatorHandle {
         self.connection_strings.get(policy).map(String::as_str)
     }
 
+    /// The Device Provisioning Service's id scope (devices name it when they register).
+    pub fn dps_id_scope(&self) -> &str {
+        self.dps.id_scope()
+    }
+
+    /// The Device Provisioning Service's host name (its service API's token audience).
+    pub fn dps_hostname(&self) -> &str {
+        &self.dps.info().hostname
+    }
+
+    /// The DPS service connection string (`provisioningserviceowner` policy), key included.
+    /// Never log it.
+    pub fn dps_connection_string(&self) -> String {
+        self.dps.connection_string()
+    }
+
     /// The `iothubowner` connection string, key included. Never log it.
     pub fn owner_connection_string(&self) -> &str {
         self.connection_string("iothubowner").unwrap_or_default()
@@ -263,10 +288,11 @@ impl EmulatorHandle {
         for task in self.tasks.drain(..) {
             let _ = task.await;
         }
-        let thread = self.hub_thread.take();
-        // The handle's own references to the hub must go too, or the state thread never ends.
+        let threads = [self.dps_thread.take(), self.hub_thread.take()];
+        // The handle's own references to the hub and the DPS must go too, or the state threads
+        // never end. The DPS thread ends first (it holds a hub handle).
         drop(self);
-        if let Some(thread) = thread {
+        for thread in threads.into_iter().flatten() {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
     }
@@ -284,7 +310,12 @@ impl EmulatorBuilder {
                 data_dir::prepare(dir, !config.in_memory)?;
             }
             let data_dir = config.data_dir.as_deref();
-            let tls = tls::TlsMaterial::load(&config.tls, data_dir, &config.hostname)?;
+            let tls = tls::TlsMaterial::load(
+                &config.tls,
+                data_dir,
+                &config.hostname,
+                &[config.dps_hostname.as_str()],
+            )?;
             if let (Some(dir), TlsSource::Files { .. }) = (data_dir, &config.tls) {
                 tls::write_private(&dir.join(CA_FILE), tls.ca_pem.as_bytes())?;
             }
@@ -312,6 +343,26 @@ impl EmulatorBuilder {
         let policies = Arc::new(state.policies().clone());
         let grant_generation = state.grant_generation();
         let (hub, hub_thread) = Hub::start(state)?;
+        let dps_options = dps::DpsOptions {
+            hostname: config.dps_hostname.clone(),
+            hub_hostname: config.hostname.clone(),
+            retry_after: config.dps_retry_after,
+            webhook_timeout: config.dps_webhook_timeout,
+        };
+        let (dps_dir, durability, dps_hub) = (
+            if config.in_memory {
+                None
+            } else {
+                config.data_dir.clone()
+            },
+            config.durability,
+            hub.clone(),
+        );
+        let (dps, dps_thread) = tokio::task::spawn_blocking(move || {
+            dps::Dps::start(dps_dir.as_deref(), durability, dps_options, dps_hub)
+        })
+        .await
+        .map_err(|e| EmulatorError::Config(format!("the DPS did not start: {e}")))??;
 
         let bind = |addr: SocketAddr| async move { net::listen(addr) };
         let https_listener = bind(config.https_addr).await?;
@@ -354,7 +405,20 @@ impl EmulatorBuilder {
                 endpoint: format!("https://{}", blob_endpoint.host),
                 container: blob::CONTAINER,
             };
-            config::write_hub_file(dir, &config.hostname, &ports, &blob, &connection_strings)?;
+            let dps_entry = config::DpsEntry {
+                id_scope: dps.id_scope().to_owned(),
+                hostname: config.dps_hostname.clone(),
+                global_endpoint: format!("{}:{}", config.hostname, https_addr.port()),
+                connection_string: dps.connection_string(),
+            };
+            config::write_hub_file(
+                dir,
+                &config.hostname,
+                &ports,
+                &blob,
+                &connection_strings,
+                &dps_entry,
+            )?;
         }
 
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -369,6 +433,7 @@ impl EmulatorBuilder {
             },
             shutdown: shutdown_rx.clone(),
             limits: config.limits,
+            dps: dps.clone(),
         });
         let amqp_context = Arc::new(amqp::AmqpContext {
             hub: hub.clone(),
@@ -378,6 +443,7 @@ impl EmulatorBuilder {
             grant_generation,
             limits: config.limits,
             device: mqtt_context.device.clone(),
+            dps: dps.clone(),
         });
         let app = http::router(http::AppState {
             hub,
@@ -388,6 +454,7 @@ impl EmulatorBuilder {
             body_timeout: config.limits.body_timeout,
             device: mqtt_context.device.clone(),
             blob: Some(blob_endpoint.clone()),
+            dps: Some(dps.clone()),
         });
         let https = tokio::spawn(http::serve(
             https_listener,
@@ -424,12 +491,14 @@ impl EmulatorBuilder {
             blob_addr,
             ca_pem: tls.ca_pem,
             hub: handle_hub,
+            dps,
             telemetry,
             connection_strings,
             data_dir: config.data_dir,
             shutdown,
             tasks: vec![https, blob_server, mqtt, amqp, sweeper],
             hub_thread: Some(hub_thread),
+            dps_thread: Some(dps_thread),
         })
     }
 }

@@ -13,8 +13,15 @@
 //!
 //! Hub traffic never has these shapes (hub user names carry `/?`, hub SASL identities are
 //! `{id}@sas.{hub}` or `{policy}@root.{hub}`, hub paths start with `/devices`, `/twins`, …), so
-//! the classification is unambiguous. DPS itself is not served yet (its own issue); what is
-//! classified as DPS gets an explicit "not supported" answer from each front-end.
+//! the classification is unambiguous.
+//!
+//! What is classified as DPS goes to DPS's front-end of that protocol, each an adapter over the
+//! one DPS core (`crate::dps`): `http::dps` for a DPS request, `mqtt::dps` for a DPS CONNECT,
+//! `amqp::dps` for a DPS SASL identity or link address (an AMQP connection may also reach DPS
+//! without SASL, an X.509 device with its TLS client certificate: its link addresses tell).
+//! WebSocket upgrades are not classified by their HTTP request: the hub and DPS share
+//! `/$iothub/websocket` (and `/`, where C#'s DPS clients upgrade), and the tunnelled MQTT or
+//! AMQP is classified as on its own port.
 
 use azure_iot_protocol::mqtt::is_dps_username;
 
@@ -27,7 +34,8 @@ pub(crate) enum Service {
     Dps,
 }
 
-/// What a client says when the emulator is asked for DPS, which it does not serve yet.
+/// What an HTTPS client is told when it asks for DPS of an HTTPS front-end that has none
+/// (unit-test contexts).
 pub(crate) const DPS_UNSUPPORTED: &str =
     "the Device Provisioning Service is not supported by this emulator yet";
 
@@ -41,7 +49,6 @@ pub(crate) fn mqtt(username: &str) -> Service {
 }
 
 /// Classifies an AMQP connection by its SASL PLAIN identity (authcid) or a link address.
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn amqp(identity_or_address: &str) -> Service {
     let path = identity_or_address
         .split_once("://")
@@ -86,8 +93,15 @@ pub(crate) fn http(host: Option<&str>, path: &str, dps_hostname: Option<&str>) -
         }
     }
     let mut segments = path.trim_start_matches('/').split('/');
-    match (segments.next(), segments.next()) {
-        (Some("enrollments" | "enrollmentGroups" | "registrations"), _) => Service::Dps,
+    let first = segments.next();
+    if first.is_some_and(|f| {
+        ["enrollments", "enrollmentGroups", "registrations"]
+            .iter()
+            .any(|root| f.eq_ignore_ascii_case(root))
+    }) {
+        return Service::Dps;
+    }
+    match (first, segments.next()) {
         (Some(first), Some("registrations"))
             if !first.is_empty() && !first.starts_with('$') && !HUB_ROOTS.contains(&first) =>
         {

@@ -74,25 +74,33 @@ impl TlsMaterial {
         source: &TlsSource,
         data_dir: Option<&Path>,
         hostname: &str,
+        extra_names: &[&str],
     ) -> Result<Self, EmulatorError> {
         match source {
-            TlsSource::Generated => Self::generated(data_dir, hostname),
+            TlsSource::Generated => Self::generated(data_dir, hostname, extra_names),
             TlsSource::Files { cert, key, ca } => Self::from_files(cert, key, ca.as_deref()),
         }
     }
 
     /// A fresh leaf (ECDSA P-256, one year, server-auth only) signed by the kept or new CA,
-    /// with the hostname, `localhost` and both loopback addresses as subject alternative
+    /// with the hostname, `localhost`, `extra_names` (the DPS host name) and both loopback
+    /// addresses as subject alternative
     /// names, so `127.0.0.1` works as well as a real-looking hub host mapped in `/etc/hosts`.
-    fn generated(data_dir: Option<&Path>, hostname: &str) -> Result<Self, EmulatorError> {
+    fn generated(
+        data_dir: Option<&Path>,
+        hostname: &str,
+        extra_names: &[&str],
+    ) -> Result<Self, EmulatorError> {
         let (ca_pem, ca_key) = match data_dir {
             Some(dir) => load_or_create_ca(dir)?,
             None => new_ca()?,
         };
         let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).map_err(cert_error)?;
         let mut names = vec![hostname.to_owned()];
-        if hostname != "localhost" {
-            names.push("localhost".to_owned());
+        for name in std::iter::once("localhost").chain(extra_names.iter().copied()) {
+            if !names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+                names.push(name.to_owned());
+            }
         }
         let mut params = CertificateParams::new(names).map_err(cert_error)?;
         for ip in [
@@ -340,8 +348,10 @@ mod tests {
     #[test]
     fn ca_is_kept_and_reused() {
         let dir = tempfile::tempdir().unwrap();
-        let first = TlsMaterial::load(&TlsSource::Generated, Some(dir.path()), "myhub").unwrap();
-        let second = TlsMaterial::load(&TlsSource::Generated, Some(dir.path()), "other").unwrap();
+        let first =
+            TlsMaterial::load(&TlsSource::Generated, Some(dir.path()), "myhub", &[]).unwrap();
+        let second =
+            TlsMaterial::load(&TlsSource::Generated, Some(dir.path()), "other", &[]).unwrap();
         assert_eq!(first.ca_pem, second.ca_pem);
         assert!(first.ca_pem.starts_with("-----BEGIN CERTIFICATE-----"));
         assert_eq!(first.chain.len(), 2);
@@ -360,7 +370,7 @@ mod tests {
     #[test]
     fn user_files_are_used_and_bad_files_are_clear_errors() {
         let dir = tempfile::tempdir().unwrap();
-        let material = TlsMaterial::load(&TlsSource::Generated, None, "h").unwrap();
+        let material = TlsMaterial::load(&TlsSource::Generated, None, "h", &[]).unwrap();
         let cert_path = dir.path().join("cert.pem");
         let key_path = dir.path().join("key.pem");
         let chain_pem: String = material.chain.iter().map(|c| pem_encode(c)).collect();
@@ -371,13 +381,13 @@ mod tests {
             key: key_path.clone(),
             ca: None,
         };
-        let err = TlsMaterial::load(&source, None, "h").err().unwrap();
+        let err = TlsMaterial::load(&source, None, "h", &[]).err().unwrap();
         assert!(err.to_string().contains("key.pem"), "{err}");
         let missing = TlsSource::Files {
             cert: dir.path().join("nope.pem"),
             key: key_path,
             ca: None,
         };
-        assert!(TlsMaterial::load(&missing, None, "h").is_err());
+        assert!(TlsMaterial::load(&missing, None, "h", &[]).is_err());
     }
 }

@@ -23,11 +23,11 @@ mod rest;
 
 pub use device_http::DeviceHttp;
 pub use endpoint::HubEndpoint;
-pub use mqtt::{MqttClient, device_token};
+pub use mqtt::{MqttClient, MqttIo, device_token};
 pub use proxy::connect_proxy;
 pub use raw::{
     TlsClientStream, opcode, tls_connect, websocket_frame, websocket_frame_header,
-    websocket_upgrade,
+    websocket_stream, websocket_upgrade,
 };
 pub use rest::{Reply, RestClient, http_client};
 

@@ -17,8 +17,13 @@ use crate::HubEndpoint;
 /// How long a test waits for a packet before failing.
 const WAIT: Duration = Duration::from_secs(10);
 
+/// A byte stream an [`MqttClient`] speaks over: TLS to the MQTT port, or a WebSocket.
+pub trait MqttIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> MqttIo for T {}
+
 pub struct MqttClient {
-    stream: TlsStream<TcpStream>,
+    stream: Box<dyn MqttIo>,
     buffer: BytesMut,
     next_pkid: u16,
 }
@@ -77,12 +82,18 @@ impl MqttClient {
     async fn open_with(hub: &HubEndpoint, config: rustls::ClientConfig) -> Self {
         let tcp = TcpStream::connect(hub.mqtt_addr).await.unwrap();
         tcp.set_nodelay(true).unwrap();
-        let stream = TlsConnector::from(Arc::new(config))
+        let stream: TlsStream<TcpStream> = TlsConnector::from(Arc::new(config))
             .connect(ServerName::try_from("localhost").unwrap(), tcp)
             .await
             .unwrap();
+        Self::over(stream)
+    }
+
+    /// A client over `stream`, already open (a WebSocket, see [`crate::websocket_stream`]);
+    /// no CONNECT yet.
+    pub fn over(stream: impl MqttIo + 'static) -> Self {
         Self {
-            stream,
+            stream: Box::new(stream),
             buffer: BytesMut::new(),
             next_pkid: 0,
         }

@@ -98,3 +98,54 @@ pub fn websocket_frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
     frame.extend_from_slice(payload);
     frame
 }
+
+/// A byte stream carried in binary frames over a WebSocket to the hub's HTTPS port at `path`
+/// with `subprotocol` (`mqtt`, `AMQPWSB10`), as the SDKs' WebSocket transports open it, with
+/// `tls` (for a client certificate). A task pumps frames and bytes until either side ends.
+pub async fn websocket_stream(
+    hub: &HubEndpoint,
+    path: &str,
+    subprotocol: &str,
+    tls: rustls::ClientConfig,
+) -> tokio::io::DuplexStream {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message as Frame;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let tcp = TcpStream::connect(hub.https_addr).await.unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let stream = TlsConnector::from(Arc::new(tls))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let mut request = format!("wss://localhost{path}")
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", subprotocol.parse().unwrap());
+    let (ws, response) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["sec-websocket-protocol"], subprotocol);
+    let (ours, mut theirs) = tokio::io::duplex(64 * 1024);
+    tokio::spawn(async move {
+        let (mut sink, mut frames) = ws.split();
+        let mut buffer = vec![0u8; 16 * 1024];
+        loop {
+            tokio::select! {
+                frame = frames.next() => match frame {
+                    Some(Ok(Frame::Binary(bytes))) => if theirs.write_all(&bytes).await.is_err() { break },
+                    Some(Ok(_)) => {}
+                    _ => break,
+                },
+                read = theirs.read(&mut buffer) => match read {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => if sink.send(Frame::Binary(buffer[..n].to_vec().into())).await.is_err() { break },
+                },
+            }
+        }
+        let _ = sink.close().await;
+    });
+    ours
+}

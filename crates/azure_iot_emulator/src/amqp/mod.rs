@@ -3,6 +3,7 @@
 //!
 //! ```text
 //!  TLS ─▶ protocol header? ──"AMQP 3 1 0 0"─▶ SASL (MSSBCBS, ANONYMOUS, PLAIN) ─┐
+//!                          │                  (run by `sasl`; DPS logins checked by the DPS core)
 //!                          └─"AMQP 0 1 0 0"─▶ no SASL (Node SDKs) ──────────────┤
 //!                                                                               ▼
 //!        connection ─▶ sessions ─▶ links, by address:
@@ -39,8 +40,10 @@
 //! link.
 
 mod device;
+mod dps;
 mod frame_guard;
 mod prefixed;
+mod sasl;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -115,6 +118,8 @@ pub(crate) struct AmqpContext {
     pub(crate) limits: crate::config::Limits,
     /// The device core the device links are adapters over.
     pub(crate) device: crate::device::DeviceCore,
+    /// The Device Provisioning Service, for DPS connections and links ([`dps`]).
+    pub(crate) dps: crate::dps::Dps,
 }
 
 /// Serves AMQP over TLS on `listener` until `shutdown` turns true.
@@ -155,7 +160,9 @@ struct ConnectionState {
     generation: watch::Receiver<u64>,
     /// Where CBS answers go. uamqp sends its put-token before it has attached (or we have
     /// accepted) its `$cbs` receiver link, so answers wait here until that link exists.
-    cbs: Mutex<CbsReplies>,
+    cbs: Mutex<Replies>,
+    /// The connection's DPS login and answers, if it is a DPS one ([`dps`]).
+    dps: dps::DpsState,
     /// The device and module identities with links on this connection.
     units: device::Units,
     /// A device's SASL PLAIN credentials (`{id}@sas.{hub}` and its token), checked once the
@@ -171,23 +178,36 @@ struct ConnectionState {
     granted: tokio::sync::Notify,
 }
 
-/// Put-token answers on their way to the client, at most [`MAX_CBS_REPLIES`] in each place.
-#[derive(Default)]
-struct CbsReplies {
+/// Answers on their way to the client over one receiver link of its (put-token answers on
+/// `$cbs`, DPS answers), at most [`MAX_CBS_REPLIES`] in each place. A client may send its
+/// request before the link that takes the answers is attached (uamqp does, on `$cbs`), so
+/// answers wait here until that link exists.
+struct Replies {
+    /// What the answers are, for the refusal when too many wait.
+    what: &'static str,
     link: Option<mpsc::Sender<AmqpMessage>>,
     pending: Vec<AmqpMessage>,
 }
 
-impl CbsReplies {
-    /// Hands `reply` to the `$cbs` receiver link, or keeps it until one is attached. `Err`
-    /// when [`MAX_CBS_REPLIES`] answers already wait: the client does not take its answers.
+impl Replies {
+    fn new(what: &'static str) -> Self {
+        Self {
+            what,
+            link: None,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Hands `reply` to the receiver link, or keeps it until one is attached. `Err` when
+    /// [`MAX_CBS_REPLIES`] answers already wait: the client does not take its answers.
     fn deliver(&mut self, reply: AmqpMessage) -> Result<(), String> {
+        let what = self.what;
         let reply = match &self.link {
             Some(link) => match link.try_send(reply) {
                 Ok(()) => return Ok(()),
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     return Err(format!(
-                        "{MAX_CBS_REPLIES} put-token answers wait for credit on the $cbs receiver link"
+                        "{MAX_CBS_REPLIES} {what} wait for credit on their receiver link"
                     ));
                 }
                 // The link is gone: keep the answer for the next one the client attaches.
@@ -200,12 +220,48 @@ impl CbsReplies {
         };
         if self.pending.len() >= MAX_CBS_REPLIES {
             return Err(format!(
-                "{MAX_CBS_REPLIES} put-token answers wait for a $cbs receiver link to be attached"
+                "{MAX_CBS_REPLIES} {what} wait for their receiver link to be attached"
             ));
         }
         self.pending.push(reply);
         Ok(())
     }
+
+    /// Makes a newly attached receiver link the one answers go to: the answers waiting, then
+    /// each as it comes, arrive on the returned channel.
+    fn attach(&mut self) -> mpsc::Receiver<AmqpMessage> {
+        let (tx, rx) = mpsc::channel(MAX_CBS_REPLIES);
+        // At most MAX_CBS_REPLIES wait, so they all fit the new link's channel.
+        for reply in self.pending.drain(..) {
+            let _ = tx.try_send(reply);
+        }
+        self.link = Some(tx);
+        rx
+    }
+}
+
+/// Sends the answers arriving on `answers` over `sender` until the link or the channel ends
+/// or the emulator shuts down; then closes the link.
+async fn forward_replies(
+    mut sender: Sender,
+    mut answers: mpsc::Receiver<AmqpMessage>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            reply = answers.recv() => match reply {
+                Some(reply) => {
+                    if sender.send(reply).await.is_err() {
+                        break;
+                    }
+                }
+                None => break,
+            },
+            _ = sender.on_detach() => break,
+            _ = shutdown.changed() => break,
+        }
+    }
+    let _ = sender.close().await;
 }
 
 /// What authorized an audience: its token's expiry, and the grant generation.
@@ -226,7 +282,8 @@ impl ConnectionState {
         Self {
             grants: Mutex::new(HashMap::new()),
             generation,
-            cbs: Mutex::new(CbsReplies::default()),
+            cbs: Mutex::new(Replies::new("put-token answers")),
+            dps: dps::DpsState::default(),
             units: device::Units::default(),
             plain_device: Mutex::new(None),
             certificates,
@@ -371,41 +428,38 @@ pub(crate) async fn run<S>(
     // (when this function returns) ends that task's reads, and so the socket.
     let (stream, _stop) = crate::net::Stoppable::new(stream);
     // Every frame header is checked before the AMQP library decodes it (see `frame_guard`).
-    let io = frame_guard::FrameGuard::new(prefixed::Prefixed::new(header.to_vec(), stream));
+    let mut io = frame_guard::FrameGuard::new(prefixed::Prefixed::new(header.to_vec(), stream));
     let container = format!("azure-iot-emulator:{}", context.hostname);
     let channel_max = u16::try_from(MAX_SESSIONS - 1).unwrap_or(u16::MAX);
     let accepting = async {
         match header[4] {
-            // SASL first (Python uamqp, C SDK).
+            // SASL first (Python uamqp, C SDK, DPS devices with a SAS token): done here (see
+            // `sasl`), then the library takes the plain AMQP header that follows.
             3 => {
-                let sasl = HubSasl {
+                let mut sasl = HubSasl {
                     context: context.clone(),
                     state: state.clone(),
                 };
-                Some(
-                    ConnectionAcceptor::builder()
-                        .container_id(container)
-                        .channel_max(channel_max)
-                        .sasl_acceptor(sasl)
-                        .build()
-                        .accept(io)
-                        .await,
-                )
+                if let Err(why) = sasl::negotiate(&mut io, &mut sasl, &state, &context).await {
+                    tracing::info!(%peer, reason = %why, "AMQP SASL did not succeed; closing");
+                    return None;
+                }
             }
             // Plain AMQP, authentication by CBS only (Node SDKs).
-            0 => Some(
-                ConnectionAcceptor::builder()
-                    .container_id(container)
-                    .channel_max(channel_max)
-                    .build()
-                    .accept(io)
-                    .await,
-            ),
+            0 => {}
             other => {
                 tracing::debug!(%peer, protocol = other, "unsupported AMQP protocol id; closing");
-                None
+                return None;
             }
         }
+        Some(
+            ConnectionAcceptor::builder()
+                .container_id(container)
+                .channel_max(channel_max)
+                .build()
+                .accept(io)
+                .await,
+        )
     };
     let mut connection = match tokio::time::timeout_at(deadline, accepting).await {
         Ok(Some(Ok(connection))) => connection,
@@ -604,7 +658,12 @@ async fn serve_inbound(receiver: Receiver, state: Arc<ConnectionState>, context:
         .as_ref()
         .and_then(|t| t.address.as_deref())
         .map(str::to_owned);
-    let address = Address::parse(target.as_deref().unwrap_or_default());
+    let target_text = target.as_deref().unwrap_or_default();
+    if crate::route::amqp(target_text) == crate::route::Service::Dps {
+        let address = target_text.to_owned();
+        return dps::serve_requests(receiver, address, state, context).await;
+    }
+    let address = Address::parse(target_text);
     match address {
         Ok(Address::Cbs) => serve_cbs_requests(receiver, state, context).await,
         Ok(Address::Events {
@@ -638,46 +697,28 @@ async fn serve_inbound(receiver: Receiver, state: Arc<ConnectionState>, context:
 }
 
 /// Links the client receives on: `$cbs` answers and feedback.
-async fn serve_outbound(
-    mut sender: Sender,
-    state: Arc<ConnectionState>,
-    context: Arc<AmqpContext>,
-) {
+async fn serve_outbound(sender: Sender, state: Arc<ConnectionState>, context: Arc<AmqpContext>) {
     let source = sender
         .source()
         .as_ref()
         .and_then(|s| s.address.as_deref())
         .map(str::to_owned);
-    let address = Address::parse(source.as_deref().unwrap_or_default());
+    let source_text = source.as_deref().unwrap_or_default();
+    if crate::route::amqp(source_text) == crate::route::Service::Dps {
+        let address = source_text.to_owned();
+        return dps::serve_answers(sender, address, state, context).await;
+    }
+    let address = Address::parse(source_text);
     match address {
         Ok(Address::Cbs) => {
-            let (tx, mut rx) = mpsc::channel(MAX_CBS_REPLIES);
-            if let Ok(mut cbs) = state.cbs.lock() {
-                // At most MAX_CBS_REPLIES wait, so they all fit the new link's channel.
-                for reply in cbs.pending.drain(..) {
-                    let _ = tx.try_send(reply);
-                }
-                cbs.link = Some(tx);
-            }
-            // The connection state holds the other end of `rx`: let go of it, or this task and
-            // the state would keep each other alive after the connection ends.
+            let Ok(answers) = state.cbs.lock().map(|mut cbs| cbs.attach()) else {
+                let _ = sender.close().await;
+                return;
+            };
+            // The connection state holds the other end of `answers`: let go of it, or this
+            // task and the state would keep each other alive after the connection ends.
             drop(state);
-            let mut shutdown = context.shutdown.clone();
-            loop {
-                tokio::select! {
-                    reply = rx.recv() => match reply {
-                        Some(reply) => {
-                            if sender.send(reply).await.is_err() {
-                                break;
-                            }
-                        }
-                        None => break,
-                    },
-                    _ = sender.on_detach() => break,
-                    _ = shutdown.changed() => break,
-                }
-            }
-            let _ = sender.close().await;
+            forward_replies(sender, answers, context.shutdown.clone()).await;
         }
         Ok(Address::Feedback) => serve_inbox(sender, state, context, InboxKind::Feedback).await,
         Ok(Address::FileNotifications) => {
@@ -861,7 +902,21 @@ impl SaslAcceptor for HubSasl {
 
     fn on_init(&mut self, init: SaslInit) -> SaslServerFrame {
         let code = match init.mechanism.as_str() {
-            "MSSBCBS" | "ANONYMOUS" => SaslCode::Ok,
+            // EXTERNAL: a DPS device with a TLS client certificate (checked at its first link).
+            "MSSBCBS" | "ANONYMOUS" | "EXTERNAL" => SaslCode::Ok,
+            "TPM" => {
+                tracing::info!(
+                    "SASL TPM refused: DPS TPM attestation is not supported by this emulator"
+                );
+                return SaslServerFrame::Outcome(SaslOutcome {
+                    code: SaslCode::Auth,
+                    additional_data: Some(
+                        b"DPS TPM attestation is not supported by this emulator"
+                            .to_vec()
+                            .into(),
+                    ),
+                });
+            }
             "PLAIN" => {
                 let response = init
                     .initial_response
@@ -876,6 +931,17 @@ impl SaslAcceptor for HubSasl {
                     .next()
                     .map(|p| String::from_utf8_lossy(p).into_owned());
                 match (authcid, password) {
+                    // A DPS device (`{idScope}/registrations/{regId}`): checked once the
+                    // connection is open, where the DPS core can be asked.
+                    (Some(user), Some(token))
+                        if crate::route::amqp(&user) == crate::route::Service::Dps =>
+                    {
+                        if dps::plain(&self.state, &user, token) {
+                            SaslCode::Ok
+                        } else {
+                            SaslCode::Auth
+                        }
+                    }
                     // A device or module (`{d}[/modules/{m}]@sas.{hub}`): checked once the
                     // connection is open, where the hub can be asked.
                     (Some(user), Some(token))

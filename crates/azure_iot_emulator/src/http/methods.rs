@@ -174,6 +174,7 @@ mod tests {
             },
             shutdown: tokio::sync::watch::channel(false).1,
             limits: crate::config::Limits::default(),
+            dps: crate::provisioning::in_memory_dps(&hub).unwrap(),
         });
         let amqp = Arc::new(crate::amqp::AmqpContext {
             hub: hub.clone(),
@@ -183,9 +184,11 @@ mod tests {
             grant_generation: tokio::sync::watch::channel(0).1,
             limits: crate::config::Limits::default(),
             device: mqtt.device.clone(),
+            dps: crate::provisioning::in_memory_dps(&hub).unwrap(),
         });
         let app = AppState {
             blob: None,
+            dps: None,
             device: mqtt.device.clone(),
             hub,
             policies,

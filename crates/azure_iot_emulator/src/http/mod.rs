@@ -29,6 +29,7 @@
 
 mod certificates;
 mod device;
+mod dps;
 mod error;
 mod faults;
 mod feedback;
@@ -87,6 +88,8 @@ pub(crate) struct AppState {
     pub(crate) device: crate::device::DeviceCore,
     /// The blob endpoint file uploads go to (`None`: file upload answers 501).
     pub(crate) blob: Option<Arc<crate::blob::BlobEndpoint>>,
+    /// The Device Provisioning Service (`None`: DPS requests answer 501).
+    pub(crate) dps: Option<crate::dps::Dps>,
 }
 
 impl AppState {
@@ -114,7 +117,8 @@ impl AppState {
 /// * service (ServiceConnect): `/twins/{id}[/modules/{mid}]`, `.../methods`,
 ///   `/devices/query` (RegistryRead also accepted), `/devices/{id}/commands` (purge),
 ///   `/messages/serviceBound/feedback...`, `/statistics/service`;
-/// * devices: `/$iothub/websocket` (MQTT or AMQP over WebSockets; the protocol authenticates);
+/// * devices: `/$iothub/websocket` and `/` (MQTT or AMQP over WebSockets, for the hub or DPS;
+///   the protocol authenticates; C#'s DPS clients upgrade at `/`);
 ///   the device HTTPS API (device or module SAS, or the TLS client certificate):
 ///   `/devices/{id}[/modules/{mid}]/messages/events`, `/devices/{id}/messages/devicebound[/…]`,
 ///   `/devices/{id}/files[/notifications[/{correlationId}]]` (see `device`);
@@ -164,6 +168,7 @@ pub(crate) fn router(state: AppState) -> Router {
                 .put(twins::replace_module_twin),
         )
         .route("/$iothub/websocket", get(websocket::upgrade))
+        .route("/", get(websocket::upgrade_at_root))
         .route(
             "/devices/{id}/messages/events",
             post(device::events::send_device),
@@ -221,7 +226,10 @@ pub(crate) fn router(state: AppState) -> Router {
             post(methods::invoke_module),
         )
         .fallback(unsupported)
-        .layer(axum::middleware::from_fn(classify))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            classify,
+        ))
         .with_state(state)
 }
 
@@ -242,17 +250,30 @@ fn device_bound_routes(segment: &str) -> Router<AppState> {
 }
 
 /// The classification step (`crate::route`): requests for the Device Provisioning Service
-/// never reach the hub's routes; until DPS is served they get an explicit 501.
-async fn classify(request: Request, next: axum::middleware::Next) -> Response {
+/// (by host name or path) never reach the hub's routes; they go to `dps`. WebSocket upgrades
+/// are not classified here: MQTT and AMQP over WebSockets are for the hub or DPS alike (C#'s
+/// DPS clients upgrade at `/` on the DPS host name), and the tunnelled protocol tells them
+/// apart.
+async fn classify(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if websocket::is_upgrade(&request) {
+        return next.run(request).await;
+    }
     let host = request
         .headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok());
-    match crate::route::http(host, request.uri().path(), None) {
+    let dps_hostname = state.dps.as_ref().map(|d| d.info().hostname.clone());
+    match crate::route::http(host, request.uri().path(), dps_hostname.as_deref()) {
         crate::route::Service::Hub => next.run(request).await,
-        crate::route::Service::Dps => {
-            ApiError::new(ErrorCode::NotImplemented, crate::route::DPS_UNSUPPORTED).into_response()
-        }
+        crate::route::Service::Dps => match state.dps.clone() {
+            Some(dps) => dps::handle(state, dps, request).await,
+            None => ApiError::new(ErrorCode::NotImplemented, crate::route::DPS_UNSUPPORTED)
+                .into_response(),
+        },
     }
 }
 

@@ -1,4 +1,7 @@
-//! `GET /$iothub/websocket`: MQTT and AMQP over WebSockets on the HTTPS port.
+//! `GET /$iothub/websocket`: MQTT and AMQP over WebSockets on the HTTPS port, for the hub and
+//! DPS alike (the tunnelled protocol's first bytes tell them apart, as on the TLS ports).
+//! C#'s provisioning clients upgrade at `/` instead, so an upgrade at `/` is served the same
+//! way; a plain request for `/` is still an unknown path.
 //!
 //! The client's subprotocol picks the protocol, echoed back exactly as the client wrote it:
 //! `mqtt` in any case (the C SDK sends `MQTT`) for devices over MQTT, `AMQPWSB10` for AMQP (the
@@ -134,6 +137,26 @@ pub(crate) async fn upgrade(
     }
     out.insert(header::SEC_WEBSOCKET_PROTOCOL, protocol_header);
     response
+}
+
+/// Whether `request` asks for a WebSocket upgrade at one of the paths that serve them
+/// (`/$iothub/websocket`, `/`).
+pub(crate) fn is_upgrade(request: &Request) -> bool {
+    matches!(request.uri().path(), "/$iothub/websocket" | "/")
+        && header_has(request.headers(), header::UPGRADE, "websocket")
+}
+
+/// `GET /`: a WebSocket upgrade (C#'s DPS clients), else the unknown path it always was.
+pub(crate) async fn upgrade_at_root(
+    state: State<AppState>,
+    peer: Extension<Peer>,
+    request: Request,
+) -> Response {
+    if is_upgrade(&request) {
+        upgrade(state, peer, request).await
+    } else {
+        super::unsupported(request).await.into_response()
+    }
 }
 
 /// Whether a comma-separated header (`Connection: keep-alive, Upgrade`) lists `token`,

@@ -41,30 +41,68 @@ pub(crate) struct CaCertificate {
     pub(crate) created: String,
 }
 
-/// Parses a certificate given as PEM or as base64 DER (the two forms the hub's certificate API
-/// and `az iot hub certificate create` send). Anything that is not a parseable X.509
-/// certificate is 400, so a registered CA is always usable as a trust anchor later.
+/// Parses a certificate given as PEM, as base64 DER (the two forms the hub's certificate API
+/// and `az iot hub certificate create` send) or as base64 of the PEM text (what the Node DPS
+/// samples put in enrollment groups). Anything that is not a parseable X.509 certificate is
+/// 400, so a registered CA is always usable as a trust anchor later.
 pub(crate) fn parse_certificate(text: &str) -> Result<CertificateDer<'static>, HubError> {
     use base64::Engine as _;
     use rustls_pki_types::pem::PemObject;
+    let pem = |text: &[u8]| {
+        CertificateDer::from_pem_slice(text)
+            .map_err(|e| HubError::invalid(format!("the certificate PEM is invalid: {e}")))
+    };
     let text = text.trim();
     let der = if text.starts_with("-----BEGIN") {
-        CertificateDer::from_pem_slice(text.as_bytes())
-            .map_err(|e| HubError::invalid(format!("the certificate PEM is invalid: {e}")))?
+        pem(text.as_bytes())?
     } else {
-        CertificateDer::from(
-            base64::engine::general_purpose::STANDARD
-                .decode(text)
-                .map_err(|_| HubError::invalid("the certificate is neither PEM nor base64 DER"))?,
-        )
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(|_| HubError::invalid("the certificate is neither PEM nor base64"))?;
+        if bytes.trim_ascii_start().starts_with(b"-----BEGIN") {
+            pem(&bytes)?
+        } else {
+            CertificateDer::from(bytes)
+        }
     };
     x509_parser::parse_x509_certificate(&der)
         .map_err(|e| HubError::invalid(format!("the certificate is not valid X.509: {e}")))?;
     Ok(der)
 }
 
+/// Verifies that the presented `chain` (leaf first) is valid for client authentication now,
+/// through its intermediates, to one of `anchors`. The error says why, without certificate
+/// contents.
+pub(crate) fn verify_client_chain(
+    chain: &[CertificateDer<'static>],
+    anchors: &[CertificateDer<'static>],
+) -> Result<(), String> {
+    let leaf = chain.first().ok_or("no client certificate")?;
+    let anchors: Vec<_> = anchors
+        .iter()
+        .filter_map(|ca| webpki::anchor_from_trusted_cert(ca).ok())
+        .collect();
+    let end_entity = webpki::EndEntityCert::try_from(leaf)
+        .map_err(|e| format!("the client certificate is unusable: {e}"))?;
+    let algorithms = rustls::crypto::ring::default_provider()
+        .signature_verification_algorithms
+        .all;
+    end_entity
+        .verify_for_usage(
+            algorithms,
+            &anchors,
+            chain.get(1..).unwrap_or_default(),
+            UnixTime::now(),
+            webpki::KeyUsage::client_auth(),
+            None,
+            None,
+        )
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
 /// The first common name in the certificate's subject, if it has one.
-fn subject_common_name(der: &[u8]) -> Option<String> {
+pub(crate) fn subject_common_name(der: &[u8]) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let cn = cert
         .subject()
@@ -203,29 +241,13 @@ impl HubState {
                 let anchors: Vec<_> = self
                     .certificates
                     .values()
-                    .filter_map(|ca| webpki::anchor_from_trusted_cert(&ca.der).ok())
+                    .map(|ca| ca.der.clone())
                     .collect();
-                let end_entity = webpki::EndEntityCert::try_from(leaf).map_err(|e| {
-                    Refusal::not_authorized(format!("the client certificate is unusable: {e}"))
+                verify_client_chain(chain, &anchors).map_err(|e| {
+                    Refusal::not_authorized(format!(
+                        "the client certificate does not chain to a CA registered with the hub: {e}"
+                    ))
                 })?;
-                let algorithms = rustls::crypto::ring::default_provider()
-                    .signature_verification_algorithms
-                    .all;
-                end_entity
-                    .verify_for_usage(
-                        algorithms,
-                        &anchors,
-                        &chain[1..],
-                        UnixTime::now(),
-                        webpki::KeyUsage::client_auth(),
-                        None,
-                        None,
-                    )
-                    .map_err(|e| {
-                        Refusal::not_authorized(format!(
-                            "the client certificate does not chain to a CA registered with the hub: {e}"
-                        ))
-                    })?;
                 match subject_common_name(leaf) {
                     Some(cn) if cn == identity.device_id() => Ok(grant),
                     other => Err(Refusal::not_authorized(format!(

@@ -365,7 +365,7 @@ impl HubState {
 
     /// Applies an update to an existing identity: keys the update leaves out are kept, the
     /// status time moves only if the status changes, and the ETag always changes.
-    fn update_record(
+    pub(super) fn update_record(
         &mut self,
         record: &mut IdentityRecord,
         mut spec: IdentitySpec,
@@ -387,7 +387,7 @@ impl HubState {
     }
 
     /// A new identity with a fresh generation id, ETag and twin.
-    fn new_record(
+    pub(super) fn new_record(
         &mut self,
         device_id: &str,
         module_id: Option<&str>,
@@ -416,7 +416,7 @@ impl HubState {
     /// Makes a stored identity the live one. A device that is disabled now is disconnected
     /// (its modules too): the change is stored, so its reconnects are refused (CONNACK 5)
     /// until it is enabled again.
-    fn install_identity(&mut self, record: IdentityRecord) {
+    pub(super) fn install_identity(&mut self, record: IdentityRecord) {
         if record.module_id.is_none() && record.status == Status::Disabled {
             self.links
                 .close_device(&record.device_id, "the device is disabled");

@@ -63,6 +63,7 @@ async fn hub() -> Hubside {
         },
         shutdown: shutdown_rx,
         limits: crate::config::Limits::default(),
+        dps: crate::provisioning::in_memory_dps(&hub).unwrap(),
     });
     Hubside {
         hub,

@@ -5,7 +5,12 @@
 //! method answers and settles cloud-to-device messages. The session turns packets into core
 //! calls and core events into packets. Topic and property-bag grammar, usernames and the
 //! packet codec come from `azure_iot_protocol`, the same code the device client uses.
+//!
+//! A CONNECT whose user name is a DPS one (`{idScope}/registrations/{regId}/…`, see
+//! `crate::route`) is served by [`dps`] instead: a device registering with the Device
+//! Provisioning Service on the same port, over TLS or WebSockets alike.
 
+mod dps;
 mod session;
 
 #[cfg(test)]
@@ -32,6 +37,8 @@ pub(crate) struct MqttContext {
     pub(crate) shutdown: watch::Receiver<bool>,
     /// Connection limits and timeouts (the CONNECT deadline is `connect_timeout`).
     pub(crate) limits: Limits,
+    /// The Device Provisioning Service, for connections whose CONNECT names it ([`dps`]).
+    pub(crate) dps: crate::dps::Dps,
 }
 
 /// Serves MQTT over TLS on `listener` until `shutdown` turns true.

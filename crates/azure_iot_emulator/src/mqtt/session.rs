@@ -60,7 +60,7 @@ use crate::hub::error::HubError;
 use crate::hub::queue::Settle;
 
 /// The hub's cap on the keep-alive interval it honours (1767 s ÷ 1.5).
-const MAX_KEEP_ALIVE: Duration = Duration::from_secs(1177);
+pub(super) const MAX_KEEP_ALIVE: Duration = Duration::from_secs(1177);
 /// Telemetry messages a connection may have waiting for the log before reading pauses.
 const MAX_PENDING_ACKS: usize = 1024;
 /// Bytes read from the socket at most per read (through the stack, see [`read_some`]).
@@ -135,8 +135,9 @@ where
     if let Some(login) = &connect.login
         && crate::route::mqtt(&login.username) == crate::route::Service::Dps
     {
-        tracing::info!(%peer, client_id = %connect.client_id, "CONNECT refused: {}", crate::route::DPS_UNSUPPORTED);
-        let _ = send_connack(&mut io, ConnectReturnCode::ServiceUnavailable).await;
+        // A device registering with DPS: served here, in this boxed phase, for its whole
+        // (short) life; the hub's session never exists.
+        super::dps::serve(io, buffer, connect, peer, ctx, client_certificate).await;
         return None;
     }
     release_if_empty(&mut buffer);
@@ -170,7 +171,7 @@ async fn first_packet<S: AsyncRead + AsyncWrite + Unpin>(
 /// its next packet holds no read buffer of its own (`buffer` is allocated for what arrived,
 /// and let go by [`release_if_empty`] once its packets are taken). Cancel-safe: nothing is
 /// read unless the read completes.
-async fn read_some<S: AsyncRead + Unpin>(
+pub(super) async fn read_some<S: AsyncRead + Unpin>(
     io: &mut S,
     buffer: &mut BytesMut,
 ) -> std::io::Result<usize> {
@@ -192,7 +193,7 @@ async fn read_some<S: AsyncRead + Unpin>(
 /// Lets go of `buffer`'s memory once every packet in it is taken. The packets decoded from
 /// it share its block, so without this an idle connection would keep the block of its last
 /// read alive; this costs no allocation (the next read allocates for what it brings).
-fn release_if_empty(buffer: &mut BytesMut) {
+pub(super) fn release_if_empty(buffer: &mut BytesMut) {
     if buffer.is_empty() {
         *buffer = BytesMut::new();
     }
@@ -782,7 +783,7 @@ where
     }
 }
 
-async fn send_connack<S: AsyncWrite + Unpin>(
+pub(super) async fn send_connack<S: AsyncWrite + Unpin>(
     io: &mut S,
     code: ConnectReturnCode,
 ) -> std::io::Result<()> {
@@ -808,7 +809,7 @@ async fn next_ack(acks: &mut VecDeque<Ack>) -> (Option<u16>, Acknowledge, Result
     }
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
+pub(super) async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,

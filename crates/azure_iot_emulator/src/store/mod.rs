@@ -129,6 +129,29 @@ pub(crate) struct C2dRow {
     pub(crate) body: Vec<u8>,
 }
 
+/// Opens (creating if needed) the database `file`, or an in-memory one, as every state owner's
+/// database is opened: WAL with `synchronous` as `durability` says for a file, a 5 s busy
+/// timeout (another process, say a CLI reading the file, briefly holding a lock), and
+/// `schema` (idempotent `CREATE TABLE IF NOT EXISTS`) applied.
+pub(crate) fn open_connection(
+    file: Option<&Path>,
+    durability: Durability,
+    schema: &str,
+) -> Result<Connection, EmulatorError> {
+    let conn = match file {
+        Some(file) => {
+            let conn = Connection::open(file)?;
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            conn.pragma_update(None, "synchronous", durability.synchronous())?;
+            conn
+        }
+        None => Connection::open_in_memory()?,
+    };
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.execute_batch(schema)?;
+    Ok(conn)
+}
+
 /// The hub's database: one connection, owned by the state thread.
 pub(crate) struct Store {
     conn: Connection,
@@ -152,17 +175,7 @@ impl Store {
         dir: Option<&Path>,
         durability: Durability,
     ) -> Result<Self, EmulatorError> {
-        let conn = match dir {
-            Some(dir) => {
-                let conn = Connection::open(dir.join(DB_FILE))?;
-                conn.pragma_update(None, "journal_mode", "WAL")?;
-                conn.pragma_update(None, "synchronous", durability.synchronous())?;
-                conn
-            }
-            None => Connection::open_in_memory()?,
-        };
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA)?;
+        let conn = open_connection(dir.map(|d| d.join(DB_FILE)).as_deref(), durability, SCHEMA)?;
         let store = Self { conn };
         match store.meta("schema_version")? {
             None => store.set_meta("schema_version", &SCHEMA_VERSION.to_string())?,
