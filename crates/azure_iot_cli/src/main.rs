@@ -116,6 +116,13 @@ struct StartArgs {
     /// Host name of the hub: in connection strings and the server certificate.
     #[arg(long, default_value = "localhost")]
     hostname: String,
+    /// Host name of the Device Provisioning Service (served on the same ports): its service
+    /// API's token audience, also in the server certificate.
+    #[arg(long, default_value = azure_iot_emulator::config::DEFAULT_DPS_HOSTNAME)]
+    dps_hostname: String,
+    /// Seconds DPS tells registering devices to wait before polling (retry-after).
+    #[arg(long, default_value_t = 1)]
+    dps_retry_after: u32,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
     bind: IpAddr,
@@ -343,6 +350,8 @@ async fn hub_start(args: StartArgs) -> Result<(), String> {
             DurabilityArg::Full => Durability::Full,
         })
         .hostname(&args.hostname)
+        .dps_hostname(&args.dps_hostname)
+        .dps_retry_after(args.dps_retry_after)
         .data_dir(&args.data_dir)
         .in_memory(args.in_memory)
         .bind_address(args.bind)
@@ -372,7 +381,7 @@ async fn hub_start(args: StartArgs) -> Result<(), String> {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
-        "IoT Hub emulator running\n  hostname:  {}\n  https:     {}\n  mqtt:      {}\n  amqp:      {}\n  blob:      {}  (file uploads)\n  state:     {}\n  telemetry: {} partitions\n  limits:    {} connections per listener\n  CA:        {}  (trust this certificate)\n  hub.json:  {}\n\niothubowner connection string:\n  {}\n\nPress Ctrl-C to stop.",
+        "IoT Hub emulator running\n  hostname:  {}\n  https:     {}\n  mqtt:      {}\n  amqp:      {}\n  blob:      {}  (file uploads)\n  state:     {}\n  telemetry: {} partitions\n  limits:    {} connections per listener\n  CA:        {}  (trust this certificate)\n  hub.json:  {}\n  DPS:       {} (id scope {}, same ports)\n\niothubowner connection string:\n  {}\n\nPress Ctrl-C to stop.",
         hub.hostname(),
         hub.https_addr(),
         hub.mqtt_addr(),
@@ -387,6 +396,8 @@ async fn hub_start(args: StartArgs) -> Result<(), String> {
         limits.effective_max_connections(),
         dir.join(CA_FILE).display(),
         dir.join(HUB_FILE).display(),
+        hub.dps_hostname(),
+        hub.dps_id_scope(),
         hub.owner_connection_string(),
     );
     let _ = out.flush();

@@ -8,6 +8,7 @@
 
 use std::path::Path;
 
+use crate::dps::DPS_DB_FILE;
 use crate::store::DB_FILE;
 use crate::telemetry::TELEMETRY_DB_FILE;
 
@@ -31,7 +32,7 @@ pub(crate) fn prepare(dir: &Path, databases: bool) -> std::io::Result<()> {
                 tighten(&entry.path(), 0o600)?;
             }
         }
-        for name in [DB_FILE, TELEMETRY_DB_FILE]
+        for name in [DB_FILE, TELEMETRY_DB_FILE, DPS_DB_FILE]
             .into_iter()
             .filter(|_| databases)
         {
@@ -84,5 +85,6 @@ mod tests {
         assert_eq!(mode(&dir.join("old.txt")), 0o600);
         assert_eq!(mode(&dir.join(DB_FILE)), 0o600);
         assert_eq!(mode(&dir.join(TELEMETRY_DB_FILE)), 0o600);
+        assert_eq!(mode(&dir.join(DPS_DB_FILE)), 0o600);
     }
 }

@@ -15,6 +15,8 @@ mod flow;
 pub(crate) mod records;
 pub(crate) mod state;
 mod store;
+
+pub(crate) use store::DB_FILE as DPS_DB_FILE;
 mod webhook;
 
 use azure_iot_protocol::dps::ErrorDetails;
