@@ -23,6 +23,7 @@ mod connect;
 mod devices;
 mod files;
 mod monitor;
+mod provision;
 mod quickstart;
 mod simulate;
 mod target;

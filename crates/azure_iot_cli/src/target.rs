@@ -69,6 +69,16 @@ pub(crate) struct Local {
     /// The iothubowner connection string.
     pub(crate) owner: String,
     pub(crate) ca_pem: String,
+    /// The emulator's Device Provisioning Service, when `hub.json` lists one.
+    pub(crate) dps: Option<LocalDps>,
+}
+
+/// The `dps` entry of `hub.json`.
+pub(crate) struct LocalDps {
+    /// The id scope devices name.
+    pub(crate) id_scope: String,
+    /// The host devices dial (`global_endpoint` without its port).
+    pub(crate) endpoint_host: String,
 }
 
 /// Reads the emulator's `hub.json` and `ca.pem` in `dir`.
@@ -104,12 +114,27 @@ pub(crate) fn read_local(dir: &Path) -> Result<Local, String> {
             .to_owned(),
         ca_pem: std::fs::read_to_string(&ca_file)
             .map_err(|e| format!("cannot read {}: {e}", ca_file.display()))?,
+        dps: local_dps(&doc["dps"]),
+    })
+}
+
+/// The DPS entry (`{"id_scope": …, "global_endpoint": "host:port", …}`), if complete.
+fn local_dps(entry: &Value) -> Option<LocalDps> {
+    let id_scope = entry["id_scope"].as_str()?.to_owned();
+    let endpoint = entry["global_endpoint"].as_str()?;
+    let endpoint_host = endpoint
+        .rsplit_once(':')
+        .map_or(endpoint, |(host, _)| host)
+        .to_owned();
+    Some(LocalDps {
+        id_scope,
+        endpoint_host,
     })
 }
 
 impl Local {
     /// Where this emulator takes device connections.
-    fn device_ports(&self) -> DevicePorts {
+    pub(crate) fn device_ports(&self) -> DevicePorts {
         DevicePorts {
             mqtt: self.mqtt,
             amqp: self.amqp,

@@ -6,15 +6,14 @@
 
 use std::time::Duration;
 
-use azure_iot_core::connection_string::ServiceConnectionString;
-use azure_iot_core::sas::{ResourceUri, SasToken, SharedAccessKey};
+use azure_iot_core::sas::SharedAccessKey;
 use azure_iot_device::{ClientOptions, Message};
 use azure_iot_emulator::{Emulator, EmulatorHandle};
 use azure_iot_provisioning_device::{
     Attestation, Error, ProvisioningDeviceClient, RegistrationStatus, RegistrationSubstatus,
     Transport,
 };
-use azure_iot_test::{HubEndpoint, http_client};
+use azure_iot_test::dps_put as put;
 use serde_json::{Value, json};
 
 async fn start() -> EmulatorHandle {
@@ -28,32 +27,8 @@ async fn start() -> EmulatorHandle {
         .expect("emulator starts")
 }
 
-/// Creates `body` at `path` of the emulator's DPS service API.
-async fn put(hub: &EmulatorHandle, path: &str, body: Value) {
-    let cs = ServiceConnectionString::parse(&hub.dps_connection_string()).unwrap();
-    let token = SasToken::generate_with_ttl(
-        &ResourceUri::custom(cs.host_name()),
-        cs.key(),
-        Some(cs.key_name()),
-        Duration::from_secs(600),
-    );
-    let response = http_client(&HubEndpoint::of(hub))
-        .put(format!(
-            "https://localhost:{}{path}?api-version=2021-10-01",
-            hub.https_addr().port()
-        ))
-        .header("Authorization", token.secret())
-        .header("Content-Type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert!(response.status().is_success(), "{path}: {}", response.status());
-}
-
 fn key_enrollment(id: &str, key: &str) -> Value {
-    json!({"registrationId": id,
-           "attestation": {"type": "symmetricKey", "symmetricKey": {"primaryKey": key, "secondaryKey": key}}})
+    azure_iot_test::key_enrollment("registrationId", id, key)
 }
 
 /// A self-signed device certificate with common name `cn`: (certificate PEM, key PEM).
@@ -144,8 +119,7 @@ async fn every_attestation(transport: Transport) {
     put(
         &hub,
         "/enrollmentGroups/fleet",
-        json!({"enrollmentGroupId": "fleet",
-               "attestation": {"type": "symmetricKey", "symmetricKey": {"primaryKey": group_key, "secondaryKey": group_key}}}),
+        azure_iot_test::key_enrollment("enrollmentGroupId", "fleet", &group_key),
     )
     .await;
     let cert_id = format!("{tag}-cert");
