@@ -28,7 +28,12 @@ pub(crate) struct ProvisionArgs {
           conflicts_with_all = ["group_key", "cert"], required_unless_present_any = ["group_key", "cert"])]
     symmetric_key: Option<String>,
     /// An enrollment group's symmetric key (base64); the device key is derived from it.
-    #[arg(long, env = "DPS_GROUP_KEY", hide_env_values = true, conflicts_with = "cert")]
+    #[arg(
+        long,
+        env = "DPS_GROUP_KEY",
+        hide_env_values = true,
+        conflicts_with = "cert"
+    )]
     group_key: Option<String>,
     /// The device certificate chain (PEM, device certificate first).
     #[arg(long, requires = "key")]
@@ -115,7 +120,13 @@ fn target(args: &ProvisionArgs) -> Result<Target, String> {
     let (host, port) = match &args.endpoint {
         Some(endpoint) => split_endpoint(endpoint)?,
         None => match &local {
-            Some(l) => (l.dps.as_ref().map(|d| d.endpoint_host.clone()).unwrap_or_default(), None),
+            Some(l) => (
+                l.dps
+                    .as_ref()
+                    .map(|d| d.endpoint_host.clone())
+                    .unwrap_or_default(),
+                None,
+            ),
             None => (GLOBAL_ENDPOINT.to_owned(), None),
         },
     };
@@ -166,7 +177,8 @@ fn attestation(args: &ProvisionArgs) -> Result<Attestation, String> {
         Attestation::group_key(key)
     } else if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
         let read = |path: &PathBuf| {
-            std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))
         };
         Attestation::x509_pem(&read(cert)?, &read(key)?)
     } else {
@@ -185,7 +197,10 @@ mod tests {
             split_endpoint("dps.example:8883").unwrap(),
             ("dps.example".to_owned(), Some(8883))
         );
-        assert_eq!(split_endpoint("dps.example").unwrap(), ("dps.example".to_owned(), None));
+        assert_eq!(
+            split_endpoint("dps.example").unwrap(),
+            ("dps.example".to_owned(), None)
+        );
         assert!(split_endpoint("dps.example:x").is_err());
     }
 }

@@ -25,14 +25,32 @@ async fn a_group_member_is_provisioned_and_its_connection_string_sends() {
         let id = format!("sensor-{transport}");
         let out = cli(
             d,
-            &["device", "provision", "--registration-id", &id, "--group-key", &group_key,
-              "--transport", transport],
+            &[
+                "device",
+                "provision",
+                "--registration-id",
+                &id,
+                "--group-key",
+                &group_key,
+                "--transport",
+                transport,
+            ],
         )
         .await;
         let stdout = String::from_utf8(out.stdout).unwrap();
-        assert!(out.status.success(), "{transport}: {}", String::from_utf8_lossy(&out.stderr));
-        assert!(stdout.contains(&format!("assigned hub:      {}", hub.hostname())), "{stdout}");
-        assert!(stdout.contains(&format!("device id:         {id}")), "{stdout}");
+        assert!(
+            out.status.success(),
+            "{transport}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains(&format!("assigned hub:      {}", hub.hostname())),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains(&format!("device id:         {id}")),
+            "{stdout}"
+        );
         let derived = SharedAccessKey::from_base64(&group_key)
             .unwrap()
             .derive_for_registration(&id)
@@ -44,18 +62,42 @@ async fn a_group_member_is_provisioned_and_its_connection_string_sends() {
         assert!(cs.ends_with(&format!(";SharedAccessKey={derived}")), "{cs}");
         let sent = cli(
             d,
-            &["device", "simulate", "--device-connection-string", cs, "--count", "1"],
+            &[
+                "device",
+                "simulate",
+                "--device-connection-string",
+                cs,
+                "--count",
+                "1",
+            ],
         )
         .await;
-        assert!(sent.status.success(), "{}", String::from_utf8_lossy(&sent.stderr));
+        assert!(
+            sent.status.success(),
+            "{}",
+            String::from_utf8_lossy(&sent.stderr)
+        );
     }
 
     let wrong = SharedAccessKey::generate().unwrap().to_base64();
-    dps_put(&hub, "/enrollments/solo", key_enrollment("registrationId", "solo", &group_key)).await;
+    dps_put(
+        &hub,
+        "/enrollments/solo",
+        key_enrollment("registrationId", "solo", &group_key),
+    )
+    .await;
     let out = cli(
         d,
-        &["device", "provision", "--registration-id", "solo", "--symmetric-key", &wrong,
-          "--transport", "https"],
+        &[
+            "device",
+            "provision",
+            "--registration-id",
+            "solo",
+            "--symmetric-key",
+            &wrong,
+            "--transport",
+            "https",
+        ],
     )
     .await;
     assert!(!out.status.success());
@@ -71,7 +113,9 @@ async fn an_x509_device_is_provisioned_with_its_certificate() {
     let d = dir.path();
     let hub = hub(d).await;
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.distinguished_name.push(rcgen::DnType::CommonName, "cam-9");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "cam-9");
     let key = rcgen::KeyPair::generate().unwrap();
     let cert = params.self_signed(&key).unwrap();
     std::fs::write(d.join("cam.pem"), cert.pem()).unwrap();
@@ -87,12 +131,24 @@ async fn an_x509_device_is_provisioned_with_its_certificate() {
     let key_path = d.join("cam.key");
     let out = cli(
         d,
-        &["device", "provision", "--cert", cert_path.to_str().unwrap(), "--key",
-          key_path.to_str().unwrap(), "--transport", "amqp"],
+        &[
+            "device",
+            "provision",
+            "--cert",
+            cert_path.to_str().unwrap(),
+            "--key",
+            key_path.to_str().unwrap(),
+            "--transport",
+            "amqp",
+        ],
     )
     .await;
     let stdout = String::from_utf8(out.stdout).unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("device id:         cam-9"), "{stdout}");
     assert!(!stdout.contains("connection string"), "{stdout}");
     hub.shutdown().await;

@@ -17,35 +17,37 @@ use azure_iot_provisioning_device::{Attestation, ProvisioningDeviceClient};
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let registration_id =
         std::env::var("DPS_REGISTRATION_ID").unwrap_or_else(|_| "sensor-1".to_owned());
-    let (builder, hub_options, emulator) =
-        match (std::env::var("DPS_ID_SCOPE"), std::env::var("DPS_GROUP_KEY")) {
-            (Ok(scope), Ok(key)) => (
-                ProvisioningDeviceClient::builder(scope, Attestation::group_key(&key)?),
-                ClientOptions::default(),
-                None,
-            ),
-            _ => {
-                let hub = azure_iot_test::emulator().await;
-                let group_key = azure_iot_core::sas::SharedAccessKey::generate()?.to_base64();
-                azure_iot_test::dps_put(
-                    &hub,
-                    "/enrollmentGroups/fleet",
-                    azure_iot_test::key_enrollment("enrollmentGroupId", "fleet", &group_key),
-                )
-                .await;
-                let builder = ProvisioningDeviceClient::builder(
-                    hub.dps_id_scope(),
-                    Attestation::group_key(&group_key)?,
-                )
-                .global_endpoint("localhost")
+    let (builder, hub_options, emulator) = match (
+        std::env::var("DPS_ID_SCOPE"),
+        std::env::var("DPS_GROUP_KEY"),
+    ) {
+        (Ok(scope), Ok(key)) => (
+            ProvisioningDeviceClient::builder(scope, Attestation::group_key(&key)?),
+            ClientOptions::default(),
+            None,
+        ),
+        _ => {
+            let hub = azure_iot_test::emulator().await;
+            let group_key = azure_iot_core::sas::SharedAccessKey::generate()?.to_base64();
+            azure_iot_test::dps_put(
+                &hub,
+                "/enrollmentGroups/fleet",
+                azure_iot_test::key_enrollment("enrollmentGroupId", "fleet", &group_key),
+            )
+            .await;
+            let builder = ProvisioningDeviceClient::builder(
+                hub.dps_id_scope(),
+                Attestation::group_key(&group_key)?,
+            )
+            .global_endpoint("localhost")
+            .port(hub.mqtt_addr().port())
+            .trusted_ca_pem(hub.ca_pem());
+            let options = ClientOptions::default()
                 .port(hub.mqtt_addr().port())
                 .trusted_ca_pem(hub.ca_pem());
-                let options = ClientOptions::default()
-                    .port(hub.mqtt_addr().port())
-                    .trusted_ca_pem(hub.ca_pem());
-                (builder, options, Some(hub))
-            }
-        };
+            (builder, options, Some(hub))
+        }
+    };
     let result = builder
         .registration_id(registration_id)
         .transport(Transport::Mqtt)

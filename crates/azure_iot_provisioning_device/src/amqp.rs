@@ -168,7 +168,10 @@ impl Exchange for AmqpExchange {
         let message = request_message(
             correlation.clone(),
             &[
-                (AMQP_OPERATION_TYPE, SimpleValue::String(AMQP_OPERATION_REGISTER.to_owned())),
+                (
+                    AMQP_OPERATION_TYPE,
+                    SimpleValue::String(AMQP_OPERATION_REGISTER.to_owned()),
+                ),
                 (AMQP_FORCE_REGISTRATION, SimpleValue::Bool(false)),
             ],
             body,
@@ -181,8 +184,14 @@ impl Exchange for AmqpExchange {
         let message = request_message(
             correlation.clone(),
             &[
-                (AMQP_OPERATION_TYPE, SimpleValue::String(AMQP_OPERATION_STATUS.to_owned())),
-                (AMQP_OPERATION_ID, SimpleValue::String(operation_id.to_owned())),
+                (
+                    AMQP_OPERATION_TYPE,
+                    SimpleValue::String(AMQP_OPERATION_STATUS.to_owned()),
+                ),
+                (
+                    AMQP_OPERATION_ID,
+                    SimpleValue::String(operation_id.to_owned()),
+                ),
             ],
             b"",
         );

@@ -58,12 +58,19 @@ impl Attestation {
     pub fn sas_token(token: &str) -> Result<Self> {
         SasToken::parse(token.trim())
             .map(Self::SasToken)
-            .map_err(|_| Error::InvalidArgument("the SAS token is not `SharedAccessSignature sr=…&sig=…&se=…`".to_owned()))
+            .map_err(|_| {
+                Error::InvalidArgument(
+                    "the SAS token is not `SharedAccessSignature sr=…&sig=…&se=…`".to_owned(),
+                )
+            })
     }
 
     /// A PEM certificate chain (device certificate first) and PEM private key.
     pub fn x509_pem(certificate_pem: &str, key_pem: &str) -> Result<Self> {
-        Ok(Self::X509(X509Certificate::from_pem(certificate_pem, key_pem)?))
+        Ok(Self::X509(X509Certificate::from_pem(
+            certificate_pem,
+            key_pem,
+        )?))
     }
 
     /// The registration id a certificate names: its subject common name. `None` for the
@@ -158,7 +165,13 @@ mod tests {
         assert!(!err.to_string().contains("not base64!!"));
         let token = key.token("s", "r", Duration::from_secs(60)).unwrap();
         let given = Attestation::sas_token(&token).unwrap();
-        let sig = token.split("sig=").nth(1).unwrap().split('&').next().unwrap();
+        let sig = token
+            .split("sig=")
+            .nth(1)
+            .unwrap()
+            .split('&')
+            .next()
+            .unwrap();
         assert!(!format!("{given:?}").contains(sig));
     }
 }

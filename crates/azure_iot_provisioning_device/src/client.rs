@@ -238,8 +238,7 @@ impl ProvisioningDeviceClientBuilder {
     /// Checks the settings: an id scope, a registration id DPS accepts (≤ 128 characters,
     /// letters, digits and `- . _ :`), a host name.
     pub fn build(self) -> Result<ProvisioningDeviceClient> {
-        if self.id_scope.is_empty() || !self.id_scope.chars().all(|c| c.is_ascii_alphanumeric())
-        {
+        if self.id_scope.is_empty() || !self.id_scope.chars().all(|c| c.is_ascii_alphanumeric()) {
             return Err(Error::InvalidArgument(
                 "the id scope must be letters and digits (like 0ne00012345)".to_owned(),
             ));
@@ -295,7 +294,10 @@ fn check_registration_id(id: &str) -> Result<()> {
     } else {
         Err(Error::InvalidArgument(format!(
             "the registration id `{}` is not 1 to 128 letters, digits and - . _ :",
-            id.chars().take(MAX_REGISTRATION_ID + 1).collect::<String>().escape_debug()
+            id.chars()
+                .take(MAX_REGISTRATION_ID + 1)
+                .collect::<String>()
+                .escape_debug()
         )))
     }
 }

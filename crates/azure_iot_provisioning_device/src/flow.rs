@@ -19,7 +19,9 @@ use std::future::Future;
 use std::time::Duration;
 
 use azure_iot_protocol::dps::ErrorDetails;
-use azure_iot_protocol::dps::registration::{OperationStatus, RegistrationResult, RegistrationStatus};
+use azure_iot_protocol::dps::registration::{
+    OperationStatus, RegistrationResult, RegistrationStatus,
+};
 
 use crate::error::{Error, Result};
 
@@ -94,7 +96,9 @@ pub(crate) fn judge(reply: &Reply) -> Result<Step> {
         return Err(refusal(reply));
     }
     let status: OperationStatus = serde_json::from_slice(&reply.body).map_err(|e| {
-        Error::Protocol(format!("the operation status is not the expected JSON: {e}"))
+        Error::Protocol(format!(
+            "the operation status is not the expected JSON: {e}"
+        ))
     })?;
     match status.status {
         RegistrationStatus::Assigning | RegistrationStatus::Unassigned => {

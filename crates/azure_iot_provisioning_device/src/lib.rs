@@ -55,14 +55,14 @@
 //!   `amqp_ws`, `https` (all on by default). One connection per registration, closed after.
 //! * Not supported: TPM attestation (a later issue), `forceRegistration`.
 
+#[cfg(feature = "amqp")]
+mod amqp;
 mod attestation;
 mod client;
 mod error;
 mod flow;
 #[cfg(feature = "https")]
 mod https;
-#[cfg(feature = "amqp")]
-mod amqp;
 mod mqtt;
 mod result;
 

@@ -125,7 +125,12 @@ impl MqttExchange {
     }
 
     /// Publishes `payload` to `topic` and waits for the response naming `request_id`.
-    async fn request(&mut self, topic: UpstreamTopic, request_id: &str, payload: Vec<u8>) -> Result<Reply> {
+    async fn request(
+        &mut self,
+        topic: UpstreamTopic,
+        request_id: &str,
+        payload: Vec<u8>,
+    ) -> Result<Reply> {
         let mut publish = Publish::new(topic.to_string(), QoS::AtLeastOnce, payload);
         publish.pkid = self.packet_id();
         self.send(&Packet::Publish(publish)).await?;
@@ -133,7 +138,8 @@ impl MqttExchange {
             match self.read().await? {
                 Packet::Publish(response) => {
                     if response.qos == QoS::AtLeastOnce {
-                        self.send(&Packet::PubAck(PubAck::new(response.pkid))).await?;
+                        self.send(&Packet::PubAck(PubAck::new(response.pkid)))
+                            .await?;
                     }
                     if let Some(reply) = reply_to(&response, request_id)? {
                         return Ok(reply);
@@ -184,7 +190,9 @@ pub(crate) fn reply_to(publish: &Publish, request_id: &str) -> Result<Option<Rep
             "DPS published to `{}`, which is not a response topic",
             topic.chars().take(200).collect::<String>()
         ))),
-        Err(e) => Err(Error::Protocol(format!("an unreadable response topic: {e}"))),
+        Err(e) => Err(Error::Protocol(format!(
+            "an unreadable response topic: {e}"
+        ))),
     }
 }
 

@@ -114,7 +114,12 @@ async fn every_attestation(transport: Transport) {
     let tag = format!("{transport:?}").to_lowercase();
     let individual_key = SharedAccessKey::generate().unwrap().to_base64();
     let individual = format!("{tag}-key");
-    put(&hub, &format!("/enrollments/{individual}"), key_enrollment(&individual, &individual_key)).await;
+    put(
+        &hub,
+        &format!("/enrollments/{individual}"),
+        key_enrollment(&individual, &individual_key),
+    )
+    .await;
     let group_key = SharedAccessKey::generate().unwrap().to_base64();
     put(
         &hub,
@@ -207,25 +212,34 @@ async fn wrong_keys_and_unknown_scopes_are_refused_on_every_transport() {
             .register()
             .await
             .unwrap_err();
-        assert!(matches!(err, Error::Unauthorized { .. }), "{transport:?}: {err:?}");
+        assert!(
+            matches!(err, Error::Unauthorized { .. }),
+            "{transport:?}: {err:?}"
+        );
         // Neither the key nor a token is in what the error says.
         let text = format!("{err} {err:?}");
-        assert!(!text.contains(&wrong) && !text.contains("sig="), "{transport:?}: {text}");
+        assert!(
+            !text.contains(&wrong) && !text.contains("sig="),
+            "{transport:?}: {text}"
+        );
         if transport == Transport::Https {
             assert_eq!(err.error_code(), Some(401002));
         }
 
-        let err = ProvisioningDeviceClient::builder("0ne00000000", Attestation::symmetric_key(&key).unwrap())
-            .global_endpoint("localhost")
-            .port(port(&hub, transport))
-            .transport(transport)
-            .trusted_ca_pem(hub.ca_pem())
-            .registration_id("dev1")
-            .build()
-            .unwrap()
-            .register()
-            .await
-            .unwrap_err();
+        let err = ProvisioningDeviceClient::builder(
+            "0ne00000000",
+            Attestation::symmetric_key(&key).unwrap(),
+        )
+        .global_endpoint("localhost")
+        .port(port(&hub, transport))
+        .transport(transport)
+        .trusted_ca_pem(hub.ca_pem())
+        .registration_id("dev1")
+        .build()
+        .unwrap()
+        .register()
+        .await
+        .unwrap_err();
         assert!(
             matches!(err, Error::Unauthorized { .. } | Error::NotFound { .. }),
             "{transport:?}: {err:?}"
@@ -249,7 +263,10 @@ async fn a_disabled_enrollment_is_a_typed_error() {
             .register()
             .await
             .unwrap_err();
-        assert!(matches!(err, Error::Disabled { .. }), "{transport:?}: {err:?}");
+        assert!(
+            matches!(err, Error::Disabled { .. }),
+            "{transport:?}: {err:?}"
+        );
     }
     hub.shutdown().await;
 }
@@ -259,17 +276,24 @@ async fn the_custom_payload_reaches_dps() {
     let hub = start().await;
     let key = SharedAccessKey::generate().unwrap().to_base64();
     put(&hub, "/enrollments/pay1", key_enrollment("pay1", &key)).await;
-    let result = client(&hub, Transport::Mqtt, Attestation::symmetric_key(&key).unwrap())
-        .registration_id("pay1")
-        .payload(json!({"model": "thermostat"}))
-        .build()
-        .unwrap()
-        .register()
-        .await
-        .unwrap();
+    let result = client(
+        &hub,
+        Transport::Mqtt,
+        Attestation::symmetric_key(&key).unwrap(),
+    )
+    .registration_id("pay1")
+    .payload(json!({"model": "thermostat"}))
+    .build()
+    .unwrap()
+    .register()
+    .await
+    .unwrap();
     assert_eq!(result.device_id(), "pay1");
     let cs = result.connection_string().unwrap();
-    assert!(cs.starts_with(&format!("HostName={};DeviceId=pay1;SharedAccessKey=", hub.hostname())));
+    assert!(cs.starts_with(&format!(
+        "HostName={};DeviceId=pay1;SharedAccessKey=",
+        hub.hostname()
+    )));
     hub.shutdown().await;
 }
 
@@ -286,18 +310,22 @@ async fn a_silent_service_ends_in_the_overall_timeout() {
     });
     let key = SharedAccessKey::generate().unwrap().to_base64();
     let started = tokio::time::Instant::now();
-    let err = ProvisioningDeviceClient::builder("0ne00000001", Attestation::symmetric_key(&key).unwrap())
-        .global_endpoint("localhost")
-        .port(port)
-        .trusted_ca_pem(certificate("some-ca").0)
-        .registration_id("dev1")
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap()
-        .register()
-        .await
-        .unwrap_err();
-    assert!(matches!(err, Error::Timeout(d) if d == Duration::from_secs(5)), "{err:?}");
+    let err =
+        ProvisioningDeviceClient::builder("0ne00000001", Attestation::symmetric_key(&key).unwrap())
+            .global_endpoint("localhost")
+            .port(port)
+            .trusted_ca_pem(certificate("some-ca").0)
+            .registration_id("dev1")
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap()
+            .register()
+            .await
+            .unwrap_err();
+    assert!(
+        matches!(err, Error::Timeout(d) if d == Duration::from_secs(5)),
+        "{err:?}"
+    );
     assert!(started.elapsed() >= Duration::from_secs(5));
     held.abort();
 }

@@ -31,7 +31,11 @@ pub async fn dps_put(hub: &EmulatorHandle, path: &str, body: Value) {
         .await
         .unwrap();
     let status = response.status();
-    assert!(status.is_success(), "PUT {path}: {status} {}", response.text().await.unwrap_or_default());
+    assert!(
+        status.is_success(),
+        "PUT {path}: {status} {}",
+        response.text().await.unwrap_or_default()
+    );
 }
 
 /// A symmetric-key enrollment body: for `/enrollments/{id}` with `"registrationId"`, or for

@@ -48,7 +48,11 @@ fn reply(status: u16, body: &str, retry_after: Option<u32>) -> Reply {
 }
 
 fn assigning() -> Reply {
-    reply(202, r#"{"operationId":"op1","status":"assigning"}"#, Some(1))
+    reply(
+        202,
+        r#"{"operationId":"op1","status":"assigning"}"#,
+        Some(1),
+    )
 }
 
 const ASSIGNED: &str = r#"{"operationId":"op1","status":"assigned","registrationState":{
@@ -59,7 +63,11 @@ const ASSIGNED: &str = r#"{"operationId":"op1","status":"assigned","registration
 #[tokio::test(start_paused = true)]
 async fn polls_after_retry_after_until_assigned() {
     let mut script = Scripted::new(vec![
-        reply(202, r#"{"operationId":"op1","status":"assigning"}"#, Some(3)),
+        reply(
+            202,
+            r#"{"operationId":"op1","status":"assigning"}"#,
+            Some(3),
+        ),
         reply(202, r#"{"operationId":"op1","status":"assigning"}"#, None),
         reply(200, ASSIGNED, None),
     ]);
@@ -115,8 +123,16 @@ async fn a_registration_that_never_finishes_is_stopped_by_the_caller_timeout() {
     assert!(outcome.is_err(), "still assigning: the timeout ends it");
     assert_eq!(Instant::now() - start, Duration::from_secs(30));
     // The register, then one poll a second (the 1 s retry-after) up to the deadline.
-    assert!((30..=31).contains(&script.asked.len()), "{}", script.asked.len());
-    assert!(script.asked[1..].iter().all(|(op, _)| op.as_deref() == Some("op1")));
+    assert!(
+        (30..=31).contains(&script.asked.len()),
+        "{}",
+        script.asked.len()
+    );
+    assert!(
+        script.asked[1..]
+            .iter()
+            .all(|(op, _)| op.as_deref() == Some("op1"))
+    );
 }
 
 #[test]
