@@ -93,7 +93,13 @@ mod tests {
     #[test]
     fn a_token_wins_over_a_certificate_and_neither_is_refused() {
         let cert = CertificateDer::from(vec![1, 2, 3]);
-        let with_token = login("s", "r", Some("SharedAccessSignature x"), &[cert.clone()]).unwrap();
+        let with_token = login(
+            "s",
+            "r",
+            Some("SharedAccessSignature x"),
+            std::slice::from_ref(&cert),
+        )
+        .unwrap();
         assert!(matches!(
             with_token.credential,
             DeviceCredential::SasToken(_)

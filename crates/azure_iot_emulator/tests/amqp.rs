@@ -287,48 +287,7 @@ async fn sasl_plain_with_a_policy_token_authorizes_the_connection() {
 /// A byte stream carried over a WebSocket to `/$iothub/websocket` with subprotocol AMQPWSB10,
 /// as the SDKs' AMQP-over-WebSockets transports open it.
 async fn websocket_stream(hub: &HubEndpoint) -> tokio::io::DuplexStream {
-    use futures_util::{SinkExt, StreamExt};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio_tungstenite::tungstenite::Message as Frame;
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-
-    let tcp = tokio::net::TcpStream::connect(hub.https_addr)
-        .await
-        .unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(hub.tls_config()))
-        .connect(
-            rustls_pki_types::ServerName::try_from("localhost").unwrap(),
-            tcp,
-        )
-        .await
-        .unwrap();
-    let mut request = "wss://localhost/$iothub/websocket"
-        .into_client_request()
-        .unwrap();
-    request
-        .headers_mut()
-        .insert("Sec-WebSocket-Protocol", "AMQPWSB10".parse().unwrap());
-    let (ws, response) = tokio_tungstenite::client_async(request, tls).await.unwrap();
-    assert_eq!(response.headers()["sec-websocket-protocol"], "AMQPWSB10");
-    let (ours, mut theirs) = tokio::io::duplex(64 * 1024);
-    tokio::spawn(async move {
-        let (mut sink, mut frames) = ws.split();
-        let mut buffer = vec![0u8; 16 * 1024];
-        loop {
-            tokio::select! {
-                frame = frames.next() => match frame {
-                    Some(Ok(Frame::Binary(bytes))) => if theirs.write_all(&bytes).await.is_err() { break },
-                    Some(Ok(_)) => {}
-                    _ => break,
-                },
-                read = theirs.read(&mut buffer) => match read {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => if sink.send(Frame::Binary(buffer[..n].to_vec().into())).await.is_err() { break },
-                },
-            }
-        }
-    });
-    ours
+    azure_iot_test::websocket_stream(hub, "/$iothub/websocket", "AMQPWSB10", hub.tls_config()).await
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! The Device Provisioning Service's device front-ends over MQTT, MQTT over WebSockets, AMQP
 //! and AMQP over WebSockets, at wire level, against the in-process emulator with real TLS.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -252,8 +252,8 @@ async fn connects_are_refused_with_the_hubs_codes() {
     )
     .await;
     assert_eq!(ack.code, ConnectReturnCode::NotAuthorized);
-    // A DPS registration's user name is classified as DPS, which is not served yet: refused
-    // as unavailable, not as bad credentials.
+    // A DPS registration's user name is classified as DPS, whose front-end answers: an id
+    // scope it does not have (and a hub token) is not authorized.
     let (_, ack) = MqttClient::connect_as(
         &ep,
         "dev1",
@@ -263,7 +263,7 @@ async fn connects_are_refused_with_the_hubs_codes() {
         60,
     )
     .await;
-    assert_eq!(ack.code, ConnectReturnCode::ServiceUnavailable);
+    assert_eq!(ack.code, ConnectReturnCode::NotAuthorized);
 
     // A token made from a policy that grants DeviceConnect is accepted; one without it is not.
     let policy_token = |policy: &str| {

@@ -149,8 +149,21 @@ async fn log_in(
 }
 
 /// The login a DPS link at `address` acts under: the connection's, if it names the same
-/// registration; else, for a connection without one, the TLS client certificate's.
+/// registration; else, for a connection without one, the TLS client certificate's. A refusal
+/// (to detach the link with) is logged.
 async fn link_login(
+    state: &ConnectionState,
+    context: &AmqpContext,
+    address: &str,
+) -> Result<Arc<DeviceLogin>, definitions::Error> {
+    let login = find_login(state, context, address).await;
+    if let Err(refusal) = &login {
+        tracing::info!(address = %super::truncated(address), reason = ?refusal.description, "DPS link refused");
+    }
+    login
+}
+
+async fn find_login(
     state: &ConnectionState,
     context: &AmqpContext,
     address: &str,
@@ -186,6 +199,20 @@ async fn link_login(
     log_in(state, context, login).await.map_err(unauthorized)
 }
 
+/// Runs `f` on the answers on their way to the receiver link of registration `key` (`None`
+/// if the connection's state is unusable).
+fn answers_for<T>(
+    state: &ConnectionState,
+    key: &str,
+    f: impl FnOnce(&mut Replies) -> T,
+) -> Option<T> {
+    let mut answers = state.dps.answers.lock().ok()?;
+    let replies = answers
+        .entry(key.to_owned())
+        .or_insert_with(|| Replies::new("DPS answers"));
+    Some(f(replies))
+}
+
 /// The client's sender link at a DPS address: its requests, answered in order.
 pub(super) async fn serve_requests(
     mut receiver: Receiver,
@@ -196,7 +223,6 @@ pub(super) async fn serve_requests(
     let login = match link_login(&state, &context, &address).await {
         Ok(login) => login,
         Err(refusal) => {
-            tracing::info!(address = %super::truncated(&address), reason = ?refusal.description, "DPS link refused");
             let _ = receiver.close_with_error(refusal).await;
             return;
         }
@@ -216,13 +242,10 @@ pub(super) async fn serve_requests(
             Ok(answer) => {
                 let _ = receiver.accept(&delivery).await;
                 let reply = answer_message(correlation, &answer);
-                let delivered = match state.dps.answers.lock() {
-                    Ok(mut answers) => answers
-                        .entry(key.clone())
-                        .or_insert_with(|| Replies::new("DPS answers"))
-                        .deliver(reply),
-                    Err(_) => Err("the connection's DPS answers are unavailable".to_owned()),
-                };
+                let delivered = answers_for(&state, &key, |answers| answers.deliver(reply))
+                    .unwrap_or_else(|| {
+                        Err("the connection's DPS answers are unavailable".to_owned())
+                    });
                 if let Err(why) = delivered {
                     let _ = receiver
                         .close_with_error(error(AmqpError::ResourceLimitExceeded, why))
@@ -249,19 +272,12 @@ pub(super) async fn serve_answers(
     let login = match link_login(&state, &context, &address).await {
         Ok(login) => login,
         Err(refusal) => {
-            tracing::info!(address = %super::truncated(&address), reason = ?refusal.description, "DPS link refused");
             let _ = sender.close_with_error(refusal).await;
             return;
         }
     };
     let key = registration_path(&login.id_scope, &login.registration_id);
-    let attached = state.dps.answers.lock().ok().map(|mut answers| {
-        answers
-            .entry(key)
-            .or_insert_with(|| Replies::new("DPS answers"))
-            .attach()
-    });
-    let Some(answers) = attached else {
+    let Some(answers) = answers_for(&state, &key, Replies::attach) else {
         let _ = sender.close().await;
         return;
     };

@@ -32,9 +32,9 @@ use crate::hub::provision::ProvisionedCredential;
 #[derive(Debug, Clone)]
 pub(crate) enum Source {
     /// An individual enrollment.
-    Individual(IndividualEnrollment),
+    Individual(Box<IndividualEnrollment>),
     /// An enrollment group.
-    Group(EnrollmentGroup),
+    Group(Box<EnrollmentGroup>),
 }
 
 /// A device whose credential checked out.
@@ -119,7 +119,7 @@ impl DpsState {
                 })?;
             return match verifying([&keys.primary_key, &keys.secondary_key])? {
                 Some(key) => Ok(Attested {
-                    source: Source::Individual(enrollment.clone()),
+                    source: Source::Individual(Box::new(enrollment.clone())),
                     credential: ProvisionedCredential::SymmetricKey(key),
                     x509: None,
                 }),
@@ -147,7 +147,7 @@ impl DpsState {
             });
             if let Some(key) = verifying([&derived[0], &derived[1]])? {
                 return Ok(Attested {
-                    source: Source::Group(group.clone()),
+                    source: Source::Group(Box::new(group.clone())),
                     credential: ProvisionedCredential::SymmetricKey(key),
                     x509: None,
                 });
@@ -195,7 +195,7 @@ impl DpsState {
                 .is_some_and(|set| certificates(set).iter().any(|c| c == leaf));
             return if matches {
                 Ok(Attested {
-                    source: Source::Individual(enrollment.clone()),
+                    source: Source::Individual(Box::new(enrollment.clone())),
                     credential: ProvisionedCredential::Thumbprint(sha1),
                     x509: Some(X509RegistrationResult {
                         certificate_info: Some(info),
@@ -226,7 +226,7 @@ impl DpsState {
                 .is_ok()
                 {
                     return Ok(Attested {
-                        source: Source::Group(group.clone()),
+                        source: Source::Group(Box::new(group.clone())),
                         credential: ProvisionedCredential::Thumbprint(sha1),
                         x509: Some(X509RegistrationResult {
                             certificate_info: Some(info),

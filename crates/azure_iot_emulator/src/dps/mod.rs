@@ -79,8 +79,8 @@ pub(crate) struct Answer {
 pub(crate) struct DpsError {
     /// The HTTP status (front-ends map it to their own form).
     pub(crate) status: u16,
-    /// DPS's error body.
-    pub(crate) details: ErrorDetails,
+    /// DPS's error body (boxed: results stay small on the success path).
+    pub(crate) details: Box<ErrorDetails>,
     /// Seconds to wait before trying again, if the refusal is temporary.
     pub(crate) retry_after: Option<u32>,
 }
@@ -88,7 +88,7 @@ pub(crate) struct DpsError {
 impl DpsError {
     /// An error with a six-digit DPS code; the status is the code's first three digits.
     pub(crate) fn new(error_code: i64, message: impl Into<String>) -> Self {
-        let details = ErrorDetails::new(error_code, message);
+        let details = Box::new(ErrorDetails::new(error_code, message));
         Self {
             status: details.http_status().unwrap_or(500),
             details,

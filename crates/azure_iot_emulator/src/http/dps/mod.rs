@@ -44,7 +44,7 @@ pub(super) async fn handle(state: AppState, dps: Dps, request: Request) -> Respo
 /// DPS's error answer: the status, `ErrorDetails` as JSON, `x-ms-error-code`, and
 /// `retry-after` when the refusal is temporary.
 pub(crate) fn error_response(error: DpsError) -> Response {
-    let mut details = error.details;
+    let mut details = *error.details;
     if details.tracking_id.is_empty() {
         details.tracking_id = uuid::Uuid::new_v4().to_string();
     }
