@@ -261,16 +261,10 @@ fn rejection_reply(error: Option<&definitions::Error>) -> Reply {
 }
 
 fn simple_seconds(value: &SimpleValue) -> Option<u32> {
-    match value {
-        SimpleValue::String(text) => parse_retry_after(text),
-        SimpleValue::Int(n) => u32::try_from(*n).ok(),
-        SimpleValue::Long(n) => u32::try_from(*n).ok(),
-        SimpleValue::Uint(n) => Some(*n),
-        SimpleValue::Ulong(n) => u32::try_from(*n).ok(),
-        _ => None,
-    }
+    value_seconds(&Value::from(value.clone()))
 }
 
+/// Whole seconds from a number or text.
 fn value_seconds(value: &Value) -> Option<u32> {
     match value {
         Value::String(text) => parse_retry_after(text),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use azure_iot_core::sas::SharedAccessKey;
 use azure_iot_device::{ClientOptions, Message};
-use azure_iot_emulator::{Emulator, EmulatorHandle};
+use azure_iot_emulator::EmulatorHandle;
 use azure_iot_provisioning_device::{
     Attestation, Error, ProvisioningDeviceClient, RegistrationStatus, RegistrationSubstatus,
     Transport,
@@ -17,14 +17,7 @@ use azure_iot_test::dps_put as put;
 use serde_json::{Value, json};
 
 async fn start() -> EmulatorHandle {
-    Emulator::builder()
-        .https_port(0)
-        .mqtt_port(0)
-        .amqp_port(0)
-        .dps_retry_after(0)
-        .start()
-        .await
-        .expect("emulator starts")
+    azure_iot_test::dps_emulator().await
 }
 
 fn key_enrollment(id: &str, key: &str) -> Value {
@@ -165,29 +158,22 @@ async fn every_attestation(transport: Transport) {
     hub.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mqtt_every_attestation() {
-    every_attestation(Transport::Mqtt).await;
+/// One test per transport, so each has its own name and runs beside the others.
+macro_rules! every_attestation_over {
+    ($($name:ident: $transport:expr),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            every_attestation($transport).await;
+        }
+    )*};
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mqtt_ws_every_attestation() {
-    every_attestation(Transport::MqttWebSockets).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn amqp_every_attestation() {
-    every_attestation(Transport::Amqp).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn amqp_ws_every_attestation() {
-    every_attestation(Transport::AmqpWebSockets).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn https_every_attestation() {
-    every_attestation(Transport::Https).await;
+every_attestation_over! {
+    mqtt_every_attestation: Transport::Mqtt,
+    mqtt_ws_every_attestation: Transport::MqttWebSockets,
+    amqp_every_attestation: Transport::Amqp,
+    amqp_ws_every_attestation: Transport::AmqpWebSockets,
+    https_every_attestation: Transport::Https,
 }
 
 const TRANSPORTS: [Transport; 5] = [

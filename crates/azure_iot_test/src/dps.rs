@@ -4,10 +4,23 @@ use std::time::Duration;
 
 use azure_iot_core::connection_string::ServiceConnectionString;
 use azure_iot_core::sas::{ResourceUri, SasToken};
-use azure_iot_emulator::EmulatorHandle;
+use azure_iot_emulator::{Emulator, EmulatorHandle};
 use serde_json::Value;
 
 use crate::{HubEndpoint, http_client};
+
+/// An emulator on ephemeral ports, state in memory, whose DPS answers every registration at
+/// once (`retry-after` 0), so registration tests take no waiting.
+pub async fn dps_emulator() -> EmulatorHandle {
+    Emulator::builder()
+        .https_port(0)
+        .mqtt_port(0)
+        .amqp_port(0)
+        .dps_retry_after(0)
+        .start()
+        .await
+        .expect("emulator starts")
+}
 
 /// `PUT {path}` (an enrollment or group) on `hub`'s DPS service API with its
 /// `provisioningserviceowner` policy; panics unless DPS answers 2xx.

@@ -5,7 +5,8 @@
 //!   `azure-iot hub start` writes.
 //! * [`RestClient`]: a raw service REST client (SAS `Authorization`, JSON, `If-Match`) that
 //!   reports status, headers and body exactly, and checks the JSON content type on every body.
-//! * [`dps_put`], [`key_enrollment`]: enrollments on the emulator's DPS service API.
+//! * [`dps_emulator`], [`dps_put`], [`key_enrollment`]: an emulator whose DPS answers at once;
+//!   enrollments on the emulator's DPS service API.
 //! * [`DeviceHttp`]: a device on the device HTTPS API (telemetry, C2D polling, file upload).
 //! * [`MqttClient`]: a raw MQTT 3.1.1 client over TLS that sends exactly the packets a test
 //!   writes, so tests can check the wire and misbehave on purpose.
@@ -24,7 +25,7 @@ mod raw;
 mod rest;
 
 pub use device_http::DeviceHttp;
-pub use dps::{dps_put, key_enrollment};
+pub use dps::{dps_emulator, dps_put, key_enrollment};
 pub use endpoint::HubEndpoint;
 pub use mqtt::{MqttClient, MqttIo, device_token};
 pub use proxy::connect_proxy;

@@ -20,6 +20,14 @@ impl Scripted {
         }
     }
 
+    /// What was asked, with the time since `start`.
+    fn timeline(&self, start: Instant) -> Vec<(Option<String>, Duration)> {
+        self.asked
+            .iter()
+            .map(|(op, at)| (op.clone(), *at - start))
+            .collect()
+    }
+
     fn next(&mut self) -> Result<Reply> {
         // An empty script repeats "still assigning" forever.
         Ok(self.replies.pop_front().unwrap_or_else(assigning))
@@ -75,11 +83,7 @@ async fn polls_after_retry_after_until_assigned() {
     let result = run(&mut script, b"{}").await.unwrap();
     assert_eq!(result.assigned_hub.as_deref(), Some("hub.example"));
     assert_eq!(result.payload, Some(serde_json::json!({"a": 1})));
-    let asked: Vec<_> = script
-        .asked
-        .iter()
-        .map(|(op, at)| (op.clone(), *at - start))
-        .collect();
+    let asked = script.timeline(start);
     assert_eq!(
         asked,
         vec![
@@ -100,11 +104,7 @@ async fn throttled_requests_are_sent_again_after_retry_after() {
     ]);
     let start = Instant::now();
     run(&mut script, b"{}").await.unwrap();
-    let asked: Vec<_> = script
-        .asked
-        .iter()
-        .map(|(op, at)| (op.clone(), *at - start))
-        .collect();
+    let asked = script.timeline(start);
     assert_eq!(
         asked,
         vec![
