@@ -157,7 +157,9 @@ impl ProvisioningDeviceClient {
                     token,
                 )
                 .await?;
-                flow::run(&mut exchange, body).await
+                let result = flow::run(&mut exchange, body).await;
+                exchange.close().await;
+                result
             }
         }
     }

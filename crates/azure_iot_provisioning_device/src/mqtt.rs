@@ -83,6 +83,12 @@ impl MqttExchange {
         }
     }
 
+    /// Sends DISCONNECT and closes the stream, ignoring failures (the result is in hand).
+    pub(crate) async fn close(mut self) {
+        let _ = self.send(&Packet::Disconnect).await;
+        let _ = self.io.shutdown().await;
+    }
+
     fn packet_id(&mut self) -> u16 {
         self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
         self.next_packet_id

@@ -24,16 +24,31 @@ fn key_enrollment(id: &str, key: &str) -> Value {
     azure_iot_test::key_enrollment("registrationId", id, key)
 }
 
-/// A self-signed device certificate with common name `cn`: (certificate PEM, key PEM).
-fn certificate(cn: &str) -> (String, String) {
+/// A device certificate with common name `cn`, self-signed or issued by `ca`:
+/// (certificate PEM, key PEM).
+fn certificate_by(
+    cn: &str,
+    ca: Option<(&rcgen::Certificate, &rcgen::KeyPair)>,
+) -> (String, String) {
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, cn);
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
     let key = rcgen::KeyPair::generate().unwrap();
-    let cert = params.self_signed(&key).unwrap();
+    let cert = match ca {
+        Some((ca_cert, ca_key)) => {
+            let issuer = rcgen::Issuer::from_ca_cert_der(ca_cert.der(), ca_key).unwrap();
+            params.signed_by(&key, &issuer).unwrap()
+        }
+        None => params.self_signed(&key).unwrap(),
+    };
     (cert.pem(), key.serialize_pem())
+}
+
+/// A self-signed device certificate with common name `cn`: (certificate PEM, key PEM).
+fn certificate(cn: &str) -> (String, String) {
+    certificate_by(cn, None)
 }
 
 /// The emulator's port for `transport` (DPS and the hub share them).
@@ -174,6 +189,40 @@ every_attestation_over! {
     amqp_every_attestation: Transport::Amqp,
     amqp_ws_every_attestation: Transport::AmqpWebSockets,
     https_every_attestation: Transport::Https,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x509_group_members_present_their_chain_on_every_transport() {
+    let hub = start().await;
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Fleet CA");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca = params.self_signed(&ca_key).unwrap();
+    put(
+        &hub,
+        "/enrollmentGroups/cams",
+        json!({"enrollmentGroupId": "cams",
+               "attestation": {"type": "x509", "x509": {"signingCertificates": {"primary": {"certificate": ca.pem()}}}}}),
+    )
+    .await;
+    for transport in TRANSPORTS {
+        let id = format!("cam-{}", format!("{transport:?}").to_lowercase());
+        let (leaf, key) = certificate_by(&id, Some((&ca, &ca_key)));
+        // The device certificate first, then its issuer: the chain DPS checks against the group.
+        let chain = format!("{leaf}{}", ca.pem());
+        provision_and_send(
+            &hub,
+            transport,
+            Attestation::x509_pem(&chain, &key).unwrap(),
+            None,
+            &id,
+        )
+        .await;
+    }
+    hub.shutdown().await;
 }
 
 const TRANSPORTS: [Transport; 5] = [
