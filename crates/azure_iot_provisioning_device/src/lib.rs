@@ -31,7 +31,7 @@
 //!    TLS / WebSocket / proxy: azure_iot_device::net (the device client's own dialling) ┘
 //! ```
 //!
-//! * The flow is written once ([`flow`](self) module): what a reply means (the official
+//! * The flow is written once (the private `flow` module): what a reply means (the official
 //!   SDKs' rules: < 300 read the operation status, 300–428 a typed error, ≥ 429 send the same
 //!   request again after `retry-after`) is a pure function with unit tests; the loop and the
 //!   overall timeout are tested on tokio's paused clock. Transports only move one request
