@@ -23,6 +23,9 @@ pub(crate) enum DeviceCommand {
     Simulate(SimulateArgs),
     /// Upload a file as a device (IoT Hub file upload).
     Upload(crate::upload::UploadArgs),
+    /// Register a device with the Device Provisioning Service (the local emulator's by
+    /// default) and print its hub, device id and connection string.
+    Provision(crate::provision::ProvisionArgs),
 }
 
 #[derive(Args)]
@@ -166,6 +169,7 @@ pub(crate) async fn run(command: DeviceCommand) -> Result<(), String> {
         }
         DeviceCommand::Simulate(args) => crate::simulate::run(args).await,
         DeviceCommand::Upload(args) => crate::upload::run(args).await,
+        DeviceCommand::Provision(args) => crate::provision::run(args).await,
     }
 }
 

@@ -26,6 +26,7 @@ mod devices;
 mod dps;
 mod files;
 mod monitor;
+mod provision;
 mod quickstart;
 mod simulate;
 mod target;

@@ -69,6 +69,16 @@ pub(crate) struct Local {
     /// The iothubowner connection string.
     pub(crate) owner: String,
     pub(crate) ca_pem: String,
+    /// The emulator's Device Provisioning Service, when `hub.json` lists one.
+    pub(crate) dps: Option<LocalDps>,
+}
+
+/// The `dps` entry of `hub.json`.
+pub(crate) struct LocalDps {
+    /// The id scope devices name.
+    pub(crate) id_scope: String,
+    /// The host devices dial (`global_endpoint` without its port).
+    pub(crate) endpoint_host: String,
 }
 
 /// `hub.json` and `ca.pem` of an emulator's data directory, read but not yet interpreted.
@@ -128,6 +138,21 @@ pub(crate) fn read_local(dir: &Path) -> Result<Local, String> {
         amqp: data.port("amqp")?,
         owner: data.connection_string("iothubowner")?,
         ca_pem: data.ca_pem,
+        dps: local_dps(&data.doc["dps"]),
+    })
+}
+
+/// The DPS entry (`{"id_scope": …, "global_endpoint": "host:port", …}`), if complete.
+fn local_dps(entry: &Value) -> Option<LocalDps> {
+    let id_scope = entry["id_scope"].as_str()?.to_owned();
+    let endpoint = entry["global_endpoint"].as_str()?;
+    let endpoint_host = endpoint
+        .rsplit_once(':')
+        .map_or(endpoint, |(host, _)| host)
+        .to_owned();
+    Some(LocalDps {
+        id_scope,
+        endpoint_host,
     })
 }
 
@@ -141,7 +166,7 @@ pub(crate) fn read_ca_file(path: Option<&Path>) -> Result<Option<String>, String
 
 impl Local {
     /// Where this emulator takes device connections.
-    fn device_ports(&self) -> DevicePorts {
+    pub(crate) fn device_ports(&self) -> DevicePorts {
         DevicePorts {
             mqtt: self.mqtt,
             amqp: self.amqp,

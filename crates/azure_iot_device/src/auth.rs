@@ -182,6 +182,11 @@ impl X509Certificate {
             key: std::sync::Arc::new(key),
         })
     }
+
+    /// The certificate chain, the device certificate first.
+    pub fn chain(&self) -> &[CertificateDer<'static>] {
+        &self.chain
+    }
 }
 
 impl fmt::Debug for X509Certificate {

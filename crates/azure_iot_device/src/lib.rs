@@ -116,6 +116,16 @@ mod options;
 mod supervisor;
 mod transport;
 
+/// How the client reaches the hub, for sibling clients that must dial the same way (the
+/// provisioning device client): TLS on the ring provider with the given roots and client
+/// certificate, through an HTTP proxy, inside a WebSocket at `/$iothub/websocket` for the
+/// WebSocket transports; and an HTTPS client on the same settings.
+pub mod net {
+    #[cfg(feature = "https")]
+    pub use crate::transport::http_client;
+    pub use crate::transport::{Connection, Dial, Io, Stream, tls_config};
+}
+
 #[cfg(feature = "amqp")]
 pub use amqp::{AmqpPool, MAX_DEVICES_PER_CONNECTION};
 pub use auth::{TokenProvider, TokenProviderError, X509Certificate};

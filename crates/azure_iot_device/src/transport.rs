@@ -17,7 +17,7 @@ use crate::options::{Proxy, Transport};
 
 /// The client's TLS configuration: `trusted_ca_pem` if given, else the operating system's
 /// roots (which is what trusts the real Azure IoT Hub); presenting `certificate` if given.
-pub(crate) fn tls_config(
+pub fn tls_config(
     trusted_ca_pem: Option<&str>,
     certificate: Option<&X509Certificate>,
 ) -> Result<Arc<rustls::ClientConfig>> {
@@ -47,16 +47,16 @@ pub(crate) fn tls_config(
 }
 
 /// A byte stream to the hub, whichever transport carries it.
-pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// A connection to the hub as an engine sees it: protocol bytes in both directions.
-pub(crate) type Connection = Box<dyn Io>;
+pub type Connection = Box<dyn Io>;
 
 /// Where and how to dial the hub.
 #[derive(Clone)]
-pub(crate) struct Dial {
+pub struct Dial {
     /// TLS settings (trusted roots, client certificate).
     pub(crate) tls: Arc<rustls::ClientConfig>,
     /// The host to dial (a gateway's, if the connection string names one).
@@ -70,8 +70,31 @@ pub(crate) struct Dial {
 }
 
 impl Dial {
+    /// Dial `host:port` with `tls` (from [`tls_config`]) over `transport`, through `proxy`
+    /// if given.
+    pub fn new(
+        tls: Arc<rustls::ClientConfig>,
+        host: impl Into<String>,
+        port: u16,
+        transport: Transport,
+        proxy: Option<Proxy>,
+    ) -> Self {
+        Self {
+            tls,
+            host: host.into(),
+            port,
+            transport,
+            proxy,
+        }
+    }
+
+    /// The host dialled.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
     /// Opens a byte stream as this says.
-    pub(crate) async fn connect(&self) -> Result<Connection> {
+    pub async fn connect(&self) -> Result<Connection> {
         connect(
             self.tls.clone(),
             &self.host,
@@ -87,7 +110,7 @@ impl Dial {
 /// through its proxy, if any (never one from the environment, like the other transports);
 /// each request bounded by `timeout`.
 #[cfg(feature = "https")]
-pub(crate) fn http_client(dial: &Dial, timeout: std::time::Duration) -> Result<reqwest::Client> {
+pub fn http_client(dial: &Dial, timeout: std::time::Duration) -> Result<reqwest::Client> {
     let setup =
         |e: reqwest::Error| Error::with_source(ErrorKind::Connect, "HTTPS client set-up", e);
     let mut builder = reqwest::Client::builder()
@@ -106,6 +129,49 @@ pub(crate) fn http_client(dial: &Dial, timeout: std::time::Duration) -> Result<r
         None => builder.no_proxy(),
     };
     builder.build().map_err(setup)
+}
+
+/// A [`Connection`] that is `Debug`, as the AMQP library wants its stream.
+pub struct Stream(pub Connection);
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Stream")
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut *self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut *self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut *self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut *self.0).poll_shutdown(cx)
+    }
 }
 
 /// Opens `transport` to `host:port`, through `proxy` if one is given: TLS, then for

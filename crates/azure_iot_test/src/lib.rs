@@ -5,6 +5,8 @@
 //!   `azure-iot hub start` writes.
 //! * [`RestClient`]: a raw service REST client (SAS `Authorization`, JSON, `If-Match`) that
 //!   reports status, headers and body exactly, and checks the JSON content type on every body.
+//! * [`dps_emulator`], [`dps_put`], [`key_enrollment`]: an emulator whose DPS answers at once;
+//!   enrollments on the emulator's DPS service API.
 //! * [`DeviceHttp`]: a device on the device HTTPS API (telemetry, C2D polling, file upload).
 //! * [`register_over_https`]: a device registering with the emulator's DPS by hand.
 //! * [`MqttClient`]: a raw MQTT 3.1.1 client over TLS that sends exactly the packets a test
@@ -16,6 +18,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod device_http;
+mod dps;
 mod dps_register;
 mod endpoint;
 mod mqtt;
@@ -24,6 +27,7 @@ mod raw;
 mod rest;
 
 pub use device_http::DeviceHttp;
+pub use dps::{dps_emulator, dps_put, key_enrollment};
 pub use dps_register::register_over_https;
 pub use endpoint::HubEndpoint;
 pub use mqtt::{MqttClient, MqttIo, device_token};

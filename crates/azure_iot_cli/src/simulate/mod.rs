@@ -98,8 +98,9 @@ pub(crate) struct SimulateArgs {
     hub: HubArgs,
 }
 
+/// `--transport`: the device transports by their command-line names.
 #[derive(Clone, Copy, ValueEnum)]
-enum TransportArg {
+pub(crate) enum TransportArg {
     Mqtt,
     MqttWs,
     Amqp,
@@ -108,7 +109,8 @@ enum TransportArg {
 }
 
 impl TransportArg {
-    fn transport(self) -> Transport {
+    /// The device client's transport.
+    pub(crate) fn transport(self) -> Transport {
         match self {
             Self::Mqtt => Transport::Mqtt,
             Self::MqttWs => Transport::MqttWebSockets,

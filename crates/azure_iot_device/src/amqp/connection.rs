@@ -102,7 +102,7 @@ impl SharedConnection {
             .hostname(dial.host.as_str())
             .max_frame_size(MAX_FRAME)
             .channel_max(CHANNEL_MAX)
-            .open_with_stream(Stream(stream))
+            .open_with_stream(crate::transport::Stream(stream))
             .await
             .map_err(|e| failed("the hub refused the AMQP connection", e))?;
         let (cbs, requests) = mpsc::channel(CBS_QUEUE);
@@ -333,47 +333,4 @@ fn judge(message: &azure_iot_protocol::amqp::AmqpMessage) -> Result<()> {
             format!("the hub answered put-token with status {other}: {description}"),
         ),
     })
-}
-
-/// The byte stream under a connection, as fe2o3 wants it (`Debug`).
-struct Stream(crate::transport::Connection);
-
-impl std::fmt::Debug for Stream {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Stream")
-    }
-}
-
-impl tokio::io::AsyncRead for Stream {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut *self.0).poll_read(cx, buf)
-    }
-}
-
-impl tokio::io::AsyncWrite for Stream {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut *self.0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut *self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut *self.0).poll_shutdown(cx)
-    }
 }

@@ -337,7 +337,11 @@ impl DownstreamTopic {
             return Ok(Self::DpsResponse {
                 status: parse_status(status)?,
                 request_id: q.required("$rid")?,
-                retry_after: q.number("retry-after")?,
+                // The C# SDK's tests spell it `Retry-After`; both are read.
+                retry_after: match q.number("retry-after")? {
+                    Some(seconds) => Some(seconds),
+                    None => q.number("Retry-After")?,
+                },
             });
         }
         let (identity, rest) = identity_prefix(topic).ok_or_else(|| unknown(topic))?;

@@ -122,6 +122,14 @@ fn dps_topics() {
         }
     );
     assert_eq!(
+        down("$dps/registrations/res/429/?$rid=2&Retry-After=5"),
+        DownstreamTopic::DpsResponse {
+            status: 429,
+            request_id: "2".into(),
+            retry_after: Some(5)
+        }
+    );
+    assert_eq!(
         down("$dps/registrations/res/200/?$rid=2").to_string(),
         "$dps/registrations/res/200/?$rid=2"
     );
