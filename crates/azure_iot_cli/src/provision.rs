@@ -44,7 +44,7 @@ pub(crate) struct ProvisionArgs {
     /// The transport to DPS (and the one the printed connection string is tested with: none).
     #[arg(long, value_enum, default_value = "mqtt")]
     transport: TransportArg,
-    /// DPS's host[:port]. Default: the local emulator's when --data-dir has one, else
+    /// DPS's `host[:port]`. Default: the local emulator's when --data-dir has one, else
     /// global.azure-devices-provisioning.net.
     #[arg(long)]
     endpoint: Option<String>,
