@@ -735,3 +735,62 @@ async fn bad_input_gets_event_hubs_errors_and_changes_nothing() {
         .await;
     assert!(bad.is_err());
 }
+
+/// An AMQP device's application properties reach an Event Hubs consumer with the AMQP types
+/// the device sent them with.
+#[tokio::test]
+async fn amqp_application_properties_keep_their_types() {
+    let hub = emulator().await;
+    let ep = HubEndpoint::of(&hub);
+    let key = RestClient::new(&ep, "iothubowner")
+        .register_device("typed")
+        .await;
+    let token = azure_iot_test::device_token(&ep, "typed", None, &key, Duration::from_secs(600));
+    let mut connection = Connection::builder()
+        .container_id("typed-device")
+        .hostname("localhost")
+        .sasl_profile(SaslProfile::Plain {
+            username: "typed@sas.localhost".into(),
+            password: token,
+        })
+        .open_with_stream(tls(&ep).await)
+        .await
+        .unwrap();
+    let mut session = Session::begin(&mut connection).await.unwrap();
+    let mut link = Sender::attach(&mut session, "telemetry", "/devices/typed/messages/events")
+        .await
+        .unwrap();
+    let message = Message::builder()
+        .properties(
+            Properties::builder()
+                .message_id("typed-1".to_owned())
+                .build(),
+        )
+        .application_properties(
+            ApplicationProperties::builder()
+                .insert("count", SimpleValue::Int(42))
+                .insert("ok", SimpleValue::Bool(true))
+                .insert("ratio", SimpleValue::from(0.5f64))
+                .insert("name", SimpleValue::String("x".into()))
+                .build(),
+        )
+        .body(Body::Value(AmqpValue(Value::String("{}".into()))))
+        .build();
+    link.send(message).await.unwrap();
+    let partition = hub.telemetry(0, 10).await.unwrap()[0].partition;
+    let (_eh, mut eh_session) = plain(&hub, "service").await;
+    let at = address(&hub, 0, "$Default", partition);
+    let got = take(
+        &mut consumer(&mut eh_session, "typed", &at, None, None).await,
+        1,
+    )
+    .await;
+    let properties = got[0].application_properties.as_ref().unwrap();
+    assert_eq!(properties.get("count"), Some(&SimpleValue::Int(42)));
+    assert_eq!(properties.get("ok"), Some(&SimpleValue::Bool(true)));
+    assert_eq!(properties.get("ratio"), Some(&SimpleValue::from(0.5f64)));
+    assert_eq!(
+        properties.get("name"),
+        Some(&SimpleValue::String("x".into()))
+    );
+}
