@@ -679,7 +679,7 @@ async fn bad_input_gets_event_hubs_errors_and_changes_nothing() {
             "NotFound",
         ),
         (
-            format!("other/ConsumerGroups/$Default/Partitions/0"),
+            "other/ConsumerGroups/$Default/Partitions/0".to_owned(),
             None,
             "NotFound",
         ),

@@ -16,7 +16,13 @@
 //!          /messages/serviceBound/filenotifications (out)  file-upload notifications, one a
 //!                                         message; accepted = completed
 //!          /devices/{d}[/modules/{m}]/messages/events (in)  device telemetry (see [`device`])
+//!          {hub}/ConsumerGroups/{cg}/Partitions/{p} (out), $management (in/out),
+//!          /messages/events/$management (out)   the Event Hubs-compatible endpoint (see
+//!                                         [`eventhubs`]; CBS audiences `sb://{host}/{hub}…`)
 //! ```
+//!
+//! Every performative the emulator writes carries all its fields ([`full_frames`]), as Azure's
+//! services send them: pyamqp (the Event Hubs Python SDK) reads them by position.
 //!
 //! Addresses, put-token requests and answers, and the message mapping are the protocol crate's
 //! ([`azure_iot_protocol::amqp`]), the code the service client sends them with. Every
