@@ -49,7 +49,7 @@ mod device;
 mod dps;
 pub(crate) mod eventhubs;
 mod frame_guard;
-mod full_frames;
+pub(crate) mod full_frames;
 mod prefixed;
 mod sasl;
 mod typed;
