@@ -857,19 +857,35 @@ async fn serve_cbs_requests(
                 to: message.properties.as_ref().and_then(|p| p.reply_to.clone()),
             },
         };
-        let reply = answer.to_message();
-        let delivered = match state.cbs.lock() {
-            Ok(mut cbs) => cbs.deliver(reply),
-            Err(_) => Err("the connection's CBS answers are unavailable".to_owned()),
+        receiver = match reply_or_close(receiver, &state.cbs, answer.to_message()).await {
+            Some(receiver) => receiver,
+            None => return,
         };
-        if let Err(why) = delivered {
+    }
+    let _ = receiver.close().await;
+}
+
+/// Hands `reply` to the connection's answers in `replies` (`$cbs`, `$management`); when too
+/// many wait (the client does not take its answers), closes the request link with
+/// `amqp:resource-limit-exceeded`. The request link to go on with, if it is still open.
+async fn reply_or_close(
+    receiver: Receiver,
+    replies: &Mutex<Replies>,
+    reply: AmqpMessage,
+) -> Option<Receiver> {
+    let delivered = match replies.lock() {
+        Ok(mut replies) => replies.deliver(reply),
+        Err(_) => Err("the connection's answers are unavailable".to_owned()),
+    };
+    match delivered {
+        Ok(()) => Some(receiver),
+        Err(why) => {
             let _ = receiver
                 .close_with_error(error(AmqpError::ResourceLimitExceeded, why))
                 .await;
-            return;
+            None
         }
     }
-    let _ = receiver.close().await;
 }
 
 /// Checks a put-token and grants its audience: the hub's own audience needs a service token
