@@ -5,7 +5,7 @@
 //!  Event Hubs SDK ──TLS :5671 / WSS :443 (/$servicebus/websocket)──▶ amqp::run (same listener)
 //!     SASL ANONYMOUS/MSSBCBS + CBS put-token (audience sb://{host}[:port]/{entity}[/…],
 //!         type servicebus.windows.net:sastoken, a policy with ServiceConnect)
-//!     or SASL PLAIN {policy} / key or SAS token                         ──▶ grant `eh_grant`
+//!     or SASL PLAIN {policy} / key or SAS token     ──▶ the entity's grant (`grant_key`)
 //!     links, by address ([`address`]):
 //!       {entity}/ConsumerGroups/{cg}/Partitions/{p} (out)  consumer: selector filter ([`filter`])
 //!            → start; events from the telemetry log ([`event`]), credit-bound, live tail on
@@ -14,7 +14,7 @@
 //!                                                ([`management`])
 //!       /messages/events/$management, /messages/events/ConsumerGroups/… (out)
 //!            a client logged in with a hub policy: detached with amqp:link:redirect to the
-//!            entity's address on this very listener
+//!            entity's address on this very listener ([`redirect`])
 //! ```
 //!
 //! * **Same host and port as the hub.** Event Hubs clients dial `{Endpoint host}:5671`; the
