@@ -10,7 +10,11 @@
 //!                         "registryReadWrite": "...", "device": "..."},
 //!  "dps": {"id_scope": "0ne0A1B2C3D", "hostname": "dps.localhost",
 //!          "global_endpoint": "localhost:443",
-//!          "connection_string": "HostName=dps.localhost;SharedAccessKeyName=provisioningserviceowner;..."}}
+//!          "connection_string": "HostName=dps.localhost;SharedAccessKeyName=provisioningserviceowner;..."},
+//!  "event_hubs": {"endpoint": "sb://localhost/", "port": 5671, "entity_path": "localhost",
+//!                 "partitions": 4, "consumer_groups": ["$Default"],
+//!                 "connection_string": "Endpoint=sb://localhost/;SharedAccessKeyName=service;SharedAccessKey=...;EntityPath=localhost",
+//!                 "connection_strings": {"iothubowner": "Endpoint=...", "service": "Endpoint=..."}}}
 //! ```
 //!
 //! Together with `ca.pem` this
@@ -65,6 +69,7 @@ pub struct EmulatorBuilder {
     dps_hostname: String,
     dps_retry_after: u32,
     dps_webhook_timeout: Duration,
+    consumer_groups: Vec<String>,
 }
 
 /// How far an acknowledged write (telemetry, twin, C2D, registry) is durable.
@@ -259,6 +264,7 @@ impl Default for EmulatorBuilder {
             dps_hostname: DEFAULT_DPS_HOSTNAME.to_owned(),
             dps_retry_after: 1,
             dps_webhook_timeout: Duration::from_secs(5),
+            consumer_groups: Vec::new(),
         }
     }
 }
@@ -279,6 +285,8 @@ pub(crate) struct Config {
     pub(crate) dps_hostname: String,
     pub(crate) dps_retry_after: u32,
     pub(crate) dps_webhook_timeout: Duration,
+    /// The Event Hubs-compatible endpoint's consumer groups besides `$Default`.
+    pub(crate) consumer_groups: Vec<String>,
 }
 
 impl EmulatorBuilder {
@@ -329,6 +337,14 @@ impl EmulatorBuilder {
     /// Use these certificates instead of generated ones.
     pub fn tls(mut self, tls: TlsSource) -> Self {
         self.tls = tls;
+        self
+    }
+
+    /// Adds a consumer group to the Event Hubs-compatible endpoint (it always has
+    /// `$Default`): 1 to 50 letters, digits, `.`, `-` and `_`, starting and ending with a
+    /// letter or digit; at most 20 in all. Names are compared case-insensitively.
+    pub fn consumer_group(mut self, name: impl Into<String>) -> Self {
+        self.consumer_groups.push(name.into());
         self
     }
 
@@ -419,6 +435,7 @@ impl EmulatorBuilder {
         }
         self.limits.validate()?;
         self.file_upload.validate()?;
+        validate_consumer_groups(&self.consumer_groups)?;
         let blob_port = self.blob_port.unwrap_or(if self.https_port == 0 {
             0
         } else {
@@ -440,8 +457,34 @@ impl EmulatorBuilder {
             dps_hostname,
             dps_retry_after: self.dps_retry_after,
             dps_webhook_timeout: self.dps_webhook_timeout,
+            consumer_groups: self.consumer_groups,
         })
     }
+}
+
+/// Checks the configured consumer groups: valid names, at most
+/// [`MAX_CONSUMER_GROUPS`](crate::amqp::eventhubs::MAX_CONSUMER_GROUPS) with `$Default`.
+fn validate_consumer_groups(groups: &[String]) -> Result<(), EmulatorError> {
+    use crate::amqp::eventhubs::{MAX_CONSUMER_GROUPS, valid_consumer_group};
+    if let Some(bad) = groups.iter().find(|g| !valid_consumer_group(g)) {
+        return Err(EmulatorError::Config(format!(
+            "`{bad}` is not a valid consumer group name: 1 to 50 letters, digits, '.', '-' and '_', starting and ending with a letter or digit"
+        )));
+    }
+    let mut distinct: Vec<String> = vec!["$default".to_owned()];
+    for group in groups {
+        let lower = group.to_ascii_lowercase();
+        if !distinct.contains(&lower) {
+            distinct.push(lower);
+        }
+    }
+    if distinct.len() > MAX_CONSUMER_GROUPS {
+        return Err(EmulatorError::Config(format!(
+            "the Event Hubs-compatible endpoint may have {MAX_CONSUMER_GROUPS} consumer groups ($Default included), not {}",
+            distinct.len()
+        )));
+    }
+    Ok(())
 }
 
 /// A trimmed host name of letters, digits, `.`, `-` and `_`.
@@ -479,6 +522,33 @@ pub(crate) struct DpsEntry {
     pub(crate) connection_string: String,
 }
 
+/// `hub.json`'s `event_hubs` entry: the built-in Event Hubs-compatible endpoint.
+pub(crate) struct EventHubsEntry {
+    /// `sb://{hostname}/` (with `:{port}` when the AMQP port is not 5671).
+    pub(crate) endpoint: String,
+    /// The AMQP-over-TLS port it is served on (the hub's).
+    pub(crate) port: u16,
+    /// The entity (`EntityPath`): the hub's name.
+    pub(crate) entity_path: String,
+    /// The partition count.
+    pub(crate) partitions: u32,
+    /// The consumer groups, `$Default` first.
+    pub(crate) consumer_groups: Vec<String>,
+    /// The `Endpoint=…;EntityPath=…` connection string of every policy with ServiceConnect.
+    pub(crate) connection_strings: BTreeMap<String, String>,
+}
+
+impl EventHubsEntry {
+    /// The connection string to hand a consumer: the `service` policy's, or the first
+    /// policy's with ServiceConnect.
+    pub(crate) fn connection_string(&self) -> Option<&str> {
+        self.connection_strings
+            .get("service")
+            .or_else(|| self.connection_strings.values().next())
+            .map(String::as_str)
+    }
+}
+
 /// Writes `hub.json` atomically (temporary file, then rename), owner-readable only.
 pub(crate) fn write_hub_file(
     dir: &Path,
@@ -487,6 +557,7 @@ pub(crate) fn write_hub_file(
     blob: &BlobEntry,
     connection_strings: &BTreeMap<String, String>,
     dps: &DpsEntry,
+    event_hubs: &EventHubsEntry,
 ) -> Result<(), EmulatorError> {
     let doc = json!({
         "hostname": hostname,
@@ -498,6 +569,15 @@ pub(crate) fn write_hub_file(
             "hostname": dps.hostname,
             "global_endpoint": dps.global_endpoint,
             "connection_string": dps.connection_string,
+        },
+        "event_hubs": {
+            "endpoint": event_hubs.endpoint,
+            "port": event_hubs.port,
+            "entity_path": event_hubs.entity_path,
+            "partitions": event_hubs.partitions,
+            "consumer_groups": event_hubs.consumer_groups,
+            "connection_string": event_hubs.connection_string(),
+            "connection_strings": event_hubs.connection_strings,
         },
     });
     let text =

@@ -79,8 +79,15 @@ impl AmqpServer {
             hostname: Arc::from(HOSTNAME),
         };
         let dps = crate::provisioning::in_memory_dps(&hub)?;
+        let eventhubs = Arc::new(crate::amqp::eventhubs::EventHubs::new(
+            Arc::from(HOSTNAME),
+            crate::config::DEFAULT_AMQP_PORT,
+            &[],
+            device.telemetry.clone(),
+        ));
         Ok(Self {
             context: Arc::new(AmqpContext {
+                eventhubs,
                 device,
                 hub,
                 policies,

@@ -143,6 +143,7 @@ pub struct EmulatorHandle {
     dps: dps::Dps,
     telemetry: telemetry::TelemetryLog,
     connection_strings: BTreeMap<String, String>,
+    event_hubs: config::EventHubsEntry,
     data_dir: Option<PathBuf>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -266,6 +267,28 @@ impl EmulatorHandle {
     /// `registryRead`, `registryReadWrite`), key included. Never log it.
     pub fn connection_string(&self, policy: &str) -> Option<&str> {
         self.connection_strings.get(policy).map(String::as_str)
+    }
+
+    /// The Event Hubs-compatible endpoint's connection string for a shared access policy
+    /// with ServiceConnect (`iothubowner`, `service`):
+    /// `Endpoint=sb://{host}[:{port}]/;SharedAccessKeyName=…;SharedAccessKey=…;EntityPath={hub}`,
+    /// what `EventHubConsumerClient.from_connection_string` takes. `None` for another policy.
+    /// Never log it.
+    pub fn event_hubs_connection_string(&self, policy: &str) -> Option<&str> {
+        self.event_hubs
+            .connection_strings
+            .get(policy)
+            .map(String::as_str)
+    }
+
+    /// The Event Hubs-compatible endpoint's entity name (`EntityPath`): the hub's name.
+    pub fn event_hubs_name(&self) -> &str {
+        &self.event_hubs.entity_path
+    }
+
+    /// The Event Hubs-compatible endpoint's consumer groups, `$Default` first.
+    pub fn event_hubs_consumer_groups(&self) -> &[String] {
+        &self.event_hubs.consumer_groups
     }
 
     /// The Device Provisioning Service's id scope (devices name it when they register).
@@ -403,6 +426,32 @@ impl EmulatorBuilder {
                 (p.name.clone(), cs.to_secret_string())
             })
             .collect();
+        let event_hubs_endpoint = Arc::new(amqp::eventhubs::EventHubs::new(
+            Arc::from(config.hostname.as_str()),
+            amqp_addr.port(),
+            &config.consumer_groups,
+            telemetry.clone(),
+        ));
+        let event_hubs = config::EventHubsEntry {
+            endpoint: amqp::eventhubs::endpoint(&config.hostname, amqp_addr.port()),
+            port: amqp_addr.port(),
+            entity_path: event_hubs_endpoint.entity.clone(),
+            partitions: telemetry.partition_count(),
+            consumer_groups: event_hubs_endpoint.consumer_groups.clone(),
+            connection_strings: policies
+                .iter()
+                .filter(|p| p.rights.contains(hub::policy::Rights::SERVICE_CONNECT))
+                .map(|p| {
+                    let cs = amqp::eventhubs::connection_string(
+                        &config.hostname,
+                        amqp_addr.port(),
+                        &p.name,
+                        &p.primary,
+                    );
+                    (p.name.clone(), cs)
+                })
+                .collect(),
+        };
         if let Some(dir) = data_dir {
             let ports = BTreeMap::from([
                 ("https", https_addr.port()),
@@ -427,6 +476,7 @@ impl EmulatorBuilder {
                 &blob,
                 &connection_strings,
                 &dps_entry,
+                &event_hubs,
             )?;
         }
 
@@ -453,6 +503,7 @@ impl EmulatorBuilder {
             limits: config.limits,
             device: mqtt_context.device.clone(),
             dps: dps.clone(),
+            eventhubs: event_hubs_endpoint,
         });
         let app = http::router(http::AppState {
             hub,
@@ -503,6 +554,7 @@ impl EmulatorBuilder {
             dps,
             telemetry,
             connection_strings,
+            event_hubs,
             data_dir: config.data_dir,
             shutdown,
             tasks: vec![https, blob_server, mqtt, amqp, sweeper],

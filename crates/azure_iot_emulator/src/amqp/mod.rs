@@ -41,9 +41,12 @@
 
 mod device;
 mod dps;
+pub(crate) mod eventhubs;
 mod frame_guard;
+mod full_frames;
 mod prefixed;
 mod sasl;
+mod typed;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -93,6 +96,9 @@ const RENEWAL_GRACE: Duration = Duration::from_secs(1);
 /// `amqp:resource-limit-exceeded`, so a client cannot make the emulator run tasks without
 /// bound.
 const MAX_LINKS_PER_SESSION: usize = 64;
+/// The `handle-max` of every session: the highest link handle a client may use (links
+/// attached at once are bounded by [`MAX_LINKS_PER_SESSION`]).
+const HANDLE_MAX: u32 = u16::MAX as u32;
 /// How long closing a connection may take before its socket is dropped regardless.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Answers kept for a receiver link (`$cbs` put-token answers, a DPS registration's answers):
@@ -120,6 +126,8 @@ pub(crate) struct AmqpContext {
     pub(crate) device: crate::device::DeviceCore,
     /// The Device Provisioning Service, for DPS connections and links ([`dps`]).
     pub(crate) dps: crate::dps::Dps,
+    /// The Event Hubs-compatible endpoint ([`eventhubs`]).
+    pub(crate) eventhubs: Arc<eventhubs::EventHubs>,
 }
 
 /// Serves AMQP over TLS on `listener` until `shutdown` turns true.
@@ -161,6 +169,8 @@ struct ConnectionState {
     /// Where CBS answers go. uamqp sends its put-token before it has attached (or we have
     /// accepted) its `$cbs` receiver link, so answers wait here until that link exists.
     cbs: Mutex<Replies>,
+    /// Where Event Hubs `$management` answers go, like `cbs`.
+    management: Mutex<Replies>,
     /// The connection's DPS login and answers, if it is a DPS one ([`dps`]).
     dps: dps::DpsState,
     /// The device and module identities with links on this connection.
@@ -283,6 +293,7 @@ impl ConnectionState {
             grants: Mutex::new(HashMap::new()),
             generation,
             cbs: Mutex::new(Replies::new("put-token answers")),
+            management: Mutex::new(Replies::new("management answers")),
             dps: dps::DpsState::default(),
             units: device::Units::default(),
             plain_device: Mutex::new(None),
@@ -428,7 +439,10 @@ pub(crate) async fn run<S>(
     // (when this function returns) ends that task's reads, and so the socket.
     let (stream, _stop) = crate::net::Stoppable::new(stream);
     // Every frame header is checked before the AMQP library decodes it (see `frame_guard`).
-    let mut io = frame_guard::FrameGuard::new(prefixed::Prefixed::new(header.to_vec(), stream));
+    // And every performative the emulator writes carries all its fields (see `full_frames`).
+    let mut io = frame_guard::FrameGuard::new(full_frames::FullFrames::new(
+        prefixed::Prefixed::new(header.to_vec(), stream),
+    ));
     let container = format!("azure-iot-emulator:{}", context.hostname);
     let channel_max = u16::try_from(MAX_SESSIONS - 1).unwrap_or(u16::MAX);
     let accepting = async {
@@ -456,6 +470,7 @@ pub(crate) async fn run<S>(
             ConnectionAcceptor::builder()
                 .container_id(container)
                 .channel_max(channel_max)
+                .properties(open_properties())
                 .build()
                 .accept(io)
                 .await,
@@ -502,7 +517,7 @@ pub(crate) async fn run<S>(
                         format!("a connection may have {allowed} sessions open{}", if allowed == MAX_SESSIONS { "" } else { " before its first token" }),
                     ));
                 }
-                match SessionAcceptor::new().accept_incoming_session(incoming, &mut connection).await {
+                match session_acceptor().accept_incoming_session(incoming, &mut connection).await {
                     Ok(session) => {
                         sessions.spawn(serve_session(session, state.clone(), context.clone()));
                     }
@@ -553,6 +568,24 @@ pub(crate) async fn run<S>(
         tracing::debug!(%peer, "the client did not answer the close; dropping its socket");
     }
     tracing::info!(%peer, "AMQP connection closed");
+}
+
+/// Accepts sessions with an explicit `handle-max` ([`HANDLE_MAX`]): left at its default
+/// (`u32::MAX`), fe2o3 leaves it out of `begin`, and pyamqp then compares against nothing.
+fn session_acceptor() -> SessionAcceptor {
+    SessionAcceptor::builder().handle_max(HANDLE_MAX).build()
+}
+
+/// The `open` frame's `properties`: the product. Sent so that the frame carries every field
+/// (up to `properties`, the last): pyamqp (the Event Hubs Python SDK) reads the open's fields
+/// by position and fails on a frame whose trailing null fields are left out.
+fn open_properties() -> definitions::Fields {
+    let mut properties = definitions::Fields::default();
+    properties.insert(
+        Symbol::from("product"),
+        Value::String("azure-iot-emulator".to_owned()),
+    );
+    properties
 }
 
 /// Serves one session's links until the session ends; its link tasks end with it (when this
@@ -663,6 +696,11 @@ async fn serve_inbound(receiver: Receiver, state: Arc<ConnectionState>, context:
         let address = target_text.to_owned();
         return dps::serve_requests(receiver, address, state, context).await;
     }
+    if eventhubs::address::EhAddress::parse(target_text)
+        == Some(eventhubs::address::EhAddress::Management)
+    {
+        return eventhubs::serve_management_requests(receiver, state, context).await;
+    }
     let address = Address::parse(target_text);
     match address {
         Ok(Address::Cbs) => serve_cbs_requests(receiver, state, context).await,
@@ -707,6 +745,32 @@ async fn serve_outbound(sender: Sender, state: Arc<ConnectionState>, context: Ar
     if crate::route::amqp(source_text) == crate::route::Service::Dps {
         let address = source_text.to_owned();
         return dps::serve_answers(sender, address, state, context).await;
+    }
+    match eventhubs::address::EhAddress::parse(source_text) {
+        Some(eventhubs::address::EhAddress::Consumer {
+            entity,
+            consumer_group,
+            partition,
+        }) => {
+            let consumer = eventhubs::Consumer {
+                entity,
+                consumer_group,
+                partition,
+            };
+            return eventhubs::serve_consumer(sender, consumer, state, context).await;
+        }
+        Some(eventhubs::address::EhAddress::Management) => {
+            let Ok(answers) = state.management.lock().map(|mut m| m.attach()) else {
+                let _ = sender.close().await;
+                return;
+            };
+            drop(state);
+            return forward_replies(sender, answers, context.shutdown.clone()).await;
+        }
+        Some(eventhubs::address::EhAddress::HubEvents(partition)) => {
+            return eventhubs::redirect(sender, partition, &state, &context).await;
+        }
+        None => {}
     }
     let address = Address::parse(source_text);
     match address {
@@ -812,6 +876,16 @@ async fn put_token(
     request: &PutToken,
 ) -> Result<(), (i32, String)> {
     let unauthorized = |why: String| (401, why);
+    if let Some(checked) =
+        context
+            .eventhubs
+            .check_audience(&context.policies, &request.audience, &request.token)
+    {
+        let expiry = checked.map_err(unauthorized)?;
+        return state
+            .authorize(context.eventhubs.grant_key(), expiry)
+            .map_err(|why| (403, why));
+    }
     let audience = CbsAudience::parse(&request.audience).ok_or_else(|| {
         unauthorized(format!(
             "the audience `{}` is not an IoT Hub resource",
@@ -960,6 +1034,20 @@ impl SaslAcceptor for HubSasl {
                                 SaslCode::Ok
                             }
                             Err(_) => SaslCode::Sys,
+                        }
+                    }
+                    // An Event Hubs client: a policy name and its key or a SAS token.
+                    (Some(user), Some(password)) if !user.contains('@') => {
+                        let eh = &self.context.eventhubs;
+                        match eh
+                            .check_plain(&self.context.policies, &user, &password)
+                            .and_then(|expiry| self.state.authorize(eh.grant_key(), expiry))
+                        {
+                            Ok(()) => SaslCode::Ok,
+                            Err(why) => {
+                                tracing::info!(reason = %why, "SASL PLAIN refused for the Event Hubs endpoint");
+                                SaslCode::Auth
+                            }
                         }
                     }
                     (Some(user), Some(token)) if user.contains("@sas.root.") => {

@@ -185,6 +185,12 @@ mod tests {
             limits: crate::config::Limits::default(),
             device: mqtt.device.clone(),
             dps: crate::provisioning::in_memory_dps(&hub).unwrap(),
+            eventhubs: Arc::new(crate::amqp::eventhubs::EventHubs::new(
+                Arc::from("h"),
+                5671,
+                &[],
+                mqtt.device.telemetry.clone(),
+            )),
         });
         let app = AppState {
             blob: None,

@@ -118,7 +118,8 @@ impl AppState {
 ///   `/devices/query` (RegistryRead also accepted), `/devices/{id}/commands` (purge),
 ///   `/messages/serviceBound/feedback...`, `/statistics/service`;
 /// * devices: `/$iothub/websocket` and `/` (MQTT or AMQP over WebSockets, for the hub or DPS;
-///   the protocol authenticates; C#'s DPS clients upgrade at `/`);
+///   the protocol authenticates; C#'s DPS clients upgrade at `/`), and
+///   `/$servicebus/websocket` (AMQP for the Event Hubs-compatible endpoint);
 ///   the device HTTPS API (device or module SAS, or the TLS client certificate):
 ///   `/devices/{id}[/modules/{mid}]/messages/events`, `/devices/{id}/messages/devicebound[/…]`,
 ///   `/devices/{id}/files[/notifications[/{correlationId}]]` (see `device`);
@@ -168,6 +169,8 @@ pub(crate) fn router(state: AppState) -> Router {
                 .put(twins::replace_module_twin),
         )
         .route("/$iothub/websocket", get(websocket::upgrade))
+        .route("/$servicebus/websocket", get(websocket::upgrade))
+        .route("/$servicebus/websocket/", get(websocket::upgrade))
         .route("/", get(websocket::upgrade_at_root))
         .route(
             "/devices/{id}/messages/events",

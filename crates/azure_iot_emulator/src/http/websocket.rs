@@ -1,7 +1,8 @@
 //! `GET /$iothub/websocket`: MQTT and AMQP over WebSockets on the HTTPS port, for the hub and
 //! DPS alike (the tunnelled protocol's first bytes tell them apart, as on the TLS ports).
 //! C#'s provisioning clients upgrade at `/` instead, so an upgrade at `/` is served the same
-//! way; a plain request for `/` is still an unknown path.
+//! way; a plain request for `/` is still an unknown path. The Event Hubs SDKs upgrade at
+//! `/$servicebus/websocket` (AMQP, for the Event Hubs-compatible endpoint).
 //!
 //! The client's subprotocol picks the protocol, echoed back exactly as the client wrote it:
 //! `mqtt` in any case (the C SDK sends `MQTT`) for devices over MQTT, `AMQPWSB10` for AMQP (the
@@ -140,10 +141,12 @@ pub(crate) async fn upgrade(
 }
 
 /// Whether `request` asks for a WebSocket upgrade at one of the paths that serve them
-/// (`/$iothub/websocket`, `/`).
+/// (`/$iothub/websocket`, `/`, and the Event Hubs SDKs' `/$servicebus/websocket`).
 pub(crate) fn is_upgrade(request: &Request) -> bool {
-    matches!(request.uri().path(), "/$iothub/websocket" | "/")
-        && header_has(request.headers(), header::UPGRADE, "websocket")
+    matches!(
+        request.uri().path().trim_end_matches('/'),
+        "/$iothub/websocket" | "" | "/$servicebus/websocket"
+    ) && header_has(request.headers(), header::UPGRADE, "websocket")
 }
 
 /// `GET /`: a WebSocket upgrade (C#'s DPS clients), else the unknown path it always was.

@@ -186,6 +186,14 @@ impl Links {
 }
 
 impl HubState {
+    /// The registry generation id of a device or module, if it is registered (what the
+    /// Event Hubs-compatible endpoint stamps as `iothub-connection-auth-generation-id`).
+    pub(crate) fn generation_id(&self, device_id: &str, module_id: Option<&str>) -> Option<String> {
+        self.record(device_id, module_id)
+            .ok()
+            .map(|r| r.generation_id.clone())
+    }
+
     /// Checks a connecting identity's credentials: a SAS token (the password) signed with the
     /// identity's own key or with a policy that grants DeviceConnect, unexpired, whose resource
     /// covers the identity on `hostname`; or, without a password, the TLS client certificate
