@@ -281,8 +281,11 @@ impl EventHubConsumer {
         properties
     }
 
-    /// Reads one partition from `start`. The link is attached before this returns, so an
-    /// unknown partition, consumer group or a refused key fails here with its kind.
+    /// Reads one partition from `start`. The connection is opened and the link attached
+    /// before this returns, so an unreachable endpoint or a refused key fails here. Event
+    /// Hubs (and the emulator) refuse an unknown partition or consumer group, or a position
+    /// past the end, by detaching the link right after attaching it: that error
+    /// ([`ErrorKind::NotFound`], [`ErrorKind::BadRequest`]) is the stream's only item.
     pub async fn receive_partition(
         &self,
         partition_id: &str,
@@ -292,7 +295,8 @@ impl EventHubConsumer {
             .await
     }
 
-    /// Reads every partition (ids from `$management`) from `start`.
+    /// Reads every partition (ids from `$management`) from `start` (errors as
+    /// [`receive_partition`](Self::receive_partition)).
     pub async fn receive_all(&self, start: EventPosition) -> Result<EventStream> {
         self.receive(None, start).await
     }

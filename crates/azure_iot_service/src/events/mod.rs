@@ -16,7 +16,7 @@
 //! What goes on the wire, so that it works unchanged against IoT Hub and Event Hubs:
 //!
 //! * **Redirect** (`redirect.rs`): TLS to `{hub}:5671`, SASL PLAIN
-//!   `{policy}@sas.root.{hub name}` with a 5-minute SAS token for `{hub}/messages/events`;
+//!   `{policy}@sas.root.{hub name}` with a 5-minute SAS token for the hub (`sr={hub}`);
 //!   a receiver on `amqps://{hub}/messages/events/$management`; the hub's
 //!   `amqp:link:redirect` names the namespace host and `…/{event hub}/$management`.
 //! * **Authentication** (`link.rs`): no SASL; a CBS put-token (`servicebus.windows.net:sastoken`)

@@ -3,7 +3,8 @@
 //! the C# SDK do the same):
 //!
 //! 1. TLS to `{hub host}:5671`, SASL PLAIN with user `{policy}@sas.root.{hub name}` and a
-//!    SAS token for `{hub host}/messages/events` signed with the policy (5 minutes);
+//!    SAS token for the hub (`sr={hub host}`, which covers `{hub host}/messages/events`, the
+//!    narrower resource the JS sample signs) with the policy, valid 5 minutes;
 //! 2. attach a receiver on `amqps://{hub host}/messages/events/$management`;
 //! 3. the hub detaches it with `amqp:link:redirect`, whose `info` carries `hostname` (the
 //!    Event Hubs namespace host) and `address`
@@ -45,7 +46,7 @@ pub(crate) async fn resolve(
 ) -> Result<EventHubConnectionString> {
     let host = hub.host_name();
     let token = SasToken::generate(
-        &ResourceUri::custom(format!("{host}/messages/events")),
+        &ResourceUri::hub(host),
         hub.key(),
         Some(hub.key_name()),
         SystemTime::now() + Duration::from_secs(300),
