@@ -367,3 +367,88 @@ async fn bad_input_gives_typed_errors() {
     .await;
     assert_eq!(err.kind(), ErrorKind::BadRequest, "{err}");
 }
+
+/// A TCP forwarder to `target` whose connections can be cut (a network drop).
+struct Cutter {
+    port: u16,
+    connections: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    _accept: tokio::task::JoinHandle<()>,
+}
+
+impl Cutter {
+    async fn to(target: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connections = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let list = connections.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut down, _)) = listener.accept().await {
+                let Ok(mut up) = tokio::net::TcpStream::connect(target).await else {
+                    continue;
+                };
+                let task = tokio::spawn(async move {
+                    let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                });
+                list.lock().unwrap().push(task);
+            }
+        });
+        Self {
+            port,
+            connections,
+            _accept: accept,
+        }
+    }
+
+    /// Drops every connection made so far.
+    fn cut(&self) -> usize {
+        let tasks: Vec<_> = self.connections.lock().unwrap().drain(..).collect();
+        for task in &tasks {
+            task.abort();
+        }
+        tasks.len()
+    }
+}
+
+#[tokio::test]
+async fn a_dropped_connection_is_reopened_and_reading_resumes_after_the_last_event() {
+    let hub = hub().await;
+    let client = device(&hub, "drop", Transport::Mqtt).await;
+    for i in 0..3 {
+        client.send_event(message("before", i)).await.unwrap();
+    }
+    let cutter = Cutter::to(hub.amqp_addr()).await;
+    let real =
+        EventHubConnectionString::parse(hub.event_hubs_connection_string("iothubowner").unwrap())
+            .unwrap();
+    let via_proxy = EventHubConnectionString::new(
+        real.host(),
+        Some(cutter.port),
+        real.entity_path(),
+        real.key_name(),
+        real.key().clone(),
+    );
+    let reconnects = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counted = reconnects.clone();
+    let reader = EventHubConsumer::from_event_hub(
+        &via_proxy,
+        options(&hub).retry_policy(move |a: &azure_iot_core::retry::RetryAttempt| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            (a.attempt < 5).then_some(Duration::from_millis(10))
+        }),
+    )
+    .unwrap();
+    let mut stream = reader.receive_all(EventPosition::Earliest).await.unwrap();
+    let before = take(&mut stream, 3).await;
+    assert_eq!(cutter.cut(), 1, "one connection carried the reader");
+    for i in 3..5 {
+        client.send_event(message("after", i)).await.unwrap();
+    }
+    let after = take(&mut stream, 2).await;
+    let ids: Vec<_> = before
+        .iter()
+        .chain(&after)
+        .map(|e| e.message_id.clone().unwrap())
+        .collect();
+    assert_eq!(ids, ["msg-0", "msg-1", "msg-2", "msg-3", "msg-4"]);
+    assert!(reconnects.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+}
