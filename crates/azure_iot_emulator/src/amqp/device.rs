@@ -109,6 +109,8 @@ enum Command {
     /// Store a telemetry message; the reply is its commit.
     Telemetry {
         message: Box<Message>,
+        /// The application properties with their AMQP types.
+        typed: Vec<(String, crate::telemetry::PropertyValue)>,
         reply: oneshot::Sender<Commit>,
     },
     /// Deliver cloud-to-device messages on `link` from now on; the reply is those waiting.
@@ -134,11 +136,16 @@ enum Command {
 
 impl Unit {
     /// Hands `message` to the device core; `None` if the unit has ended.
-    async fn telemetry(&self, message: Message) -> Option<Commit> {
+    async fn telemetry(
+        &self,
+        message: Message,
+        typed: Vec<(String, crate::telemetry::PropertyValue)>,
+    ) -> Option<Commit> {
         let (reply, commit) = oneshot::channel();
         self.commands
             .send(Command::Telemetry {
                 message: Box::new(message),
+                typed,
                 reply,
             })
             .await
@@ -291,8 +298,8 @@ async fn run_unit(
             .map(|at| at.duration_since(SystemTime::now()).unwrap_or_default());
         tokio::select! {
             request = requests.recv() => match request {
-                Some(Command::Telemetry { message, reply }) => {
-                    let _ = reply.send(connection.send_telemetry(*message).await);
+                Some(Command::Telemetry { message, typed, reply }) => {
+                    let _ = reply.send(connection.send_telemetry(*message, Some(typed)).await);
                 }
                 Some(Command::AttachC2d { link, reply }) => {
                     c2d = Some(link);
@@ -463,8 +470,12 @@ async fn submit(
     // Every message is read before any is stored: a batch lands whole or not at all.
     let messages = messages
         .into_iter()
-        .map(|m| from_amqp(m).map_err(|e| decode_error(e.to_string())))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|m| {
+            let message = from_amqp(m).map_err(|e| decode_error(e.to_string()))?;
+            let typed = typed_properties(m, &message);
+            Ok((message, typed))
+        })
+        .collect::<Result<Vec<_>, definitions::Error>>()?;
     let ended = || {
         error(
             AmqpError::InternalError,
@@ -472,10 +483,30 @@ async fn submit(
         )
     };
     let mut commits = Vec::with_capacity(messages.len());
-    for message in messages {
-        commits.push(unit.telemetry(message).await.ok_or_else(ended)?);
+    for (message, typed) in messages {
+        commits.push(unit.telemetry(message, typed).await.ok_or_else(ended)?);
     }
     Ok(commits)
+}
+
+/// The application properties of `message` (read from `amqp`) with the types the device sent
+/// them with; a type the log does not keep is stored as the text the message has.
+fn typed_properties(
+    amqp: &AmqpMessage,
+    message: &Message,
+) -> Vec<(String, crate::telemetry::PropertyValue)> {
+    let sent = amqp.application_properties.as_ref();
+    message
+        .properties()
+        .iter()
+        .map(|(name, text)| {
+            let value = sent
+                .and_then(|p| p.get(name))
+                .and_then(super::typed::from_simple)
+                .unwrap_or_else(|| crate::telemetry::PropertyValue::String(text.clone()));
+            (name.clone(), value)
+        })
+        .collect()
 }
 
 /// Waits until every commit of a delivery is durable; says when to acknowledge it.

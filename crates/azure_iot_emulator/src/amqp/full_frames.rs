@@ -254,7 +254,7 @@ mod tests {
         let f = frame(&big);
         let padded = pad(&f).unwrap();
         assert_eq!(padded.len(), f.len() + 12);
-        assert_eq!(padded[12], 0xd0);
+        assert_eq!(padded[11], 0xd0);
     }
 
     #[test]

@@ -935,6 +935,12 @@ fn hub_audience(context: &AmqpContext) -> String {
     context.hostname.to_ascii_lowercase()
 }
 
+/// The grant key of the hub's `/messages/events` (a SASL PLAIN login scoped to the built-in
+/// endpoint: it may only be redirected).
+fn events_audience(context: &AmqpContext) -> String {
+    format!("{}/messages/events", hub_audience(context))
+}
+
 /// At most 64 characters of client text, for an answer.
 fn truncated(text: &str) -> String {
     text.chars().take(64).collect()
@@ -943,11 +949,20 @@ fn truncated(text: &str) -> String {
 /// Checks a token for service use: a policy (`skn`) with ServiceConnect, signature, expiry,
 /// and a resource covering the hub. Returns the token's expiry.
 fn check_service_token(context: &AmqpContext, token: &str) -> Result<SystemTime, String> {
+    check_service_token_for(context, token, &context.hostname)
+}
+
+/// [`check_service_token`] for a resource under the hub (`target`).
+fn check_service_token_for(
+    context: &AmqpContext,
+    token: &str,
+    target: &str,
+) -> Result<SystemTime, String> {
     context
         .policies
         .authorize(
             Some(token),
-            &context.hostname,
+            target,
             Rights::SERVICE_CONNECT,
             SystemTime::now(),
         )
@@ -1051,9 +1066,21 @@ impl SaslAcceptor for HubSasl {
                         }
                     }
                     (Some(user), Some(token)) if user.contains("@sas.root.") => {
-                        match check_service_token(&self.context, &token).and_then(|expiry| {
-                            self.state.authorize(hub_audience(&self.context), expiry)
-                        }) {
+                        // The hub's resource, or (Event Hubs clients converting an IoT Hub
+                        // connection string) only its built-in endpoint's `/messages/events`,
+                        // which grants no more than the redirect to the endpoint.
+                        let checked = match check_service_token(&self.context, &token) {
+                            Ok(expiry) => Ok((hub_audience(&self.context), expiry)),
+                            Err(why) => {
+                                let events = events_audience(&self.context);
+                                check_service_token_for(&self.context, &token, &events)
+                                    .map(|expiry| (events, expiry))
+                                    .map_err(|_| why)
+                            }
+                        };
+                        match checked
+                            .and_then(|(audience, expiry)| self.state.authorize(audience, expiry))
+                        {
                             Ok(()) => SaslCode::Ok,
                             Err(why) => {
                                 tracing::info!(reason = %why, "SASL PLAIN refused");

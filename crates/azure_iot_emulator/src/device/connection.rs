@@ -169,7 +169,14 @@ impl DeviceConnection {
     /// Not an `async fn`: the message (about 570 bytes) moves straight into the log's future
     /// instead of also staying in this one's arguments, and every connection's serve loop
     /// reserves room for this future even while it is idle.
-    pub(crate) fn send_telemetry(&mut self, message: Message) -> impl Future<Output = Commit> + '_ {
+    ///
+    /// `typed`: the application properties with their AMQP types (an AMQP device's), stored in
+    /// place of the message's text ones.
+    pub(crate) fn send_telemetry(
+        &mut self,
+        message: Message,
+        typed: Option<Vec<(String, crate::telemetry::PropertyValue)>>,
+    ) -> impl Future<Output = Commit> + '_ {
         let (reply, committed) = oneshot::channel();
         let Self {
             core,
@@ -182,14 +189,13 @@ impl DeviceConnection {
         // Shared from here on: the log's future borrows the core while this one runs.
         let (core, identity, faults): (&DeviceCore, &Identity, &SessionFaults) =
             (core, identity, faults);
-        let append = core.telemetry.append_with(
-            identity.device_id().to_owned(),
-            identity.module_id().map(str::to_owned),
+        let stamp = crate::telemetry::Stamp {
+            device_id: identity.device_id().to_owned(),
+            module_id: identity.module_id().map(str::to_owned),
             auth_method,
-            now(),
-            message,
-            reply,
-        );
+            enqueued_time: now(),
+        };
+        let append = core.telemetry.append_typed(stamp, message, typed, reply);
         // `map`, not an async block awaiting `append`: the block would keep a second,
         // moved-from slot for the log's 1.6 KiB future.
         append.map(move |()| {

@@ -568,7 +568,7 @@ where
                         .build()
                         .map_err(|e| format!("telemetry refused: {e}"))?;
                 }
-                let committed = self.device.send_telemetry(message).await;
+                let committed = self.device.send_telemetry(message, None).await;
                 let packet_id = (publish.qos == QoS::AtLeastOnce).then_some(publish.pkid);
                 self.acks.push_back((packet_id, committed));
                 Ok(())

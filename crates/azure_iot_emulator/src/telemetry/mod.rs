@@ -178,6 +178,18 @@ pub(crate) struct NewEvent {
     pub(crate) body: Bytes,
 }
 
+/// Who sent a message and when the hub accepted it: what the hub stamps on it.
+pub(crate) struct Stamp<'a> {
+    /// The sending device.
+    pub(crate) device_id: String,
+    /// The sending module, if any.
+    pub(crate) module_id: Option<String>,
+    /// How the sender authenticated.
+    pub(crate) auth_method: &'a str,
+    /// When the hub accepted it (ISO 8601).
+    pub(crate) enqueued_time: String,
+}
+
 /// Most message bytes (body and properties) waiting for the writer thread.
 pub(crate) const MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
 /// The unit the queue's room is counted in.
@@ -300,7 +312,35 @@ impl TelemetryLog {
         message: Message,
         reply: oneshot::Sender<Result<u64, String>>,
     ) {
-        let event = event_from_message(device_id, module_id, auth_method, enqueued_time, message);
+        let stamp = Stamp {
+            device_id,
+            module_id,
+            auth_method,
+            enqueued_time,
+        };
+        self.append_typed(stamp, message, None, reply).await;
+    }
+
+    /// Queues a message whose application properties `typed` gives with their types (an AMQP
+    /// sender's), in place of the message's text ones; like [`append_with`](Self::append_with)
+    /// otherwise, and exactly it when `typed` is `None`.
+    pub(crate) async fn append_typed(
+        &self,
+        stamp: Stamp<'_>,
+        message: Message,
+        typed: Option<Vec<(String, PropertyValue)>>,
+        reply: oneshot::Sender<Result<u64, String>>,
+    ) {
+        let mut event = event_from_message(
+            stamp.device_id,
+            stamp.module_id,
+            stamp.auth_method,
+            stamp.enqueued_time,
+            message,
+        );
+        if let Some(typed) = typed {
+            event.properties = typed;
+        }
         self.append_event(event, reply).await;
     }
 

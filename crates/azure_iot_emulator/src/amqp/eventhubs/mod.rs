@@ -324,8 +324,9 @@ pub(super) async fn redirect(
     use fe2o3_amqp_types::primitives::{Symbol, Value};
 
     let hub = super::hub_audience(context);
-    if !state.authorized(&hub) {
-        let why = if state.expired(&hub) {
+    let events = super::events_audience(context);
+    if !state.authorized(&hub) && !state.authorized(&events) {
+        let why = if state.expired(&hub) || state.expired(&events) {
             "the service token expired: put a fresh one on $cbs"
         } else {
             "log in with a hub policy (SASL PLAIN {policy}@sas.root.{hub}) or put a service token on $cbs first"
