@@ -452,3 +452,67 @@ async fn a_dropped_connection_is_reopened_and_reading_resumes_after_the_last_eve
     assert_eq!(ids, ["msg-0", "msg-1", "msg-2", "msg-3", "msg-4"]);
     assert!(reconnects.load(std::sync::atomic::Ordering::SeqCst) >= 1);
 }
+
+/// Application properties an AMQP device sends with non-string types arrive with those types.
+#[tokio::test]
+async fn amqp_application_property_types_arrive_as_sent() {
+    use fe2o3_amqp::sasl_profile::SaslProfile;
+    use fe2o3_amqp::{Connection, Sender, Session};
+    use fe2o3_amqp_types::messaging::{
+        AmqpValue, ApplicationProperties, Body, Message as AmqpMessage, Properties,
+    };
+    use fe2o3_amqp_types::primitives::{SimpleValue, Value};
+
+    let hub = hub().await;
+    let ep = azure_iot_test::HubEndpoint::of(&hub);
+    let key = azure_iot_test::RestClient::new(&ep, "iothubowner")
+        .register_device("typed")
+        .await;
+    let token = azure_iot_test::device_token(&ep, "typed", None, &key, Duration::from_secs(600));
+    let stream = azure_iot_test::tls_connect(&ep, ep.amqp_addr).await.unwrap();
+    let mut connection = Connection::builder()
+        .container_id("typed-device")
+        .hostname("localhost")
+        .sasl_profile(SaslProfile::Plain {
+            username: "typed@sas.localhost".into(),
+            password: token,
+        })
+        .open_with_stream(stream)
+        .await
+        .unwrap();
+    let mut session = Session::begin(&mut connection).await.unwrap();
+    let mut link = Sender::attach(&mut session, "telemetry", "/devices/typed/messages/events")
+        .await
+        .unwrap();
+    let message: AmqpMessage<Body<Value>> = AmqpMessage::builder()
+        .properties(Properties::builder().message_id("typed-1".to_owned()).build())
+        .application_properties(
+            ApplicationProperties::builder()
+                .insert("count", SimpleValue::Int(42))
+                .insert("big", SimpleValue::Long(-7))
+                .insert("ok", SimpleValue::Bool(true))
+                .insert("ratio", SimpleValue::from(0.5f64))
+                .insert("name", SimpleValue::String("x".into()))
+                .build(),
+        )
+        .body(Body::Value(AmqpValue(Value::String("{}".into()))))
+        .build();
+    link.send(message).await.unwrap();
+
+    let reader = consumer(&hub, options(&hub));
+    let got = take(
+        &mut reader.receive_all(EventPosition::Earliest).await.unwrap(),
+        1,
+    )
+    .await;
+    let event = &got[0];
+    assert_eq!(event.device_id(), Some("typed"));
+    assert_eq!(event.property("count"), Some(&PropertyValue::Int(42)));
+    assert_eq!(event.property("big"), Some(&PropertyValue::Long(-7)));
+    assert_eq!(event.property("ok"), Some(&PropertyValue::Bool(true)));
+    assert_eq!(event.property("ratio"), Some(&PropertyValue::Double(0.5)));
+    assert_eq!(
+        event.property("name"),
+        Some(&PropertyValue::String("x".into()))
+    );
+}
