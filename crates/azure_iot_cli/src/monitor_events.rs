@@ -237,8 +237,9 @@ async fn consumer(args: &MonitorArgs) -> Result<EventHubConsumer, String> {
                     EventHubConsumer::from_event_hub(&parsed, options).map_err(open)
                 }
                 None => {
-                    let owner = ServiceConnectionString::parse(&data.connection_string("iothubowner")?)
-                        .map_err(|e| format!("{}: {e}", data.file.display()))?;
+                    let owner =
+                        ServiceConnectionString::parse(&data.connection_string("iothubowner")?)
+                            .map_err(|e| format!("{}: {e}", data.file.display()))?;
                     options = options.hub_amqp_port(data.port("amqp")?);
                     EventHubConsumer::from_iot_hub(&owner, options)
                         .await
@@ -271,7 +272,10 @@ const SYSTEM_ANNOTATIONS: [(&str, &str); 8] = [
     (annotations::DEVICE_ID, "connectionDeviceId"),
     (annotations::MODULE_ID, "connectionModuleId"),
     ("iothub-connection-auth-method", "connectionAuthMethod"),
-    ("iothub-connection-auth-generation-id", "connectionAuthGenerationId"),
+    (
+        "iothub-connection-auth-generation-id",
+        "connectionAuthGenerationId",
+    ),
     (annotations::HUB_ENQUEUED_TIME, "enqueuedTime"),
     ("dt-subject", "componentName"),
     ("dt-dataschema", "messageSchema"),
@@ -367,9 +371,10 @@ fn print_event(event: &ReceivedEvent, args: &MonitorArgs) {
         (Some(d), None) => d.to_owned(),
         _ => "?".to_owned(),
     };
-    let at = event
-        .enqueued_time
-        .map_or_else(|| "?".to_owned(), azure_iot_core::datetime::format_timestamp);
+    let at = event.enqueued_time.map_or_else(
+        || "?".to_owned(),
+        azure_iot_core::datetime::format_timestamp,
+    );
     let _ = writeln!(
         out,
         "event #{} from {from} at {at} (partition {}, offset {}):",
@@ -392,7 +397,8 @@ fn print_event(event: &ReceivedEvent, args: &MonitorArgs) {
             );
         }
     }
-    let shows = |what: Shown| args.properties.contains(&what) || args.properties.contains(&Shown::All);
+    let shows =
+        |what: Shown| args.properties.contains(&what) || args.properties.contains(&Shown::All);
     if shows(Shown::App) && !event.application_properties.is_empty() {
         let _ = writeln!(out, "  application properties:");
         for (k, v) in &event.application_properties {

@@ -423,13 +423,17 @@ async fn monitor_events_reads_the_event_hubs_endpoint_in_every_way() {
     ] {
         assert!(text.contains(part), "{part} missing from {text}");
     }
-    for bad in [
-        ["--partition", "99"],
-        ["--consumer-group", "nobody"],
-    ] {
+    for bad in [["--partition", "99"], ["--consumer-group", "nobody"]] {
         let out = cli(
             dir.path(),
-            &["monitor-events", "--from-start", "--timeout", "20", bad[0], bad[1]],
+            &[
+                "monitor-events",
+                "--from-start",
+                "--timeout",
+                "20",
+                bad[0],
+                bad[1],
+            ],
         )
         .output()
         .await

@@ -39,8 +39,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let count: Option<u64> = args.next().map(|s| s.parse()).transpose()?;
 
-    let connection_string = std::env::var("IOTHUB_CONNECTION_STRING")
-        .map_err(|_| "set IOTHUB_CONNECTION_STRING (a hub policy or Event Hubs connection string)")?;
+    let connection_string = std::env::var("IOTHUB_CONNECTION_STRING").map_err(
+        |_| "set IOTHUB_CONNECTION_STRING (a hub policy or Event Hubs connection string)",
+    )?;
     let mut options = EventHubConsumerOptions::default();
     if let Ok(path) = std::env::var("IOTHUB_CA_PEM") {
         let pem = std::fs::read_to_string(&path)

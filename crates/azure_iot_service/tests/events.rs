@@ -106,7 +106,10 @@ async fn ending_error(mut stream: EventStream) -> azure_iot_service::Error {
         .expect("the stream ends in time")
         .expect("an error item before the end");
     let err = item.expect_err("an error, not an event");
-    assert!(stream.next_event().await.is_none(), "the error is the last item");
+    assert!(
+        stream.next_event().await.is_none(),
+        "the error is the last item"
+    );
     err
 }
 
@@ -114,9 +117,14 @@ async fn ending_error(mut stream: EventStream) -> azure_iot_service::Error {
 async fn every_partition_from_the_start_with_typed_properties_over_mqtt_and_amqp() {
     let hub = hub().await;
     let mut sent = 0;
-    for (i, transport) in [Transport::Mqtt, Transport::Amqp, Transport::Mqtt, Transport::Amqp]
-        .into_iter()
-        .enumerate()
+    for (i, transport) in [
+        Transport::Mqtt,
+        Transport::Amqp,
+        Transport::Mqtt,
+        Transport::Amqp,
+    ]
+    .into_iter()
+    .enumerate()
     {
         let id = format!("ev-{i}");
         let client = device(&hub, &id, transport).await;
@@ -148,8 +156,14 @@ async fn every_partition_from_the_start_with_typed_properties_over_mqtt_and_amqp
         let id = format!("ev-{i}");
         assert_eq!(event.device_id(), Some(id.as_str()), "{event:?}");
         assert_eq!(event.body_text(), format!("{{\"from\":\"{id}\"}}"));
-        assert_eq!(event.message_id.as_deref(), Some(format!("msg-{i}").as_str()));
-        assert_eq!(event.correlation_id.as_deref(), Some(format!("corr-{i}").as_str()));
+        assert_eq!(
+            event.message_id.as_deref(),
+            Some(format!("msg-{i}").as_str())
+        );
+        assert_eq!(
+            event.correlation_id.as_deref(),
+            Some(format!("corr-{i}").as_str())
+        );
         assert_eq!(event.content_type.as_deref(), Some("application/json"));
         assert_eq!(event.content_encoding.as_deref(), Some("utf-8"));
         assert_eq!(
@@ -176,7 +190,11 @@ async fn every_partition_from_the_start_with_typed_properties_over_mqtt_and_amqp
             Some(PropertyValue::Timestamp(_))
         ));
         assert!(event.enqueued_time.is_some() && event.offset.is_some());
-        assert!(event.hub_enqueued_time().is_some(), "{:?}", event.annotations);
+        assert!(
+            event.hub_enqueued_time().is_some(),
+            "{:?}",
+            event.annotations
+        );
     }
 }
 
@@ -194,7 +212,10 @@ async fn start_positions_sequence_number_offset_enqueued_time_and_latest() {
     )
     .await;
     let partition = all[0].partition_id.clone();
-    assert!(all.iter().all(|e| e.partition_id == partition), "one device, one partition");
+    assert!(
+        all.iter().all(|e| e.partition_id == partition),
+        "one device, one partition"
+    );
     let numbers: Vec<i64> = all.iter().map(|e| e.sequence_number).collect();
     assert!(numbers.windows(2).all(|w| w[0] < w[1]), "{numbers:?}");
     let ids = |events: &[ReceivedEvent]| -> Vec<Option<String>> {
@@ -260,7 +281,10 @@ async fn start_positions_sequence_number_offset_enqueued_time_and_latest() {
 async fn a_configured_consumer_group_reads_and_an_unknown_one_is_not_found() {
     let hub = hub().await;
     let client = device(&hub, "cg", Transport::Mqtt).await;
-    client.send_event(message("for the dashboard", 0)).await.unwrap();
+    client
+        .send_event(message("for the dashboard", 0))
+        .await
+        .unwrap();
     let reader = consumer(&hub, options(&hub).consumer_group("dashboard"));
     assert_eq!(reader.consumer_group(), "dashboard");
     let got = take(
@@ -294,7 +318,9 @@ async fn the_hub_connection_string_is_redirected_to_the_endpoint() {
     let client = device(&hub, "redir", Transport::Amqp).await;
     client.send_event(message("via redirect", 0)).await.unwrap();
     let cs = ServiceConnectionString::parse(hub.connection_string("service").unwrap()).unwrap();
-    let reader = EventHubConsumer::from_iot_hub(&cs, options(&hub)).await.unwrap();
+    let reader = EventHubConsumer::from_iot_hub(&cs, options(&hub))
+        .await
+        .unwrap();
     assert_eq!(reader.event_hub_name(), hub.event_hubs_name());
     let got = take(
         &mut reader.receive_all(EventPosition::Earliest).await.unwrap(),
@@ -328,9 +354,11 @@ async fn bad_input_gives_typed_errors() {
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
 
     // A wrong key: refused at the endpoint, and by the hub before any redirect.
-    let real = EventHubConnectionString::parse(hub.event_hubs_connection_string("iothubowner").unwrap())
-        .unwrap();
-    let wrong_key = azure_iot_core::SharedAccessKey::from_base64("d3Jvbmcta2V5LXdyb25nLWtleQ==").unwrap();
+    let real =
+        EventHubConnectionString::parse(hub.event_hubs_connection_string("iothubowner").unwrap())
+            .unwrap();
+    let wrong_key =
+        azure_iot_core::SharedAccessKey::from_base64("d3Jvbmcta2V5LXdyb25nLWtleQ==").unwrap();
     let wrong = EventHubConnectionString::new(
         real.host(),
         real.port(),
@@ -469,7 +497,9 @@ async fn amqp_application_property_types_arrive_as_sent() {
         .register_device("typed")
         .await;
     let token = azure_iot_test::device_token(&ep, "typed", None, &key, Duration::from_secs(600));
-    let stream = azure_iot_test::tls_connect(&ep, ep.amqp_addr).await.unwrap();
+    let stream = azure_iot_test::tls_connect(&ep, ep.amqp_addr)
+        .await
+        .unwrap();
     let mut connection = Connection::builder()
         .container_id("typed-device")
         .hostname("localhost")
@@ -485,7 +515,11 @@ async fn amqp_application_property_types_arrive_as_sent() {
         .await
         .unwrap();
     let message: AmqpMessage<Body<Value>> = AmqpMessage::builder()
-        .properties(Properties::builder().message_id("typed-1".to_owned()).build())
+        .properties(
+            Properties::builder()
+                .message_id("typed-1".to_owned())
+                .build(),
+        )
         .application_properties(
             ApplicationProperties::builder()
                 .insert("count", SimpleValue::Int(42))

@@ -180,7 +180,9 @@ fn parse_endpoint(endpoint: &str) -> Result<(String, Option<u16>)> {
     }
     let authority = rest.strip_suffix('/').unwrap_or(rest);
     if authority.contains('/') || authority.contains('@') {
-        return Err(invalid("it has a path or user part; only sb://host[:port]/ is allowed"));
+        return Err(invalid(
+            "it has a path or user part; only sb://host[:port]/ is allowed",
+        ));
     }
     let (host, port) = match authority.rsplit_once(':') {
         Some((host, port)) => {
@@ -244,7 +246,10 @@ mod tests {
         assert_eq!(cs.entity_path(), "myhub");
         assert_eq!(cs.key_name(), "iothubowner");
         assert_eq!(cs.key().to_base64(), KEY);
-        assert_eq!(parse(&cs.to_secret_string()).unwrap().to_secret_string(), cs.to_secret_string());
+        assert_eq!(
+            parse(&cs.to_secret_string()).unwrap().to_secret_string(),
+            cs.to_secret_string()
+        );
         assert!(!format!("{cs:?} {cs}").contains(KEY));
     }
 
@@ -302,13 +307,21 @@ mod tests {
         ] {
             let err = parse(&format!("Endpoint={endpoint};{base}")).err();
             assert!(
-                matches!(err, Some(ConnectionStringError::InvalidValue { key: ENDPOINT, .. })),
+                matches!(
+                    err,
+                    Some(ConnectionStringError::InvalidValue { key: ENDPOINT, .. })
+                ),
                 "{endpoint}: {err:?}"
             );
         }
-        let err = parse("Endpoint=sb://h/;SharedAccessKeyName=p;SharedAccessKey=s3cr3t!;EntityPath=e").err();
+        let err =
+            parse("Endpoint=sb://h/;SharedAccessKeyName=p;SharedAccessKey=s3cr3t!;EntityPath=e")
+                .err();
         let err = err.map(|e| e.to_string()).unwrap_or_default();
-        assert!(err.contains("SharedAccessKey") && !err.contains("s3cr3t"), "{err}");
+        assert!(
+            err.contains("SharedAccessKey") && !err.contains("s3cr3t"),
+            "{err}"
+        );
     }
 
     proptest! {

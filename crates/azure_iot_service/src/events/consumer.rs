@@ -187,7 +187,10 @@ impl EventHubConsumer {
             .split(';')
             .any(|segment| segment.trim_start().starts_with("Endpoint="))
         {
-            Self::from_event_hub(&EventHubConnectionString::parse(connection_string)?, options)
+            Self::from_event_hub(
+                &EventHubConnectionString::parse(connection_string)?,
+                options,
+            )
         } else {
             Self::from_iot_hub(&ServiceConnectionString::parse(connection_string)?, options).await
         }
@@ -272,7 +275,10 @@ impl EventHubConsumer {
 
     /// One partition's sequence numbers, last offset and time (`$management`); an unknown
     /// partition is [`ErrorKind::NotFound`].
-    pub async fn get_partition_properties(&self, partition_id: &str) -> Result<PartitionProperties> {
+    pub async fn get_partition_properties(
+        &self,
+        partition_id: &str,
+    ) -> Result<PartitionProperties> {
         let mut connection = self.target.open().await?;
         let properties = connection
             .partition_properties(&self.target, partition_id)
@@ -421,7 +427,10 @@ impl Driver {
             .unwrap_or(EventPosition::Earliest)
     }
 
-    async fn attach_all(&self, connection: &mut EventHubConnection) -> Result<Vec<(String, Receiver)>> {
+    async fn attach_all(
+        &self,
+        connection: &mut EventHubConnection,
+    ) -> Result<Vec<(String, Receiver)>> {
         let mut receivers = Vec::with_capacity(self.partitions.len());
         for partition in &self.partitions {
             let position = self.position(partition);
@@ -515,20 +524,17 @@ impl Driver {
                 self.target.entity.clone(),
             ));
         }
-        loop {
-            tokio::select! {
-                () = tx.closed() => return None,
-                done = tasks.join_next() => match done {
-                    None | Some(Ok(Ok(()))) => return None,
-                    Some(Ok(Err(e))) => return Some(e),
-                    Some(Err(e)) => {
-                        return Some(Error::new(
-                            ErrorKind::Closed,
-                            format!("a partition reader stopped: {e}"),
-                        ));
-                    }
-                },
-            }
+        // The first task to end decides: a failure reconnects, the reader's departure stops.
+        tokio::select! {
+            () = tx.closed() => None,
+            done = tasks.join_next() => match done {
+                None | Some(Ok(Ok(()))) => None,
+                Some(Ok(Err(e))) => Some(e),
+                Some(Err(e)) => Some(Error::new(
+                    ErrorKind::Closed,
+                    format!("a partition reader stopped: {e}"),
+                )),
+            },
         }
     }
 }

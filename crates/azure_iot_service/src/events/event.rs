@@ -270,7 +270,8 @@ impl ReceivedEvent {
 
     /// `x-opt-partition-key`.
     pub fn partition_key(&self) -> Option<&str> {
-        self.annotation(PARTITION_KEY).and_then(PropertyValue::as_str)
+        self.annotation(PARTITION_KEY)
+            .and_then(PropertyValue::as_str)
     }
 
     /// `iothub-enqueuedtime`: when IoT Hub received the message.
@@ -328,7 +329,10 @@ impl ReceivedEvent {
             }
             if let Some(ct) = &p.content_type {
                 content_type = Some(ct.as_str().to_owned());
-                put("content-type", PropertyValue::Symbol(ct.as_str().to_owned()));
+                put(
+                    "content-type",
+                    PropertyValue::Symbol(ct.as_str().to_owned()),
+                );
             }
             if let Some(ce) = &p.content_encoding {
                 content_encoding = Some(ce.as_str().to_owned());
@@ -444,7 +448,9 @@ mod tests {
                     .insert(MESSAGE_SOURCE, Value::String("Telemetry".into()))
                     .build(),
             )
-            .body(Body::Data(vec![Data(Binary::from(b"{\"t\":1}".to_vec()))].into()))
+            .body(Body::Data(
+                vec![Data(Binary::from(b"{\"t\":1}".to_vec()))].into(),
+            ))
             .build()
     }
 
@@ -466,7 +472,10 @@ mod tests {
         assert_eq!(event.device_id(), Some("sensor-1"));
         assert_eq!(event.module_id(), None);
         assert_eq!(event.message_source(), Some("Telemetry"));
-        assert_eq!(event.property("temperature"), Some(&PropertyValue::Double(21.5)));
+        assert_eq!(
+            event.property("temperature"),
+            Some(&PropertyValue::Double(21.5))
+        );
         assert_eq!(event.property("count"), Some(&PropertyValue::Int(3)));
         assert_eq!(event.property("alert"), Some(&PropertyValue::Bool(true)));
         assert_eq!(
@@ -474,13 +483,17 @@ mod tests {
             Some(&PropertyValue::String("kitchen".into()))
         );
         assert_eq!(
-            event.annotation(SEQUENCE_NUMBER).map(PropertyValue::type_name),
+            event
+                .annotation(SEQUENCE_NUMBER)
+                .map(PropertyValue::type_name),
             Some("long")
         );
-        assert!(event
-            .system_properties
-            .iter()
-            .any(|(k, v)| k == "message-id" && v.as_str() == Some("m-1")));
+        assert!(
+            event
+                .system_properties
+                .iter()
+                .any(|(k, v)| k == "message-id" && v.as_str() == Some("m-1"))
+        );
     }
 
     #[test]

@@ -13,11 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use azure_iot_core::ResourceUri;
+use fe2o3_amqp::Receiver;
 use fe2o3_amqp::connection::ConnectionHandle;
 use fe2o3_amqp::link::receiver::CreditMode;
 use fe2o3_amqp::link::{ReceiverAttachError, RecvError};
 use fe2o3_amqp::session::SessionHandle;
-use fe2o3_amqp::Receiver;
 use fe2o3_amqp_types::definitions::{
     self, AmqpError, ConnectionError, ErrorCondition, Fields, LinkError, SenderSettleMode,
 };
@@ -169,7 +169,11 @@ impl EventHubConnection {
     }
 
     /// Attaches a receiver for one partition.
-    pub(crate) async fn attach(&mut self, target: &Target, spec: ReceiverSpec<'_>) -> Result<Receiver> {
+    pub(crate) async fn attach(
+        &mut self,
+        target: &Target,
+        spec: ReceiverSpec<'_>,
+    ) -> Result<Receiver> {
         let source = Source::builder()
             .address(target.partition_address(spec.group, spec.partition))
             .filter(spec.position.filter_set())
@@ -303,7 +307,10 @@ mod tests {
     #[test]
     fn conditions_map_to_kinds_and_messages_name_the_condition() {
         for (condition, kind) in [
-            (ErrorCondition::AmqpError(AmqpError::NotFound), ErrorKind::NotFound),
+            (
+                ErrorCondition::AmqpError(AmqpError::NotFound),
+                ErrorKind::NotFound,
+            ),
             (
                 ErrorCondition::AmqpError(AmqpError::UnauthorizedAccess),
                 ErrorKind::Unauthorized,
@@ -316,7 +323,10 @@ mod tests {
                 ErrorCondition::Custom(Symbol::from("com.microsoft:server-busy")),
                 ErrorKind::Throttled,
             ),
-            (ErrorCondition::LinkError(LinkError::Stolen), ErrorKind::Closed),
+            (
+                ErrorCondition::LinkError(LinkError::Stolen),
+                ErrorKind::Closed,
+            ),
             (
                 ErrorCondition::LinkError(LinkError::DetachForced),
                 ErrorKind::Transport,

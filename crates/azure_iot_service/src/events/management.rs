@@ -90,7 +90,11 @@ impl Management {
     }
 
     /// The event hub's properties.
-    pub(crate) async fn event_hub(&mut self, name: &str, token: &str) -> Result<EventHubProperties> {
+    pub(crate) async fn event_hub(
+        &mut self,
+        name: &str,
+        token: &str,
+    ) -> Result<EventHubProperties> {
         let answer = self
             .request(name, "com.microsoft:eventhub", None, token)
             .await?;
@@ -131,7 +135,10 @@ impl Management {
                 .map(text)
                 .unwrap_or_default(),
             last_enqueued_time: field(&answer, "last_enqueued_time_utc").and_then(time_of),
-            is_empty: matches!(field(&answer, "is_partition_empty"), Some(Value::Bool(true))),
+            is_empty: matches!(
+                field(&answer, "is_partition_empty"),
+                Some(Value::Bool(true))
+            ),
         })
     }
 
@@ -282,8 +289,7 @@ fn integer(value: &Value) -> Option<i64> {
 fn time_of(value: &Value) -> Option<OffsetDateTime> {
     match value {
         Value::Timestamp(t) => {
-            OffsetDateTime::from_unix_timestamp_nanos(i128::from(t.milliseconds()) * 1_000_000)
-                .ok()
+            OffsetDateTime::from_unix_timestamp_nanos(i128::from(t.milliseconds()) * 1_000_000).ok()
         }
         _ => None,
     }
@@ -312,7 +318,10 @@ mod tests {
         map.insert(Value::String("name".into()), Value::String("hub".into()));
         map.insert(
             Value::String("partition_ids".into()),
-            Value::Array(Array(vec![Value::String("0".into()), Value::String("1".into())])),
+            Value::Array(Array(vec![
+                Value::String("0".into()),
+                Value::String("1".into()),
+            ])),
         );
         map.insert(
             Value::Symbol("created_at".into()),
@@ -321,7 +330,9 @@ mod tests {
         let ok = answer_of(&answer(200, Value::Map(map)), "hub", None).unwrap();
         assert_eq!(field(&ok, "name").map(text).as_deref(), Some("hub"));
         assert_eq!(
-            field(&ok, "created_at").and_then(time_of).map(|t| t.unix_timestamp()),
+            field(&ok, "created_at")
+                .and_then(time_of)
+                .map(|t| t.unix_timestamp()),
             Some(1)
         );
         for (status, kind) in [

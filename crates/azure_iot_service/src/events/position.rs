@@ -110,8 +110,14 @@ mod tests {
     #[test]
     fn expressions_are_the_event_hubs_ones() {
         let cases = [
-            (EventPosition::Earliest, "amqp.annotation.x-opt-offset > '-1'"),
-            (EventPosition::Latest, "amqp.annotation.x-opt-offset > '@latest'"),
+            (
+                EventPosition::Earliest,
+                "amqp.annotation.x-opt-offset > '-1'",
+            ),
+            (
+                EventPosition::Latest,
+                "amqp.annotation.x-opt-offset > '@latest'",
+            ),
             (
                 EventPosition::Offset {
                     offset: "4096".into(),
@@ -132,8 +138,7 @@ mod tests {
             ),
             (
                 EventPosition::EnqueuedTime(
-                    OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_789)
-                        .unwrap(),
+                    OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_789).unwrap(),
                 ),
                 "amqp.annotation.x-opt-enqueued-time > 1700000000123",
             ),

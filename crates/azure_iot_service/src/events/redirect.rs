@@ -15,9 +15,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use azure_iot_core::{
-    EventHubConnectionString, ResourceUri, SasToken, ServiceConnectionString,
-};
+use azure_iot_core::{EventHubConnectionString, ResourceUri, SasToken, ServiceConnectionString};
 use fe2o3_amqp::link::{LinkStateError, ReceiverAttachError, RecvError};
 use fe2o3_amqp::sasl_profile::SaslProfile;
 use fe2o3_amqp::{Receiver, Session};

@@ -301,10 +301,7 @@ impl Cbs {
                 )),
                 404 => Err(Error::new(
                     ErrorKind::NotFound,
-                    format!(
-                        "put-token: {} does not exist: {description}",
-                        self.audience
-                    ),
+                    format!("put-token: {} does not exist: {description}", self.audience),
                 )),
                 other => Err(Error::new(
                     ErrorKind::Protocol,

@@ -49,8 +49,8 @@ use futures_util::future::{BoxFuture, Shared};
 
 use crate::credential::TokenSource;
 use crate::error::{Error, ErrorKind, Result};
-use connection::{Endpoint, Link};
 pub(crate) use connection::{CbsSession, open_cbs_session, open_connection, transport, within};
+use connection::{Endpoint, Link};
 
 pub use connection::SENDER_LINKS;
 pub use feedback::{FeedbackBatch, FeedbackReceiver, FeedbackRecord, FeedbackStatus};
