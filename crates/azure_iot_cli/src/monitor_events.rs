@@ -1,6 +1,6 @@
 //! `azure-iot hub monitor-events`: device-to-cloud messages read from the hub's built-in
 //! Event Hubs-compatible endpoint with the service crate's
-//! [`EventHubConsumer`](azure_iot_service::EventHubConsumer), like `az iot hub monitor-events`.
+//! `EventHubConsumer`, like `az iot hub monitor-events`.
 //!
 //! Which endpoint, in order:
 //!
