@@ -88,11 +88,12 @@ pub enum PropertyValue {
 }
 
 impl PropertyValue {
-    /// The AMQP type's name (`string`, `long`, `timestamp`, …).
+    /// The AMQP type's name (`string`, `long`, `timestamp`, `bool`, …), spelt as the
+    /// emulator's telemetry log tags them.
     pub fn type_name(&self) -> &'static str {
         match self {
             Self::Null => "null",
-            Self::Bool(_) => "boolean",
+            Self::Bool(_) => "bool",
             Self::Ubyte(_) => "ubyte",
             Self::Ushort(_) => "ushort",
             Self::Uint(_) => "uint",

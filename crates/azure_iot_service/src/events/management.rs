@@ -15,7 +15,7 @@ use fe2o3_amqp_types::primitives::{OrderedMap, SimpleValue, Value};
 use time::OffsetDateTime;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::messaging::transport;
+use crate::messaging::{answer_to, transport};
 use azure_iot_protocol::amqp::AmqpMessage;
 
 /// The management node's address.
@@ -173,24 +173,9 @@ impl Management {
             .send(request)
             .await
             .map_err(|e| transport("sending the $management request failed", e))?;
-        loop {
-            let delivery = self
-                .answers
-                .recv::<Body<Value>>()
-                .await
-                .map_err(|e| transport("the $management answer link broke", e))?;
-            let _ = self.answers.accept(&delivery).await;
-            let message = delivery.into_message();
-            let correlates = message
-                .properties
-                .as_ref()
-                .and_then(|p| p.correlation_id.as_ref())
-                == Some(&id);
-            if !correlates {
-                continue; // an answer to an earlier, abandoned request
-            }
-            return answer_of(&message, name, partition);
-        }
+        let message =
+            answer_to(&mut self.answers, &id, "the $management answer link broke").await?;
+        answer_of(&message, name, partition)
     }
 }
 

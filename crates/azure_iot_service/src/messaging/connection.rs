@@ -270,44 +270,54 @@ impl Cbs {
             .send(request.to_message())
             .await
             .map_err(|e| transport("sending the CBS token failed", e))?;
-        loop {
-            let answer = self
-                .answers
-                .recv::<Body<Value>>()
-                .await
-                .map_err(|e| transport("the CBS answer link broke", e))?;
-            let _ = self.answers.accept(&answer).await;
-            let message = answer.into_message();
-            let correlates = message
-                .properties
-                .as_ref()
-                .and_then(|p| p.correlation_id.as_ref())
-                == Some(&id);
-            if !correlates {
-                continue; // an answer to an earlier, abandoned request
-            }
-            let answer = PutTokenAnswer::parse(&message).map_err(|e| {
-                Error::with_source(ErrorKind::Protocol, "the hub's CBS answer is unreadable", e)
-            })?;
-            let description = &answer.description;
-            return match answer.status_code {
-                _ if answer.is_success() => Ok(renew_at),
-                401 | 403 => Err(Error::new(
-                    ErrorKind::Unauthorized,
-                    format!(
-                        "the hub refused the token of policy {}: {description}",
-                        tokens.policy_name()
-                    ),
-                )),
-                404 => Err(Error::new(
-                    ErrorKind::NotFound,
-                    format!("put-token: {} does not exist: {description}", self.audience),
-                )),
-                other => Err(Error::new(
-                    ErrorKind::Protocol,
-                    format!("the hub answered put-token with status {other}: {description}"),
-                )),
-            };
+        let message = answer_to(&mut self.answers, &id, "the CBS answer link broke").await?;
+        let answer = PutTokenAnswer::parse(&message).map_err(|e| {
+            Error::with_source(ErrorKind::Protocol, "the hub's CBS answer is unreadable", e)
+        })?;
+        let description = &answer.description;
+        match answer.status_code {
+            _ if answer.is_success() => Ok(renew_at),
+            401 | 403 => Err(Error::new(
+                ErrorKind::Unauthorized,
+                format!(
+                    "the hub refused the token of policy {}: {description}",
+                    tokens.policy_name()
+                ),
+            )),
+            404 => Err(Error::new(
+                ErrorKind::NotFound,
+                format!("put-token: {} does not exist: {description}", self.audience),
+            )),
+            other => Err(Error::new(
+                ErrorKind::Protocol,
+                format!("the hub answered put-token with status {other}: {description}"),
+            )),
+        }
+    }
+}
+
+/// The next message on `answers` whose correlation id is `id` (settled as accepted); answers
+/// to earlier, abandoned requests are skipped. For request/answer nodes (`$cbs`,
+/// `$management`).
+pub(crate) async fn answer_to(
+    answers: &mut Receiver,
+    id: &MessageId,
+    broke: &str,
+) -> Result<azure_iot_protocol::amqp::AmqpMessage> {
+    loop {
+        let answer = answers
+            .recv::<Body<Value>>()
+            .await
+            .map_err(|e| transport(broke, e))?;
+        let _ = answers.accept(&answer).await;
+        let message = answer.into_message();
+        let correlates = message
+            .properties
+            .as_ref()
+            .and_then(|p| p.correlation_id.as_ref())
+            == Some(id);
+        if correlates {
+            return Ok(message);
         }
     }
 }

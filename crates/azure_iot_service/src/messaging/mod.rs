@@ -49,7 +49,9 @@ use futures_util::future::{BoxFuture, Shared};
 
 use crate::credential::TokenSource;
 use crate::error::{Error, ErrorKind, Result};
-pub(crate) use connection::{CbsSession, open_cbs_session, open_connection, transport, within};
+pub(crate) use connection::{
+    CbsSession, answer_to, open_cbs_session, open_connection, transport, within,
+};
 use connection::{Endpoint, Link};
 
 pub use connection::SENDER_LINKS;
