@@ -192,6 +192,22 @@ mod tests {
         assert_eq!((read.host.as_str(), read.port), ("localhost", Some(5673)));
     }
 
+    proptest::proptest! {
+        /// Any address is read without a panic; one that is read names an event hub that has
+        /// no `/` and a host.
+        #[test]
+        fn any_address_is_read_or_refused(address in ".{0,80}", hostname in proptest::option::of("[a-z.]{0,20}")) {
+            let mut info = vec![("address", address.as_str())];
+            if let Some(h) = &hostname {
+                info.push(("hostname", h.as_str()));
+            }
+            if let Ok(r) = read_redirect(&redirect(&info), "h") {
+                proptest::prop_assert!(!r.entity.is_empty() && !r.entity.contains('/'));
+                proptest::prop_assert!(!r.host.is_empty());
+            }
+        }
+    }
+
     #[test]
     fn bad_redirects_and_other_conditions_are_typed_errors() {
         for info in [
