@@ -550,3 +550,22 @@ async fn amqp_application_property_types_arrive_as_sent() {
         Some(&PropertyValue::String("x".into()))
     );
 }
+
+/// A receiver with a higher owner level takes the partition over; the first one's stream
+/// ends with `Closed` (the endpoint's `amqp:link:stolen`) and is not reopened.
+#[tokio::test]
+async fn a_higher_owner_level_takes_the_partition_over() {
+    let hub = hub().await;
+    let low = consumer(&hub, options(&hub).owner_level(1));
+    let first = low
+        .receive_partition("0", EventPosition::Earliest)
+        .await
+        .unwrap();
+    let high = consumer(&hub, options(&hub).owner_level(2));
+    let _second = high
+        .receive_partition("0", EventPosition::Earliest)
+        .await
+        .unwrap();
+    let err = ending_error(first).await;
+    assert_eq!(err.kind(), ErrorKind::Closed, "{err}");
+}
