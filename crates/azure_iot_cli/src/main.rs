@@ -80,7 +80,7 @@ enum Command {
 #[derive(Subcommand)]
 enum HubCommand {
     /// Start the emulator and serve until Ctrl-C.
-    Start(StartArgs),
+    Start(Box<StartArgs>),
     /// Print device-to-cloud messages read from the hub's Event Hubs-compatible endpoint.
     MonitorEvents(monitor_events::MonitorArgs),
     /// Print (and complete) cloud-to-device delivery feedback.
@@ -165,6 +165,10 @@ struct StartArgs {
     /// Partitions of the telemetry log (1-128; a new log gets 4). Fixed once the log exists.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=128))]
     partitions: Option<u32>,
+    /// A consumer group of the Event Hubs-compatible endpoint besides `$Default` (repeat for
+    /// more; at most 20 in all).
+    #[arg(long = "consumer-group", value_name = "NAME")]
+    consumer_groups: Vec<String>,
     /// Telemetry older than this many hours is deleted from the log.
     #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u64).range(1..))]
     telemetry_retention_hours: u64,
@@ -320,7 +324,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Hub(HubCommand::Start(args)) => hub_start(args).await,
+            Command::Hub(HubCommand::Start(args)) => hub_start(*args).await,
             Command::Hub(HubCommand::MonitorEvents(args)) => {
                 monitor_events::monitor_events(args).await
             }
@@ -381,6 +385,9 @@ async fn hub_start(args: StartArgs) -> Result<(), String> {
     if let Some(port) = args.blob_port {
         builder = builder.blob_port(port);
     }
+    for group in args.consumer_groups {
+        builder = builder.consumer_group(group);
+    }
     if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
         builder = builder.tls(TlsSource::Files {
             cert,
@@ -393,7 +400,7 @@ async fn hub_start(args: StartArgs) -> Result<(), String> {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
-        "IoT Hub emulator running\n  hostname:  {}\n  https:     {}\n  mqtt:      {}\n  amqp:      {}\n  blob:      {}  (file uploads)\n  state:     {}\n  telemetry: {} partitions\n  limits:    {} connections per listener\n  CA:        {}  (trust this certificate)\n  hub.json:  {}\n  DPS:       {} (id scope {}, same ports)\n\niothubowner connection string:\n  {}\n\nPress Ctrl-C to stop.",
+        "IoT Hub emulator running\n  hostname:  {}\n  https:     {}\n  mqtt:      {}\n  amqp:      {}\n  blob:      {}  (file uploads)\n  state:     {}\n  telemetry: {} partitions\n  limits:    {} connections per listener\n  CA:        {}  (trust this certificate)\n  hub.json:  {}\n  DPS:       {} (id scope {}, same ports)\n  Event Hubs-compatible endpoint: entity {} on the AMQP port, consumer groups {} (connection strings in hub.json)\n\niothubowner connection string:\n  {}\n\nPress Ctrl-C to stop.",
         hub.hostname(),
         hub.https_addr(),
         hub.mqtt_addr(),
@@ -410,6 +417,8 @@ async fn hub_start(args: StartArgs) -> Result<(), String> {
         dir.join(HUB_FILE).display(),
         hub.dps_hostname(),
         hub.dps_id_scope(),
+        hub.event_hubs_name(),
+        hub.event_hubs_consumer_groups().join(", "),
         hub.owner_connection_string(),
     );
     let _ = out.flush();

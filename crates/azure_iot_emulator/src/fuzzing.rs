@@ -113,6 +113,20 @@ impl AmqpServer {
     }
 }
 
+/// The Event Hubs endpoint's parsers of client text, for the `eventhubs_link` fuzz target:
+/// a link address and a selector-filter expression. Returns whether each was understood.
+pub fn eventhubs_link(text: &str) -> (bool, bool) {
+    let address = amqp::eventhubs::address::EhAddress::parse(text).is_some();
+    let filter = amqp::eventhubs::filter::parse_expression(text).is_ok();
+    (address, filter)
+}
+
+/// The padding of a performative the emulator writes (`amqp::full_frames`): `Some` padded
+/// frame, or `None` when it goes out unchanged.
+pub fn pad_frame(frame: &[u8]) -> Option<Vec<u8>> {
+    amqp::full_frames::pad(frame)
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

@@ -15,6 +15,8 @@
 //!  devices ───────▶│ HTTPS :10000 blob (SAS; streamed to blob-store/)     │                 │
 //!  services ──────▶│ AMQP :5671  amqp (CBS, C2D sender, feedback, file    │                 │
 //!                  │             notifications) ──────────────────────────┤                 │
+//!  Event Hubs ────▶│ AMQP :5671  amqp::eventhubs (same listener, + WSS :443): consumers read │
+//!  consumers       │             the telemetry log's partitions (read-only pool, live tail) │
 //!                  │                                                       ▼                 │
 //!                  │                   state thread: HubState ──▶ Store (SQLite, hub.db, WAL) │
 //!                  │                   registry, twins, policies, links, locked queues       │
@@ -25,7 +27,8 @@
 //!                  └──────────────────────────────────────────────────────────────────────────┘
 //!   data dir: ca.pem (trust this), ca-key.pem, hub.db, telemetry.db, dps.db, blob-store/
 //!             (uploaded files), hub.json (hostname, ports, blob endpoint, connection strings,
-//!             DPS id scope, endpoint and connection string)
+//!             DPS id scope, endpoint and connection string, the Event Hubs-compatible
+//!             endpoint and its connection strings)
 //! ```
 //!
 //! * **One owner of state.** `HubState` (module `hub`) lives on one thread; front-ends send it
@@ -58,6 +61,13 @@
 //!   `mqtt::dps`, `amqp::dps`, told apart from hub traffic by `route`) only map wire forms to
 //!   the core's calls (authenticate, register, operation status), so every DPS rule is the
 //!   same on every transport.
+//! * **The built-in Event Hubs-compatible endpoint** (ADR 17) is served on the hub's own AMQP
+//!   listener and host name, told apart by link address and CBS audience: the entity is the
+//!   hub's name, consumers read the telemetry log's partitions from the position their
+//!   selector filter asks for and then live, within their credit; `$management`, epochs and
+//!   the redirect IoT Hub sends hub-policy logins are served as Event Hubs and IoT Hub do, so
+//!   the official Event Hubs SDKs read telemetry unchanged (`hub.json` has their connection
+//!   string).
 //! * **Loud about gaps.** Known IoT Hub features not implemented here answer 501 or their
 //!   protocol's "unavailable" with an explanation; nothing pretends to succeed.
 //!

@@ -5,7 +5,6 @@
 //! errors while the emulator carries on.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use azure_iot_core::{SasToken, ServiceConnectionString, SharedAccessKey};
@@ -27,13 +26,8 @@ use serde_amqp::descriptor::Descriptor;
 
 const SELECTOR: &str = "apache.org:selector-filter:string";
 
-async fn tls(hub: &HubEndpoint) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    let tcp = tokio::net::TcpStream::connect(hub.amqp_addr).await.unwrap();
-    tokio_rustls::TlsConnector::from(Arc::new(hub.tls_config()))
-        .connect(
-            rustls_pki_types::ServerName::try_from("localhost").unwrap(),
-            tcp,
-        )
+async fn tls(hub: &HubEndpoint) -> azure_iot_test::TlsClientStream {
+    azure_iot_test::tls_connect(hub, hub.amqp_addr)
         .await
         .unwrap()
 }
@@ -679,7 +673,7 @@ async fn bad_input_gets_event_hubs_errors_and_changes_nothing() {
             "NotFound",
         ),
         (
-            format!("other/ConsumerGroups/$Default/Partitions/0"),
+            "other/ConsumerGroups/$Default/Partitions/0".to_owned(),
             None,
             "NotFound",
         ),

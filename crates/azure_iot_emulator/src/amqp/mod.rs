@@ -16,7 +16,13 @@
 //!          /messages/serviceBound/filenotifications (out)  file-upload notifications, one a
 //!                                         message; accepted = completed
 //!          /devices/{d}[/modules/{m}]/messages/events (in)  device telemetry (see [`device`])
+//!          {hub}/ConsumerGroups/{cg}/Partitions/{p} (out), $management (in/out),
+//!          /messages/events/$management (out)   the Event Hubs-compatible endpoint (see
+//!                                         [`eventhubs`]; CBS audiences `sb://{host}/{hub}…`)
 //! ```
+//!
+//! Every performative the emulator writes carries all its fields ([`full_frames`]), as Azure's
+//! services send them: pyamqp (the Event Hubs Python SDK) reads them by position.
 //!
 //! Addresses, put-token requests and answers, and the message mapping are the protocol crate's
 //! ([`azure_iot_protocol::amqp`]), the code the service client sends them with. Every
@@ -43,7 +49,7 @@ mod device;
 mod dps;
 pub(crate) mod eventhubs;
 mod frame_guard;
-mod full_frames;
+pub(crate) mod full_frames;
 mod prefixed;
 mod sasl;
 mod typed;
@@ -851,19 +857,35 @@ async fn serve_cbs_requests(
                 to: message.properties.as_ref().and_then(|p| p.reply_to.clone()),
             },
         };
-        let reply = answer.to_message();
-        let delivered = match state.cbs.lock() {
-            Ok(mut cbs) => cbs.deliver(reply),
-            Err(_) => Err("the connection's CBS answers are unavailable".to_owned()),
+        receiver = match reply_or_close(receiver, &state.cbs, answer.to_message()).await {
+            Some(receiver) => receiver,
+            None => return,
         };
-        if let Err(why) = delivered {
+    }
+    let _ = receiver.close().await;
+}
+
+/// Hands `reply` to the connection's answers in `replies` (`$cbs`, `$management`); when too
+/// many wait (the client does not take its answers), closes the request link with
+/// `amqp:resource-limit-exceeded`. The request link to go on with, if it is still open.
+async fn reply_or_close(
+    receiver: Receiver,
+    replies: &Mutex<Replies>,
+    reply: AmqpMessage,
+) -> Option<Receiver> {
+    let delivered = match replies.lock() {
+        Ok(mut replies) => replies.deliver(reply),
+        Err(_) => Err("the connection's answers are unavailable".to_owned()),
+    };
+    match delivered {
+        Ok(()) => Some(receiver),
+        Err(why) => {
             let _ = receiver
                 .close_with_error(error(AmqpError::ResourceLimitExceeded, why))
                 .await;
-            return;
+            None
         }
     }
-    let _ = receiver.close().await;
 }
 
 /// Checks a put-token and grants its audience: the hub's own audience needs a service token

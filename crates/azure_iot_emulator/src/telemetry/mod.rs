@@ -303,7 +303,7 @@ impl TelemetryLog {
     /// behind; `reply` gets its sequence number once it is committed (or the error that kept it
     /// from being stored). If the log has stopped, `reply` is dropped. The message's
     /// application properties are strings (as MQTT carries them).
-    pub(crate) async fn append_with(
+    pub(crate) fn append_with(
         &self,
         device_id: String,
         module_id: Option<String>,
@@ -311,26 +311,29 @@ impl TelemetryLog {
         enqueued_time: String,
         message: Message,
         reply: oneshot::Sender<Result<u64, String>>,
-    ) {
+    ) -> impl Future<Output = ()> + '_ {
         let stamp = Stamp {
             device_id,
             module_id,
             auth_method,
             enqueued_time,
         };
-        self.append_typed(stamp, message, None, reply).await;
+        self.append_typed(stamp, message, None, reply)
     }
 
     /// Queues a message whose application properties `typed` gives with their types (an AMQP
     /// sender's), in place of the message's text ones; like [`append_with`](Self::append_with)
     /// otherwise, and exactly it when `typed` is `None`.
-    pub(crate) async fn append_typed(
+    ///
+    /// Not an `async fn`: the event is made here and moves straight into the queueing future,
+    /// which every device connection's serve loop holds room for.
+    pub(crate) fn append_typed(
         &self,
         stamp: Stamp<'_>,
         message: Message,
         typed: Option<Vec<(String, PropertyValue)>>,
         reply: oneshot::Sender<Result<u64, String>>,
-    ) {
+    ) -> impl Future<Output = ()> + '_ {
         let mut event = event_from_message(
             stamp.device_id,
             stamp.module_id,
@@ -341,7 +344,7 @@ impl TelemetryLog {
         if let Some(typed) = typed {
             event.properties = typed;
         }
-        self.append_event(event, reply).await;
+        self.append_event(event, reply)
     }
 
     /// Queues a message with typed application properties; like

@@ -47,6 +47,9 @@ fn argument_error(description: impl Into<String>) -> definitions::Error {
     )
 }
 
+/// A delivery sent and not yet settled by the client.
+type Unsettled = Pin<Box<DeliveryFut<Result<Outcome, SendError>>>>;
+
 /// What a consumer link names (from its source address).
 pub(crate) struct Consumer {
     /// The entity as written.
@@ -239,8 +242,7 @@ async fn stream(
     let key = eh.grant_key();
     let mut newest = eh.telemetry.watch();
     let mut shutdown = context.shutdown.clone();
-    let mut unsettled: VecDeque<Pin<Box<DeliveryFut<Result<Outcome, SendError>>>>> =
-        VecDeque::new();
+    let mut unsettled: VecDeque<Unsettled> = VecDeque::new();
     let mut generations: HashMap<(String, Option<String>), Option<String>> = HashMap::new();
     let stolen = |epoch: Option<i64>| {
         error(

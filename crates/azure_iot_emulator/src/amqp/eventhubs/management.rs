@@ -20,13 +20,12 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use fe2o3_amqp::link::Receiver;
-use fe2o3_amqp_types::definitions::AmqpError;
 use fe2o3_amqp_types::messaging::{
     AmqpValue, ApplicationProperties, Body, Message, MessageId, Properties,
 };
 use fe2o3_amqp_types::primitives::{Array, OrderedMap, SimpleValue, Timestamp, Value};
 
-use super::super::{AmqpContext, ConnectionState, error, truncated};
+use super::super::{AmqpContext, ConnectionState, reply_or_close, truncated};
 use super::EventHubs;
 use super::event::millis;
 use azure_iot_protocol::amqp::AmqpMessage;
@@ -58,16 +57,10 @@ pub(in crate::amqp) async fn serve_requests(
             description,
             body,
         );
-        let delivered = match state.management.lock() {
-            Ok(mut answers) => answers.deliver(reply),
-            Err(_) => Err("the connection's management answers are unavailable".to_owned()),
+        receiver = match reply_or_close(receiver, &state.management, reply).await {
+            Some(receiver) => receiver,
+            None => return,
         };
-        if let Err(why) = delivered {
-            let _ = receiver
-                .close_with_error(error(AmqpError::ResourceLimitExceeded, why))
-                .await;
-            return;
-        }
     }
     let _ = receiver.close().await;
 }

@@ -36,6 +36,7 @@ mod epoch;
 mod event;
 pub(crate) mod filter;
 mod management;
+mod redirect;
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -48,6 +49,7 @@ use crate::telemetry::TelemetryLog;
 
 pub(super) use consumer::{Consumer, serve_consumer};
 pub(super) use management::serve_requests as serve_management_requests;
+pub(super) use redirect::redirect;
 
 /// The consumer group every event hub has.
 pub(crate) const DEFAULT_CONSUMER_GROUP: &str = "$Default";
@@ -308,55 +310,4 @@ mod tests {
         assert_eq!(entity_name("my-hub.azure-devices.net"), "my-hub");
         assert_eq!(entity_name("localhost"), "localhost");
     }
-}
-
-/// A receiver on the hub's `/messages/events/…` addresses (a client that logged in with a
-/// hub policy, as IoT Hub service SDKs and the docs' converters do): detached with
-/// `amqp:link:redirect` whose info names this endpoint (`hostname`, `network-host`, `port`,
-/// `address`), as IoT Hub does; without a hub grant, `amqp:unauthorized-access`.
-pub(super) async fn redirect(
-    sender: fe2o3_amqp::link::Sender,
-    partition: Option<(String, String)>,
-    state: &super::ConnectionState,
-    context: &super::AmqpContext,
-) {
-    use fe2o3_amqp_types::definitions::{AmqpError, Fields, LinkError};
-    use fe2o3_amqp_types::primitives::{Symbol, Value};
-
-    let hub = super::hub_audience(context);
-    let events = super::events_audience(context);
-    if !state.authorized(&hub) && !state.authorized(&events) {
-        let why = if state.expired(&hub) || state.expired(&events) {
-            "the service token expired: put a fresh one on $cbs"
-        } else {
-            "log in with a hub policy (SASL PLAIN {policy}@sas.root.{hub}) or put a service token on $cbs first"
-        };
-        let _ = sender
-            .close_with_error(super::error(AmqpError::UnauthorizedAccess, why))
-            .await;
-        return;
-    }
-    let eh = &context.eventhubs;
-    let rest = match &partition {
-        Some((group, p)) => format!("ConsumerGroups/{group}/Partitions/{p}"),
-        None => "$management".to_owned(),
-    };
-    let address = eh.address(&rest);
-    let mut info = Fields::default();
-    info.insert(
-        Symbol::from("hostname"),
-        Value::String(eh.hostname.to_string()),
-    );
-    info.insert(
-        Symbol::from("network-host"),
-        Value::String(eh.hostname.to_string()),
-    );
-    info.insert(Symbol::from("port"), Value::Int(i32::from(eh.port)));
-    info.insert(Symbol::from("address"), Value::String(address.clone()));
-    let redirect = fe2o3_amqp_types::definitions::Error::new(
-        LinkError::Redirect,
-        Some(format!("the Event Hubs-compatible endpoint is {address}")),
-        Some(info),
-    );
-    let _ = sender.close_with_error(redirect).await;
 }
