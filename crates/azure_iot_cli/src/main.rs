@@ -82,7 +82,7 @@ enum HubCommand {
     /// Start the emulator and serve until Ctrl-C.
     Start(Box<StartArgs>),
     /// Print device-to-cloud messages read from the hub's Event Hubs-compatible endpoint.
-    MonitorEvents(monitor_events::MonitorArgs),
+    MonitorEvents(Box<monitor_events::MonitorArgs>),
     /// Print (and complete) cloud-to-device delivery feedback.
     MonitorFeedback(monitor::FeedbackArgs),
     /// Print (and complete) file-upload notifications.
@@ -326,7 +326,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Hub(HubCommand::Start(args)) => hub_start(*args).await,
             Command::Hub(HubCommand::MonitorEvents(args)) => {
-                monitor_events::monitor_events(args).await
+                monitor_events::monitor_events(*args).await
             }
             Command::Hub(HubCommand::MonitorFeedback(args)) => {
                 monitor::monitor_feedback(args).await
