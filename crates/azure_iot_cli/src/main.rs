@@ -2,8 +2,9 @@
 //!
 //! `azure-iot hub start` runs the emulator until Ctrl-C (or SIGTERM), printing where it listens,
 //! the CA to trust and the `iothubowner` connection string; `ca.pem` and `hub.json` in the data
-//! directory carry the same facts for scripts. `azure-iot hub monitor-events` and
-//! `monitor-feedback` watch a running emulator through those files.
+//! directory carry the same facts for scripts. `azure-iot hub monitor-events` reads telemetry
+//! from the Event Hubs-compatible endpoint of the emulator (found through those files) or of
+//! any hub (`monitor_events.rs`); `monitor-feedback` watches a running emulator.
 //!
 //! The `az iot`-style commands (`device`, `twin`, `method`, `c2d`, `query`) use the service
 //! client (`azure_iot_service`) against any hub: `--connection-string` or
@@ -26,6 +27,7 @@ mod devices;
 mod dps;
 mod files;
 mod monitor;
+mod monitor_events;
 mod provision;
 mod quickstart;
 mod simulate;
@@ -79,8 +81,8 @@ enum Command {
 enum HubCommand {
     /// Start the emulator and serve until Ctrl-C.
     Start(Box<StartArgs>),
-    /// Print device-to-cloud messages as the emulator receives them.
-    MonitorEvents(monitor::MonitorArgs),
+    /// Print device-to-cloud messages read from the hub's Event Hubs-compatible endpoint.
+    MonitorEvents(Box<monitor_events::MonitorArgs>),
     /// Print (and complete) cloud-to-device delivery feedback.
     MonitorFeedback(monitor::FeedbackArgs),
     /// Print (and complete) file-upload notifications.
@@ -323,7 +325,9 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Hub(HubCommand::Start(args)) => hub_start(*args).await,
-            Command::Hub(HubCommand::MonitorEvents(args)) => monitor::monitor_events(args).await,
+            Command::Hub(HubCommand::MonitorEvents(args)) => {
+                monitor_events::monitor_events(*args).await
+            }
             Command::Hub(HubCommand::MonitorFeedback(args)) => {
                 monitor::monitor_feedback(args).await
             }

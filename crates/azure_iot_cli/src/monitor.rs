@@ -1,9 +1,11 @@
-//! `azure-iot hub monitor-events` and `monitor-feedback`.
+//! `azure-iot hub monitor-events --emulator-api`, `monitor-feedback` and
+//! `monitor-file-notifications`.
 //!
-//! `monitor-events` long-polls the emulator's telemetry log (`GET /$emulator/telemetry`, see the
-//! emulator's docs): from now, or from the start of the retained log with `--from-start`;
-//! optionally for one device or one partition of the log; stopping after `--timeout` seconds or
-//! `--count` messages.
+//! `monitor-events --emulator-api` long-polls the emulator's telemetry log
+//! (`GET /$emulator/telemetry`, see the emulator's docs): from now, or from the start of the
+//! retained log with `--from-start`; optionally for one device or one partition of the log;
+//! stopping after `--timeout` seconds or `--count` messages. Without `--emulator-api`,
+//! `monitor-events` reads the Event Hubs-compatible endpoint (`monitor_events.rs`).
 //! `monitor-feedback` reads and completes cloud-to-device feedback batches.
 //! `monitor-file-notifications` reads and completes file-upload notifications (over AMQP, with
 //! the service client: the hub has no REST endpoint for them).
@@ -27,29 +29,22 @@ pub(crate) enum Output {
     Json,
 }
 
-#[derive(Args)]
-pub(crate) struct MonitorArgs {
+/// What `monitor-events --emulator-api` reads (the emulator's own telemetry log over HTTPS).
+pub(crate) struct HttpMonitor {
     /// The emulator's data directory (its hub.json and ca.pem).
-    #[arg(long, env = "AZURE_IOT_HUB_DATA_DIR", default_value = ".azure-iot-hub")]
-    data_dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
     /// Only messages from this device.
-    #[arg(long)]
-    device_id: Option<String>,
-    /// Only messages in this partition of the telemetry log (0 to its partition count - 1).
-    #[arg(long)]
-    partition: Option<u32>,
+    pub(crate) device_id: Option<String>,
+    /// Only messages in this partition of the telemetry log.
+    pub(crate) partition: Option<u32>,
     /// Output format.
-    #[arg(long, value_enum, default_value_t = Output::Text)]
-    output: Output,
+    pub(crate) output: Output,
     /// Start at the beginning of the retained log instead of now.
-    #[arg(long)]
-    from_start: bool,
+    pub(crate) from_start: bool,
     /// Stop after this many seconds.
-    #[arg(long)]
-    timeout: Option<u64>,
+    pub(crate) timeout: Option<u64>,
     /// Stop after this many messages.
-    #[arg(long)]
-    count: Option<u64>,
+    pub(crate) count: Option<u64>,
 }
 
 #[derive(Args)]
@@ -71,7 +66,8 @@ pub(crate) struct FeedbackArgs {
 /// The longest single long poll.
 const POLL_SECS: u64 = 30;
 
-pub(crate) async fn monitor_events(args: MonitorArgs) -> Result<(), String> {
+/// `monitor-events --emulator-api`: long-polls `/$emulator/telemetry`.
+pub(crate) async fn monitor_events_http(args: HttpMonitor) -> Result<(), String> {
     let hub = HubConnection::from_data_dir(&args.data_dir)?;
     let deadline = args
         .timeout

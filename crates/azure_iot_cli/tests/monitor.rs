@@ -283,3 +283,183 @@ async fn files_list_and_download_what_devices_uploaded() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// `monitor-events` reads the Event Hubs-compatible endpoint: through the hub's connection
+/// string (redirect), the endpoint's own string, from a sequence number, one partition, with
+/// properties and annotations shown; the emulator's HTTPS log stays as `--emulator-api`.
+#[tokio::test]
+async fn monitor_events_reads_the_event_hubs_endpoint_in_every_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_emulator, hub) = start(dir.path()).await;
+    let api = RestClient::new(&hub, "iothubowner");
+    let key = api.register_device("eh1").await;
+    let (mut d, _) = MqttClient::connect(
+        &hub,
+        "eh1",
+        &device_token(&hub, "eh1", None, &key, Duration::from_secs(600)),
+        true,
+        60,
+    )
+    .await;
+    for n in 0..3 {
+        d.publish(
+            &format!("devices/eh1/messages/events/%24.mid=m{n}&color=red"),
+            format!("reading {n}"),
+            QoS::AtLeastOnce,
+        )
+        .await;
+        d.recv().await;
+    }
+    let json_lines = |out: std::process::Output| -> Vec<Value> {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("hub.json")).unwrap())
+            .unwrap();
+    let hub_cs = doc["connection_strings"]["service"].as_str().unwrap();
+    let eh_cs = doc["event_hubs"]["connection_string"].as_str().unwrap();
+
+    // The hub's own connection string: the reader follows the redirect.
+    let all = json_lines(
+        cli(
+            dir.path(),
+            &[
+                "monitor-events",
+                "--connection-string",
+                hub_cs,
+                "--from-start",
+                "--output",
+                "json",
+                "--count",
+                "3",
+                "--timeout",
+                "20",
+            ],
+        )
+        .output()
+        .await
+        .unwrap(),
+    );
+    let mids: Vec<&str> = all
+        .iter()
+        .map(|e| e["systemProperties"]["messageId"].as_str().unwrap())
+        .collect();
+    assert_eq!(mids, ["m0", "m1", "m2"]);
+    assert_eq!(all[0]["properties"]["color"], "red");
+    assert_eq!(all[0]["messageSource"], "Telemetry");
+    assert_eq!(all[0]["annotations"]["iothub-connection-device-id"], "eh1");
+    assert_eq!(
+        all[0]["typedProperties"][0],
+        json!({"name": "color", "type": "string", "value": "red"})
+    );
+    let partition = all[0]["partition"].to_string();
+    let first = all[0]["sequenceNumber"].as_i64().unwrap();
+
+    // The endpoint's string, one partition, after the first event's sequence number.
+    let after = json_lines(
+        cli(
+            dir.path(),
+            &[
+                "monitor-events",
+                "--connection-string",
+                eh_cs,
+                "--partition",
+                &partition,
+                "--start-sequence-number",
+                &first.to_string(),
+                "--cg",
+                "$Default",
+                "--output",
+                "json",
+                "--count",
+                "2",
+                "--timeout",
+                "20",
+            ],
+        )
+        .output()
+        .await
+        .unwrap(),
+    );
+    assert_eq!(after.len(), 2);
+    assert_eq!(after[0]["systemProperties"]["messageId"], "m1");
+
+    // Text with every kind of property; an unknown partition and consumer group fail.
+    let out = cli(
+        dir.path(),
+        &[
+            "monitor-events",
+            "--from-start",
+            "--count",
+            "1",
+            "--timeout",
+            "20",
+            "-p",
+            "all",
+        ],
+    )
+    .output()
+    .await
+    .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    for part in [
+        "from eh1",
+        "body: reading 0",
+        "application properties:",
+        "color (string): red",
+        "system properties:",
+        "messageId: m0",
+        "annotations:",
+        "x-opt-sequence-number (long)",
+    ] {
+        assert!(text.contains(part), "{part} missing from {text}");
+    }
+    for bad in [["--partition", "99"], ["--consumer-group", "nobody"]] {
+        let out = cli(
+            dir.path(),
+            &[
+                "monitor-events",
+                "--from-start",
+                "--timeout",
+                "20",
+                bad[0],
+                bad[1],
+            ],
+        )
+        .output()
+        .await
+        .unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("amqp:not-found"), "{stderr}");
+    }
+
+    // The emulator's HTTPS log, as before.
+    let legacy = json_lines(
+        cli(
+            dir.path(),
+            &[
+                "monitor-events",
+                "--emulator-api",
+                "--from-start",
+                "--output",
+                "json",
+                "--count",
+                "1",
+            ],
+        )
+        .output()
+        .await
+        .unwrap(),
+    );
+    assert_eq!(legacy[0]["body"], "reading 0");
+}

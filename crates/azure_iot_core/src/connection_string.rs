@@ -10,6 +10,8 @@
 //! * [`ServiceConnectionString`]: `HostName` + `SharedAccessKeyName` + `SharedAccessKey`, a
 //!   shared access policy of an IoT hub or of a Device Provisioning Service (the forms are the
 //!   same; the host tells them apart).
+//! * [`EventHubConnectionString`]: `Endpoint=sb://…` + `EntityPath` + a policy: the hub's
+//!   built-in Event Hubs-compatible endpoint (`eventhub.rs`).
 //!
 //! Parsing follows the official SDKs: segments are split on `;`, each at its **first** `=`
 //! (keys, tokens and base64 values contain `=`); key names are case-sensitive. Being strict
@@ -30,6 +32,9 @@
 use std::fmt;
 
 use crate::sas::{SasError, SasToken, SharedAccessKey};
+
+mod eventhub;
+pub use eventhub::EventHubConnectionString;
 
 /// Why a connection string was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -91,7 +96,7 @@ pub enum ConnectionStringError {
     UnexpectedKey {
         /// The key.
         key: &'static str,
-        /// `device` or `service`.
+        /// `device`, `service` or `Event Hubs`.
         kind: &'static str,
     },
 }

@@ -47,7 +47,7 @@ pub mod twin;
 
 pub use connection_string::{
     ConnectionString, ConnectionStringError, DeviceConnectionString, DeviceCredential,
-    ServiceConnectionString,
+    EventHubConnectionString, ServiceConnectionString,
 };
 pub use message::{
     AckMode, MAX_MESSAGE_SIZE, Message, MessageBuilder, MessageError, SystemProperties,

@@ -70,8 +70,17 @@ pub(crate) struct TokenSource {
 
 impl TokenSource {
     pub(crate) fn new(host: &str, policy: SharedAccessPolicy, ttl: Duration) -> Self {
+        Self::for_resource(ResourceUri::hub(host), policy, ttl)
+    }
+
+    /// Tokens for another resource than a hub host (an event hub: `sb://{host}/{name}`).
+    pub(crate) fn for_resource(
+        resource: ResourceUri,
+        policy: SharedAccessPolicy,
+        ttl: Duration,
+    ) -> Self {
         Self {
-            resource: ResourceUri::hub(host),
+            resource,
             policy,
             ttl: ttl.max(Duration::from_secs(1)),
             cached: Mutex::new(None),

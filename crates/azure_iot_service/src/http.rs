@@ -169,6 +169,22 @@ impl std::fmt::Debug for Pipeline {
     }
 }
 
+/// A TLS client configuration (ring provider) trusting `trusted_ca_pem`, or the operating
+/// system's roots when it is `None`.
+pub(crate) fn tls_config(trusted_ca_pem: Option<&str>) -> Result<rustls::ClientConfig> {
+    let roots = root_store(trusted_ca_pem).map_err(|e| {
+        let kind = if e.is_invalid_argument() {
+            ErrorKind::InvalidArgument
+        } else {
+            ErrorKind::Transport
+        };
+        Error::with_source(kind, e.to_string(), e)
+    })?;
+    Ok(client_config_builder(roots)
+        .map_err(|e| Error::with_source(ErrorKind::Transport, "TLS configuration", e))?
+        .with_no_client_auth())
+}
+
 impl Pipeline {
     /// A pipeline to `https://{host}` (and `options`' port) whose requests carry
     /// `api-version={api_version}` and a SAS token for the audience `host` signed with
@@ -182,17 +198,7 @@ impl Pipeline {
         if host.is_empty() {
             return Err(Error::invalid("the host name is empty"));
         }
-        let roots = root_store(options.trusted_ca_pem.as_deref()).map_err(|e| {
-            let kind = if e.is_invalid_argument() {
-                ErrorKind::InvalidArgument
-            } else {
-                ErrorKind::Transport
-            };
-            Error::with_source(kind, e.to_string(), e)
-        })?;
-        let tls = client_config_builder(roots)
-            .map_err(|e| Error::with_source(ErrorKind::Transport, "TLS configuration", e))?
-            .with_no_client_auth();
+        let tls = tls_config(options.trusted_ca_pem.as_deref())?;
         let tokens = Arc::new(TokenSource::new(host, policy, options.token_ttl));
         let mut builder = reqwest::Client::builder()
             .use_preconfigured_tls(tls.clone())

@@ -45,6 +45,15 @@
 //!   serves them with. Concurrent sends that find the connection lost share one reconnect
 //!   attempt and its result; `is_connected` never waits for one.
 //!
+//! * **Telemetry** ([`events`]): an Event Hubs consumer of the hub's built-in
+//!   Event Hubs-compatible endpoint — from the hub's connection string (following the
+//!   redirect IoT Hub answers with) or the endpoint's own `Endpoint=sb://…` string; partition
+//!   and hub properties from `$management`; one or all partitions from any
+//!   [`EventPosition`]; typed [`ReceivedEvent`]s with every property and annotation; bounded
+//!   credit and buffer; reconnects under the retry policy. On the same fe2o3-amqp and TLS
+//!   stack as the rest, not Microsoft's `azure_messaging_eventhubs`
+//!   (docs/adr/0021-telemetry-reader-on-fe2o3-amqp.md).
+//!
 //! * **Shared**: the pipeline ([`http::Pipeline`], [`HttpOptions`]), [`Error`], [`IfMatch`],
 //!   [`SharedAccessPolicy`] and [`Query`] serve any service whose SAS audience is its host
 //!   name; the provisioning service client (`azure_iot_provisioning_service`) is built on them
@@ -55,6 +64,7 @@
 mod client;
 mod credential;
 mod error;
+pub mod events;
 pub mod http;
 mod messaging;
 pub mod models;
@@ -66,6 +76,10 @@ pub use azure_iot_core::twin::Twin;
 pub use client::{IfMatch, ServiceClient, TwinPatch};
 pub use credential::SharedAccessPolicy;
 pub use error::{Error, ErrorKind, Result};
+pub use events::{
+    EventHubConsumer, EventHubConsumerOptions, EventHubProperties, EventPosition, EventStream,
+    PartitionProperties, PropertyValue, ReceivedEvent,
+};
 pub use messaging::{
     CloudToDeviceMessage, FeedbackBatch, FeedbackMode, FeedbackReceiver, FeedbackRecord,
     FeedbackStatus, FileNotification, FileNotificationBatch, FileNotificationReceiver, InboxBatch,

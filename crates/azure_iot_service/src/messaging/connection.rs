@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use azure_iot_protocol::amqp::{Address, PutToken, PutTokenAnswer};
+use fe2o3_amqp::connection::ConnectionHandle;
 use fe2o3_amqp::session::SessionHandle;
 use fe2o3_amqp::{Connection, Receiver, Sender, Session};
 use fe2o3_amqp_types::messaging::{Body, MessageId};
@@ -47,7 +48,7 @@ pub(super) struct Endpoint {
 /// feedback receivers attached on it, so it closes when the last of them goes.
 pub(super) struct Conn {
     /// Held only while closing (or checking whether it is closed).
-    pub(super) connection: Mutex<fe2o3_amqp::connection::ConnectionHandle<()>>,
+    pub(super) connection: Mutex<ConnectionHandle<()>>,
     /// Held while attaching a link or ending the session.
     pub(super) session: Mutex<SessionHandle<()>>,
     /// The CBS renewal task; aborted with the connection.
@@ -102,12 +103,12 @@ impl Link {
 }
 
 /// A transport failure with `what` happened.
-pub(super) fn transport(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> Error {
+pub(crate) fn transport(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> Error {
     Error::with_source(ErrorKind::Transport, what.to_owned(), e)
 }
 
 /// Runs `f`, failing with [`ErrorKind::Timeout`] after `limit`.
-pub(super) async fn within<T>(
+pub(crate) async fn within<T>(
     limit: Duration,
     what: &str,
     f: impl Future<Output = Result<T>>,
@@ -125,32 +126,19 @@ impl Endpoint {
     pub(super) async fn open(&self) -> Result<Link> {
         within(self.timeout, "opening the AMQP connection", async {
             let host = self.host.as_str();
-            let server_name =
-                rustls_pki_types::ServerName::try_from(host.to_owned()).map_err(|e| {
-                    Error::with_source(ErrorKind::InvalidArgument, "the hub host name", e)
-                })?;
-            let tcp = tokio::net::TcpStream::connect((host, self.port))
-                .await
-                .map_err(|e| transport("could not connect to the hub's AMQP port", e))?;
-            let _ = tcp.set_nodelay(true);
-            let stream = tokio_rustls::TlsConnector::from(self.tls.clone())
-                .connect(server_name, tcp)
-                .await
-                .map_err(|e| match crate::http::tls_failure(&e) {
-                    Some(why) => Error::with_source(ErrorKind::Tls, why, e),
-                    None => transport("TLS handshake with the hub's AMQP port failed", e),
-                })?;
-            let mut connection = Connection::builder()
-                .container_id(format!("azure-iot-rs-{}", uuid::Uuid::new_v4()))
-                .hostname(host)
-                .open_with_stream(stream)
-                .await
-                .map_err(|e| transport("the AMQP connection was refused", e))?;
-            let mut session = Session::begin(&mut connection)
-                .await
-                .map_err(|e| transport("the AMQP session was refused", e))?;
-            let mut cbs = Cbs::attach(&mut session, host).await?;
-            let due = due_instant(cbs.put(&self.tokens).await?);
+            let CbsSession {
+                connection,
+                mut session,
+                renewal,
+            } = open_cbs_session(
+                self.host.as_str(),
+                self.port,
+                &self.tls,
+                self.tokens.clone(),
+                host,
+                self.timeout,
+            )
+            .await?;
             let mut senders = Vec::with_capacity(SENDER_LINKS);
             for i in 0..SENDER_LINKS {
                 let sender = Sender::attach(
@@ -162,14 +150,6 @@ impl Endpoint {
                 .map_err(|e| transport("the hub refused the cloud-to-device link", e))?;
                 senders.push(Mutex::new(sender));
             }
-            let renewal = tokio::spawn(renew_forever(
-                CbsRenewal {
-                    cbs,
-                    tokens: self.tokens.clone(),
-                },
-                due,
-                self.timeout,
-            ));
             Ok(Link {
                 conn: Arc::new(Conn {
                     connection: Mutex::new(connection),
@@ -185,6 +165,78 @@ impl Endpoint {
     }
 }
 
+/// TLS to `host:port` with `tls`, then the AMQP open (with `sasl`, if given; none is what the
+/// Node SDK does and what CBS-authenticated connections need). The caller bounds the time.
+pub(crate) async fn open_connection(
+    host: &str,
+    port: u16,
+    tls: &Arc<rustls::ClientConfig>,
+    sasl: Option<fe2o3_amqp::sasl_profile::SaslProfile>,
+) -> Result<ConnectionHandle<()>> {
+    let server_name = rustls_pki_types::ServerName::try_from(host.to_owned())
+        .map_err(|e| Error::with_source(ErrorKind::InvalidArgument, "the host name", e))?;
+    let tcp = tokio::net::TcpStream::connect((host, port))
+        .await
+        .map_err(|e| transport(&format!("could not connect to {host}:{port}"), e))?;
+    let _ = tcp.set_nodelay(true);
+    let stream = tokio_rustls::TlsConnector::from(tls.clone())
+        .connect(server_name, tcp)
+        .await
+        .map_err(|e| match crate::http::tls_failure(&e) {
+            Some(why) => Error::with_source(ErrorKind::Tls, why, e),
+            None => transport(&format!("TLS handshake with {host}:{port} failed"), e),
+        })?;
+    let builder = Connection::builder()
+        .container_id(format!("azure-iot-rs-{}", uuid::Uuid::new_v4()))
+        .hostname(host);
+    let opened = match sasl {
+        Some(profile) => builder.sasl_profile(profile).open_with_stream(stream).await,
+        None => builder.open_with_stream(stream).await,
+    };
+    opened.map_err(|e| match e {
+        fe2o3_amqp::connection::OpenError::SaslError { .. } => Error::with_source(
+            ErrorKind::Unauthorized,
+            format!("{host} refused the SASL credentials"),
+            e,
+        ),
+        e => transport("the AMQP connection was refused", e),
+    })
+}
+
+/// A connection and session authenticated by a CBS token that a background task renews.
+pub(crate) struct CbsSession {
+    /// The connection.
+    pub(crate) connection: ConnectionHandle<()>,
+    /// Its session.
+    pub(crate) session: SessionHandle<()>,
+    /// The renewal task (abort it when the connection goes).
+    pub(crate) renewal: JoinHandle<()>,
+}
+
+/// [`open_connection`] without SASL, a session, and a token from `tokens` put on `$cbs` for
+/// `audience` (renewed at 85 % of its life). The caller bounds the time.
+pub(crate) async fn open_cbs_session(
+    host: &str,
+    port: u16,
+    tls: &Arc<rustls::ClientConfig>,
+    tokens: Arc<TokenSource>,
+    audience: &str,
+    timeout: Duration,
+) -> Result<CbsSession> {
+    let mut connection = open_connection(host, port, tls, None).await?;
+    let mut session = Session::begin(&mut connection)
+        .await
+        .map_err(|e| transport("the AMQP session was refused", e))?;
+    let mut cbs = Cbs::attach(&mut session, audience).await?;
+    let due = due_instant(cbs.put(&tokens).await?);
+    let renewal = tokio::spawn(renew_forever(CbsRenewal { cbs, tokens }, due, timeout));
+    Ok(CbsSession {
+        connection,
+        session,
+        renewal,
+    })
+}
+
 /// The `$cbs` links of a connection, kept for its whole life so renewals reuse them.
 struct Cbs {
     requests: Sender,
@@ -194,7 +246,7 @@ struct Cbs {
 }
 
 impl Cbs {
-    async fn attach(session: &mut SessionHandle<()>, host: &str) -> Result<Self> {
+    async fn attach(session: &mut SessionHandle<()>, audience: &str) -> Result<Self> {
         let cbs = Address::Cbs.to_string();
         Ok(Self {
             requests: Sender::attach(session, "cbs-requests", cbs.as_str())
@@ -203,7 +255,7 @@ impl Cbs {
             answers: Receiver::attach(session, "cbs-answers", cbs.as_str())
                 .await
                 .map_err(|e| transport("the hub refused the $cbs receiver link", e))?,
-            audience: host.to_owned(),
+            audience: audience.to_owned(),
             next_id: 0,
         })
     }
@@ -218,40 +270,54 @@ impl Cbs {
             .send(request.to_message())
             .await
             .map_err(|e| transport("sending the CBS token failed", e))?;
-        loop {
-            let answer = self
-                .answers
-                .recv::<Body<Value>>()
-                .await
-                .map_err(|e| transport("the CBS answer link broke", e))?;
-            let _ = self.answers.accept(&answer).await;
-            let message = answer.into_message();
-            let correlates = message
-                .properties
-                .as_ref()
-                .and_then(|p| p.correlation_id.as_ref())
-                == Some(&id);
-            if !correlates {
-                continue; // an answer to an earlier, abandoned request
-            }
-            let answer = PutTokenAnswer::parse(&message).map_err(|e| {
-                Error::with_source(ErrorKind::Protocol, "the hub's CBS answer is unreadable", e)
-            })?;
-            let description = &answer.description;
-            return match answer.status_code {
-                _ if answer.is_success() => Ok(renew_at),
-                401 | 403 => Err(Error::new(
-                    ErrorKind::Unauthorized,
-                    format!(
-                        "the hub refused the token of policy {}: {description}",
-                        tokens.policy_name()
-                    ),
-                )),
-                other => Err(Error::new(
-                    ErrorKind::Protocol,
-                    format!("the hub answered put-token with status {other}: {description}"),
-                )),
-            };
+        let message = answer_to(&mut self.answers, &id, "the CBS answer link broke").await?;
+        let answer = PutTokenAnswer::parse(&message).map_err(|e| {
+            Error::with_source(ErrorKind::Protocol, "the hub's CBS answer is unreadable", e)
+        })?;
+        let description = &answer.description;
+        match answer.status_code {
+            _ if answer.is_success() => Ok(renew_at),
+            401 | 403 => Err(Error::new(
+                ErrorKind::Unauthorized,
+                format!(
+                    "the hub refused the token of policy {}: {description}",
+                    tokens.policy_name()
+                ),
+            )),
+            404 => Err(Error::new(
+                ErrorKind::NotFound,
+                format!("put-token: {} does not exist: {description}", self.audience),
+            )),
+            other => Err(Error::new(
+                ErrorKind::Protocol,
+                format!("the hub answered put-token with status {other}: {description}"),
+            )),
+        }
+    }
+}
+
+/// The next message on `answers` whose correlation id is `id` (settled as accepted); answers
+/// to earlier, abandoned requests are skipped. For request/answer nodes (`$cbs`,
+/// `$management`).
+pub(crate) async fn answer_to(
+    answers: &mut Receiver,
+    id: &MessageId,
+    broke: &str,
+) -> Result<azure_iot_protocol::amqp::AmqpMessage> {
+    loop {
+        let answer = answers
+            .recv::<Body<Value>>()
+            .await
+            .map_err(|e| transport(broke, e))?;
+        let _ = answers.accept(&answer).await;
+        let message = answer.into_message();
+        let correlates = message
+            .properties
+            .as_ref()
+            .and_then(|p| p.correlation_id.as_ref())
+            == Some(id);
+        if correlates {
+            return Ok(message);
         }
     }
 }

@@ -49,7 +49,10 @@ use futures_util::future::{BoxFuture, Shared};
 
 use crate::credential::TokenSource;
 use crate::error::{Error, ErrorKind, Result};
-use connection::{Endpoint, Link, transport, within};
+pub(crate) use connection::{
+    CbsSession, answer_to, open_cbs_session, open_connection, transport, within,
+};
+use connection::{Endpoint, Link};
 
 pub use connection::SENDER_LINKS;
 pub use feedback::{FeedbackBatch, FeedbackReceiver, FeedbackRecord, FeedbackStatus};
