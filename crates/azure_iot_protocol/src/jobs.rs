@@ -210,7 +210,6 @@ mod timestamp {
 /// A job to schedule (`PUT /jobs/v2/{jobId}`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[non_exhaustive]
 pub struct JobRequest {
     /// The job id (also in the path).
     #[serde(default)]
@@ -286,7 +285,6 @@ impl JobRequest {
 /// Counts of a job's device jobs by outcome.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
-#[non_exhaustive]
 pub struct DeviceJobStatistics {
     /// Devices the job targets.
     pub device_count: u64,
@@ -304,7 +302,6 @@ pub struct DeviceJobStatistics {
 /// items of `GET /jobs/v2/query`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[non_exhaustive]
 pub struct JobResponse {
     /// The job id.
     pub job_id: String,
@@ -348,7 +345,6 @@ pub struct JobResponse {
 /// What a device answered a method job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[non_exhaustive]
 pub struct DeviceJobOutcome {
     /// The device's status and payload.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -358,7 +354,6 @@ pub struct DeviceJobOutcome {
 /// Why a device's part in a job failed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[non_exhaustive]
 pub struct DeviceJobError {
     /// The hub's error code (`DeviceNotOnline`, `GatewayTimeout`, ...).
     pub code: String,
@@ -380,7 +375,6 @@ impl DeviceJobError {
 /// One device's part in a job: a row of `SELECT * FROM devices.jobs`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[non_exhaustive]
 pub struct DeviceJob {
     /// The device.
     pub device_id: String,
