@@ -142,3 +142,7 @@ async fn run(hub: &Hub, id: &str) -> Result<(), EmulatorError> {
     hub.call(move |s| s.finish_job(&job, timed_out)).await??;
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "jobs_tests.rs"]
+mod tests;

@@ -248,7 +248,12 @@ impl HubState {
                     .ok_or_else(|| HubError::invalid("updateTwin is required for scheduleUpdateTwin"))?;
                 let patch = twin_patch(update);
                 let stamp = now();
-                if !TwinState::new(&stamp).patch_from_service(&patch, &stamp)? {
+                TwinState::new(&stamp).patch_from_service(&patch, &stamp)?;
+                let non_empty = |v: Option<&Value>| {
+                    v.and_then(Value::as_object).is_some_and(|m| !m.is_empty())
+                };
+                if !non_empty(patch.get("tags")) && !non_empty(patch.pointer("/properties/desired"))
+                {
                     return Err(HubError::invalid(
                         "updateTwin must change tags or properties.desired",
                     ));
