@@ -64,7 +64,7 @@ pub(crate) struct QueryArgs {
     hub: HubArgs,
 }
 
-fn json_arg(name: &str, text: &str) -> Result<Value, String> {
+pub(crate) fn json_arg(name: &str, text: &str) -> Result<Value, String> {
     serde_json::from_str(text).map_err(|e| format!("--{name} is not valid JSON: {e}"))
 }
 
