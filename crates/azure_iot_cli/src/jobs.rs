@@ -5,9 +5,7 @@
 use std::time::Duration;
 
 use azure_iot_core::datetime::parse_timestamp;
-use azure_iot_service::{
-    DirectMethodRequest, JobSchedule, JobStatus, JobType, TwinPatch,
-};
+use azure_iot_service::{DirectMethodRequest, JobSchedule, JobStatus, JobType, TwinPatch};
 use clap::{Args, Subcommand, ValueEnum};
 use futures_util::TryStreamExt;
 

@@ -45,8 +45,19 @@ async fn job_commands_schedule_show_list_and_cancel() {
         &cli(
             d,
             &[
-                "job", "schedule-method", "-j", "cli-m", "-q", "deviceId IN ['jd1', 'jd2']",
-                "-n", "ping", "--payload", r#"{"x":1}"#, "--timeout", "10", "--wait",
+                "job",
+                "schedule-method",
+                "-j",
+                "cli-m",
+                "-q",
+                "deviceId IN ['jd1', 'jd2']",
+                "-n",
+                "ping",
+                "--payload",
+                r#"{"x":1}"#,
+                "--timeout",
+                "10",
+                "--wait",
             ],
         )
         .await,
@@ -73,8 +84,16 @@ async fn job_commands_schedule_show_list_and_cancel() {
         &cli(
             d,
             &[
-                "job", "schedule-twin", "-j", "cli-t", "-q", "deviceId = 'jd2'",
-                "--desired", r#"{"interval":9}"#, "--start-time", "2099-01-01T00:00:00Z",
+                "job",
+                "schedule-twin",
+                "-j",
+                "cli-t",
+                "-q",
+                "deviceId = 'jd2'",
+                "--desired",
+                r#"{"interval":9}"#,
+                "--start-time",
+                "2099-01-01T00:00:00Z",
             ],
         )
         .await,
@@ -92,7 +111,20 @@ async fn job_commands_schedule_show_list_and_cancel() {
     let err = one_line_error(&cli(d, &["job", "show", "-j", "nope"]).await);
     assert!(err.contains("404") && err.contains("JobNotFound"), "{err}");
     let err = one_line_error(
-        &cli(d, &["job", "schedule-twin", "-j", "x", "-q", "deviceId = = 1", "--tags", "{\"a\":1}"]).await,
+        &cli(
+            d,
+            &[
+                "job",
+                "schedule-twin",
+                "-j",
+                "x",
+                "-q",
+                "deviceId = = 1",
+                "--tags",
+                "{\"a\":1}",
+            ],
+        )
+        .await,
     );
     assert!(err.contains("400"), "{err}");
     answering.abort();

@@ -118,7 +118,11 @@ async fn a_twin_job_updates_the_selected_twins_and_pushes_desired_patches() {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(twin["properties"]["desired"]["interval"] == 5, changed, "{device}");
+        assert_eq!(
+            twin["properties"]["desired"]["interval"] == 5,
+            changed,
+            "{device}"
+        );
         assert_eq!(twin["tags"]["done"] == true, changed, "{device}");
     }
     match pushed.recv().await.unwrap() {
@@ -160,7 +164,11 @@ async fn a_method_job_records_answers_and_the_hubs_errors() {
     answering.await.unwrap();
     let stats = done.device_job_statistics.unwrap();
     assert_eq!(
-        (stats.device_count, stats.succeeded_count, stats.failed_count),
+        (
+            stats.device_count,
+            stats.succeeded_count,
+            stats.failed_count
+        ),
         (2, 1, 1)
     );
     let rows = rows(hub).await;
@@ -196,7 +204,10 @@ async fn the_maximum_execution_time_fails_what_is_left() {
     // Ended by the 10 s limit (counted from the creation on the wall clock, so a little
     // less on the paused one), not by the 300 s response timeout.
     let took = began.elapsed();
-    assert!(took >= Duration::from_secs(9) && took < Duration::from_secs(300), "{took:?}");
+    assert!(
+        took >= Duration::from_secs(9) && took < Duration::from_secs(300),
+        "{took:?}"
+    );
     let rows = rows(hub).await;
     assert_eq!(rows[0]["status"], "failed");
     assert_eq!(rows[0]["error"]["code"], TIMED_OUT_CODE);
@@ -214,11 +225,7 @@ async fn cancel_stops_a_job_and_marks_its_rows() {
         .await
         .unwrap()
         .unwrap();
-    let cancelled = hub
-        .call(|s| s.cancel_job("later"))
-        .await
-        .unwrap()
-        .unwrap();
+    let cancelled = hub.call(|s| s.cancel_job("later")).await.unwrap().unwrap();
     assert_eq!(cancelled.status, JobStatus::Cancelled);
     // Idempotent on a finished job; the twin never changed.
     let again = hub.call(|s| s.cancel_job("later")).await.unwrap().unwrap();
@@ -250,7 +257,11 @@ async fn cancel_stops_a_job_and_marks_its_rows() {
     // A late answer changes nothing.
     let _ = held.reply.send(DirectMethodResponse::new(200, Value::Null));
     assert_eq!(job(hub, "running").await.status, JobStatus::Cancelled);
-    let unknown = hub.call(|s| s.cancel_job("nope")).await.unwrap().unwrap_err();
+    let unknown = hub
+        .call(|s| s.cancel_job("nope"))
+        .await
+        .unwrap()
+        .unwrap_err();
     assert_eq!(unknown.code, ErrorCode::JobNotFound);
 }
 
@@ -307,9 +318,8 @@ async fn jobs_survive_a_restart_and_running_ones_resume() {
 async fn bad_jobs_are_refused_and_change_nothing() {
     let setup = start(None, &[("d1", 1)]).await;
     let hub = &setup.hub;
-    let twin = |id: &str, condition: &str, patch: Value| {
-        JobRequest::update_twin(id, condition, patch)
-    };
+    let twin =
+        |id: &str, condition: &str, patch: Value| JobRequest::update_twin(id, condition, patch);
     let method = |timeout: u32| {
         JobRequest::device_method(
             "m1",
@@ -318,13 +328,32 @@ async fn bad_jobs_are_refused_and_change_nothing() {
         )
     };
     let cases = [
-        ("bad_id", twin("bad_id", "tags.floor = 1", json!({"tags": {"a": 1}}))),
-        ("j1", twin("j1", "tags.floor = = 1", json!({"tags": {"a": 1}}))),
+        (
+            "bad_id",
+            twin("bad_id", "tags.floor = 1", json!({"tags": {"a": 1}})),
+        ),
+        (
+            "j1",
+            twin("j1", "tags.floor = = 1", json!({"tags": {"a": 1}})),
+        ),
         ("j1", twin("j1", "", json!({"tags": {"a": 1}}))),
         ("j1", twin("j1", "tags.floor = 1", json!({}))),
-        ("j1", twin("j1", "tags.floor = 1", json!({"properties": {"desired": 3}}))),
-        ("j1", twin("other", "tags.floor = 1", json!({"tags": {"a": 1}}))),
-        ("j1", twin("j1", "tags.floor = 1", json!({"tags": {"a": 1}})).max_execution_time(0)),
+        (
+            "j1",
+            twin(
+                "j1",
+                "tags.floor = 1",
+                json!({"properties": {"desired": 3}}),
+            ),
+        ),
+        (
+            "j1",
+            twin("other", "tags.floor = 1", json!({"tags": {"a": 1}})),
+        ),
+        (
+            "j1",
+            twin("j1", "tags.floor = 1", json!({"tags": {"a": 1}})).max_execution_time(0),
+        ),
         ("m1", method(4)),
         ("m1", method(301)),
     ];
@@ -336,7 +365,12 @@ async fn bad_jobs_are_refused_and_change_nothing() {
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::ArgumentInvalid, "{id}: {err}");
     }
-    assert!(hub.call(|s| s.query_jobs(None, None)).await.unwrap().is_empty());
+    assert!(
+        hub.call(|s| s.query_jobs(None, None))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // Duplicate ids and the active-job quota.
     let later = OffsetDateTime::now_utc() + time::Duration::hours(1);
@@ -368,7 +402,9 @@ async fn bad_jobs_are_refused_and_change_nothing() {
     let found = hub
         .call(|s| {
             s.query_jobs(
-                Some(&azure_iot_protocol::jobs::JobType::parse("ScheduleUpdateTwin")),
+                Some(&azure_iot_protocol::jobs::JobType::parse(
+                    "ScheduleUpdateTwin",
+                )),
                 Some(&JobStatus::parse("Scheduled")),
             )
         })

@@ -56,7 +56,10 @@ pub fn validate_job_id(id: &str) -> Result<(), JobIdError> {
     if len > MAX_JOB_ID_LEN {
         return Err(JobIdError::TooLong(len));
     }
-    match id.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-')) {
+    match id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
+    {
         Some(c) => Err(JobIdError::BadCharacter(c)),
         None => Ok(()),
     }
@@ -411,7 +414,11 @@ mod tests {
 
     #[test]
     fn enums_read_any_case_and_aliases_and_write_the_spec_spelling() {
-        for text in ["scheduleUpdateTwin", "ScheduleUpdateTwin", "scheduleTwinUpdate"] {
+        for text in [
+            "scheduleUpdateTwin",
+            "ScheduleUpdateTwin",
+            "scheduleTwinUpdate",
+        ] {
             assert_eq!(JobType::parse(text), JobType::ScheduleUpdateTwin);
         }
         assert_eq!(
@@ -431,7 +438,10 @@ mod tests {
     fn job_ids_follow_the_hub_rule() {
         assert_eq!(validate_job_id("job-1"), Ok(()));
         assert_eq!(validate_job_id(""), Err(JobIdError::Empty));
-        assert_eq!(validate_job_id(&"a".repeat(65)), Err(JobIdError::TooLong(65)));
+        assert_eq!(
+            validate_job_id(&"a".repeat(65)),
+            Err(JobIdError::TooLong(65))
+        );
         assert_eq!(validate_job_id("a_b"), Err(JobIdError::BadCharacter('_')));
         assert_eq!(validate_job_id(&"a".repeat(64)), Ok(()));
     }
@@ -463,7 +473,12 @@ mod tests {
             "startTime": "2030-01-01T00:00:00+00:00"});
         let request: JobRequest = serde_json::from_value(python).unwrap();
         assert_eq!(request.update_twin, Some(json!({"tags": {"a": 1}})));
-        assert!(serde_json::from_value::<JobRequest>(json!({"jobId": "j", "type": "x", "startTime": "soon"})).is_err());
+        assert!(
+            serde_json::from_value::<JobRequest>(
+                json!({"jobId": "j", "type": "x", "startTime": "soon"})
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -32,8 +32,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let condition = args
         .next()
         .unwrap_or_else(|| "IS_DEFINED(deviceId)".to_owned());
-    let desired: serde_json::Value =
-        serde_json::from_str(&args.next().unwrap_or_else(|| r#"{"interval": 30}"#.to_owned()))?;
+    let desired: serde_json::Value = serde_json::from_str(
+        &args
+            .next()
+            .unwrap_or_else(|| r#"{"interval": 30}"#.to_owned()),
+    )?;
 
     let hub = common::service_client()?;
     let job_id = format!("example-{}", uuid_like());
@@ -54,7 +57,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    println!("{} {}: {:?}", job.job_id, job.status, job.device_job_statistics);
+    println!(
+        "{} {}: {:?}",
+        job.job_id, job.status, job.device_job_statistics
+    );
     let sql = format!("SELECT * FROM devices.jobs WHERE devices.jobs.jobId = '{job_id}'");
     let mut rows = hub.query_device_jobs(sql).into_stream();
     while let Some(row) = rows.try_next().await? {

@@ -103,14 +103,20 @@ impl ServiceClient {
             return Err(Error::invalid("the query condition is empty"));
         }
         if request.max_execution_time_in_seconds == Some(0) {
-            return Err(Error::invalid("the maximum execution time must be at least 1 s"));
+            return Err(Error::invalid(
+                "the maximum execution time must be at least 1 s",
+            ));
         }
         if let Some(method) = &request.cloud_to_device_method {
             check_method(method)?;
         }
         // A second PUT of the same id is a conflict: not repeated unless it never got there.
-        self.send_json(Request::new(Method::PUT, path).json(request)?.idempotent(false))
-            .await
+        self.send_json(
+            Request::new(Method::PUT, path)
+                .json(request)?
+                .idempotent(false),
+        )
+        .await
     }
 
     /// The job with its device statistics; [`ErrorKind::NotFound`] for an unknown id.
@@ -158,7 +164,9 @@ fn with_schedule(mut request: JobRequest, schedule: JobSchedule) -> Result<JobRe
     if let Some(limit) = schedule.max_execution_time {
         let secs = limit.as_secs();
         if secs == 0 {
-            return Err(Error::invalid("the maximum execution time must be at least 1 s"));
+            return Err(Error::invalid(
+                "the maximum execution time must be at least 1 s",
+            ));
         }
         request = request.max_execution_time(secs);
     }

@@ -68,14 +68,14 @@ mod query;
 
 pub use azure_iot_core::method::{DirectMethodRequest, DirectMethodResponse};
 pub use azure_iot_core::twin::Twin;
-pub use client::{IfMatch, ServiceClient, TwinPatch};
-pub use credential::SharedAccessPolicy;
-pub use error::{Error, ErrorKind, Result};
-pub use jobs::JobSchedule;
 pub use azure_iot_protocol::jobs::{
     DeviceJob, DeviceJobError, DeviceJobOutcome, DeviceJobStatistics, DeviceJobStatus, JobRequest,
     JobResponse, JobStatus, JobType,
 };
+pub use client::{IfMatch, ServiceClient, TwinPatch};
+pub use credential::SharedAccessPolicy;
+pub use error::{Error, ErrorKind, Result};
+pub use jobs::JobSchedule;
 pub use messaging::{
     CloudToDeviceMessage, FeedbackBatch, FeedbackMode, FeedbackReceiver, FeedbackRecord,
     FeedbackStatus, FileNotification, FileNotificationBatch, FileNotificationReceiver, InboxBatch,

@@ -9,8 +9,8 @@ use std::time::Duration;
 use azure_iot_device::{ClientOptions, DeviceClient, MethodResponse};
 use azure_iot_emulator::EmulatorHandle;
 use azure_iot_service::{
-    Device, DeviceJobStatus, DirectMethodRequest, ErrorKind, JobRequest, JobResponse,
-    JobSchedule, JobStatus, JobType, ServiceClient, ServiceClientOptions, TwinPatch,
+    Device, DeviceJobStatus, DirectMethodRequest, ErrorKind, JobRequest, JobResponse, JobSchedule,
+    JobStatus, JobType, ServiceClient, ServiceClientOptions, TwinPatch,
 };
 use azure_iot_test::emulator;
 use futures_util::TryStreamExt;
@@ -80,7 +80,12 @@ async fn a_twin_job_reaches_the_devices_desired_properties() {
         .tags(json!({"batch": "b1"}))
         .unwrap();
     let created = api
-        .schedule_twin_update("twin-job", "deviceId IN ['j1', 'j2']", &patch, JobSchedule::now())
+        .schedule_twin_update(
+            "twin-job",
+            "deviceId IN ['j1', 'j2']",
+            &patch,
+            JobSchedule::now(),
+        )
         .await
         .unwrap();
     assert_eq!(created.job_type, JobType::ScheduleUpdateTwin);
@@ -89,7 +94,10 @@ async fn a_twin_job_reaches_the_devices_desired_properties() {
     let stats = done.device_job_statistics.unwrap();
     assert_eq!((stats.device_count, stats.succeeded_count), (2, 2));
 
-    let desired = tokio::time::timeout(WAIT, patches.recv()).await.unwrap().unwrap();
+    let desired = tokio::time::timeout(WAIT, patches.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(desired.patch["interval"], json!(7));
     let untouched = api.get_twin("other").await.unwrap();
     assert_eq!(untouched.properties.desired.get("interval"), None);
@@ -103,7 +111,10 @@ async fn a_twin_job_reaches_the_devices_desired_properties() {
     devices.sort_unstable();
     assert_eq!(devices, ["j1", "j2"]);
     assert!(rows.iter().all(|r| r.status == DeviceJobStatus::Completed));
-    let mut query = api.query_jobs(Some(JobType::ScheduleUpdateTwin), Some(JobStatus::Completed));
+    let mut query = api.query_jobs(
+        Some(JobType::ScheduleUpdateTwin),
+        Some(JobStatus::Completed),
+    );
     let page = query.next_page().await.unwrap().unwrap();
     assert_eq!(page.len(), 1);
     assert_eq!(query.item_type(), Some("JobResponse"));
@@ -190,7 +201,10 @@ async fn cancel_paging_and_refusals() {
     }
     let cancelled = api.cancel_job("later-2").await.unwrap();
     assert_eq!(cancelled.status, JobStatus::Cancelled);
-    assert_eq!(api.get_job("later-2").await.unwrap().status, JobStatus::Cancelled);
+    assert_eq!(
+        api.get_job("later-2").await.unwrap().status,
+        JobStatus::Cancelled
+    );
 
     let mut pages = api.query_jobs(None, None).page_size(2);
     assert_eq!(pages.next_page().await.unwrap().unwrap().len(), 2);
@@ -228,7 +242,11 @@ async fn cancel_paging_and_refusals() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidArgument);
     let err = api
-        .create_job(&JobRequest::update_twin("bad_id", "true", json!({"tags": {"a": 1}})))
+        .create_job(&JobRequest::update_twin(
+            "bad_id",
+            "true",
+            json!({"tags": {"a": 1}}),
+        ))
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidArgument);

@@ -56,8 +56,14 @@ async fn invoke(
     app.authorize(&headers, Rights::SERVICE_CONNECT)?;
     let request: DirectMethodRequest = body.json().await?;
     let timeouts = methods::validate_request(&request)?;
-    let response =
-        methods::invoke(&app.hub, &device_id, module_id.as_deref(), request, timeouts).await?;
+    let response = methods::invoke(
+        &app.hub,
+        &device_id,
+        module_id.as_deref(),
+        request,
+        timeouts,
+    )
+    .await?;
     Ok(json_ok(serde_json::json!({
         "status": response.status,
         "payload": response.payload,

@@ -108,7 +108,12 @@ pub(super) fn cut_page<T: Clone>(
     page_size: usize,
     offset: usize,
 ) -> (Vec<T>, Option<usize>) {
-    let page: Vec<T> = results.iter().skip(offset).take(page_size).cloned().collect();
+    let page: Vec<T> = results
+        .iter()
+        .skip(offset)
+        .take(page_size)
+        .cloned()
+        .collect();
     let next = offset + page.len();
     (page, (next < results.len()).then_some(next))
 }

@@ -127,7 +127,9 @@ impl Jobs {
                 EmulatorError::Storage(format!("job `{job_id}` row `{device_id}` is corrupt: {e}"))
             })?;
             let entry = entries.get_mut(&job_id).ok_or_else(|| {
-                EmulatorError::Storage(format!("device job `{device_id}` of unknown job `{job_id}`"))
+                EmulatorError::Storage(format!(
+                    "device job `{device_id}` of unknown job `{job_id}`"
+                ))
             })?;
             entry.devices.insert(device_id, row);
         }
@@ -181,13 +183,17 @@ pub(crate) struct JobRun {
 }
 
 fn job_not_found(id: &str) -> HubError {
-    HubError::new(ErrorCode::JobNotFound, format!("Job with ID '{id}' not found"))
+    HubError::new(
+        ErrorCode::JobNotFound,
+        format!("Job with ID '{id}' not found"),
+    )
 }
 
 /// The current time at the hub's precision (100 ns), so stored and rendered values agree.
 fn now_utc() -> OffsetDateTime {
     let t = OffsetDateTime::now_utc();
-    t.replace_nanosecond(t.nanosecond() / 100 * 100).unwrap_or(t)
+    t.replace_nanosecond(t.nanosecond() / 100 * 100)
+        .unwrap_or(t)
 }
 
 /// The part of an `updateTwin` body a job applies: `tags` and `properties.desired`. The C# SDK
@@ -242,16 +248,14 @@ impl HubState {
             .map_err(|e| HubError::invalid(format!("queryCondition: {e}")))?;
         let (update_twin, method) = match &request.job_type {
             JobType::ScheduleUpdateTwin => {
-                let update = request
-                    .update_twin
-                    .as_ref()
-                    .ok_or_else(|| HubError::invalid("updateTwin is required for scheduleUpdateTwin"))?;
+                let update = request.update_twin.as_ref().ok_or_else(|| {
+                    HubError::invalid("updateTwin is required for scheduleUpdateTwin")
+                })?;
                 let patch = twin_patch(update);
                 let stamp = now();
                 TwinState::new(&stamp).patch_from_service(&patch, &stamp)?;
-                let non_empty = |v: Option<&Value>| {
-                    v.and_then(Value::as_object).is_some_and(|m| !m.is_empty())
-                };
+                let non_empty =
+                    |v: Option<&Value>| v.and_then(Value::as_object).is_some_and(|m| !m.is_empty());
                 if !non_empty(patch.get("tags")) && !non_empty(patch.pointer("/properties/desired"))
                 {
                     return Err(HubError::invalid(
@@ -290,7 +294,9 @@ impl HubState {
         if self.jobs.active_ids().len() >= MAX_ACTIVE_JOBS {
             return Err(HubError::new(
                 ErrorCode::JobQuotaExceeded,
-                format!("Job quota has been exceeded: at most {MAX_ACTIVE_JOBS} jobs may be scheduled or running"),
+                format!(
+                    "Job quota has been exceeded: at most {MAX_ACTIVE_JOBS} jobs may be scheduled or running"
+                ),
             ));
         }
         let created = now_utc();
@@ -356,7 +362,9 @@ impl HubState {
             .filter(|r| {
                 matches!(
                     r.status,
-                    DeviceJobStatus::Pending | DeviceJobStatus::Scheduled | DeviceJobStatus::Running
+                    DeviceJobStatus::Pending
+                        | DeviceJobStatus::Scheduled
+                        | DeviceJobStatus::Running
                 )
             })
             .map(|r| {
@@ -431,11 +439,9 @@ impl HubState {
         };
         let job = entry.job.clone();
         let run = |devices: Vec<String>| {
-            let start = job
-                .start_time
-                .max(job.created_time)
-                .unwrap_or_else(now_utc);
-            let secs = i64::try_from(job.max_execution_time_in_seconds.unwrap_or(0)).unwrap_or(i64::MAX);
+            let start = job.start_time.max(job.created_time).unwrap_or_else(now_utc);
+            let secs =
+                i64::try_from(job.max_execution_time_in_seconds.unwrap_or(0)).unwrap_or(i64::MAX);
             JobRun {
                 method: job.cloud_to_device_method.clone(),
                 devices,
@@ -446,7 +452,12 @@ impl HubState {
             let left = entry
                 .devices
                 .values()
-                .filter(|r| matches!(r.status, DeviceJobStatus::Pending | DeviceJobStatus::Running))
+                .filter(|r| {
+                    matches!(
+                        r.status,
+                        DeviceJobStatus::Pending | DeviceJobStatus::Running
+                    )
+                })
                 .map(|r| r.device_id.clone())
                 .collect();
             return Ok(Some(run(left)));
@@ -458,7 +469,11 @@ impl HubState {
             .twin_documents(false)
             .iter()
             .filter(|twin| condition.matches(twin))
-            .filter_map(|twin| twin.get("deviceId").and_then(Value::as_str).map(str::to_owned))
+            .filter_map(|twin| {
+                twin.get("deviceId")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
             .collect();
         let rows: Vec<DeviceJob> = targets
             .iter()
@@ -495,11 +510,12 @@ impl HubState {
         let mut writes: Vec<TwinWrite> = Vec::with_capacity(devices.len());
         let mut rows = Vec::with_capacity(devices.len());
         for device_id in devices {
-            let Some(current) = entry
-                .devices
-                .get(device_id)
-                .filter(|r| matches!(r.status, DeviceJobStatus::Pending | DeviceJobStatus::Running))
-            else {
+            let Some(current) = entry.devices.get(device_id).filter(|r| {
+                matches!(
+                    r.status,
+                    DeviceJobStatus::Pending | DeviceJobStatus::Running
+                )
+            }) else {
                 continue;
             };
             let mut row = current.clone();
@@ -549,10 +565,12 @@ impl HubState {
         };
         let (Some(method), Some(current)) = (
             entry.job.cloud_to_device_method.clone(),
-            entry
-                .devices
-                .get(device_id)
-                .filter(|r| matches!(r.status, DeviceJobStatus::Pending | DeviceJobStatus::Running)),
+            entry.devices.get(device_id).filter(|r| {
+                matches!(
+                    r.status,
+                    DeviceJobStatus::Pending | DeviceJobStatus::Running
+                )
+            }),
         ) else {
             return Ok(None);
         };
@@ -666,7 +684,11 @@ impl HubState {
     }
 
     /// Installs a stored job record and rows in memory.
-    fn install_job(&mut self, job: JobResponse, rows: Vec<DeviceJob>) -> Result<&JobEntry, HubError> {
+    fn install_job(
+        &mut self,
+        job: JobResponse,
+        rows: Vec<DeviceJob>,
+    ) -> Result<&JobEntry, HubError> {
         let id = job.job_id.clone();
         let entry = self
             .jobs
