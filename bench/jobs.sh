@@ -18,7 +18,7 @@ trap cleanup EXIT
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -r), $(df -T "$work" | awk 'NR==2{print $2}') on $(df "$work" | awk 'NR==2{print $1}')"
 for round in $(seq 1 "$rounds"); do
   dir="$work/round-$round"
-  "$bin/azure-iot" hub start --data-dir "$dir" --https-port 19443 --mqtt-port 19883 --amqp-port 19671 --blob-port 19000 >"$dir.log" 2>&1 &
+  "$bin/azure-iot" hub start --data-dir "$dir" --https-port 29443 --mqtt-port 29883 --amqp-port 29671 --blob-port 29000 >"$dir.log" 2>&1 &
   hub_pid=$!
   for _ in $(seq 1 300); do [ -f "$dir/hub.json" ] && break; sleep 0.1; done
   [ -f "$dir/hub.json" ] || { echo "the emulator did not start: $(cat "$dir.log")" >&2; exit 1; }
