@@ -52,6 +52,9 @@ def connect(device_id):
     client.on_method_request_received = on_method
     client.on_twin_desired_properties_patch_received = on_patch
     client.connect()
+    # A twin GET after the handlers' subscriptions: the hub has them once it answers (MQTT keeps
+    # order on a connection), so the jobs below find the device subscribed.
+    client.get_twin()
     return client
 
 

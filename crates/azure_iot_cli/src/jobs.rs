@@ -5,12 +5,13 @@
 use std::time::Duration;
 
 use azure_iot_core::datetime::parse_timestamp;
-use azure_iot_service::{DirectMethodRequest, JobSchedule, JobStatus, JobType, TwinPatch};
+use azure_iot_service::{JobSchedule, JobStatus, JobType};
 use clap::{Args, Subcommand, ValueEnum};
 use futures_util::TryStreamExt;
 
 use crate::target::HubArgs;
-use crate::twins::json_arg;
+use crate::calls::MethodCallArgs;
+use crate::twins::patch_args;
 use crate::{print_json, print_line};
 
 #[derive(Subcommand)]
@@ -82,18 +83,8 @@ pub(crate) struct ScheduleTwinArgs {
 pub(crate) struct ScheduleMethodArgs {
     #[command(flatten)]
     schedule: ScheduleArgs,
-    /// The method name.
-    #[arg(long, short = 'n')]
-    method_name: String,
-    /// The payload (JSON).
-    #[arg(long, default_value = "null")]
-    payload: String,
-    /// Seconds the hub waits for each device's answer (5 to 300).
-    #[arg(long, default_value_t = 30)]
-    timeout: u32,
-    /// Seconds the hub waits for an offline device to connect (0: fail at once).
-    #[arg(long, default_value_t = 0)]
-    connect_timeout: u32,
+    #[command(flatten)]
+    call: MethodCallArgs,
     #[command(flatten)]
     hub: HubArgs,
 }
@@ -152,20 +143,7 @@ pub(crate) struct ListArgs {
 pub(crate) async fn run(command: JobCommand) -> Result<(), String> {
     match command {
         JobCommand::ScheduleTwin(args) => {
-            if args.desired.is_none() && args.tags.is_none() {
-                return Err("give --desired and/or --tags".into());
-            }
-            let mut patch = TwinPatch::new();
-            if let Some(desired) = &args.desired {
-                patch = patch
-                    .desired(json_arg("desired", desired)?)
-                    .map_err(|e| format!("--desired: {e}"))?;
-            }
-            if let Some(tags) = &args.tags {
-                patch = patch
-                    .tags(json_arg("tags", tags)?)
-                    .map_err(|e| format!("--tags: {e}"))?;
-            }
+            let patch = patch_args(args.desired.as_deref(), args.tags.as_deref())?;
             let schedule = args.schedule.schedule()?;
             let hub = args.hub.resolve()?;
             let job = hub
@@ -181,10 +159,7 @@ pub(crate) async fn run(command: JobCommand) -> Result<(), String> {
             finish(&hub.service, job, args.schedule.wait).await
         }
         JobCommand::ScheduleMethod(args) => {
-            let payload = json_arg("payload", &args.payload)?;
-            let method = DirectMethodRequest::new(&args.method_name, payload)
-                .with_response_timeout(args.timeout)
-                .with_connect_timeout(args.connect_timeout);
+            let method = args.call.request()?;
             let schedule = args.schedule.schedule()?;
             let hub = args.hub.resolve()?;
             let job = hub
