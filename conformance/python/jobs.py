@@ -164,7 +164,7 @@ def _():
 
 # ---- this project's service client, through `azure-iot job` ----------------------------------
 
-defaults(client="Rust service (azure-iot job) → Python device")
+defaults(client="Rust service → Python device")
 
 
 def rust_get(job_id):
