@@ -9,8 +9,8 @@ use azure_iot_service::{JobSchedule, JobStatus, JobType};
 use clap::{Args, Subcommand, ValueEnum};
 use futures_util::TryStreamExt;
 
-use crate::target::HubArgs;
 use crate::calls::MethodCallArgs;
+use crate::target::HubArgs;
 use crate::twins::patch_args;
 use crate::{print_json, print_line};
 
