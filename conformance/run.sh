@@ -20,10 +20,10 @@ fi
 # The Node SDK scenarios run when node is on the PATH (CI installs it); packages go into
 # conformance/node/node_modules (git-ignored), pinned by package-lock.json.
 # service_to_rust_device.py runs once per transport of our device client (`@amqp` suffix).
-scenarios="python/registry_manager.py python/device_mqtt.py python/service_to_rust_device.py python/service_to_rust_device.py@amqp python/rust_service_to_device.py python/file_upload.py python/dps_device.py python/eventhubs_consumer.py"
+scenarios="python/registry_manager.py python/device_mqtt.py python/service_to_rust_device.py python/service_to_rust_device.py@amqp python/rust_service_to_device.py python/file_upload.py python/dps_device.py python/eventhubs_consumer.py python/jobs.py"
 if command -v npm >/dev/null 2>&1; then
   (cd "$here/node" && npm ci --silent --no-audit --no-fund)
-  scenarios="$scenarios node/scenarios.js node/dps.js node/eventhubs.js"
+  scenarios="$scenarios node/scenarios.js node/dps.js node/eventhubs.js node/jobs.js"
 else
   echo "conformance: node not found, the Node SDK scenarios are skipped"
 fi

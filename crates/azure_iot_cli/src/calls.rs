@@ -23,6 +23,15 @@ pub(crate) struct InvokeArgs {
     /// A module of the device.
     #[arg(long, short = 'm')]
     module_id: Option<String>,
+    #[command(flatten)]
+    call: MethodCallArgs,
+    #[command(flatten)]
+    hub: HubArgs,
+}
+
+/// A direct method call: name, payload and timeouts (`method invoke`, `job schedule-method`).
+#[derive(Args)]
+pub(crate) struct MethodCallArgs {
     /// The method name.
     #[arg(long, short = 'n')]
     method_name: String,
@@ -35,8 +44,17 @@ pub(crate) struct InvokeArgs {
     /// Seconds the hub waits for an offline device to connect (0: fail at once).
     #[arg(long, default_value_t = 0)]
     connect_timeout: u32,
-    #[command(flatten)]
-    hub: HubArgs,
+}
+
+impl MethodCallArgs {
+    /// The request these arguments describe.
+    pub(crate) fn request(&self) -> Result<DirectMethodRequest, String> {
+        let payload: Value = serde_json::from_str(&self.payload)
+            .map_err(|e| format!("--payload is not valid JSON: {e}"))?;
+        Ok(DirectMethodRequest::new(&self.method_name, payload)
+            .with_response_timeout(self.timeout)
+            .with_connect_timeout(self.connect_timeout))
+    }
 }
 
 #[derive(Subcommand)]
@@ -98,12 +116,8 @@ fn parse_property(text: &str) -> Result<(String, String), String> {
 
 pub(crate) async fn method(command: MethodCommand) -> Result<(), String> {
     let MethodCommand::Invoke(args) = command;
-    let payload: Value = serde_json::from_str(&args.payload)
-        .map_err(|e| format!("--payload is not valid JSON: {e}"))?;
+    let request = args.call.request()?;
     let hub = args.hub.resolve()?;
-    let request = DirectMethodRequest::new(&args.method_name, payload)
-        .with_response_timeout(args.timeout)
-        .with_connect_timeout(args.connect_timeout);
     let answer = match &args.module_id {
         Some(module) => {
             hub.service

@@ -26,6 +26,7 @@ mod connect;
 mod devices;
 mod dps;
 mod files;
+mod jobs;
 mod monitor;
 mod monitor_events;
 mod provision;
@@ -70,6 +71,9 @@ enum Command {
     C2d(calls::C2dCommand),
     /// Run an IoT Hub query and print one JSON item per line.
     Query(twins::QueryArgs),
+    /// Jobs: twin updates and direct methods scheduled on many devices.
+    #[command(subcommand)]
+    Job(jobs::JobCommand),
     /// The Device Provisioning Service: enrollments, enrollment groups, registration states.
     #[command(subcommand)]
     Dps(dps::DpsCommand),
@@ -341,6 +345,7 @@ fn main() -> ExitCode {
             Command::Method(command) => calls::method(command).await,
             Command::C2d(command) => calls::c2d(command).await,
             Command::Query(args) => twins::query(args).await,
+            Command::Job(command) => jobs::run(command).await,
             Command::Dps(command) => dps::run(command).await,
             Command::Quickstart => quickstart::run().await,
         }

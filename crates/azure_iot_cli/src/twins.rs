@@ -64,6 +64,25 @@ pub(crate) struct QueryArgs {
     hub: HubArgs,
 }
 
+/// The twin patch of `--desired` and/or `--tags` (JSON objects); at least one is needed.
+pub(crate) fn patch_args(desired: Option<&str>, tags: Option<&str>) -> Result<TwinPatch, String> {
+    if desired.is_none() && tags.is_none() {
+        return Err("give --desired and/or --tags".into());
+    }
+    let mut patch = TwinPatch::new();
+    if let Some(desired) = desired {
+        patch = patch
+            .desired(json_arg("desired", desired)?)
+            .map_err(|e| format!("--desired: {e}"))?;
+    }
+    if let Some(tags) = tags {
+        patch = patch
+            .tags(json_arg("tags", tags)?)
+            .map_err(|e| format!("--tags: {e}"))?;
+    }
+    Ok(patch)
+}
+
 fn json_arg(name: &str, text: &str) -> Result<Value, String> {
     serde_json::from_str(text).map_err(|e| format!("--{name} is not valid JSON: {e}"))
 }
@@ -80,20 +99,7 @@ pub(crate) async fn run(command: TwinCommand) -> Result<(), String> {
             print_json(&twin)
         }
         TwinCommand::Update(args) => {
-            if args.desired.is_none() && args.tags.is_none() {
-                return Err("give --desired and/or --tags".into());
-            }
-            let mut patch = TwinPatch::new();
-            if let Some(desired) = &args.desired {
-                patch = patch
-                    .desired(json_arg("desired", desired)?)
-                    .map_err(|e| format!("--desired: {e}"))?;
-            }
-            if let Some(tags) = &args.tags {
-                patch = patch
-                    .tags(json_arg("tags", tags)?)
-                    .map_err(|e| format!("--tags: {e}"))?;
-            }
+            let patch = patch_args(args.desired.as_deref(), args.tags.as_deref())?;
             let hub = args.hub.resolve()?;
             let condition = IfMatch::etag_or_any(args.etag.as_deref());
             let twin = match &args.module_id {

@@ -68,6 +68,11 @@
 //!   the redirect IoT Hub sends hub-policy logins are served as Event Hubs and IoT Hub do, so
 //!   the official Event Hubs SDKs read telemetry unchanged (`hub.json` has their connection
 //!   string).
+//! * **Jobs v2 run in tasks of their own** (ADR 18): the rules and the stored job records
+//!   and per-device rows live with the hub's state (`hub::jobs`); a scheduler task (`jobs`)
+//!   waits for start times, applies twin patches in chunks through the hub's twin code and
+//!   calls methods through the same code as `POST /twins/{id}/methods`, stops at the maximum
+//!   execution time or a cancel, and resumes unfinished jobs after a restart.
 //! * **Loud about gaps.** Known IoT Hub features not implemented here answer 501 or their
 //!   protocol's "unavailable" with an explanation; nothing pretends to succeed.
 //!
@@ -101,6 +106,7 @@ mod error;
 pub mod fuzzing;
 mod http;
 mod hub;
+mod jobs;
 mod mqtt;
 mod net;
 mod provisioning;
@@ -494,6 +500,7 @@ impl EmulatorBuilder {
         let hostname: Arc<str> = Arc::from(config.hostname.as_str());
         let handle_hub = hub.clone();
         let sweeper = tokio::spawn(sweep_expired_c2d(hub.clone(), shutdown_rx.clone()));
+        let job_scheduler = jobs::start(hub.clone(), shutdown_rx.clone()).await?;
         let mqtt_context = Arc::new(mqtt::MqttContext {
             device: device::DeviceCore {
                 hub: hub.clone(),
@@ -567,7 +574,7 @@ impl EmulatorBuilder {
             event_hubs,
             data_dir: config.data_dir,
             shutdown,
-            tasks: vec![https, blob_server, mqtt, amqp, sweeper],
+            tasks: vec![https, blob_server, mqtt, amqp, sweeper, job_scheduler],
             hub_thread: Some(hub_thread),
             dps_thread: Some(dps_thread),
         })

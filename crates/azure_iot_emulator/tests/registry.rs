@@ -460,10 +460,10 @@ async fn unsupported_features_say_so() {
     let hub = emulator().await;
     let ep = HubEndpoint::of(&hub);
     let c = RestClient::new(&ep, "iothubowner");
-    let jobs = c.get("/jobs/v2/job1").await;
-    assert_eq!(jobs.status, StatusCode::NOT_IMPLEMENTED);
+    let twins = c.get("/digitaltwins/dt1").await;
+    assert_eq!(twins.status, StatusCode::NOT_IMPLEMENTED);
     assert!(
-        jobs.body["Message"]
+        twins.body["Message"]
             .as_str()
             .unwrap()
             .contains("not supported by the emulator")
@@ -472,6 +472,10 @@ async fn unsupported_features_say_so() {
         c.get("/configurations/c1").await.status,
         StatusCode::NOT_IMPLEMENTED
     );
+    // Jobs v2 is served: an unknown job is the hub's 404, not a 501.
+    let job = c.get("/jobs/v2/job1").await;
+    assert_eq!(job.status, StatusCode::NOT_FOUND);
+    assert_eq!(job.error_name(), "JobNotFound");
     let unknown = c.get("/no/such/thing").await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
     assert_eq!(unknown.error_name(), "NotFound");

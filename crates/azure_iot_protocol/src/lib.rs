@@ -20,6 +20,7 @@
 //! ```
 //!
 //! * [`dps`]: the Device Provisioning Service's JSON bodies (registration, enrollments).
+//! * [`jobs`]: IoT Hub jobs v2 bodies (job requests and responses, per-device job rows).
 //! * [`amqp`]: IoT Hub AMQP link addresses, CBS put-token and the AMQP message mapping.
 //! * [`mqtt::topic`]: every IoT Hub and DPS topic and subscription filter, both directions.
 //! * [`mqtt::property_bag`]: message properties in topics, with the per-SDK tolerance rules.
@@ -43,6 +44,7 @@ pub mod amqp;
 pub mod dps;
 pub mod http;
 pub mod identity;
+pub mod jobs;
 pub mod mqtt;
 pub mod request_id;
 pub mod tls;

@@ -121,7 +121,7 @@ impl TwinPatch {
         Ok(patch)
     }
 
-    fn to_wire(&self) -> Value {
+    pub(crate) fn to_wire(&self) -> Value {
         let mut doc = Map::new();
         if let Some(tags) = &self.tags {
             doc.insert("tags".into(), Value::Object(tags.clone()));
@@ -220,11 +220,16 @@ impl ServiceClient {
         &self.inner.host
     }
 
+    /// The HTTPS pipeline (for the other service modules' queries).
+    pub(crate) fn pipeline(&self) -> crate::http::Pipeline {
+        self.inner.http.clone()
+    }
+
     pub(crate) async fn send(&self, request: Request) -> Result<crate::http::Reply> {
         self.inner.http.send(request).await
     }
 
-    async fn send_json<T: DeserializeOwned>(&self, request: Request) -> Result<T> {
+    pub(crate) async fn send_json<T: DeserializeOwned>(&self, request: Request) -> Result<T> {
         self.send(request).await?.json()
     }
 
@@ -482,24 +487,7 @@ impl ServiceClient {
         module_id: Option<&str>,
         request: &DirectMethodRequest,
     ) -> Result<DirectMethodResponse> {
-        if request.method_name.is_empty() {
-            return Err(Error::invalid("the method name is empty"));
-        }
-        // The hub's ranges: response 5 to 300 s, connect 0 to 300 s.
-        if let Some(t) = request.response_timeout_in_seconds
-            && !(5..=300).contains(&t)
-        {
-            return Err(Error::invalid(format!(
-                "the response timeout must be 5 to 300 seconds, not {t}"
-            )));
-        }
-        if let Some(t) = request.connect_timeout_in_seconds
-            && t > 300
-        {
-            return Err(Error::invalid(format!(
-                "the connect timeout must be 0 to 300 seconds, not {t}"
-            )));
-        }
+        check_method(request)?;
         let path = format!("{}/methods", twin_path(device_id, module_id)?);
         // The hub holds the request for up to connect + response timeout.
         let response = request.response_timeout_in_seconds.unwrap_or(30);
@@ -550,6 +538,29 @@ impl ServiceClient {
         )
         .await
     }
+}
+
+/// Checks a method call against the hub's rules before it is sent: a name, a response timeout
+/// of 5 to 300 s and a connect timeout of 0 to 300 s.
+pub(crate) fn check_method(request: &DirectMethodRequest) -> Result<()> {
+    if request.method_name.is_empty() {
+        return Err(Error::invalid("the method name is empty"));
+    }
+    if let Some(t) = request.response_timeout_in_seconds
+        && !(5..=300).contains(&t)
+    {
+        return Err(Error::invalid(format!(
+            "the response timeout must be 5 to 300 seconds, not {t}"
+        )));
+    }
+    if let Some(t) = request.connect_timeout_in_seconds
+        && t > 300
+    {
+        return Err(Error::invalid(format!(
+            "the connect timeout must be 0 to 300 seconds, not {t}"
+        )));
+    }
+    Ok(())
 }
 
 fn check_device_id(id: &str) -> Result<()> {

@@ -38,6 +38,10 @@
 //!   an oversized message, more than 100 bulk entries) fails before anything is sent.
 //! * **Query** (`query.rs`) follows `x-ms-continuation` tokens page by page; a [`Query`] is
 //!   read by page, as a `Stream` of items, or whole.
+//! * **Jobs v2** (`jobs.rs`): twin updates and direct methods scheduled over a query
+//!   condition, get / cancel / query of jobs and `devices.jobs` rows, with the bodies of
+//!   `azure_iot_protocol::jobs` (the emulator's own); the jobs query reads `GET` pages through
+//!   the same [`Query`], as arrays or `QueryResult` objects.
 //! * **AMQP** (`messaging/`): cloud-to-device sends and the feedback receiver share one
 //!   fe2o3-amqp connection authenticated with CBS put-token and renewed from a background
 //!   task (`connection.rs`; fe2o3's CBS helper expects 202, IoT Hub answers 200). Addresses,
@@ -66,6 +70,7 @@ mod credential;
 mod error;
 pub mod events;
 pub mod http;
+mod jobs;
 mod messaging;
 pub mod models;
 mod options;
@@ -73,6 +78,10 @@ mod query;
 
 pub use azure_iot_core::method::{DirectMethodRequest, DirectMethodResponse};
 pub use azure_iot_core::twin::Twin;
+pub use azure_iot_protocol::jobs::{
+    DeviceJob, DeviceJobError, DeviceJobOutcome, DeviceJobStatistics, DeviceJobStatus, JobRequest,
+    JobResponse, JobStatus, JobType,
+};
 pub use client::{IfMatch, ServiceClient, TwinPatch};
 pub use credential::SharedAccessPolicy;
 pub use error::{Error, ErrorKind, Result};
@@ -80,6 +89,7 @@ pub use events::{
     EventHubConsumer, EventHubConsumerOptions, EventHubProperties, EventPosition, EventStream,
     PartitionProperties, PropertyValue, ReceivedEvent,
 };
+pub use jobs::JobSchedule;
 pub use messaging::{
     CloudToDeviceMessage, FeedbackBatch, FeedbackMode, FeedbackReceiver, FeedbackRecord,
     FeedbackStatus, FileNotification, FileNotificationBatch, FileNotificationReceiver, InboxBatch,

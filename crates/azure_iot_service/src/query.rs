@@ -1,11 +1,15 @@
 //! [`Query`]: a query whose answer comes in pages, followed with the `x-ms-continuation`
-//! token: IoT Hub's `POST /devices/query`, and DPS's enrollment, group and registration
-//! queries (same body, same headers).
+//! token: IoT Hub's `POST /devices/query`, DPS's enrollment, group and registration queries
+//! (same body, same headers), and IoT Hub's `GET /jobs/v2/query` (filters in the query string).
+//!
+//! A page is a JSON array of items, or (read as well, since the IoT Hub specification
+//! describes the jobs query that way) a `QueryResult` object `{type, items, continuationToken}`.
 
 use std::marker::PhantomData;
 
 use futures_util::stream::BoxStream;
 use reqwest::Method;
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
@@ -33,6 +37,8 @@ pub struct Query<T> {
     pipeline: Pipeline,
     path: String,
     sql: String,
+    /// `GET` with these query-string filters instead of `POST` with `sql`.
+    filters: Option<Vec<(&'static str, String)>>,
     page_size: Option<u32>,
     continuation: Option<String>,
     item_type: Option<String>,
@@ -59,12 +65,25 @@ impl<T: DeserializeOwned + Send + 'static> Query<T> {
             pipeline,
             path: path.into(),
             sql: sql.into(),
+            filters: None,
             page_size: None,
             continuation: None,
             item_type: None,
             done: false,
             items: PhantomData,
         }
+    }
+
+    /// A query read with `GET path?name=value...` (the jobs query), whose filters travel in the
+    /// query string. Nothing is sent until it is read.
+    pub fn get(
+        pipeline: Pipeline,
+        path: impl Into<String>,
+        filters: Vec<(&'static str, String)>,
+    ) -> Self {
+        let mut query = Self::new(pipeline, path, String::new());
+        query.filters = Some(filters);
+        query
     }
 
     /// Items per page (`x-ms-max-item-count`; IoT Hub's default is 100, its maximum 1,000).
@@ -95,13 +114,20 @@ impl<T: DeserializeOwned + Send + 'static> Query<T> {
         if self.done {
             return Ok(None);
         }
-        if self.sql.trim().is_empty() {
-            return Err(Error::invalid("the query is empty"));
+        let mut request = match &self.filters {
+            Some(filters) => filters.iter().fold(
+                Request::new(Method::GET, self.path.clone()),
+                |request, (name, value)| request.query(name, value.clone()),
+            ),
+            None => {
+                if self.sql.trim().is_empty() {
+                    return Err(Error::invalid("the query is empty"));
+                }
+                Request::new(Method::POST, self.path.clone()).json(&json!({ "query": self.sql }))?
+            }
         }
-        let mut request = Request::new(Method::POST, self.path.clone())
-            .json(&json!({ "query": self.sql }))?
-            // Reading a page changes nothing: safe to repeat.
-            .idempotent(true);
+        // Reading a page changes nothing: safe to repeat.
+        .idempotent(true);
         if let Some(size) = self.page_size {
             request = request.header("x-ms-max-item-count", size.to_string());
         }
@@ -109,13 +135,20 @@ impl<T: DeserializeOwned + Send + 'static> Query<T> {
             request = request.header("x-ms-continuation", token.clone());
         }
         let reply = self.pipeline.send(request).await?;
-        let items: Vec<T> = reply.json()?;
+        let (items, body_token) = match reply.json::<Page<T>>()? {
+            Page::Items(items) => (items, None),
+            Page::Result {
+                items,
+                continuation_token,
+            } => (items, continuation_token),
+        };
         self.item_type = reply.header("x-ms-item-type").map(str::to_owned);
         // Only a non-empty token means more pages (an empty one would loop forever).
         self.continuation = reply
             .header("x-ms-continuation")
-            .filter(|t| !t.is_empty())
-            .map(str::to_owned);
+            .map(str::to_owned)
+            .or(body_token)
+            .filter(|t| !t.is_empty());
         self.done = self.continuation.is_none();
         Ok(Some(items))
     }
@@ -147,4 +180,18 @@ impl<T: DeserializeOwned + Send + 'static> Query<T> {
         }
         Ok(all)
     }
+}
+
+/// One page as the service sends it.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Page<T> {
+    /// A JSON array of items.
+    Items(Vec<T>),
+    /// A `QueryResult` object.
+    Result {
+        items: Vec<T>,
+        #[serde(rename = "continuationToken", default)]
+        continuation_token: Option<String>,
+    },
 }

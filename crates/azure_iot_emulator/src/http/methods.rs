@@ -13,25 +13,14 @@
 //! and nobody else. Unknown identities are 404 `DeviceNotFound` / `ModuleNotFound` at once,
 //! without waiting for the connect timeout.
 
-use std::time::Duration;
-
 use axum::extract::{Path, State};
 use axum::response::Response;
-use azure_iot_core::method::{
-    DEFAULT_RESPONSE_TIMEOUT_SECS, DirectMethodRequest, MAX_CONNECT_TIMEOUT_SECS,
-    MAX_RESPONSE_TIMEOUT_SECS,
-};
+use azure_iot_core::method::DirectMethodRequest;
 use http::HeaderMap;
-use tokio::sync::oneshot;
 
 use super::{ApiError, AppState, Body, json_ok};
-use crate::hub::devices::MethodTarget;
-use crate::hub::error::ErrorCode;
-use crate::hub::methods::MethodCall;
+use crate::hub::methods;
 use crate::hub::policy::Rights;
-
-/// The smallest response timeout the hub accepts (the documented lower bound).
-const MIN_RESPONSE_TIMEOUT_SECS: u32 = 5;
 
 /// `POST /twins/{id}/methods`.
 pub(crate) async fn invoke_device(
@@ -54,12 +43,9 @@ pub(crate) async fn invoke_module(
     invoke(app, headers, id, Some(mid), body).await
 }
 
-/// Validates the call, finds or waits for the target, sends the call and waits for the answer.
-///
-/// Failures after validation: 404 `DeviceNotOnline` when no subscription appears within the
-/// connect timeout, when the device's connection is gone as the call is sent, or when it
-/// leaves with the call unanswered; 504 `GatewayTimeout` when it keeps the call past the
-/// response timeout. A late answer is then discarded by the device front-end.
+/// Validates the call (`hub::methods::validate_request`), then finds or waits for the target,
+/// sends the call and waits for the answer (`hub::methods::invoke`), which travels back with
+/// HTTP 200 whatever the device's status. A late answer is discarded by the device front-end.
 async fn invoke(
     app: AppState,
     headers: HeaderMap,
@@ -69,70 +55,26 @@ async fn invoke(
 ) -> Result<Response, ApiError> {
     app.authorize(&headers, Rights::SERVICE_CONNECT)?;
     let request: DirectMethodRequest = body.json().await?;
-    if request.method_name.trim().is_empty() {
-        return Err(ApiError::invalid("methodName must not be empty"));
-    }
-    let response_secs = request
-        .response_timeout_in_seconds
-        .unwrap_or(DEFAULT_RESPONSE_TIMEOUT_SECS);
-    if !(MIN_RESPONSE_TIMEOUT_SECS..=MAX_RESPONSE_TIMEOUT_SECS).contains(&response_secs) {
-        return Err(ApiError::invalid(format!(
-            "responseTimeoutInSeconds must be {MIN_RESPONSE_TIMEOUT_SECS} to {MAX_RESPONSE_TIMEOUT_SECS}"
-        )));
-    }
-    let connect_secs = request.connect_timeout_in_seconds.unwrap_or(0);
-    if connect_secs > MAX_CONNECT_TIMEOUT_SECS {
-        return Err(ApiError::invalid(format!(
-            "connectTimeoutInSeconds must be 0 to {MAX_CONNECT_TIMEOUT_SECS}"
-        )));
-    }
-    let not_online = || {
-        ApiError::new(
-            ErrorCode::DeviceNotOnline,
-            "Timed out waiting for device to connect.",
-        )
-    };
-    let (device, module) = (device_id.clone(), module_id.clone());
-    let target = app
-        .hub
-        .call(move |s| s.method_target(&device, module.as_deref()))
-        .await??;
-    let target = match target {
-        MethodTarget::Ready(target) => target,
-        MethodTarget::Wait(waiter) => {
-            let wait = Duration::from_secs(u64::from(connect_secs));
-            match tokio::time::timeout(wait, waiter).await {
-                Ok(Ok(target)) => target,
-                _ => return Err(not_online()),
-            }
-        }
-    };
-    let response_timeout = Duration::from_secs(u64::from(response_secs));
-    let (reply, answer) = oneshot::channel();
-    let call = MethodCall {
-        method_name: request.method_name,
-        payload: request.payload,
-        response_timeout,
-        reply,
-    };
-    target.send(call).await.map_err(|_| not_online())?;
-    match tokio::time::timeout(response_timeout, answer).await {
-        Ok(Ok(response)) => Ok(json_ok(serde_json::json!({
-            "status": response.status,
-            "payload": response.payload,
-        }))),
-        // The device went away with the call unanswered.
-        Ok(Err(_)) => Err(not_online()),
-        Err(_) => Err(ApiError::new(
-            ErrorCode::GatewayTimeout,
-            format!("Timed out waiting for the response from device {device_id}."),
-        )),
-    }
+    let timeouts = methods::validate_request(&request)?;
+    let response = methods::invoke(
+        &app.hub,
+        &device_id,
+        module_id.as_deref(),
+        request,
+        timeouts,
+    )
+    .await?;
+    Ok(json_ok(serde_json::json!({
+        "status": response.status,
+        "payload": response.payload,
+    })))
 }
 
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+
+    use std::time::Duration;
 
     use azure_iot_core::method::DirectMethodResponse;
     use azure_iot_core::sas::{ResourceUri, SasToken};
@@ -142,6 +84,7 @@ mod tests {
     use tokio::sync::mpsc;
 
     use super::*;
+    use crate::hub::error::ErrorCode;
     use crate::hub::identity::IdentityBody;
     use crate::hub::{Hub, HubState};
     use crate::store::Store;

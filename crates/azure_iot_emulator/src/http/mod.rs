@@ -34,6 +34,7 @@ mod error;
 mod faults;
 mod feedback;
 mod files;
+mod jobs;
 mod methods;
 mod monitor;
 mod query;
@@ -114,7 +115,8 @@ impl AppState {
 /// * registry (RegistryRead / RegistryWrite): `/devices`, `/devices/{id}`,
 ///   `/devices/{id}/modules[/{mid}]`, bulk `POST /devices`, `/statistics/devices`,
 ///   `/certificates[/{name}]`;
-/// * service (ServiceConnect): `/twins/{id}[/modules/{mid}]`, `.../methods`,
+/// * service (ServiceConnect): `/twins/{id}[/modules/{mid}]`, `.../methods`, jobs v2
+///   (`/jobs/v2/{id}`, `/jobs/v2/{id}/cancel`, `/jobs/v2/query`),
 ///   `/devices/query` (RegistryRead also accepted), `/devices/{id}/commands` (purge),
 ///   `/messages/serviceBound/feedback...`, `/statistics/service`;
 /// * devices: `/$iothub/websocket` and `/` (MQTT or AMQP over WebSockets, for the hub or DPS;
@@ -223,6 +225,9 @@ pub(crate) fn router(state: AppState) -> Router {
             "/messages/serviceBound/feedback/{token}/abandon",
             post(feedback::abandon),
         )
+        .route("/jobs/v2/query", get(jobs::query))
+        .route("/jobs/v2/{id}", get(jobs::get).put(jobs::create))
+        .route("/jobs/v2/{id}/cancel", post(jobs::cancel))
         .route("/twins/{id}/methods", post(methods::invoke_device))
         .route(
             "/twins/{id}/modules/{mid}/methods",
@@ -283,7 +288,7 @@ async fn classify(
 /// Anything else: a known IoT Hub feature the emulator does not have yet answers 501 and says
 /// so; an unknown path is a 404. Never a silent success.
 ///
-/// "Known" includes jobs, configurations (ADM), digital twins, the other service-bound
+/// "Known" includes import/export jobs, configurations (ADM), digital twins, the other service-bound
 /// endpoints and every unrouted path under `/devices/` (a device SDK on its HTTP transport
 /// asking for something not served gets an explicit 501 `NotImplemented` it can report, not
 /// a 404 it would read as an unknown device).

@@ -56,6 +56,33 @@ pub(crate) async fn query(
     }
     let body: QueryBody = body.json().await?;
     let query = Query::parse(&body.query).map_err(|e| ApiError::invalid(format!("query: {e}")))?;
+    let (page_size, offset) = paging(&headers)?;
+    let documents = match query.collection() {
+        Collection::Devices => app.hub.call(|s| s.twin_documents(false)).await?,
+        Collection::Modules => app.hub.call(|s| s.twin_documents(true)).await?,
+        Collection::Jobs => app.hub.call(|s| s.device_job_documents()).await?,
+    };
+    let results = query.execute(documents.iter());
+    let (page, next) = cut_page(&results, page_size, offset);
+    // Job rows are named in the PascalCase the C# SDK parses (`DeviceJob`); twins and raw
+    // rows keep the SPEC's spelling.
+    let item_type = match query.item_type() {
+        azure_iot_query::ItemType::DeviceJob => "DeviceJob",
+        other => other.as_str(),
+    };
+    let mut response = json_ok(Value::Array(page));
+    let response_headers = response.headers_mut();
+    response_headers.insert("x-ms-item-type", HeaderValue::from_static(item_type));
+    if let Some(token) = next.and_then(|n| HeaderValue::from_str(&encode_token(n)).ok()) {
+        response_headers.insert("x-ms-continuation", token);
+    }
+    Ok(response)
+}
+
+/// The page size (`x-ms-max-item-count`, default 100, 1–1000) and the offset (from
+/// `x-ms-continuation`, 0 without one) of a paged request; 400 for a bad size or a token this
+/// hub did not issue. Shared by `/devices/query` and `/jobs/v2/query`.
+pub(super) fn paging(headers: &HeaderMap) -> Result<(usize, usize), ApiError> {
     let page_size = match headers.get("x-ms-max-item-count") {
         None => DEFAULT_PAGE,
         Some(value) => value
@@ -72,37 +99,28 @@ pub(crate) async fn query(
         Some(value) => decode_token(value.to_str().unwrap_or_default())
             .ok_or_else(|| ApiError::invalid("x-ms-continuation is not a token this hub issued"))?,
     };
-    let documents = match query.collection() {
-        Collection::Devices => app.hub.call(|s| s.twin_documents(false)).await?,
-        Collection::Modules => app.hub.call(|s| s.twin_documents(true)).await?,
-        // Jobs arrive with the jobs API; until then there are no job rows.
-        Collection::Jobs => Vec::new(),
-    };
-    let results = query.execute(documents.iter());
-    let page: Vec<Value> = results
+    Ok((page_size, offset))
+}
+
+/// The page of `results` at `offset`, and the offset of the next page if more remain.
+pub(super) fn cut_page<T: Clone>(
+    results: &[T],
+    page_size: usize,
+    offset: usize,
+) -> (Vec<T>, Option<usize>) {
+    let page: Vec<T> = results
         .iter()
         .skip(offset)
         .take(page_size)
         .cloned()
         .collect();
     let next = offset + page.len();
-    let mut response = json_ok(Value::Array(page));
-    let response_headers = response.headers_mut();
-    response_headers.insert(
-        "x-ms-item-type",
-        HeaderValue::from_static(query.item_type().as_str()),
-    );
-    if next < results.len()
-        && let Ok(token) = HeaderValue::from_str(&encode_token(next))
-    {
-        response_headers.insert("x-ms-continuation", token);
-    }
-    Ok(response)
+    (page, (next < results.len()).then_some(next))
 }
 
 /// The continuation token for the page starting at `offset` (URL-safe base64, no padding,
 /// so it travels in a header unchanged).
-fn encode_token(offset: usize) -> String {
+pub(super) fn encode_token(offset: usize) -> String {
     URL_SAFE_NO_PAD.encode(format!("{TOKEN_PREFIX}{offset}"))
 }
 

@@ -40,6 +40,13 @@ pub(crate) enum ErrorCode {
     DeviceAlreadyExists,
     /// 409 / 409301: the same for a module.
     ModuleAlreadyExists,
+    /// 409 (`JobAlreadyExists`): a job with this id exists already (the hub's number for it is
+    /// not documented; see ADR 18).
+    JobAlreadyExists,
+    /// 404 / 404002: no job with this id (jobs v2).
+    JobNotFound,
+    /// 403 / 403003: the hub already has its maximum of active (scheduled or running) jobs.
+    JobQuotaExceeded,
     /// 412 / 412001: `If-Match` names an ETag that is no longer current, or a lock token no
     /// longer holds anything.
     PreconditionFailed,
@@ -82,6 +89,9 @@ impl ErrorCode {
             Self::DeviceNotOnline => (404, 404_103, "DeviceNotOnline"),
             Self::DeviceAlreadyExists => (409, 409_001, "DeviceAlreadyExists"),
             Self::ModuleAlreadyExists => (409, 409_301, "ModuleAlreadyExists"),
+            Self::JobAlreadyExists => (409, 409_000, "JobAlreadyExists"),
+            Self::JobNotFound => (404, 404_002, "JobNotFound"),
+            Self::JobQuotaExceeded => (403, 403_003, "JobQuotaExceeded"),
             Self::PreconditionFailed => (412, 412_001, "PreconditionFailed"),
             Self::DeviceMessageLockLost => (412, 412_002, "DeviceMessageLockLost"),
             Self::RequestTimeout => (408, 408_000, "RequestTimeout"),
@@ -179,5 +189,12 @@ impl fmt::Display for HubError {
 impl From<rusqlite::Error> for HubError {
     fn from(e: rusqlite::Error) -> Self {
         Self::storage(e)
+    }
+}
+
+impl From<HubError> for crate::error::EmulatorError {
+    /// A hub refusal met by an internal task (the jobs scheduler), not by a client.
+    fn from(e: HubError) -> Self {
+        Self::Refused(e.to_string())
     }
 }

@@ -25,6 +25,7 @@ pub(crate) mod faults;
 pub(crate) mod files;
 pub(crate) mod identity;
 pub(crate) mod inbox;
+pub(crate) mod jobs;
 pub(crate) mod methods;
 pub(crate) mod policy;
 pub(crate) mod provision;

@@ -81,6 +81,8 @@ pub(crate) struct HubState {
     pub(super) faults: Faults,
     /// Registered CA certificates (see `certificates.rs`).
     pub(super) certificates: super::certificates::Certificates,
+    /// Jobs v2 and their device rows (see `jobs.rs`).
+    pub(super) jobs: super::jobs::Jobs,
 }
 
 impl HubState {
@@ -148,7 +150,9 @@ impl HubState {
         let c2d = CloudToDevice::load(&store)?;
         let certificates = super::certificates::load(&store)?;
         let files = super::files::FileUploads::load(&store)?;
+        let jobs = super::jobs::Jobs::load(&store)?;
         Ok(Self {
+            jobs,
             c2d,
             files,
             faults: Faults::default(),
@@ -751,6 +755,24 @@ impl HubState {
         if_match: Option<&str>,
         replace: bool,
     ) -> Result<Value, HubError> {
+        let write = self.prepare_twin_write(device_id, module_id, body, if_match, replace)?;
+        self.store.apply(&[Change::Put(&write.record)])?;
+        Ok(self.finish_twin_write(write))
+    }
+
+    /// Step 1 of a twin write (see [`Self::update_twin`]): checks `If-Match`, applies the body
+    /// to a copy of the record and works out the desired patch connected devices get. Nothing
+    /// is stored or changed; the caller stores `record` and then calls
+    /// [`Self::finish_twin_write`]. Jobs use the two halves to store many twins and their job
+    /// rows in one transaction.
+    pub(super) fn prepare_twin_write(
+        &self,
+        device_id: &str,
+        module_id: Option<&str>,
+        body: &Value,
+        if_match: Option<&str>,
+        replace: bool,
+    ) -> Result<TwinWrite, HubError> {
         let mut record = self.record(device_id, module_id)?.clone();
         if let Some(tag) = if_match {
             check_if_match(tag, &record.twin.etag())?;
@@ -763,8 +785,7 @@ impl HubState {
         } else {
             record.twin.patch_from_service(body, &now)?;
         }
-        self.store.apply(&[Change::Put(&record)])?;
-        let json = self.twin_json(&record);
+        let mut desired_patch = None;
         if record.twin.desired_version != desired_version {
             // Connected devices subscribed to desired properties get the change as a patch.
             let mut patch = if replace {
@@ -785,14 +806,31 @@ impl HubState {
                     .unwrap_or_default()
             };
             patch.insert("$version".into(), json!(record.twin.desired_version));
-            let identity = match module_id {
-                Some(m) => Identity::module(device_id, m),
-                None => Identity::device(device_id),
+            desired_patch = Some(Value::Object(patch));
+        }
+        Ok(TwinWrite {
+            record,
+            desired_patch,
+        })
+    }
+
+    /// Step 2 of a twin write, after its record was stored: pushes the desired patch to the
+    /// connected identity, installs the record and returns the twin document.
+    pub(super) fn finish_twin_write(&mut self, write: TwinWrite) -> Value {
+        let TwinWrite {
+            record,
+            desired_patch,
+        } = write;
+        let json = self.twin_json(&record);
+        if let Some(patch) = desired_patch {
+            let identity = match &record.module_id {
+                Some(m) => Identity::module(&record.device_id, m),
+                None => Identity::device(&record.device_id),
             };
-            self.links.push_desired(&identity, Value::Object(patch));
+            self.links.push_desired(&identity, patch);
         }
         self.install(record);
-        Ok(json)
+        json
     }
 
     /// Twin documents for a query over `devices` (`modules = false`) or `devices.modules`,
@@ -840,6 +878,15 @@ impl HubState {
         self.install(record);
         Ok(())
     }
+}
+
+/// A twin write validated and applied to a copy, not stored yet (see
+/// [`HubState::prepare_twin_write`]).
+pub(super) struct TwinWrite {
+    /// The identity record with its new twin: what to store.
+    pub(super) record: IdentityRecord,
+    /// The desired patch for the connected identity, if the desired section changed.
+    desired_patch: Option<Value>,
 }
 
 /// One entry of a bulk registry call (`ExportImportDevice`).

@@ -22,7 +22,8 @@
 //! Tables: `meta` (schema version), `policies` (shared access policies with their keys),
 //! `identities` (device and module records with their twins), `c2d` (queued cloud-to-device
 //! messages with delivery counts), `feedback` and `file_notifications` (the service-bound
-//! inboxes' undelivered records) and
+//! inboxes' undelivered records), `jobs` and `device_jobs` (jobs v2 and their per-device
+//! rows, as JSON) and
 //! `certificates` (registered CAs). Telemetry has its own database and writer (`telemetry`),
 //! so a burst of device messages never queues behind registry writes. A database written by
 //! an emulator with another schema version is refused at open, not guessed at.
@@ -79,6 +80,16 @@ CREATE TABLE IF NOT EXISTS file_notifications (
     id     INTEGER PRIMARY KEY,
     record TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY,
+    record TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS device_jobs (
+    job_id    TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    record    TEXT NOT NULL,
+    PRIMARY KEY (job_id, device_id)
+);
 CREATE TABLE IF NOT EXISTS identities (
     device_id TEXT NOT NULL,
     module_id TEXT NOT NULL,
@@ -107,6 +118,12 @@ pub(crate) enum Change<'a> {
     PutCertificate(&'a str, &'a str, &'a str),
     /// Remove a CA certificate.
     DeleteCertificate(&'a str),
+    /// Insert or replace a job (jobs v2): id, record JSON.
+    PutJob(&'a str, &'a str),
+    /// Insert or replace one device's row of a job: job id, device id, row JSON.
+    PutDeviceJob(&'a str, &'a str, &'a str),
+    /// Remove a job and its device rows (retention).
+    DeleteJob(&'a str),
 }
 
 /// A stored cloud-to-device message.
@@ -351,6 +368,24 @@ impl Store {
                 Change::DeleteCertificate(name) => {
                     tx.execute("DELETE FROM certificates WHERE name = ?1", [name])?;
                 }
+                Change::PutJob(id, record) => {
+                    tx.execute(
+                        "INSERT INTO jobs (job_id, record) VALUES (?1, ?2)
+                         ON CONFLICT(job_id) DO UPDATE SET record = excluded.record",
+                        params![id, record],
+                    )?;
+                }
+                Change::PutDeviceJob(job, device, record) => {
+                    tx.execute(
+                        "INSERT INTO device_jobs (job_id, device_id, record) VALUES (?1, ?2, ?3)
+                         ON CONFLICT(job_id, device_id) DO UPDATE SET record = excluded.record",
+                        params![job, device, record],
+                    )?;
+                }
+                Change::DeleteJob(id) => {
+                    tx.execute("DELETE FROM device_jobs WHERE job_id = ?1", [id])?;
+                    tx.execute("DELETE FROM jobs WHERE job_id = ?1", [id])?;
+                }
             }
         }
         tx.commit()
@@ -380,6 +415,24 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare("SELECT name, pem, created FROM certificates ORDER BY name")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Every stored job (jobs v2) as `(job id, record JSON)`.
+    pub(crate) fn job_rows(&self) -> Result<Vec<(String, String)>, EmulatorError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT job_id, record FROM jobs ORDER BY job_id")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Every stored device job row as `(job id, device id, row JSON)`.
+    pub(crate) fn device_job_rows(&self) -> Result<Vec<(String, String, String)>, EmulatorError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT job_id, device_id, record FROM device_jobs ORDER BY job_id, device_id",
+        )?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
