@@ -10,8 +10,6 @@
 //! azure-iot hub start --data-dir /tmp/hub --https-port 8443 &
 //! export PROVISIONING_CONNECTION_STRING="$(jq -r .dps.connection_string /tmp/hub/hub.json)"
 //! export PROVISIONING_CA_PEM=/tmp/hub/ca.pem PROVISIONING_HTTPS_PORT=8443
-//! # Where `dps.localhost` does not resolve: connect where the hub listens.
-//! export PROVISIONING_CONNECT_ADDRESS=127.0.0.1
 //! cargo run -p azure_iot_provisioning_service --example enrollments
 //! ```
 //!
@@ -99,8 +97,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// A client from `PROVISIONING_CONNECTION_STRING`, trusting `PROVISIONING_CA_PEM`, using
-/// `PROVISIONING_HTTPS_PORT` and connecting to `PROVISIONING_CONNECT_ADDRESS` when they are set.
+/// A client from `PROVISIONING_CONNECTION_STRING`, trusting `PROVISIONING_CA_PEM` and using
+/// `PROVISIONING_HTTPS_PORT` when they are set.
 fn client() -> Result<ProvisioningServiceClient, Box<dyn std::error::Error>> {
     let connection_string = std::env::var("PROVISIONING_CONNECTION_STRING").map_err(
         |_| "set PROVISIONING_CONNECTION_STRING to a DPS shared access policy's connection string",
@@ -116,11 +114,6 @@ fn client() -> Result<ProvisioningServiceClient, Box<dyn std::error::Error>> {
             port.parse()
                 .map_err(|e| format!("PROVISIONING_HTTPS_PORT={port:?} is not a port: {e}"))?,
         );
-    }
-    if let Ok(address) = std::env::var("PROVISIONING_CONNECT_ADDRESS") {
-        options = options.connect_address(address.parse().map_err(|e| {
-            format!("PROVISIONING_CONNECT_ADDRESS={address:?} is not an IP address: {e}")
-        })?);
     }
     Ok(ProvisioningServiceClient::from_connection_string(
         &connection_string,

@@ -80,11 +80,12 @@
 //!   `x-ms-continuation` is followed until DPS stops sending it.
 //! * **Bad input** (an id outside DPS's character set or longer than 128, an empty or
 //!   oversized bulk operation) fails before anything is sent.
-//! * **The emulator**: its DPS has its own host name (`dps.localhost`, in `hub.json` under
-//!   `dps`) on the hub's HTTPS port. Trust its `ca.pem`, set its port, and, where `*.localhost`
-//!   does not resolve, [`connect_address`](azure_iot_service::HttpOptions::connect_address)
-//!   to where the hub listens; the host name still names the service in TLS and the token.
-//!   `azure-iot dps …` does all three from `hub.json`.
+//! * **The emulator**: its DPS answers on the hub's HTTPS port, by default under the hub's
+//!   host name (`hub.json`, `dps.hostname`). Trust its `ca.pem` and set its port;
+//!   `azure-iot dps …` does both from `hub.json`. An emulator started with a DPS host name of
+//!   its own that DNS does not know is reached with
+//!   [`connect_address`](azure_iot_service::HttpOptions::connect_address); the host name
+//!   still names the service in TLS and the token.
 
 mod client;
 mod paths;

@@ -21,8 +21,6 @@ fn options(hub: &EmulatorHandle) -> ProvisioningServiceClientOptions {
     ProvisioningServiceClientOptions::default()
         .trusted_ca_pem(hub.ca_pem())
         .https_port(hub.https_addr().port())
-        // `dps.localhost` need not resolve: the emulator listens where its hub does.
-        .connect_address(hub.https_addr().ip())
         .request_timeout(WAIT)
 }
 
