@@ -39,16 +39,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             IfMatch::Any,
         )
         .await?;
-    println!("created group {group_id} (etag {:?})", group.etag);
+    println!("created group {group_id} (etag {:?})", group.settings.etag);
 
     let mut disabled = group.clone();
-    disabled.provisioning_status = azure_iot_provisioning_service::ProvisioningStatus::Disabled;
+    disabled.settings.provisioning_status =
+        azure_iot_provisioning_service::ProvisioningStatus::Disabled;
     let updated = dps
-        .create_or_update_enrollment_group(&disabled, IfMatch::etag_or_any(group.etag.as_deref()))
+        .create_or_update_enrollment_group(
+            &disabled,
+            IfMatch::etag_or_any(group.settings.etag.as_deref()),
+        )
         .await?;
-    println!("disabled it under its etag; new etag {:?}", updated.etag);
+    println!(
+        "disabled it under its etag; new etag {:?}",
+        updated.settings.etag
+    );
     match dps
-        .create_or_update_enrollment_group(&disabled, IfMatch::etag_or_any(group.etag.as_deref()))
+        .create_or_update_enrollment_group(
+            &disabled,
+            IfMatch::etag_or_any(group.settings.etag.as_deref()),
+        )
         .await
     {
         Err(e) if e.kind() == ErrorKind::PreconditionFailed => {
@@ -84,7 +94,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     while let Some(enrollment) = enrollments.try_next().await? {
         println!(
             "  enrollment {} ({:?})",
-            enrollment.registration_id, enrollment.provisioning_status
+            enrollment.registration_id, enrollment.settings.provisioning_status
         );
     }
     let states = dps.query_registration_states(&group_id, "*")?.all().await?;

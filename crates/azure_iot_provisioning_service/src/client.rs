@@ -37,7 +37,7 @@ pub const MAX_BULK_ITEMS: usize = 10;
 /// // Empty keys: DPS generates them.
 /// let enrollment = IndividualEnrollment::new("sensor-1", Attestation::symmetric_key("", ""));
 /// let created = dps.create_or_update_enrollment(&enrollment, Default::default()).await?;
-/// println!("etag {:?}", created.etag);
+/// println!("etag {:?}", created.settings.etag);
 /// # Ok(()) }
 /// ```
 #[derive(Clone, Debug)]

@@ -24,9 +24,9 @@
 //!
 //! // Change it only if nobody else did in between.
 //! let mut changed = group.clone();
-//! changed.capabilities = Some(Default::default());
+//! changed.settings.capabilities = Some(Default::default());
 //! match dps
-//!     .create_or_update_enrollment_group(&changed, IfMatch::etag_or_any(group.etag.as_deref()))
+//!     .create_or_update_enrollment_group(&changed, IfMatch::etag_or_any(group.settings.etag.as_deref()))
 //!     .await
 //! {
 //!     Err(e) if e.kind() == ErrorKind::PreconditionFailed => println!("changed meanwhile"),
@@ -93,10 +93,10 @@ mod paths;
 pub use azure_iot_protocol::dps::enrollment::{
     AllocationPolicy, Attestation, AttestationType, BulkEnrollmentGroupOperation,
     BulkEnrollmentOperation, BulkMode, BulkOperationError, BulkOperationResult,
-    CustomAllocationDefinition, DeviceCapabilities, EnrollmentGroup, IndividualEnrollment,
-    ProvisioningStatus, QuerySpecification, RegistrationState, ReprovisionPolicy,
-    SymmetricKeyAttestation, TpmAttestation, X509Attestation, X509CaReferences,
-    X509CertificateWithInfo, X509Certificates,
+    CustomAllocationDefinition, DeviceCapabilities, Enrollment, EnrollmentGroup,
+    EnrollmentSettings, IndividualEnrollment, ProvisioningStatus, QuerySpecification,
+    RegistrationState, ReprovisionPolicy, SymmetricKeyAttestation, TpmAttestation, X509Attestation,
+    X509CaReferences, X509CertificateWithInfo, X509Certificates,
 };
 pub use azure_iot_protocol::dps::registration::{RegistrationStatus, RegistrationSubstatus};
 pub use azure_iot_protocol::dps::{
