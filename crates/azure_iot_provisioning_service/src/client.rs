@@ -1,6 +1,5 @@
 //! [`ProvisioningServiceClient`]: the DPS service API over the shared HTTPS pipeline.
 
-use azure_iot_core::ServiceConnectionString;
 use azure_iot_protocol::dps::API_VERSION;
 use azure_iot_protocol::dps::enrollment::{
     Attestation, BulkEnrollmentGroupOperation, BulkEnrollmentOperation, BulkOperationResult,
@@ -65,12 +64,8 @@ impl ProvisioningServiceClient {
         connection_string: &str,
         options: ProvisioningServiceClientOptions,
     ) -> Result<Self> {
-        let cs = ServiceConnectionString::parse(connection_string)?;
-        Self::new(
-            cs.host_name(),
-            SharedAccessPolicy::from_connection_string(&cs),
-            options,
-        )
+        let (host, policy) = SharedAccessPolicy::parse_connection_string(connection_string)?;
+        Self::new(host, policy, options)
     }
 
     /// The DPS host name.
