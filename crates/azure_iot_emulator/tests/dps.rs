@@ -18,7 +18,12 @@ use serde_json::{Value, json};
 const HOUR: Duration = Duration::from_secs(3600);
 
 async fn start() -> EmulatorHandle {
-    Emulator::builder()
+    start_with(Emulator::builder()).await
+}
+
+/// Starts `builder` on free ports, with DPS's `retry-after` 0.
+async fn start_with(builder: azure_iot_emulator::EmulatorBuilder) -> EmulatorHandle {
+    builder
         .https_port(0)
         .mqtt_port(0)
         .amqp_port(0)
@@ -1137,14 +1142,7 @@ async fn dps_shares_the_hub_host_name_by_default_and_the_path_decides() {
 
 #[tokio::test]
 async fn a_dps_host_name_of_its_own_takes_every_request_to_it() {
-    let hub = Emulator::builder()
-        .https_port(0)
-        .mqtt_port(0)
-        .amqp_port(0)
-        .dps_hostname("dps.example")
-        .start()
-        .await
-        .unwrap();
+    let hub = start_with(Emulator::builder().dps_hostname("dps.example")).await;
     assert_eq!(hub.dps_hostname(), "dps.example");
     // The certificate covers the DPS name (the TLS handshake succeeds), and a hub path under
     // it is DPS's; under the hub's name the path decides as before.

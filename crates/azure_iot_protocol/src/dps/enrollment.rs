@@ -356,41 +356,31 @@ pub trait Enrollment {
     fn settings_mut(&mut self) -> &mut EnrollmentSettings;
 }
 
-impl Enrollment for IndividualEnrollment {
-    fn id(&self) -> &str {
-        &self.registration_id
-    }
-    fn attestation(&self) -> &Attestation {
-        &self.attestation
-    }
-    fn attestation_mut(&mut self) -> &mut Attestation {
-        &mut self.attestation
-    }
-    fn settings(&self) -> &EnrollmentSettings {
-        &self.settings
-    }
-    fn settings_mut(&mut self) -> &mut EnrollmentSettings {
-        &mut self.settings
-    }
+/// Implements [`Enrollment`] for a type whose id is the field `$id`.
+macro_rules! impl_enrollment {
+    ($type:ty, $id:ident) => {
+        impl Enrollment for $type {
+            fn id(&self) -> &str {
+                &self.$id
+            }
+            fn attestation(&self) -> &Attestation {
+                &self.attestation
+            }
+            fn attestation_mut(&mut self) -> &mut Attestation {
+                &mut self.attestation
+            }
+            fn settings(&self) -> &EnrollmentSettings {
+                &self.settings
+            }
+            fn settings_mut(&mut self) -> &mut EnrollmentSettings {
+                &mut self.settings
+            }
+        }
+    };
 }
 
-impl Enrollment for EnrollmentGroup {
-    fn id(&self) -> &str {
-        &self.enrollment_group_id
-    }
-    fn attestation(&self) -> &Attestation {
-        &self.attestation
-    }
-    fn attestation_mut(&mut self) -> &mut Attestation {
-        &mut self.attestation
-    }
-    fn settings(&self) -> &EnrollmentSettings {
-        &self.settings
-    }
-    fn settings_mut(&mut self) -> &mut EnrollmentSettings {
-        &mut self.settings
-    }
-}
+impl_enrollment!(IndividualEnrollment, registration_id);
+impl_enrollment!(EnrollmentGroup, enrollment_group_id);
 
 /// What a bulk operation does to each item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
