@@ -66,6 +66,9 @@
 //!   configures trust and retries one way (docs/adr/0016-provisioning-service-client-reuses-the-service-pipeline.md).
 //! * **Models** are `azure_iot_protocol::dps`'s, the same structs the emulator serves, re-exported
 //!   here. Unknown members survive a get → change → update round trip; `Debug` redacts keys.
+//!   What individual enrollments and groups share (status, initial twin, capabilities,
+//!   allocation, reprovisioning, ETag and times) is one [`EnrollmentSettings`] in their
+//!   `settings` (flattened on the wire), and the [`Enrollment`] trait treats both alike.
 //! * **Errors** carry DPS's HTTP status, its six-digit `errorCode` (as
 //!   [`Error::error_code`], e.g. `"404201"`), its tracking id and message; never the key or a
 //!   token. 401 → [`ErrorKind::Unauthorized`], 404 → `NotFound`, 409 → `AlreadyExists`,
