@@ -14,7 +14,6 @@
 'use strict';
 
 const crypto = require('crypto');
-const dns = require('dns');
 const fs = require('fs');
 const os = require('os');
 const path = require('path');
@@ -37,13 +36,6 @@ const hub = JSON.parse(fs.readFileSync(process.env.HUB_JSON, 'utf8'));
 // connection string (its HostName is the DPS service host).
 const dps = { host: hub.dps.global_endpoint.replace(/:\d+$/, ''), idScope: hub.dps.id_scope, connectionString: hub.dps.connection_string };
 
-// The DPS service host is a name under `localhost` (`dps.localhost`). RFC 6761 lets resolvers
-// answer loopback for every such name, and systemd-resolved does, but plain glibc /etc/hosts
-// resolution does not: resolve them here as such a resolver would (the SDKs are untouched).
-const lookup = dns.lookup;
-dns.lookup = function localhostNames(host, ...rest) {
-  return lookup.call(this, typeof host === 'string' && host.toLowerCase().endsWith('.localhost') ? 'localhost' : host, ...rest);
-};
 const service = ProvisioningServiceClient.fromConnectionString(dps.connectionString);
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'dps-conformance-'));
 

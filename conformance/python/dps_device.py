@@ -16,7 +16,6 @@ import hashlib
 import hmac
 import json
 import os
-import socket
 import tempfile
 import time
 import urllib.parse
@@ -48,21 +47,6 @@ def dps_settings():
 
 
 DPS_HOST, ID_SCOPE, DPS_CONNECTION_STRING = dps_settings()
-
-# The DPS service host is a name under `localhost` (`dps.localhost`). RFC 6761 lets resolvers
-# answer loopback for every such name, and systemd-resolved does, but plain glibc /etc/hosts
-# resolution does not: resolve them here as such a resolver would (the SDKs are untouched).
-_getaddrinfo = socket.getaddrinfo
-
-
-def _localhost_names(host, *args, **kwargs):
-    if isinstance(host, str) and host.lower().endswith(".localhost"):
-        host = "localhost"
-    return _getaddrinfo(host, *args, **kwargs)
-
-
-socket.getaddrinfo = _localhost_names
-
 
 class DpsService:
     """The DPS service REST API, called as its documentation describes it (dps-service.md)."""

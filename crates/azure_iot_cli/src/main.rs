@@ -130,9 +130,11 @@ struct StartArgs {
     #[arg(long, default_value = "localhost")]
     hostname: String,
     /// Host name of the Device Provisioning Service (served on the same ports): its service
-    /// API's token audience, also in the server certificate.
-    #[arg(long, default_value = azure_iot_emulator::config::DEFAULT_DPS_HOSTNAME)]
-    dps_hostname: String,
+    /// API's token audience, also in the server certificate. Default: the hub's host name
+    /// (DPS traffic is told apart by what the client sends); a distinct name must resolve to
+    /// the emulator.
+    #[arg(long)]
+    dps_hostname: Option<String>,
     /// Seconds DPS tells registering devices to wait before polling (retry-after).
     #[arg(long, default_value_t = 1)]
     dps_retry_after: u32,
@@ -364,14 +366,17 @@ fn main() -> ExitCode {
 async fn hub_start(args: StartArgs) -> Result<(), String> {
     raise_descriptor_limit();
     let limits = args.limits.limits();
-    let mut builder = Emulator::builder()
+    let mut builder = Emulator::builder();
+    if let Some(dps_hostname) = &args.dps_hostname {
+        builder = builder.dps_hostname(dps_hostname);
+    }
+    let mut builder = builder
         .limits(limits)
         .durability(match args.durability {
             DurabilityArg::Process => Durability::Process,
             DurabilityArg::Full => Durability::Full,
         })
         .hostname(&args.hostname)
-        .dps_hostname(&args.dps_hostname)
         .dps_retry_after(args.dps_retry_after)
         .data_dir(&args.data_dir)
         .in_memory(args.in_memory)

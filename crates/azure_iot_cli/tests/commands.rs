@@ -370,8 +370,12 @@ async fn bad_connection_strings_and_missing_hubs_are_one_line_errors() {
 async fn quickstart_walks_through_every_step() {
     let dir = tempfile::tempdir().unwrap();
     let out = stdout(&cli(dir.path(), &["quickstart"]).await);
-    assert!(out.contains("all 10 steps passed"), "{out}");
+    assert!(out.contains("all 12 steps passed"), "{out}");
     for step in [
+        "enrollment group (DPS, group key)",
+        "derive the device key",
+        "register through DPS",
+        "quickstart-device on localhost",
         "telemetry",
         "direct method",
         "desired property",

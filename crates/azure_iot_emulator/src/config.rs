@@ -8,9 +8,9 @@
 //!  "blob": {"endpoint": "https://localhost:10000", "container": "fileuploads"},
 //!  "connection_strings": {"iothubowner": "HostName=...", "service": "...", "registryRead": "...",
 //!                         "registryReadWrite": "...", "device": "..."},
-//!  "dps": {"id_scope": "0ne0A1B2C3D", "hostname": "dps.localhost",
+//!  "dps": {"id_scope": "0ne0A1B2C3D", "hostname": "localhost",
 //!          "global_endpoint": "localhost:443",
-//!          "connection_string": "HostName=dps.localhost;SharedAccessKeyName=provisioningserviceowner;..."},
+//!          "connection_string": "HostName=localhost;SharedAccessKeyName=provisioningserviceowner;..."},
 //!  "event_hubs": {"endpoint": "sb://localhost/", "port": 5671, "entity_path": "localhost",
 //!                 "partitions": 4, "consumer_groups": ["$Default"],
 //!                 "connection_string": "Endpoint=sb://localhost/;SharedAccessKeyName=service;SharedAccessKey=...;EntityPath=localhost",
@@ -43,10 +43,6 @@ pub const DEFAULT_MQTT_PORT: u16 = 8883;
 /// The IoT Hub AMQP-over-TLS port the official SDKs dial.
 pub const DEFAULT_AMQP_PORT: u16 = 5671;
 
-/// The Device Provisioning Service's default host name (`--dps-hostname`): a name under
-/// `localhost`, which resolves to the loopback address on most systems.
-pub const DEFAULT_DPS_HOSTNAME: &str = "dps.localhost";
-
 /// The blob endpoint's default port (Azurite's and the storage emulator's blob port).
 pub const DEFAULT_BLOB_PORT: u16 = 10000;
 
@@ -66,7 +62,7 @@ pub struct EmulatorBuilder {
     durability: Durability,
     blob_port: Option<u16>,
     file_upload: FileUploadOptions,
-    dps_hostname: String,
+    dps_hostname: Option<String>,
     dps_retry_after: u32,
     dps_webhook_timeout: Duration,
     consumer_groups: Vec<String>,
@@ -261,7 +257,7 @@ impl Default for EmulatorBuilder {
             durability: Durability::default(),
             blob_port: None,
             file_upload: FileUploadOptions::default(),
-            dps_hostname: DEFAULT_DPS_HOSTNAME.to_owned(),
+            dps_hostname: None,
             dps_retry_after: 1,
             dps_webhook_timeout: Duration::from_secs(5),
             consumer_groups: Vec::new(),
@@ -398,9 +394,12 @@ impl EmulatorBuilder {
     }
 
     /// The Device Provisioning Service's host name (its service API's token audience, and a
-    /// name the server certificate covers). Default `dps.localhost`.
+    /// name the server certificate covers). Default: the hub's host name, which resolves
+    /// wherever the hub's does; DPS traffic is then told from hub traffic by what the client
+    /// sends (`crate::route`). A distinct name must resolve to the emulator on the clients'
+    /// machines (an `/etc/hosts` entry, or the clients' `connect_address`).
     pub fn dps_hostname(mut self, hostname: impl Into<String>) -> Self {
-        self.dps_hostname = hostname.into();
+        self.dps_hostname = Some(hostname.into());
         self
     }
 
@@ -419,7 +418,10 @@ impl EmulatorBuilder {
 
     pub(crate) fn into_config(self) -> Result<Config, EmulatorError> {
         let hostname = valid_hostname(&self.hostname)?;
-        let dps_hostname = valid_hostname(&self.dps_hostname)?;
+        let dps_hostname = match &self.dps_hostname {
+            Some(name) => valid_hostname(name)?,
+            None => hostname.clone(),
+        };
         if let Some(n) = self.telemetry.partitions
             && !(1..=MAX_PARTITIONS).contains(&n)
         {

@@ -54,8 +54,9 @@
 //! * **TLS everywhere.** A CA generated on first start (or the user's certificate) signs the
 //!   server certificate for the hostname, `localhost`, `127.0.0.1` and `::1`.
 //! * **A Device Provisioning Service beside the hub** (ADR 9, ADR 14): its own state thread and
-//!   `dps.db`, its own host name (`dps_hostname`, also in the server certificate), id scope and
-//!   `provisioningserviceowner` policy, served on the hub's ports. It writes the identities it
+//!   `dps.db`, its own id scope and `provisioningserviceowner` policy, served on the hub's
+//!   ports and by default under the hub's host name (`dps_hostname` sets one of its own, which
+//!   the server certificate then covers too). It writes the identities it
 //!   assigns through `Hub::call` (the hub first, its own record after), so a registration is
 //!   never half-visible. Every DPS rule lives in `dps`; its front-ends (`http::dps`,
 //!   `mqtt::dps`, `amqp::dps`, told apart from hub traffic by `route`) only map wire forms to

@@ -18,7 +18,7 @@ pub(crate) fn in_memory_dps(
     hub: &crate::hub::Hub,
 ) -> Result<crate::dps::Dps, crate::EmulatorError> {
     let options = crate::dps::DpsOptions {
-        hostname: "dps.localhost".into(),
+        hostname: "localhost".into(),
         hub_hostname: "localhost".into(),
         retry_after: 1,
         webhook_timeout: std::time::Duration::from_secs(5),

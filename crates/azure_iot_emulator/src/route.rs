@@ -9,11 +9,16 @@
 //! |---|---|---|
 //! | MQTT | CONNECT user name | `{idScope}/registrations/{registrationId}/api-version=…` (no `/?`) |
 //! | AMQP | SASL PLAIN identity, or a link address | `{idScope}/registrations/{registrationId}` |
-//! | HTTPS | `Host`, then the path | the DPS host name; `/{idScope}/registrations/…`, `/enrollments…`, `/enrollmentGroups…`, `/registrations/…` |
+//! | HTTPS | the path (and `Host`, when DPS has a host name of its own) | `/{idScope}/registrations/…`, `/enrollments…`, `/enrollmentGroups…`, `/registrations/…`; a distinct DPS host name |
 //!
 //! Hub traffic never has these shapes (hub user names carry `/?`, hub SASL identities are
 //! `{id}@sas.{hub}` or `{policy}@root.{hub}`, hub paths start with `/devices`, `/twins`, …), so
 //! the classification is unambiguous. The DPS service roots match in any case.
+//!
+//! By default DPS has the hub's host name (it resolves wherever the hub's does, and the
+//! server certificate covers it), so nothing the client sends before its first request or
+//! CONNECT names a service: the classification never depends on the host name. Only a DPS
+//! host name of its own (`--dps-hostname`) is also honoured: every request to it is DPS's.
 //!
 //! What is classified as DPS goes to DPS's front-end of that protocol, each an adapter over the
 //! one DPS core (`crate::dps`): `http::dps` for a DPS request, `mqtt::dps` for a DPS CONNECT,
@@ -78,9 +83,26 @@ const HUB_ROOTS: &[&str] = &[
     "messages",
 ];
 
-/// Classifies an HTTPS request by its `Host` (without port) and path.
-pub(crate) fn http(host: Option<&str>, path: &str, dps_hostname: Option<&str>) -> Service {
-    if let (Some(host), Some(dps)) = (host, dps_hostname) {
+/// The host names an HTTPS request may name in `Host`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HostNames<'a> {
+    /// The hub's host name.
+    pub(crate) hub: &'a str,
+    /// DPS's host name: the hub's unless configured apart.
+    pub(crate) dps: &'a str,
+}
+
+impl HostNames<'_> {
+    /// DPS's host name when it is not the hub's: the only case where `Host` tells.
+    fn distinct_dps(&self) -> Option<&str> {
+        (!self.dps.eq_ignore_ascii_case(self.hub)).then_some(self.dps)
+    }
+}
+
+/// Classifies an HTTPS request by its path, and by its `Host` (without port) when DPS has a
+/// host name of its own (`names`; `None` where there is no DPS).
+pub(crate) fn http(host: Option<&str>, path: &str, names: Option<HostNames<'_>>) -> Service {
+    if let (Some(host), Some(dps)) = (host, names.as_ref().and_then(HostNames::distinct_dps)) {
         let host = host.rsplit_once(':').map_or(host, |(h, port)| {
             if port.bytes().all(|b| b.is_ascii_digit()) {
                 h
@@ -142,9 +164,55 @@ mod tests {
         assert_eq!(amqp(""), Service::Hub);
     }
 
+    /// DPS with a host name of its own.
+    const DISTINCT: Option<HostNames<'static>> = Some(HostNames {
+        hub: "hub",
+        dps: "dps.localhost",
+    });
+    /// DPS on the hub's host name (the default).
+    const SHARED: Option<HostNames<'static>> = Some(HostNames {
+        hub: "localhost",
+        dps: "LOCALHOST",
+    });
+
+    #[test]
+    fn http_on_a_shared_host_name_is_told_by_path() {
+        let host = Some("localhost:443");
+        for dps in [
+            "/0ne00000001/registrations/dev1/register",
+            "/0ne00000001/registrations/dev1/operations/4.abc",
+            "/enrollments/e1",
+            "/enrollments/query",
+            "/enrollmentGroups/g1",
+            "/enrollmentGroups/g1/attestationmechanism",
+            "/registrations/dev1",
+            "/registrations/g1/query",
+        ] {
+            assert_eq!(http(host, dps, SHARED), Service::Dps, "{dps}");
+        }
+        for hub in [
+            "/devices/dev1",
+            "/devices/registrations",
+            "/devices/query",
+            "/twins/registrations",
+            "/jobs/v2/j1",
+            "/configurations/c1",
+            "/statistics/service",
+            "/messages/serviceBound/feedback",
+            "/certificates/c1",
+            "/digitaltwins/d1",
+            "/$iothub/websocket",
+            "/$emulator/faults",
+            "/",
+            "",
+        ] {
+            assert_eq!(http(host, hub, SHARED), Service::Hub, "{hub}");
+        }
+    }
+
     #[test]
     fn http_hosts_and_paths() {
-        let dps = Some("dps.localhost");
+        let dps = DISTINCT;
         assert_eq!(
             http(Some("dps.localhost:443"), "/devices/x", dps),
             Service::Dps

@@ -18,7 +18,12 @@ use serde_json::{Value, json};
 const HOUR: Duration = Duration::from_secs(3600);
 
 async fn start() -> EmulatorHandle {
-    Emulator::builder()
+    start_with(Emulator::builder()).await
+}
+
+/// Starts `builder` on free ports, with DPS's `retry-after` 0.
+async fn start_with(builder: azure_iot_emulator::EmulatorBuilder) -> EmulatorHandle {
+    builder
         .https_port(0)
         .mqtt_port(0)
         .amqp_port(0)
@@ -1075,4 +1080,76 @@ async fn a_custom_allocation_webhook_chooses_device_twin_and_payload() {
         );
     }
     hub.shutdown().await;
+}
+
+/// A GET of `path` with `host` in the URL (reaching the emulator whatever the name), no
+/// credentials: the refusal's body tells which service answered (DPS's errors carry a numeric
+/// `errorCode`, the hub's a `Message` with its `ErrorCode`).
+async fn unauthorized_get(hub: &EmulatorHandle, host: &str, path: &str) -> Answer {
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls(HubEndpoint::of(hub).tls_config())
+        .resolve(host, hub.https_addr())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    send(http.get(format!(
+        "https://{host}:{}{path}?api-version=2021-10-01",
+        hub.https_addr().port()
+    )))
+    .await
+}
+
+fn answered_by_dps(answer: &Answer) -> bool {
+    answer.body["errorCode"].is_i64()
+}
+
+#[tokio::test]
+async fn dps_shares_the_hub_host_name_by_default_and_the_path_decides() {
+    let hub = start().await;
+    assert_eq!(hub.dps_hostname(), hub.hostname());
+    let cs = ServiceConnectionString::parse(&hub.dps_connection_string()).unwrap();
+    assert_eq!(cs.host_name(), hub.hostname());
+    for path in [
+        "/enrollments/e1",
+        "/enrollmentGroups/g1",
+        "/registrations/r1",
+    ] {
+        let answer = unauthorized_get(&hub, "localhost", path).await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{path}");
+        assert!(answered_by_dps(&answer), "{path}: {}", answer.body);
+    }
+    for path in ["/devices/d1", "/twins/d1", "/statistics/service"] {
+        let answer = unauthorized_get(&hub, "localhost", path).await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{path}");
+        assert!(!answered_by_dps(&answer), "{path}: {}", answer.body);
+    }
+    // The service API and a device registration work under the shared name.
+    let dps = Service::new(&hub);
+    let key = new_key();
+    let created = dps
+        .call(
+            Method::PUT,
+            "/enrollments/shared1",
+            Some(key_enrollment("shared1", &key)),
+            &[],
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::OK, "{}", created.body);
+    let state = register_sas(&hub, "shared1", &key).await;
+    assert_eq!(state["status"], "assigned", "{state}");
+    assert_eq!(state["registrationState"]["assignedHub"], hub.hostname());
+}
+
+#[tokio::test]
+async fn a_dps_host_name_of_its_own_takes_every_request_to_it() {
+    let hub = start_with(Emulator::builder().dps_hostname("dps.example")).await;
+    assert_eq!(hub.dps_hostname(), "dps.example");
+    // The certificate covers the DPS name (the TLS handshake succeeds), and a hub path under
+    // it is DPS's; under the hub's name the path decides as before.
+    let answer = unauthorized_get(&hub, "dps.example", "/devices/d1").await;
+    assert!(answered_by_dps(&answer), "{}", answer.body);
+    let answer = unauthorized_get(&hub, "localhost", "/devices/d1").await;
+    assert!(!answered_by_dps(&answer), "{}", answer.body);
+    let answer = unauthorized_get(&hub, "localhost", "/enrollments/e1").await;
+    assert!(answered_by_dps(&answer), "{}", answer.body);
 }

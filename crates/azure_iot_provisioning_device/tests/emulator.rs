@@ -65,7 +65,17 @@ fn client(
     transport: Transport,
     attestation: Attestation,
 ) -> azure_iot_provisioning_device::ProvisioningDeviceClientBuilder {
-    ProvisioningDeviceClient::builder(hub.dps_id_scope(), attestation)
+    client_in(hub, hub.dps_id_scope(), transport, attestation)
+}
+
+/// [`client`] for the id scope `scope` (ours or another).
+fn client_in(
+    hub: &EmulatorHandle,
+    scope: &str,
+    transport: Transport,
+    attestation: Attestation,
+) -> azure_iot_provisioning_device::ProvisioningDeviceClientBuilder {
+    ProvisioningDeviceClient::builder(scope, attestation)
         .global_endpoint("localhost")
         .port(port(hub, transport))
         .transport(transport)
@@ -233,75 +243,76 @@ const TRANSPORTS: [Transport; 5] = [
     Transport::Https,
 ];
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wrong_keys_and_unknown_scopes_are_refused_on_every_transport() {
-    let hub = start().await;
-    let key = SharedAccessKey::generate().unwrap().to_base64();
-    put(&hub, "/enrollments/dev1", key_enrollment("dev1", &key)).await;
-    let wrong = SharedAccessKey::generate().unwrap().to_base64();
-    for transport in TRANSPORTS {
-        let err = client(&hub, transport, Attestation::symmetric_key(&wrong).unwrap())
-            .registration_id("dev1")
-            .build()
-            .unwrap()
-            .register()
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(err, Error::Unauthorized { .. }),
-            "{transport:?}: {err:?}"
-        );
-        // Neither the key nor a token is in what the error says.
-        let text = format!("{err} {err:?}");
-        assert!(
-            !text.contains(&wrong) && !text.contains("sig="),
-            "{transport:?}: {text}"
-        );
-        if transport == Transport::Https {
-            assert_eq!(err.error_code(), Some(401002));
-        }
-
-        let err = ProvisioningDeviceClient::builder(
-            "0ne00000000",
-            Attestation::symmetric_key(&key).unwrap(),
-        )
-        .global_endpoint("localhost")
-        .port(port(&hub, transport))
-        .transport(transport)
-        .trusted_ca_pem(hub.ca_pem())
-        .registration_id("dev1")
-        .build()
-        .unwrap()
-        .register()
-        .await
-        .unwrap_err();
-        assert!(
-            matches!(err, Error::Unauthorized { .. } | Error::NotFound { .. }),
-            "{transport:?}: {err:?}"
-        );
-    }
-    hub.shutdown().await;
+/// A registration DPS refuses, and what the client must say.
+struct Refusal {
+    what: &'static str,
+    /// `None`: the emulator's id scope.
+    scope: Option<&'static str>,
+    registration_id: &'static str,
+    key: String,
+    expected: fn(&Error) -> bool,
+    /// DPS's error code, where the transport carries it (HTTPS).
+    https_code: Option<i64>,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_disabled_enrollment_is_a_typed_error() {
+async fn refusals_are_typed_errors_on_every_transport() {
     let hub = start().await;
     let key = SharedAccessKey::generate().unwrap().to_base64();
-    let mut enrollment = key_enrollment("off1", &key);
-    enrollment["provisioningStatus"] = json!("disabled");
-    put(&hub, "/enrollments/off1", enrollment).await;
-    for transport in [Transport::Mqtt, Transport::Amqp, Transport::Https] {
-        let err = client(&hub, transport, Attestation::symmetric_key(&key).unwrap())
-            .registration_id("off1")
-            .build()
-            .unwrap()
-            .register()
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(err, Error::Disabled { .. }),
-            "{transport:?}: {err:?}"
-        );
+    put(&hub, "/enrollments/dev1", key_enrollment("dev1", &key)).await;
+    let mut disabled = key_enrollment("off1", &key);
+    disabled["provisioningStatus"] = json!("disabled");
+    put(&hub, "/enrollments/off1", disabled).await;
+    let wrong = SharedAccessKey::generate().unwrap().to_base64();
+    let refusals = [
+        Refusal {
+            what: "a wrong key",
+            scope: None,
+            registration_id: "dev1",
+            key: wrong.clone(),
+            expected: |e| matches!(e, Error::Unauthorized { .. }),
+            https_code: Some(401002),
+        },
+        Refusal {
+            what: "an unknown id scope",
+            scope: Some("0ne00000000"),
+            registration_id: "dev1",
+            key: key.clone(),
+            expected: |e| matches!(e, Error::Unauthorized { .. } | Error::NotFound { .. }),
+            https_code: None,
+        },
+        Refusal {
+            what: "a disabled enrollment",
+            scope: None,
+            registration_id: "off1",
+            key: key.clone(),
+            expected: |e| matches!(e, Error::Disabled { .. }),
+            https_code: None,
+        },
+    ];
+    for transport in TRANSPORTS {
+        for refusal in &refusals {
+            let scope = refusal.scope.unwrap_or(hub.dps_id_scope());
+            let attestation = Attestation::symmetric_key(&refusal.key).unwrap();
+            let err = client_in(&hub, scope, transport, attestation)
+                .registration_id(refusal.registration_id)
+                .build()
+                .unwrap()
+                .register()
+                .await
+                .unwrap_err();
+            let what = refusal.what;
+            assert!((refusal.expected)(&err), "{transport:?}, {what}: {err:?}");
+            // Neither the key nor a token is in what the error says.
+            let text = format!("{err} {err:?}");
+            assert!(
+                !text.contains(&refusal.key) && !text.contains("sig="),
+                "{transport:?}, {what}: {text}"
+            );
+            if transport == Transport::Https && refusal.https_code.is_some() {
+                assert_eq!(err.error_code(), refusal.https_code, "{what}");
+            }
+        }
     }
     hub.shutdown().await;
 }

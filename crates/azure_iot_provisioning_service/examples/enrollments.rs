@@ -10,8 +10,6 @@
 //! azure-iot hub start --data-dir /tmp/hub --https-port 8443 &
 //! export PROVISIONING_CONNECTION_STRING="$(jq -r .dps.connection_string /tmp/hub/hub.json)"
 //! export PROVISIONING_CA_PEM=/tmp/hub/ca.pem PROVISIONING_HTTPS_PORT=8443
-//! # Where `dps.localhost` does not resolve: connect where the hub listens.
-//! export PROVISIONING_CONNECT_ADDRESS=127.0.0.1
 //! cargo run -p azure_iot_provisioning_service --example enrollments
 //! ```
 //!
@@ -41,16 +39,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             IfMatch::Any,
         )
         .await?;
-    println!("created group {group_id} (etag {:?})", group.etag);
+    println!("created group {group_id} (etag {:?})", group.settings.etag);
 
     let mut disabled = group.clone();
-    disabled.provisioning_status = azure_iot_provisioning_service::ProvisioningStatus::Disabled;
+    disabled.settings.provisioning_status =
+        azure_iot_provisioning_service::ProvisioningStatus::Disabled;
     let updated = dps
-        .create_or_update_enrollment_group(&disabled, IfMatch::etag_or_any(group.etag.as_deref()))
+        .create_or_update_enrollment_group(
+            &disabled,
+            IfMatch::etag_or_any(group.settings.etag.as_deref()),
+        )
         .await?;
-    println!("disabled it under its etag; new etag {:?}", updated.etag);
+    println!(
+        "disabled it under its etag; new etag {:?}",
+        updated.settings.etag
+    );
     match dps
-        .create_or_update_enrollment_group(&disabled, IfMatch::etag_or_any(group.etag.as_deref()))
+        .create_or_update_enrollment_group(
+            &disabled,
+            IfMatch::etag_or_any(group.settings.etag.as_deref()),
+        )
         .await
     {
         Err(e) if e.kind() == ErrorKind::PreconditionFailed => {
@@ -86,7 +94,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     while let Some(enrollment) = enrollments.try_next().await? {
         println!(
             "  enrollment {} ({:?})",
-            enrollment.registration_id, enrollment.provisioning_status
+            enrollment.registration_id, enrollment.settings.provisioning_status
         );
     }
     let states = dps.query_registration_states(&group_id, "*")?.all().await?;
@@ -99,8 +107,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// A client from `PROVISIONING_CONNECTION_STRING`, trusting `PROVISIONING_CA_PEM`, using
-/// `PROVISIONING_HTTPS_PORT` and connecting to `PROVISIONING_CONNECT_ADDRESS` when they are set.
+/// A client from `PROVISIONING_CONNECTION_STRING`, trusting `PROVISIONING_CA_PEM` and using
+/// `PROVISIONING_HTTPS_PORT` when they are set.
 fn client() -> Result<ProvisioningServiceClient, Box<dyn std::error::Error>> {
     let connection_string = std::env::var("PROVISIONING_CONNECTION_STRING").map_err(
         |_| "set PROVISIONING_CONNECTION_STRING to a DPS shared access policy's connection string",
@@ -116,11 +124,6 @@ fn client() -> Result<ProvisioningServiceClient, Box<dyn std::error::Error>> {
             port.parse()
                 .map_err(|e| format!("PROVISIONING_HTTPS_PORT={port:?} is not a port: {e}"))?,
         );
-    }
-    if let Ok(address) = std::env::var("PROVISIONING_CONNECT_ADDRESS") {
-        options = options.connect_address(address.parse().map_err(|e| {
-            format!("PROVISIONING_CONNECT_ADDRESS={address:?} is not an IP address: {e}")
-        })?);
     }
     Ok(ProvisioningServiceClient::from_connection_string(
         &connection_string,

@@ -1,6 +1,5 @@
 //! [`ProvisioningServiceClient`]: the DPS service API over the shared HTTPS pipeline.
 
-use azure_iot_core::ServiceConnectionString;
 use azure_iot_protocol::dps::API_VERSION;
 use azure_iot_protocol::dps::enrollment::{
     Attestation, BulkEnrollmentGroupOperation, BulkEnrollmentOperation, BulkOperationResult,
@@ -37,7 +36,7 @@ pub const MAX_BULK_ITEMS: usize = 10;
 /// // Empty keys: DPS generates them.
 /// let enrollment = IndividualEnrollment::new("sensor-1", Attestation::symmetric_key("", ""));
 /// let created = dps.create_or_update_enrollment(&enrollment, Default::default()).await?;
-/// println!("etag {:?}", created.etag);
+/// println!("etag {:?}", created.settings.etag);
 /// # Ok(()) }
 /// ```
 #[derive(Clone, Debug)]
@@ -65,12 +64,8 @@ impl ProvisioningServiceClient {
         connection_string: &str,
         options: ProvisioningServiceClientOptions,
     ) -> Result<Self> {
-        let cs = ServiceConnectionString::parse(connection_string)?;
-        Self::new(
-            cs.host_name(),
-            SharedAccessPolicy::from_connection_string(&cs),
-            options,
-        )
+        let (host, policy) = SharedAccessPolicy::parse_connection_string(connection_string)?;
+        Self::new(host, policy, options)
     }
 
     /// The DPS host name.

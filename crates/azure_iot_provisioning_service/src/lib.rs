@@ -24,9 +24,9 @@
 //!
 //! // Change it only if nobody else did in between.
 //! let mut changed = group.clone();
-//! changed.capabilities = Some(Default::default());
+//! changed.settings.capabilities = Some(Default::default());
 //! match dps
-//!     .create_or_update_enrollment_group(&changed, IfMatch::etag_or_any(group.etag.as_deref()))
+//!     .create_or_update_enrollment_group(&changed, IfMatch::etag_or_any(group.settings.etag.as_deref()))
 //!     .await
 //! {
 //!     Err(e) if e.kind() == ErrorKind::PreconditionFailed => println!("changed meanwhile"),
@@ -66,6 +66,9 @@
 //!   configures trust and retries one way (docs/adr/0016-provisioning-service-client-reuses-the-service-pipeline.md).
 //! * **Models** are `azure_iot_protocol::dps`'s, the same structs the emulator serves, re-exported
 //!   here. Unknown members survive a get → change → update round trip; `Debug` redacts keys.
+//!   What individual enrollments and groups share (status, initial twin, capabilities,
+//!   allocation, reprovisioning, ETag and times) is one [`EnrollmentSettings`] in their
+//!   `settings` (flattened on the wire), and the [`Enrollment`] trait treats both alike.
 //! * **Errors** carry DPS's HTTP status, its six-digit `errorCode` (as
 //!   [`Error::error_code`], e.g. `"404201"`), its tracking id and message; never the key or a
 //!   token. 401 → [`ErrorKind::Unauthorized`], 404 → `NotFound`, 409 → `AlreadyExists`,
@@ -80,11 +83,12 @@
 //!   `x-ms-continuation` is followed until DPS stops sending it.
 //! * **Bad input** (an id outside DPS's character set or longer than 128, an empty or
 //!   oversized bulk operation) fails before anything is sent.
-//! * **The emulator**: its DPS has its own host name (`dps.localhost`, in `hub.json` under
-//!   `dps`) on the hub's HTTPS port. Trust its `ca.pem`, set its port, and, where `*.localhost`
-//!   does not resolve, [`connect_address`](azure_iot_service::HttpOptions::connect_address)
-//!   to where the hub listens; the host name still names the service in TLS and the token.
-//!   `azure-iot dps …` does all three from `hub.json`.
+//! * **The emulator**: its DPS answers on the hub's HTTPS port, by default under the hub's
+//!   host name (`hub.json`, `dps.hostname`). Trust its `ca.pem` and set its port;
+//!   `azure-iot dps …` does both from `hub.json`. An emulator started with a DPS host name of
+//!   its own that DNS does not know is reached with
+//!   [`connect_address`](azure_iot_service::HttpOptions::connect_address); the host name
+//!   still names the service in TLS and the token.
 
 mod client;
 mod paths;
@@ -92,10 +96,10 @@ mod paths;
 pub use azure_iot_protocol::dps::enrollment::{
     AllocationPolicy, Attestation, AttestationType, BulkEnrollmentGroupOperation,
     BulkEnrollmentOperation, BulkMode, BulkOperationError, BulkOperationResult,
-    CustomAllocationDefinition, DeviceCapabilities, EnrollmentGroup, IndividualEnrollment,
-    ProvisioningStatus, QuerySpecification, RegistrationState, ReprovisionPolicy,
-    SymmetricKeyAttestation, TpmAttestation, X509Attestation, X509CaReferences,
-    X509CertificateWithInfo, X509Certificates,
+    CustomAllocationDefinition, DeviceCapabilities, Enrollment, EnrollmentGroup,
+    EnrollmentSettings, IndividualEnrollment, ProvisioningStatus, QuerySpecification,
+    RegistrationState, ReprovisionPolicy, SymmetricKeyAttestation, TpmAttestation, X509Attestation,
+    X509CaReferences, X509CertificateWithInfo, X509Certificates,
 };
 pub use azure_iot_protocol::dps::registration::{RegistrationStatus, RegistrationSubstatus};
 pub use azure_iot_protocol::dps::{

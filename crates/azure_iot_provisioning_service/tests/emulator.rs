@@ -21,8 +21,6 @@ fn options(hub: &EmulatorHandle) -> ProvisioningServiceClientOptions {
     ProvisioningServiceClientOptions::default()
         .trusted_ca_pem(hub.ca_pem())
         .https_port(hub.https_addr().port())
-        // `dps.localhost` need not resolve: the emulator listens where its hub does.
-        .connect_address(hub.https_addr().ip())
         .request_timeout(WAIT)
 }
 
@@ -44,11 +42,11 @@ async fn enrollments_create_get_update_delete_with_etags() {
         .create_or_update_enrollment(&symmetric("crud-1"), IfMatch::Any)
         .await
         .unwrap();
-    let etag = created.etag.clone().expect("an etag");
+    let etag = created.settings.etag.clone().expect("an etag");
     let keys = created.attestation.symmetric_key.clone().expect("keys");
     assert!(!keys.primary_key.is_empty(), "DPS generates missing keys");
     let fetched = dps.get_enrollment("crud-1").await.unwrap();
-    assert_eq!(fetched.etag.as_deref(), Some(etag.as_str()));
+    assert_eq!(fetched.settings.etag.as_deref(), Some(etag.as_str()));
     let mechanism = dps.get_enrollment_attestation("crud-1").await.unwrap();
     assert_eq!(
         mechanism.symmetric_key.unwrap().primary_key,
@@ -57,15 +55,21 @@ async fn enrollments_create_get_update_delete_with_etags() {
 
     // Update under the current ETag; then the old one is stale for updates and deletes.
     let mut changed = fetched.clone();
-    changed.provisioning_status = ProvisioningStatus::Disabled;
+    changed.settings.provisioning_status = ProvisioningStatus::Disabled;
     changed.device_id = Some("hub-crud-1".into());
     let updated = dps
         .create_or_update_enrollment(&changed, IfMatch::ETag(etag.clone()))
         .await
         .unwrap();
-    assert_ne!(updated.etag.as_deref(), Some(etag.as_str()));
-    assert_eq!(updated.provisioning_status, ProvisioningStatus::Disabled);
-    assert_eq!(updated.created_date_time_utc, created.created_date_time_utc);
+    assert_ne!(updated.settings.etag.as_deref(), Some(etag.as_str()));
+    assert_eq!(
+        updated.settings.provisioning_status,
+        ProvisioningStatus::Disabled
+    );
+    assert_eq!(
+        updated.settings.created_date_time_utc,
+        created.settings.created_date_time_utc
+    );
     let stale = dps
         .create_or_update_enrollment(&changed, IfMatch::ETag(etag.clone()))
         .await
@@ -79,9 +83,12 @@ async fn enrollments_create_get_update_delete_with_etags() {
         .unwrap_err();
     assert_eq!(stale.kind(), ErrorKind::PreconditionFailed);
 
-    dps.delete_enrollment("crud-1", IfMatch::etag_or_any(updated.etag.as_deref()))
-        .await
-        .unwrap();
+    dps.delete_enrollment(
+        "crud-1",
+        IfMatch::etag_or_any(updated.settings.etag.as_deref()),
+    )
+    .await
+    .unwrap();
     let gone = dps.get_enrollment("crud-1").await.unwrap_err();
     assert_eq!(gone.kind(), ErrorKind::NotFound);
     assert!(gone.error_code().unwrap().starts_with("404"), "{gone:?}");

@@ -63,12 +63,15 @@ async fn create_or_update_puts_the_enrollment_signed_for_the_dps_host() {
         .create_or_update_enrollment(&enrollment, IfMatch::Any)
         .await
         .unwrap();
-    assert_eq!(created.etag.as_deref(), Some("e1"));
+    assert_eq!(created.settings.etag.as_deref(), Some("e1"));
     // Members the model does not name survive.
     assert_eq!(created.other["optionalDeviceInformation"]["model"], "x");
-    dps.create_or_update_enrollment(&created, IfMatch::etag_or_any(created.etag.as_deref()))
-        .await
-        .unwrap();
+    dps.create_or_update_enrollment(
+        &created,
+        IfMatch::etag_or_any(created.settings.etag.as_deref()),
+    )
+    .await
+    .unwrap();
 
     let seen = server.seen();
     assert_eq!(seen[0].method, "PUT");

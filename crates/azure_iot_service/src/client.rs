@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use azure_iot_core::ServiceConnectionString;
 use azure_iot_core::encoding::encode_component;
 use azure_iot_core::method::{DirectMethodRequest, DirectMethodResponse};
 use azure_iot_core::twin::Twin;
@@ -207,12 +206,8 @@ impl ServiceClient {
         connection_string: &str,
         options: ServiceClientOptions,
     ) -> Result<Self> {
-        let cs = ServiceConnectionString::parse(connection_string)?;
-        Self::new(
-            cs.host_name(),
-            SharedAccessPolicy::from_connection_string(&cs),
-            options,
-        )
+        let (host, policy) = SharedAccessPolicy::parse_connection_string(connection_string)?;
+        Self::new(host, policy, options)
     }
 
     /// The hub's host name.

@@ -44,6 +44,14 @@ impl SharedAccessPolicy {
         }
     }
 
+    /// The host name and the policy of a connection string
+    /// `HostName=...;SharedAccessKeyName=...;SharedAccessKey=...` (an IoT Hub's or a DPS's):
+    /// what a service client is made from.
+    pub fn parse_connection_string(connection_string: &str) -> Result<(String, Self)> {
+        let cs = ServiceConnectionString::parse(connection_string)?;
+        Ok((cs.host_name().to_owned(), Self::from_connection_string(&cs)))
+    }
+
     /// The policy name.
     pub fn name(&self) -> &str {
         &self.name
@@ -129,6 +137,20 @@ impl TokenSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connection_string_gives_host_and_policy() {
+        let (host, policy) = SharedAccessPolicy::parse_connection_string(
+            "HostName=dps.example;SharedAccessKeyName=provisioningserviceowner;SharedAccessKey=c2VjcmV0c2VjcmV0c2VjcmV0",
+        )
+        .unwrap();
+        assert_eq!(host, "dps.example");
+        assert_eq!(policy.name(), "provisioningserviceowner");
+        let e = SharedAccessPolicy::parse_connection_string("HostName=h;SharedAccessKey=c2VjcmV0")
+            .err()
+            .unwrap();
+        assert!(!e.to_string().contains("c2VjcmV0"), "{e}");
+    }
 
     #[test]
     fn tokens_are_cached_and_debug_hides_the_key() {

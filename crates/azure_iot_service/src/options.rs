@@ -64,8 +64,8 @@ impl HttpOptions {
 
     /// Connect to `address` instead of resolving the service's host name, which still names
     /// the service in TLS (server name and certificate check), in the `Host` header and in the
-    /// SAS token. For a name DNS does not know: the emulator's DPS (`dps.localhost`) where
-    /// `*.localhost` does not resolve, or a service behind a private address.
+    /// SAS token. For a name DNS does not know: an emulator started with a host name that is
+    /// not in DNS, or a service behind a private address.
     pub fn connect_address(mut self, address: IpAddr) -> Self {
         self.connect_address = Some(address);
         self

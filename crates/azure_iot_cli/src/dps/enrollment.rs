@@ -3,10 +3,10 @@
 use std::path::{Path, PathBuf};
 
 use azure_iot_provisioning_service::{
-    AllocationPolicy, Attestation, CustomAllocationDefinition, DeviceCapabilities, EnrollmentGroup,
-    IfMatch, IndividualEnrollment, InitialTwin, ProvisioningServiceClient, ProvisioningStatus,
-    ReprovisionPolicy, Result, X509Attestation, X509CaReferences, X509CertificateWithInfo,
-    X509Certificates, derive_device_key,
+    AllocationPolicy, Attestation, CustomAllocationDefinition, DeviceCapabilities, Enrollment,
+    EnrollmentGroup, EnrollmentSettings, IfMatch, IndividualEnrollment, InitialTwin,
+    ProvisioningServiceClient, ProvisioningStatus, ReprovisionPolicy, Result, X509Attestation,
+    X509CaReferences, X509CertificateWithInfo, X509Certificates, derive_device_key,
 };
 use clap::{Args, Subcommand, ValueEnum};
 use serde::Serialize;
@@ -280,7 +280,7 @@ pub(crate) async fn run_group(command: GroupCommand) -> Result<(), String> {
 }
 
 /// What `create`, `show` and `delete` do alike for individual enrollments and groups.
-trait Entry: Sized {
+trait Entry: Enrollment + Sized {
     /// "enrollment", "enrollment group".
     const NAME: &'static str;
     async fn create_or_update(
@@ -289,9 +289,11 @@ trait Entry: Sized {
         condition: IfMatch,
     ) -> Result<Self>;
     async fn get(dps: &ProvisioningServiceClient, id: &str) -> Result<Self>;
-    async fn attestation(dps: &ProvisioningServiceClient, id: &str) -> Result<Attestation>;
+    async fn attestation_mechanism(
+        dps: &ProvisioningServiceClient,
+        id: &str,
+    ) -> Result<Attestation>;
     async fn delete(dps: &ProvisioningServiceClient, id: &str, condition: IfMatch) -> Result<()>;
-    fn attestation_mut(&mut self) -> &mut Attestation;
     /// The line `list --output text` prints.
     fn line(&self) -> String;
 }
@@ -311,7 +313,10 @@ impl Entry for IndividualEnrollment {
         dps.get_enrollment(id).await
     }
 
-    async fn attestation(dps: &ProvisioningServiceClient, id: &str) -> Result<Attestation> {
+    async fn attestation_mechanism(
+        dps: &ProvisioningServiceClient,
+        id: &str,
+    ) -> Result<Attestation> {
         dps.get_enrollment_attestation(id).await
     }
 
@@ -319,15 +324,11 @@ impl Entry for IndividualEnrollment {
         dps.delete_enrollment(id, condition).await
     }
 
-    fn attestation_mut(&mut self) -> &mut Attestation {
-        &mut self.attestation
-    }
-
     fn line(&self) -> String {
         format!(
             "{}\t{}\t{}\t{}",
             self.registration_id,
-            wire_name(&self.provisioning_status),
+            wire_name(&self.settings.provisioning_status),
             wire_name(&self.attestation.kind),
             self.registration_state
                 .as_ref()
@@ -351,7 +352,10 @@ impl Entry for EnrollmentGroup {
         dps.get_enrollment_group(id).await
     }
 
-    async fn attestation(dps: &ProvisioningServiceClient, id: &str) -> Result<Attestation> {
+    async fn attestation_mechanism(
+        dps: &ProvisioningServiceClient,
+        id: &str,
+    ) -> Result<Attestation> {
         dps.get_enrollment_group_attestation(id).await
     }
 
@@ -359,15 +363,11 @@ impl Entry for EnrollmentGroup {
         dps.delete_enrollment_group(id, condition).await
     }
 
-    fn attestation_mut(&mut self) -> &mut Attestation {
-        &mut self.attestation
-    }
-
     fn line(&self) -> String {
         format!(
             "{}\t{}\t{}",
             self.enrollment_group_id,
-            wire_name(&self.provisioning_status),
+            wire_name(&self.settings.provisioning_status),
             wire_name(&self.attestation.kind),
         )
     }
@@ -396,7 +396,9 @@ async fn show<E: Entry + Serialize>(
     let dps = dps.resolve()?;
     let mut entry = E::get(&dps, id).await.map_err(|e| e.to_string())?;
     if show_keys {
-        let mechanism = E::attestation(&dps, id).await.map_err(|e| e.to_string())?;
+        let mechanism = E::attestation_mechanism(&dps, id)
+            .await
+            .map_err(|e| e.to_string())?;
         if mechanism.symmetric_key.is_some() {
             *entry.attestation_mut() = mechanism;
         }
@@ -439,28 +441,6 @@ async fn group_key(
         ));
     }
     Ok(key)
-}
-
-/// Sets the members individual enrollments and groups share from a [`Common`].
-macro_rules! set_common {
-    ($entry:ident, $common:expr) => {{
-        let Common {
-            capabilities,
-            initial_twin,
-            provisioning_status,
-            reprovision_policy,
-            allocation_policy,
-            custom_allocation_definition,
-            iot_hubs,
-        } = $common;
-        $entry.capabilities = capabilities;
-        $entry.initial_twin = initial_twin;
-        $entry.provisioning_status = provisioning_status;
-        $entry.reprovision_policy = reprovision_policy;
-        $entry.allocation_policy = allocation_policy;
-        $entry.custom_allocation_definition = custom_allocation_definition;
-        $entry.iot_hubs = iot_hubs;
-    }};
 }
 
 impl EnrollmentCreateArgs {
@@ -510,7 +490,7 @@ impl EnrollmentCreateArgs {
         };
         let mut enrollment = IndividualEnrollment::new(&self.registration_id, attestation);
         enrollment.device_id = self.device_id.clone();
-        set_common!(enrollment, self.settings.common()?);
+        enrollment.settings = self.settings.common()?;
         Ok(enrollment)
     }
 }
@@ -541,20 +521,9 @@ impl GroupCreateArgs {
             (None, None) => self.settings.symmetric_key(),
         };
         let mut group = EnrollmentGroup::new(&self.group_id, attestation);
-        set_common!(group, self.settings.common()?);
+        group.settings = self.settings.common()?;
         Ok(group)
     }
-}
-
-/// The members [`Settings`] set, checked, for either kind of enrollment.
-struct Common {
-    capabilities: Option<DeviceCapabilities>,
-    initial_twin: Option<InitialTwin>,
-    provisioning_status: ProvisioningStatus,
-    reprovision_policy: Option<ReprovisionPolicy>,
-    allocation_policy: Option<AllocationPolicy>,
-    custom_allocation_definition: Option<CustomAllocationDefinition>,
-    iot_hubs: Option<Vec<String>>,
 }
 
 impl Settings {
@@ -566,7 +535,8 @@ impl Settings {
         )
     }
 
-    fn common(&self) -> Result<Common, String> {
+    /// The settings individual enrollments and groups share, checked.
+    fn common(&self) -> Result<EnrollmentSettings, String> {
         let initial_twin = self
             .initial_twin
             .as_deref()
@@ -589,7 +559,7 @@ impl Settings {
             (_, Some(_)) => return Err("--webhook-url goes with --allocation custom".into()),
             (_, None) => None,
         };
-        Ok(Common {
+        Ok(EnrollmentSettings {
             capabilities: self.edge.then_some(DeviceCapabilities { iot_edge: true }),
             initial_twin,
             provisioning_status: if self.disabled {
@@ -615,6 +585,7 @@ impl Settings {
             }),
             custom_allocation_definition,
             iot_hubs: (!self.iot_hubs.is_empty()).then(|| self.iot_hubs.clone()),
+            ..EnrollmentSettings::default()
         })
     }
 }
@@ -719,7 +690,13 @@ mod tests {
         assert_eq!(json["iotHubs"], serde_json::json!(["hub.example"]));
 
         let never = enrollment(&["--reprovision", "never"]).unwrap();
-        assert!(!never.reprovision_policy.unwrap().update_hub_assignment);
+        assert!(
+            !never
+                .settings
+                .reprovision_policy
+                .unwrap()
+                .update_hub_assignment
+        );
         let tpm = enrollment(&["--endorsement-key", "AToAAQ=="]).unwrap();
         assert_eq!(tpm.attestation.tpm.unwrap().endorsement_key, "AToAAQ==");
     }

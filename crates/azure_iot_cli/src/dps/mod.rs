@@ -6,8 +6,9 @@
 //! policy connection string of any DPS; otherwise the local emulator's
 //! `provisioningserviceowner` policy from `hub.json` (`dps.connection_string`) in `--data-dir`.
 //! A connection string to the emulator's DPS host still picks up its HTTPS port and CA from
-//! the data directory. The emulator's DPS host name (`dps.localhost`) need not resolve: the
-//! client connects where the hub's host name does (the emulator serves both on one port).
+//! the data directory. By default the emulator's DPS has the hub's host name; a DPS host name
+//! of its own (`hub start --dps-hostname`) need not resolve: the client then connects where
+//! the hub's host name does (the emulator serves both on one port).
 //!
 //! Keys: `create` prints what DPS answers, generated keys included (that is how you learn
 //! them); `show` and `list` hide keys unless `--show-keys`; `enrollment-group derive-key`
@@ -126,9 +127,15 @@ impl DpsArgs {
     }
 }
 
-/// Where the emulator of `data` listens: the address its hub's host name resolves to.
+/// Where the emulator of `data` listens, when its DPS has a host name of its own: the address
+/// its hub's host name resolves to. `None` when DPS has the hub's host name (it resolves as
+/// the hub's does).
 fn local_address(data: &DataDir, port: u16) -> Option<IpAddr> {
     let host = data.doc["hostname"].as_str()?;
+    let dps = data.doc["dps"]["hostname"].as_str()?;
+    if dps.eq_ignore_ascii_case(host) {
+        return None;
+    }
     (host, port).to_socket_addrs().ok()?.next().map(|a| a.ip())
 }
 

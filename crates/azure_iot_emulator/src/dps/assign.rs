@@ -38,27 +38,25 @@ struct Settings<'a> {
 
 fn settings(source: &Source) -> Settings<'_> {
     use azure_iot_protocol::dps::enrollment::ProvisioningStatus::Enabled;
-    match source {
-        Source::Individual(e) => Settings {
-            enabled: e.provisioning_status == Enabled,
-            device_id: e.device_id.as_deref().filter(|d| !d.is_empty()),
-            initial_twin: e.initial_twin.as_ref(),
-            iot_edge: e.capabilities.is_some_and(|c| c.iot_edge),
-            reprovision: e.reprovision_policy.unwrap_or_default(),
-            allocation: e.allocation_policy,
-            hubs: hubs(e.iot_hubs.as_deref(), e.iot_hub_host_name.as_deref()),
-            webhook: e.custom_allocation_definition.as_ref(),
-        },
-        Source::Group(g) => Settings {
-            enabled: g.provisioning_status == Enabled,
-            device_id: None,
-            initial_twin: g.initial_twin.as_ref(),
-            iot_edge: g.capabilities.is_some_and(|c| c.iot_edge),
-            reprovision: g.reprovision_policy.unwrap_or_default(),
-            allocation: g.allocation_policy,
-            hubs: hubs(g.iot_hubs.as_deref(), g.iot_hub_host_name.as_deref()),
-            webhook: g.custom_allocation_definition.as_ref(),
-        },
+    let (shared, device_id) = match source {
+        Source::Individual(e) => (
+            &e.settings,
+            e.device_id.as_deref().filter(|d| !d.is_empty()),
+        ),
+        Source::Group(g) => (&g.settings, None),
+    };
+    Settings {
+        enabled: shared.provisioning_status == Enabled,
+        device_id,
+        initial_twin: shared.initial_twin.as_ref(),
+        iot_edge: shared.capabilities.is_some_and(|c| c.iot_edge),
+        reprovision: shared.reprovision_policy.unwrap_or_default(),
+        allocation: shared.allocation_policy,
+        hubs: hubs(
+            shared.iot_hubs.as_deref(),
+            shared.iot_hub_host_name.as_deref(),
+        ),
+        webhook: shared.custom_allocation_definition.as_ref(),
     }
 }
 

@@ -1,9 +1,7 @@
 //! What the DPS actor keeps: registration records, the error codes it answers with, and the
 //! common shape of individual enrollments and enrollment groups.
 
-use azure_iot_protocol::dps::enrollment::{
-    Attestation, EnrollmentGroup, IndividualEnrollment, ProvisioningStatus,
-};
+use azure_iot_protocol::dps::enrollment::{EnrollmentGroup, IndividualEnrollment};
 use azure_iot_protocol::dps::registration::RegistrationResult;
 use serde::{Deserialize, Serialize};
 
@@ -81,31 +79,18 @@ pub(crate) struct RegistrationRecord {
     pub(crate) enrollment_group_id: Option<String>,
 }
 
-/// What individual enrollments and enrollment groups share, so the service API's create,
-/// update, ETag and delete rules are written once.
-pub(crate) trait Enrollment: Clone + Serialize + Send + 'static {
+/// What individual enrollments and enrollment groups share in the DPS store, so the service
+/// API's create, update, ETag and delete rules are written once. The fields they share are
+/// the protocol's ([`azure_iot_protocol::dps::enrollment::Enrollment`]).
+pub(crate) trait Enrollment:
+    azure_iot_protocol::dps::enrollment::Enrollment + Clone + Serialize + Send + 'static
+{
     /// `enrollment` or `enrollment group`, for messages.
     const KIND: &'static str;
     /// Its table.
     const TABLE: Table;
     /// The not-found code.
     const NOT_FOUND: i64;
-    /// The id (registration id or group id).
-    fn id(&self) -> &str;
-    /// The attestation.
-    fn attestation_mut(&mut self) -> &mut Attestation;
-    /// The attestation.
-    fn attestation(&self) -> &Attestation;
-    /// Enabled or disabled.
-    fn status(&self) -> ProvisioningStatus;
-    /// The ETag, creation and update times.
-    fn stamps_mut(
-        &mut self,
-    ) -> (
-        &mut Option<String>,
-        &mut Option<String>,
-        &mut Option<String>,
-    );
     /// The store change that writes it.
     fn change(&self) -> Change<'_>;
 }
@@ -114,31 +99,6 @@ impl Enrollment for IndividualEnrollment {
     const KIND: &'static str = "enrollment";
     const TABLE: Table = Table::Enrollments;
     const NOT_FOUND: i64 = code::ENROLLMENT_NOT_FOUND;
-    fn id(&self) -> &str {
-        &self.registration_id
-    }
-    fn attestation_mut(&mut self) -> &mut Attestation {
-        &mut self.attestation
-    }
-    fn attestation(&self) -> &Attestation {
-        &self.attestation
-    }
-    fn status(&self) -> ProvisioningStatus {
-        self.provisioning_status
-    }
-    fn stamps_mut(
-        &mut self,
-    ) -> (
-        &mut Option<String>,
-        &mut Option<String>,
-        &mut Option<String>,
-    ) {
-        (
-            &mut self.etag,
-            &mut self.created_date_time_utc,
-            &mut self.last_updated_date_time_utc,
-        )
-    }
     fn change(&self) -> Change<'_> {
         Change::PutEnrollment(self)
     }
@@ -148,31 +108,6 @@ impl Enrollment for EnrollmentGroup {
     const KIND: &'static str = "enrollment group";
     const TABLE: Table = Table::Groups;
     const NOT_FOUND: i64 = code::GROUP_NOT_FOUND;
-    fn id(&self) -> &str {
-        &self.enrollment_group_id
-    }
-    fn attestation_mut(&mut self) -> &mut Attestation {
-        &mut self.attestation
-    }
-    fn attestation(&self) -> &Attestation {
-        &self.attestation
-    }
-    fn status(&self) -> ProvisioningStatus {
-        self.provisioning_status
-    }
-    fn stamps_mut(
-        &mut self,
-    ) -> (
-        &mut Option<String>,
-        &mut Option<String>,
-        &mut Option<String>,
-    ) {
-        (
-            &mut self.etag,
-            &mut self.created_date_time_utc,
-            &mut self.last_updated_date_time_utc,
-        )
-    }
     fn change(&self) -> Change<'_> {
         Change::PutGroup(self)
     }

@@ -206,11 +206,11 @@ impl DpsState {
                     format!("the {} `{id}` already exists", E::KIND),
                 ));
             }
-            (Some(mut current), Some(tag)) => {
-                check_if_match::<E>(tag, current.stamps_mut().0.as_deref())?;
-                current.stamps_mut().1.clone()
+            (Some(current), Some(tag)) => {
+                check_if_match::<E>(tag, current.settings().etag.as_deref())?;
+                current.settings().created_date_time_utc.clone()
             }
-            (Some(mut current), None) => current.stamps_mut().1.clone(),
+            (Some(current), None) => current.settings().created_date_time_utc.clone(),
             (None, Some(tag)) if tag.trim().trim_matches('"') != "*" => {
                 return Err(not_found::<E>(id));
             }
@@ -218,10 +218,10 @@ impl DpsState {
         };
         let now = now();
         let etag = self.next_etag();
-        let (tag, created_at, updated_at) = item.stamps_mut();
-        *tag = Some(etag);
-        *created_at = Some(created.unwrap_or_else(|| now.clone()));
-        *updated_at = Some(now);
+        let stamps = item.settings_mut();
+        stamps.etag = Some(etag);
+        stamps.created_date_time_utc = Some(created.unwrap_or_else(|| now.clone()));
+        stamps.last_updated_date_time_utc = Some(now);
         Ok(())
     }
 
@@ -234,12 +234,9 @@ impl DpsState {
         if_match: Option<&str>,
     ) -> Result<(), DpsError> {
         let key = id.to_ascii_lowercase();
-        let mut current = E::map(self)
-            .get(&key)
-            .cloned()
-            .ok_or_else(|| not_found::<E>(id))?;
+        let current = E::map(self).get(&key).ok_or_else(|| not_found::<E>(id))?;
         if let Some(tag) = if_match {
-            check_if_match::<E>(tag, current.stamps_mut().0.as_deref())?;
+            check_if_match::<E>(tag, current.settings().etag.as_deref())?;
         }
         let drop_record = E::TABLE == Table::Enrollments
             && self
@@ -284,23 +281,20 @@ impl DpsState {
                 )))
             } else {
                 match mode {
-                    BulkMode::Delete => {
-                        let tag = item.stamps_mut().0.clone();
-                        match E::map(self).get(&id.to_ascii_lowercase()).cloned() {
-                            None => Err(not_found::<E>(&id)),
-                            Some(mut current) => match tag {
-                                Some(tag) => {
-                                    check_if_match::<E>(&tag, current.stamps_mut().0.as_deref())
-                                }
-                                None => Ok(()),
-                            },
-                        }
-                    }
+                    BulkMode::Delete => match E::map(self).get(&id.to_ascii_lowercase()) {
+                        None => Err(not_found::<E>(&id)),
+                        Some(current) => match &item.settings().etag {
+                            Some(tag) => {
+                                check_if_match::<E>(tag, current.settings().etag.as_deref())
+                            }
+                            None => Ok(()),
+                        },
+                    },
                     BulkMode::Create => self.prepare(&id, &mut item, None, Some(false)),
                     BulkMode::Update => self.prepare(&id, &mut item, None, None),
                     BulkMode::UpdateIfMatchEtag => {
-                        let tag = item.stamps_mut().0.clone();
-                        self.prepare(&id, &mut item, Some(tag.as_deref().unwrap_or("")), None)
+                        let tag = item.settings().etag.clone().unwrap_or_default();
+                        self.prepare(&id, &mut item, Some(&tag), None)
                     }
                 }
             };

@@ -258,7 +258,7 @@ fn device_bound_routes(segment: &str) -> Router<AppState> {
 }
 
 /// The classification step (`crate::route`): requests for the Device Provisioning Service
-/// (by host name or path) never reach the hub's routes; they go to `dps`. WebSocket upgrades
+/// (by path, or by a DPS host name of its own) never reach the hub's routes; they go to `dps`. WebSocket upgrades
 /// are not classified here: MQTT and AMQP over WebSockets are for the hub or DPS alike (C#'s
 /// DPS clients upgrade at `/` on the DPS host name), and the tunnelled protocol tells them
 /// apart.
@@ -274,8 +274,11 @@ async fn classify(
         .headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok());
-    let dps_hostname = state.dps.as_ref().map(|d| d.info().hostname.clone());
-    match crate::route::http(host, request.uri().path(), dps_hostname.as_deref()) {
+    let names = state.dps.as_ref().map(|d| crate::route::HostNames {
+        hub: &state.hostname,
+        dps: &d.info().hostname,
+    });
+    match crate::route::http(host, request.uri().path(), names) {
         crate::route::Service::Hub => next.run(request).await,
         crate::route::Service::Dps => match state.dps.clone() {
             Some(dps) => dps::handle(state, dps, request).await,

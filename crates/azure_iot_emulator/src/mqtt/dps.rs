@@ -25,24 +25,20 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use azure_iot_protocol::mqtt::codec::{
-    ConnAck, Connect, ConnectReturnCode, MAX_PACKET_BYTES, Packet, PubAck, Publish, QoS, SubAck,
-    Subscribe, SubscribeReasonCode, UnsubAck, packet_name, read_packet, write_packet,
+    ConnAck, Connect, ConnectReturnCode, Packet, PubAck, Publish, QoS, SubAck, Subscribe,
+    SubscribeReasonCode, UnsubAck, packet_name,
 };
 use azure_iot_protocol::mqtt::{DownstreamTopic, DpsUsername, TopicFilter, UpstreamTopic};
 use bytes::BytesMut;
 use rustls_pki_types::CertificateDer;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::time::Instant;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::MqttContext;
-use super::session::{MAX_KEEP_ALIVE, read_some, release_if_empty, send_connack, sleep_until};
+use super::session::send_connack;
+use super::wire::{Closed, Next, Wire};
 use crate::dps::{Answer, DeviceLogin, DpsError};
-
-/// Why a connection ended (for the log).
-type Closed = String;
 
 /// Serves a DPS connection whose CONNECT (`connect`, its user name already classified as
 /// DPS) has been read, with `read_buf` holding whatever followed it.
@@ -65,15 +61,10 @@ pub(crate) async fn serve<S>(
         }
     };
     tracing::info!(%peer, registration_id = %login.registration_id, "DPS device connected");
-    let keep_alive = (connect.keep_alive > 0)
-        .then(|| Duration::from_secs(u64::from(connect.keep_alive)).min(MAX_KEEP_ALIVE));
     let mut connection = Connection {
-        io,
-        read_buf,
-        write_buf: BytesMut::new(),
+        wire: Wire::new(io, read_buf, connect.keep_alive),
         ctx,
         login,
-        keep_alive,
         subscribed: None,
         next_packet_id: 0,
     };
@@ -85,8 +76,7 @@ pub(crate) async fn serve<S>(
         Err(reason) => reason,
     };
     tracing::info!(%peer, registration_id = %connection.login.registration_id, %reason, "DPS device disconnected");
-    let _ = connection.flush().await;
-    let _ = connection.io.shutdown().await;
+    connection.wire.close().await;
 }
 
 /// Checks the CONNECT and authenticates its login with the DPS core: the login, or the
@@ -143,12 +133,9 @@ fn connack_code(error: &DpsError) -> ConnectReturnCode {
 
 /// One authenticated DPS connection.
 struct Connection<S> {
-    io: S,
-    read_buf: BytesMut,
-    write_buf: BytesMut,
+    wire: Wire<S>,
     ctx: Arc<MqttContext>,
     login: DeviceLogin,
-    keep_alive: Option<Duration>,
     /// The QoS granted to `$dps/registrations/res/#`, once subscribed.
     subscribed: Option<QoS>,
     next_packet_id: u16,
@@ -164,34 +151,16 @@ where
         if *shutdown.borrow() {
             return "the emulator is shutting down".into();
         }
-        let mut keep_alive_deadline = self.keep_alive_deadline();
         loop {
-            // Every complete packet already buffered is handled before waiting for more.
-            match read_packet(&mut self.read_buf, MAX_PACKET_BYTES) {
-                Err(e) => return e.to_string(),
-                Ok(Some(packet)) => {
-                    keep_alive_deadline = self.keep_alive_deadline();
-                    if let Err(reason) = self.handle(packet).await {
-                        return reason;
-                    }
-                    continue;
-                }
-                Ok(None) => {}
-            }
-            release_if_empty(&mut self.read_buf);
-            if let Err(e) = self.flush().await {
-                return format!("write failed: {e}");
-            }
-            tokio::select! {
-                read = read_some(&mut self.io, &mut self.read_buf) => match read {
-                    Ok(0) => return "the device closed the connection".into(),
-                    Ok(_) => {}
-                    Err(e) => return format!("read failed: {e}"),
-                },
-                _ = sleep_until(keep_alive_deadline) => {
-                    return "no packet within 1.5 × the keep-alive interval".into();
-                }
-                _ = shutdown.changed() => return "the emulator is shutting down".into(),
+            // A DPS connection has nothing to do but answer its device's packets.
+            let work = std::future::pending::<std::convert::Infallible>();
+            let packet = match self.wire.next(&mut shutdown, true, work).await {
+                Ok(Next::Packet(packet)) => packet,
+                Ok(Next::Other(never)) => match never {},
+                Err(reason) => return reason,
+            };
+            if let Err(reason) = self.handle(packet).await {
+                return reason;
             }
         }
     }
@@ -328,20 +297,7 @@ where
     }
 
     fn write(&mut self, packet: &Packet) -> Result<(), Closed> {
-        write_packet(packet, &mut self.write_buf).map_err(|e| e.to_string())
-    }
-
-    async fn flush(&mut self) -> std::io::Result<()> {
-        if !self.write_buf.is_empty() {
-            self.io.write_all(&self.write_buf).await?;
-            self.write_buf = BytesMut::new();
-            self.io.flush().await?;
-        }
-        Ok(())
-    }
-
-    fn keep_alive_deadline(&self) -> Option<Instant> {
-        self.keep_alive.map(|k| Instant::now() + k.mul_f32(1.5))
+        self.wire.write(packet)
     }
 }
 

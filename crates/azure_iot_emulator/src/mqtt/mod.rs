@@ -9,9 +9,13 @@
 //! A CONNECT whose user name is a DPS one (`{idScope}/registrations/{regId}/…`, see
 //! `crate::route`) is served by [`dps`] instead: a device registering with the Device
 //! Provisioning Service on the same port, over TLS or WebSockets alike.
+//!
+//! Both kinds of connection read, write and keep their keep-alive through one [`wire`]: the
+//! loop that waits for the next packet (or the connection's own work) is written once.
 
 mod dps;
 mod session;
+mod wire;
 
 #[cfg(test)]
 mod client_tests;

@@ -51,6 +51,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Instant;
 
 use super::MqttContext;
+use super::wire::{Closed, Next, Wire};
 use crate::device::{
     Acknowledge, Commit, DeviceConnection, Event, Feature, OpenRequest, RefusalReason,
     twin_error_body,
@@ -65,15 +66,20 @@ pub(super) const MAX_KEEP_ALIVE: Duration = Duration::from_secs(1177);
 const MAX_PENDING_ACKS: usize = 1024;
 /// Bytes read from the socket at most per read (through the stack, see [`read_some`]).
 const READ_CHUNK: usize = 8 * 1024;
-/// The write buffer's capacity kept between flushes (a batch of acknowledgements fits); a
-/// buffer that grew past it for a large message is let go after its flush.
-const WRITE_BUFFER_KEPT: usize = 1024;
-
-/// Why a session ended (for the log).
-type Closed = String;
 
 /// A telemetry PUBACK waiting for its commit: the packet id (none at QoS 0) and the commit.
 type Ack = (Option<u16>, Commit);
+
+/// What a session waits for besides the device's packets.
+enum Work {
+    /// A telemetry commit finished: the packet id, when to acknowledge, and whether it is
+    /// durable.
+    Ack(Option<u16>, Acknowledge, Result<(), String>),
+    /// The device core has something for the device.
+    Event(Event),
+    /// The device's SAS token expired.
+    Expired,
+}
 
 /// Serves one connection until it ends.
 ///
@@ -239,14 +245,11 @@ fn filter_of(feature: Feature, identity: &Identity) -> TopicFilter {
 }
 
 struct Session<S> {
-    io: S,
-    read_buf: BytesMut,
-    write_buf: BytesMut,
+    wire: Wire<S>,
     ctx: Arc<MqttContext>,
     peer: SocketAddr,
     identity: Identity,
     device: DeviceConnection,
-    keep_alive: Option<Duration>,
     subscriptions: BTreeMap<String, (TopicFilter, QoS)>,
     next_packet_id: u16,
     acks: VecDeque<Ack>,
@@ -331,18 +334,13 @@ where
                 return None;
             }
         };
-        let keep_alive = (connect.keep_alive > 0)
-            .then(|| Duration::from_secs(u64::from(connect.keep_alive)).min(MAX_KEEP_ALIVE));
         let session_present = device.session_present();
         let mut session = Session {
-            io,
-            read_buf,
-            write_buf: BytesMut::new(),
+            wire: Wire::new(io, read_buf, connect.keep_alive),
             ctx,
             peer,
             identity,
             device,
-            keep_alive,
             subscriptions: BTreeMap::new(),
             next_packet_id: 0,
             acks: VecDeque::new(),
@@ -377,62 +375,46 @@ where
 
     /// The connection's main loop; returns why it ended.
     async fn serve(&mut self) -> Closed {
-        let mut keep_alive_deadline = self.keep_alive_deadline();
         let expiry = self.expiry_deadline();
         let mut shutdown = self.ctx.shutdown.clone();
         if *shutdown.borrow() {
             return "the emulator is shutting down".into();
         }
         loop {
-            // Drain every complete packet already buffered before waiting for more.
-            match read_packet(&mut self.read_buf, MAX_PACKET_BYTES) {
-                Err(e) => return e.to_string(),
-                Ok(Some(packet)) => {
-                    keep_alive_deadline = self.keep_alive_deadline();
-                    if let Err(reason) = self.handle(packet).await {
-                        return reason;
-                    }
-                    continue;
-                }
-                Ok(None) => {}
-            }
-            release_if_empty(&mut self.read_buf);
-            if let Err(e) = self.flush().await {
-                return format!("write failed: {e}");
-            }
             let reading = self.acks.len() < MAX_PENDING_ACKS;
-            tokio::select! {
-                read = read_some(&mut self.io, &mut self.read_buf), if reading => match read {
-                    Ok(0) => return "the device closed the connection".into(),
-                    Ok(_) => {}
-                    Err(e) => return format!("read failed: {e}"),
-                },
-                (packet_id, acknowledge, durable) = next_ack(&mut self.acks) => match durable {
+            let (acks, device) = (&mut self.acks, &mut self.device);
+            let work = async {
+                tokio::select! {
+                    (packet_id, acknowledge, durable) = next_ack(acks) => {
+                        Work::Ack(packet_id, acknowledge, durable)
+                    }
+                    event = device.next_event() => Work::Event(event),
+                    _ = sleep_until(expiry) => Work::Expired,
+                }
+            };
+            let outcome = match self.wire.next(&mut shutdown, reading, work).await {
+                Err(reason) => return reason,
+                Ok(Next::Packet(packet)) => self.handle(packet).await,
+                Ok(Next::Other(Work::Ack(packet_id, acknowledge, durable))) => match durable {
                     Ok(()) => {
                         match acknowledge {
                             Acknowledge::Now => {}
                             Acknowledge::After(delay) => tokio::time::sleep(delay).await,
                             Acknowledge::Never => continue,
                         }
-                        if let Some(pkid) = packet_id
-                            && let Err(e) = self.write(&Packet::PubAck(PubAck::new(pkid)))
-                        {
-                            return e;
+                        match packet_id {
+                            Some(pkid) => self.write(&Packet::PubAck(PubAck::new(pkid))),
+                            None => Ok(()),
                         }
                     }
                     // Not durable, so not acknowledged: the device will resend after reconnecting.
-                    Err(reason) => return reason,
+                    Err(reason) => Err(reason),
                 },
-                event = self.device.next_event() => {
-                    if let Err(e) = self.on_event(event).await {
-                        return e;
-                    }
-                }
-                _ = sleep_until(keep_alive_deadline) => {
-                    return "no packet within 1.5 × the keep-alive interval".into();
-                }
-                _ = sleep_until(expiry) => return "the SAS token expired".into(),
-                _ = shutdown.changed() => return "the emulator is shutting down".into(),
+                Ok(Next::Other(Work::Event(event))) => self.on_event(event).await,
+                Ok(Next::Other(Work::Expired)) => Err("the SAS token expired".into()),
+            };
+            if let Err(reason) = outcome {
+                return reason;
             }
         }
     }
@@ -735,25 +717,11 @@ where
     }
 
     fn write(&mut self, packet: &Packet) -> Result<(), Closed> {
-        write_packet(packet, &mut self.write_buf).map_err(|e| e.to_string())
+        self.wire.write(packet)
     }
 
     async fn flush(&mut self) -> std::io::Result<()> {
-        if !self.write_buf.is_empty() {
-            self.io.write_all(&self.write_buf).await?;
-            if self.write_buf.capacity() > WRITE_BUFFER_KEPT {
-                // A large downstream message: not kept for an idle connection.
-                self.write_buf = BytesMut::new();
-            } else {
-                self.write_buf.clear();
-            }
-            self.io.flush().await?;
-        }
-        Ok(())
-    }
-
-    fn keep_alive_deadline(&self) -> Option<Instant> {
-        self.keep_alive.map(|k| Instant::now() + k.mul_f32(1.5))
+        self.wire.flush().await
     }
 
     fn expiry_deadline(&self) -> Option<Instant> {
@@ -776,8 +744,7 @@ where
                 _ => break,
             }
         }
-        let _ = self.flush().await;
-        let _ = self.io.shutdown().await;
+        self.wire.close().await;
         // Unacknowledged cloud-to-device messages are delivered again next time.
         self.device.close().await;
     }

@@ -235,6 +235,47 @@ pub struct X509CaReferences {
     pub secondary: Option<String>,
 }
 
+/// What individual enrollments and enrollment groups share: how their devices are set up at
+/// the hub, whether they may register, how the hub is chosen, and the record's version and
+/// times. On the wire these are members of the enrollment's own JSON object (flattened).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnrollmentSettings {
+    /// Device capabilities set on the hub identities.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<DeviceCapabilities>,
+    /// The twin given to each device on assignment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_twin: Option<InitialTwin>,
+    /// Whether devices may register.
+    #[serde(default)]
+    pub provisioning_status: ProvisioningStatus,
+    /// What happens on re-registration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reprovision_policy: Option<ReprovisionPolicy>,
+    /// How the hub is chosen (default: the service's policy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocation_policy: Option<AllocationPolicy>,
+    /// The hubs devices may be assigned to (host names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iot_hubs: Option<Vec<String>>,
+    /// The legacy single hub host name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iot_hub_host_name: Option<String>,
+    /// The webhook of a custom allocation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_allocation_definition: Option<CustomAllocationDefinition>,
+    /// Version; send it back in `If-Match` to update only this version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    /// When it was created (read-only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_date_time_utc: Option<String>,
+    /// When it last changed (read-only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_updated_date_time_utc: Option<String>,
+}
+
 /// An individual enrollment (`IndividualEnrollment`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -249,39 +290,9 @@ pub struct IndividualEnrollment {
     /// The device's registration, once it registered (read-only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registration_state: Option<RegistrationState>,
-    /// Device capabilities set on the hub identity.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub capabilities: Option<DeviceCapabilities>,
-    /// The twin given to the device on assignment.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub initial_twin: Option<InitialTwin>,
-    /// Whether the device may register.
-    #[serde(default)]
-    pub provisioning_status: ProvisioningStatus,
-    /// What happens on re-registration.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reprovision_policy: Option<ReprovisionPolicy>,
-    /// How the hub is chosen (default: the service's policy).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub allocation_policy: Option<AllocationPolicy>,
-    /// The hubs it may be assigned to (host names).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub iot_hubs: Option<Vec<String>>,
-    /// The legacy single hub host name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub iot_hub_host_name: Option<String>,
-    /// The webhook of a custom allocation.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub custom_allocation_definition: Option<CustomAllocationDefinition>,
-    /// Version; send it back in `If-Match` to update only this version.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub etag: Option<String>,
-    /// When it was created (read-only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub created_date_time_utc: Option<String>,
-    /// When it last changed (read-only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_updated_date_time_utc: Option<String>,
+    /// What it shares with enrollment groups (before `other`, which takes what is left).
+    #[serde(flatten)]
+    pub settings: EnrollmentSettings,
     /// Members not modelled here (such as `optionalDeviceInformation`), kept for round trips.
     #[serde(flatten)]
     pub other: Map<String, Value>,
@@ -295,17 +306,7 @@ impl IndividualEnrollment {
             device_id: None,
             attestation,
             registration_state: None,
-            capabilities: None,
-            initial_twin: None,
-            provisioning_status: ProvisioningStatus::Enabled,
-            reprovision_policy: None,
-            allocation_policy: None,
-            iot_hubs: None,
-            iot_hub_host_name: None,
-            custom_allocation_definition: None,
-            etag: None,
-            created_date_time_utc: None,
-            last_updated_date_time_utc: None,
+            settings: EnrollmentSettings::default(),
             other: Map::new(),
         }
     }
@@ -320,39 +321,9 @@ pub struct EnrollmentGroup {
     pub enrollment_group_id: String,
     /// How its devices prove who they are (symmetric key or X.509).
     pub attestation: Attestation,
-    /// Device capabilities set on the hub identities.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub capabilities: Option<DeviceCapabilities>,
-    /// The twin given to each device on assignment.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub initial_twin: Option<InitialTwin>,
-    /// Whether its devices may register.
-    #[serde(default)]
-    pub provisioning_status: ProvisioningStatus,
-    /// What happens on re-registration.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reprovision_policy: Option<ReprovisionPolicy>,
-    /// How the hub is chosen (default: the service's policy).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub allocation_policy: Option<AllocationPolicy>,
-    /// The hubs its devices may be assigned to (host names).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub iot_hubs: Option<Vec<String>>,
-    /// The legacy single hub host name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub iot_hub_host_name: Option<String>,
-    /// The webhook of a custom allocation.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub custom_allocation_definition: Option<CustomAllocationDefinition>,
-    /// Version; send it back in `If-Match` to update only this version.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub etag: Option<String>,
-    /// When it was created (read-only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub created_date_time_utc: Option<String>,
-    /// When it last changed (read-only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_updated_date_time_utc: Option<String>,
+    /// What it shares with individual enrollments (before `other`, which takes what is left).
+    #[serde(flatten)]
+    pub settings: EnrollmentSettings,
     /// Members not modelled here, kept for round trips.
     #[serde(flatten)]
     pub other: Map<String, Value>,
@@ -364,21 +335,52 @@ impl EnrollmentGroup {
         Self {
             enrollment_group_id: enrollment_group_id.into(),
             attestation,
-            capabilities: None,
-            initial_twin: None,
-            provisioning_status: ProvisioningStatus::Enabled,
-            reprovision_policy: None,
-            allocation_policy: None,
-            iot_hubs: None,
-            iot_hub_host_name: None,
-            custom_allocation_definition: None,
-            etag: None,
-            created_date_time_utc: None,
-            last_updated_date_time_utc: None,
+            settings: EnrollmentSettings::default(),
             other: Map::new(),
         }
     }
 }
+
+/// What individual enrollments and enrollment groups share, for code that treats both alike
+/// (stores, command lines, allocation).
+pub trait Enrollment {
+    /// The id: a registration id or an enrollment group id.
+    fn id(&self) -> &str;
+    /// How devices prove who they are.
+    fn attestation(&self) -> &Attestation;
+    /// How devices prove who they are, to change.
+    fn attestation_mut(&mut self) -> &mut Attestation;
+    /// The shared settings.
+    fn settings(&self) -> &EnrollmentSettings;
+    /// The shared settings, to change.
+    fn settings_mut(&mut self) -> &mut EnrollmentSettings;
+}
+
+/// Implements [`Enrollment`] for a type whose id is the field `$id`.
+macro_rules! impl_enrollment {
+    ($type:ty, $id:ident) => {
+        impl Enrollment for $type {
+            fn id(&self) -> &str {
+                &self.$id
+            }
+            fn attestation(&self) -> &Attestation {
+                &self.attestation
+            }
+            fn attestation_mut(&mut self) -> &mut Attestation {
+                &mut self.attestation
+            }
+            fn settings(&self) -> &EnrollmentSettings {
+                &self.settings
+            }
+            fn settings_mut(&mut self) -> &mut EnrollmentSettings {
+                &mut self.settings
+            }
+        }
+    };
+}
+
+impl_enrollment!(IndividualEnrollment, registration_id);
+impl_enrollment!(EnrollmentGroup, enrollment_group_id);
 
 /// What a bulk operation does to each item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -72,6 +72,32 @@ fn enrollments_parse_what_the_sdks_send_and_reject_unknown_attestations() {
         serde_json::to_value(&e).unwrap()["optionalDeviceInformation"]["k"],
         1
     );
+    // The shared settings are read into `settings`, and only the rest is kept in `other`.
+    assert_eq!(
+        serde_json::to_value(&e.settings.initial_twin).unwrap()["properties"]["desired"]["testProp"],
+        "x"
+    );
+    assert_eq!(
+        e.other.keys().collect::<Vec<_>>(),
+        ["optionalDeviceInformation"]
+    );
+    let group: EnrollmentGroup = serde_json::from_value(json!({
+        "enrollmentGroupId": "g1",
+        "attestation": {"type": "symmetricKey", "symmetricKey": {"primaryKey": "a", "secondaryKey": "b"}},
+        "provisioningStatus": "disabled",
+        "etag": "e1",
+        "iotHubs": ["h1"]
+    }))
+    .unwrap();
+    assert_eq!(
+        group.settings.provisioning_status,
+        ProvisioningStatus::Disabled
+    );
+    assert_eq!(group.settings.etag.as_deref(), Some("e1"));
+    assert!(group.other.is_empty(), "{:?}", group.other);
+    let again = serde_json::to_value(&group).unwrap();
+    assert_eq!(again["provisioningStatus"], "disabled");
+    assert_eq!(again["iotHubs"], json!(["h1"]));
     assert!(
         !format!("{e:?}").contains("\"a\""),
         "keys are redacted in Debug"
