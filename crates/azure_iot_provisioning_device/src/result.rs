@@ -51,7 +51,11 @@ pub struct RegistrationResult {
 impl RegistrationResult {
     /// An assigned `state` (hub and device id checked present by the flow) for a device that
     /// attested with `attestation`.
-    pub(crate) fn new(operation_id: String, state: State, attestation: &Attestation) -> Result<Self> {
+    pub(crate) fn new(
+        operation_id: String,
+        state: State,
+        attestation: &Attestation,
+    ) -> Result<Self> {
         let assigned_hub = state.assigned_hub.clone().unwrap_or_default();
         let device_id = state.device_id.clone().unwrap_or_default();
         if assigned_hub.is_empty() || device_id.is_empty() {

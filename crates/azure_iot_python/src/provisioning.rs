@@ -136,8 +136,7 @@ async fn register(client: ProvisioningDeviceClient) -> PyResult<Registered> {
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_else(|| "assigned".to_owned());
-    let state = serde_json::to_string(result.state()).map_err(|e| {
-        crate::errors::ClientError::new_err(format!("the registration state: {e}"))
-    })?;
+    let state = serde_json::to_string(result.state())
+        .map_err(|e| crate::errors::ClientError::new_err(format!("the registration state: {e}")))?;
     Ok((result.operation_id().to_owned(), status, state))
 }
