@@ -37,6 +37,18 @@ def sas_token(resource: str, key: str, ttl: int = 3600) -> str:
     return f"SharedAccessSignature sr={sr}&sig={sig}&se={expiry}"
 
 
+def self_signed_certificate(directory: pathlib.Path, common_name: str) -> Tuple[str, str]:
+    """A self-signed EC certificate for `common_name` made with the openssl command, valid two
+    days: (cert file, key file), PEM."""
+    cert, key = str(directory / "cert.pem"), str(directory / "key.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", key, "-out", cert, "-days", "2", "-subj", f"/CN={common_name}"],
+        check=True, capture_output=True,
+    )
+    return cert, key
+
+
 class Hub:
     """A running emulator: its data dir, CA, ports and connection strings."""
 

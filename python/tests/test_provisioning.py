@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import socket
-import subprocess
 import threading
 import uuid
 from typing import Any, Dict, List
@@ -22,6 +21,7 @@ import pytest
 from azure_iot_rs import IoTHubDeviceClient, ProvisioningDeviceClient, RegistrationResult, X509
 from azure_iot_rs import aio
 from azure_iot_rs.exceptions import ClientError, ConnectionFailedError, CredentialError, ServiceError
+from conftest import self_signed_certificate
 
 
 def new_key() -> str:
@@ -121,12 +121,7 @@ def test_group_derived_key_over_websockets_with_the_aio_client(hub):
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a certificate")
 def test_x509_registers_and_the_device_connects_with_the_same_certificate(hub, tmp_path):
     rid = "py-dps-x509-" + uuid.uuid4().hex[:8]
-    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", key, "-out", cert, "-days", "2", "-subj", f"/CN={rid}"],
-        check=True, capture_output=True,
-    )
+    cert, key = self_signed_certificate(tmp_path, rid)
     with open(cert) as f:
         pem = f.read()
     enroll(hub, rid, {"type": "x509", "x509": {"clientCertificates": {"primary": {"certificate": pem}}}})
@@ -235,7 +230,7 @@ def test_bad_arguments_fail_at_creation(hub):
     with pytest.raises(ValueError, match="id scope"):
         create("localhost", "dev-1", "0ne/1", new_key())
     with pytest.raises(TypeError, match="registration_id"):
-        create("localhost", 7, scope, new_key())
+        create("localhost", 7, scope, new_key())  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="unsupported keyword argument"):
         create("localhost", "dev-1", scope, new_key(), product_info="x")
     with pytest.raises(ValueError, match="proxy_options"):
@@ -245,7 +240,11 @@ def test_bad_arguments_fail_at_creation(hub):
     with pytest.raises(ValueError, match="sastoken_ttl"):
         create("localhost", "dev-1", scope, new_key(), sastoken_ttl=0)
     with pytest.raises(TypeError, match="x509"):
-        ProvisioningDeviceClient.create_from_x509_certificate("localhost", "dev-1", scope, "cert.pem")
+        ProvisioningDeviceClient.create_from_x509_certificate("localhost", "dev-1", scope, "cert.pem")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="sastoken_ttl"):  # as azure-iot-device: X.509 signs no token
+        ProvisioningDeviceClient.create_from_x509_certificate("localhost", "dev-1", scope, X509("c", "k"), sastoken_ttl=60)
+    with pytest.raises(TypeError, match="port"):
+        create("localhost", "dev-1", scope, new_key(), port="8883")
     client = create("localhost", "dev-1", scope, new_key(), keep_alive=30, sastoken_ttl=60, gateway_hostname="localhost")
     with pytest.raises(TypeError, match="provisioning_payload"):
         client.provisioning_payload = {"not": object()}

@@ -14,6 +14,7 @@ import json
 from contextlib import contextmanager
 from typing import Any, Dict, Iterator, Optional, Tuple, TypeVar
 
+from ._config import _need_str, checked_options
 from ._native import NativeProvisioningClient
 from .exceptions import ClientError, ServiceError
 from .models import X509, RegistrationResult, _json_text
@@ -37,48 +38,16 @@ _OPTIONS = {
 
 
 def _options(kwargs: Dict[str, Any], x509: bool) -> Dict[str, Any]:
-    unknown = sorted(set(kwargs) - _OPTIONS)
-    if x509 and "sastoken_ttl" in kwargs:
-        unknown.append("sastoken_ttl")  # as the official client: X.509 signs no token
-    if unknown:
-        raise TypeError(f"unsupported keyword argument(s): {', '.join(unknown)}")
-    if kwargs.get("proxy_options") is not None:
-        raise ValueError("proxy_options: HTTP proxies are not supported by this package yet")
-    transport = kwargs.get("transport", "mqtt")
-    if transport not in ("mqtt", "amqp", "https"):
-        raise ValueError(f"transport must be 'mqtt', 'amqp' or 'https', not {transport!r}")
-    websockets = kwargs.get("websockets", False)
-    if not isinstance(websockets, bool):
-        raise TypeError(f"websockets has the wrong type: {type(websockets).__name__}")
-    if websockets and transport == "https":
-        raise ValueError("websockets: the https transport has no WebSocket variant")
-    options: Dict[str, Any] = {"transport": transport + ("_ws" if websockets else "")}
-    for name, kind in (
-        ("server_verification_cert", str),
-        ("gateway_hostname", str),
-        ("keep_alive", int),
-        ("sastoken_ttl", int),
-        ("port", int),
-        ("timeout", (int, float)),
-    ):
-        value = kwargs.get(name)
-        if value is None:
-            continue
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise TypeError(f"{name} has the wrong type: {type(value).__name__}")
-        if name in ("keep_alive", "sastoken_ttl") and value <= 0:
+    if x509 and "sastoken_ttl" in kwargs:  # as the official client: X.509 signs no token
+        raise TypeError("unsupported keyword argument(s): sastoken_ttl")
+    options = checked_options(kwargs, _OPTIONS)
+    for name in ("keep_alive", "sastoken_ttl"):
+        if options.get(name, 1) <= 0:
             raise ValueError(f"{name} must be positive")
-        options[name] = value
     # A registration is one short exchange: the MQTT keep-alive of the Rust client applies;
     # keep_alive is checked and accepted so that code written for the official client runs.
     options.pop("keep_alive", None)
     return options
-
-
-def _need_str(name: str, value: Any) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"{name} must be str, not {type(value).__name__}")
-    return value
 
 
 @contextmanager
@@ -123,6 +92,7 @@ class ProvisioningClientBase:
         """A client that registers with the device's X.509 certificate (presented in TLS)."""
         if not isinstance(x509, X509):
             raise TypeError(f"x509 must be an X509, not {type(x509).__name__}")
+        options = _options(kwargs, x509=True)  # before the files are read
         return cls(
             NativeProvisioningClient(
                 "x509",
@@ -130,7 +100,7 @@ class ProvisioningClientBase:
                 _need_str("provisioning_host", provisioning_host),
                 _need_str("registration_id", registration_id),
                 _need_str("id_scope", id_scope),
-                **_options(kwargs, x509=True),
+                **options,
             )
         )
 
