@@ -20,7 +20,7 @@ import pytest
 
 from azure_iot_rs import IoTHubDeviceClient, ProvisioningDeviceClient, RegistrationResult, X509
 from azure_iot_rs import aio
-from azure_iot_rs.exceptions import ClientError, ConnectionFailedError, CredentialError, ServiceError
+from azure_iot_rs.exceptions import ClientError, ConnectionFailedError, CredentialError, OperationTimeout, ServiceError
 from conftest import self_signed_certificate
 
 
@@ -218,6 +218,33 @@ def test_an_unreachable_service_is_a_connection_failure(hub):
     )
     with pytest.raises(ConnectionFailedError):
         client.register()
+
+
+def test_no_answer_in_time_is_an_operation_timeout_and_the_gil_is_released_meanwhile(hub):
+    with socket.socket() as silent:  # accepts the connection, never answers the TLS handshake
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        client = ProvisioningDeviceClient.create_from_symmetric_key(
+            "localhost", "dev-1", hub.dps["id_scope"], new_key(), server_verification_cert=hub.ca,
+            port=silent.getsockname()[1], timeout=1,
+        )
+        counted = 0
+        stop = threading.Event()
+
+        def count() -> None:
+            nonlocal counted
+            while not stop.is_set():
+                counted += 1
+
+        counter = threading.Thread(target=count)
+        counter.start()
+        try:
+            with pytest.raises(OperationTimeout):
+                client.register()
+        finally:
+            stop.set()
+            counter.join()
+    assert counted > 10_000, f"another Python thread ran only {counted} steps while register waited"
 
 
 def test_bad_arguments_fail_at_creation(hub):
