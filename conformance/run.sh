@@ -34,7 +34,6 @@ bin="$root/target/debug/azure-iot"
 # Python scenarios that also pass with this project's Python package (azure_iot_rs) swapped in
 # by import (CONFORMANCE_PY_SDK, read by python/harness.py); the others are listed with why in
 # docs/CONFORMANCE.md. Their checks fill the "azure_iot_rs: …" columns of the table.
-# dps_device.py skips its checks (with the reason) while the package has no provisioning client.
 swapped="python/file_upload.py python/rust_service_to_device.py python/service_to_rust_device.py python/service_to_rust_device.py@amqp python/dps_device.py"
 # The package's wheel (debug), installed beside the official SDKs.
 "$venv/bin/pip" install --quiet --disable-pip-version-check maturin==1.16.0

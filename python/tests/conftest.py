@@ -37,6 +37,18 @@ def sas_token(resource: str, key: str, ttl: int = 3600) -> str:
     return f"SharedAccessSignature sr={sr}&sig={sig}&se={expiry}"
 
 
+def self_signed_certificate(directory: pathlib.Path, common_name: str) -> Tuple[str, str]:
+    """A self-signed EC certificate for `common_name` made with the openssl command, valid two
+    days: (cert file, key file), PEM."""
+    cert, key = str(directory / "cert.pem"), str(directory / "key.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", key, "-out", cert, "-days", "2", "-subj", f"/CN={common_name}"],
+        check=True, capture_output=True,
+    )
+    return cert, key
+
+
 class Hub:
     """A running emulator: its data dir, CA, ports and connection strings."""
 
@@ -47,6 +59,8 @@ class Hub:
         self.hostname: str = info["hostname"]
         self.ports: Dict[str, int] = info["ports"]
         self.owner: str = info["connection_strings"]["iothubowner"]
+        #: id_scope, hostname, global_endpoint, connection_string (provisioningserviceowner).
+        self.dps: Dict[str, str] = info["dps"]
         with open(os.path.join(data_dir, "ca.pem")) as f:
             self.ca: str = f.read()
 
@@ -63,6 +77,29 @@ class Hub:
                 return answer.status, answer.read()
         except urllib.error.HTTPError as e:
             return e.code, e.read()
+
+    def dps_request(self, method: str, path: str, body: Optional[Dict[str, Any]] = None) -> Tuple[int, Any]:
+        """Calls the emulator's DPS service REST API (enrollments, registrations) as
+        provisioningserviceowner: (status, JSON body or None)."""
+        fields = dict(part.split("=", 1) for part in self.dps["connection_string"].split(";"))
+        token = sas_token(fields["HostName"], fields["SharedAccessKey"]) + f"&skn={fields['SharedAccessKeyName']}"
+        request = urllib.request.Request(
+            f"https://{self.hostname}:{self.ports['https']}{path}?api-version=2021-10-01",
+            data=None if body is None else json.dumps(body).encode(), method=method,
+            headers={"Authorization": token, "Content-Type": "application/json", "Accept": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, context=self.ssl_context(), timeout=30) as answer:
+                text = answer.read()
+                return answer.status, json.loads(text) if text else None
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode(errors="replace")
+
+    def provisioning_kwargs(self, websockets: bool = False) -> Dict[str, Any]:
+        """What a provisioning client needs besides its attestation to reach this emulator's
+        DPS (served on the hub's ports)."""
+        port = self.ports["https"] if websockets else self.ports["mqtt"]
+        return {"server_verification_cert": self.ca, "port": port, "websockets": websockets}
 
     def ssl_context(self) -> ssl.SSLContext:
         """Trusts the emulator's CA."""

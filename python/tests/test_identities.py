@@ -6,14 +6,13 @@ import hashlib
 import os
 import shutil
 import ssl
-import subprocess
 import threading
 import uuid
 from typing import Any, Dict, List
 
 import pytest
 
-from conftest import sas_token
+from conftest import sas_token, self_signed_certificate
 
 from azure_iot_rs import IoTHubDeviceClient, IoTHubModuleClient, Message, MethodResponse, X509
 from azure_iot_rs.aio import IoTHubModuleClient as AsyncModuleClient
@@ -45,12 +44,7 @@ def test_a_malformed_sastoken_fails_at_creation():
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a certificate")
 def test_x509_self_signed_device(hub, registry, tmp_path):
     device_id = "py-x509-" + uuid.uuid4().hex[:8]
-    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", key, "-out", cert, "-days", "2", "-subj", f"/CN={device_id}"],
-        check=True, capture_output=True,
-    )
+    cert, key = self_signed_certificate(tmp_path, device_id)
     with open(cert) as f:
         thumbprint = hashlib.sha1(ssl.PEM_cert_to_DER_cert(f.read())).hexdigest().upper()
     registry.create_device_with_x509(device_id, thumbprint, thumbprint, "enabled")

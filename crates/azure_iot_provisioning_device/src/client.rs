@@ -21,8 +21,8 @@ pub const GLOBAL_ENDPOINT: &str = "global.azure-devices-provisioning.net";
 /// official SDKs' default).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How long the SAS tokens sent to DPS live.
-const TOKEN_TTL: Duration = Duration::from_secs(3600);
+/// How long the SAS tokens sent to DPS live by default.
+pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
 
 /// What the client announces itself as (MQTT `ClientVersion`, AMQP client-version link
 /// property).
@@ -47,6 +47,7 @@ pub struct ProvisioningDeviceClient {
     proxy: Option<Proxy>,
     payload: Option<Value>,
     timeout: Duration,
+    token_ttl: Duration,
 }
 
 /// Settings for a [`ProvisioningDeviceClient`]; every one but the id scope and the attestation
@@ -63,6 +64,7 @@ pub struct ProvisioningDeviceClientBuilder {
     proxy: Option<Proxy>,
     payload: Option<Value>,
     timeout: Duration,
+    token_ttl: Duration,
 }
 
 impl ProvisioningDeviceClient {
@@ -82,6 +84,7 @@ impl ProvisioningDeviceClient {
             proxy: None,
             payload: None,
             timeout: DEFAULT_TIMEOUT,
+            token_ttl: DEFAULT_TOKEN_TTL,
         }
     }
 
@@ -111,17 +114,17 @@ impl ProvisioningDeviceClient {
         );
         let token = self
             .attestation
-            .token(&self.id_scope, &self.registration_id, TOKEN_TTL);
+            .token(&self.id_scope, &self.registration_id, self.token_ttl);
         let body = serde_json::to_vec(&RegistrationRequest {
             registration_id: Some(self.registration_id.clone()),
             payload: self.payload.clone(),
             tpm: None,
         })
         .map_err(|e| Error::InvalidArgument(format!("the payload cannot be serialised: {e}")))?;
-        let state = tokio::time::timeout(self.timeout, self.run(&dial, token, &body))
+        let assignment = tokio::time::timeout(self.timeout, self.run(&dial, token, &body))
             .await
             .map_err(|_| Error::Timeout(self.timeout))??;
-        RegistrationResult::new(state, &self.attestation)
+        RegistrationResult::new(assignment.operation_id, assignment.state, &self.attestation)
     }
 
     /// The flow over the configured transport.
@@ -130,7 +133,7 @@ impl ProvisioningDeviceClient {
         dial: &Dial,
         token: Option<String>,
         body: &[u8],
-    ) -> Result<azure_iot_protocol::dps::registration::RegistrationResult> {
+    ) -> Result<flow::Assignment> {
         match self.transport {
             #[cfg(feature = "amqp")]
             Transport::Amqp => self.run_amqp(dial, token, body).await,
@@ -170,7 +173,7 @@ impl ProvisioningDeviceClient {
         dial: &Dial,
         token: Option<String>,
         body: &[u8],
-    ) -> Result<azure_iot_protocol::dps::registration::RegistrationResult> {
+    ) -> Result<flow::Assignment> {
         let mut exchange = crate::amqp::AmqpExchange::connect(
             dial,
             &self.id_scope,
@@ -237,6 +240,14 @@ impl ProvisioningDeviceClientBuilder {
         self
     }
 
+    /// How long the SAS token sent to DPS lives (default [`DEFAULT_TOKEN_TTL`]); a key
+    /// attestation signs a new one for each registration. Zero is refused by
+    /// [`build`](Self::build).
+    pub fn token_ttl(mut self, ttl: Duration) -> Self {
+        self.token_ttl = ttl;
+        self
+    }
+
     /// Checks the settings: an id scope, a registration id DPS accepts (≤ 128 characters,
     /// letters, digits and `- . _ :`), a host name.
     pub fn build(self) -> Result<ProvisioningDeviceClient> {
@@ -258,6 +269,11 @@ impl ProvisioningDeviceClientBuilder {
         if self.endpoint.is_empty() {
             return Err(Error::InvalidArgument("the DPS host is empty".to_owned()));
         }
+        if self.token_ttl.is_zero() {
+            return Err(Error::InvalidArgument(
+                "the token lifetime must be positive".to_owned(),
+            ));
+        }
         let port = self.port.unwrap_or(default_port(self.transport));
         Ok(ProvisioningDeviceClient {
             endpoint: self.endpoint,
@@ -270,6 +286,7 @@ impl ProvisioningDeviceClientBuilder {
             proxy: self.proxy,
             payload: self.payload,
             timeout: self.timeout,
+            token_ttl: self.token_ttl,
         })
     }
 }
@@ -320,6 +337,7 @@ mod tests {
         assert_eq!(client.port, 8883);
         assert_eq!(client.endpoint, GLOBAL_ENDPOINT);
         assert_eq!(client.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(client.token_ttl, DEFAULT_TOKEN_TTL);
         assert!(!format!("{client:?}").contains(KEY));
         for bad in ["", "has space", "slash/", &"x".repeat(129)] {
             let err = ProvisioningDeviceClient::builder("0ne0001", key.clone())
@@ -333,6 +351,14 @@ mod tests {
                 .build()
                 .is_err(),
             "a key needs a registration id"
+        );
+        assert!(
+            ProvisioningDeviceClient::builder("0ne0001", key.clone())
+                .registration_id("d")
+                .token_ttl(Duration::ZERO)
+                .build()
+                .is_err(),
+            "a token must live"
         );
         assert!(
             ProvisioningDeviceClient::builder("0ne/1", key)

@@ -69,7 +69,16 @@ pub(crate) enum Step {
         wait: Duration,
     },
     /// The registration is assigned.
-    Assigned(Box<RegistrationResult>),
+    Assigned(Box<Assignment>),
+}
+
+/// A finished, assigned registration: the operation that ended it and DPS's record.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Assignment {
+    /// The operation id of the final status (as the official SDKs report it).
+    pub(crate) operation_id: String,
+    /// The registration record.
+    pub(crate) state: RegistrationResult,
 }
 
 /// Reads a retry hint as DPS sends it: whole seconds, as a number or text.
@@ -123,7 +132,10 @@ pub(crate) fn judge(reply: &Reply) -> Result<Step> {
                     "an `assigned` registration without a hub or device id".to_owned(),
                 ));
             }
-            Ok(Step::Assigned(Box::new(state)))
+            Ok(Step::Assigned(Box::new(Assignment {
+                operation_id: status.operation_id,
+                state,
+            })))
         }
         final_status @ (RegistrationStatus::Failed | RegistrationStatus::Disabled) => {
             let (error_code, message) = status
@@ -176,7 +188,7 @@ fn refusal(reply: &Reply) -> Error {
 
 /// Runs the flow on `exchange` until DPS gives a final answer. Unbounded in time: the caller
 /// applies the overall timeout.
-pub(crate) async fn run<E: Exchange>(exchange: &mut E, body: &[u8]) -> Result<RegistrationResult> {
+pub(crate) async fn run<E: Exchange>(exchange: &mut E, body: &[u8]) -> Result<Assignment> {
     let mut operation: Option<String> = None;
     loop {
         let reply = match &operation {

@@ -70,7 +70,8 @@ pub use attestation::Attestation;
 pub use azure_iot_device::{Proxy, Transport};
 pub use azure_iot_protocol::dps::registration::{RegistrationStatus, RegistrationSubstatus};
 pub use client::{
-    DEFAULT_TIMEOUT, GLOBAL_ENDPOINT, ProvisioningDeviceClient, ProvisioningDeviceClientBuilder,
+    DEFAULT_TIMEOUT, DEFAULT_TOKEN_TTL, GLOBAL_ENDPOINT, ProvisioningDeviceClient,
+    ProvisioningDeviceClientBuilder,
 };
 pub use error::{Error, Result};
 pub use result::{HubCredential, RegistrationResult};

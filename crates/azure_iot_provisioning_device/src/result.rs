@@ -41,6 +41,7 @@ impl fmt::Debug for HubCredential {
 /// `Debug` shows no key.
 #[derive(Debug, Clone)]
 pub struct RegistrationResult {
+    operation_id: String,
     assigned_hub: String,
     device_id: String,
     state: State,
@@ -50,7 +51,11 @@ pub struct RegistrationResult {
 impl RegistrationResult {
     /// An assigned `state` (hub and device id checked present by the flow) for a device that
     /// attested with `attestation`.
-    pub(crate) fn new(state: State, attestation: &Attestation) -> Result<Self> {
+    pub(crate) fn new(
+        operation_id: String,
+        state: State,
+        attestation: &Attestation,
+    ) -> Result<Self> {
         let assigned_hub = state.assigned_hub.clone().unwrap_or_default();
         let device_id = state.device_id.clone().unwrap_or_default();
         if assigned_hub.is_empty() || device_id.is_empty() {
@@ -65,11 +70,18 @@ impl RegistrationResult {
                 .map_or(HubCredential::None, HubCredential::SymmetricKey),
         };
         Ok(Self {
+            operation_id,
             assigned_hub,
             device_id,
             state,
             credential,
         })
+    }
+
+    /// The id of the operation whose status was the assignment (empty when DPS assigned the
+    /// device in its first answer without naming an operation).
+    pub fn operation_id(&self) -> &str {
+        &self.operation_id
     }
 
     /// The host name of the hub DPS assigned the device to.

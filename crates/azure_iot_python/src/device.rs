@@ -417,8 +417,22 @@ fn event_to_python(py: Python<'_>, event: Event) -> PyResult<Py<PyAny>> {
     )
 }
 
+/// The transport a Python client names (`mqtt`, `mqtt_ws`, `amqp`, `amqp_ws`, `https`).
+pub(crate) fn transport_arg(name: &str) -> PyResult<Transport> {
+    match name {
+        "mqtt" => Ok(Transport::Mqtt),
+        "mqtt_ws" => Ok(Transport::MqttWebSockets),
+        "amqp" => Ok(Transport::Amqp),
+        "amqp_ws" => Ok(Transport::AmqpWebSockets),
+        "https" => Ok(Transport::Https),
+        other => Err(PyValueError::new_err(format!(
+            "transport: {other:?} is not one of mqtt, mqtt_ws, amqp, amqp_ws, https"
+        ))),
+    }
+}
+
 /// Checks a CA bundle (PEM) now, so that a bad one fails at creation.
-fn check_ca(pem: &str) -> PyResult<()> {
+pub(crate) fn check_ca(pem: &str) -> PyResult<()> {
     let certificates = CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| PyValueError::new_err(format!("server_verification_cert is not PEM: {e}")))?;
@@ -511,18 +525,7 @@ impl NativeDeviceClient {
                 )));
             }
         };
-        let mut options = ClientOptions::default().transport(match transport {
-            "mqtt" => Transport::Mqtt,
-            "mqtt_ws" => Transport::MqttWebSockets,
-            "amqp" => Transport::Amqp,
-            "amqp_ws" => Transport::AmqpWebSockets,
-            "https" => Transport::Https,
-            other => {
-                return Err(PyValueError::new_err(format!(
-                    "transport: {other:?} is not one of mqtt, mqtt_ws, amqp, amqp_ws, https"
-                )));
-            }
-        });
+        let mut options = ClientOptions::default().transport(transport_arg(transport)?);
         if let Some(ca) = server_verification_cert {
             check_ca(&ca)?;
             options = options.trusted_ca_pem(ca);
@@ -808,7 +811,7 @@ impl Drop for NativeDeviceClient {
     }
 }
 
-fn seconds_arg(what: &str, seconds: f64) -> PyResult<Duration> {
+pub(crate) fn seconds_arg(what: &str, seconds: f64) -> PyResult<Duration> {
     Duration::try_from_secs_f64(seconds).map_err(|_| {
         PyValueError::new_err(format!("{what}: {seconds} is not a duration in seconds"))
     })

@@ -6,6 +6,7 @@
 //! Rust errors' own, which never contain a key or token.
 
 use azure_iot_device::ErrorKind as DeviceKind;
+use azure_iot_provisioning_device::Error as ProvisioningError;
 use azure_iot_service::ErrorKind as ServiceKind;
 use pyo3::PyErr;
 use pyo3::create_exception;
@@ -89,5 +90,26 @@ pub(crate) fn service_error(e: azure_iot_service::Error) -> PyErr {
     match e.kind() {
         ServiceKind::InvalidArgument => PyValueError::new_err(message),
         _ => HttpOperationError::new_err((message, e.status(), e.error_code().map(str::to_owned))),
+    }
+}
+
+/// The exception a provisioning error is raised as, as the official `register` raises them:
+/// refused credentials a [`CredentialError`], no answer in time an [`OperationTimeout`], an
+/// unreachable service a [`ConnectionFailedError`]. A registration DPS refused or ended
+/// (disabled, failed, not found, another status) is a [`ServiceError`]; the Python client
+/// raises it as the cause of a `ClientError`, as the official client does.
+pub(crate) fn provisioning_error(e: ProvisioningError) -> PyErr {
+    let message = e.to_string();
+    match e {
+        ProvisioningError::InvalidArgument(_) => PyValueError::new_err(message),
+        ProvisioningError::Unauthorized { .. } => CredentialError::new_err(message),
+        ProvisioningError::Timeout(_) => OperationTimeout::new_err(message),
+        ProvisioningError::Transport { .. } => ConnectionFailedError::new_err(message),
+        ProvisioningError::DeviceClient(e) => device_error(e),
+        ProvisioningError::Disabled { .. }
+        | ProvisioningError::Failed { .. }
+        | ProvisioningError::NotFound { .. }
+        | ProvisioningError::Service { .. } => ServiceError::new_err(message),
+        _ => ClientError::new_err(message),
     }
 }

@@ -1,5 +1,5 @@
 //! The native core of the `azure_iot_rs` Python package (python/ in the repository): the
-//! device and service clients of this workspace as a PyO3 extension module,
+//! device, provisioning and service clients of this workspace as a PyO3 extension module,
 //! `azure_iot_rs._native`, built by maturin as one abi3 wheel per platform (CPython ≥ 3.9).
 //!
 //! # Design (docs/adr/0013-python-package.md)
@@ -18,6 +18,11 @@
 //!   there. A Rust task never takes the GIL to call Python, and a handler may call the client
 //!   (the call is just another operation on the runtime). A slow handler fills the queue; the
 //!   client then stops reading from the hub until it drains.
+//! * **Provisioning** (module `provisioning`). `NativeProvisioningClient` keeps the checked
+//!   settings of `azure_iot_provisioning_device`'s builder and builds a client per `register`
+//!   (with the payload Python set); the result crosses as the operation id, the status and
+//!   DPS's registration record as JSON, which the pure-Python models read. No handlers, no
+//!   queue: a registration is one call.
 //! * **Errors.** Rust error kinds map onto the exception classes of
 //!   `azure.iot.device.exceptions` (module `errors`); invalid input is a `ValueError` raised when
 //!   the client is created (connection string, key, certificate, CA), not at `connect`.
@@ -27,6 +32,7 @@
 mod device;
 mod errors;
 mod message;
+mod provisioning;
 mod runtime;
 mod service;
 
@@ -37,6 +43,7 @@ use pyo3::prelude::*;
 fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<device::NativeDeviceClient>()?;
+    m.add_class::<provisioning::NativeProvisioningClient>()?;
     m.add_class::<service::NativeRegistryManager>()?;
     m.add("ClientError", py.get_type::<errors::ClientError>())?;
     m.add(

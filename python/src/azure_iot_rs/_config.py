@@ -2,7 +2,7 @@
 arguments and make the native client (which checks the credentials and the CA at once)."""
 
 import urllib.parse
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Set, Tuple
 
 from ._native import NativeDeviceClient
 from .models import X509
@@ -28,8 +28,28 @@ _OPTIONS = {
 }
 
 
-def _options(kwargs: Dict[str, Any]) -> Dict[str, Any]:
-    unknown = sorted(set(kwargs) - _OPTIONS)
+#: The type each keyword option must have (the device clients' and the provisioning client's).
+_TYPES: Dict[str, Any] = {
+    "server_verification_cert": str,
+    "gateway_hostname": str,
+    "product_info": str,
+    "keep_alive": int,
+    "sastoken_ttl": int,
+    "port": int,
+    "https_port": int,
+    "connection_retry": bool,
+    "connection_retry_interval": (int, float),
+    "operation_timeout": (int, float),
+    "timeout": (int, float),
+}
+
+
+def checked_options(kwargs: Dict[str, Any], allowed: Set[str]) -> Dict[str, Any]:
+    """The native client's keyword arguments from a factory's ``kwargs``: only ``allowed``
+    names (else ``TypeError``), no ``proxy_options`` (``ValueError``: not supported yet),
+    ``transport`` and ``websockets`` folded into the native transport name, every other value
+    of its type (else ``TypeError`` naming it)."""
+    unknown = sorted(set(kwargs) - allowed)
     if unknown:
         raise TypeError(f"unsupported keyword argument(s): {', '.join(unknown)}")
     if kwargs.get("proxy_options") is not None:
@@ -42,25 +62,18 @@ def _options(kwargs: Dict[str, Any]) -> Dict[str, Any]:
     if kwargs.get("websockets"):
         transport += "_ws"
     options: Dict[str, Any] = {"transport": transport}
-    for name, kind in (
-        ("server_verification_cert", str),
-        ("gateway_hostname", str),
-        ("product_info", str),
-        ("keep_alive", int),
-        ("sastoken_ttl", int),
-        ("port", int),
-        ("https_port", int),
-        ("connection_retry", bool),
-        ("connection_retry_interval", (int, float)),
-        ("operation_timeout", (int, float)),
-    ):
+    for name, kind in _TYPES.items():
         value = kwargs.get(name)
-        if value is None:
+        if value is None or name not in allowed:
             continue
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise TypeError(f"{name} has the wrong type: {type(value).__name__}")
         options[name] = value
     return options
+
+
+def _options(kwargs: Dict[str, Any]) -> Dict[str, Any]:
+    return checked_options(kwargs, _OPTIONS)
 
 
 def _need_str(name: str, value: Any) -> str:

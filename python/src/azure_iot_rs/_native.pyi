@@ -107,3 +107,21 @@ class NativeRegistryManager:
         connect_timeout: Optional[int] = ...,
     ) -> Tuple[int, str]: ...
     def send_c2d_message(self, device_id: str, data: bytes, properties: List[Tuple[str, str]]) -> None: ...
+
+class NativeProvisioningClient:
+    def __init__(
+        self,
+        auth: str,
+        credential: Any,
+        provisioning_host: str,
+        registration_id: str,
+        id_scope: str,
+        server_verification_cert: Optional[str] = ...,
+        transport: str = ...,
+        gateway_hostname: Optional[str] = ...,
+        port: Optional[int] = ...,
+        sastoken_ttl: Optional[int] = ...,
+        timeout: Optional[float] = ...,
+    ) -> None: ...
+    def register(self, payload_json: Optional[str] = ...) -> Tuple[str, str, str]: ...
+    def register_async(self, payload_json: Optional[str] = ...) -> Awaitable[Tuple[str, str, str]]: ...

@@ -1,5 +1,6 @@
 """Device-side models with the attribute names of ``azure.iot.device``: ``Message``,
-``MethodRequest``, ``MethodResponse``, ``X509``."""
+``MethodRequest``, ``MethodResponse``, ``X509``, and the provisioning client's
+``RegistrationResult`` and ``RegistrationState``."""
 
 import datetime
 import json
@@ -147,6 +148,71 @@ class X509:
     def _pems(self) -> Tuple[str, str]:
         with open(self.cert_file, encoding="ascii") as cert, open(self.key_file, encoding="ascii") as key:
             return cert.read(), key.read()
+
+
+class RegistrationState:
+    """DPS's record of a registration (the attributes of azure-iot-device's
+    ``RegistrationState``): ``device_id``, ``assigned_hub``, ``sub_status``
+    (``initialAssignment``, ``deviceDataMigrated``, ``deviceDataReset``),
+    ``created_date_time`` and ``last_update_date_time`` (UTC, ISO 8601 text), ``etag``, and
+    ``response_payload``: what a custom allocation webhook returned for the device, as JSON
+    text (``"null"`` when nothing)."""
+
+    def __init__(
+        self,
+        device_id: Optional[str] = None,
+        assigned_hub: Optional[str] = None,
+        sub_status: Optional[str] = None,
+        created_date_time: Optional[str] = None,
+        last_update_date_time: Optional[str] = None,
+        etag: Optional[str] = None,
+        payload: Any = None,
+    ) -> None:
+        self.device_id = device_id
+        self.assigned_hub = assigned_hub
+        self.sub_status = sub_status
+        self.created_date_time = created_date_time
+        self.last_update_date_time = last_update_date_time
+        self.etag = etag
+        self._response_payload = payload
+
+    @property
+    def response_payload(self) -> str:
+        """The webhook's payload for the device as JSON text (keys sorted)."""
+        return json.dumps(self._response_payload, sort_keys=True)
+
+    def __str__(self) -> str:
+        return "\n".join(str(v) for v in (self.device_id, self.assigned_hub, self.sub_status, self.response_payload))
+
+
+class RegistrationResult:
+    """The outcome of ``ProvisioningDeviceClient.register`` (the attributes of azure-iot-device's
+    ``RegistrationResult``): ``operation_id``, ``status`` and ``registration_state``."""
+
+    def __init__(self, operation_id: str, status: str, registration_state: Optional[RegistrationState] = None) -> None:
+        self.operation_id = operation_id
+        self.status = status
+        self.registration_state = registration_state
+
+    @classmethod
+    def _from_native(cls, operation_id: str, status: str, state: Dict[str, Any]) -> "RegistrationResult":
+        """From the native answer: DPS's registration record as it sent it (camelCase)."""
+        return cls(
+            operation_id,
+            status,
+            RegistrationState(
+                device_id=state.get("deviceId"),
+                assigned_hub=state.get("assignedHub"),
+                sub_status=state.get("substatus"),
+                created_date_time=state.get("createdDateTimeUtc"),
+                last_update_date_time=state.get("lastUpdatedDateTimeUtc"),
+                etag=state.get("etag"),
+                payload=state.get("payload"),
+            ),
+        )
+
+    def __str__(self) -> str:
+        return f"{self.registration_state}\n{self.status}"
 
 
 def _json_text(what: str, value: Any) -> str:

@@ -80,7 +80,9 @@ async fn polls_after_retry_after_until_assigned() {
         reply(200, ASSIGNED, None),
     ]);
     let start = Instant::now();
-    let result = run(&mut script, b"{}").await.unwrap();
+    let assignment = run(&mut script, b"{}").await.unwrap();
+    assert_eq!(assignment.operation_id, "op1");
+    let result = assignment.state;
     assert_eq!(result.assigned_hub.as_deref(), Some("hub.example"));
     assert_eq!(result.payload, Some(serde_json::json!({"a": 1})));
     let asked = script.timeline(start);

@@ -10,6 +10,8 @@ from typing import Any, Dict, Optional
 
 from .._base import ClientBase, DeviceFactories, ModuleFactories
 from .._native import NativeDeviceClient
+from .._provisioning import ProvisioningClientBase, _official_errors
+from ..models import RegistrationResult
 
 _POLL_SECONDS = 1.0
 
@@ -124,4 +126,20 @@ class IoTHubModuleClient(ModuleFactories, _AsyncClient):
         await self._native.send_message_async(*self._output_message_args(message, output_name))
 
 
-__all__ = ["IoTHubDeviceClient", "IoTHubModuleClient"]
+class ProvisioningDeviceClient(ProvisioningClientBase):
+    """Registers a device with the Device Provisioning Service (the API of
+    ``azure.iot.device.aio.ProvisioningDeviceClient``); ``register`` is an awaitable completed
+    on the running loop."""
+
+    async def register(self) -> RegistrationResult:
+        """Registers the device and returns the assignment (``status`` ``"assigned"``)."""
+        payload = self._payload_arg()
+        with _official_errors():
+            return self._result(await self._native.register_async(payload))
+
+    async def shutdown(self) -> None:
+        """Ends the client: a later ``register`` raises ``ClientError``."""
+        self._done = "the client has been shut down"
+
+
+__all__ = ["IoTHubDeviceClient", "IoTHubModuleClient", "ProvisioningDeviceClient"]
