@@ -42,10 +42,7 @@ def dps_settings():
 
 
 DPS_HOST, ID_SCOPE, DPS_CONNECTION_STRING = dps_settings()
-if SWAPPED and DPS_HOST.lower().endswith(".localhost"):
-    # The package resolves names in Rust, which the socket patch below does not reach: dial
-    # the loopback name the emulator's certificate also holds (it serves DPS on those ports).
-    DPS_HOST = "localhost"
+
 
 class DpsService:
     """The DPS service REST API, called as its documentation describes it (dps-service.md)."""
