@@ -43,9 +43,10 @@ peers=bench/peers
 locked=()
 [ -z "${BENCH_CARGO_LOCK:-}" ] || locked=(flock "$BENCH_CARGO_LOCK")
 
+# The emulator listens on 127.0.0.1 (another loopback address may hold the same ports).
 for port in 443 8883 5671; do
-  if ss -ltn "sport = :$port" | grep -q LISTEN; then
-    echo "dps bench: port $port is in use; the official SDK needs 8883 and the emulator all three" >&2
+  if ss -ltnH "sport = :$port" | awk '{print $4}' | grep -qE '^(127\.0\.0\.1|0\.0\.0\.0|\*|\[::\]):'; then
+    echo "dps bench: port $port of 127.0.0.1 is in use; the official SDK needs 8883 and the emulator all three" >&2
     exit 1
   fi
 done
