@@ -49,10 +49,9 @@ pub(crate) struct DpsPlan<'a> {
 /// over the wall time of the whole run), p50/p99/max latency of one registration, failures.
 pub(crate) async fn register_group(plan: DpsPlan<'_>) {
     let hub = HubEndpoint::from_data_dir(plan.hub_dir);
-    let doc: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(plan.hub_dir.join("hub.json")).unwrap(),
-    )
-    .unwrap();
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(plan.hub_dir.join("hub.json")).unwrap())
+            .unwrap();
     let id_scope = doc["dps"]["id_scope"].as_str().unwrap().to_owned();
     let (transport, port) = match plan.transport {
         DpsTransport::Mqtt => (Transport::Mqtt, hub.mqtt_addr.port()),
@@ -108,7 +107,10 @@ pub(crate) async fn register_group(plan: DpsPlan<'_>) {
     let seconds = started.elapsed().as_secs_f64();
     latencies.sort();
     if let Some(first) = failures.first() {
-        eprintln!("{} registrations failed; the first: {first}", failures.len());
+        eprintln!(
+            "{} registrations failed; the first: {first}",
+            failures.len()
+        );
     }
     println!(
         "RESULT {}",
@@ -146,4 +148,20 @@ pub(crate) async fn count_devices(hub_dir: &Path, prefix: &str) -> u64 {
         .await;
     assert!(reply.status.is_success(), "query failed: {:?}", reply.body);
     reply.body[0]["n"].as_u64().unwrap()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percentile_ms;
+    use std::time::Duration;
+
+    #[test]
+    fn percentiles_pick_the_sample_at_the_quantile() {
+        let sorted: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(percentile_ms(&sorted, 0.50), 51.0);
+        assert_eq!(percentile_ms(&sorted, 0.99), 100.0);
+        assert_eq!(percentile_ms(&sorted, 1.0), 100.0);
+        assert_eq!(percentile_ms(&sorted[..1], 0.99), 1.0);
+        assert_eq!(percentile_ms(&[], 0.5), 0.0);
+    }
 }
