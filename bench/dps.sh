@@ -17,12 +17,14 @@
 #                client waits a fixed 2 s before its first poll whatever `retry-after` says,
 #                so at INFLIGHT it measures that wait; with many more in flight it shows
 #                what the client itself costs
-# Every run uses fresh registration ids (`{client}-r{round}-{i}`) and is checked afterwards:
-# the hub must hold exactly as many SAS identities with its prefix as it had registrations
-# assigned (`iot-bench count-devices`). For each run the script prints the driver's RESULT line
-# (registrations/s, p50/p99/max latency of one registration), the client's CPU seconds (bash
-# `time`), and the emulator's CPU seconds and peak RSS during the run (VmHWM, reset before
-# each run through /proc/PID/clear_refs); then medians and the ratio (bench/dps_summary.py).
+# Every run uses fresh registration ids (`{client}-r{round}-{i}`). For each run the script
+# prints the driver's RESULT line (registrations/s, p50/p99/max latency of one registration),
+# the client's CPU seconds (bash `time`), and the emulator's CPU seconds, its RSS before the run
+# and its peak RSS during it (VmHWM, reset before each run through /proc/PID/clear_refs). After
+# the last round every run is checked: the hub must hold exactly as many SAS identities with
+# its prefix as it had registrations assigned (`iot-bench count-devices`; these queries come
+# last because each one materialises every twin and leaves the emulator's RSS hundreds of MiB
+# higher). Then medians and the ratios (bench/dps_summary.py).
 #
 # Needs root and free ports 443, 8883, 5671: the official SDK always dials port 8883.
 # Environment: ROUNDS (3), COUNT (10000), PY_COUNT (COUNT), INFLIGHT (32), RETRY_AFTER (0),
@@ -85,8 +87,9 @@ results="$work/results"
 failures=0
 run() { # label, prefix, registrations, command...
   local label="$1" prefix="$2" n="$3"; shift 3
-  local line cpu0 cpu1 hwm assigned
+  local line cpu0 cpu1 rss0 hwm assigned
   echo 5 >"/proc/$hub_pid/clear_refs" # resets the emulator's peak RSS (VmHWM) to its RSS now
+  rss0="$(awk '/VmRSS/ {print $2}' "/proc/$hub_pid/status")"
   cpu0="$(cpu_of "$hub_pid")"
   line="$({ TIMEFORMAT='%U %S'; time "$@" 2>"$work/stderr"; } 2>"$work/time" | grep '^RESULT ' | tail -n 1)" || true
   cpu1="$(cpu_of "$hub_pid")"
@@ -98,14 +101,10 @@ run() { # label, prefix, registrations, command...
   fi
   assigned="$(python3 -c 'import json, sys; print(json.loads(sys.argv[1].split(" ", 1)[1])["assigned"])' "$line")"
   [ "$assigned" = "$n" ] || { echo "$label: only $assigned of $n assigned: $(tail -n 1 "$work/stderr")"; failures=$((failures + 1)); }
-  # The hub must hold an identity for every assigned registration of this run.
-  if ! "$bin/iot-bench" count-devices --hub-dir "$work/hub" --prefix "$prefix-" --expect "$assigned" >/dev/null 2>"$work/count"; then
-    echo "$label: hub identities do not match: $(grep -m1 assert "$work/count" || tail -n 1 "$work/count")"
-    failures=$((failures + 1))
-  fi
+  echo "$label $prefix $assigned" >>"$work/checks"
   read -r user sys <"$work/time"
   echo "$label $line" | tee -a "$results"
-  echo "$label USAGE {\"client_cpu_s\": $(awk -v u="$user" -v s="$sys" 'BEGIN { printf "%.2f", u + s }'), \"emulator_cpu_s\": $(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN { printf "%.2f", b - a }'), \"emulator_peak_rss_kib\": $hwm}" | tee -a "$results"
+  echo "$label USAGE {\"client_cpu_s\": $(awk -v u="$user" -v s="$sys" 'BEGIN { printf "%.2f", u + s }'), \"emulator_cpu_s\": $(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN { printf "%.2f", b - a }'), \"emulator_rss_before_kib\": $rss0, \"emulator_peak_rss_kib\": $hwm}" | tee -a "$results"
 }
 ours() { # transport, round
   run "ours-$1" "rs-$1-r$2" "$count" "$bin/iot-bench" dps --hub-dir "$work/hub" --count "$count" \
@@ -129,6 +128,14 @@ for round in $(seq 1 "$rounds"); do
     ours mqtt "$round"
   fi
 done
-echo "emulator RSS at the end: $(awk '/VmRSS/ {print $2, $3}' "/proc/$hub_pid/status"), devices in the hub: $("$bin/iot-bench" count-devices --hub-dir "$work/hub" --prefix '')"
+echo "emulator RSS after the last run: $(awk '/VmRSS/ {print $2, $3}' "/proc/$hub_pid/status")"
+# The hub must hold an identity for every assigned registration of every run.
+while read -r label prefix assigned; do
+  if ! "$bin/iot-bench" count-devices --hub-dir "$work/hub" --prefix "$prefix-" --expect "$assigned" >/dev/null 2>"$work/count"; then
+    echo "$label ($prefix): hub identities do not match: $(grep -m1 assert "$work/count" || tail -n 1 "$work/count")"
+    failures=$((failures + 1))
+  fi
+done < <(cat "$work/checks" 2>/dev/null)
+echo "hub identities checked: $(wc -l <"$work/checks" 2>/dev/null || echo 0) runs; devices in the hub: $("$bin/iot-bench" count-devices --hub-dir "$work/hub" --prefix '')"
 [ ! -f "$results" ] || python3 bench/dps_summary.py "$results"
 [ "$failures" -eq 0 ]

@@ -15,6 +15,7 @@ FIELDS = (
     ("p99_ms", "p99 ms"),
     ("client_cpu_s", "client CPU s"),
     ("emulator_cpu_s", "emulator CPU s"),
+    ("emulator_rss_before_kib", "emulator RSS before KiB"),
     ("emulator_peak_rss_kib", "emulator peak RSS KiB"),
 )
 
@@ -47,6 +48,12 @@ def main(path):
         per_registration = [
             c / n for c, n in zip(runs[label].get("emulator_cpu_s", []), runs[label].get("assigned", [])) if n
         ]
+        growth = [
+            peak - before
+            for before, peak in zip(runs[label].get("emulator_rss_before_kib", []), runs[label].get("emulator_peak_rss_kib", []))
+        ]
+        if growth:
+            parts.append(f"emulator RSS growth KiB {statistics.median(growth):.0f} [{' / '.join(map(str, growth))}]")
         if per_registration:
             parts.append(f"emulator CPU per registration {statistics.median(per_registration) * 1000:.2f} ms")
         print(f"{label} ({count} registrations): " + "; ".join(parts))
