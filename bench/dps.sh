@@ -28,8 +28,8 @@
 #
 # Needs root and free ports 443, 8883, 5671: the official SDK always dials port 8883.
 # Environment: ROUNDS (3), COUNT (10000), PY_COUNT (COUNT), INFLIGHT (32), RETRY_AFTER (0),
-# HTTPS (1), PY_WIDE_INFLIGHT (unset), BENCH_CARGO_LOCK (a lock file: the build then runs under `flock` on it, for
-# machines where other builds share the cores), CARGO_TARGET_DIR as usual.
+# HTTPS (1), PY_WIDE_INFLIGHT (unset), BENCH_CARGO_LOCK (a lock file: the build then runs
+# under `flock` on it, for machines where other builds share the cores), CARGO_TARGET_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$(pwd)"
@@ -45,27 +45,17 @@ peers=bench/peers
 locked=()
 [ -z "${BENCH_CARGO_LOCK:-}" ] || locked=(flock "$BENCH_CARGO_LOCK")
 
-# The emulator listens on 127.0.0.1 (another loopback address may hold the same ports).
-for port in 443 8883 5671; do
-  if ss -ltnH "sport = :$port" | awk '{print $4}' | grep -qE '^(127\.0\.0\.1|0\.0\.0\.0|\*|\[::\]):'; then
-    echo "dps bench: port $port of 127.0.0.1 is in use; the official SDK needs 8883 and the emulator all three" >&2
-    exit 1
-  fi
-done
-
-# The official SDK, installed as bench/python.sh installs it (git-ignored, pinned).
+# shellcheck source=bench/emulator.sh
+. bench/emulator.sh
+require_free_ports "dps bench" 443 8883 5671
+install_official_sdks
 venv=bench/.venv
-[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/pip" install --quiet --disable-pip-version-check -r "$peers/requirements.txt"
 
 ${locked[@]+"${locked[@]}"} cargo build --release --locked -q -p azure_iot_cli -p azure_iot_bench
 bin="$target/release"
 work="$(mktemp -d)"
-"$bin/azure-iot" hub start --data-dir "$work/hub" --dps-retry-after "$retry_after" >"$work/hub.log" 2>&1 &
-hub_pid=$!
-trap 'kill $hub_pid 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
-for _ in $(seq 1 300); do [ -f "$work/hub/hub.json" ] && break; sleep 0.1; done
-[ -f "$work/hub/hub.json" ] || { cat "$work/hub.log"; echo "the emulator did not start" >&2; exit 1; }
+start_emulator "$bin" "$work" --dps-retry-after "$retry_after"
+hub_pid=$HUB_PID
 
 hub_field() { python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); print(eval(sys.argv[2], {"d": d}))' "$work/hub/hub.json" "$1"; }
 export DPS_HOST ID_SCOPE HUB_HOSTNAME DPS_GROUP_KEY CA_FILE="$work/hub/ca.pem"

@@ -10,7 +10,8 @@ soon as their previous registration is assigned (the sliding window `iot-bench d
 registration is one client's `register()`: connect, subscribe, register, poll until assigned,
 disconnect; it is timed from the call to its result.
 
-Environment: DPS_HOST (the DPS device endpoint's host; the SDK always dials its port 8883),
+Environment: DPS_HOST (the DPS device endpoint's host from hub.json, the hub's host name; the
+SDK always dials its port 8883),
 ID_SCOPE, DPS_GROUP_KEY (the group's primary key, base64), CA_FILE (PEM of the emulator's CA),
 HUB_HOSTNAME (the hub every registration must be assigned to).
 
@@ -28,25 +29,10 @@ import hmac
 import json
 import os
 import resource
-import socket
 import sys
 import time
 
 from azure.iot.device.aio import ProvisioningDeviceClient
-
-# The DPS host may be a name under `localhost` (`dps.localhost`); plain glibc resolution does
-# not answer for those, so resolve them as RFC 6761 resolvers do (the SDK is untouched).
-_getaddrinfo = socket.getaddrinfo
-
-
-def _localhost_names(host, *args, **kwargs):
-    if isinstance(host, str) and host.lower().endswith(".localhost"):
-        host = "localhost"
-    return _getaddrinfo(host, *args, **kwargs)
-
-
-socket.getaddrinfo = _localhost_names
-
 
 def derived_key(group_key, registration_id):
     """A group member's key: HMAC-SHA256 of its registration id under the group key."""
