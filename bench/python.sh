@@ -34,17 +34,12 @@ peers=bench/peers
 locked=()
 [ -z "${BENCH_CARGO_LOCK:-}" ] || locked=(flock "$BENCH_CARGO_LOCK")
 
-for port in 443 8883 5671 10000; do
-  if ss -ltn "sport = :$port" | grep -q LISTEN; then
-    echo "python bench: port $port is in use; the official SDKs need it" >&2
-    exit 1
-  fi
-done
-
+# shellcheck source=bench/emulator.sh
+. bench/emulator.sh
+require_free_ports "python bench" 443 8883 5671 10000
 # The official SDKs.
+install_official_sdks
 official=bench/.venv
-[ -x "$official/bin/python" ] || python3 -m venv "$official"
-"$official/bin/pip" install --quiet --disable-pip-version-check -r "$peers/requirements.txt"
 # This project's package: the release wheel, in a venv of its own.
 ours=bench/.venv-rs
 [ -x "$ours/bin/python" ] || python3 -m venv "$ours"
@@ -61,11 +56,7 @@ rm -rf "$wheels"
 
 bin="$target/release"
 work="$(mktemp -d)"
-"$bin/azure-iot" hub start --data-dir "$work/hub" >"$work/hub.log" 2>&1 &
-hub_pid=$!
-trap 'kill $hub_pid 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
-for _ in $(seq 1 300); do [ -f "$work/hub/hub.json" ] && break; sleep 0.1; done
-[ -f "$work/hub/hub.json" ] || { cat "$work/hub.log"; echo "the emulator did not start" >&2; exit 1; }
+start_emulator "$bin" "$work"
 echo "hub: azure-iot hub start (release, durable telemetry log) on 443/8883/5671/10000"
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), $(. /etc/os-release && echo "$PRETTY_NAME"), $(python3 --version)"
 

@@ -11,6 +11,11 @@
 //!   (`--per-source` each); the process raises its open-file limit to the hard limit.
 //! * `methods`: D connected devices answer direct methods; N invocations through the REST API,
 //!   one at a time; p50/p99 round-trip latency.
+//! * `dps`: N members of one symmetric-key enrollment group register with DPS through this
+//!   project's provisioning client, W in flight; registrations/s and p50/p99 latency of one
+//!   registration (register + poll + hub identity). `count-devices` checks the identities the
+//!   hub holds afterwards (module `dps`; bench/dps.sh runs both beside the official Python
+//!   client).
 //! * `gen-cert`: a CA and server certificate for `localhost` (PEM files), for the broker that
 //!   the emulator is compared with.
 #![allow(
@@ -19,6 +24,8 @@
     clippy::unwrap_used,
     clippy::expect_used
 )]
+
+mod dps;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -101,6 +108,34 @@ enum Command {
         #[arg(long, default_value_t = 2000)]
         calls: usize,
     },
+    /// DPS registrations of one symmetric-key enrollment group's members.
+    Dps {
+        #[arg(long)]
+        hub_dir: PathBuf,
+        /// The enrollment group's primary key (base64).
+        #[arg(long, env = "DPS_GROUP_KEY", hide_env_values = true)]
+        group_key: String,
+        #[arg(long, default_value_t = 10_000)]
+        count: usize,
+        /// Registrations in flight at once.
+        #[arg(long, default_value_t = 32)]
+        inflight: usize,
+        /// Registration ids are `{prefix}-{index}`.
+        #[arg(long)]
+        prefix: String,
+        #[arg(long, value_enum, default_value = "mqtt")]
+        transport: dps::DpsTransport,
+    },
+    /// Counts the hub's SAS identities whose device id starts with a prefix; prints the number
+    /// and fails unless it is `--expect`.
+    CountDevices {
+        #[arg(long)]
+        hub_dir: PathBuf,
+        #[arg(long)]
+        prefix: String,
+        #[arg(long)]
+        expect: Option<u64>,
+    },
     /// Writes ca.pem, server.pem, server-key.pem for localhost into a directory.
     GenCert { dir: PathBuf },
 }
@@ -140,6 +175,35 @@ async fn main() {
             devices,
             calls,
         } => methods(&hub_dir, devices, calls).await,
+        Command::Dps {
+            hub_dir,
+            group_key,
+            count,
+            inflight,
+            prefix,
+            transport,
+        } => {
+            let plan = dps::DpsPlan {
+                hub_dir: &hub_dir,
+                group_key,
+                count,
+                inflight,
+                prefix: &prefix,
+                transport,
+            };
+            dps::register_group(plan).await
+        }
+        Command::CountDevices {
+            hub_dir,
+            prefix,
+            expect,
+        } => {
+            let n = dps::count_devices(&hub_dir, &prefix).await;
+            println!("{n}");
+            if let Some(expected) = expect {
+                assert_eq!(n, expected, "hub identities starting with `{prefix}`");
+            }
+        }
         Command::GenCert { dir } => gen_cert(&dir),
     }
 }
@@ -612,10 +676,7 @@ async fn methods(hub_dir: &Path, devices: usize, calls: usize) {
         assert_eq!(r.body["status"], 200, "{:?}", r.body);
     }
     latencies.sort();
-    let pct = |p: f64| {
-        latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)].as_secs_f64()
-            * 1000.0
-    };
+    let pct = |q: f64| dps::percentile_ms(&latencies, q);
     println!(
         "RESULT {}",
         json!({"bench": "methods", "devices": devices, "calls": calls, "p50_ms": pct(0.50), "p99_ms": pct(0.99), "max_ms": pct(1.0)})
