@@ -19,6 +19,9 @@
 //!   amqp::Address, amqp::PutToken, amqp::to_amqp / from_amqp (AMQP, both ways)
 //! ```
 //!
+//! * [`configuration`]: configurations (automatic device management): the REST models and the
+//!   hub's rules on ids and content, checked by the service client before sending and
+//!   enforced by the emulator.
 //! * [`dps`]: the Device Provisioning Service's JSON bodies (registration, enrollments).
 //! * [`amqp`]: IoT Hub AMQP link addresses, CBS put-token and the AMQP message mapping.
 //! * [`mqtt::topic`]: every IoT Hub and DPS topic and subscription filter, both directions.
@@ -40,6 +43,7 @@
 //! variant the official SDKs send) and total: any input gives a value or a typed error.
 
 pub mod amqp;
+pub mod configuration;
 pub mod dps;
 pub mod http;
 pub mod identity;
