@@ -175,7 +175,9 @@ pub enum ConfigurationError {
 /// Checks a configuration id against the hub's rules.
 pub fn validate_id(id: &str) -> Result<(), ConfigurationError> {
     let allowed = |c: char| {
-        c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '+' | '%' | '_' | '*' | '!' | '\'')
+        c.is_ascii_lowercase()
+            || c.is_ascii_digit()
+            || matches!(c, '-' | '+' | '%' | '_' | '*' | '!' | '\'')
     };
     if id.is_empty() || id.len() > MAX_CONFIGURATION_ID_LEN || !id.chars().all(allowed) {
         return Err(ConfigurationError::InvalidId(id.to_owned()));
@@ -349,11 +351,18 @@ mod tests {
     #[test]
     fn too_many_metrics_are_refused() {
         let mut config = Configuration::new("c", "*", 0);
-        config.content.device_content = Some(Map::from_iter([("properties.desired.x".into(), json!(1))]));
+        config.content.device_content =
+            Some(Map::from_iter([("properties.desired.x".into(), json!(1))]));
         assert_eq!(config.validate(), Ok(ConfigurationKind::Device));
         for i in 0..6 {
-            config.metrics.queries.insert(format!("m{i}"), "SELECT deviceId FROM devices".into());
+            config
+                .metrics
+                .queries
+                .insert(format!("m{i}"), "SELECT deviceId FROM devices".into());
         }
-        assert_eq!(config.validate(), Err(ConfigurationError::TooManyMetrics(6)));
+        assert_eq!(
+            config.validate(),
+            Err(ConfigurationError::TooManyMetrics(6))
+        );
     }
 }

@@ -28,6 +28,7 @@
 //!   bodies.
 
 mod certificates;
+mod configurations;
 mod device;
 mod dps;
 mod error;
@@ -113,7 +114,8 @@ impl AppState {
 ///
 /// * registry (RegistryRead / RegistryWrite): `/devices`, `/devices/{id}`,
 ///   `/devices/{id}/modules[/{mid}]`, bulk `POST /devices`, `/statistics/devices`,
-///   `/certificates[/{name}]`;
+///   `/certificates[/{name}]`, `/configurations[/{id}]`, `/configurations/testQueries`,
+///   `/devices/{id}/applyConfigurationContent` (see `configurations`);
 /// * service (ServiceConnect): `/twins/{id}[/modules/{mid}]`, `.../methods`,
 ///   `/devices/query` (RegistryRead also accepted), `/devices/{id}/commands` (purge),
 ///   `/messages/serviceBound/feedback...`, `/statistics/service`;
@@ -199,6 +201,22 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/devices/{id}/twin/{*rest}", any(device::twin_or_method))
         .route("/devices/{id}/methods", any(device::twin_or_method))
         .route("/devices/{id}/methods/{*rest}", any(device::twin_or_method))
+        .route("/configurations", get(configurations::list))
+        .route("/configurations/", get(configurations::list))
+        .route(
+            "/configurations/testQueries",
+            post(configurations::test_queries),
+        )
+        .route(
+            "/configurations/{id}",
+            get(configurations::get)
+                .put(configurations::put)
+                .delete(configurations::delete),
+        )
+        .route(
+            "/devices/{id}/applyConfigurationContent",
+            post(configurations::apply_content),
+        )
         .route("/certificates", get(certificates::list))
         .route(
             "/certificates/{name}",
@@ -280,7 +298,7 @@ async fn classify(
 /// Anything else: a known IoT Hub feature the emulator does not have yet answers 501 and says
 /// so; an unknown path is a 404. Never a silent success.
 ///
-/// "Known" includes jobs, configurations (ADM), digital twins, the other service-bound
+/// "Known" includes jobs, digital twins, the other service-bound
 /// endpoints and every unrouted path under `/devices/` (a device SDK on its HTTP transport
 /// asking for something not served gets an explicit 501 `NotImplemented` it can report, not
 /// a 404 it would read as an unknown device).

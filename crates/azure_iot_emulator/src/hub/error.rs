@@ -40,6 +40,12 @@ pub(crate) enum ErrorCode {
     DeviceAlreadyExists,
     /// 409 / 409301: the same for a module.
     ModuleAlreadyExists,
+    /// 404: no configuration with that id.
+    ConfigurationNotFound,
+    /// 409: a configuration with that id exists (a create without `If-Match`).
+    ConfigurationAlreadyExists,
+    /// 413: the hub holds its maximum number of configurations.
+    ConfigurationCountLimitExceeded,
     /// 412 / 412001: `If-Match` names an ETag that is no longer current, or a lock token no
     /// longer holds anything.
     PreconditionFailed,
@@ -82,6 +88,11 @@ impl ErrorCode {
             Self::DeviceNotOnline => (404, 404_103, "DeviceNotOnline"),
             Self::DeviceAlreadyExists => (409, 409_001, "DeviceAlreadyExists"),
             Self::ModuleAlreadyExists => (409, 409_301, "ModuleAlreadyExists"),
+            Self::ConfigurationNotFound => (404, 404_301, "ConfigurationNotFound"),
+            Self::ConfigurationAlreadyExists => (409, 409_401, "ConfigurationAlreadyExists"),
+            Self::ConfigurationCountLimitExceeded => {
+                (413, 413_101, "ConfigurationCountLimitExceeded")
+            }
             Self::PreconditionFailed => (412, 412_001, "PreconditionFailed"),
             Self::DeviceMessageLockLost => (412, 412_002, "DeviceMessageLockLost"),
             Self::RequestTimeout => (408, 408_000, "RequestTimeout"),

@@ -19,6 +19,7 @@
 
 pub(crate) mod c2d;
 pub(crate) mod certificates;
+pub(crate) mod configurations;
 pub(crate) mod devices;
 pub(crate) mod error;
 pub(crate) mod faults;

@@ -81,6 +81,8 @@ pub(crate) struct HubState {
     pub(super) faults: Faults,
     /// Registered CA certificates (see `certificates.rs`).
     pub(super) certificates: super::certificates::Certificates,
+    /// Configurations and what they did to each twin (see `configurations.rs`).
+    pub(super) configurations: super::configurations::Configurations,
 }
 
 impl HubState {
@@ -148,7 +150,8 @@ impl HubState {
         let c2d = CloudToDevice::load(&store)?;
         let certificates = super::certificates::load(&store)?;
         let files = super::files::FileUploads::load(&store)?;
-        Ok(Self {
+        let configurations = super::configurations::Configurations::load(&store)?;
+        let mut state = Self {
             c2d,
             files,
             faults: Faults::default(),
@@ -158,7 +161,10 @@ impl HubState {
             devices,
             sequence: clock,
             links: Links::default(),
-        })
+            configurations,
+        };
+        state.adopt_configurations();
+        Ok(state)
     }
 
     /// The hub's shared access policies.
@@ -179,7 +185,7 @@ impl HubState {
     }
 
     /// A new identity ETag: base64 of a decimal number, the shape the hub uses.
-    fn next_etag(&mut self) -> String {
+    pub(super) fn next_etag(&mut self) -> String {
         base64::engine::general_purpose::STANDARD.encode(self.next_sequence().to_string())
     }
 
@@ -308,6 +314,7 @@ impl HubState {
         self.store.apply(&[Change::Put(&record)])?;
         let json = self.identity_json(&record);
         self.install_identity(record);
+        self.reconcile_twin(device_id, module_id);
         Ok(json)
     }
 
@@ -477,6 +484,7 @@ impl HubState {
     /// Removes a deleted identity from memory and drops its connections; a device's queued
     /// C2D messages go without feedback (the store dropped them in the delete transaction).
     fn forget(&mut self, device_id: &str, module_id: Option<&str>) {
+        self.configurations.forget(device_id, module_id);
         match module_id {
             Some(m) => {
                 if let Some(entry) = self.devices.get_mut(device_id) {
@@ -551,7 +559,10 @@ impl HubState {
         self.store.apply(&changes)?;
         for (device_id, module_id, record) in staged {
             match record {
-                Some(r) => self.install_identity(r),
+                Some(r) => {
+                    self.install_identity(r);
+                    self.reconcile_twin(&device_id, module_id.as_deref());
+                }
                 None => self.forget(&device_id, module_id.as_deref()),
             }
         }
@@ -721,6 +732,12 @@ impl HubState {
                 map.insert("tags".into(), Value::Object(record.twin.tags.clone()));
             }
             map.insert("properties".into(), record.twin.properties_json(true));
+            if let Some(member) = self
+                .configurations
+                .twin_member(&record.device_id, record.module_id.as_deref())
+            {
+                map.insert("configurations".into(), member);
+            }
         }
         self.stamp_activity(record, &mut twin);
         twin
@@ -743,7 +760,25 @@ impl HubState {
     /// properties gets a patch after the commit: for a merge, the desired part of the body as
     /// sent; for a replace, the new desired document with `null` for every key it removed, so
     /// the device's copy converges either way. Both carry the new desired `$version`.
+    ///
+    /// Configurations are re-evaluated for the twin afterwards (its tags may now match a
+    /// target condition); the answer is the twin as the service's write left it.
     pub(crate) fn update_twin(
+        &mut self,
+        device_id: &str,
+        module_id: Option<&str>,
+        body: &Value,
+        if_match: Option<&str>,
+        replace: bool,
+    ) -> Result<Value, HubError> {
+        let json = self.write_twin(device_id, module_id, body, if_match, replace)?;
+        self.reconcile_twin(device_id, module_id);
+        Ok(json)
+    }
+
+    /// The write of [`update_twin`](Self::update_twin) without re-evaluating configurations:
+    /// what configurations themselves write with.
+    pub(super) fn write_twin(
         &mut self,
         device_id: &str,
         module_id: Option<&str>,

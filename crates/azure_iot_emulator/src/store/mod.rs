@@ -23,7 +23,8 @@
 //! `identities` (device and module records with their twins), `c2d` (queued cloud-to-device
 //! messages with delivery counts), `feedback` and `file_notifications` (the service-bound
 //! inboxes' undelivered records) and
-//! `certificates` (registered CAs). Telemetry has its own database and writer (`telemetry`),
+//! `certificates` (registered CAs), `configurations` (automatic device management
+//! configurations, one JSON document per id). Telemetry has its own database and writer (`telemetry`),
 //! so a burst of device messages never queues behind registry writes. A database written by
 //! an emulator with another schema version is refused at open, not guessed at.
 
@@ -79,6 +80,10 @@ CREATE TABLE IF NOT EXISTS file_notifications (
     id     INTEGER PRIMARY KEY,
     record TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS configurations (
+    id     TEXT PRIMARY KEY,
+    record TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS identities (
     device_id TEXT NOT NULL,
     module_id TEXT NOT NULL,
@@ -107,6 +112,10 @@ pub(crate) enum Change<'a> {
     PutCertificate(&'a str, &'a str, &'a str),
     /// Remove a CA certificate.
     DeleteCertificate(&'a str),
+    /// Insert or replace a configuration: id, the configuration as JSON.
+    PutConfiguration(&'a str, &'a str),
+    /// Remove a configuration.
+    DeleteConfiguration(&'a str),
 }
 
 /// A stored cloud-to-device message.
@@ -351,6 +360,16 @@ impl Store {
                 Change::DeleteCertificate(name) => {
                     tx.execute("DELETE FROM certificates WHERE name = ?1", [name])?;
                 }
+                Change::PutConfiguration(id, record) => {
+                    tx.execute(
+                        "INSERT INTO configurations (id, record) VALUES (?1, ?2)
+                         ON CONFLICT(id) DO UPDATE SET record = excluded.record",
+                        params![id, record],
+                    )?;
+                }
+                Change::DeleteConfiguration(id) => {
+                    tx.execute("DELETE FROM configurations WHERE id = ?1", [id])?;
+                }
             }
         }
         tx.commit()
@@ -381,6 +400,15 @@ impl Store {
             .conn
             .prepare("SELECT name, pem, created FROM certificates ORDER BY name")?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Every stored configuration as `(id, JSON)`, in id order.
+    pub(crate) fn configurations(&self) -> Result<Vec<(String, String)>, EmulatorError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, record FROM configurations ORDER BY id")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
