@@ -224,7 +224,7 @@ impl ServiceClient {
         self.inner.http.send(request).await
     }
 
-    async fn send_json<T: DeserializeOwned>(&self, request: Request) -> Result<T> {
+    pub(crate) async fn send_json<T: DeserializeOwned>(&self, request: Request) -> Result<T> {
         self.send(request).await?.json()
     }
 
@@ -557,7 +557,7 @@ fn check_device_id(id: &str) -> Result<()> {
         .map_err(|e| Error::with_source(ErrorKind::InvalidArgument, format!("device id: {e}"), e))
 }
 
-fn device_path(device_id: &str) -> Result<String> {
+pub(crate) fn device_path(device_id: &str) -> Result<String> {
     check_device_id(device_id)?;
     Ok(format!("/devices/{}", encode_component(device_id)))
 }

@@ -36,6 +36,9 @@
 //!   the hub answered 429, so a retry never runs a method twice.
 //! * **Bad input** (ids outside the hub's character set, a twin patch that is not an object,
 //!   an oversized message, more than 100 bulk entries) fails before anything is sent.
+//! * **Configurations** (`configurations.rs`): automatic device management with the models
+//!   and rules of `azure_iot_protocol::configuration` (shared with the emulator), checked
+//!   before sending; creates are not retried once they reached the hub.
 //! * **Query** (`query.rs`) follows `x-ms-continuation` tokens page by page; a [`Query`] is
 //!   read by page, as a `Stream` of items, or whole.
 //! * **AMQP** (`messaging/`): cloud-to-device sends and the feedback receiver share one
@@ -53,6 +56,7 @@
 //! Not built on `azure_core`: see docs/adr/0006-service-client-http-stack.md.
 
 mod client;
+mod configurations;
 mod credential;
 mod error;
 pub mod http;
@@ -63,6 +67,10 @@ mod query;
 
 pub use azure_iot_core::method::{DirectMethodRequest, DirectMethodResponse};
 pub use azure_iot_core::twin::Twin;
+pub use azure_iot_protocol::configuration::{
+    Configuration, ConfigurationContent, ConfigurationMetrics, ConfigurationQueriesTestInput,
+    ConfigurationQueriesTestResponse,
+};
 pub use client::{IfMatch, ServiceClient, TwinPatch};
 pub use credential::SharedAccessPolicy;
 pub use error::{Error, ErrorKind, Result};
