@@ -5,7 +5,7 @@
 //! directory carry the same facts for scripts. `azure-iot hub monitor-events` and
 //! `monitor-feedback` watch a running emulator through those files.
 //!
-//! The `az iot`-style commands (`device`, `twin`, `method`, `c2d`, `query`) use the service
+//! The `az iot`-style commands (`device`, `twin`, `method`, `c2d`, `query`, `configuration`) use the service
 //! client (`azure_iot_service`) against any hub: `--connection-string` or
 //! `IOTHUB_CONNECTION_STRING`, else the local emulator's `hub.json` (see `target.rs`).
 //! `dps` does the same for the Device Provisioning Service with the provisioning service
@@ -21,6 +21,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod calls;
+mod configurations;
 mod connect;
 mod devices;
 mod dps;
@@ -68,6 +69,9 @@ enum Command {
     C2d(calls::C2dCommand),
     /// Run an IoT Hub query and print one JSON item per line.
     Query(twins::QueryArgs),
+    /// Automatic device management configurations.
+    #[command(subcommand)]
+    Configuration(configurations::ConfigurationCommand),
     /// The Device Provisioning Service: enrollments, enrollment groups, registration states.
     #[command(subcommand)]
     Dps(dps::DpsCommand),
@@ -333,6 +337,7 @@ fn main() -> ExitCode {
             Command::Method(command) => calls::method(command).await,
             Command::C2d(command) => calls::c2d(command).await,
             Command::Query(args) => twins::query(args).await,
+            Command::Configuration(command) => configurations::run(command).await,
             Command::Dps(command) => dps::run(command).await,
             Command::Quickstart => quickstart::run().await,
         }
