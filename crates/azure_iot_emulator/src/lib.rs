@@ -58,6 +58,11 @@
 //!   `mqtt::dps`, `amqp::dps`, told apart from hub traffic by `route`) only map wire forms to
 //!   the core's calls (authenticate, register, operation status), so every DPS rule is the
 //!   same on every transport.
+//! * **Configurations apply on the state thread** (ADR 19): after every change that can alter
+//!   the outcome (a configuration written, a twin's tags or properties written, an identity
+//!   created), `hub::configurations` re-evaluates the twins concerned, per content path by
+//!   priority, and writes the changes as service desired patches; metrics are computed on read
+//!   with the query engine.
 //! * **Loud about gaps.** Known IoT Hub features not implemented here answer 501 or their
 //!   protocol's "unavailable" with an explanation; nothing pretends to succeed.
 //!
