@@ -22,6 +22,7 @@
 //! * [`configuration`]: configurations (automatic device management): the REST models and the
 //!   hub's rules on ids and content, checked by the service client before sending and
 //!   enforced by the emulator.
+//! * [`export_import`]: import/export devices jobs (`JobProperties`) and their blob names.
 //! * [`dps`]: the Device Provisioning Service's JSON bodies (registration, enrollments).
 //! * [`amqp`]: IoT Hub AMQP link addresses, CBS put-token and the AMQP message mapping.
 //! * [`mqtt::topic`]: every IoT Hub and DPS topic and subscription filter, both directions.
@@ -45,6 +46,7 @@
 pub mod amqp;
 pub mod configuration;
 pub mod dps;
+pub mod export_import;
 pub mod http;
 pub mod identity;
 pub mod mqtt;

@@ -32,6 +32,7 @@ mod configurations;
 mod device;
 mod dps;
 mod error;
+mod exportimport;
 mod faults;
 mod feedback;
 mod files;
@@ -115,7 +116,8 @@ impl AppState {
 /// * registry (RegistryRead / RegistryWrite): `/devices`, `/devices/{id}`,
 ///   `/devices/{id}/modules[/{mid}]`, bulk `POST /devices`, `/statistics/devices`,
 ///   `/certificates[/{name}]`, `/configurations[/{id}]`, `/configurations/testQueries`,
-///   `/devices/{id}/applyConfigurationContent` (see `configurations`);
+///   `/devices/{id}/applyConfigurationContent` (see `configurations`), import/export jobs
+///   `/jobs/create`, `/jobs`, `/jobs/{id}` (see `exportimport`);
 /// * service (ServiceConnect): `/twins/{id}[/modules/{mid}]`, `.../methods`,
 ///   `/devices/query` (RegistryRead also accepted), `/devices/{id}/commands` (purge),
 ///   `/messages/serviceBound/feedback...`, `/statistics/service`;
@@ -124,7 +126,8 @@ impl AppState {
 ///   the device HTTPS API (device or module SAS, or the TLS client certificate):
 ///   `/devices/{id}[/modules/{mid}]/messages/events`, `/devices/{id}/messages/devicebound[/…]`,
 ///   `/devices/{id}/files[/notifications[/{correlationId}]]` (see `device`);
-/// * emulator only: `/$emulator/telemetry` (read the telemetry log), `/$emulator/faults`, and
+/// * emulator only: `/$emulator/telemetry` (read the telemetry log), `/$emulator/faults`,
+///   `/$emulator/blob/containers/{name}/sas` (a container SAS for import/export jobs), and
 ///   `/$emulator/files[/{blob}]` (list and download uploaded files; ServiceConnect).
 ///
 /// Every request first passes the classification layer (DPS or hub); unknown paths reach
@@ -216,6 +219,16 @@ pub(crate) fn router(state: AppState) -> Router {
         .route(
             "/devices/{id}/applyConfigurationContent",
             post(configurations::apply_content),
+        )
+        .route("/jobs", get(exportimport::list))
+        .route("/jobs/create", post(exportimport::create))
+        .route(
+            "/jobs/{id}",
+            get(exportimport::get).delete(exportimport::cancel),
+        )
+        .route(
+            "/$emulator/blob/containers/{name}/sas",
+            post(exportimport::container_sas),
         )
         .route("/certificates", get(certificates::list))
         .route(

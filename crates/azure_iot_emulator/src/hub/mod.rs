@@ -22,6 +22,7 @@ pub(crate) mod certificates;
 pub(crate) mod configurations;
 pub(crate) mod devices;
 pub(crate) mod error;
+pub(crate) mod exportimport;
 pub(crate) mod faults;
 pub(crate) mod files;
 pub(crate) mod identity;

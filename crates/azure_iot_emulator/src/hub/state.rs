@@ -83,6 +83,8 @@ pub(crate) struct HubState {
     pub(super) certificates: super::certificates::Certificates,
     /// Configurations and what they did to each twin (see `configurations.rs`).
     pub(super) configurations: super::configurations::Configurations,
+    /// Import/export jobs (see `exportimport.rs`).
+    pub(super) export_jobs: super::exportimport::ExportImportJobs,
 }
 
 impl HubState {
@@ -162,6 +164,7 @@ impl HubState {
             sequence: clock,
             links: Links::default(),
             configurations,
+            export_jobs: Default::default(),
         };
         state.adopt_configurations();
         Ok(state)
@@ -603,14 +606,15 @@ impl HubState {
         let mode = entry.import_mode.to_ascii_lowercase();
         let etag = entry.e_tag.clone();
         match mode.as_str() {
-            "create" | "update" | "updateifmatchetag" => {
+            "create" | "update" | "updateifmatchetag" | "createorupdate"
+            | "createorupdateifmatchetag" => {
                 if mode == "create" && current.is_some() {
                     return Err(HubError::new(
                         ErrorCode::DeviceAlreadyExists,
                         format!("Device {device_id} already exists"),
                     ));
                 }
-                if mode == "updateifmatchetag"
+                if (mode == "updateifmatchetag" || mode == "createorupdateifmatchetag")
                     && let Some(record) = &current
                 {
                     check_if_match(etag.as_deref().unwrap_or(""), &record.etag)?;
@@ -658,7 +662,7 @@ impl HubState {
                 Ok((device_id, module_id, Some(record)))
             }
             other => Err(HubError::invalid(format!(
-                "importMode `{other}` is not one of create, update, updateIfMatchETag, delete, deleteIfMatchETag, updateTwin, updateTwinIfMatchETag"
+                "importMode `{other}` is not one of createOrUpdate, create, update, updateIfMatchETag, createOrUpdateIfMatchETag, delete, deleteIfMatchETag, updateTwin, updateTwinIfMatchETag"
             ))),
         }
     }
@@ -888,8 +892,9 @@ struct BulkEntry {
     /// Identity ETag for the `...IfMatchETag` modes (note the spelling `eTag`).
     #[serde(rename = "eTag")]
     e_tag: Option<String>,
-    /// `create`, `update`, `updateIfMatchETag`, `delete`, `deleteIfMatchETag`, `updateTwin`,
-    /// `updateTwinIfMatchETag`, in any case.
+    /// `createOrUpdate`, `create`, `update`, `updateIfMatchETag`, `createOrUpdateIfMatchETag`,
+    /// `delete`, `deleteIfMatchETag`, `updateTwin`, `updateTwinIfMatchETag`, in any case
+    /// (`update` creates a missing identity, like `createOrUpdate`).
     import_mode: String,
     /// Twin ETag for `updateTwinIfMatchETag`.
     #[serde(rename = "twinETag")]
