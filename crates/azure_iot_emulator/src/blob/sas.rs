@@ -308,7 +308,8 @@ mod tests {
         let q = Some(&sas[1..]);
         s.verify(q, "exports", "devices.txt", Permission::Write, now)
             .unwrap();
-        s.verify(q, "exports", "a/b", Permission::Read, now).unwrap();
+        s.verify(q, "exports", "a/b", Permission::Read, now)
+            .unwrap();
         assert!(
             s.verify(q, "other", "devices.txt", Permission::Read, now)
                 .is_err()

@@ -70,7 +70,13 @@ fn container(
     let query = parsed.query().unwrap_or_default().to_owned();
     endpoint
         .signer
-        .verify(Some(&query), &name, blob, permission, OffsetDateTime::now_utc())
+        .verify(
+            Some(&query),
+            &name,
+            blob,
+            permission,
+            OffsetDateTime::now_utc(),
+        )
         .map_err(|e| ApiError::invalid(format!("{member}: {}", e.message)))?;
     Ok(Container { name, query })
 }
@@ -117,13 +123,31 @@ pub(crate) async fn create(
     let plan = match job.job_type.to_ascii_lowercase().as_str() {
         "export" => {
             let blob = devices_blob(&job.output_blob_name);
-            let out = container(&endpoint, "outputBlobContainerUri", job.output_blob_container_uri.as_deref(), &blob, Permission::Write)?;
+            let out = container(
+                &endpoint,
+                "outputBlobContainerUri",
+                job.output_blob_container_uri.as_deref(),
+                &blob,
+                Permission::Write,
+            )?;
             Plan::Export { out, blob }
         }
         "import" => {
             let blob = devices_blob(&job.input_blob_name);
-            let input = container(&endpoint, "inputBlobContainerUri", job.input_blob_container_uri.as_deref(), &blob, Permission::Read)?;
-            let out = container(&endpoint, "outputBlobContainerUri", job.output_blob_container_uri.as_deref(), IMPORT_ERRORS_BLOB, Permission::Write)?;
+            let input = container(
+                &endpoint,
+                "inputBlobContainerUri",
+                job.input_blob_container_uri.as_deref(),
+                &blob,
+                Permission::Read,
+            )?;
+            let out = container(
+                &endpoint,
+                "outputBlobContainerUri",
+                job.output_blob_container_uri.as_deref(),
+                IMPORT_ERRORS_BLOB,
+                Permission::Write,
+            )?;
             Plan::Import { input, out, blob }
         }
         other => {
@@ -215,7 +239,7 @@ impl Run {
                     .await
                     .map_err(|e| e.to_string())?
                     .map_err(|e| e.message)?;
-                let mut failed = errors.len();
+                let mut errors = errors;
                 if let Some(name) = &self.configurations {
                     let text = self.read(&input, name).await?;
                     let config_errors = self
@@ -223,14 +247,11 @@ impl Run {
                         .call(move |s| s.import_configuration_lines(&text))
                         .await
                         .map_err(|e| e.to_string())?;
-                    failed += config_errors.len();
-                    let mut all = errors;
-                    all.extend(config_errors);
-                    self.write(&out, IMPORT_ERRORS_BLOB, &all).await?;
-                } else if !errors.is_empty() {
-                    self.write(&out, IMPORT_ERRORS_BLOB, &errors).await?;
+                    errors.extend(config_errors);
                 }
+                let failed = errors.len();
                 if failed > 0 {
+                    self.write(&out, IMPORT_ERRORS_BLOB, &errors).await?;
                     return Err(format!(
                         "{failed} line(s) could not be imported; see {IMPORT_ERRORS_BLOB} in the output container"
                     ));
@@ -241,7 +262,12 @@ impl Run {
     }
 
     /// Writes `lines` (newline-terminated) as the blob `name`, checking the SAS still allows it.
-    async fn write(&self, container: &Container, name: &str, lines: &[String]) -> Result<(), String> {
+    async fn write(
+        &self,
+        container: &Container,
+        name: &str,
+        lines: &[String],
+    ) -> Result<(), String> {
         self.check(container, name, Permission::Write)?;
         let mut body = lines.join("\n");
         if !body.is_empty() {
@@ -249,7 +275,12 @@ impl Run {
         }
         self.endpoint
             .files
-            .put_blob(&container.name, name, Some("text/plain".into()), axum::body::Body::from(body))
+            .put_blob(
+                &container.name,
+                name,
+                Some("text/plain".into()),
+                axum::body::Body::from(body),
+            )
             .await
             .map(drop)
             .map_err(|e| blob_failure(name, &e))
@@ -276,10 +307,21 @@ impl Run {
     }
 
     /// The SAS may have expired since the job was accepted.
-    fn check(&self, container: &Container, name: &str, permission: Permission) -> Result<(), String> {
+    fn check(
+        &self,
+        container: &Container,
+        name: &str,
+        permission: Permission,
+    ) -> Result<(), String> {
         self.endpoint
             .signer
-            .verify(Some(&container.query), &container.name, name, permission, OffsetDateTime::now_utc())
+            .verify(
+                Some(&container.query),
+                &container.name,
+                name,
+                permission,
+                OffsetDateTime::now_utc(),
+            )
             .map_err(|e| format!("container `{}`: {}", container.name, e.message))
     }
 }
@@ -289,7 +331,10 @@ fn blob_failure(name: &str, e: &BlobError) -> String {
 }
 
 /// `GET /jobs`: every recorded import/export job.
-pub(crate) async fn list(State(app): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub(crate) async fn list(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     app.authorize(&headers, Rights::REGISTRY_READ)?;
     let jobs = app.hub.call(|s| s.list_export_jobs()).await?;
     let jobs = jobs.iter().map(job_json).collect::<Result<Vec<_>, _>>()?;

@@ -225,9 +225,10 @@ impl HubState {
             let device = error["deviceId"].as_str().unwrap_or_default();
             let module = error["moduleId"].as_str();
             // The first unreported line of that identity is the one that failed.
-            let line = numbers.iter().enumerate().find(|(i, (_, d, m))| {
-                !used[*i] && d == device && m.as_deref() == module
-            });
+            let line = numbers
+                .iter()
+                .enumerate()
+                .find(|(i, (_, d, m))| !used[*i] && d == device && m.as_deref() == module);
             let mut out = Map::new();
             if let Some((i, (number, _, _))) = line {
                 used[i] = true;

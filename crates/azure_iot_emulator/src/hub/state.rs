@@ -606,7 +606,10 @@ impl HubState {
         let mode = entry.import_mode.to_ascii_lowercase();
         let etag = entry.e_tag.clone();
         match mode.as_str() {
-            "create" | "update" | "updateifmatchetag" | "createorupdate"
+            "create"
+            | "update"
+            | "updateifmatchetag"
+            | "createorupdate"
             | "createorupdateifmatchetag" => {
                 if mode == "create" && current.is_some() {
                     return Err(HubError::new(
