@@ -25,6 +25,7 @@ mod configurations;
 mod connect;
 mod devices;
 mod dps;
+mod export_import;
 mod files;
 mod monitor;
 mod provision;
@@ -95,6 +96,8 @@ enum HubCommand {
     /// Files devices uploaded to the emulator's blob endpoint.
     #[command(subcommand)]
     Files(files::FilesCommand),
+    /// Print a container SAS URI on the emulator's blob endpoint (for device export/import).
+    ContainerSas(export_import::ContainerSasArgs),
 }
 
 #[derive(Subcommand)]
@@ -332,6 +335,9 @@ fn main() -> ExitCode {
             }
             Command::Hub(HubCommand::Ca(command)) => ca(command).await,
             Command::Hub(HubCommand::Files(command)) => files::run(command).await,
+            Command::Hub(HubCommand::ContainerSas(args)) => {
+                export_import::container_sas(args).await
+            }
             Command::Device(command) => devices::run(command).await,
             Command::Twin(command) => twins::run(command).await,
             Command::Method(command) => calls::method(command).await,

@@ -39,6 +39,9 @@
 //! * **Configurations** (`configurations.rs`): automatic device management with the models
 //!   and rules of `azure_iot_protocol::configuration` (shared with the emulator), checked
 //!   before sending; creates are not retried once they reached the hub.
+//! * **Import/export jobs** (`export_import.rs`): start, read, list, cancel; the hub runs
+//!   them in the background against the caller's blob container (a SAS URI). A create is not
+//!   retried once it reached the hub (it would start a second job).
 //! * **Query** (`query.rs`) follows `x-ms-continuation` tokens page by page; a [`Query`] is
 //!   read by page, as a `Stream` of items, or whole.
 //! * **AMQP** (`messaging/`): cloud-to-device sends and the feedback receiver share one
@@ -59,6 +62,7 @@ mod client;
 mod configurations;
 mod credential;
 mod error;
+mod export_import;
 pub mod http;
 mod messaging;
 pub mod models;
@@ -71,6 +75,7 @@ pub use azure_iot_protocol::configuration::{
     Configuration, ConfigurationContent, ConfigurationMetrics, ConfigurationQueriesTestInput,
     ConfigurationQueriesTestResponse,
 };
+pub use azure_iot_protocol::export_import::ExportImportJob;
 pub use client::{IfMatch, ServiceClient, TwinPatch};
 pub use credential::SharedAccessPolicy;
 pub use error::{Error, ErrorKind, Result};
