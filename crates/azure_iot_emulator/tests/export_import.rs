@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use azure_iot_emulator::EmulatorHandle;
-use azure_iot_test::{HubEndpoint, RestClient, emulator, http_client};
+use azure_iot_test::{HubEndpoint, RestClient, emulator};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -52,26 +52,22 @@ async fn run_job(c: &RestClient, job: Value) -> Value {
     .unwrap()
 }
 
-async fn download(hub: &EmulatorHandle, uri: &str) -> (StatusCode, String) {
-    let ep = HubEndpoint::of(hub);
-    let http = reqwest::Client::builder()
-        .use_preconfigured_tls(ep.tls_config())
+/// A client for the hub's blob endpoint.
+fn blob_client(hub: &EmulatorHandle) -> reqwest::Client {
+    reqwest::Client::builder()
+        .use_preconfigured_tls(HubEndpoint::of(hub).tls_config())
         .resolve("localhost", hub.blob_addr())
         .build()
-        .unwrap();
-    let _ = http_client;
-    let reply = http.get(uri).send().await.unwrap();
+        .unwrap()
+}
+
+async fn download(hub: &EmulatorHandle, uri: &str) -> (StatusCode, String) {
+    let reply = blob_client(hub).get(uri).send().await.unwrap();
     (reply.status(), reply.text().await.unwrap())
 }
 
 async fn upload(hub: &EmulatorHandle, uri: &str, body: String) {
-    let ep = HubEndpoint::of(hub);
-    let http = reqwest::Client::builder()
-        .use_preconfigured_tls(ep.tls_config())
-        .resolve("localhost", hub.blob_addr())
-        .build()
-        .unwrap();
-    let reply = http
+    let reply = blob_client(hub)
         .put(uri)
         .header("x-ms-blob-type", "BlockBlob")
         .body(body)

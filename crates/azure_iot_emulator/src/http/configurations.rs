@@ -14,36 +14,21 @@ use azure_iot_protocol::configuration::{
     Configuration, ConfigurationContent, ConfigurationQueriesTestInput, MAX_CONFIGURATIONS,
 };
 use http::{HeaderMap, StatusCode};
-use serde::Deserialize;
 use serde_json::Value;
 
 use super::{ApiError, AppState, Body, if_match, json_ok};
 use crate::hub::HubState;
 use crate::hub::policy::Rights;
 
-/// The query string of `GET /configurations`.
-#[derive(Deserialize)]
-pub(crate) struct ListQuery {
-    /// `top=n`, kept as text so that a bad value is the hub's 400 and not axum's rejection.
-    top: Option<String>,
-}
-
 /// `GET /configurations[?top=n]`: up to `top` (1–100, default all) configurations in id
 /// order, each with its metrics.
 pub(crate) async fn list(
     State(app): State<AppState>,
     headers: HeaderMap,
-    Query(query): Query<ListQuery>,
+    Query(query): Query<super::registry::ListQuery>,
 ) -> Result<Response, ApiError> {
     app.authorize(&headers, Rights::REGISTRY_READ)?;
-    let top = match query.top.as_deref() {
-        None => MAX_CONFIGURATIONS,
-        Some(text) => text
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_CONFIGURATIONS).contains(n))
-            .ok_or_else(|| ApiError::invalid(format!("top must be 1 to {MAX_CONFIGURATIONS}")))?,
-    };
+    let top = super::parse_top(query.top.as_deref(), MAX_CONFIGURATIONS)?;
     let items = app.hub.call(move |s| s.list_configurations(top)).await?;
     Ok(json_ok(Value::Array(items)))
 }

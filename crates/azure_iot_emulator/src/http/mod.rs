@@ -422,6 +422,19 @@ impl Body {
     }
 }
 
+/// A `top=n` query value: `max` when absent; 400 when not a number from 1 to `max` (never
+/// silently clamped).
+pub(crate) fn parse_top(text: Option<&str>, max: usize) -> Result<usize, ApiError> {
+    match text {
+        None => Ok(max),
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| ApiError::invalid(format!("top must be 1 to {max}"))),
+    }
+}
+
 /// The `If-Match` header, if any, as sent: quotes are stripped later by `check_if_match`,
 /// because Python and Node quote the ETag and Python's configuration client does not.
 pub(crate) fn if_match(headers: &HeaderMap) -> Option<String> {
