@@ -3,7 +3,9 @@
 // updateConfiguration, removeConfiguration, applyConfigurationContentOnDevice) against the
 // emulator, unmodified, with a device over MQTT (azure-iot-device 1.18.4) receiving the
 // configuration's desired patch; then the same calls through this project's service client
-// (`azure-iot configuration ...`, AZURE_IOT_BIN).
+// (`azure-iot configuration ...`, AZURE_IOT_BIN). Also the import/export devices jobs
+// (`exportDevicesToBlob`, `importDevicesFromBlob`, `getJob`, `listJobs`) into a container on the
+// emulator's blob endpoint (`azure-iot hub container-sas` mints its SAS URI).
 //
 // Run by ../run.sh with HUB_JSON, DATA_DIR and AZURE_IOT_BIN set and NODE_EXTRA_CA_CERTS
 // naming the emulator's ca.pem. Ends with "N passed, M failed".
@@ -125,6 +127,38 @@ function cli(args) {
     assert(edgeHub.properties.desired.routes.up === 'FROM /* INTO $upstream', JSON.stringify(edgeHub.properties.desired));
   });
 
+  await check('import/export: exportDevicesToBlob, delete, importDevicesFromBlob restores the device (Registry)', cell(['import/export devices jobs']), async () => {
+    const { responseBody: device } = await registry.create({ deviceId: 'node-export-1' });
+    await registry.updateTwin('node-export-1', { tags: { kept: true } }, '*');
+    const uri = cli(['hub', 'container-sas', '--name', 'node-export']).trim();
+    const job = async (started) => {
+      // The promise form resolves with the job or with {responseBody, httpResponse}.
+      const first = started.jobId ? started : started.responseBody;
+      assert(first && first.jobId, `a job id in what the SDK resolved with (keys: ${Object.keys(started)})`);
+      const deadline = Date.now() + 20000;
+      for (;;) {
+        const got = await registry.getJob(first.jobId);
+        const now = got.jobId ? got : got.responseBody;
+        assert(now && now.status, `a job status (keys: ${Object.keys(got)})`);
+        if (['completed', 'failed', 'cancelled'].includes(now.status)) return now;
+        assert(Date.now() < deadline, `job ${first.jobId} still ${now.status}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    };
+    const exported = await job(await registry.exportDevicesToBlob(uri, false));
+    assert(exported.status === 'completed', `export: ${JSON.stringify(exported)}`);
+    await registry.delete('node-export-1');
+    const imported = await job(await registry.importDevicesFromBlob(uri, uri));
+    assert(imported.status === 'completed', `import: ${JSON.stringify(imported)}`);
+    const { responseBody: back } = await registry.get('node-export-1');
+    assert(back.authentication.symmetricKey.primaryKey === device.authentication.symmetricKey.primaryKey, 'the same keys');
+    const twin = (await registry.getTwin('node-export-1')).responseBody;
+    assert(twin.tags.kept === true, `tags restored: ${JSON.stringify(twin.tags)}`);
+    const listed = await registry.listJobs();
+    const jobs = Array.isArray(listed) ? listed : listed.responseBody;
+    assert(Array.isArray(jobs) && jobs.length >= 2, `listJobs gave ${jobs && jobs.length} jobs`);
+  });
+
   // This project's service client, through the CLI, on the same scenarios.
   const ours = 'azure_iot_service (azure-iot)';
   await check('configurations: create, show, list, delete with this project\'s service client', cell(['configurations: CRUD with ETags', 'configurations: applied to twins, metrics'], ours), async () => {
@@ -145,6 +179,22 @@ function cli(args) {
     assert(stale && String(stale.stderr).includes('412'), `stale etag refused: ${stale && stale.stderr}`);
     cli(['configuration', 'delete', '-c', 'rust-cfg', '--etag', fromNode.etag]);
     await desiredOf('rust-cfg-dev', (d) => d.interval === undefined);
+  });
+
+  await check('import/export: export, delete, import with this project\'s service client (azure-iot device export|import)', cell(['import/export devices jobs'], ours), async () => {
+    const { responseBody: device } = await registry.create({ deviceId: 'rust-export-1' });
+    const uri = cli(['hub', 'container-sas', '--name', 'rust-export']).trim();
+    const exported = JSON.parse(cli(['device', 'export', '--blob-container-uri', uri, '--wait']));
+    assert(exported.status === 'completed', `export: ${exported.status} ${exported.failureReason}`);
+    await registry.delete('rust-export-1');
+    const imported = JSON.parse(cli(['device', 'import', '--input-blob-container-uri', uri, '--output-blob-container-uri', uri, '--wait']));
+    assert(imported.status === 'completed', `import: ${imported.status} ${imported.failureReason}`);
+    const { responseBody: back } = await registry.get('rust-export-1');
+    assert(back.authentication.symmetricKey.primaryKey === device.authentication.symmetricKey.primaryKey, 'the same keys');
+    // The job is visible to the Node SDK too.
+    const got = await registry.getJob(imported.jobId);
+    const job = got.jobId ? got : got.responseBody;
+    assert(job.type === 'import' && job.status === 'completed', `getJob: ${job.type} ${job.status}`);
   });
 
   await check('configurations: bad input refused by this project\'s service client', cell(['configurations: bad input refused'], ours), async () => {
