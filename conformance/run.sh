@@ -23,7 +23,7 @@ fi
 scenarios="python/registry_manager.py python/device_mqtt.py python/service_to_rust_device.py python/service_to_rust_device.py@amqp python/rust_service_to_device.py python/file_upload.py python/dps_device.py python/eventhubs_consumer.py python/jobs.py"
 if command -v npm >/dev/null 2>&1; then
   (cd "$here/node" && npm ci --silent --no-audit --no-fund)
-  scenarios="$scenarios node/scenarios.js node/dps.js node/eventhubs.js node/jobs.js"
+  scenarios="$scenarios node/scenarios.js node/dps.js node/eventhubs.js node/jobs.js node/configurations.js"
 else
   echo "conformance: node not found, the Node SDK scenarios are skipped"
 fi

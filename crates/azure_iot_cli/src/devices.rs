@@ -23,6 +23,10 @@ pub(crate) enum DeviceCommand {
     Simulate(SimulateArgs),
     /// Upload a file as a device (IoT Hub file upload).
     Upload(crate::upload::UploadArgs),
+    /// Export every identity with its twin into a blob container (an import/export job).
+    Export(crate::export_import::ExportArgs),
+    /// Import identities from a blob container (an import/export job).
+    Import(crate::export_import::ImportArgs),
     /// Register a device with the Device Provisioning Service (the local emulator's by
     /// default) and print its hub, device id and connection string.
     Provision(crate::provision::ProvisionArgs),
@@ -170,6 +174,8 @@ pub(crate) async fn run(command: DeviceCommand) -> Result<(), String> {
         DeviceCommand::Simulate(args) => crate::simulate::run(args).await,
         DeviceCommand::Upload(args) => crate::upload::run(args).await,
         DeviceCommand::Provision(args) => crate::provision::run(args).await,
+        DeviceCommand::Export(args) => crate::export_import::export(args).await,
+        DeviceCommand::Import(args) => crate::export_import::import(args).await,
     }
 }
 

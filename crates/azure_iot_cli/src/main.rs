@@ -6,7 +6,7 @@
 //! from the Event Hubs-compatible endpoint of the emulator (found through those files) or of
 //! any hub (`monitor_events.rs`); `monitor-feedback` watches a running emulator.
 //!
-//! The `az iot`-style commands (`device`, `twin`, `method`, `c2d`, `query`) use the service
+//! The `az iot`-style commands (`device`, `twin`, `method`, `c2d`, `query`, `configuration`) use the service
 //! client (`azure_iot_service`) against any hub: `--connection-string` or
 //! `IOTHUB_CONNECTION_STRING`, else the local emulator's `hub.json` (see `target.rs`).
 //! `dps` does the same for the Device Provisioning Service with the provisioning service
@@ -22,9 +22,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod calls;
+mod configurations;
 mod connect;
 mod devices;
 mod dps;
+mod export_import;
 mod files;
 mod jobs;
 mod monitor;
@@ -74,6 +76,9 @@ enum Command {
     /// Jobs: twin updates and direct methods scheduled on many devices.
     #[command(subcommand)]
     Job(jobs::JobCommand),
+    /// Automatic device management configurations.
+    #[command(subcommand)]
+    Configuration(configurations::ConfigurationCommand),
     /// The Device Provisioning Service: enrollments, enrollment groups, registration states.
     #[command(subcommand)]
     Dps(dps::DpsCommand),
@@ -97,6 +102,8 @@ enum HubCommand {
     /// Files devices uploaded to the emulator's blob endpoint.
     #[command(subcommand)]
     Files(files::FilesCommand),
+    /// Print a container SAS URI on the emulator's blob endpoint (for device export/import).
+    ContainerSas(export_import::ContainerSasArgs),
 }
 
 #[derive(Subcommand)]
@@ -342,12 +349,16 @@ fn main() -> ExitCode {
             }
             Command::Hub(HubCommand::Ca(command)) => ca(command).await,
             Command::Hub(HubCommand::Files(command)) => files::run(command).await,
+            Command::Hub(HubCommand::ContainerSas(args)) => {
+                export_import::container_sas(args).await
+            }
             Command::Device(command) => devices::run(command).await,
             Command::Twin(command) => twins::run(command).await,
             Command::Method(command) => calls::method(command).await,
             Command::C2d(command) => calls::c2d(command).await,
             Command::Query(args) => twins::query(args).await,
             Command::Job(command) => jobs::run(command).await,
+            Command::Configuration(command) => configurations::run(command).await,
             Command::Dps(command) => dps::run(command).await,
             Command::Quickstart => quickstart::run().await,
         }

@@ -74,6 +74,11 @@
 //!   waits for start times, applies twin patches in chunks through the hub's twin code and
 //!   calls methods through the same code as `POST /twins/{id}/methods`, stops at the maximum
 //!   execution time or a cancel, and resumes unfinished jobs after a restart.
+//! * **Configurations apply on the state thread** (ADR 19): after every change that can alter
+//!   the outcome (a configuration written, a twin's tags or properties written, an identity
+//!   created), `hub::configurations` re-evaluates the twins concerned, per content path by
+//!   priority, and writes the changes as service desired patches; metrics are computed on read
+//!   with the query engine.
 //! * **Loud about gaps.** Known IoT Hub features not implemented here answer 501 or their
 //!   protocol's "unavailable" with an explanation; nothing pretends to succeed.
 //!

@@ -469,7 +469,7 @@ async fn unsupported_features_say_so() {
             .contains("not supported by the emulator")
     );
     assert_eq!(
-        c.get("/configurations/c1").await.status,
+        c.get("/digitaltwins/c1").await.status,
         StatusCode::NOT_IMPLEMENTED
     );
     // Jobs v2 is served: an unknown job is the hub's 404, not a 501.

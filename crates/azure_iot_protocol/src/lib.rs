@@ -19,6 +19,10 @@
 //!   amqp::Address, amqp::PutToken, amqp::to_amqp / from_amqp (AMQP, both ways)
 //! ```
 //!
+//! * [`configuration`]: configurations (automatic device management): the REST models and the
+//!   hub's rules on ids and content, checked by the service client before sending and
+//!   enforced by the emulator.
+//! * [`export_import`]: import/export devices jobs (`JobProperties`) and their blob names.
 //! * [`dps`]: the Device Provisioning Service's JSON bodies (registration, enrollments).
 //! * [`jobs`]: IoT Hub jobs v2 bodies (job requests and responses, per-device job rows).
 //! * [`amqp`]: IoT Hub AMQP link addresses, CBS put-token and the AMQP message mapping.
@@ -41,7 +45,9 @@
 //! variant the official SDKs send) and total: any input gives a value or a typed error.
 
 pub mod amqp;
+pub mod configuration;
 pub mod dps;
+pub mod export_import;
 pub mod http;
 pub mod identity;
 pub mod jobs;

@@ -3,6 +3,11 @@
 //! Keywords are not special here: `SELECT`, `and`, `true` … are all [`TokenKind::Ident`]; the parser
 //! compares identifiers case-insensitively. This keeps keywords usable as property names after a dot
 //! (`tags.group`).
+//!
+//! A name that is not an identifier is written in double brackets after a dot, as the hub's
+//! configuration metrics do (`configurations.[[my-config]].status`): `[[…]]` there is one
+//! [`TokenKind::Ident`] holding the text between the brackets, taken literally. Elsewhere `[[`
+//! stays two brackets (a nested array literal).
 
 use crate::error::{QueryError, excerpt};
 
@@ -77,9 +82,13 @@ pub(crate) struct Token {
 /// Splits `text` into tokens. The result always ends with a [`TokenKind::Eof`] token.
 pub(crate) fn tokenize(text: &str) -> Result<Vec<Token>, QueryError> {
     let mut lexer = Lexer { text, pos: 0 };
-    let mut tokens = Vec::new();
+    let mut tokens: Vec<Token> = Vec::new();
     loop {
-        let token = lexer.next_token()?;
+        let after_dot = tokens.last().is_some_and(|t| t.kind == TokenKind::Dot);
+        let token = match lexer.bracketed_name(after_dot)? {
+            Some(token) => token,
+            None => lexer.next_token()?,
+        };
         let done = token.kind == TokenKind::Eof;
         tokens.push(token);
         if done {
@@ -124,6 +133,32 @@ impl Lexer<'_> {
     fn eat_while(&mut self, pred: impl Fn(char) -> bool) {
         while self.peek_nth(0).is_some_and(&pred) {
             self.bump();
+        }
+    }
+
+    /// A `[[name]]` property name right after a dot (see the module header); `None` when the
+    /// next characters are anything else. The name must be non-empty and closed.
+    fn bracketed_name(&mut self, after_dot: bool) -> Result<Option<Token>, QueryError> {
+        if !after_dot {
+            return Ok(None);
+        }
+        self.eat_while(char::is_whitespace);
+        let offset = self.pos;
+        let Some(rest) = self.text[offset..].strip_prefix("[[") else {
+            return Ok(None);
+        };
+        match rest.find("]]") {
+            Some(end) if end > 0 => {
+                self.pos = offset + 2 + end + 2;
+                Ok(Some(Token {
+                    kind: TokenKind::Ident(rest[..end].to_owned()),
+                    offset,
+                }))
+            }
+            _ => Err(QueryError::new(
+                offset,
+                "a `[[` property name needs a name and a closing `]]`",
+            )),
         }
     }
 
@@ -337,6 +372,24 @@ mod tests {
         assert_eq!(show(r"'\ud83d'"), "invalid escape sequence at offset 1");
         assert_eq!(show(r"'\udc00'"), "invalid escape sequence at offset 1");
         assert_eq!(show("'\\"), "invalid escape sequence at offset 1");
+    }
+
+    #[test]
+    fn bracketed_names_after_a_dot() {
+        assert_eq!(
+            show("configurations.[[my-config]].status"),
+            "configurations@0 . my-config@15 . status@29"
+        );
+        assert_eq!(show("a. [[x y]]"), "a@0 . x y@3");
+        assert_eq!(show("x IN [['a']]"), "x@0 IN@2 [ [ \"a\" ] ]");
+        assert_eq!(
+            show("a.[[]]"),
+            "a `[[` property name needs a name and a closing `]]` at offset 2"
+        );
+        assert_eq!(
+            show("a.[[b"),
+            "a `[[` property name needs a name and a closing `]]` at offset 2"
+        );
     }
 
     #[test]

@@ -563,7 +563,7 @@ fn check_device_id(id: &str) -> Result<()> {
         .map_err(|e| Error::with_source(ErrorKind::InvalidArgument, format!("device id: {e}"), e))
 }
 
-fn device_path(device_id: &str) -> Result<String> {
+pub(crate) fn device_path(device_id: &str) -> Result<String> {
     check_device_id(device_id)?;
     Ok(format!("/devices/{}", encode_component(device_id)))
 }

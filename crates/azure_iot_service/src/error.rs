@@ -15,7 +15,8 @@ pub enum ErrorKind {
     InvalidArgument,
     /// The service refused the credentials (401) or a CBS token.
     Unauthorized,
-    /// The hub refused the operation for lack of rights or quota (403).
+    /// The hub refused the operation for lack of rights or quota (403, or 413
+    /// `ConfigurationCountLimitExceeded`).
     Forbidden,
     /// The device, module, enrollment or other entity does not exist (404).
     NotFound,
@@ -31,7 +32,7 @@ pub enum ErrorKind {
     Timeout,
     /// The device's cloud-to-device queue is full (50 messages).
     QueueFull,
-    /// The hub rejected the request as malformed (400).
+    /// The hub rejected the request as malformed (400) or too large (413).
     BadRequest,
     /// The hub failed (5xx other than 504).
     ServiceError,
@@ -58,7 +59,12 @@ impl ErrorKind {
             {
                 ErrorKind::QueueFull
             }
-            (400, _) => ErrorKind::BadRequest,
+            (413, Some(c))
+                if c.eq_ignore_ascii_case("ConfigurationCountLimitExceeded") || c == "413101" =>
+            {
+                ErrorKind::Forbidden
+            }
+            (400 | 413, _) => ErrorKind::BadRequest,
             (401, _) => ErrorKind::Unauthorized,
             (403, _) => ErrorKind::Forbidden,
             (404, _) => ErrorKind::NotFound,

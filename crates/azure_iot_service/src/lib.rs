@@ -36,6 +36,12 @@
 //!   the hub answered 429, so a retry never runs a method twice.
 //! * **Bad input** (ids outside the hub's character set, a twin patch that is not an object,
 //!   an oversized message, more than 100 bulk entries) fails before anything is sent.
+//! * **Configurations** (`configurations.rs`): automatic device management with the models
+//!   and rules of `azure_iot_protocol::configuration` (shared with the emulator), checked
+//!   before sending; creates are not retried once they reached the hub.
+//! * **Import/export jobs** (`export_import.rs`): start, read, list, cancel; the hub runs
+//!   them in the background against the caller's blob container (a SAS URI). A create is not
+//!   retried once it reached the hub (it would start a second job).
 //! * **Query** (`query.rs`) follows `x-ms-continuation` tokens page by page; a [`Query`] is
 //!   read by page, as a `Stream` of items, or whole.
 //! * **Jobs v2** (`jobs.rs`): twin updates and direct methods scheduled over a query
@@ -66,9 +72,11 @@
 //! Not built on `azure_core`: see docs/adr/0006-service-client-http-stack.md.
 
 mod client;
+mod configurations;
 mod credential;
 mod error;
 pub mod events;
+mod export_import;
 pub mod http;
 mod jobs;
 mod messaging;
@@ -82,6 +90,11 @@ pub use azure_iot_protocol::jobs::{
     DeviceJob, DeviceJobError, DeviceJobOutcome, DeviceJobStatistics, DeviceJobStatus, JobRequest,
     JobResponse, JobStatus, JobType,
 };
+pub use azure_iot_protocol::configuration::{
+    Configuration, ConfigurationContent, ConfigurationMetrics, ConfigurationQueriesTestInput,
+    ConfigurationQueriesTestResponse,
+};
+pub use azure_iot_protocol::export_import::ExportImportJob;
 pub use client::{IfMatch, ServiceClient, TwinPatch};
 pub use credential::SharedAccessPolicy;
 pub use error::{Error, ErrorKind, Result};

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use azure_iot_core::NoRetry;
 use azure_iot_core::retry::RetryAttempt;
-use azure_iot_device::{ClientOptions, DeviceClient, MethodResponse};
+use azure_iot_device::MethodResponse;
 use azure_iot_emulator::EmulatorHandle;
 use azure_iot_service::{
     BulkEntry, BulkMode, CloudToDeviceMessage, Device, DeviceStatus, DirectMethodRequest,
@@ -20,38 +20,8 @@ use azure_iot_test::emulator;
 use futures_util::TryStreamExt;
 use serde_json::json;
 
-const WAIT: Duration = Duration::from_secs(10);
-
-fn options(hub: &EmulatorHandle) -> ServiceClientOptions {
-    ServiceClientOptions::default()
-        .trusted_ca_pem(hub.ca_pem())
-        .https_port(hub.https_addr().port())
-        .amqp_port(hub.amqp_addr().port())
-        .request_timeout(WAIT)
-}
-
-fn service(hub: &EmulatorHandle, policy: &str) -> ServiceClient {
-    ServiceClient::from_connection_string(hub.connection_string(policy).unwrap(), options(hub))
-        .unwrap()
-}
-
-async fn connect_device(hub: &EmulatorHandle, device: &Device) -> DeviceClient {
-    let cs = format!(
-        "HostName={};DeviceId={};SharedAccessKey={}",
-        hub.hostname(),
-        device.device_id,
-        device.primary_key().unwrap()
-    );
-    DeviceClient::from_connection_string(
-        &cs,
-        ClientOptions::default()
-            .trusted_ca_pem(hub.ca_pem())
-            .port(hub.mqtt_addr().port())
-            .operation_timeout(WAIT),
-    )
-    .await
-    .unwrap()
-}
+mod common;
+use common::{WAIT, connect_device, options, service};
 
 #[tokio::test]
 async fn device_identities_create_get_update_delete_with_etags() {

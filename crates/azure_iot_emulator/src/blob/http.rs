@@ -27,7 +27,7 @@ use time::OffsetDateTime;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::sas::VERSION;
-use super::{BlobEndpoint, BlobError, BlobProperties, CONTAINER, Permission, file_body};
+use super::{BlobEndpoint, BlobError, BlobProperties, Permission, file_body};
 
 /// The largest Put Block List body (50,000 ids fit easily).
 const MAX_BLOCK_LIST_BYTES: usize = 8 * 1024 * 1024;
@@ -93,7 +93,7 @@ async fn put_inner(
                 ));
             }
             if header_text(&headers, "if-none-match").as_deref() == Some("*")
-                && ep.files.properties(CONTAINER, blob).await.is_ok()
+                && ep.files.properties(container, blob).await.is_ok()
             {
                 return Err(BlobError::new(
                     409,
@@ -105,7 +105,7 @@ async fn put_inner(
                 content_type.or_else(|| header_text(&headers, header::CONTENT_TYPE.as_str()));
             let properties = ep
                 .files
-                .put_blob(CONTAINER, blob, content_type, request.into_body())
+                .put_blob(container, blob, content_type, request.into_body())
                 .await?;
             Ok(created(Some(&properties)))
         }
@@ -118,7 +118,7 @@ async fn put_inner(
                 )
             })?;
             ep.files
-                .put_block(CONTAINER, blob, &id, request.into_body())
+                .put_block(container, blob, &id, request.into_body())
                 .await?;
             Ok(created(None))
         }
@@ -135,7 +135,7 @@ async fn put_inner(
             let ids = block_ids(&body)?;
             let properties = ep
                 .files
-                .put_block_list(CONTAINER, blob, &ids, content_type)
+                .put_block_list(container, blob, &ids, content_type)
                 .await?;
             Ok(created(Some(&properties)))
         }
@@ -155,7 +155,7 @@ async fn get_blob(
 ) -> Response {
     let result = async {
         authorize(&ep, uri.query(), &container, &blob, Permission::Read)?;
-        let (mut file, properties) = ep.files.open_blob(CONTAINER, &blob).await?;
+        let (mut file, properties) = ep.files.open_blob(&container, &blob).await?;
         let asked = header_text(&headers, "x-ms-range")
             .or_else(|| header_text(&headers, header::RANGE.as_str()));
         let range = match asked {
@@ -206,7 +206,7 @@ async fn delete_blob(
 ) -> Response {
     let result = async {
         authorize(&ep, uri.query(), &container, &blob, Permission::Delete)?;
-        ep.files.delete(CONTAINER, &blob).await?;
+        ep.files.delete(&container, &blob).await?;
         let mut response = StatusCode::ACCEPTED.into_response();
         common_headers(response.headers_mut());
         Ok(response)
@@ -254,11 +254,11 @@ fn authorize(
     blob: &str,
     permission: Permission,
 ) -> Result<(), BlobError> {
-    if container != CONTAINER {
+    if !super::valid_container_name(container) {
         return Err(BlobError::new(
-            404,
-            "ContainerNotFound",
-            format!("the emulator's blob endpoint has one container, `{CONTAINER}`"),
+            400,
+            "InvalidResourceName",
+            "a container name is 3 to 63 lowercase letters, digits and single hyphens",
         ));
     }
     ep.signer

@@ -9,7 +9,8 @@
 //!           service SAS checked (signature, permissions, start, expiry) ─▶ `store` (disk)
 //! ```
 //!
-//! One container ([`CONTAINER`]) in one account ([`ACCOUNT`]); the SAS key is derived from
+//! One account ([`ACCOUNT`]); file uploads go to [`CONTAINER`], import/export jobs to any
+//! container a SAS was minted for (`POST /$emulator/blob/containers/{name}/sas`). The SAS key is derived from
 //! the hub's `iothubowner` key, so SAS URIs stay valid across restarts of the same data
 //! directory and no new secret file is needed. Blob data lives under the data directory
 //! (`blob-store/`), or in a temporary directory removed at shutdown.
@@ -28,6 +29,18 @@ pub(crate) use store::{BlobError, BlobFiles, BlobProperties, file_body};
 pub(crate) const ACCOUNT: &str = "iothubemulator";
 /// The container file uploads go to.
 pub(crate) const CONTAINER: &str = "fileuploads";
+
+/// Whether `name` is a valid container name: 3–63 lowercase letters, digits and hyphens,
+/// starting and ending with a letter or digit, no two hyphens in a row (Azure Storage's rule).
+pub(crate) fn valid_container_name(name: &str) -> bool {
+    (3..=63).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && !name.contains("--")
+}
 
 /// The blob endpoint: its files, its SAS signer and the host name devices reach it by.
 #[derive(Debug)]
@@ -54,6 +67,21 @@ impl BlobEndpoint {
             signer: Signer::new(ACCOUNT, &key),
             host,
         })
+    }
+
+    /// A container URI with a service SAS (`sr=c`) granting `permissions` until `expiry`: what
+    /// import/export jobs take as `inputBlobContainerUri` / `outputBlobContainerUri`.
+    pub(crate) fn container_sas_uri(
+        &self,
+        container: &str,
+        permissions: &str,
+        expiry: time::OffsetDateTime,
+    ) -> String {
+        format!(
+            "https://{}/{container}{}",
+            self.host,
+            self.signer.sign_container(container, permissions, expiry)
+        )
     }
 
     /// The blob's URI without a SAS (file-upload notifications carry it): each path segment

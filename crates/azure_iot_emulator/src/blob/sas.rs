@@ -116,6 +116,28 @@ impl Signer {
         permissions: &str,
         expiry: OffsetDateTime,
     ) -> String {
+        self.sign(container, Some(blob), permissions, expiry)
+    }
+
+    /// A container SAS query string (`sr=c`, starting with `?`) granting `permissions` on
+    /// every blob of `container` until `expiry`, HTTPS only.
+    pub(crate) fn sign_container(
+        &self,
+        container: &str,
+        permissions: &str,
+        expiry: OffsetDateTime,
+    ) -> String {
+        self.sign(container, None, permissions, expiry)
+    }
+
+    fn sign(
+        &self,
+        container: &str,
+        blob: Option<&str>,
+        permissions: &str,
+        expiry: OffsetDateTime,
+    ) -> String {
+        let resource = if blob.is_some() { "b" } else { "c" };
         let se = expiry
             .replace_nanosecond(0)
             .ok()
@@ -123,11 +145,11 @@ impl Signer {
             .unwrap_or_default();
         let mut fields = Fields::default();
         fields.0.insert("sv".into(), VERSION.into());
-        fields.0.insert("sr".into(), "b".into());
+        fields.0.insert("sr".into(), resource.into());
         fields.0.insert("sp".into(), permissions.into());
         fields.0.insert("se".into(), se.clone());
         fields.0.insert("spr".into(), "https".into());
-        let canonical = self.canonical(container, Some(blob));
+        let canonical = self.canonical(container, blob);
         let signature = hmac::sign(
             &self.key,
             self.string_to_sign(&fields, &canonical).as_bytes(),
@@ -137,7 +159,7 @@ impl Signer {
             percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC).to_string()
         };
         format!(
-            "?sv={VERSION}&sr=b&sp={permissions}&se={}&spr=https&sig={}",
+            "?sv={VERSION}&sr={resource}&sp={permissions}&se={}&spr=https&sig={}",
             enc(&se),
             enc(&sig)
         )
@@ -273,6 +295,27 @@ mod tests {
         );
         assert!(
             s.verify(None, "c", "dev1/a b.txt", Permission::Read, now)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_container_sas_covers_every_blob_of_its_container_only() {
+        let s = signer();
+        let now = OffsetDateTime::now_utc();
+        let sas = s.sign_container("exports", "rwl", now + Duration::hours(1));
+        assert!(sas.contains("sr=c"), "{sas}");
+        let q = Some(&sas[1..]);
+        s.verify(q, "exports", "devices.txt", Permission::Write, now)
+            .unwrap();
+        s.verify(q, "exports", "a/b", Permission::Read, now)
+            .unwrap();
+        assert!(
+            s.verify(q, "other", "devices.txt", Permission::Read, now)
+                .is_err()
+        );
+        assert!(
+            s.verify(q, "exports", "devices.txt", Permission::Delete, now)
                 .is_err()
         );
     }

@@ -28,9 +28,11 @@
 //!   bodies.
 
 mod certificates;
+mod configurations;
 mod device;
 mod dps;
 mod error;
+mod exportimport;
 mod faults;
 mod feedback;
 mod files;
@@ -114,7 +116,9 @@ impl AppState {
 ///
 /// * registry (RegistryRead / RegistryWrite): `/devices`, `/devices/{id}`,
 ///   `/devices/{id}/modules[/{mid}]`, bulk `POST /devices`, `/statistics/devices`,
-///   `/certificates[/{name}]`;
+///   `/certificates[/{name}]`, `/configurations[/{id}]`, `/configurations/testQueries`,
+///   `/devices/{id}/applyConfigurationContent` (see `configurations`), import/export jobs
+///   `/jobs/create`, `/jobs`, `/jobs/{id}` (see `exportimport`);
 /// * service (ServiceConnect): `/twins/{id}[/modules/{mid}]`, `.../methods`, jobs v2
 ///   (`/jobs/v2/{id}`, `/jobs/v2/{id}/cancel`, `/jobs/v2/query`),
 ///   `/devices/query` (RegistryRead also accepted), `/devices/{id}/commands` (purge),
@@ -125,7 +129,8 @@ impl AppState {
 ///   the device HTTPS API (device or module SAS, or the TLS client certificate):
 ///   `/devices/{id}[/modules/{mid}]/messages/events`, `/devices/{id}/messages/devicebound[/…]`,
 ///   `/devices/{id}/files[/notifications[/{correlationId}]]` (see `device`);
-/// * emulator only: `/$emulator/telemetry` (read the telemetry log), `/$emulator/faults`, and
+/// * emulator only: `/$emulator/telemetry` (read the telemetry log), `/$emulator/faults`,
+///   `/$emulator/blob/containers/{name}/sas` (a container SAS for import/export jobs), and
 ///   `/$emulator/files[/{blob}]` (list and download uploaded files; ServiceConnect).
 ///
 /// Every request first passes the classification layer (DPS or hub); unknown paths reach
@@ -204,6 +209,32 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/devices/{id}/twin/{*rest}", any(device::twin_or_method))
         .route("/devices/{id}/methods", any(device::twin_or_method))
         .route("/devices/{id}/methods/{*rest}", any(device::twin_or_method))
+        .route("/configurations", get(configurations::list))
+        .route("/configurations/", get(configurations::list))
+        .route(
+            "/configurations/testQueries",
+            post(configurations::test_queries),
+        )
+        .route(
+            "/configurations/{id}",
+            get(configurations::get)
+                .put(configurations::put)
+                .delete(configurations::delete),
+        )
+        .route(
+            "/devices/{id}/applyConfigurationContent",
+            post(configurations::apply_content),
+        )
+        .route("/jobs", get(exportimport::list))
+        .route("/jobs/create", post(exportimport::create))
+        .route(
+            "/jobs/{id}",
+            get(exportimport::get).delete(exportimport::cancel),
+        )
+        .route(
+            "/$emulator/blob/containers/{name}/sas",
+            post(exportimport::container_sas),
+        )
         .route("/certificates", get(certificates::list))
         .route(
             "/certificates/{name}",
@@ -291,15 +322,13 @@ async fn classify(
 /// Anything else: a known IoT Hub feature the emulator does not have yet answers 501 and says
 /// so; an unknown path is a 404. Never a silent success.
 ///
-/// "Known" includes import/export jobs, configurations (ADM), digital twins, the other service-bound
+/// "Known" includes digital twins, the other service-bound
 /// endpoints and every unrouted path under `/devices/` (a device SDK on its HTTP transport
 /// asking for something not served gets an explicit 501 `NotImplemented` it can report, not
 /// a 404 it would read as an unknown device).
 async fn unsupported(request: Request) -> ApiError {
     let path = request.uri().path();
     let known = [
-        "/jobs",
-        "/configurations",
         "/digitaltwins",
         "/messages/serviceBound",
         "/devices/",
@@ -399,6 +428,19 @@ impl Body {
                 "the request body is not valid JSON for this operation: {e}"
             ))
         })
+    }
+}
+
+/// A `top=n` query value: `max` when absent; 400 when not a number from 1 to `max` (never
+/// silently clamped).
+pub(crate) fn parse_top(text: Option<&str>, max: usize) -> Result<usize, ApiError> {
+    match text {
+        None => Ok(max),
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| ApiError::invalid(format!("top must be 1 to {max}"))),
     }
 }
 

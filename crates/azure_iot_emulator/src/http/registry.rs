@@ -21,11 +21,11 @@ use crate::hub::policy::Rights;
 /// `top` is absent).
 const MAX_LIST: usize = 1000;
 
-/// The query string of `GET /devices`.
+/// The query string of `GET /devices` and `GET /configurations`.
 #[derive(Deserialize)]
 pub(crate) struct ListQuery {
     /// `top=n`, kept as text so that a bad value is the hub's 400 and not axum's rejection.
-    top: Option<String>,
+    pub(super) top: Option<String>,
 }
 
 /// `GET /devices[?top=n]` (Node sends `/devices/`): up to `top` devices (1–1000) in id order.
@@ -36,14 +36,7 @@ pub(crate) async fn list_devices(
     Query(query): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
     app.authorize(&headers, Rights::REGISTRY_READ)?;
-    let top = match query.top.as_deref() {
-        None => MAX_LIST,
-        Some(text) => text
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_LIST).contains(n))
-            .ok_or_else(|| ApiError::invalid(format!("top must be 1 to {MAX_LIST}")))?,
-    };
+    let top = super::parse_top(query.top.as_deref(), MAX_LIST)?;
     let devices = app.hub.call(move |s| s.list_devices(top)).await?;
     Ok(json_ok(Value::Array(devices)))
 }

@@ -430,6 +430,8 @@ impl HubState {
             .clone();
         let version = record.twin.patch_reported(patch, &now())?;
         self.save(record)?;
+        // Target conditions may read reported properties.
+        self.reconcile_twin(identity.device_id(), identity.module_id());
         Ok(version)
     }
 

@@ -47,6 +47,12 @@ pub(crate) enum ErrorCode {
     JobNotFound,
     /// 403 / 403003: the hub already has its maximum of active (scheduled or running) jobs.
     JobQuotaExceeded,
+    /// 404: no configuration with that id.
+    ConfigurationNotFound,
+    /// 409: a configuration with that id exists (a create without `If-Match`).
+    ConfigurationAlreadyExists,
+    /// 413: the hub holds its maximum number of configurations.
+    ConfigurationCountLimitExceeded,
     /// 412 / 412001: `If-Match` names an ETag that is no longer current, or a lock token no
     /// longer holds anything.
     PreconditionFailed,
@@ -92,6 +98,11 @@ impl ErrorCode {
             Self::JobAlreadyExists => (409, 409_000, "JobAlreadyExists"),
             Self::JobNotFound => (404, 404_002, "JobNotFound"),
             Self::JobQuotaExceeded => (403, 403_003, "JobQuotaExceeded"),
+            Self::ConfigurationNotFound => (404, 404_301, "ConfigurationNotFound"),
+            Self::ConfigurationAlreadyExists => (409, 409_401, "ConfigurationAlreadyExists"),
+            Self::ConfigurationCountLimitExceeded => {
+                (413, 413_101, "ConfigurationCountLimitExceeded")
+            }
             Self::PreconditionFailed => (412, 412_001, "PreconditionFailed"),
             Self::DeviceMessageLockLost => (412, 412_002, "DeviceMessageLockLost"),
             Self::RequestTimeout => (408, 408_000, "RequestTimeout"),

@@ -543,7 +543,10 @@ impl HubState {
         );
         self.store.apply(&changes)?;
         for write in writes {
+            let device_id = write.record.device_id.clone();
             self.finish_twin_write(write);
+            // A job's tags may bring the twin into (or out of) a configuration's target.
+            self.reconcile_twin(&device_id, None);
         }
         if let Some(entry) = self.jobs.entries.get_mut(id) {
             for row in rows {

@@ -19,8 +19,10 @@
 
 pub(crate) mod c2d;
 pub(crate) mod certificates;
+pub(crate) mod configurations;
 pub(crate) mod devices;
 pub(crate) mod error;
+pub(crate) mod exportimport;
 pub(crate) mod faults;
 pub(crate) mod files;
 pub(crate) mod identity;

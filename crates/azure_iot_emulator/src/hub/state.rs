@@ -83,6 +83,10 @@ pub(crate) struct HubState {
     pub(super) certificates: super::certificates::Certificates,
     /// Jobs v2 and their device rows (see `jobs.rs`).
     pub(super) jobs: super::jobs::Jobs,
+    /// Configurations and what they did to each twin (see `configurations.rs`).
+    pub(super) configurations: super::configurations::Configurations,
+    /// Import/export jobs (see `exportimport.rs`).
+    pub(super) export_jobs: super::exportimport::ExportImportJobs,
 }
 
 impl HubState {
@@ -151,7 +155,8 @@ impl HubState {
         let certificates = super::certificates::load(&store)?;
         let files = super::files::FileUploads::load(&store)?;
         let jobs = super::jobs::Jobs::load(&store)?;
-        Ok(Self {
+        let configurations = super::configurations::Configurations::load(&store)?;
+        let mut state = Self {
             jobs,
             c2d,
             files,
@@ -162,7 +167,11 @@ impl HubState {
             devices,
             sequence: clock,
             links: Links::default(),
-        })
+            configurations,
+            export_jobs: Default::default(),
+        };
+        state.adopt_configurations();
+        Ok(state)
     }
 
     /// The hub's shared access policies.
@@ -183,7 +192,7 @@ impl HubState {
     }
 
     /// A new identity ETag: base64 of a decimal number, the shape the hub uses.
-    fn next_etag(&mut self) -> String {
+    pub(super) fn next_etag(&mut self) -> String {
         base64::engine::general_purpose::STANDARD.encode(self.next_sequence().to_string())
     }
 
@@ -312,6 +321,7 @@ impl HubState {
         self.store.apply(&[Change::Put(&record)])?;
         let json = self.identity_json(&record);
         self.install_identity(record);
+        self.reconcile_twin(device_id, module_id);
         Ok(json)
     }
 
@@ -481,6 +491,7 @@ impl HubState {
     /// Removes a deleted identity from memory and drops its connections; a device's queued
     /// C2D messages go without feedback (the store dropped them in the delete transaction).
     fn forget(&mut self, device_id: &str, module_id: Option<&str>) {
+        self.configurations.forget(device_id, module_id);
         match module_id {
             Some(m) => {
                 if let Some(entry) = self.devices.get_mut(device_id) {
@@ -555,7 +566,10 @@ impl HubState {
         self.store.apply(&changes)?;
         for (device_id, module_id, record) in staged {
             match record {
-                Some(r) => self.install_identity(r),
+                Some(r) => {
+                    self.install_identity(r);
+                    self.reconcile_twin(&device_id, module_id.as_deref());
+                }
                 None => self.forget(&device_id, module_id.as_deref()),
             }
         }
@@ -596,14 +610,18 @@ impl HubState {
         let mode = entry.import_mode.to_ascii_lowercase();
         let etag = entry.e_tag.clone();
         match mode.as_str() {
-            "create" | "update" | "updateifmatchetag" => {
+            "create"
+            | "update"
+            | "updateifmatchetag"
+            | "createorupdate"
+            | "createorupdateifmatchetag" => {
                 if mode == "create" && current.is_some() {
                     return Err(HubError::new(
                         ErrorCode::DeviceAlreadyExists,
                         format!("Device {device_id} already exists"),
                     ));
                 }
-                if mode == "updateifmatchetag"
+                if (mode == "updateifmatchetag" || mode == "createorupdateifmatchetag")
                     && let Some(record) = &current
                 {
                     check_if_match(etag.as_deref().unwrap_or(""), &record.etag)?;
@@ -651,7 +669,7 @@ impl HubState {
                 Ok((device_id, module_id, Some(record)))
             }
             other => Err(HubError::invalid(format!(
-                "importMode `{other}` is not one of create, update, updateIfMatchETag, delete, deleteIfMatchETag, updateTwin, updateTwinIfMatchETag"
+                "importMode `{other}` is not one of createOrUpdate, create, update, updateIfMatchETag, createOrUpdateIfMatchETag, delete, deleteIfMatchETag, updateTwin, updateTwinIfMatchETag"
             ))),
         }
     }
@@ -725,6 +743,12 @@ impl HubState {
                 map.insert("tags".into(), Value::Object(record.twin.tags.clone()));
             }
             map.insert("properties".into(), record.twin.properties_json(true));
+            if let Some(member) = self
+                .configurations
+                .twin_member(&record.device_id, record.module_id.as_deref())
+            {
+                map.insert("configurations".into(), member);
+            }
         }
         self.stamp_activity(record, &mut twin);
         twin
@@ -747,7 +771,25 @@ impl HubState {
     /// properties gets a patch after the commit: for a merge, the desired part of the body as
     /// sent; for a replace, the new desired document with `null` for every key it removed, so
     /// the device's copy converges either way. Both carry the new desired `$version`.
+    ///
+    /// Configurations are re-evaluated for the twin afterwards (its tags may now match a
+    /// target condition); the answer is the twin as the service's write left it.
     pub(crate) fn update_twin(
+        &mut self,
+        device_id: &str,
+        module_id: Option<&str>,
+        body: &Value,
+        if_match: Option<&str>,
+        replace: bool,
+    ) -> Result<Value, HubError> {
+        let json = self.write_twin(device_id, module_id, body, if_match, replace)?;
+        self.reconcile_twin(device_id, module_id);
+        Ok(json)
+    }
+
+    /// The write of [`update_twin`](Self::update_twin) without re-evaluating configurations:
+    /// what configurations themselves write with.
+    pub(super) fn write_twin(
         &mut self,
         device_id: &str,
         module_id: Option<&str>,
@@ -760,7 +802,7 @@ impl HubState {
         Ok(self.finish_twin_write(write))
     }
 
-    /// Step 1 of a twin write (see [`Self::update_twin`]): checks `If-Match`, applies the body
+    /// Step 1 of a twin write (see [`Self::write_twin`]): checks `If-Match`, applies the body
     /// to a copy of the record and works out the desired patch connected devices get. Nothing
     /// is stored or changed; the caller stores `record` and then calls
     /// [`Self::finish_twin_write`]. Jobs use the two halves to store many twins and their job
@@ -900,8 +942,9 @@ struct BulkEntry {
     /// Identity ETag for the `...IfMatchETag` modes (note the spelling `eTag`).
     #[serde(rename = "eTag")]
     e_tag: Option<String>,
-    /// `create`, `update`, `updateIfMatchETag`, `delete`, `deleteIfMatchETag`, `updateTwin`,
-    /// `updateTwinIfMatchETag`, in any case.
+    /// `createOrUpdate`, `create`, `update`, `updateIfMatchETag`, `createOrUpdateIfMatchETag`,
+    /// `delete`, `deleteIfMatchETag`, `updateTwin`, `updateTwinIfMatchETag`, in any case
+    /// (`update` creates a missing identity, like `createOrUpdate`).
     import_mode: String,
     /// Twin ETag for `updateTwinIfMatchETag`.
     #[serde(rename = "twinETag")]

@@ -23,7 +23,8 @@
 //! `identities` (device and module records with their twins), `c2d` (queued cloud-to-device
 //! messages with delivery counts), `feedback` and `file_notifications` (the service-bound
 //! inboxes' undelivered records), `jobs` and `device_jobs` (jobs v2 and their per-device
-//! rows, as JSON) and
+//! rows, as JSON), `configurations` (automatic device management configurations, one JSON
+//! document per id) and
 //! `certificates` (registered CAs). Telemetry has its own database and writer (`telemetry`),
 //! so a burst of device messages never queues behind registry writes. A database written by
 //! an emulator with another schema version is refused at open, not guessed at.
@@ -90,6 +91,10 @@ CREATE TABLE IF NOT EXISTS device_jobs (
     record    TEXT NOT NULL,
     PRIMARY KEY (job_id, device_id)
 );
+CREATE TABLE IF NOT EXISTS configurations (
+    id     TEXT PRIMARY KEY,
+    record TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS identities (
     device_id TEXT NOT NULL,
     module_id TEXT NOT NULL,
@@ -124,6 +129,10 @@ pub(crate) enum Change<'a> {
     PutDeviceJob(&'a str, &'a str, &'a str),
     /// Remove a job and its device rows (retention).
     DeleteJob(&'a str),
+    /// Insert or replace a configuration: id, the configuration as JSON.
+    PutConfiguration(&'a str, &'a str),
+    /// Remove a configuration.
+    DeleteConfiguration(&'a str),
 }
 
 /// A stored cloud-to-device message.
@@ -386,6 +395,16 @@ impl Store {
                     tx.execute("DELETE FROM device_jobs WHERE job_id = ?1", [id])?;
                     tx.execute("DELETE FROM jobs WHERE job_id = ?1", [id])?;
                 }
+                Change::PutConfiguration(id, record) => {
+                    tx.execute(
+                        "INSERT INTO configurations (id, record) VALUES (?1, ?2)
+                         ON CONFLICT(id) DO UPDATE SET record = excluded.record",
+                        params![id, record],
+                    )?;
+                }
+                Change::DeleteConfiguration(id) => {
+                    tx.execute("DELETE FROM configurations WHERE id = ?1", [id])?;
+                }
             }
         }
         tx.commit()
@@ -416,6 +435,15 @@ impl Store {
             .conn
             .prepare("SELECT name, pem, created FROM certificates ORDER BY name")?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Every stored configuration as `(id, JSON)`, in id order.
+    pub(crate) fn configurations(&self) -> Result<Vec<(String, String)>, EmulatorError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, record FROM configurations ORDER BY id")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
