@@ -131,9 +131,11 @@ class Hub:
 
     def telemetry(self, device_id: str, count: int) -> List[Dict[str, Any]]:
         """The first `count` telemetry messages the hub stored for `device_id` (waits up to
-        20 s for them), read with `azure-iot hub monitor-events`."""
+        20 s for them), read with `azure-iot hub monitor-events --emulator-api`: the emulator's
+        own log keeps what the device sent (a module's output name included), which the Event
+        Hubs-compatible endpoint does not show."""
         done = subprocess.run(
-            [BIN, "hub", "monitor-events", "--data-dir", self.data_dir, "--output", "json", "--from-start",
+            [BIN, "hub", "monitor-events", "--emulator-api", "--data-dir", self.data_dir, "--output", "json", "--from-start",
              "--device-id", device_id, "--count", str(count), "--timeout", "20"],
             capture_output=True, text=True, timeout=60,
         )
