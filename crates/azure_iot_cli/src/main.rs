@@ -21,6 +21,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod ca;
 mod calls;
 mod connect;
 mod devices;
@@ -93,32 +94,10 @@ enum HubCommand {
     MonitorFileNotifications(monitor::FileNotificationArgs),
     /// CA certificates for devices that authenticate with CA-signed X.509 certificates.
     #[command(subcommand)]
-    Ca(CaCommand),
+    Ca(ca::CaCommand),
     /// Files devices uploaded to the emulator's blob endpoint.
     #[command(subcommand)]
     Files(files::FilesCommand),
-}
-
-#[derive(Subcommand)]
-enum CaCommand {
-    /// Register a CA certificate (PEM) with the running emulator.
-    Add {
-        /// A name for the CA.
-        #[arg(long)]
-        name: String,
-        /// The CA certificate, PEM.
-        #[arg(long)]
-        file: PathBuf,
-        /// The emulator's data directory (its hub.json and ca.pem).
-        #[arg(long, env = "AZURE_IOT_HUB_DATA_DIR", default_value = ".azure-iot-hub")]
-        data_dir: PathBuf,
-    },
-    /// List the registered CA certificates.
-    List {
-        /// The emulator's data directory (its hub.json and ca.pem).
-        #[arg(long, env = "AZURE_IOT_HUB_DATA_DIR", default_value = ".azure-iot-hub")]
-        data_dir: PathBuf,
-    },
 }
 
 #[derive(Args)]
@@ -340,7 +319,7 @@ fn main() -> ExitCode {
             Command::Hub(HubCommand::MonitorFileNotifications(args)) => {
                 monitor::monitor_file_notifications(args).await
             }
-            Command::Hub(HubCommand::Ca(command)) => ca(command).await,
+            Command::Hub(HubCommand::Ca(command)) => ca::run(ca::Registry::Hub, command).await,
             Command::Hub(HubCommand::Files(command)) => files::run(command).await,
             Command::Device(command) => devices::run(command).await,
             Command::Twin(command) => twins::run(command).await,
@@ -436,42 +415,6 @@ async fn hub_start(args: StartArgs) -> Result<(), String> {
     wait_for_stop().await;
     tracing::info!("stopping");
     hub.shutdown().await;
-    Ok(())
-}
-
-async fn ca(command: CaCommand) -> Result<(), String> {
-    match command {
-        CaCommand::Add {
-            name,
-            file,
-            data_dir,
-        } => {
-            let pem = std::fs::read_to_string(&file)
-                .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-            let hub = connect::HubConnection::from_data_dir(&data_dir)?;
-            let path = format!("/certificates/{name}");
-            let body = serde_json::json!({"properties": {"certificate": pem}});
-            let reply = hub
-                .send_json(reqwest::Method::PUT, &path, Some(body))
-                .await?;
-            println!(
-                "registered CA `{name}` ({})",
-                reply.body["properties"]["subject"].as_str().unwrap_or("?")
-            );
-        }
-        CaCommand::List { data_dir } => {
-            let hub = connect::HubConnection::from_data_dir(&data_dir)?;
-            let reply = hub.send(reqwest::Method::GET, "/certificates").await?;
-            for ca in reply.body["value"].as_array().into_iter().flatten() {
-                println!(
-                    "{}\t{}\t{}",
-                    ca["name"].as_str().unwrap_or("?"),
-                    ca["properties"]["thumbprint"].as_str().unwrap_or("?"),
-                    ca["properties"]["subject"].as_str().unwrap_or("?")
-                );
-            }
-        }
-    }
     Ok(())
 }
 

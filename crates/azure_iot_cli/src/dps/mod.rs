@@ -46,6 +46,10 @@ pub(crate) enum DpsCommand {
     /// Registration states: what happened when devices registered.
     #[command(subcommand)]
     Registration(RegistrationCommand),
+    /// CA certificates registered with the local emulator's DPS, for X.509 enrollment groups
+    /// that name them in `caReferences`.
+    #[command(subcommand)]
+    Ca(crate::ca::CaCommand),
 }
 
 pub(crate) async fn run(command: DpsCommand) -> Result<(), String> {
@@ -53,6 +57,7 @@ pub(crate) async fn run(command: DpsCommand) -> Result<(), String> {
         DpsCommand::Enrollment(command) => enrollment::run_enrollment(command).await,
         DpsCommand::EnrollmentGroup(command) => enrollment::run_group(command).await,
         DpsCommand::Registration(command) => run_registration(command).await,
+        DpsCommand::Ca(command) => crate::ca::run(crate::ca::Registry::Dps, command).await,
     }
 }
 
@@ -130,7 +135,7 @@ impl DpsArgs {
 /// Where the emulator of `data` listens, when its DPS has a host name of its own: the address
 /// its hub's host name resolves to. `None` when DPS has the hub's host name (it resolves as
 /// the hub's does).
-fn local_address(data: &DataDir, port: u16) -> Option<IpAddr> {
+pub(crate) fn local_address(data: &DataDir, port: u16) -> Option<IpAddr> {
     let host = data.doc["hostname"].as_str()?;
     let dps = data.doc["dps"]["hostname"].as_str()?;
     if dps.eq_ignore_ascii_case(host) {
