@@ -166,7 +166,13 @@ async fn ca_commands_add_list_and_delete_and_groups_reference_them() {
     let file = d.join("fleet-root.pem");
     std::fs::write(&file, root.pem()).unwrap();
 
-    let added = stdout(&dps(d, &format!("ca add --name fleet-root --cert {}", file.display())).await);
+    let added = stdout(
+        &dps(
+            d,
+            &format!("ca add --name fleet-root --cert {}", file.display()),
+        )
+        .await,
+    );
     assert!(added.contains("registered CA `fleet-root`"), "{added}");
     assert!(added.contains("CLI Fleet Root"), "{added}");
     let listed = stdout(&dps(d, "ca list").await);
@@ -176,13 +182,23 @@ async fn ca_commands_add_list_and_delete_and_groups_reference_them() {
     // The DPS's registry is its own: the hub's stays empty.
     assert_eq!(stdout(&cli(d, &["hub", "ca", "list"]).await), "");
 
-    let group = json_out(&dps(d, "enrollment-group create --group-id fleet --ca-name fleet-root").await);
+    let group = json_out(
+        &dps(
+            d,
+            "enrollment-group create --group-id fleet --ca-name fleet-root",
+        )
+        .await,
+    );
     assert_eq!(
         group["attestation"]["x509"]["caReferences"]["primary"],
         "fleet-root"
     );
     let unknown = one_line_error(
-        &dps(d, "enrollment-group create --group-id ghosts --ca-name no-such-ca").await,
+        &dps(
+            d,
+            "enrollment-group create --group-id ghosts --ca-name no-such-ca",
+        )
+        .await,
     );
     assert!(unknown.contains("no-such-ca"), "{unknown}");
 

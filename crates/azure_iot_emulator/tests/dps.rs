@@ -903,7 +903,10 @@ async fn x509_groups_with_ca_references_trust_the_cas_registered_with_the_dps() 
         "the hub's policy does not open the DPS registry"
     );
     // The hub's own CA registry is untouched.
-    assert_eq!(hub_token.get("/certificates").await.body["value"], json!([]));
+    assert_eq!(
+        hub_token.get("/certificates").await.body["value"],
+        json!([])
+    );
 
     // A reference to a CA nobody registered is refused at write time, with DPS's body.
     let unknown = dps
@@ -960,7 +963,12 @@ async fn x509_groups_with_ca_references_trust_the_cas_registered_with_the_dps() 
         .await;
     assert_eq!(deleted.status, StatusCode::NO_CONTENT);
     let gone = dps
-        .call(Method::GET, "/$emulator/dps/certificates/fleet-root", None, &[])
+        .call(
+            Method::GET,
+            "/$emulator/dps/certificates/fleet-root",
+            None,
+            &[],
+        )
         .await;
     assert_error(&gone, StatusCode::NOT_FOUND, 404000);
     let http = client_with_certificate(&hub, chain, key);
@@ -986,7 +994,12 @@ async fn dps_ca_certificates_survive_a_restart() {
     hub.shutdown().await;
     let hub = start_with(Emulator::builder().blob_port(0).data_dir(dir.path())).await;
     let got = Service::new(&hub)
-        .call(Method::GET, "/$emulator/dps/certificates/kept-root", None, &[])
+        .call(
+            Method::GET,
+            "/$emulator/dps/certificates/kept-root",
+            None,
+            &[],
+        )
         .await;
     assert_eq!(got.status, StatusCode::OK, "{}", got.body);
     assert_eq!(got.body["name"], "Kept-Root");

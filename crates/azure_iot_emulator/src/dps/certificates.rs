@@ -53,9 +53,8 @@ pub(crate) type DpsCertificates = BTreeMap<String, RegisteredCa>;
 pub(crate) fn load(store: &DpsStore) -> Result<DpsCertificates, EmulatorError> {
     let mut out = DpsCertificates::new();
     for row in store.rows::<StoredCa>(Table::Certificates)? {
-        let der = parse_certificate(&row.pem).map_err(|e| {
-            EmulatorError::Storage(format!("DPS CA {}: {}", row.name, e.message))
-        })?;
+        let der = parse_certificate(&row.pem)
+            .map_err(|e| EmulatorError::Storage(format!("DPS CA {}: {}", row.name, e.message)))?;
         let ca = CaCertificate {
             der,
             pem: row.pem,
@@ -138,7 +137,10 @@ impl DpsState {
     /// At a write: every name in `attestation`'s `caReferences` must be a registered CA (400
     /// otherwise), and a `caReferences` member must name at least one.
     pub(crate) fn check_ca_references(&self, attestation: &Attestation) -> Result<(), DpsError> {
-        let Some(references) = attestation.x509.as_ref().and_then(|x| x.ca_references.as_ref())
+        let Some(references) = attestation
+            .x509
+            .as_ref()
+            .and_then(|x| x.ca_references.as_ref())
         else {
             return Ok(());
         };

@@ -27,7 +27,9 @@ pub(super) async fn handle(
     request: Request,
 ) -> Result<Response, DpsError> {
     let is_route = segments.len() <= 4
-        && segments.get(1).is_some_and(|s| s.eq_ignore_ascii_case("dps"))
+        && segments
+            .get(1)
+            .is_some_and(|s| s.eq_ignore_ascii_case("dps"))
         && segments
             .get(2)
             .is_some_and(|s| s.eq_ignore_ascii_case("certificates"));
