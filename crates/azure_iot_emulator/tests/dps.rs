@@ -10,7 +10,7 @@ use azure_iot_core::connection_string::ServiceConnectionString;
 use azure_iot_core::sas::{ResourceUri, SasToken, SharedAccessKey};
 use azure_iot_emulator::{Emulator, EmulatorHandle};
 use azure_iot_protocol::mqtt::codec::{ConnectReturnCode, Packet, QoS};
-use azure_iot_test::{HubEndpoint, MqttClient, RestClient, device_token, http_client};
+use azure_iot_test::{HubEndpoint, MqttClient, RestClient, TestCa, device_token, http_client};
 use base64::Engine as _;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -719,63 +719,6 @@ async fn bad_registrations_are_refused_and_nothing_is_half_assigned() {
         StatusCode::NOT_FOUND
     );
     hub.shutdown().await;
-}
-
-/// A CA (rcgen) that signs device certificates.
-struct TestCa {
-    cert: rcgen::Certificate,
-    key: rcgen::KeyPair,
-}
-
-impl TestCa {
-    fn new(name: &str) -> Self {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        Self { cert, key }
-    }
-
-    /// An intermediate CA named `name`, signed by this one.
-    fn intermediate(&self, name: &str) -> Self {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let key = rcgen::KeyPair::generate().unwrap();
-        let issuer = rcgen::Issuer::from_ca_cert_der(self.cert.der(), &self.key).unwrap();
-        let cert = params.signed_by(&key, &issuer).unwrap();
-        Self { cert, key }
-    }
-
-    /// A client certificate for `cn`, valid from `not_after - 2 days` to `not_after`.
-    fn issue(
-        &self,
-        cn: &str,
-        not_after: time::OffsetDateTime,
-    ) -> (
-        rustls_pki_types::CertificateDer<'static>,
-        rustls_pki_types::PrivateKeyDer<'static>,
-    ) {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, cn);
-        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-        params.not_before = not_after - time::Duration::days(2);
-        params.not_after = not_after;
-        let key = rcgen::KeyPair::generate().unwrap();
-        let issuer = rcgen::Issuer::from_ca_cert_der(self.cert.der(), &self.key).unwrap();
-        let cert = params.signed_by(&key, &issuer).unwrap();
-        (
-            cert.der().clone(),
-            rustls_pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
-        )
-    }
 }
 
 fn client_with_certificate(
