@@ -11,6 +11,8 @@
 //! `IOTHUB_CONNECTION_STRING`, else the local emulator's `hub.json` (see `target.rs`).
 //! `dps` does the same for the Device Provisioning Service with the provisioning service
 //! client (`PROVISIONING_CONNECTION_STRING`, else the emulator's DPS; see `dps/mod.rs`).
+//! `hub ca` and `dps ca` manage the running emulator's registered CA certificates (`ca.rs`;
+//! the DPS's registry is emulator-only, as Azure keeps it in the management plane).
 //! `device simulate` drives this project's device client. `quickstart` runs everything
 //! against an embedded emulator. Errors are one line on stderr and exit status 1.
 // A command-line tool's output is its product.

@@ -13,6 +13,9 @@
 //! Keys: `create` prints what DPS answers, generated keys included (that is how you learn
 //! them); `show` and `list` hide keys unless `--show-keys`; `enrollment-group derive-key`
 //! prints one device's derived key.
+//!
+//! `dps ca` is the exception: the local emulator's DPS CA registry (`crate::ca`), which no
+//! SDK client knows (Azure registers DPS CAs through its management plane).
 
 mod enrollment;
 
