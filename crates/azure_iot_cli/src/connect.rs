@@ -1,5 +1,6 @@
 //! Talking to a running emulator the way a service application does: the data directory's
-//! `hub.json` says where it is and which keys to use, `ca.pem` what to trust.
+//! `hub.json` says where it is and which keys to use, `ca.pem` what to trust. The same
+//! connection serves the emulator's DPS routes that no SDK client knows (`dps ca`).
 
 use std::path::Path;
 use std::time::Duration;
@@ -24,23 +25,55 @@ pub(crate) struct Reply {
 }
 
 impl HubConnection {
-    /// Reads `hub.json` and `ca.pem` in `dir`.
+    /// Reads `hub.json` and `ca.pem` in `dir`: the hub's service API as `iothubowner`.
     pub(crate) fn from_data_dir(dir: &Path) -> Result<Self, String> {
         let local = crate::target::read_local(dir)?;
-        let port = local.https;
         let cs = ServiceConnectionString::parse(&local.owner)
             .map_err(|e| format!("iothubowner connection string: {e}"))?;
-        let ca = local.ca_pem;
-        let roots = root_store(Some(&ca)).map_err(|e| format!("ca.pem: {e}"))?;
+        Self::new(cs, local.https, &local.ca_pem, None)
+    }
+
+    /// Reads `hub.json` and `ca.pem` in `dir`: the emulator's DPS as
+    /// `provisioningserviceowner` (for its emulator-only routes, which the provisioning
+    /// service client does not know). A DPS host name of its own is reached where the hub's
+    /// host name resolves.
+    pub(crate) fn dps_from_data_dir(dir: &Path) -> Result<Self, String> {
+        let data = crate::target::DataDir::read(dir)?;
+        let text = data.doc["dps"]["connection_string"]
+            .as_str()
+            .ok_or_else(|| {
+                format!(
+                    "{} has no dps.connection_string (an emulator without DPS?)",
+                    data.file.display()
+                )
+            })?;
+        let cs = ServiceConnectionString::parse(text)
+            .map_err(|e| format!("DPS connection string: {e}"))?;
+        let port = data.port("https")?;
+        let address = crate::dps::local_address(&data, port);
+        Self::new(cs, port, &data.ca_pem, address)
+    }
+
+    /// A connection to `cs`'s host on `port`, trusting `ca_pem`; `address`: where to connect
+    /// when the host name need not resolve.
+    fn new(
+        cs: ServiceConnectionString,
+        port: u16,
+        ca_pem: &str,
+        address: Option<std::net::IpAddr>,
+    ) -> Result<Self, String> {
+        let roots = root_store(Some(ca_pem)).map_err(|e| format!("ca.pem: {e}"))?;
         let tls = client_config_builder(roots)
             .map_err(|e| e.to_string())?
             .with_no_client_auth();
         let host = cs.host_name().to_owned();
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
-            .timeout(Duration::from_secs(90))
-            .build()
-            .map_err(|e| e.to_string())?;
+            .timeout(Duration::from_secs(90));
+        if let Some(ip) = address {
+            http = http.resolve(&host, std::net::SocketAddr::new(ip, port));
+        }
+        let http = http.build().map_err(|e| e.to_string())?;
         Ok(Self {
             http,
             base: format!("https://{host}:{port}"),
@@ -132,7 +165,10 @@ impl HubConnection {
                 .map_err(|e| format!("the emulator answered something that is not JSON: {e}"))?
         };
         if status >= 400 {
-            let message = body["Message"].as_str().unwrap_or("(no message)");
+            let message = body["Message"]
+                .as_str()
+                .or_else(|| body["message"].as_str())
+                .unwrap_or("(no message)");
             return Err(format!("the emulator answered {status}: {message}"));
         }
         Ok(Reply {

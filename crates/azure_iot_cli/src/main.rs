@@ -11,6 +11,8 @@
 //! `IOTHUB_CONNECTION_STRING`, else the local emulator's `hub.json` (see `target.rs`).
 //! `dps` does the same for the Device Provisioning Service with the provisioning service
 //! client (`PROVISIONING_CONNECTION_STRING`, else the emulator's DPS; see `dps/mod.rs`).
+//! `hub ca` and `dps ca` manage the running emulator's registered CA certificates (`ca.rs`;
+//! the DPS's registry is emulator-only, as Azure keeps it in the management plane).
 //! `device simulate` drives this project's device client. `quickstart` runs everything
 //! against an embedded emulator. Errors are one line on stderr and exit status 1.
 // A command-line tool's output is its product.
@@ -21,6 +23,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod ca;
 mod calls;
 mod configurations;
 mod connect;
@@ -98,34 +101,12 @@ enum HubCommand {
     MonitorFileNotifications(monitor::FileNotificationArgs),
     /// CA certificates for devices that authenticate with CA-signed X.509 certificates.
     #[command(subcommand)]
-    Ca(CaCommand),
+    Ca(ca::CaCommand),
     /// Files devices uploaded to the emulator's blob endpoint.
     #[command(subcommand)]
     Files(files::FilesCommand),
     /// Print a container SAS URI on the emulator's blob endpoint (for device export/import).
     ContainerSas(export_import::ContainerSasArgs),
-}
-
-#[derive(Subcommand)]
-enum CaCommand {
-    /// Register a CA certificate (PEM) with the running emulator.
-    Add {
-        /// A name for the CA.
-        #[arg(long)]
-        name: String,
-        /// The CA certificate, PEM.
-        #[arg(long)]
-        file: PathBuf,
-        /// The emulator's data directory (its hub.json and ca.pem).
-        #[arg(long, env = "AZURE_IOT_HUB_DATA_DIR", default_value = ".azure-iot-hub")]
-        data_dir: PathBuf,
-    },
-    /// List the registered CA certificates.
-    List {
-        /// The emulator's data directory (its hub.json and ca.pem).
-        #[arg(long, env = "AZURE_IOT_HUB_DATA_DIR", default_value = ".azure-iot-hub")]
-        data_dir: PathBuf,
-    },
 }
 
 #[derive(Args)]
@@ -347,7 +328,7 @@ fn main() -> ExitCode {
             Command::Hub(HubCommand::MonitorFileNotifications(args)) => {
                 monitor::monitor_file_notifications(args).await
             }
-            Command::Hub(HubCommand::Ca(command)) => ca(command).await,
+            Command::Hub(HubCommand::Ca(command)) => ca::run(ca::Registry::Hub, command).await,
             Command::Hub(HubCommand::Files(command)) => files::run(command).await,
             Command::Hub(HubCommand::ContainerSas(args)) => {
                 export_import::container_sas(args).await
@@ -447,42 +428,6 @@ async fn hub_start(args: StartArgs) -> Result<(), String> {
     wait_for_stop().await;
     tracing::info!("stopping");
     hub.shutdown().await;
-    Ok(())
-}
-
-async fn ca(command: CaCommand) -> Result<(), String> {
-    match command {
-        CaCommand::Add {
-            name,
-            file,
-            data_dir,
-        } => {
-            let pem = std::fs::read_to_string(&file)
-                .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-            let hub = connect::HubConnection::from_data_dir(&data_dir)?;
-            let path = format!("/certificates/{name}");
-            let body = serde_json::json!({"properties": {"certificate": pem}});
-            let reply = hub
-                .send_json(reqwest::Method::PUT, &path, Some(body))
-                .await?;
-            println!(
-                "registered CA `{name}` ({})",
-                reply.body["properties"]["subject"].as_str().unwrap_or("?")
-            );
-        }
-        CaCommand::List { data_dir } => {
-            let hub = connect::HubConnection::from_data_dir(&data_dir)?;
-            let reply = hub.send(reqwest::Method::GET, "/certificates").await?;
-            for ca in reply.body["value"].as_array().into_iter().flatten() {
-                println!(
-                    "{}\t{}\t{}",
-                    ca["name"].as_str().unwrap_or("?"),
-                    ca["properties"]["thumbprint"].as_str().unwrap_or("?"),
-                    ca["properties"]["subject"].as_str().unwrap_or("?")
-                );
-            }
-        }
-    }
     Ok(())
 }
 

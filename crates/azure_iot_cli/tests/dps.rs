@@ -150,3 +150,61 @@ async fn a_wrong_key_is_one_line_naming_401_and_no_secret() {
     let err = one_line_error(&dps(d, "enrollment list --connection-string HostName=x").await);
     assert!(err.contains("connection"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ca_commands_add_list_and_delete_and_groups_reference_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let _hub = hub(dir.path()).await;
+    let d = dir.path();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "CLI Fleet Root");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let root = params.self_signed(&key).unwrap();
+    let file = d.join("fleet-root.pem");
+    std::fs::write(&file, root.pem()).unwrap();
+
+    let added = stdout(
+        &dps(
+            d,
+            &format!("ca add --name fleet-root --cert {}", file.display()),
+        )
+        .await,
+    );
+    assert!(added.contains("registered CA `fleet-root`"), "{added}");
+    assert!(added.contains("CLI Fleet Root"), "{added}");
+    let listed = stdout(&dps(d, "ca list").await);
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(lines.len(), 1, "{listed}");
+    assert!(lines[0].starts_with("fleet-root\t"), "{listed}");
+    // The DPS's registry is its own: the hub's stays empty.
+    assert_eq!(stdout(&cli(d, &["hub", "ca", "list"]).await), "");
+
+    let group = json_out(
+        &dps(
+            d,
+            "enrollment-group create --group-id fleet --ca-name fleet-root",
+        )
+        .await,
+    );
+    assert_eq!(
+        group["attestation"]["x509"]["caReferences"]["primary"],
+        "fleet-root"
+    );
+    let unknown = one_line_error(
+        &dps(
+            d,
+            "enrollment-group create --group-id ghosts --ca-name no-such-ca",
+        )
+        .await,
+    );
+    assert!(unknown.contains("no-such-ca"), "{unknown}");
+
+    let deleted = stdout(&dps(d, "ca delete fleet-root").await);
+    assert!(deleted.contains("deleted CA `fleet-root`"), "{deleted}");
+    assert_eq!(stdout(&dps(d, "ca list").await), "");
+    let again = one_line_error(&dps(d, "ca delete fleet-root").await);
+    assert!(again.contains("404"), "{again}");
+}

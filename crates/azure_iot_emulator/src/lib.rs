@@ -23,7 +23,7 @@
 //!                  │                                                       ▲ Hub::call       │
 //!  devices ───────▶│ DPS (HTTPS, MQTT, AMQP, + WS) ─▶ dps::Dps: attestation, allocation,     │
 //!  DPS service ───▶│   (same ports, told apart by route)  webhook ─▶ DPS thread: DpsState ─▶ │
-//!                  │                                       dps.db (enrollments, records)     │
+//!                  │                                       dps.db (enrollments, records, CAs)│
 //!                  └──────────────────────────────────────────────────────────────────────────┘
 //!   data dir: ca.pem (trust this), ca-key.pem, hub.db, telemetry.db, dps.db, blob-store/
 //!             (uploaded files), hub.json (hostname, ports, blob endpoint, connection strings,
@@ -61,7 +61,10 @@
 //!   never half-visible. Every DPS rule lives in `dps`; its front-ends (`http::dps`,
 //!   `mqtt::dps`, `amqp::dps`, told apart from hub traffic by `route`) only map wire forms to
 //!   the core's calls (authenticate, register, operation status), so every DPS rule is the
-//!   same on every transport.
+//!   same on every transport. CA certificates registered with the DPS (which X.509 groups name
+//!   in `caReferences`) live in `dps.db` too, managed on the emulator-only
+//!   `/$emulator/dps/certificates` route (Azure does this in its management plane), with the
+//!   hub's CA parsing and description reused (`dps::certificates`).
 //! * **The built-in Event Hubs-compatible endpoint** (ADR 17) is served on the hub's own AMQP
 //!   listener and host name, told apart by link address and CBS audience: the entity is the
 //!   hub's name, consumers read the telemetry log's partitions from the position their

@@ -9,7 +9,7 @@
 //! |---|---|---|
 //! | MQTT | CONNECT user name | `{idScope}/registrations/{registrationId}/api-version=…` (no `/?`) |
 //! | AMQP | SASL PLAIN identity, or a link address | `{idScope}/registrations/{registrationId}` |
-//! | HTTPS | the path (and `Host`, when DPS has a host name of its own) | `/{idScope}/registrations/…`, `/enrollments…`, `/enrollmentGroups…`, `/registrations/…`; a distinct DPS host name |
+//! | HTTPS | the path (and `Host`, when DPS has a host name of its own) | `/{idScope}/registrations/…`, `/enrollments…`, `/enrollmentGroups…`, `/registrations/…`, the emulator's `/$emulator/dps/…`; a distinct DPS host name |
 //!
 //! Hub traffic never has these shapes (hub user names carry `/?`, hub SASL identities are
 //! `{id}@sas.{hub}` or `{policy}@root.{hub}`, hub paths start with `/devices`, `/twins`, …), so
@@ -116,6 +116,9 @@ pub(crate) fn http(host: Option<&str>, path: &str, names: Option<HostNames<'_>>)
     }
     let mut segments = path.trim_start_matches('/').split('/');
     let first = segments.next();
+    if first == Some("$emulator") && segments.clone().next() == Some("dps") {
+        return Service::Dps;
+    }
     if first.is_some_and(|f| {
         ["enrollments", "enrollmentGroups", "registrations"]
             .iter()
@@ -187,6 +190,8 @@ mod tests {
             "/enrollmentGroups/g1/attestationmechanism",
             "/registrations/dev1",
             "/registrations/g1/query",
+            "/$emulator/dps/certificates",
+            "/$emulator/dps/certificates/root",
         ] {
             assert_eq!(http(host, dps, SHARED), Service::Dps, "{dps}");
         }
@@ -203,6 +208,7 @@ mod tests {
             "/digitaltwins/d1",
             "/$iothub/websocket",
             "/$emulator/faults",
+            "/$emulator/dpsx",
             "/",
             "",
         ] {

@@ -10,7 +10,7 @@ use azure_iot_core::connection_string::ServiceConnectionString;
 use azure_iot_core::sas::{ResourceUri, SasToken, SharedAccessKey};
 use azure_iot_emulator::{Emulator, EmulatorHandle};
 use azure_iot_protocol::mqtt::codec::{ConnectReturnCode, Packet, QoS};
-use azure_iot_test::{HubEndpoint, MqttClient, RestClient, device_token, http_client};
+use azure_iot_test::{HubEndpoint, MqttClient, RestClient, TestCa, device_token, http_client};
 use base64::Engine as _;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -721,50 +721,6 @@ async fn bad_registrations_are_refused_and_nothing_is_half_assigned() {
     hub.shutdown().await;
 }
 
-/// A CA (rcgen) that signs device certificates.
-struct TestCa {
-    cert: rcgen::Certificate,
-    key: rcgen::KeyPair,
-}
-
-impl TestCa {
-    fn new(name: &str) -> Self {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        Self { cert, key }
-    }
-
-    /// A client certificate for `cn`, valid from `not_after - 2 days` to `not_after`.
-    fn issue(
-        &self,
-        cn: &str,
-        not_after: time::OffsetDateTime,
-    ) -> (
-        rustls_pki_types::CertificateDer<'static>,
-        rustls_pki_types::PrivateKeyDer<'static>,
-    ) {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, cn);
-        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-        params.not_before = not_after - time::Duration::days(2);
-        params.not_after = not_after;
-        let key = rcgen::KeyPair::generate().unwrap();
-        let issuer = rcgen::Issuer::from_ca_cert_der(self.cert.der(), &self.key).unwrap();
-        let cert = params.signed_by(&key, &issuer).unwrap();
-        (
-            cert.der().clone(),
-            rustls_pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
-        )
-    }
-}
-
 fn client_with_certificate(
     hub: &EmulatorHandle,
     chain: Vec<rustls_pki_types::CertificateDer<'static>>,
@@ -857,6 +813,139 @@ async fn x509_individual_and_group_register_and_the_device_connects() {
         owner.get("/devices/cam-3").await.status,
         StatusCode::NOT_FOUND
     );
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn x509_groups_with_ca_references_trust_the_cas_registered_with_the_dps() {
+    let hub = start().await;
+    let dps = Service::new(&hub);
+    let root = TestCa::new("Registered Root");
+    let intermediate = root.intermediate("Fleet Intermediate");
+
+    // The CA registry: emulator-only, DPS policy, the hub's description shape.
+    let registered = dps
+        .call(
+            Method::PUT,
+            "/$emulator/dps/certificates/fleet-root",
+            Some(json!({"properties": {"certificate": root.cert.pem()}})),
+            &[],
+        )
+        .await;
+    assert_eq!(registered.status, StatusCode::OK, "{}", registered.body);
+    assert_eq!(registered.body["name"], "fleet-root");
+    assert_eq!(registered.body["properties"]["isVerified"], true);
+    let listed = dps
+        .call(Method::GET, "/$emulator/dps/certificates", None, &[])
+        .await;
+    assert_eq!(listed.body["value"].as_array().unwrap().len(), 1);
+    let hub_token = RestClient::new(&HubEndpoint::of(&hub), "iothubowner");
+    assert_ne!(
+        hub_token.get("/$emulator/dps/certificates").await.status,
+        StatusCode::OK,
+        "the hub's policy does not open the DPS registry"
+    );
+    // The hub's own CA registry is untouched.
+    assert_eq!(
+        hub_token.get("/certificates").await.body["value"],
+        json!([])
+    );
+
+    // A reference to a CA nobody registered is refused at write time, with DPS's body.
+    let unknown = dps
+        .call(
+            Method::PUT,
+            "/enrollmentGroups/ghosts",
+            Some(json!({"enrollmentGroupId": "ghosts", "attestation": {"type": "x509", "x509": {"caReferences": {"primary": "no-such-ca"}}}})),
+            &[],
+        )
+        .await;
+    assert_error(&unknown, StatusCode::BAD_REQUEST, 400004);
+
+    let group = dps
+        .call(
+            Method::PUT,
+            "/enrollmentGroups/fleet",
+            Some(json!({"enrollmentGroupId": "fleet", "attestation": {"type": "x509", "x509": {"caReferences": {"primary": "fleet-root"}}}})),
+            &[],
+        )
+        .await;
+    assert_eq!(group.status, StatusCode::OK, "{}", group.body);
+
+    // A leaf signed by an intermediate signed by the registered root: the device presents
+    // leaf and intermediate.
+    let valid_until = time::OffsetDateTime::now_utc() + time::Duration::days(1);
+    let (leaf, key) = intermediate.issue("fleet-1", valid_until);
+    let chain = vec![leaf, intermediate.cert.der().clone()];
+    let http = client_with_certificate(&hub, chain.clone(), key.clone_key());
+    let (first, poll) = register(&hub, &http, "fleet-1", None).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{}", first.body);
+    let poll = poll.unwrap();
+    assert_eq!(poll.body["status"], "assigned", "{}", poll.body);
+    assert_eq!(
+        poll.body["registrationState"]["x509"]["enrollmentGroupId"],
+        "fleet"
+    );
+
+    // A device of another CA is refused with DPS's 401.
+    let other = TestCa::new("Other Root").intermediate("Other Intermediate");
+    let (foreign, foreign_key) = other.issue("fleet-2", valid_until);
+    let http_foreign =
+        client_with_certificate(&hub, vec![foreign, other.cert.der().clone()], foreign_key);
+    let (refused, _) = register(&hub, &http_foreign, "fleet-2", None).await;
+    assert_error(&refused, StatusCode::UNAUTHORIZED, 401002);
+
+    // Deleting the CA: the next registration of the trusted device fails.
+    let deleted = dps
+        .call(
+            Method::DELETE,
+            "/$emulator/dps/certificates/fleet-root",
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    let gone = dps
+        .call(
+            Method::GET,
+            "/$emulator/dps/certificates/fleet-root",
+            None,
+            &[],
+        )
+        .await;
+    assert_error(&gone, StatusCode::NOT_FOUND, 404000);
+    let http = client_with_certificate(&hub, chain, key);
+    let (again, _) = register(&hub, &http, "fleet-1", None).await;
+    assert_error(&again, StatusCode::UNAUTHORIZED, 401002);
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn dps_ca_certificates_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = TestCa::new("Persistent Root");
+    let hub = start_with(Emulator::builder().blob_port(0).data_dir(dir.path())).await;
+    let put = Service::new(&hub)
+        .call(
+            Method::PUT,
+            "/$emulator/dps/certificates/Kept-Root",
+            Some(json!({"certificate": root.cert.pem()})),
+            &[],
+        )
+        .await;
+    assert_eq!(put.status, StatusCode::OK, "{}", put.body);
+    hub.shutdown().await;
+    let hub = start_with(Emulator::builder().blob_port(0).data_dir(dir.path())).await;
+    let got = Service::new(&hub)
+        .call(
+            Method::GET,
+            "/$emulator/dps/certificates/kept-root",
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(got.status, StatusCode::OK, "{}", got.body);
+    assert_eq!(got.body["name"], "Kept-Root");
     hub.shutdown().await;
 }
 

@@ -632,6 +632,47 @@ async fn mqtt_over_websockets_registers_with_an_x509_certificate() {
     hub.shutdown().await;
 }
 
+/// A device whose leaf is signed by an intermediate signed by a root registered with the DPS
+/// registers over MQTT through a group that names the root in `caReferences`, presenting leaf
+/// and intermediate in the TLS handshake.
+#[tokio::test]
+async fn mqtt_registers_through_a_group_referencing_a_registered_ca() {
+    let hub = emulator().await;
+    let ep = endpoint(&hub);
+    let scope = hub.dps_id_scope().to_owned();
+    let root = azure_iot_test::TestCa::new("Wire Root");
+    let intermediate = root.intermediate("Wire Intermediate");
+    let api = dps_api(&ep);
+    let registered = api
+        .put(
+            "/$emulator/dps/certificates/wire-root",
+            json!({"properties": {"certificate": root.cert.pem()}}),
+        )
+        .await;
+    assert!(registered.status.is_success(), "{registered:?}");
+    let group = api
+        .put(
+            "/enrollmentGroups/wire-fleet",
+            json!({"enrollmentGroupId": "wire-fleet", "attestation": {"type": "x509", "x509": {"caReferences": {"primary": "wire-root", "secondary": null}}}}),
+        )
+        .await;
+    assert!(group.status.is_success(), "{group:?}");
+    let valid_until = time::OffsetDateTime::now_utc() + time::Duration::days(1);
+    let (leaf, key) = intermediate.issue("wire-dev-1", valid_until);
+    let client =
+        MqttClient::open_with_certificate(&ep, vec![leaf, intermediate.cert.der().clone()], key)
+            .await;
+    let mut device = MqttDevice::connect(client, &scope, "wire-dev-1", "").await;
+    let answer = device
+        .register_until_assigned(br#"{"registrationId":"wire-dev-1"}"#)
+        .await;
+    assert_eq!(
+        answer["registrationState"]["x509"]["enrollmentGroupId"],
+        "wire-fleet"
+    );
+    hub.shutdown().await;
+}
+
 /// Bad input over MQTT: a wrong key and an unknown scope are not authorized; garbage
 /// register JSON is a 400 with DPS's error body and a poll of an unknown operation a 404,
 /// the connection staying usable; a filter other than DPS's is refused with 0x80; a topic

@@ -9,6 +9,7 @@
 //!   enrollments on the emulator's DPS service API.
 //! * [`DeviceHttp`]: a device on the device HTTPS API (telemetry, C2D polling, file upload).
 //! * [`register_over_https`]: a device registering with the emulator's DPS by hand.
+//! * [`TestCa`]: root and intermediate CAs that issue client certificates (CA-signed X.509).
 //! * [`MqttClient`]: a raw MQTT 3.1.1 client over TLS that sends exactly the packets a test
 //!   writes, so tests can check the wire and misbehave on purpose.
 //! * [`tls_connect`], [`websocket_upgrade`], [`websocket_frame`]: raw TLS connections to any
@@ -17,6 +18,7 @@
 //! Helpers panic with a message on failure: they are for tests only.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod ca;
 mod device_http;
 mod dps;
 mod dps_register;
@@ -26,6 +28,7 @@ mod proxy;
 mod raw;
 mod rest;
 
+pub use ca::TestCa;
 pub use device_http::DeviceHttp;
 pub use dps::{dps_emulator, dps_put, key_enrollment};
 pub use dps_register::register_over_https;

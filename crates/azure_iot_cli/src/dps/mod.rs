@@ -13,6 +13,9 @@
 //! Keys: `create` prints what DPS answers, generated keys included (that is how you learn
 //! them); `show` and `list` hide keys unless `--show-keys`; `enrollment-group derive-key`
 //! prints one device's derived key.
+//!
+//! `dps ca` is the exception: the local emulator's DPS CA registry (`crate::ca`), which no
+//! SDK client knows (Azure registers DPS CAs through its management plane).
 
 mod enrollment;
 
@@ -46,6 +49,10 @@ pub(crate) enum DpsCommand {
     /// Registration states: what happened when devices registered.
     #[command(subcommand)]
     Registration(RegistrationCommand),
+    /// CA certificates registered with the local emulator's DPS, for X.509 enrollment groups
+    /// that name them in `caReferences`.
+    #[command(subcommand)]
+    Ca(crate::ca::CaCommand),
 }
 
 pub(crate) async fn run(command: DpsCommand) -> Result<(), String> {
@@ -53,6 +60,7 @@ pub(crate) async fn run(command: DpsCommand) -> Result<(), String> {
         DpsCommand::Enrollment(command) => enrollment::run_enrollment(command).await,
         DpsCommand::EnrollmentGroup(command) => enrollment::run_group(command).await,
         DpsCommand::Registration(command) => run_registration(command).await,
+        DpsCommand::Ca(command) => crate::ca::run(crate::ca::Registry::Dps, command).await,
     }
 }
 
@@ -130,7 +138,7 @@ impl DpsArgs {
 /// Where the emulator of `data` listens, when its DPS has a host name of its own: the address
 /// its hub's host name resolves to. `None` when DPS has the hub's host name (it resolves as
 /// the hub's does).
-fn local_address(data: &DataDir, port: u16) -> Option<IpAddr> {
+pub(crate) fn local_address(data: &DataDir, port: u16) -> Option<IpAddr> {
     let host = data.doc["hostname"].as_str()?;
     let dps = data.doc["dps"]["hostname"].as_str()?;
     if dps.eq_ignore_ascii_case(host) {

@@ -8,7 +8,8 @@
 //!   registration id.
 //! * X.509: the leaf's subject CN must be the registration id; an individual enrollment matches
 //!   by the exact certificate (DER); a group matches when the presented chain verifies, now and
-//!   for client authentication, up to one of its signing certificates.
+//!   for client authentication, up to one of its signing certificates or one of the CAs
+//!   registered with the DPS that its `caReferences` name (`certificates`).
 //!
 //! Every refusal is 401 with [`code::UNAUTHORIZED`]; the reason names what did not match,
 //! never a key or a token.
@@ -210,15 +211,7 @@ impl DpsState {
             };
         }
         for group in self.groups.values() {
-            let Some(set) = group
-                .attestation
-                .x509
-                .as_ref()
-                .and_then(|x| x.signing_certificates.as_ref())
-            else {
-                continue;
-            };
-            for anchor in certificates(set) {
+            for anchor in self.group_anchors(group) {
                 if crate::hub::certificates::verify_client_chain(
                     chain,
                     std::slice::from_ref(&anchor),
@@ -239,8 +232,36 @@ impl DpsState {
         }
         Err(DpsError::new(
             code::UNAUTHORIZED,
-            "the client certificate matches no enrollment and chains to no group's signing certificate",
+            "the client certificate matches no enrollment and chains to no group's signing certificate or referenced CA",
         ))
+    }
+}
+
+impl DpsState {
+    /// The trust anchors of an X.509 group: its signing certificates, then the registered CAs
+    /// its `caReferences` name (a name no CA has any more contributes nothing).
+    fn group_anchors(&self, group: &EnrollmentGroup) -> Vec<CertificateDer<'static>> {
+        let Some(x509) = group
+            .attestation
+            .x509
+            .as_ref()
+            .filter(|_| group.attestation.kind == AttestationType::X509)
+        else {
+            return Vec::new();
+        };
+        let mut anchors = x509
+            .signing_certificates
+            .as_ref()
+            .map(certificates)
+            .unwrap_or_default();
+        if let Some(references) = &x509.ca_references {
+            anchors.extend(
+                self.referenced_cas(references)
+                    .into_iter()
+                    .map(|ca| ca.der.clone()),
+            );
+        }
+        anchors
     }
 }
 

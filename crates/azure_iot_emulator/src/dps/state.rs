@@ -34,6 +34,8 @@ pub(crate) struct DpsState {
     pub(super) groups: BTreeMap<String, EnrollmentGroup>,
     /// Registration records by lower-cased registration id.
     pub(super) registrations: BTreeMap<String, RegistrationRecord>,
+    /// Registered CA certificates (`certificates`).
+    pub(super) certificates: super::certificates::DpsCertificates,
     /// Source of ETags: strictly increasing, seeded from the clock so values stay unique
     /// across restarts.
     sequence: u64,
@@ -125,13 +127,20 @@ impl DpsState {
             .into_iter()
             .map(|r| (key(&r.state.registration_id), r))
             .collect();
+        let certificates = super::certificates::load(&store)?;
         Ok(Self {
             store,
             enrollments,
             groups,
             registrations,
+            certificates,
             sequence: 0,
         })
+    }
+
+    /// The database, for the state's other modules (`certificates`).
+    pub(super) fn store_mut(&mut self) -> &mut DpsStore {
+        &mut self.store
     }
 
     /// A new ETag (base64 of a strictly increasing number, the shape the hub uses).
@@ -197,6 +206,7 @@ impl DpsState {
             )));
         }
         E::check_kind(item.attestation())?;
+        self.check_ca_references(item.attestation())?;
         prepare_attestation(item.attestation_mut())?;
         let existing = E::map(self).get(&id.to_ascii_lowercase()).cloned();
         let created = match (existing, if_match) {

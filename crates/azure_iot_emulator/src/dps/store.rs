@@ -2,8 +2,8 @@
 //! copy, written before memory on every change (ADR 4 inside the actor, ADR 9).
 //!
 //! Tables: `meta` (id scope, policy keys, schema version) and one table of JSON rows per kind
-//! of record (`enrollments`, `enrollment_groups`, `registrations`), keyed by the lower-cased
-//! id (DPS ids are case-insensitive). Every change of one request lands in one transaction.
+//! of record (`enrollments`, `enrollment_groups`, `registrations`, `ca_certificates`), keyed by
+//! the lower-cased id (DPS ids are case-insensitive; a CA row's id is its name). Every change of one request lands in one transaction.
 
 use std::path::Path;
 
@@ -12,6 +12,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::certificates::StoredCa;
 use super::records::RegistrationRecord;
 use crate::config::Durability;
 use crate::error::EmulatorError;
@@ -39,6 +40,10 @@ CREATE TABLE IF NOT EXISTS registrations (
     id     TEXT PRIMARY KEY,
     record TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS ca_certificates (
+    id     TEXT PRIMARY KEY,
+    record TEXT NOT NULL
+);
 ";
 
 /// A kind of record, and its table.
@@ -50,6 +55,8 @@ pub(crate) enum Table {
     Groups,
     /// Registration records (state and last operation).
     Registrations,
+    /// CA certificates registered with the DPS (`dps::certificates`).
+    Certificates,
 }
 
 impl Table {
@@ -58,6 +65,7 @@ impl Table {
             Self::Enrollments => "enrollments",
             Self::Groups => "enrollment_groups",
             Self::Registrations => "registrations",
+            Self::Certificates => "ca_certificates",
         }
     }
 }
@@ -70,6 +78,8 @@ pub(crate) enum Change<'a> {
     PutGroup(&'a EnrollmentGroup),
     /// Insert or replace a registration record.
     PutRegistration(&'a RegistrationRecord),
+    /// Insert or replace a registered CA certificate.
+    PutCertificate(&'a StoredCa),
     /// Delete a row by its (any-case) id.
     Delete(Table, &'a str),
 }
@@ -146,6 +156,7 @@ impl DpsStore {
                 Change::PutRegistration(r) => {
                     put(&tx, Table::Registrations, &r.state.registration_id, r)?
                 }
+                Change::PutCertificate(c) => put(&tx, Table::Certificates, &c.name, c)?,
                 Change::Delete(table, id) => {
                     tx.execute(
                         &format!("DELETE FROM {} WHERE id = ?1", table.name()),

@@ -47,10 +47,7 @@ pub(crate) async fn put(
 ) -> Result<Response, ApiError> {
     app.authorize(&headers, Rights::REGISTRY_WRITE)?;
     let body: Value = body.json().await?;
-    let certificate = body
-        .pointer("/properties/certificate")
-        .or_else(|| body.get("certificate"))
-        .and_then(Value::as_str)
+    let certificate = certificate_text(&body)
         .ok_or_else(|| {
             ApiError::invalid("the body needs properties.certificate (PEM or base64 DER)")
         })?
@@ -72,4 +69,12 @@ pub(crate) async fn delete(
     app.authorize(&headers, Rights::REGISTRY_WRITE)?;
     app.hub.call(move |s| s.delete_ca(&name)).await??;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The certificate of a CA registration body: `properties.certificate` (IoT Hub's shape) or
+/// `certificate`. Shared with DPS's CA registry (`http::dps::certificates`).
+pub(crate) fn certificate_text(body: &Value) -> Option<&str> {
+    body.pointer("/properties/certificate")
+        .or_else(|| body.get("certificate"))
+        .and_then(Value::as_str)
 }

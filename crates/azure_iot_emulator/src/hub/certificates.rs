@@ -41,6 +41,31 @@ pub(crate) struct CaCertificate {
     pub(crate) created: String,
 }
 
+impl CaCertificate {
+    /// A CA to register now under `name`: the name must use only `A-Z a-z 0-9 - _ .` (safe in
+    /// a URL path) and `certificate` must parse ([`parse_certificate`]); otherwise 400. Shared
+    /// by the hub's and DPS's CA registries.
+    pub(crate) fn new(name: &str, certificate: &str) -> Result<Self, HubError> {
+        if name.is_empty()
+            || name.len() > 128
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(HubError::invalid(
+                "a certificate name uses 1 to 128 of A-Z a-z 0-9 - _ .",
+            ));
+        }
+        let der = parse_certificate(certificate)?;
+        let pem = crate::tls::pem_encode(&der);
+        Ok(Self {
+            der,
+            pem,
+            created: now(),
+        })
+    }
+}
+
 /// Parses a certificate given as PEM, as base64 DER (the two forms the hub's certificate API
 /// and `az iot hub certificate create` send) or as base64 of the PEM text (what the Node DPS
 /// samples put in enrollment groups). Anything that is not a parseable X.509 certificate is
@@ -117,8 +142,8 @@ pub(crate) fn subject_common_name(der: &[u8]) -> Option<String> {
 /// The REST shape of a registered CA (`CertificateDescription`): `name`, `etag` and
 /// `properties` with subject, expiry, SHA-256 thumbprint, `isVerified` (always true here: no
 /// proof of possession is asked) and the PEM. The ETag derives from the thumbprint, so it
-/// changes exactly when the certificate does.
-fn describe(name: &str, ca: &CaCertificate) -> Value {
+/// changes exactly when the certificate does. DPS's CA registry answers the same shape.
+pub(crate) fn describe(name: &str, ca: &CaCertificate) -> Value {
     let (_, sha256) = crate::tls::thumbprints(&ca.der);
     let (subject, expiry) = x509_parser::parse_x509_certificate(&ca.der)
         .map(|(_, c)| (c.subject().to_string(), c.validity().not_after.to_string()))
@@ -141,25 +166,12 @@ fn describe(name: &str, ca: &CaCertificate) -> Value {
 impl HubState {
     /// `PUT /certificates/{name}`: registers (or replaces) a CA.
     ///
-    /// Names are limited to `A-Z a-z 0-9 - _ .`, which keeps them safe in a URL path. A
-    /// replacement takes effect for the next device connection; connections already
+    /// Names are limited to `A-Z a-z 0-9 - _ .` ([`CaCertificate::new`]). A replacement takes effect for the next device connection; connections already
     /// authenticated with the old CA stay up.
     pub(crate) fn put_ca(&mut self, name: &str, certificate: &str) -> Result<Value, HubError> {
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        {
-            return Err(HubError::invalid(
-                "a certificate name uses A-Z a-z 0-9 - _ .",
-            ));
-        }
-        let der = parse_certificate(certificate)?;
-        let pem = crate::tls::pem_encode(&der);
-        let created = now();
+        let ca = CaCertificate::new(name, certificate)?;
         self.store
-            .apply(&[Change::PutCertificate(name, &pem, &created)])?;
-        let ca = CaCertificate { der, pem, created };
+            .apply(&[Change::PutCertificate(name, &ca.pem, &ca.created)])?;
         let json = describe(name, &ca);
         self.certificates.insert(name.to_owned(), ca);
         Ok(json)

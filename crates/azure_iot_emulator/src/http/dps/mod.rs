@@ -6,6 +6,7 @@
 //! in `/` (the C SDK's bulk call), and carry percent-encoded ids. Every failure is DPS's error
 //! body (`ErrorDetails`) with its code in the `x-ms-error-code` header and a JSON content type.
 
+mod certificates;
 mod device;
 mod service;
 
@@ -36,6 +37,7 @@ pub(super) async fn handle(state: AppState, dps: Dps, request: Request) -> Respo
         Some("enrollments" | "enrollmentgroups" | "registrations") => {
             service::handle(&state, &dps, &segments, request).await
         }
+        Some("$emulator") => certificates::handle(&state, &dps, &segments, request).await,
         _ => device::handle(&state, &dps, &segments, request).await,
     };
     outcome.unwrap_or_else(error_response)

@@ -201,7 +201,7 @@ impl BulkItem for EnrollmentGroup {
 }
 
 /// Checks the SAS token against the DPS policy and host name.
-fn authorize(dps: &Dps, request: &Request, needed: Rights) -> Result<(), DpsError> {
+pub(super) fn authorize(dps: &Dps, request: &Request, needed: Rights) -> Result<(), DpsError> {
     let info = dps.info();
     info.policies
         .authorize(
@@ -221,7 +221,8 @@ fn decode<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, DpsError> {
         .map_err(|e| DpsError::invalid(format!("the body is not a valid {what}: {e}")))
 }
 
-fn no_content() -> Response {
+/// 204 without a body.
+pub(super) fn no_content() -> Response {
     use axum::response::IntoResponse;
     StatusCode::NO_CONTENT.into_response()
 }
