@@ -86,15 +86,15 @@ mod query;
 
 pub use azure_iot_core::method::{DirectMethodRequest, DirectMethodResponse};
 pub use azure_iot_core::twin::Twin;
-pub use azure_iot_protocol::jobs::{
-    DeviceJob, DeviceJobError, DeviceJobOutcome, DeviceJobStatistics, DeviceJobStatus, JobRequest,
-    JobResponse, JobStatus, JobType,
-};
 pub use azure_iot_protocol::configuration::{
     Configuration, ConfigurationContent, ConfigurationMetrics, ConfigurationQueriesTestInput,
     ConfigurationQueriesTestResponse,
 };
 pub use azure_iot_protocol::export_import::ExportImportJob;
+pub use azure_iot_protocol::jobs::{
+    DeviceJob, DeviceJobError, DeviceJobOutcome, DeviceJobStatistics, DeviceJobStatus, JobRequest,
+    JobResponse, JobStatus, JobType,
+};
 pub use client::{IfMatch, ServiceClient, TwinPatch};
 pub use credential::SharedAccessPolicy;
 pub use error::{Error, ErrorKind, Result};

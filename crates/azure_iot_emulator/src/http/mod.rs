@@ -328,11 +328,7 @@ async fn classify(
 /// a 404 it would read as an unknown device).
 async fn unsupported(request: Request) -> ApiError {
     let path = request.uri().path();
-    let known = [
-        "/digitaltwins",
-        "/messages/serviceBound",
-        "/devices/",
-    ];
+    let known = ["/digitaltwins", "/messages/serviceBound", "/devices/"];
     if known.iter().any(|p| path.starts_with(p)) {
         ApiError::new(
             ErrorCode::NotImplemented,
