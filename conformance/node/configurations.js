@@ -86,7 +86,9 @@ function cli(args) {
       const low = configuration('node-cfg-low', "tags.env='conf'", 1, { 'properties.desired.interval': 60, 'properties.desired.unit': 's' });
       low.metrics = { queries: { reporting: "SELECT deviceId FROM devices WHERE properties.reported.interval = 5" } };
       await registry.addConfiguration(low);
-      await registry.addConfiguration(configuration('node-cfg-high', '*', 10, { 'properties.desired.interval': 5 }));
+      // Both target only this scenario's device: the suite shares one emulator, so '*' would
+      // count every other scenario's devices in the metrics.
+      await registry.addConfiguration(configuration('node-cfg-high', "tags.env='conf'", 10, { 'properties.desired.interval': 5 }));
       await withTimeout(patched, 10000, 'the desired patch of the higher priority configuration');
       const desired = await desiredOf('node-cfg-dev', (d) => d.interval === 5 && d.unit === 's');
       assert(desired.unit === 's', 'the lower priority configuration keeps the path nobody else sets');
@@ -114,16 +116,16 @@ function cli(args) {
   });
 
   await check('configurations: applyConfigurationContentOnDevice writes the edge module twins (Registry)', cell(['configurations: apply content to an edge device']), async () => {
-    await registry.create({ deviceId: 'node-edge-1', capabilities: { iotEdge: true } });
-    await registry.applyConfigurationContentOnDevice('node-edge-1', {
+    await registry.create({ deviceId: 'node-cfg-edge', capabilities: { iotEdge: true } });
+    await registry.applyConfigurationContentOnDevice('node-cfg-edge', {
       modulesContent: {
         $edgeAgent: { 'properties.desired': { schemaVersion: '1.1', runtime: { type: 'docker' } } },
         $edgeHub: { 'properties.desired': { schemaVersion: '1.1', routes: { up: 'FROM /* INTO $upstream' } } },
       },
     });
-    const agent = (await registry.getModuleTwin('node-edge-1', '$edgeAgent')).responseBody;
+    const agent = (await registry.getModuleTwin('node-cfg-edge', '$edgeAgent')).responseBody;
     assert(agent.properties.desired.runtime.type === 'docker', JSON.stringify(agent.properties.desired));
-    const edgeHub = (await registry.getModuleTwin('node-edge-1', '$edgeHub')).responseBody;
+    const edgeHub = (await registry.getModuleTwin('node-cfg-edge', '$edgeHub')).responseBody;
     assert(edgeHub.properties.desired.routes.up === 'FROM /* INTO $upstream', JSON.stringify(edgeHub.properties.desired));
   });
 
