@@ -10,7 +10,6 @@ only if nothing failed.
 import json
 import os
 import threading
-import time
 from datetime import datetime, timedelta, timezone
 
 from harness import check, defaults, finish, skip
@@ -177,9 +176,13 @@ def live_tail():
     worker = threading.Thread(target=client.receive, kwargs=dict(
         on_event=on_event, partition_id=PARTITION, starting_position="@latest", max_wait_time=1))
     worker.start()
-    time.sleep(3)  # the receiver attaches at the end of the stream before the new event
-    send_telemetry(DEVICE, 1, tag="live")
-    done.wait(20)
+    # "@latest" is wherever the stream ends when the receiver attaches, which this thread cannot
+    # observe: send live events until one arrives (each waits up to 1 s) instead of guessing
+    # how long attaching takes. Whatever arrives must be one of them, never an older event.
+    for _ in range(20):
+        send_telemetry(DEVICE, 1, tag="live")
+        if done.wait(1):
+            break
     client.close()
     worker.join(10)
     assert events and json.loads(events[0].body_as_str())["tag"] == "live", [e.body_as_str() for e in events]

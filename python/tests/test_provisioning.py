@@ -226,7 +226,7 @@ def test_no_answer_in_time_is_an_operation_timeout_and_the_gil_is_released_meanw
         silent.listen()
         client = ProvisioningDeviceClient.create_from_symmetric_key(
             "localhost", "dev-1", hub.dps["id_scope"], new_key(), server_verification_cert=hub.ca,
-            port=silent.getsockname()[1], timeout=1,
+            port=silent.getsockname()[1], timeout=0.2,
         )
         counted = 0
         stop = threading.Event()
