@@ -29,8 +29,10 @@
 //!   Messages never contain keys or tokens. PyO3 turns a panic into a Python exception, never
 //!   an abort, and a panicking task surfaces as a `ClientError`.
 
+mod configurations;
 mod device;
 mod errors;
+mod jobs;
 mod message;
 mod provisioning;
 mod runtime;
@@ -45,6 +47,8 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<device::NativeDeviceClient>()?;
     m.add_class::<provisioning::NativeProvisioningClient>()?;
     m.add_class::<service::NativeRegistryManager>()?;
+    m.add_class::<jobs::NativeJobManager>()?;
+    m.add_class::<configurations::NativeConfigurationManager>()?;
     m.add("ClientError", py.get_type::<errors::ClientError>())?;
     m.add(
         "ConnectionFailedError",
