@@ -215,6 +215,8 @@ def test_bulk_create_update_delete_and_per_entry_errors(registry: IoTHubRegistry
         registry.bulk_create_or_update_devices([ExportImportDevice(id=a, import_mode="sideways")])
     with pytest.raises(ValueError, match="twin"):
         registry.bulk_create_or_update_devices([ExportImportDevice(id=a, import_mode="create", tags={"x": 1})])
+    with pytest.raises(ValueError, match="scope"):
+        registry.bulk_create_or_update_devices([ExportImportDevice(id=a, import_mode="create", device_scope="s")])
 
 
 # ---- job manager -------------------------------------------------------------------------

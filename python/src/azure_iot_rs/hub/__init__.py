@@ -326,7 +326,8 @@ class IoTHubRegistryManager:
         """Creates, updates or deletes up to 100 devices in one operation; each entry's
         ``import_mode`` says which. Per-entry failures are in the result's ``errors``. This
         package sends the identity part of each entry (id, eTag, status, status reason,
-        authentication, capabilities); module entries and twin parts raise ``ValueError``."""
+        authentication, capabilities); module entries, twin parts and scopes raise
+        ``ValueError``."""
         if not isinstance(devices, list):
             raise TypeError("devices must be a list of ExportImportDevice")
         entries = []
@@ -335,6 +336,8 @@ class IoTHubRegistryManager:
                 raise TypeError("devices must be a list of ExportImportDevice")
             if entry.module_id or entry.tags is not None or entry.properties is not None or entry.twin_etag:
                 raise ValueError("devices: module entries and twin parts (tags, properties, twin_etag) are not supported")
+            if entry.device_scope or entry.parent_scopes:
+                raise ValueError("devices: device_scope and parent_scopes are not supported in bulk entries")
             device = Device(
                 device_id=entry.id,
                 etag=entry.e_tag,
@@ -342,8 +345,6 @@ class IoTHubRegistryManager:
                 status_reason=entry.status_reason,
                 authentication=entry.authentication,
                 capabilities=entry.capabilities,
-                device_scope=entry.device_scope,
-                parent_scopes=entry.parent_scopes,
             )
             entries.append((str(entry.import_mode or "create"), json.dumps(device.serialize())))
         return BulkRegistryOperationResult._from_hub(json.loads(self._native.bulk(entries)))
