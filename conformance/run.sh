@@ -20,7 +20,7 @@ fi
 # The Node SDK scenarios run when node is on the PATH (CI installs it); packages go into
 # conformance/node/node_modules (git-ignored), pinned by package-lock.json.
 # service_to_rust_device.py runs once per transport of our device client (`@amqp` suffix).
-scenarios="python/registry_manager.py python/device_mqtt.py python/service_to_rust_device.py python/service_to_rust_device.py@amqp python/rust_service_to_device.py python/file_upload.py python/dps_device.py python/eventhubs_consumer.py python/jobs.py"
+scenarios="python/registry_manager.py python/device_mqtt.py python/service_to_rust_device.py python/service_to_rust_device.py@amqp python/rust_service_to_device.py python/file_upload.py python/dps_device.py python/eventhubs_consumer.py python/jobs.py python/configurations.py"
 if command -v npm >/dev/null 2>&1; then
   (cd "$here/node" && npm ci --silent --no-audit --no-fund)
   scenarios="$scenarios node/scenarios.js node/dps.js node/eventhubs.js node/jobs.js node/configurations.js"
@@ -34,7 +34,7 @@ bin="$root/target/debug/azure-iot"
 # Python scenarios that also pass with this project's Python package (azure_iot_rs) swapped in
 # by import (CONFORMANCE_PY_SDK, read by python/harness.py); the others are listed with why in
 # docs/CONFORMANCE.md. Their checks fill the "azure_iot_rs: …" columns of the table.
-swapped="python/file_upload.py python/rust_service_to_device.py python/service_to_rust_device.py python/service_to_rust_device.py@amqp python/dps_device.py"
+swapped="python/registry_manager.py python/file_upload.py python/rust_service_to_device.py python/service_to_rust_device.py python/service_to_rust_device.py@amqp python/dps_device.py python/jobs.py python/configurations.py"
 # The package's wheel (debug), installed beside the official SDKs.
 "$venv/bin/pip" install --quiet --disable-pip-version-check maturin==1.16.0
 wheels="$(mktemp -d)"

@@ -17,7 +17,7 @@ from harness import azure_iot as cli, check, defaults, finish
 
 from azure.iot.device import IoTHubDeviceClient, MethodResponse
 from azure.iot.hub import IoTHubJobManager, IoTHubRegistryManager
-from azure.iot.hub.models import CloudToDeviceMethod, JobRequest, Twin, TwinProperties
+from azure.iot.hub.models import CloudToDeviceMethod, JobProperties, JobRequest, Twin, TwinProperties
 from msrest.exceptions import HttpOperationError
 
 HUB = json.load(open(os.environ["HUB_JSON"]))
@@ -160,6 +160,47 @@ def _():
             assert e.response.status_code == status, (status, e.response.status_code)
         else:
             raise AssertionError(f"expected HTTP {status}")
+
+
+def import_export_finished(job_id, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        job = JOBS.get_import_export_job(job_id)
+        if job.status in ("completed", "failed", "cancelled"):
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"import/export job {job_id} did not finish")
+
+
+@check("IoTHubJobManager: export devices to a blob container, delete one, import it back with its keys", scenario="import/export devices jobs", transport="HTTPS")
+def _():
+    created = RM.create_device_with_sas("py-export-1", "", "", "enabled")
+    uri = cli("hub", "container-sas", "--name", "py-export")[0]
+    export = JOBS.create_import_export_job(JobProperties(
+        type="export", output_blob_container_uri=uri, exclude_keys_in_export=False))
+    assert export.type == "export" and export.job_id, export
+    assert import_export_finished(export.job_id).status == "completed"
+    RM.delete_device("py-export-1")
+    imported = JOBS.create_import_export_job(JobProperties(
+        type="import", input_blob_container_uri=uri, output_blob_container_uri=uri))
+    done = import_export_finished(imported.job_id)
+    assert done.status == "completed", done.failure_reason
+    back = RM.get_device("py-export-1")
+    assert back.authentication.symmetric_key.primary_key == created.authentication.symmetric_key.primary_key
+    listed = [job.job_id for job in JOBS.get_import_export_jobs()]
+    assert export.job_id in listed and imported.job_id in listed, listed
+
+
+@check("IoTHubJobManager: unknown import/export job 404 (get and cancel)", scenario="import/export devices jobs", transport="HTTPS")
+def _():
+    for call in (lambda: JOBS.get_import_export_job("py-no-such-job"),
+                 lambda: JOBS.cancel_import_export_job("py-no-such-job")):
+        try:
+            call()
+        except HttpOperationError as e:
+            assert e.response.status_code == 404, e.response.status_code
+        else:
+            raise AssertionError("expected HTTP 404")
 
 
 # ---- this project's service client, through `azure-iot job` ----------------------------------

@@ -151,6 +151,49 @@ def _():
     assert result.is_successful
 
 
+@check("create and update with CA and X.509 authentication, list devices", scenario="registry CRUD")
+def _():
+    d = RM.create_device_with_certificate_authority("py-ca", "enabled", iot_edge=True)
+    assert d.authentication.type == "certificateAuthority" and d.capabilities.iot_edge
+    u = RM.update_device_with_x509("py-ca", d.etag, "C" * 40, "D" * 40, "disabled")
+    assert u.authentication.type == "selfSigned" and u.status == "disabled"
+    assert u.authentication.x509_thumbprint.secondary_thumbprint == "D" * 40
+    assert status_of(lambda: RM.update_device_with_certificate_authority("py-ca", d.etag, "enabled")) == 412
+    c = RM.update_device_with_certificate_authority("py-ca", u.etag, "enabled")
+    assert c.authentication.type == "certificateAuthority" and c.status == "enabled"
+    assert "py-ca" in [x.device_id for x in RM.get_devices()]
+    assert len(RM.get_devices(1)) == 1
+    RM.delete_device("py-ca", c.etag)
+
+
+@check("modules with X.509 and CA authentication", scenario="module identities")
+def _():
+    m = RM.create_module_with_x509("py-dev-2", "m-x509", None, "A" * 40, "B" * 40)
+    assert m.authentication.type == "selfSigned"
+    assert m.authentication.x509_thumbprint.primary_thumbprint == "A" * 40
+    u = RM.update_module_with_x509("py-dev-2", "m-x509", "me", m.etag, "E" * 40, "F" * 40)
+    assert u.authentication.x509_thumbprint.primary_thumbprint == "E" * 40 and u.managed_by == "me"
+    ca = RM.create_module_with_certificate_authority("py-dev-2", "m-ca", None)
+    assert ca.authentication.type == "certificateAuthority"
+    assert RM.update_module_with_certificate_authority("py-dev-2", "m-ca", "edge", ca.etag).managed_by == "edge"
+    RM.delete_module("py-dev-2", "m-x509")
+    RM.delete_module("py-dev-2", "m-ca")
+
+
+@check("module twin: replace, stale etag 412", scenario="module: output, twin, method")
+def _():
+    t = RM.get_module_twin("py-dev-2", "m2")
+    r = RM.replace_module_twin("py-dev-2", "m2", Twin(tags={"t": 1}, properties=TwinProperties(desired={"only": 1})), t.etag)
+    assert r.tags == {"t": 1} and "k" not in r.properties.desired and r.properties.desired["only"] == 1
+    assert status_of(lambda: RM.update_module_twin("py-dev-2", "m2", Twin(tags={"t": 2}), t.etag)) == 412
+
+
+@check("direct method to an offline module is 404", scenario="method on an offline device")
+def _():
+    call = CloudToDeviceMethod(method_name="reboot", payload={}, response_timeout_in_seconds=5, connect_timeout_in_seconds=0)
+    assert status_of(lambda: RM.invoke_device_module_method("py-dev-2", "m2", call)) == 404
+
+
 @check("direct method to an offline device is 404", scenario="method on an offline device")
 def _():
     assert status_of(lambda: RM.invoke_device_method("py-dev-1", CloudToDeviceMethod(method_name="reboot", payload={}, response_timeout_in_seconds=5, connect_timeout_in_seconds=0))) == 404

@@ -23,14 +23,21 @@
 //!   (with the payload Python set); the result crosses as the operation id, the status and
 //!   DPS's registration record as JSON, which the pure-Python models read. No handlers, no
 //!   queue: a registration is one call.
+//! * **Service managers** (modules `service`, `jobs`, `configurations`). One native class per
+//!   `azure.iot.hub` manager over `azure_iot_service::ServiceClient`; requests cross as the
+//!   hub's JSON, read into the Rust client's typed models before anything is sent (a model
+//!   that does not fit is a `ValueError`), and answers return as JSON for the pure-Python
+//!   models. Queries cross one page at a time (item type, continuation token, items).
 //! * **Errors.** Rust error kinds map onto the exception classes of
 //!   `azure.iot.device.exceptions` (module `errors`); invalid input is a `ValueError` raised when
 //!   the client is created (connection string, key, certificate, CA), not at `connect`.
 //!   Messages never contain keys or tokens. PyO3 turns a panic into a Python exception, never
 //!   an abort, and a panicking task surfaces as a `ClientError`.
 
+mod configurations;
 mod device;
 mod errors;
+mod jobs;
 mod message;
 mod provisioning;
 mod runtime;
@@ -45,6 +52,8 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<device::NativeDeviceClient>()?;
     m.add_class::<provisioning::NativeProvisioningClient>()?;
     m.add_class::<service::NativeRegistryManager>()?;
+    m.add_class::<jobs::NativeJobManager>()?;
+    m.add_class::<configurations::NativeConfigurationManager>()?;
     m.add("ClientError", py.get_type::<errors::ClientError>())?;
     m.add(
         "ConnectionFailedError",

@@ -1,17 +1,24 @@
 //! `NativeRegistryManager`: the Rust half of `IoTHubRegistryManager`, over
-//! [`azure_iot_service::ServiceClient`]. Results travel as the hub's JSON text, from which the
-//! Python model classes (`Device`, `Twin`, `CloudToDeviceMethodResult`) are built.
+//! [`azure_iot_service::ServiceClient`]. Identities, twins and configurations cross as the
+//! hub's JSON text both ways: the Python models (`Device`, `Module`, `Twin`, `ExportImportDevice`,
+//! …) write it, this module reads it into the Rust client's typed models (so malformed input is
+//! a `ValueError` naming the argument, before anything is sent) and returns the hub's answer as
+//! JSON for the Python models to read. The helpers here ([`connect`], [`from_json`],
+//! [`call_json`]) are shared with the job and configuration managers (modules `jobs`,
+//! `configurations`).
 
+use std::future::Future;
 use std::sync::Arc;
 
 use azure_iot_core::method::DirectMethodRequest;
 use azure_iot_service::{
-    AuthenticationMechanism, AuthenticationType, CloudToDeviceMessage, Device, DeviceStatus,
-    FeedbackMode, IfMatch, Messaging, Module, ServiceClient, ServiceClientOptions, SymmetricKey,
-    TwinPatch,
+    BulkEntry, BulkMode, CloudToDeviceMessage, Device, FeedbackMode, IfMatch, Messaging, Module,
+    Query, ServiceClient, ServiceClientOptions, TwinPatch,
 };
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::sync::Mutex;
 
@@ -39,14 +46,93 @@ fn if_match(etag: Option<&str>) -> IfMatch {
     IfMatch::etag_or_any(etag)
 }
 
-fn parse_status(status: &str) -> PyResult<DeviceStatus> {
-    match status {
-        "enabled" => Ok(DeviceStatus::Enabled),
-        "disabled" => Ok(DeviceStatus::Disabled),
-        other => Err(PyValueError::new_err(format!(
-            "status: {other:?} is not one of enabled, disabled"
-        ))),
+/// Reads `text`, the JSON the Python model `what` wrote, into the Rust client's model; a
+/// `ValueError` naming `what` if it does not fit.
+pub(crate) fn from_json<T: DeserializeOwned>(what: &str, text: &str) -> PyResult<T> {
+    serde_json::from_str(text)
+        .map_err(|e| PyValueError::new_err(format!("{what} is not valid: {e}")))
+}
+
+/// Runs `operation` with the GIL released and returns its answer as JSON text.
+pub(crate) fn call_json<T, F>(py: Python<'_>, operation: F) -> PyResult<String>
+where
+    T: Serialize + Send + 'static,
+    F: Future<Output = azure_iot_service::Result<T>> + Send + 'static,
+{
+    wait(py, async move {
+        to_json(&operation.await.map_err(service_error)?)
+    })
+}
+
+/// Runs `operation`, which answers nothing, with the GIL released.
+pub(crate) fn call_unit<F>(py: Python<'_>, operation: F) -> PyResult<()>
+where
+    F: Future<Output = azure_iot_service::Result<()>> + Send + 'static,
+{
+    wait(py, async move { operation.await.map_err(service_error) })
+}
+
+/// One page of a query as Python's `QueryResult` reads it: `(item type, continuation token,
+/// items as a JSON array)`; read with the GIL released.
+pub(crate) type Page = (Option<String>, Option<String>, String);
+
+/// Reads the next page of `query` with the GIL released.
+pub(crate) fn next_page<T>(py: Python<'_>, mut query: Query<T>) -> PyResult<Page>
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+{
+    wait(py, async move {
+        let items = query
+            .next_page()
+            .await
+            .map_err(service_error)?
+            .unwrap_or_default();
+        Ok((
+            query.item_type().map(str::to_owned),
+            query.continuation_token().map(str::to_owned),
+            to_json(&items)?,
+        ))
+    })
+}
+
+/// A service client from the managers' constructor arguments (see
+/// [`NativeRegistryManager::new`]); a bad connection string or CA fails here.
+pub(crate) fn connect(
+    connection_string: &str,
+    server_verification_cert: Option<String>,
+    https_port: Option<u16>,
+    amqp_port: Option<u16>,
+) -> PyResult<ServiceClient> {
+    let mut options = ServiceClientOptions::default();
+    if let Some(ca) = server_verification_cert {
+        options = options.trusted_ca_pem(ca);
     }
+    if let Some(port) = https_port {
+        options = options.https_port(port);
+    }
+    if let Some(port) = amqp_port {
+        options = options.amqp_port(port);
+    }
+    // ServiceClient::new builds the TLS configuration, so a bad CA fails here.
+    let _runtime = crate::runtime::runtime().enter();
+    ServiceClient::from_connection_string(connection_string, options).map_err(service_error)
+}
+
+/// A bulk entry's `importMode` as the Rust client's [`BulkMode`].
+fn bulk_mode(mode: &str) -> PyResult<BulkMode> {
+    Ok(match mode {
+        "create" => BulkMode::Create,
+        "update" => BulkMode::Update,
+        "updateIfMatchETag" => BulkMode::UpdateIfMatchETag,
+        "delete" => BulkMode::Delete,
+        "deleteIfMatchETag" => BulkMode::DeleteIfMatchETag,
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "devices: import_mode {other:?} is not one of create, update, updateIfMatchETag, \
+                 delete, deleteIfMatchETag"
+            )));
+        }
+    })
 }
 
 fn method_request(
@@ -67,21 +153,6 @@ fn method_request(
     Ok(request)
 }
 
-impl NativeRegistryManager {
-    /// Creates `device` on the hub; returns it as JSON.
-    fn create(&self, py: Python<'_>, device: Device) -> PyResult<String> {
-        let inner = self.inner.clone();
-        wait(py, async move {
-            let created = inner
-                .client
-                .create_device(&device)
-                .await
-                .map_err(service_error)?;
-            to_json(&created)
-        })
-    }
-}
-
 #[pymethods]
 impl NativeRegistryManager {
     /// A registry manager from a service connection string (`HostName=…;SharedAccessKeyName=…;
@@ -95,20 +166,12 @@ impl NativeRegistryManager {
         https_port: Option<u16>,
         amqp_port: Option<u16>,
     ) -> PyResult<Self> {
-        let mut options = ServiceClientOptions::default();
-        if let Some(ca) = server_verification_cert {
-            options = options.trusted_ca_pem(ca);
-        }
-        if let Some(port) = https_port {
-            options = options.https_port(port);
-        }
-        if let Some(port) = amqp_port {
-            options = options.amqp_port(port);
-        }
-        // ServiceClient::new builds the TLS configuration, so a bad CA fails here.
-        let _runtime = crate::runtime::runtime().enter();
-        let client = ServiceClient::from_connection_string(connection_string, options)
-            .map_err(service_error)?;
+        let client = connect(
+            connection_string,
+            server_verification_cert,
+            https_port,
+            amqp_port,
+        )?;
         Ok(Self {
             inner: Arc::new(Inner {
                 client,
@@ -117,82 +180,38 @@ impl NativeRegistryManager {
         })
     }
 
-    /// Creates a device with keys (empty keys: the hub generates them); returns it as JSON.
-    #[pyo3(signature = (device_id, primary_key, secondary_key, status, iot_edge=false))]
-    fn create_device_with_sas(
+    /// Creates (`create`) or replaces (if `etag` holds; `None`: any) the device `device_json`,
+    /// the hub's `Device` JSON; returns the hub's answer as JSON.
+    #[pyo3(signature = (device_json, create, etag=None))]
+    fn put_device(
         &self,
         py: Python<'_>,
-        device_id: String,
-        primary_key: String,
-        secondary_key: String,
-        status: &str,
-        iot_edge: bool,
+        device_json: &str,
+        create: bool,
+        etag: Option<String>,
     ) -> PyResult<String> {
-        let device = Device::new(device_id)
-            .with_symmetric_key(primary_key, secondary_key)
-            .with_status(parse_status(status)?, None)
-            .with_iot_edge(iot_edge);
-        self.create(py, device)
-    }
-
-    /// Creates a device authenticated by self-signed certificates of these thumbprints.
-    #[pyo3(signature = (device_id, primary_thumbprint, secondary_thumbprint, status, iot_edge=false))]
-    fn create_device_with_x509(
-        &self,
-        py: Python<'_>,
-        device_id: String,
-        primary_thumbprint: String,
-        secondary_thumbprint: Option<String>,
-        status: &str,
-        iot_edge: bool,
-    ) -> PyResult<String> {
-        let device = Device::new(device_id)
-            .with_x509_thumbprints(primary_thumbprint, secondary_thumbprint)
-            .with_status(parse_status(status)?, None)
-            .with_iot_edge(iot_edge);
-        self.create(py, device)
-    }
-
-    /// Creates a module with keys (empty keys: the hub generates them); returns it as JSON.
-    fn create_module_with_sas(
-        &self,
-        py: Python<'_>,
-        device_id: String,
-        module_id: String,
-        primary_key: String,
-        secondary_key: String,
-    ) -> PyResult<String> {
-        let module =
-            Module::new(device_id, module_id).with_authentication(AuthenticationMechanism {
-                kind: AuthenticationType::Sas,
-                symmetric_key: Some(SymmetricKey {
-                    primary_key,
-                    secondary_key,
-                }),
-                x509_thumbprint: None,
-            });
+        let device: Device = from_json("device", device_json)?;
         let inner = self.inner.clone();
-        wait(py, async move {
-            let created = inner
-                .client
-                .create_module(&module)
-                .await
-                .map_err(service_error)?;
-            to_json(&created)
+        call_json(py, async move {
+            if create {
+                inner.client.create_device(&device).await
+            } else {
+                let condition = if_match(etag.as_deref());
+                inner.client.update_device(&device, condition).await
+            }
         })
     }
 
     /// The device as JSON.
     fn get_device(&self, py: Python<'_>, device_id: String) -> PyResult<String> {
         let inner = self.inner.clone();
-        wait(py, async move {
-            let device = inner
-                .client
-                .get_device(&device_id)
-                .await
-                .map_err(service_error)?;
-            to_json(&device)
-        })
+        call_json(py, async move { inner.client.get_device(&device_id).await })
+    }
+
+    /// Up to `max` devices (the hub's page of at most 1,000) as a JSON array.
+    fn get_devices(&self, py: Python<'_>, max: u32) -> PyResult<String> {
+        let inner = self.inner.clone();
+        call_json(py, async move { inner.client.list_devices(max).await })
     }
 
     /// Deletes the device (if `etag` is given, only if it still has it).
@@ -204,49 +223,167 @@ impl NativeRegistryManager {
         etag: Option<String>,
     ) -> PyResult<()> {
         let inner = self.inner.clone();
-        wait(py, async move {
+        call_unit(py, async move {
+            let condition = if_match(etag.as_deref());
+            inner.client.delete_device(&device_id, condition).await
+        })
+    }
+
+    /// Creates (`create`) or replaces (if `etag` holds) the module `module_json`, the hub's
+    /// `Module` JSON; returns the hub's answer as JSON.
+    #[pyo3(signature = (module_json, create, etag=None))]
+    fn put_module(
+        &self,
+        py: Python<'_>,
+        module_json: &str,
+        create: bool,
+        etag: Option<String>,
+    ) -> PyResult<String> {
+        let module: Module = from_json("module", module_json)?;
+        let inner = self.inner.clone();
+        call_json(py, async move {
+            if create {
+                inner.client.create_module(&module).await
+            } else {
+                let condition = if_match(etag.as_deref());
+                inner.client.update_module(&module, condition).await
+            }
+        })
+    }
+
+    /// The module as JSON.
+    fn get_module(&self, py: Python<'_>, device_id: String, module_id: String) -> PyResult<String> {
+        let inner = self.inner.clone();
+        call_json(py, async move {
+            inner.client.get_module(&device_id, &module_id).await
+        })
+    }
+
+    /// The device's modules as a JSON array.
+    fn get_modules(&self, py: Python<'_>, device_id: String) -> PyResult<String> {
+        let inner = self.inner.clone();
+        call_json(
+            py,
+            async move { inner.client.list_modules(&device_id).await },
+        )
+    }
+
+    /// Deletes the module (if `etag` is given, only if it still has it).
+    #[pyo3(signature = (device_id, module_id, etag=None))]
+    fn delete_module(
+        &self,
+        py: Python<'_>,
+        device_id: String,
+        module_id: String,
+        etag: Option<String>,
+    ) -> PyResult<()> {
+        let inner = self.inner.clone();
+        call_unit(py, async move {
+            let condition = if_match(etag.as_deref());
             inner
                 .client
-                .delete_device(&device_id, if_match(etag.as_deref()))
+                .delete_module(&device_id, &module_id, condition)
                 .await
-                .map_err(service_error)
         })
     }
 
-    /// The device's twin as JSON.
-    fn get_twin(&self, py: Python<'_>, device_id: String) -> PyResult<String> {
+    /// One bulk registry operation: `entries` are `(importMode, device_json)` pairs; returns
+    /// the hub's `BulkRegistryOperationResult` as JSON.
+    fn bulk(&self, py: Python<'_>, entries: Vec<(String, String)>) -> PyResult<String> {
+        let entries = entries
+            .iter()
+            .map(|(mode, device)| {
+                Ok(BulkEntry::new(
+                    bulk_mode(mode)?,
+                    from_json("devices", device)?,
+                ))
+            })
+            .collect::<PyResult<Vec<_>>>()?;
         let inner = self.inner.clone();
-        wait(py, async move {
-            let twin = inner
-                .client
-                .get_twin(&device_id)
-                .await
-                .map_err(service_error)?;
-            to_json(&twin)
+        call_json(py, async move { inner.client.bulk(&entries).await })
+    }
+
+    /// The registry's device counts as JSON.
+    fn get_device_registry_statistics(&self, py: Python<'_>) -> PyResult<String> {
+        let inner = self.inner.clone();
+        call_json(py, async move { inner.client.registry_statistics().await })
+    }
+
+    /// The service's statistics (connected devices) as JSON.
+    fn get_service_statistics(&self, py: Python<'_>) -> PyResult<String> {
+        let inner = self.inner.clone();
+        call_json(py, async move { inner.client.service_statistics().await })
+    }
+
+    /// One page of an IoT Hub query: `(item type, continuation token, items as a JSON array)`.
+    #[pyo3(signature = (sql, continuation_token=None, max_item_count=None))]
+    fn query(
+        &self,
+        py: Python<'_>,
+        sql: String,
+        continuation_token: Option<String>,
+        max_item_count: Option<u32>,
+    ) -> PyResult<Page> {
+        let mut query = self.inner.client.query(sql);
+        if let Some(token) = continuation_token {
+            query = query.continue_from(token);
+        }
+        if let Some(size) = max_item_count {
+            query = query.page_size(size);
+        }
+        next_page(py, query)
+    }
+
+    /// The twin of the device, or of its module `module_id`, as JSON.
+    #[pyo3(signature = (device_id, module_id=None))]
+    fn get_twin(
+        &self,
+        py: Python<'_>,
+        device_id: String,
+        module_id: Option<String>,
+    ) -> PyResult<String> {
+        let inner = self.inner.clone();
+        call_json(py, async move {
+            match module_id {
+                Some(module_id) => inner.client.get_module_twin(&device_id, &module_id).await,
+                None => inner.client.get_twin(&device_id).await,
+            }
         })
     }
 
-    /// Merges `twin_json` (`{"tags": …, "properties": {"desired": …}}`) into the twin; returns
-    /// the new twin as JSON.
-    #[pyo3(signature = (device_id, twin_json, etag=None))]
+    /// Merges (`replace` false) or replaces `twin_json` (`{"tags": …, "properties":
+    /// {"desired": …}}`) into the twin of the device or of its module; returns the new twin as
+    /// JSON.
+    #[pyo3(signature = (device_id, module_id, twin_json, replace, etag=None))]
     fn update_twin(
         &self,
         py: Python<'_>,
         device_id: String,
+        module_id: Option<String>,
         twin_json: &str,
+        replace: bool,
         etag: Option<String>,
     ) -> PyResult<String> {
-        let doc: Value = serde_json::from_str(twin_json)
-            .map_err(|e| PyValueError::new_err(format!("device_twin is not JSON: {e}")))?;
+        let doc: Value = from_json("twin", twin_json)?;
         let patch = TwinPatch::from_value(doc).map_err(service_error)?;
         let inner = self.inner.clone();
-        wait(py, async move {
-            let twin = inner
-                .client
-                .update_twin(&device_id, &patch, if_match(etag.as_deref()))
-                .await
-                .map_err(service_error)?;
-            to_json(&twin)
+        call_json(py, async move {
+            let client = &inner.client;
+            let condition = if_match(etag.as_deref());
+            match (module_id, replace) {
+                (Some(m), false) => {
+                    client
+                        .update_module_twin(&device_id, &m, &patch, condition)
+                        .await
+                }
+                (Some(m), true) => {
+                    client
+                        .replace_module_twin(&device_id, &m, &patch, condition)
+                        .await
+                }
+                (None, false) => client.update_twin(&device_id, &patch, condition).await,
+                (None, true) => client.replace_twin(&device_id, &patch, condition).await,
+            }
         })
     }
 
