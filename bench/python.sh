@@ -21,7 +21,10 @@
 #
 # Environment: ROUNDS (default 3); SYNC_N, ASYNC_N, SERVICE_N (default 3000, 10000, 1000);
 # BENCH_CARGO_LOCK (a lock file: every build then runs under `flock` on it, for machines where
-# other builds share the cores); CARGO_TARGET_DIR as usual.
+# other builds share the cores); CARGO_TARGET_DIR as usual; BIN (a directory holding release
+# builds of `azure-iot` and `examples/bench_telemetry`: nothing is built for them) and WHEEL
+# (a release wheel of the package, built beforehand with `maturin build --release`: used
+# instead of building one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$(pwd)"
@@ -45,16 +48,22 @@ ours=bench/.venv-rs
 [ -x "$ours/bin/python" ] || python3 -m venv "$ours"
 "$ours/bin/pip" install --quiet --disable-pip-version-check maturin==1.16.0
 
-${locked[@]+"${locked[@]}"} cargo build --release --locked -q -p azure_iot_cli
-${locked[@]+"${locked[@]}"} cargo build --release --locked -q -p azure_iot_device --example bench_telemetry
+if [ -z "${BIN:-}" ]; then
+  ${locked[@]+"${locked[@]}"} cargo build --release --locked -q -p azure_iot_cli
+  ${locked[@]+"${locked[@]}"} cargo build --release --locked -q -p azure_iot_device --example bench_telemetry
+fi
 wheels="$(mktemp -d)"
-(cd python && ${locked[@]+"${locked[@]}"} "$root/$ours/bin/maturin" build --release --quiet --locked --out "$wheels")
+if [ -n "${WHEEL:-}" ]; then
+  cp "$WHEEL" "$wheels/"
+else
+  (cd python && ${locked[@]+"${locked[@]}"} "$root/$ours/bin/maturin" build --release --quiet --locked --out "$wheels")
+fi
 wheel="$(ls "$wheels"/azure_iot_rs-*.whl)"
 echo "wheel: $(basename "$wheel") $(stat -c %s "$wheel") bytes ($(du -k "$wheel" | cut -f1) KiB)"
 "$ours/bin/pip" install --quiet --disable-pip-version-check --force-reinstall "$wheel"
 rm -rf "$wheels"
 
-bin="$target/release"
+bin="${BIN:-$target/release}"
 work="$(mktemp -d)"
 start_emulator "$bin" "$work"
 echo "hub: azure-iot hub start (release, durable telemetry log) on 443/8883/5671/10000"
