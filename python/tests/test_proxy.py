@@ -10,7 +10,7 @@ from device_doubles import ConnectProxy
 
 from azure_iot_rs import IoTHubDeviceClient, IoTHubModuleClient, ProxyOptions
 from azure_iot_rs import aio
-from azure_iot_rs.exceptions import ConnectionFailedError
+from azure_iot_rs.exceptions import CredentialError
 
 
 @pytest.fixture
@@ -76,14 +76,14 @@ def test_the_password_is_not_in_repr():
     assert "s3cret" not in repr(options) and "alice" in repr(options)
 
 
-def test_a_proxy_that_refuses_is_a_connection_failure(hub, device):
+def test_a_proxy_that_refuses_the_credentials_is_a_credential_error(hub, device):
     proxy = ConnectProxy(require_auth="Basic nobody")
     try:
         client = IoTHubDeviceClient.create_from_connection_string(
             device["connection_string"], connection_retry=False,
             proxy_options=ProxyOptions("HTTP", "127.0.0.1", proxy.port, "alice", "wrong-password"), **hub.device_kwargs(),
         )
-        with pytest.raises(ConnectionFailedError) as raised:
+        with pytest.raises(CredentialError, match="407") as raised:
             client.connect()
         assert "wrong-password" not in str(raised.value)
         client.shutdown()

@@ -38,15 +38,19 @@ def test_the_handler_fires_120_s_before_expiry_and_update_reconnects(hub, device
     client.connect()
     assert required.wait(WAIT), "on_new_sastoken_required was not called"
     assert threads == ["azure_iot_rs-handlers"]
+
+    def wait_for_changes(count: int) -> None:
+        deadline = time.monotonic() + WAIT
+        while len(changes) < count and time.monotonic() < deadline:
+            time.sleep(0.05)  # waits for the handler thread to report the change
+        assert len(changes) >= count, changes
+
+    wait_for_changes(1)  # connected
     client.update_sastoken(token_for(hub, device))
     assert client.connected
     client.send_message("after the update")
-    deadline = time.monotonic() + WAIT
-    while len(changes) < 3 and time.monotonic() < deadline:
-        time.sleep(0.05)  # waits for the handler thread to report the reconnection
+    wait_for_changes(3)  # disconnected by the reauthorization, connected with the new token
     client.shutdown()
-    # Connected, disconnected by the reauthorization, connected with the new token.
-    assert len(changes) >= 3, changes
     assert [e["body"] for e in hub.telemetry(device["device_id"], 1)] == ["after the update"]
 
 

@@ -39,7 +39,8 @@ where
     loop {
         let step = py.detach(|| {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                runtime().block_on(tokio::time::timeout(SIGNAL_CHECK, &mut fut))
+                // The timer is made inside `block_on`: it needs the runtime's context.
+                runtime().block_on(async { tokio::time::timeout(SIGNAL_CHECK, &mut fut).await })
             }))
         });
         match step {
