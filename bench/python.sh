@@ -5,7 +5,8 @@
 #   * device: bench/peers/py_sdk.py — sync (each message awaited) and asyncio (100 in flight),
 #     with its import + connect time and peak RSS — once with azure-iot-device 2.14 and once
 #     with azure_iot_rs (PY_SDK=azure_iot_rs: only the driver's import lines differ), plus this
-#     project's Rust client (bench_telemetry, 100 in flight) for the ≥ 0.5× Rust target;
+#     project's Rust client (bench_telemetry: 100 in flight for the ≥ 0.5× Rust target, and
+#     awaiting each acknowledgement, which shows what the hub allows sync clients);
 #   * service: bench/peers/py_service.py — 1,000 device creates then 1,000 twin reads — once
 #     with azure-iot-hub 2.7 and once with azure_iot_rs.
 #
@@ -106,6 +107,7 @@ for round in $(seq 1 "$rounds"); do
   PY_SDK=azure_iot_rs run ours-sync "$cs_ours" "$ours/bin/python" "$peers/py_sdk.py" sync "$sync_n"
   run official-async "$cs_official" "$official/bin/python" "$peers/py_sdk.py" async "$async_n" 100
   PY_SDK=azure_iot_rs run ours-async "$cs_ours" "$ours/bin/python" "$peers/py_sdk.py" async "$async_n" 100
+  run rust-seq "$cs_rust" "$bin/examples/bench_telemetry" seq "$sync_n"
   run rust-conc "$cs_rust" "$bin/examples/bench_telemetry" conc "$async_n" 100
   run official-service "$owner" "$official/bin/python" "$peers/py_service.py" "$service_n"
   PY_SDK=azure_iot_rs run ours-service "$owner" "$ours/bin/python" "$peers/py_service.py" "$service_n"
