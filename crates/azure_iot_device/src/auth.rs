@@ -220,8 +220,9 @@ mod tests {
     impl TokenProvider for Fixed {
         fn token(
             &self,
-        ) -> Pin<Box<dyn Future<Output = std::result::Result<String, TokenProviderError>> + Send + '_>>
-        {
+        ) -> Pin<
+            Box<dyn Future<Output = std::result::Result<String, TokenProviderError>> + Send + '_>,
+        > {
             Box::pin(async move { Ok(self.token.clone()) })
         }
 

@@ -37,8 +37,8 @@ use crate::completions::{Completion, NativeCompletions};
 use crate::edge::Workload;
 use crate::errors::device_error;
 use crate::message;
-use crate::tokens::{self, EdgeTokens, SharedEdgeTokens, UserToken};
 use crate::runtime::{awaitable, runtime, wait};
+use crate::tokens::{self, EdgeTokens, SharedEdgeTokens, UserToken};
 
 /// How many inbound events wait for the handlers at most.
 const EVENT_CAPACITY: usize = 64;
@@ -502,10 +502,7 @@ fn event_to_python(py: Python<'_>, event: Event) -> PyResult<Py<PyAny>> {
                 patch.to_string().into_pyobject(py)?.into_any(),
             )
         }
-        Event::NewSastokenRequired => (
-            "new_sastoken_required",
-            PyTuple::empty(py).into_any(),
-        ),
+        Event::NewSastokenRequired => ("new_sastoken_required", PyTuple::empty(py).into_any()),
         Event::ConnectionState(c) => (
             "connection_state",
             pyo3::types::PyBool::new(py, c).to_owned().into_any(),
@@ -1044,17 +1041,20 @@ fn edge_credentials(py: Python<'_>, module: EdgeModule) -> PyResult<(Arc<EdgeTok
     })?;
     let check = tokens.clone();
     wait(py, async move {
-        tokio::time::timeout(EDGE_TIMEOUT, check.workload.token(&check.resource, check.ttl))
-            .await
-            .map_err(|_| "the IoT Edge workload API did not answer in time".to_owned())
-            .and_then(|r| r.map_err(|e| e.to_string()))
-            .map(drop)
-            .map_err(|e| {
-                PyValueError::new_err(format!(
-                    "Could not create a SasToken using the values provided, or in the Edge \
+        tokio::time::timeout(
+            EDGE_TIMEOUT,
+            check.workload.token(&check.resource, check.ttl),
+        )
+        .await
+        .map_err(|_| "the IoT Edge workload API did not answer in time".to_owned())
+        .and_then(|r| r.map_err(|e| e.to_string()))
+        .map(drop)
+        .map_err(|e| {
+            PyValueError::new_err(format!(
+                "Could not create a SasToken using the values provided, or in the Edge \
                      environment: {e}"
-                ))
-            })
+            ))
+        })
     })?;
     Ok((tokens, bundle))
 }

@@ -109,7 +109,10 @@ impl Workload {
 
     /// The trust bundle: PEM certificates to verify the Edge hub with.
     pub(crate) async fn trust_bundle(&self) -> Result<String, WorkloadError> {
-        let path = format!("/trust-bundle?api-version={}", encode_component(&self.api_version));
+        let path = format!(
+            "/trust-bundle?api-version={}",
+            encode_component(&self.api_version)
+        );
         let answer = self.request("GET", &path, None).await?;
         match answer.get("certificate") {
             Some(Value::String(pem)) => Ok(pem.clone()),

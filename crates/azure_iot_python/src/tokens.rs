@@ -46,7 +46,9 @@ impl UserToken {
 
     fn current(&self) -> std::sync::MutexGuard<'_, SasToken> {
         // A poisoned lock only means a panic elsewhere; the token itself is whole.
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Makes `token` the current one (the next connection uses it).

@@ -71,6 +71,9 @@ class _AsyncClient(ClientBase):
         super().__init__(native)
         self._dispatcher: Optional["asyncio.Task[None]"] = None
         self._stopping = False
+        #: The loop of the last send and its completer (the per-send lookup, cached).
+        self._completer_loop: Optional[asyncio.AbstractEventLoop] = None
+        self._completer: Optional[_Completer] = None
 
     def _handlers_set(self) -> None:
         try:
@@ -139,7 +142,11 @@ class _AsyncClient(ClientBase):
 
     async def _send(self, args: Tuple[bytes, Any, Any]) -> None:
         loop = asyncio.get_running_loop()
-        completer = _completer(loop)
+        if loop is self._completer_loop:
+            completer = self._completer
+        else:  # the first send on this loop: look its completer up once
+            completer = self._completer = _completer(loop)
+            self._completer_loop = loop
         if completer is None:
             await self._native.send_message_async(*args)
             return
