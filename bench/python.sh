@@ -5,7 +5,8 @@
 #   * device: bench/peers/py_sdk.py — sync (each message awaited) and asyncio (100 in flight),
 #     with its import + connect time and peak RSS — once with azure-iot-device 2.14 and once
 #     with azure_iot_rs (PY_SDK=azure_iot_rs: only the driver's import lines differ), plus this
-#     project's Rust client (bench_telemetry, 100 in flight) for the ≥ 0.5× Rust target;
+#     project's Rust client (bench_telemetry: 100 in flight for the ≥ 0.5× Rust target, and
+#     awaiting each acknowledgement, which shows what the hub allows sync clients);
 #   * service: bench/peers/py_service.py — 1,000 device creates then 1,000 twin reads — once
 #     with azure-iot-hub 2.7 and once with azure_iot_rs.
 #
@@ -21,7 +22,10 @@
 #
 # Environment: ROUNDS (default 3); SYNC_N, ASYNC_N, SERVICE_N (default 3000, 10000, 1000);
 # BENCH_CARGO_LOCK (a lock file: every build then runs under `flock` on it, for machines where
-# other builds share the cores); CARGO_TARGET_DIR as usual.
+# other builds share the cores); CARGO_TARGET_DIR as usual; BIN (a directory holding release
+# builds of `azure-iot` and `examples/bench_telemetry`: nothing is built for them) and WHEEL
+# (a release wheel of the package, built beforehand with `maturin build --release`: used
+# instead of building one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$(pwd)"
@@ -45,16 +49,22 @@ ours=bench/.venv-rs
 [ -x "$ours/bin/python" ] || python3 -m venv "$ours"
 "$ours/bin/pip" install --quiet --disable-pip-version-check maturin==1.16.0
 
-${locked[@]+"${locked[@]}"} cargo build --release --locked -q -p azure_iot_cli
-${locked[@]+"${locked[@]}"} cargo build --release --locked -q -p azure_iot_device --example bench_telemetry
+if [ -z "${BIN:-}" ]; then
+  ${locked[@]+"${locked[@]}"} cargo build --release --locked -q -p azure_iot_cli
+  ${locked[@]+"${locked[@]}"} cargo build --release --locked -q -p azure_iot_device --example bench_telemetry
+fi
 wheels="$(mktemp -d)"
-(cd python && ${locked[@]+"${locked[@]}"} "$root/$ours/bin/maturin" build --release --quiet --locked --out "$wheels")
+if [ -n "${WHEEL:-}" ]; then
+  cp "$WHEEL" "$wheels/"
+else
+  (cd python && ${locked[@]+"${locked[@]}"} "$root/$ours/bin/maturin" build --release --quiet --locked --out "$wheels")
+fi
 wheel="$(ls "$wheels"/azure_iot_rs-*.whl)"
 echo "wheel: $(basename "$wheel") $(stat -c %s "$wheel") bytes ($(du -k "$wheel" | cut -f1) KiB)"
 "$ours/bin/pip" install --quiet --disable-pip-version-check --force-reinstall "$wheel"
 rm -rf "$wheels"
 
-bin="$target/release"
+bin="${BIN:-$target/release}"
 work="$(mktemp -d)"
 start_emulator "$bin" "$work"
 echo "hub: azure-iot hub start (release, durable telemetry log) on 443/8883/5671/10000"
@@ -97,6 +107,7 @@ for round in $(seq 1 "$rounds"); do
   PY_SDK=azure_iot_rs run ours-sync "$cs_ours" "$ours/bin/python" "$peers/py_sdk.py" sync "$sync_n"
   run official-async "$cs_official" "$official/bin/python" "$peers/py_sdk.py" async "$async_n" 100
   PY_SDK=azure_iot_rs run ours-async "$cs_ours" "$ours/bin/python" "$peers/py_sdk.py" async "$async_n" 100
+  run rust-seq "$cs_rust" "$bin/examples/bench_telemetry" seq "$sync_n"
   run rust-conc "$cs_rust" "$bin/examples/bench_telemetry" conc "$async_n" 100
   run official-service "$owner" "$official/bin/python" "$peers/py_service.py" "$service_n"
   PY_SDK=azure_iot_rs run ours-service "$owner" "$ours/bin/python" "$peers/py_service.py" "$service_n"

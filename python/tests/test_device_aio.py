@@ -1,11 +1,12 @@
 """The asyncio device client against the emulator."""
 
 import asyncio
+import socket
 from typing import Any, Dict, List
 
 from azure_iot_rs import Message, MethodResponse
 from azure_iot_rs.aio import IoTHubDeviceClient
-from azure_iot_rs.exceptions import CredentialError
+from azure_iot_rs.exceptions import ConnectionFailedError, CredentialError
 from azure_iot_rs.hub.models import CloudToDeviceMethod, Twin, TwinProperties
 
 WAIT = 20
@@ -88,3 +89,34 @@ def test_aio_wrong_key_is_a_credential_error(hub, device):
     except CredentialError:
         return
     raise AssertionError("connect with a wrong key did not raise CredentialError")
+
+
+def test_aio_send_failures_and_cancellations_reach_each_caller(hub, device):
+    """Sends resolve through the batched completion queue: each failure goes to its own
+    awaiting caller, a cancelled wait leaves the others working, and two loops in a row each
+    get their own queue."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]  # closed again: nothing listens there
+
+    async def failing() -> List[Any]:
+        client = IoTHubDeviceClient.create_from_connection_string(
+            device["connection_string"], server_verification_cert=hub.ca, port=closed_port, connection_retry=False
+        )
+        results = await asyncio.gather(*(client.send_message(f"m{i}") for i in range(5)), return_exceptions=True)
+        await client.shutdown()
+        return results
+
+    async def cancelling() -> None:
+        client = client_for(hub, device)
+        await client.connect()
+        waiting = asyncio.ensure_future(client.send_message("cancelled wait"))
+        await asyncio.sleep(0)  # one turn of the loop: the send is now waiting for its ack
+        waiting.cancel()
+        await asyncio.gather(*(client.send_message(f"after {i}") for i in range(10)))
+        await client.shutdown()
+
+    results = asyncio.run(failing())
+    assert all(isinstance(r, ConnectionFailedError) for r in results), results
+    asyncio.run(cancelling())
+    asyncio.run(cancelling())

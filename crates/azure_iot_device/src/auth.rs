@@ -97,7 +97,8 @@ impl Credential {
                         e,
                     )
                 })?;
-                Ok((token.secret().to_owned(), Some(token.expires_at())))
+                let renew = provider.renewable().then(|| token.expires_at());
+                Ok((token.secret().to_owned(), renew))
             }
             Self::X509 => Ok((String::new(), None)),
         }
@@ -125,6 +126,15 @@ pub trait TokenProvider: Send + Sync + 'static {
     fn token(
         &self,
     ) -> Pin<Box<dyn Future<Output = std::result::Result<String, TokenProviderError>> + Send + '_>>;
+
+    /// Whether the client asks for a fresh token at 85 % of the current one's life (the
+    /// default). A provider whose tokens the application replaces on its own schedule (such
+    /// as the Python package's `update_sastoken`, which then reconnects) answers `false`: the
+    /// client asks it only when it connects, and a token that expires meanwhile ends the
+    /// connection as the hub closes it.
+    fn renewable(&self) -> bool {
+        true
+    }
 }
 
 impl<F, Fut, E> TokenProvider for F
@@ -194,5 +204,50 @@ impl fmt::Debug for X509Certificate {
         f.debug_struct("X509Certificate")
             .field("chain_len", &self.chain.len())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A provider of one fixed token that says whether it wants renewals.
+    struct Fixed {
+        token: String,
+        renewable: bool,
+    }
+
+    impl TokenProvider for Fixed {
+        fn token(
+            &self,
+        ) -> Pin<
+            Box<dyn Future<Output = std::result::Result<String, TokenProviderError>> + Send + '_>,
+        > {
+            Box::pin(async move { Ok(self.token.clone()) })
+        }
+
+        fn renewable(&self) -> bool {
+            self.renewable
+        }
+    }
+
+    #[tokio::test]
+    async fn only_renewable_providers_get_a_renewal_time() {
+        let resource = ResourceUri::device("hub.example", "dev");
+        let key = SharedAccessKey::from_bytes(vec![7; 32]).unwrap();
+        let token = SasToken::generate_with_ttl(&resource, &key, None, Duration::from_secs(60));
+        for renewable in [true, false] {
+            let provider = Fixed {
+                token: token.secret().to_owned(),
+                renewable,
+            };
+            let credential = Credential::Provider(Arc::new(provider));
+            let (password, renew) = credential
+                .password(&resource, Duration::from_secs(60))
+                .await
+                .unwrap();
+            assert_eq!(password, token.secret());
+            assert_eq!(renew.is_some(), renewable);
+        }
     }
 }

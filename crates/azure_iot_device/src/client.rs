@@ -403,6 +403,7 @@ impl DeviceClient {
             Some(info) => format!("{CLIENT_TYPE} {info}"),
             None => CLIENT_TYPE.to_owned(),
         };
+        let connect_host = options.gateway_host_name.as_deref().unwrap_or(connect_host);
         let dial = Dial {
             tls,
             host: connect_host.to_owned(),

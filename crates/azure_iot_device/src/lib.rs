@@ -61,6 +61,13 @@
 //!   only change credentials by reconnecting, so it reconnects without reporting a
 //!   disconnection and resends in-flight PUBLISHes; no operation fails. A client given a
 //!   ready-made token ends with [`DisconnectReason::ExpiredToken`] once the token expires.
+//!   A [`TokenProvider`] is asked before every connection and, unless it says it is not
+//!   [`renewable`](TokenProvider::renewable) (its tokens change on the application's
+//!   schedule), at 85 % of each token's life.
+//!
+//! * A gateway (IoT Edge, a transparent gateway) is dialled instead of the hub with
+//!   [`ClientOptions::gateway_host_name`] or a connection string's `GatewayHostName`; the
+//!   identity and the tokens still name the hub.
 //!
 //! * Transports ([`ClientOptions::transport`]): MQTT over TLS (port 8883, the default), MQTT
 //!   over WebSockets (port 443, feature `mqtt_ws`), AMQP 1.0 over TLS (port 5671, feature

@@ -32,6 +32,7 @@ pub struct ClientOptions {
     pub(crate) transport: Transport,
     pub(crate) retry_policy: SharedRetryPolicy,
     pub(crate) proxy: Option<Proxy>,
+    pub(crate) gateway_host_name: Option<String>,
     pub(crate) max_pending_operations: usize,
     pub(crate) inbound_capacity: usize,
     #[cfg(feature = "amqp")]
@@ -53,6 +54,7 @@ impl Default for ClientOptions {
             transport: Transport::Mqtt,
             retry_policy: SharedRetryPolicy::default(),
             proxy: None,
+            gateway_host_name: None,
             max_pending_operations: DEFAULT_MAX_PENDING_OPERATIONS,
             inbound_capacity: DEFAULT_INBOUND_CAPACITY,
             #[cfg(feature = "amqp")]
@@ -155,6 +157,14 @@ impl ClientOptions {
     /// a slow application does not lose the connection.
     pub fn inbound_capacity(mut self, messages: usize) -> Self {
         self.inbound_capacity = messages;
+        self
+    }
+
+    /// Dial `host` (an IoT Edge gateway, a transparent gateway) instead of the hub's host
+    /// name; the identity and the SAS tokens still name the hub. A connection string's
+    /// `GatewayHostName` sets the same thing; this option wins over it.
+    pub fn gateway_host_name(mut self, host: impl Into<String>) -> Self {
+        self.gateway_host_name = Some(host.into());
         self
     }
 

@@ -18,11 +18,12 @@ use azure_iot_core::Message;
 use azure_iot_core::connection_string::DeviceConnectionString;
 use azure_iot_core::method::{MethodRequest, MethodResponse};
 use azure_iot_core::retry::{FixedInterval, NoRetry};
+use azure_iot_core::sas::{ResourceUri, SasToken};
 use azure_iot_device::{
-    ClientOptions, ConnectionState, DesiredPatch, DeviceClient, DisconnectReason, Incoming,
-    Transport, X509Certificate,
+    ClientOptions, ConnectionState, DEFAULT_TOKEN_TTL, DesiredPatch, DeviceClient,
+    DisconnectReason, Incoming, Proxy, Transport, X509Certificate,
 };
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use rustls_pki_types::CertificateDer;
@@ -31,9 +32,13 @@ use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 
+#[cfg(unix)]
+use crate::completions::{Completion, NativeCompletions};
+use crate::edge::Workload;
 use crate::errors::device_error;
 use crate::message;
 use crate::runtime::{awaitable, runtime, wait};
+use crate::tokens::{self, EdgeTokens, SharedEdgeTokens, UserToken};
 
 /// How many inbound events wait for the handlers at most.
 const EVENT_CAPACITY: usize = 64;
@@ -49,6 +54,20 @@ enum Auth {
         device_id: String,
         module_id: Option<String>,
         key: String,
+    },
+    /// The application's SAS token, replaceable with `update_sastoken`.
+    Token {
+        host: String,
+        device_id: String,
+        module_id: Option<String>,
+        token: Arc<UserToken>,
+    },
+    /// Tokens signed by the IoT Edge workload API (`create_from_edge_environment`).
+    Edge {
+        host: String,
+        device_id: String,
+        module_id: Option<String>,
+        tokens: Arc<EdgeTokens>,
     },
     /// An X.509 certificate.
     X509 {
@@ -76,6 +95,8 @@ enum Event {
     DesiredPatch(DesiredPatch),
     /// Connected (`true`) or disconnected (`false`).
     ConnectionState(bool),
+    /// The application's SAS token expires soon (`on_new_sastoken_required`).
+    NewSastokenRequired,
     /// A failure no call is waiting for (for `on_background_exception`): the exception class
     /// name (of `azure_iot_rs.exceptions`) and the message.
     Background(&'static str, String),
@@ -135,6 +156,8 @@ struct Inner {
     connecting: tokio::sync::Mutex<()>,
     /// `true` once shut down: `next_event` answers `None` from then on.
     shut_down: watch::Sender<bool>,
+    /// The timer that fires `on_new_sastoken_required` (clients with the application's token).
+    token_alarm: Mutex<Option<AbortHandle>>,
 }
 
 impl Inner {
@@ -188,6 +211,36 @@ impl Inner {
                     &device_id,
                     module_id.as_deref(),
                     &key,
+                    options,
+                )
+                .await
+            }
+            Auth::Token {
+                host,
+                device_id,
+                module_id,
+                token,
+            } => {
+                DeviceClient::from_token_provider(
+                    &host,
+                    &device_id,
+                    module_id.as_deref(),
+                    token.provider(),
+                    options,
+                )
+                .await
+            }
+            Auth::Edge {
+                host,
+                device_id,
+                module_id,
+                tokens,
+            } => {
+                DeviceClient::from_token_provider(
+                    &host,
+                    &device_id,
+                    module_id.as_deref(),
+                    SharedEdgeTokens(tokens),
                     options,
                 )
                 .await
@@ -249,6 +302,53 @@ impl Inner {
             // Never waits: a queue nobody drains must not hang a disconnect.
             let _ = self.events_tx.try_send(Event::ConnectionState(false));
         }
+    }
+
+    /// (Re)starts the `on_new_sastoken_required` timer for the application's current token.
+    fn start_token_alarm(&self) {
+        let Auth::Token { token, .. } = &self.config.auth else {
+            return;
+        };
+        let due = tokens::new_token_due(token.expires_at());
+        let tx = self.events_tx.clone();
+        let task = runtime()
+            .spawn(async move {
+                due.await;
+                let _ = tx.send(Event::NewSastokenRequired).await;
+            })
+            .abort_handle();
+        let mut alarm = self
+            .token_alarm
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(old) = alarm.replace(task) {
+            old.abort();
+        }
+    }
+
+    fn stop_token_alarm(&self) {
+        let task = self
+            .token_alarm
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(task) = task {
+            task.abort();
+        }
+    }
+
+    /// Makes `token` the client's token and reconnects with it (as azure-iot-device 2.x's
+    /// reauthorization: a disconnect, then a connect, also when it was not connected).
+    async fn update_token(self: Arc<Self>, token: SasToken) -> PyResult<()> {
+        let Auth::Token { token: current, .. } = &self.config.auth else {
+            return Err(crate::errors::ClientError::new_err(
+                "Cannot update sastoken when client was not created with one",
+            ));
+        };
+        current.replace(token);
+        self.start_token_alarm();
+        self.clone().disconnect().await;
+        self.connect().await
     }
 
     /// Reports the current state, then every change, until the client ends.
@@ -402,6 +502,7 @@ fn event_to_python(py: Python<'_>, event: Event) -> PyResult<Py<PyAny>> {
                 patch.to_string().into_pyobject(py)?.into_any(),
             )
         }
+        Event::NewSastokenRequired => ("new_sastoken_required", PyTuple::empty(py).into_any()),
         Event::ConnectionState(c) => (
             "connection_state",
             pyo3::types::PyBool::new(py, c).to_owned().into_any(),
@@ -454,14 +555,18 @@ pub(crate) struct NativeDeviceClient {
 impl NativeDeviceClient {
     /// Checks the credentials and options and makes a client; nothing is sent until
     /// `connect`. `auth` is `"connection_string"` (`credential` = the string), `"symmetric_key"`
-    /// (`credential` = the key) or `"x509"` (`credential` = (cert PEM, key PEM)).
+    /// (`credential` = the key), `"sastoken"` (`credential` = the token), `"x509"`
+    /// (`credential` = (cert PEM, key PEM)) or `"edge"` (`credential` = (workload URI,
+    /// module generation id, API version): the trust bundle is fetched and a first token
+    /// signed now). `proxy` is (host, port, user, password) of an HTTP `CONNECT` proxy.
     #[new]
     #[pyo3(signature = (auth, credential, hostname=None, device_id=None, module_id=None,
         server_verification_cert=None, transport="mqtt", keep_alive=None, sastoken_ttl=None,
         connection_retry=true, connection_retry_interval=None, product_info=None,
-        gateway_hostname=None, port=None, operation_timeout=None, https_port=None))]
+        gateway_hostname=None, port=None, operation_timeout=None, https_port=None, proxy=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
+        py: Python<'_>,
         auth: &str,
         credential: &Bound<'_, PyAny>,
         hostname: Option<String>,
@@ -478,25 +583,59 @@ impl NativeDeviceClient {
         port: Option<u16>,
         operation_timeout: Option<f64>,
         https_port: Option<u16>,
+        proxy: Option<ProxyArg>,
     ) -> PyResult<Self> {
         let require = |value: Option<String>, what: &str| {
             value
                 .filter(|v| !v.is_empty())
                 .ok_or_else(|| PyValueError::new_err(format!("{what} is required")))
         };
+        let mut gateway = gateway_hostname.filter(|g| !g.is_empty());
+        let mut trust_bundle = None;
         let auth = match auth {
             "connection_string" => {
                 let text: String = credential.extract()?;
                 let cs = DeviceConnectionString::parse(&text).map_err(|e| {
                     PyValueError::new_err(format!("connection_string is invalid: {e}"))
                 })?;
-                let text = match gateway_hostname.as_deref() {
-                    Some(gateway) if cs.gateway_host_name().is_none() => {
-                        format!("{text};GatewayHostName={gateway}")
-                    }
-                    _ => text,
-                };
+                if cs.gateway_host_name().is_some() {
+                    gateway = None; // the connection string's own gateway wins
+                }
                 Auth::ConnectionString(text)
+            }
+            "sastoken" => {
+                let text: String = credential.extract()?;
+                Auth::Token {
+                    host: require(hostname, "hostname")?,
+                    device_id: require(device_id, "device_id")?,
+                    module_id,
+                    token: UserToken::new(UserToken::parse(&text)?),
+                }
+            }
+            "edge" => {
+                let (uri, generation_id, api_version): (String, String, String) =
+                    credential.extract()?;
+                let host = require(hostname, "hostname")?;
+                let device_id = require(device_id, "device_id")?;
+                let module = require(module_id, "module_id")?;
+                let (tokens, bundle) = edge_credentials(
+                    py,
+                    EdgeModule {
+                        uri,
+                        generation_id,
+                        api_version,
+                        resource: ResourceUri::module(&host, &device_id, &module),
+                        module_id: module.clone(),
+                        ttl: sastoken_ttl.map_or(DEFAULT_TOKEN_TTL, Duration::from_secs),
+                    },
+                )?;
+                trust_bundle = Some(bundle);
+                Auth::Edge {
+                    host,
+                    device_id,
+                    module_id: Some(module),
+                    tokens,
+                }
             }
             "symmetric_key" => {
                 let key: String = credential.extract()?;
@@ -521,14 +660,25 @@ impl NativeDeviceClient {
             }
             other => {
                 return Err(PyValueError::new_err(format!(
-                    "auth: {other:?} is not one of connection_string, symmetric_key, x509"
+                    "auth: {other:?} is not one of connection_string, symmetric_key, sastoken, \
+                     x509, edge"
                 )));
             }
         };
         let mut options = ClientOptions::default().transport(transport_arg(transport)?);
-        if let Some(ca) = server_verification_cert {
+        if let Some(ca) = server_verification_cert.or(trust_bundle) {
             check_ca(&ca)?;
             options = options.trusted_ca_pem(ca);
+        }
+        if let Some(gateway) = gateway {
+            options = options.gateway_host_name(gateway);
+        }
+        if let Some((host, port, user, password)) = proxy {
+            let mut proxy = Proxy::new(host, port);
+            if let Some(user) = user {
+                proxy = proxy.basic_auth(user, password.unwrap_or_default());
+            }
+            options = options.proxy(proxy);
         }
         if let Some(seconds) = keep_alive {
             options = options.keep_alive(Duration::from_secs(seconds));
@@ -560,16 +710,34 @@ impl NativeDeviceClient {
             options = options.operation_timeout(seconds_arg("operation_timeout", seconds)?);
         }
         let (events_tx, events_rx) = mpsc::channel(EVENT_CAPACITY);
-        Ok(Self {
-            inner: Arc::new(Inner {
-                config: Config { auth, options },
-                connection: Mutex::new(Connection::default()),
-                events_tx,
-                events_rx: tokio::sync::Mutex::new(events_rx),
-                connecting: tokio::sync::Mutex::new(()),
-                shut_down: watch::Sender::new(false),
-            }),
-        })
+        let inner = Arc::new(Inner {
+            config: Config { auth, options },
+            connection: Mutex::new(Connection::default()),
+            events_tx,
+            events_rx: tokio::sync::Mutex::new(events_rx),
+            connecting: tokio::sync::Mutex::new(()),
+            shut_down: watch::Sender::new(false),
+            token_alarm: Mutex::new(None),
+        });
+        inner.start_token_alarm();
+        Ok(Self { inner })
+    }
+
+    /// Replaces the application's SAS token (parsed here: `ValueError`) and reconnects with
+    /// it (blocking). `ClientError` if the client was not created with a token.
+    fn update_sastoken(&self, py: Python<'_>, sastoken: &str) -> PyResult<()> {
+        let token = UserToken::parse(sastoken)?;
+        wait(py, self.inner.clone().update_token(token))
+    }
+
+    /// Replaces the SAS token and reconnects (awaitable).
+    fn update_sastoken_async<'py>(
+        &self,
+        py: Python<'py>,
+        sastoken: &str,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let token = UserToken::parse(sastoken)?;
+        awaitable(py, self.inner.clone().update_token(token))
     }
 
     /// Whether the client is connected now.
@@ -611,12 +779,14 @@ impl NativeDeviceClient {
     /// Disconnects and ends the event queue for good (blocking).
     fn shutdown(&self, py: Python<'_>) -> PyResult<()> {
         self.inner.shut_down.send_replace(true);
+        self.inner.stop_token_alarm();
         self.disconnect(py)
     }
 
     /// Shuts down (awaitable).
     fn shutdown_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         self.inner.shut_down.send_replace(true);
+        self.inner.stop_token_alarm();
         self.disconnect_async(py)
     }
 
@@ -642,6 +812,26 @@ impl NativeDeviceClient {
     ) -> PyResult<Bound<'py, PyAny>> {
         let message = message::to_rust(data, custom_properties, system)?;
         awaitable(py, send(self.inner.clone(), message))
+    }
+
+    /// Sends a message and queues the outcome in `completions` under `op` (the `aio`
+    /// clients' send: see module `completions`). Returns at once.
+    #[cfg(unix)]
+    fn send_message_queued(
+        &self,
+        completions: PyRef<'_, NativeCompletions>,
+        op: u64,
+        data: &[u8],
+        custom_properties: Vec<(String, String)>,
+        system: Vec<(String, String)>,
+    ) -> PyResult<()> {
+        let message = message::to_rust(data, custom_properties, system)?;
+        let completion = Completion::new(completions.shared.clone(), op);
+        let inner = self.inner.clone();
+        runtime().spawn(async move {
+            completion.finish(send(inner, message).await);
+        });
+        Ok(())
     }
 
     /// The twin as JSON text `{"desired": …, "reported": …}` (blocking).
@@ -805,11 +995,72 @@ impl Drop for NativeDeviceClient {
     /// waits for it).
     fn drop(&mut self) {
         let inner = self.inner.clone();
+        inner.stop_token_alarm();
         if inner.client().is_some() {
             runtime().spawn(inner.disconnect());
         }
     }
 }
+
+/// An HTTP `CONNECT` proxy as Python passes it: (host, port, user, password).
+type ProxyArg = (String, u16, Option<String>, Option<String>);
+
+/// What `create_from_edge_environment` read from the environment.
+struct EdgeModule {
+    uri: String,
+    module_id: String,
+    generation_id: String,
+    api_version: String,
+    resource: ResourceUri,
+    ttl: Duration,
+}
+
+/// The token source and the trust bundle of an IoT Edge module, fetched now as
+/// azure-iot-device 2.x does at creation: an unreachable daemon or a trust bundle it will
+/// not give is an `OSError`, a first token it will not sign a `ValueError`.
+fn edge_credentials(py: Python<'_>, module: EdgeModule) -> PyResult<(Arc<EdgeTokens>, String)> {
+    let workload = Workload::new(
+        &module.uri,
+        &module.module_id,
+        &module.generation_id,
+        &module.api_version,
+    )
+    .map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let tokens = Arc::new(EdgeTokens {
+        workload,
+        resource: module.resource,
+        ttl: module.ttl,
+    });
+    let fetch = tokens.clone();
+    let bundle = wait(py, async move {
+        tokio::time::timeout(EDGE_TIMEOUT, fetch.workload.trust_bundle())
+            .await
+            .map_err(|_| "the IoT Edge workload API did not answer in time".to_owned())
+            .and_then(|r| r.map_err(|e| e.to_string()))
+            .map_err(|e| PyOSError::new_err(format!("Unexpected failure in IoTEdge: {e}")))
+    })?;
+    let check = tokens.clone();
+    wait(py, async move {
+        tokio::time::timeout(
+            EDGE_TIMEOUT,
+            check.workload.token(&check.resource, check.ttl),
+        )
+        .await
+        .map_err(|_| "the IoT Edge workload API did not answer in time".to_owned())
+        .and_then(|r| r.map_err(|e| e.to_string()))
+        .map(drop)
+        .map_err(|e| {
+            PyValueError::new_err(format!(
+                "Could not create a SasToken using the values provided, or in the Edge \
+                     environment: {e}"
+            ))
+        })
+    })?;
+    Ok((tokens, bundle))
+}
+
+/// How long creating an IoT Edge client waits for each workload API call.
+const EDGE_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub(crate) fn seconds_arg(what: &str, seconds: f64) -> PyResult<Duration> {
     Duration::try_from_secs_f64(seconds).map_err(|_| {

@@ -9,9 +9,10 @@
 //!   `azure-iot-hub` 2.x (class names, keyword arguments, handler properties, models) is
 //!   pure Python in python/azure_iot_rs, over the `Native*` classes here.
 //! * **One runtime.** Every client runs on the one multi-threaded tokio runtime of
-//!   `pyo3-async-runtimes` (module `runtime`). Blocking methods spawn the operation and wait with
-//!   the GIL released, waking every 100 ms for Python's signal handlers, so Ctrl-C interrupts
-//!   them; `*_async` methods return asyncio awaitables completed on the caller's loop.
+//!   `pyo3-async-runtimes` (module `runtime`). Blocking methods drive the operation on the
+//!   calling thread (`block_on`, no task spawned per call) with the GIL released, waking every
+//!   100 ms for Python's signal handlers, so Ctrl-C interrupts them; `*_async` methods return
+//!   asyncio awaitables completed on the caller's loop.
 //! * **Handlers never run on the runtime.** Inbound traffic goes from one Rust task per
 //!   enabled feature into a bounded event queue (64); the Python package's handler thread (or,
 //!   for aio clients, an asyncio task) takes events with `next_event` and calls the handlers
@@ -28,6 +29,26 @@
 //!   hub's JSON, read into the Rust client's typed models before anything is sent (a model
 //!   that does not fit is a `ValueError`), and answers return as JSON for the pure-Python
 //!   models. Queries cross one page at a time (item type, continuation token, items).
+//! * **SAS tokens the application supplies** (module `tokens`). A client created from a
+//!   token (or a connection string holding one) reads it through a non-renewable
+//!   `TokenProvider` over one shared slot, so every (re)connection uses the current token and
+//!   the Rust client never reconnects just to renew it. One timer task per client (no polling)
+//!   puts a `new_sastoken_required` event on the queue 120 s before the token expires, as
+//!   azure-iot-device 2.x does; `update_sastoken` (checked in Python as 2.x checks it) swaps
+//!   the slot, restarts the timer and reconnects (a disconnect, then a connect).
+//! * **IoT Edge** (module `edge`). `create_from_edge_environment` fetches the trust bundle
+//!   and signs a first token through the Edge workload API (a unix socket or http: one
+//!   HTTP/1.1 request per connection, answers capped at 1 MiB) when the client is created,
+//!   then signs every later token there (renewed like key-signed ones); the client dials
+//!   `IOTEDGE_GATEWAYHOSTNAME` (`ClientOptions::gateway_host_name`).
+//! * **Proxies.** `ProxyOptions` of type HTTP becomes the Rust client's `CONNECT` proxy
+//!   (every transport and file upload); SOCKS4/SOCKS5 are refused by name in Python. The
+//!   password goes to the Rust `Proxy`, whose `Debug` never shows it.
+//! * **Batched asyncio completions** (module `completions`, unix). The `aio` clients' sends
+//!   do not use one `pyo3-async-runtimes` awaitable each (a GIL acquisition on a runtime
+//!   thread and a `call_soon_threadsafe` per completion): a finished send queues its outcome
+//!   without the GIL and wakes the loop through a socket pair it watches, and the loop
+//!   resolves every future finished meanwhile in one callback.
 //! * **Errors.** Rust error kinds map onto the exception classes of
 //!   `azure.iot.device.exceptions` (module `errors`); invalid input is a `ValueError` raised when
 //!   the client is created (connection string, key, certificate, CA), not at `connect`.
@@ -35,13 +56,17 @@
 //!   an abort, and a panicking task surfaces as a `ClientError`.
 
 mod configurations;
+#[cfg(unix)]
+mod completions;
 mod device;
+mod edge;
 mod errors;
 mod jobs;
 mod message;
 mod provisioning;
 mod runtime;
 mod service;
+mod tokens;
 
 use pyo3::prelude::*;
 
@@ -50,6 +75,8 @@ use pyo3::prelude::*;
 fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<device::NativeDeviceClient>()?;
+    #[cfg(unix)]
+    m.add_class::<completions::NativeCompletions>()?;
     m.add_class::<provisioning::NativeProvisioningClient>()?;
     m.add_class::<service::NativeRegistryManager>()?;
     m.add_class::<jobs::NativeJobManager>()?;

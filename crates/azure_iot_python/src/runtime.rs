@@ -1,8 +1,8 @@
 //! The one tokio runtime of the process and the two ways Python waits on it.
 //!
-//! * Blocking calls ([`wait`]) spawn the operation on the runtime and wait for it with the GIL
-//!   released, waking every [`SIGNAL_CHECK`] to let Python run its signal handlers: Ctrl-C
-//!   interrupts a blocking call (the operation is aborted) within that time.
+//! * Blocking calls ([`wait`]) drive the operation on the calling thread (`block_on`) with the
+//!   GIL released, waking every [`SIGNAL_CHECK`] to let Python run its signal handlers: Ctrl-C
+//!   interrupts a blocking call (the operation is dropped) within that time.
 //! * Awaitable calls ([`awaitable`]) hand the future to `pyo3-async-runtimes`, which completes
 //!   an asyncio future on the caller's running loop: no thread per call.
 //!
@@ -25,30 +25,31 @@ pub(crate) fn runtime() -> &'static Runtime {
     pyo3_async_runtimes::tokio::get_runtime()
 }
 
-/// Runs `fut` on the runtime and waits for it with the GIL released; a pending signal
-/// (KeyboardInterrupt) aborts the operation and is raised.
+/// Runs `fut` to completion on the calling thread (`block_on`: the runtime's workers drive
+/// the I/O, and the hub's answer wakes this thread directly, with no task spawned and joined
+/// per call) with the GIL released; every [`SIGNAL_CHECK`] it lets Python run its signal
+/// handlers, and a pending signal (KeyboardInterrupt) drops the operation and is raised. A
+/// panic inside the operation is a `ClientError`, never an unwinding across the FFI boundary.
 pub(crate) fn wait<T, F>(py: Python<'_>, fut: F) -> PyResult<T>
 where
     T: Send + 'static,
     F: Future<Output = PyResult<T>> + Send + 'static,
 {
-    let mut task = runtime().spawn(fut);
+    let mut fut = Box::pin(fut);
     loop {
         let step = py.detach(|| {
-            runtime().block_on(async { tokio::time::timeout(SIGNAL_CHECK, &mut task).await })
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                // The timer is made inside `block_on`: it needs the runtime's context.
+                runtime().block_on(async { tokio::time::timeout(SIGNAL_CHECK, &mut fut).await })
+            }))
         });
         match step {
             Ok(Ok(result)) => return result,
-            Ok(Err(join)) => {
-                return Err(ClientError::new_err(format!(
-                    "the operation's task failed: {join}"
-                )));
-            }
-            Err(_still_running) => {
-                if let Err(signal) = py.check_signals() {
-                    task.abort();
-                    return Err(signal);
-                }
+            Ok(Err(_still_running)) => py.check_signals()?,
+            Err(_panic) => {
+                return Err(ClientError::new_err(
+                    "the operation failed: an internal error (panic) in the native client",
+                ));
             }
         }
     }

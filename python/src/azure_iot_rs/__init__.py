@@ -13,7 +13,15 @@ from ._native import __version__
 from ._provisioning import ProvisioningDeviceClient
 from ._sync import IoTHubDeviceClient, IoTHubModuleClient
 from .hub import IoTHubRegistryManager
-from .models import Message, MethodRequest, MethodResponse, RegistrationResult, RegistrationState, X509
+from .models import (
+    Message,
+    MethodRequest,
+    MethodResponse,
+    ProxyOptions,
+    RegistrationResult,
+    RegistrationState,
+    X509,
+)
 
 __all__ = [
     "IoTHubDeviceClient",
@@ -23,6 +31,7 @@ __all__ = [
     "MethodRequest",
     "MethodResponse",
     "ProvisioningDeviceClient",
+    "ProxyOptions",
     "RegistrationResult",
     "RegistrationState",
     "X509",

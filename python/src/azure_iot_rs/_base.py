@@ -3,6 +3,7 @@ native event into a handler call."""
 
 import json
 import logging
+import time
 from typing import Any, Callable, Dict, Optional, Tuple, TypeVar
 
 from . import _config, exceptions
@@ -18,6 +19,7 @@ HANDLERS = {
     "method": ("on_method_request_received", "methods"),
     "twin_patch": ("on_twin_desired_properties_patch_received", "twin_patches"),
     "connection_state": ("on_connection_state_change", None),
+    "new_sastoken_required": ("on_new_sastoken_required", None),
     "background": ("on_background_exception", None),
 }
 
@@ -55,7 +57,9 @@ class ClientBase:
         self._native = native
         for name, _ in HANDLERS.values():
             setattr(self, "_" + name, None)
-        self._on_new_sastoken_required = None
+        #: (host, device id, module id) of a client created with a SAS token: only such a
+        #: client takes ``update_sastoken``.
+        self._sas_identity: Optional[Tuple[str, str, Optional[str]]] = None
 
     on_message_received = _handler_property("on_message_received", "messages")
     on_method_request_received = _handler_property("on_method_request_received", "methods")
@@ -64,6 +68,12 @@ class ClientBase:
     )
     on_connection_state_change = _handler_property("on_connection_state_change", None)
     on_background_exception = _handler_property("on_background_exception", None)
+    on_new_sastoken_required = _handler_property("on_new_sastoken_required", None)
+    on_new_sastoken_required.__doc__ = (
+        "The handler called (without arguments) 120 s before the SAS token of a client created "
+        "with one expires, as azure-iot-device 2.x does: give the client a new token with "
+        "``update_sastoken``."
+    )
 
     def _handlers_set(self) -> None:
         """A handler was set: the sync client starts its handler thread."""
@@ -77,13 +87,48 @@ class ClientBase:
     def create_from_connection_string(cls: "type[C]", connection_string: str, **kwargs: Any) -> C:
         """A client from a device (or module) connection string; nothing is sent until
         ``connect`` (or the first operation)."""
-        return cls(_config.from_connection_string(connection_string, cls._module, kwargs))
+        client = cls(_config.from_connection_string(connection_string, cls._module, kwargs))
+        token = _config.connection_string_token(connection_string)
+        if token is not None:
+            client._sas_identity = _config.token_identity(token)
+        return client
 
     @classmethod
     def create_from_sastoken(cls: "type[C]", sastoken: str, **kwargs: Any) -> C:
-        """A client from a SAS token (``SharedAccessSignature sr=…&sig=…&se=…``); it cannot
-        renew the token, and ends once it expires."""
-        return cls(_config.from_sastoken(sastoken, cls._module, kwargs))
+        """A client from a SAS token (``SharedAccessSignature sr=…&sig=…&se=…``). It cannot
+        sign tokens itself: ``on_new_sastoken_required`` fires 120 s before the token expires,
+        and ``update_sastoken`` gives it the next one."""
+        client = cls(_config.from_sastoken(sastoken, cls._module, kwargs))
+        client._sas_identity = _config.token_identity(sastoken)
+        return client
+
+    def _sastoken_update_arg(self, sastoken: Any) -> str:
+        """Checks a new token as azure-iot-device 2.x's ``update_sastoken`` does:
+        ``ClientError`` if the client was not created with a token; ``ValueError`` for a token
+        that is not one, is for another identity or hub, or has expired."""
+        identity = self._sas_identity
+        if identity is None:
+            raise ClientError("Cannot update sastoken when client was not created with one")
+        if not isinstance(sastoken, str):
+            raise TypeError(f"sastoken must be str, not {type(sastoken).__name__}")
+        try:
+            host, device_id, module_id = _config.token_identity(sastoken)
+            expiry = _config.token_expiry(sastoken)
+        except ValueError as e:
+            raise ValueError("Invalid SasToken provided") from e
+        if not self._module and module_id:
+            raise ValueError("Provided SasToken is for a module")
+        if self._module and not module_id:
+            raise ValueError("Provided SasToken is for a device")
+        if device_id != identity[1]:
+            raise ValueError("Provided SasToken does not match existing device id")
+        if module_id and module_id != identity[2]:
+            raise ValueError("Provided SasToken does not match existing module id")
+        if host != identity[0]:
+            raise ValueError("Provided SasToken does not match existing hostname")
+        if expiry < int(time.time()):
+            raise ValueError("Provided SasToken has already expired")
+        return sastoken
 
     @staticmethod
     def _method_response_args(method_response: Any) -> Tuple[str, int, str]:
@@ -175,7 +220,7 @@ class ClientBase:
             return handler, (MethodRequest(request_id, method, json.loads(body)),)
         if kind == "twin_patch":
             return handler, (json.loads(payload),)
-        if kind == "connection_state":
+        if kind in ("connection_state", "new_sastoken_required"):
             return handler, ()
         class_name, text = payload
         error_class = getattr(exceptions, class_name, ClientError)
@@ -227,3 +272,15 @@ class ModuleFactories(ClientBase):
     ) -> C:
         """A client authenticated by the module's X.509 certificate."""
         return cls(_config.from_x509(x509, hostname, device_id, module_id, kwargs))
+
+    @classmethod
+    def create_from_edge_environment(cls: "type[C]", **kwargs: Any) -> C:
+        """A module client inside an IoT Edge deployment, from the ``IOTEDGE_*`` variables the
+        runtime sets: the trust bundle and the token signatures come from the Edge workload API
+        (``IOTEDGE_WORKLOADURI``, a unix socket or http), the connection goes to
+        ``IOTEDGE_GATEWAYHOSTNAME``. Without them, the local-debugging variables
+        ``EdgeHubConnectionString`` and ``EdgeModuleCACertificateFile``. Raises ``OSError``
+        when neither is set or the workload API fails, ``ValueError`` for bad debugging
+        variables or a token the workload API will not sign, ``TypeError`` for
+        ``server_verification_cert`` or ``gateway_hostname`` (the environment gives both)."""
+        return cls(_config.from_edge_environment(kwargs))

@@ -64,6 +64,13 @@ class _SyncClient(ClientBase):
         if thread is not None and thread is not threading.current_thread():
             thread.join()
 
+    def update_sastoken(self, sastoken: str) -> None:
+        """Replaces the SAS token of a client created with one, then reconnects with it (a
+        disconnect and a connect, also when the client was not connected). ``ValueError``
+        for a token that is not one, for another identity or expired; ``ClientError`` if the
+        client was not created with a token; the connect's errors (``CredentialError``…)."""
+        self._native.update_sastoken(self._sastoken_update_arg(sastoken))
+
     def send_message(self, message: Any) -> None:
         """Sends telemetry (a ``Message`` or a str); returns once the hub acknowledged it."""
         self._native.send_message(*self._message_args(message))

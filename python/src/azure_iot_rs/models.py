@@ -73,28 +73,29 @@ class Message:
         raise TypeError(f"Message.data must be str or bytes, not {type(self.data).__name__}")
 
     def _to_native(self) -> Tuple[bytes, List[Tuple[str, str]], List[Tuple[str, str]]]:
-        """(body, custom properties, system properties) as the native client takes them."""
-        for name, value in self.custom_properties.items():
+        """(body, custom properties, system properties) as the native client takes them (the
+        per-send path: attributes read from ``__dict__`` once, no per-name ``getattr``)."""
+        custom = self.custom_properties
+        for name, value in custom.items():
             if not isinstance(name, str) or not isinstance(value, str):
                 raise TypeError(f"custom_properties[{name!r}] must map str to str")
-        system = []
-        for name in _SYSTEM:
-            value = getattr(self, name)
-            if value is None:
-                continue
+        fields = self.__dict__
+        system: List[Tuple[str, Any]] = [(name, fields.get(name)) for name in _SYSTEM if fields.get(name) is not None]
+        for name, value in system:
             if not isinstance(value, str):
                 raise TypeError(f"Message.{name} must be str, not {type(value).__name__}")
-            system.append((name, value))
         expiry = self.expiry_time_utc
-        if isinstance(expiry, datetime.datetime):
-            if expiry.tzinfo is None:
-                expiry = expiry.replace(tzinfo=datetime.timezone.utc)
-            expiry = expiry.isoformat()
         if expiry is not None:
+            if isinstance(expiry, datetime.datetime):
+                if expiry.tzinfo is None:
+                    expiry = expiry.replace(tzinfo=datetime.timezone.utc)
+                expiry = expiry.isoformat()
             if not isinstance(expiry, str):
                 raise TypeError("Message.expiry_time_utc must be str or datetime")
             system.append(("expiry_time_utc", expiry))
-        return self._body(), list(self.custom_properties.items()), system
+        data = self.data
+        body = data.encode("utf-8") if type(data) is str else self._body()
+        return body, list(custom.items()), system
 
     @classmethod
     def _from_native(cls, fields: Dict[str, Any]) -> "Message":
@@ -148,6 +149,62 @@ class X509:
     def _pems(self) -> Tuple[str, str]:
         with open(self.cert_file, encoding="ascii") as cert, open(self.key_file, encoding="ascii") as key:
             return cert.read(), key.read()
+
+
+class ProxyOptions:
+    """A proxy to reach the hub through (azure-iot-device's ``ProxyOptions``): ``proxy_type``
+    ``"HTTP"``, ``"SOCKS4"`` or ``"SOCKS5"`` (or PySocks' constants 3, 1, 2), the proxy's
+    address and port, and optionally a user name and password. This package tunnels through
+    HTTP proxies only (``CONNECT``, with Basic authentication when a user name is given); a
+    client given a SOCKS proxy raises ``ValueError`` naming it. The password never appears in
+    ``repr``."""
+
+    _TYPES = {"HTTP": "HTTP", "SOCKS4": "SOCKS4", "SOCKS5": "SOCKS5", 3: "HTTP", 1: "SOCKS4", 2: "SOCKS5"}
+
+    def __init__(
+        self,
+        proxy_type: Any,
+        proxy_addr: str,
+        proxy_port: Any,
+        proxy_username: Optional[str] = None,
+        proxy_password: Optional[str] = None,
+    ) -> None:
+        if isinstance(proxy_type, bool) or proxy_type not in self._TYPES:
+            raise ValueError("Invalid Proxy Type")
+        self._proxy_type = self._TYPES[proxy_type]
+        self._proxy_addr = proxy_addr
+        self._proxy_port = int(proxy_port)
+        self._proxy_username = proxy_username
+        self._proxy_password = proxy_password
+
+    @property
+    def proxy_type(self) -> str:
+        """``"HTTP"``, ``"SOCKS4"`` or ``"SOCKS5"``."""
+        return self._proxy_type
+
+    @property
+    def proxy_address(self) -> str:
+        """The proxy's IP address or DNS name."""
+        return self._proxy_addr
+
+    @property
+    def proxy_port(self) -> int:
+        """The proxy's port."""
+        return self._proxy_port
+
+    @property
+    def proxy_username(self) -> Optional[str]:
+        """The user name for the proxy, if any."""
+        return self._proxy_username
+
+    @property
+    def proxy_password(self) -> Optional[str]:
+        """The password for the proxy, if any (never shown by ``repr``)."""
+        return self._proxy_password
+
+    def __repr__(self) -> str:
+        user = f", proxy_username={self._proxy_username!r}" if self._proxy_username is not None else ""
+        return f"ProxyOptions({self._proxy_type!r}, {self._proxy_addr!r}, {self._proxy_port}{user})"
 
 
 class RegistrationState:

@@ -6,8 +6,10 @@ executor, so they never block it)."""
 import asyncio
 import inspect
 import json
-from typing import Any, Dict, Optional
+import weakref
+from typing import Any, Dict, Optional, Tuple
 
+from .. import _native
 from .._base import ClientBase, DeviceFactories, ModuleFactories
 from .._native import NativeDeviceClient
 from .._provisioning import ProvisioningClientBase, _official_errors
@@ -15,12 +17,63 @@ from ..models import RegistrationResult
 
 _POLL_SECONDS = 1.0
 
+#: The native completion queue (unix only; elsewhere sends use per-call awaitables).
+_NativeCompletions = getattr(_native, "NativeCompletions", None)
+
+
+class _Completer:
+    """Resolves the futures of the sends of one loop in batches: the Rust runtime queues each
+    outcome without touching Python and wakes the loop through a socket it watches; the loop
+    then resolves every future queued meanwhile (see crates/azure_iot_python/src/completions.rs)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        assert _NativeCompletions is not None
+        self.native = _NativeCompletions()
+        self.futures: Dict[int, "asyncio.Future[None]"] = {}
+        self.next_id = 0
+        loop.add_reader(self.native.fileno(), self._drain)
+
+    def _drain(self) -> None:
+        futures = self.futures
+        for op, error in self.native.drain():
+            future = futures.pop(op, None)
+            if future is None or future.done():
+                continue  # its caller was cancelled; the send itself went on
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
+
+
+#: One completer per running loop (dropped with the loop).
+_COMPLETERS: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Optional[_Completer]]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _completer(loop: asyncio.AbstractEventLoop) -> Optional[_Completer]:
+    try:
+        return _COMPLETERS[loop]
+    except KeyError:
+        pass
+    completer: Optional[_Completer] = None
+    if _NativeCompletions is not None:
+        try:
+            completer = _Completer(loop)
+        except NotImplementedError:  # a loop without add_reader (e.g. Windows' proactor)
+            completer = None
+    _COMPLETERS[loop] = completer
+    return completer
+
 
 class _AsyncClient(ClientBase):
     def __init__(self, native: NativeDeviceClient) -> None:
         super().__init__(native)
         self._dispatcher: Optional["asyncio.Task[None]"] = None
         self._stopping = False
+        #: The loop of the last send and its completer (the per-send lookup, cached).
+        self._completer_loop: Optional[asyncio.AbstractEventLoop] = None
+        self._completer: Optional[_Completer] = None
 
     def _handlers_set(self) -> None:
         try:
@@ -75,10 +128,34 @@ class _AsyncClient(ClientBase):
             except asyncio.CancelledError:
                 pass
 
-    async def send_message(self, message: Any) -> None:
-        """Sends telemetry (a ``Message`` or a str); returns once the hub acknowledged it."""
+    async def update_sastoken(self, sastoken: str) -> None:
+        """Replaces the SAS token of a client created with one, then reconnects with it (see
+        the sync client's ``update_sastoken``)."""
         self._start_dispatcher()
-        await self._native.send_message_async(*self._message_args(message))
+        await self._native.update_sastoken_async(self._sastoken_update_arg(sastoken))
+
+    async def send_message(self, message: Any) -> None:
+        """Sends telemetry (a ``Message`` or a str); returns once the hub acknowledged it.
+        Cancelling the caller stops the wait, not the send."""
+        self._start_dispatcher()
+        await self._send(self._message_args(message))
+
+    async def _send(self, args: Tuple[bytes, Any, Any]) -> None:
+        loop = asyncio.get_running_loop()
+        if loop is self._completer_loop:
+            completer = self._completer
+        else:  # the first send on this loop: look its completer up once
+            completer = self._completer = _completer(loop)
+            self._completer_loop = loop
+        if completer is None:
+            await self._native.send_message_async(*args)
+            return
+        completer.next_id += 1
+        op = completer.next_id
+        self._native.send_message_queued(completer.native, op, *args)
+        future: "asyncio.Future[None]" = loop.create_future()
+        completer.futures[op] = future  # resolved by _drain, on this thread, after this await
+        await future
 
     async def get_twin(self) -> Dict[str, Any]:
         """The twin: ``{"desired": {...}, "reported": {...}}``."""
@@ -123,7 +200,7 @@ class IoTHubModuleClient(ModuleFactories, _AsyncClient):
 
     async def send_message_to_output(self, message: Any, output_name: str) -> None:
         """Sends a message on the module output ``output_name``."""
-        await self._native.send_message_async(*self._output_message_args(message, output_name))
+        await self._send(self._output_message_args(message, output_name))
 
 
 class ProvisioningDeviceClient(ProvisioningClientBase):
