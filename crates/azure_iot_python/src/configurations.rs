@@ -10,7 +10,7 @@ use azure_iot_service::{
 };
 use pyo3::prelude::*;
 
-use crate::service::{call_json, call_unit, connect, from_json};
+use crate::service::{call_json, call_unit, connect_rest, from_json};
 
 /// The Rust half of `IoTHubConfigurationManager`.
 #[pyclass(module = "azure_iot_rs._native", frozen)]
@@ -29,14 +29,8 @@ impl NativeConfigurationManager {
         server_verification_cert: Option<String>,
         https_port: Option<u16>,
     ) -> PyResult<Self> {
-        let client = connect(
-            connection_string,
-            server_verification_cert,
-            https_port,
-            None,
-        )?;
         Ok(Self {
-            client: Arc::new(client),
+            client: connect_rest(connection_string, server_verification_cert, https_port)?,
         })
     }
 

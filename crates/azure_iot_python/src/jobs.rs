@@ -8,7 +8,7 @@ use std::sync::Arc;
 use azure_iot_service::{ExportImportJob, JobRequest, JobStatus, JobType, ServiceClient};
 use pyo3::prelude::*;
 
-use crate::service::{Page, call_json, call_unit, connect, from_json, next_page};
+use crate::service::{Page, call_json, call_unit, connect_rest, from_json, next_page};
 
 /// The Rust half of `IoTHubJobManager`.
 #[pyclass(module = "azure_iot_rs._native", frozen)]
@@ -26,14 +26,8 @@ impl NativeJobManager {
         server_verification_cert: Option<String>,
         https_port: Option<u16>,
     ) -> PyResult<Self> {
-        let client = connect(
-            connection_string,
-            server_verification_cert,
-            https_port,
-            None,
-        )?;
         Ok(Self {
-            client: Arc::new(client),
+            client: connect_rest(connection_string, server_verification_cert, https_port)?,
         })
     }
 

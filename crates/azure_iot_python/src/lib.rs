@@ -55,9 +55,9 @@
 //!   Messages never contain keys or tokens. PyO3 turns a panic into a Python exception, never
 //!   an abort, and a panicking task surfaces as a `ClientError`.
 
-mod configurations;
 #[cfg(unix)]
 mod completions;
+mod configurations;
 mod device;
 mod edge;
 mod errors;

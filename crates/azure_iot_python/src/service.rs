@@ -95,6 +95,21 @@ where
     })
 }
 
+/// A shared service client for the managers that only use REST (jobs, configurations).
+pub(crate) fn connect_rest(
+    connection_string: &str,
+    server_verification_cert: Option<String>,
+    https_port: Option<u16>,
+) -> PyResult<Arc<ServiceClient>> {
+    connect(
+        connection_string,
+        server_verification_cert,
+        https_port,
+        None,
+    )
+    .map(Arc::new)
+}
+
 /// A service client from the managers' constructor arguments (see
 /// [`NativeRegistryManager::new`]); a bad connection string or CA fails here.
 pub(crate) fn connect(
