@@ -13,12 +13,18 @@ fn state(routes: EventRoutes, dir: Option<&std::path::Path>) -> (HubState, Telem
     (state, log)
 }
 
-/// Every event once `count` are committed (waits for the log's writer, no fixed sleep).
+/// Every event once `count` are committed (waits for the log's writer, no fixed sleep; fails
+/// after 10 s rather than hanging when fewer come).
 async fn events(log: &TelemetryLog, count: u64) -> Vec<TelemetryEvent> {
     let mut newest = log.watch();
-    while *newest.borrow_and_update() < count {
-        newest.changed().await.unwrap();
-    }
+    let committed = async {
+        while *newest.borrow_and_update() < count {
+            newest.changed().await.unwrap();
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), committed)
+        .await
+        .unwrap_or_else(|_| panic!("fewer than {count} events were logged"));
     log.read(0, 1000, None, None).await.unwrap()
 }
 
