@@ -456,7 +456,8 @@ pub(crate) fn print_line(text: &str) -> Result<(), String> {
 /// Ctrl-C, or SIGTERM on Unix.
 /// `--route-events`: the sources, or the emulator's explanation of a bad name.
 fn parse_event_routes(text: &str) -> Result<azure_iot_emulator::EventRoutes, String> {
-    text.parse().map_err(|e: azure_iot_emulator::EmulatorError| e.to_string())
+    text.parse()
+        .map_err(|e: azure_iot_emulator::EmulatorError| e.to_string())
 }
 
 async fn wait_for_stop() {

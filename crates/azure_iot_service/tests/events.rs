@@ -602,7 +602,11 @@ async fn routed_hub_notifications_arrive_with_their_source_and_properties() {
     let mut stream = reader.receive_all(EventPosition::Earliest).await.unwrap();
     let mut events = take(&mut stream, 4).await;
     // One device: one partition, in the hub's order.
-    assert!(events.iter().all(|e| e.partition_id == events[0].partition_id));
+    assert!(
+        events
+            .iter()
+            .all(|e| e.partition_id == events[0].partition_id)
+    );
     events.sort_by_key(|e| e.sequence_number);
     let text = |e: &ReceivedEvent, name: &str| match e.property(name) {
         Some(PropertyValue::String(s)) => s.clone(),
@@ -610,13 +614,24 @@ async fn routed_hub_notifications_arrive_with_their_source_and_properties() {
     };
     let seen: Vec<_> = events
         .iter()
-        .map(|e| (e.message_source().unwrap_or_default().to_owned(), text(e, "opType")))
+        .map(|e| {
+            (
+                e.message_source().unwrap_or_default().to_owned(),
+                text(e, "opType"),
+            )
+        })
         .collect();
     assert_eq!(
         seen,
         [
-            ("deviceLifecycleEvents".to_owned(), "createDeviceIdentity".to_owned()),
-            ("deviceConnectionStateEvents".to_owned(), "deviceConnected".to_owned()),
+            (
+                "deviceLifecycleEvents".to_owned(),
+                "createDeviceIdentity".to_owned()
+            ),
+            (
+                "deviceConnectionStateEvents".to_owned(),
+                "deviceConnected".to_owned()
+            ),
             ("twinChangeEvents".to_owned(), "updateTwin".to_owned()),
             ("twinChangeEvents".to_owned(), "updateTwin".to_owned()),
         ]

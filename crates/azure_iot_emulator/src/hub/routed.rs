@@ -53,7 +53,10 @@ pub struct EventRoutes {
 const ROUTE_NAMES: [(&str, MessageSource); 3] = [
     ("twin-change", MessageSource::TwinChangeEvents),
     ("lifecycle", MessageSource::DeviceLifecycleEvents),
-    ("connection-state", MessageSource::DeviceConnectionStateEvents),
+    (
+        "connection-state",
+        MessageSource::DeviceConnectionStateEvents,
+    ),
 ];
 
 impl EventRoutes {
@@ -203,7 +206,11 @@ impl HubState {
 
     /// The twin change event of a service write (`PATCH` or `PUT` of a twin, a job's or a
     /// configuration's patch): a replace carries the whole twin, a patch what it wrote.
-    pub(super) fn emit_service_twin_change(&mut self, record: &IdentityRecord, change: &TwinChange) {
+    pub(super) fn emit_service_twin_change(
+        &mut self,
+        record: &IdentityRecord,
+        change: &TwinChange,
+    ) {
         if change.replace {
             self.emit_twin_change(record, TwinOp::Replace, None, None);
             return;

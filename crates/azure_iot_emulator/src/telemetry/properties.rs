@@ -222,7 +222,9 @@ fn system_map(s: &SystemProperties) -> Map<String, Value> {
 }
 
 /// Decodes [`encode_logged_system`]'s JSON: the system properties and the event's source.
-pub(crate) fn decode_logged_system(text: &str) -> Result<(SystemProperties, MessageSource), String> {
+pub(crate) fn decode_logged_system(
+    text: &str,
+) -> Result<(SystemProperties, MessageSource), String> {
     let map: Map<String, Value> =
         serde_json::from_str(text).map_err(|e| format!("stored system properties: {e}"))?;
     let source = match map.get(SOURCE_KEY).and_then(Value::as_str) {

@@ -246,8 +246,14 @@ async fn typed_properties_round_trip() {
         ("double".to_owned(), PropertyValue::Double(-0.1)),
         ("inf".to_owned(), PropertyValue::Double(f64::INFINITY)),
         ("char".to_owned(), PropertyValue::Char('é')),
-        ("ts".to_owned(), PropertyValue::Timestamp(properties::timestamp_from_ms(1_767_225_600_123).unwrap())),
-        ("uuid".to_owned(), PropertyValue::Uuid(uuid::Uuid::from_bytes(*b"0123456789abcdef"))),
+        (
+            "ts".to_owned(),
+            PropertyValue::Timestamp(properties::timestamp_from_ms(1_767_225_600_123).unwrap()),
+        ),
+        (
+            "uuid".to_owned(),
+            PropertyValue::Uuid(uuid::Uuid::from_bytes(*b"0123456789abcdef")),
+        ),
         (
             "bin".to_owned(),
             PropertyValue::Binary(vec![0, 1, 254, 255]),
@@ -635,7 +641,7 @@ fn a_large_trim_is_spread_over_passes() {
                     system: SystemProperties::default(),
                     properties: vec![],
                     body: Bytes::from(vec![b'x'; 900]),
-            source: MessageSource::Telemetry,
+                    source: MessageSource::Telemetry,
                 }),
                 reply,
             }

@@ -128,7 +128,9 @@ impl PropertyValue {
             Self::Timestamp(at) => SimpleValue::Timestamp(Timestamp::from_milliseconds(
                 i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX),
             )),
-            Self::Uuid(u) => SimpleValue::Uuid(fe2o3_amqp_types::primitives::Uuid::from(*u.as_bytes())),
+            Self::Uuid(u) => {
+                SimpleValue::Uuid(fe2o3_amqp_types::primitives::Uuid::from(*u.as_bytes()))
+            }
             Self::Binary(v) => SimpleValue::Binary(Binary::from(v.clone())),
             Self::String(v) | Self::Other(v) => SimpleValue::String(v.clone()),
             Self::Symbol(v) => SimpleValue::Symbol(Symbol::from(v.as_str())),

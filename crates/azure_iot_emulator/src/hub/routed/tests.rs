@@ -134,7 +134,11 @@ async fn twin_change_events_carry_the_written_patch() {
     s.patch_reported(&Identity::device("d1"), &json!({"temp": 21}))
         .unwrap();
     let all = events(&log, 3).await;
-    assert_eq!(all.len(), 3, "creates are no twin change; one event per write");
+    assert_eq!(
+        all.len(),
+        3,
+        "creates are no twin change; one event per write"
+    );
     for event in &all {
         assert_eq!(event.source, MessageSource::TwinChangeEvents);
         assert_eq!(
@@ -153,7 +157,10 @@ async fn twin_change_events_carry_the_written_patch() {
         b["properties"]["desired"]["$metadata"]["speed"]["$lastUpdatedVersion"],
         2
     );
-    assert!(b.get("deviceId").is_none(), "an update carries the patch only");
+    assert!(
+        b.get("deviceId").is_none(),
+        "an update carries the patch only"
+    );
 
     let replace = &all[1];
     assert_eq!(text(replace, "opType").as_deref(), Some("replaceTwin"));
@@ -233,7 +240,9 @@ async fn nothing_is_routed_unless_enabled() {
         None,
         "sas",
         now(),
-        azure_iot_core::message::Message::builder("x").build().unwrap(),
+        azure_iot_core::message::Message::builder("x")
+            .build()
+            .unwrap(),
     )
     .await
     .unwrap();
@@ -254,7 +263,10 @@ async fn routed_events_survive_a_restart() {
     let all = log.read(0, 10, None, None).await.unwrap();
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].source, MessageSource::DeviceLifecycleEvents);
-    assert_eq!(text(&all[0], "opType").as_deref(), Some("createDeviceIdentity"));
+    assert_eq!(
+        text(&all[0], "opType").as_deref(),
+        Some("createDeviceIdentity")
+    );
 }
 
 #[test]
