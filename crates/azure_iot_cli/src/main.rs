@@ -163,6 +163,11 @@ struct StartArgs {
     /// more; at most 20 in all).
     #[arg(long = "consumer-group", value_name = "NAME")]
     consumer_groups: Vec<String>,
+    /// Hub notifications routed to the Event Hubs-compatible endpoint, as an IoT Hub route
+    /// with their source would: `all`, `none` (the default) or a comma-separated list of
+    /// `twin-change`, `lifecycle`, `connection-state`.
+    #[arg(long, value_name = "SOURCES", default_value = "none", value_parser = parse_event_routes)]
+    route_events: azure_iot_emulator::EventRoutes,
     /// Telemetry older than this many hours is deleted from the log.
     #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u64).range(1..))]
     telemetry_retention_hours: u64,
@@ -390,6 +395,7 @@ async fn hub_start(args: StartArgs) -> Result<(), String> {
     for group in args.consumer_groups {
         builder = builder.consumer_group(group);
     }
+    builder = builder.event_routes(args.route_events);
     if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
         builder = builder.tls(TlsSource::Files {
             cert,
@@ -448,6 +454,12 @@ pub(crate) fn print_line(text: &str) -> Result<(), String> {
 }
 
 /// Ctrl-C, or SIGTERM on Unix.
+/// `--route-events`: the sources, or the emulator's explanation of a bad name.
+fn parse_event_routes(text: &str) -> Result<azure_iot_emulator::EventRoutes, String> {
+    text.parse()
+        .map_err(|e: azure_iot_emulator::EmulatorError| e.to_string())
+}
+
 async fn wait_for_stop() {
     #[cfg(unix)]
     {

@@ -14,7 +14,9 @@
 //!  "event_hubs": {"endpoint": "sb://localhost/", "port": 5671, "entity_path": "localhost",
 //!                 "partitions": 4, "consumer_groups": ["$Default"],
 //!                 "connection_string": "Endpoint=sb://localhost/;SharedAccessKeyName=service;SharedAccessKey=...;EntityPath=localhost",
-//!                 "connection_strings": {"iothubowner": "Endpoint=...", "service": "Endpoint=..."}}}
+//!                 "connection_strings": {"iothubowner": "Endpoint=...", "service": "Endpoint=..."},
+//!                 "routed_sources": ["twinChangeEvents", "deviceLifecycleEvents",
+//!                                    "deviceConnectionStateEvents"]}}
 //! ```
 //!
 //! Together with `ca.pem` this
@@ -28,6 +30,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::error::EmulatorError;
+pub use crate::hub::routed::EventRoutes;
 use crate::telemetry::{MAX_PARTITIONS, Retention, TelemetryOptions};
 use crate::tls::{TlsSource, write_private};
 
@@ -66,6 +69,7 @@ pub struct EmulatorBuilder {
     dps_retry_after: u32,
     dps_webhook_timeout: Duration,
     consumer_groups: Vec<String>,
+    event_routes: EventRoutes,
 }
 
 /// How far an acknowledged write (telemetry, twin, C2D, registry) is durable.
@@ -261,6 +265,7 @@ impl Default for EmulatorBuilder {
             dps_retry_after: 1,
             dps_webhook_timeout: Duration::from_secs(5),
             consumer_groups: Vec::new(),
+            event_routes: EventRoutes::none(),
         }
     }
 }
@@ -283,6 +288,8 @@ pub(crate) struct Config {
     pub(crate) dps_webhook_timeout: Duration,
     /// The Event Hubs-compatible endpoint's consumer groups besides `$Default`.
     pub(crate) consumer_groups: Vec<String>,
+    /// The hub notifications routed to the built-in endpoint.
+    pub(crate) event_routes: EventRoutes,
 }
 
 impl EmulatorBuilder {
@@ -341,6 +348,14 @@ impl EmulatorBuilder {
     /// letter or digit; at most 20 in all. Names are compared case-insensitively.
     pub fn consumer_group(mut self, name: impl Into<String>) -> Self {
         self.consumer_groups.push(name.into());
+        self
+    }
+
+    /// Which of the hub's own notifications (twin change, device lifecycle, connection
+    /// state) go to the built-in Event Hubs-compatible endpoint, as an IoT Hub route with
+    /// that source and the `events` endpoint sends them. Default: none, as on a new hub.
+    pub fn event_routes(mut self, routes: EventRoutes) -> Self {
+        self.event_routes = routes;
         self
     }
 
@@ -460,6 +475,7 @@ impl EmulatorBuilder {
             dps_retry_after: self.dps_retry_after,
             dps_webhook_timeout: self.dps_webhook_timeout,
             consumer_groups: self.consumer_groups,
+            event_routes: self.event_routes,
         })
     }
 }
@@ -538,6 +554,8 @@ pub(crate) struct EventHubsEntry {
     pub(crate) consumer_groups: Vec<String>,
     /// The `Endpoint=…;EntityPath=…` connection string of every policy with ServiceConnect.
     pub(crate) connection_strings: BTreeMap<String, String>,
+    /// The `iothub-message-source` of every hub notification routed here.
+    pub(crate) routed_sources: Vec<&'static str>,
 }
 
 impl EventHubsEntry {
@@ -580,6 +598,7 @@ pub(crate) fn write_hub_file(
             "consumer_groups": event_hubs.consumer_groups,
             "connection_string": event_hubs.connection_string(),
             "connection_strings": event_hubs.connection_strings,
+            "routed_sources": event_hubs.routed_sources,
         },
     });
     let text =

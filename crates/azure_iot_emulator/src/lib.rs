@@ -72,6 +72,12 @@
 //!   the redirect IoT Hub sends hub-policy logins are served as Event Hubs and IoT Hub do, so
 //!   the official Event Hubs SDKs read telemetry unchanged (`hub.json` has their connection
 //!   string).
+//! * **Hub notifications go through the telemetry log** (ADR 24): when routed
+//!   (`EmulatorBuilder::event_routes`, off by default as on a new hub), the state thread emits
+//!   twin change, device lifecycle and connection-state events from the one operation that
+//!   makes each change (`hub::routed`) into the same bounded queue and durable log as
+//!   telemetry, partitioned by device id; the Event Hubs endpoint stamps them with their
+//!   `iothub-message-source`.
 //! * **Jobs v2 run in tasks of their own** (ADR 18): the rules and the stored job records
 //!   and per-device rows live with the hub's state (`hub::jobs`); a scheduler task (`jobs`)
 //!   waits for start times, applies twin patches in chunks through the hub's twin code and
@@ -133,11 +139,11 @@ use azure_iot_core::connection_string::ServiceConnectionString;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use config::{Durability, EmulatorBuilder, FileUploadOptions, HUB_FILE, Limits};
+pub use config::{Durability, EmulatorBuilder, EventRoutes, FileUploadOptions, HUB_FILE, Limits};
 pub use device::RefusalReason;
 pub use error::EmulatorError;
 pub use hub::faults::Fault;
-pub use telemetry::{EventPosition, PartitionInfo, PropertyValue, TelemetryEvent};
+pub use telemetry::{EventPosition, MessageSource, PartitionInfo, PropertyValue, TelemetryEvent};
 pub use tls::{CA_FILE, TlsSource};
 
 use crate::hub::{Hub, HubState};
@@ -391,6 +397,11 @@ impl EmulatorBuilder {
                 if config.in_memory { None } else { data_dir },
                 config.telemetry,
             )?;
+            state.route_events(
+                config.event_routes,
+                telemetry.clone(),
+                amqp::eventhubs::entity_name(&config.hostname),
+            );
             Ok::<_, EmulatorError>((config, tls, state, telemetry, blob_files))
         })
         .await
@@ -476,6 +487,7 @@ impl EmulatorBuilder {
                     (p.name.clone(), cs)
                 })
                 .collect(),
+            routed_sources: config.event_routes.sources(),
         };
         if let Some(dir) = data_dir {
             let ports = BTreeMap::from([

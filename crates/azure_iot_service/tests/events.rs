@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use azure_iot_core::{EventHubConnectionString, Message, ServiceConnectionString};
 use azure_iot_device::{ClientOptions, DeviceClient, Transport};
-use azure_iot_emulator::{Emulator, EmulatorHandle};
+use azure_iot_emulator::{Emulator, EmulatorHandle, EventRoutes};
 use azure_iot_service::events::annotations;
 use azure_iot_service::{
     Device, ErrorKind, EventHubConsumer, EventHubConsumerOptions, EventPosition, EventStream,
-    PropertyValue, ReceivedEvent, ServiceClient, ServiceClientOptions,
+    IfMatch, PropertyValue, ReceivedEvent, ServiceClient, ServiceClientOptions, TwinPatch,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -42,16 +42,21 @@ fn consumer(hub: &EmulatorHandle, options: EventHubConsumerOptions) -> EventHubC
         .unwrap()
 }
 
-/// Registers `id` and connects it over `transport`.
-async fn device(hub: &EmulatorHandle, id: &str, transport: Transport) -> DeviceClient {
-    let service = ServiceClient::from_connection_string(
+/// A service client of `hub` with the owner policy.
+fn service(hub: &EmulatorHandle) -> ServiceClient {
+    ServiceClient::from_connection_string(
         hub.connection_string("iothubowner").unwrap(),
         ServiceClientOptions::default()
             .trusted_ca_pem(hub.ca_pem())
             .https_port(hub.https_addr().port())
             .request_timeout(WAIT),
     )
-    .unwrap();
+    .unwrap()
+}
+
+/// Registers `id` and connects it over `transport`.
+async fn device(hub: &EmulatorHandle, id: &str, transport: Transport) -> DeviceClient {
+    let service = service(hub);
     let created = service.create_device(&Device::new(id)).await.unwrap();
     let port = match transport {
         Transport::Amqp => hub.amqp_addr().port(),
@@ -568,4 +573,93 @@ async fn a_higher_owner_level_takes_the_partition_over() {
         .unwrap();
     let err = ending_error(first).await;
     assert_eq!(err.kind(), ErrorKind::Closed, "{err}");
+}
+
+#[tokio::test]
+async fn routed_hub_notifications_arrive_with_their_source_and_properties() {
+    let hub = Emulator::builder()
+        .https_port(0)
+        .mqtt_port(0)
+        .amqp_port(0)
+        .event_routes(EventRoutes::all())
+        .start()
+        .await
+        .unwrap();
+    // Created (lifecycle), connected (connection state), two twin writes (twin change).
+    let client = device(&hub, "notified", Transport::Mqtt).await;
+    client
+        .update_reported_properties(&serde_json::json!({"temp": 21}))
+        .await
+        .unwrap();
+    let patch = TwinPatch::new()
+        .desired(serde_json::json!({"speed": 5}))
+        .unwrap();
+    service(&hub)
+        .update_twin("notified", &patch, IfMatch::Any)
+        .await
+        .unwrap();
+    let reader = consumer(&hub, options(&hub));
+    let mut stream = reader.receive_all(EventPosition::Earliest).await.unwrap();
+    let mut events = take(&mut stream, 4).await;
+    // One device: one partition, in the hub's order.
+    assert!(
+        events
+            .iter()
+            .all(|e| e.partition_id == events[0].partition_id)
+    );
+    events.sort_by_key(|e| e.sequence_number);
+    let text = |e: &ReceivedEvent, name: &str| match e.property(name) {
+        Some(PropertyValue::String(s)) => s.clone(),
+        other => panic!("{name} is {other:?}"),
+    };
+    let seen: Vec<_> = events
+        .iter()
+        .map(|e| {
+            (
+                e.message_source().unwrap_or_default().to_owned(),
+                text(e, "opType"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (
+                "deviceLifecycleEvents".to_owned(),
+                "createDeviceIdentity".to_owned()
+            ),
+            (
+                "deviceConnectionStateEvents".to_owned(),
+                "deviceConnected".to_owned()
+            ),
+            ("twinChangeEvents".to_owned(), "updateTwin".to_owned()),
+            ("twinChangeEvents".to_owned(), "updateTwin".to_owned()),
+        ]
+    );
+    let schemas = [
+        "deviceLifecycleNotification",
+        "deviceConnectionStateNotification",
+        "twinChangeNotification",
+        "twinChangeNotification",
+    ];
+    for (event, schema) in events.iter().zip(schemas) {
+        assert_eq!(event.device_id(), Some("notified"));
+        assert_eq!(text(event, "iothub-message-schema"), schema);
+        assert_eq!(text(event, "hubName"), hub.event_hubs_name());
+        assert_eq!(text(event, "deviceId"), "notified");
+        assert!(!text(event, "operationTimestamp").is_empty());
+        assert_eq!(event.user_id.as_deref(), Some(hub.event_hubs_name()));
+        assert_eq!(event.content_type.as_deref(), Some("application/json"));
+        assert_eq!(event.content_encoding.as_deref(), Some("utf-8"));
+        assert!(event.correlation_id.is_some());
+        assert!(event.hub_enqueued_time().is_some());
+        assert!(event.annotation("iothub-connection-auth-method").is_none());
+    }
+    let reported: serde_json::Value = serde_json::from_slice(&events[2].body).unwrap();
+    assert_eq!(reported["properties"]["reported"]["temp"], 21);
+    let desired: serde_json::Value = serde_json::from_slice(&events[3].body).unwrap();
+    assert_eq!(desired["properties"]["desired"]["speed"], 5);
+    let created: serde_json::Value = serde_json::from_slice(&events[0].body).unwrap();
+    assert_eq!(created["deviceId"], "notified");
+    let _ = client.close().await;
 }

@@ -630,7 +630,14 @@ async fn serve_session(
                 format!("a session may have {MAX_LINKS_PER_SESSION} links attached"),
             )
         };
-        match acceptor.accept(&mut session).await {
+        // The peer's attach is read here (not inside `accept`) for what fe2o3's links do not
+        // keep: the desired capabilities an Event Hubs receiver asks with.
+        let Some(attach) = session.next_incoming_attach().await else {
+            tracing::debug!("AMQP session ended");
+            break;
+        };
+        let runtime_metric = eventhubs::asks_runtime_metric(&attach);
+        match acceptor.accept_incoming_attach(attach, &mut session).await {
             Ok(LinkEndpoint::Receiver(receiver)) if full => {
                 let _ = receiver.close_with_error(too_many()).await;
             }
@@ -641,7 +648,12 @@ async fn serve_session(
                 links.spawn(serve_inbound(receiver, state.clone(), context.clone()));
             }
             Ok(LinkEndpoint::Sender(sender)) => {
-                links.spawn(serve_outbound(sender, state.clone(), context.clone()));
+                links.spawn(serve_outbound(
+                    sender,
+                    runtime_metric,
+                    state.clone(),
+                    context.clone(),
+                ));
             }
             Err(e) => {
                 tracing::debug!(error = %e, "AMQP session ended");
@@ -740,8 +752,14 @@ async fn serve_inbound(receiver: Receiver, state: Arc<ConnectionState>, context:
     }
 }
 
-/// Links the client receives on: `$cbs` answers and feedback.
-async fn serve_outbound(sender: Sender, state: Arc<ConnectionState>, context: Arc<AmqpContext>) {
+/// Links the client receives on: `$cbs` answers and feedback. `runtime_metric`: the peer
+/// asked for last-enqueued-event information (Event Hubs consumers).
+async fn serve_outbound(
+    sender: Sender,
+    runtime_metric: bool,
+    state: Arc<ConnectionState>,
+    context: Arc<AmqpContext>,
+) {
     let source = sender
         .source()
         .as_ref()
@@ -762,6 +780,7 @@ async fn serve_outbound(sender: Sender, state: Arc<ConnectionState>, context: Ar
                 entity,
                 consumer_group,
                 partition,
+                runtime_metric,
             };
             return eventhubs::serve_consumer(sender, consumer, state, context).await;
         }

@@ -126,7 +126,7 @@ pub(crate) fn event_json(event: &TelemetryEvent) -> Value {
         .properties
         .iter()
         .map(|(name, value)| {
-            json!({"name": name, "type": value.type_name(), "value": value.to_json()})
+            json!({"name": name, "type": value.type_name(), "value": crate::telemetry::properties::stored_json(value)})
         })
         .collect();
     let mut out = json!({

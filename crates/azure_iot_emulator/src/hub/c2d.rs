@@ -476,7 +476,7 @@ fn stored_message(row: &C2dRow) -> Result<Message, String> {
     let properties = decode_properties(&stored["properties"].to_string())?;
     let mut builder = Message::builder(body).system_properties(system);
     for (name, value) in properties {
-        builder = builder.property(name, value.to_text());
+        builder = builder.property(name, crate::telemetry::properties::text_of(&value));
     }
     builder.build().map_err(|e| e.to_string())
 }

@@ -292,7 +292,12 @@ impl HubState {
     ) -> (u64, bool, BTreeSet<Feature>) {
         self.links.next_connection += 1;
         let connection = self.links.next_connection;
-        if let Some(old) = self.links.live.remove(&identity) {
+        let replaced = self.links.live.remove(&identity);
+        if replaced.is_some() {
+            // The old connection ends: IoT Hub reports it before the new one.
+            self.emit_connection(&identity, false);
+        }
+        if let Some(old) = replaced {
             tracing::info!(%identity, "a new connection replaces the existing one");
             // The old connection's cloud-to-device locks end now, not when its task gets round
             // to closing: the new connection's subscription must find those messages.
@@ -311,6 +316,7 @@ impl HubState {
         let activity = self.links.activity.entry(identity.clone()).or_default();
         activity.state_changed = Some(at.clone());
         activity.last = Some(at);
+        self.emit_connection(&identity, true);
         self.links.live.insert(
             identity,
             DeviceLink {
@@ -355,6 +361,7 @@ impl HubState {
             if clean_session {
                 self.links.sessions.remove(identity);
             }
+            self.emit_connection(identity, false);
         }
     }
 
@@ -429,7 +436,18 @@ impl HubState {
             .record(identity.device_id(), identity.module_id())?
             .clone();
         let version = record.twin.patch_reported(patch, &now())?;
+        let routed = self
+            .routes(crate::telemetry::MessageSource::TwinChangeEvents)
+            .then(|| record.clone());
         self.save(record)?;
+        if let (Some(record), Value::Object(written)) = (routed, patch) {
+            self.emit_twin_change(
+                &record,
+                super::routed::TwinOp::Update,
+                None,
+                Some(("reported", written)),
+            );
+        }
         // Target conditions may read reported properties.
         self.reconcile_twin(identity.device_id(), identity.module_id());
         Ok(version)

@@ -32,6 +32,7 @@ pub(crate) mod methods;
 pub(crate) mod policy;
 pub(crate) mod provision;
 pub(crate) mod queue;
+pub(crate) mod routed;
 pub(crate) mod state;
 pub(crate) mod twin;
 

@@ -41,6 +41,7 @@ use super::policy::{DEFAULT_POLICIES, Policies, Policy};
 use super::twin::TwinState;
 use crate::error::EmulatorError;
 use crate::store::{Change, Store};
+use crate::telemetry::MessageSource;
 
 /// The most entries one bulk registry call may carry.
 pub(crate) const MAX_BULK_ENTRIES: usize = 100;
@@ -87,6 +88,8 @@ pub(crate) struct HubState {
     pub(super) configurations: super::configurations::Configurations,
     /// Import/export jobs (see `exportimport.rs`).
     pub(super) export_jobs: super::exportimport::ExportImportJobs,
+    /// Where the hub's own notifications go (see `routed.rs`).
+    pub(super) routed: super::routed::Router,
 }
 
 impl HubState {
@@ -169,6 +172,7 @@ impl HubState {
             links: Links::default(),
             configurations,
             export_jobs: Default::default(),
+            routed: Default::default(),
         };
         state.adopt_configurations();
         Ok(state)
@@ -182,7 +186,7 @@ impl HubState {
     /// The next sequence value: one more than the last, or the clock in microseconds if that
     /// is larger. Never repeats within a run, and a restart starts past every earlier value
     /// unless the clock went backwards by more than the values used.
-    fn next_sequence(&mut self) -> u64 {
+    pub(super) fn next_sequence(&mut self) -> u64 {
         let clock = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_micros() as u64)
@@ -430,10 +434,17 @@ impl HubState {
     /// Makes a stored identity the live one. A device that is disabled now is disconnected
     /// (its modules too): the change is stored, so its reconnects are refused (CONNACK 5)
     /// until it is enabled again.
+    /// A new identity's lifecycle event is emitted here (every create comes this way).
     pub(super) fn install_identity(&mut self, record: IdentityRecord) {
         if record.module_id.is_none() && record.status == Status::Disabled {
             self.links
                 .close_device(&record.device_id, "the device is disabled");
+        }
+        if self
+            .record(&record.device_id, record.module_id.as_deref())
+            .is_err()
+        {
+            self.emit_lifecycle(&record, true);
         }
         self.install(record);
     }
@@ -490,7 +501,12 @@ impl HubState {
 
     /// Removes a deleted identity from memory and drops its connections; a device's queued
     /// C2D messages go without feedback (the store dropped them in the delete transaction).
+    /// The deleted identity's lifecycle event is emitted here (every delete comes this way).
     fn forget(&mut self, device_id: &str, module_id: Option<&str>) {
+        if let Ok(record) = self.record(device_id, module_id) {
+            let record = record.clone();
+            self.emit_lifecycle(&record, false);
+        }
         self.configurations.forget(device_id, module_id);
         match module_id {
             Some(m) => {
@@ -827,6 +843,7 @@ impl HubState {
         } else {
             record.twin.patch_from_service(body, &now)?;
         }
+        let changed = record.twin.version != self.record(device_id, module_id)?.twin.version;
         let mut desired_patch = None;
         if record.twin.desired_version != desired_version {
             // Connected devices subscribed to desired properties get the change as a patch.
@@ -853,6 +870,10 @@ impl HubState {
         Ok(TwinWrite {
             record,
             desired_patch,
+            change: (changed && self.routes(MessageSource::TwinChangeEvents)).then(|| TwinChange {
+                replace,
+                body: body.clone(),
+            }),
         })
     }
 
@@ -862,7 +883,11 @@ impl HubState {
         let TwinWrite {
             record,
             desired_patch,
+            change,
         } = write;
+        if let Some(change) = change {
+            self.emit_service_twin_change(&record, &change);
+        }
         let json = self.twin_json(&record);
         if let Some(patch) = desired_patch {
             let identity = match &record.module_id {
@@ -929,6 +954,16 @@ pub(super) struct TwinWrite {
     pub(super) record: IdentityRecord,
     /// The desired patch for the connected identity, if the desired section changed.
     desired_patch: Option<Value>,
+    /// The write, if it changed the twin (for its twin change event).
+    change: Option<TwinChange>,
+}
+
+/// A service twin write that changed the twin: what its twin change event describes.
+pub(super) struct TwinChange {
+    /// A replace (`PUT`), not a merge patch.
+    pub(super) replace: bool,
+    /// The body as the service sent it.
+    pub(super) body: Value,
 }
 
 /// One entry of a bulk registry call (`ExportImportDevice`).

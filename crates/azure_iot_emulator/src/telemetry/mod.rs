@@ -33,6 +33,7 @@ mod partition;
 pub(crate) mod properties;
 mod reader;
 mod schema;
+mod source;
 mod writer;
 
 use std::path::Path;
@@ -50,6 +51,7 @@ use crate::error::EmulatorError;
 
 pub(crate) use partition::MAX_PARTITIONS;
 pub use properties::PropertyValue;
+pub use source::MessageSource;
 
 /// The log's database file in the data directory.
 pub(crate) const TELEMETRY_DB_FILE: &str = "telemetry.db";
@@ -83,6 +85,8 @@ pub struct TelemetryEvent {
     pub offset: String,
     /// The application properties with their types, in the order they were sent.
     pub properties: Vec<(String, PropertyValue)>,
+    /// Device telemetry, or the hub notification this event is.
+    pub source: MessageSource,
 }
 
 /// Where to start reading a partition (Event Hubs' event positions).
@@ -176,6 +180,8 @@ pub(crate) struct NewEvent {
     pub(crate) properties: Vec<(String, PropertyValue)>,
     /// The payload.
     pub(crate) body: Bytes,
+    /// Telemetry, or the hub notification this is.
+    pub(crate) source: MessageSource,
 }
 
 /// Who sent a message and when the hub accepted it: what the hub stamps on it.
@@ -367,6 +373,15 @@ impl TelemetryLog {
         });
     }
 
+    /// Queues an event from a thread outside the async runtime (the hub's state thread, which
+    /// emits the hub's own notifications): waits there while the writer is
+    /// [`MAX_QUEUED_BYTES`] behind, as a device connection would, and does not wait for the
+    /// commit. The writer never waits for the hub, so the wait always ends.
+    pub(crate) fn append_from_thread(&self, event: NewEvent) {
+        let (reply, _ignored) = oneshot::channel();
+        park_until_done(self.append_event(event, reply));
+    }
+
     /// Up to `limit` events with a log-wide sequence number greater than `after`, in order,
     /// only from `device_id` and `partition` if given.
     pub(crate) async fn read(
@@ -429,6 +444,26 @@ impl TelemetryLog {
     }
 }
 
+/// Runs `work` to completion on the current (non-runtime) thread, parking it while `work`
+/// waits. Only for futures that need no runtime (the queue's semaphore).
+fn park_until_done<F: Future>(work: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut context = std::task::Context::from_waker(&waker);
+    let mut work = std::pin::pin!(work);
+    loop {
+        if let std::task::Poll::Ready(out) = work.as_mut().poll(&mut context) {
+            return out;
+        }
+        std::thread::park();
+    }
+}
+
 /// The append of an MQTT-shaped message (string properties).
 fn event_from_message(
     device_id: String,
@@ -450,6 +485,7 @@ fn event_from_message(
         system,
         properties,
         body,
+        source: MessageSource::Telemetry,
     }
 }
 
@@ -463,7 +499,7 @@ fn row_from_event(event: NewEvent) -> writer::Row {
         auth_method: event.auth_method,
         enqueued_time: event.enqueued_time,
         enqueued_ms,
-        system: properties::encode_system(&event.system),
+        system: properties::encode_logged_system(&event.system, event.source),
         properties: properties::encode_properties(&event.properties),
         body: event.body,
     }

@@ -1,4 +1,5 @@
-//! The log's neutral, typed encoding of message properties.
+//! The log's neutral, typed encoding of message properties ([`PropertyValue`] is
+//! `azure_iot_protocol`'s, shared with the service client).
 //!
 //! Application properties are a list of `(name, PropertyValue)`: whatever an AMQP sender put in
 //! its application-properties section keeps its type (an `int` stays an `int`), and MQTT's
@@ -16,6 +17,7 @@
 //! | `uuid` | the hyphenated lower-case form |
 //! | `binary` | standard base64 |
 //! | `string` `symbol` | the text |
+//! | `other` | the text of a value with no AMQP type here |
 //!
 //! System properties (message id, content type ...) are a JSON object under IoT Hub's names
 //! (`messageId`, `contentType`, `expiryTimeUtc` as ISO 8601 ...); the hub-stamped ones
@@ -26,196 +28,96 @@ use azure_iot_core::message::{AckMode, SystemProperties};
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
-/// A typed message property value: what AMQP application properties can carry (except the
-/// decimal types, which have no exact representation here).
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub enum PropertyValue {
-    /// AMQP `null`.
-    Null,
-    /// `boolean`.
-    Bool(bool),
-    /// `ubyte`.
-    UByte(u8),
-    /// `ushort`.
-    UShort(u16),
-    /// `uint`.
-    UInt(u32),
-    /// `ulong`.
-    ULong(u64),
-    /// `byte`.
-    Byte(i8),
-    /// `short`.
-    Short(i16),
-    /// `int`.
-    Int(i32),
-    /// `long`.
-    Long(i64),
-    /// `float`.
-    Float(f32),
-    /// `double`.
-    Double(f64),
-    /// `char`.
-    Char(char),
-    /// `timestamp`: milliseconds since the Unix epoch.
-    Timestamp(i64),
-    /// `uuid`, as its 16 bytes.
-    Uuid([u8; 16]),
-    /// `binary`.
-    Binary(Vec<u8>),
-    /// `string` (also every MQTT property value).
-    String(String),
-    /// `symbol`.
-    Symbol(String),
+use super::source::{MessageSource, SOURCE_KEY};
+
+pub use azure_iot_protocol::amqp::PropertyValue;
+
+/// The value as text, for string-only consumers (MQTT property bags, the monitor's
+/// `properties` map): numbers in decimal, timestamps in ISO 8601, uuids hyphenated, binary in
+/// base64, `null` as the empty string.
+pub(crate) fn text_of(value: &PropertyValue) -> String {
+    match value {
+        PropertyValue::Timestamp(at) => format_timestamp(*at),
+        PropertyValue::Uuid(u) => u.hyphenated().to_string(),
+        PropertyValue::Binary(v) => base64::engine::general_purpose::STANDARD.encode(v),
+        other => other.to_string(),
+    }
 }
 
-impl PropertyValue {
-    /// The type tag stored with the value.
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            Self::Null => "null",
-            Self::Bool(_) => "bool",
-            Self::UByte(_) => "ubyte",
-            Self::UShort(_) => "ushort",
-            Self::UInt(_) => "uint",
-            Self::ULong(_) => "ulong",
-            Self::Byte(_) => "byte",
-            Self::Short(_) => "short",
-            Self::Int(_) => "int",
-            Self::Long(_) => "long",
-            Self::Float(_) => "float",
-            Self::Double(_) => "double",
-            Self::Char(_) => "char",
-            Self::Timestamp(_) => "timestamp",
-            Self::Uuid(_) => "uuid",
-            Self::Binary(_) => "binary",
-            Self::String(_) => "string",
-            Self::Symbol(_) => "symbol",
+/// The value as the JSON the log stores (without its tag).
+pub(crate) fn stored_json(value: &PropertyValue) -> Value {
+    fn float(v: f64) -> Value {
+        if v.is_nan() {
+            json!("NaN")
+        } else if v.is_infinite() {
+            json!(if v > 0.0 { "Infinity" } else { "-Infinity" })
+        } else {
+            json!(v)
         }
     }
-
-    /// The value as text, for string-only consumers (MQTT property bags, the monitor's
-    /// `properties` map): numbers in decimal, timestamps in ISO 8601, binary in base64,
-    /// `null` as the empty string.
-    pub fn to_text(&self) -> String {
-        match self {
-            Self::Null => String::new(),
-            Self::Bool(v) => v.to_string(),
-            Self::UByte(v) => v.to_string(),
-            Self::UShort(v) => v.to_string(),
-            Self::UInt(v) => v.to_string(),
-            Self::ULong(v) => v.to_string(),
-            Self::Byte(v) => v.to_string(),
-            Self::Short(v) => v.to_string(),
-            Self::Int(v) => v.to_string(),
-            Self::Long(v) => v.to_string(),
-            Self::Float(v) => v.to_string(),
-            Self::Double(v) => v.to_string(),
-            Self::Char(v) => v.to_string(),
-            Self::Timestamp(ms) => timestamp_from_ms(*ms)
-                .map(format_timestamp)
-                .unwrap_or_else(|| ms.to_string()),
-            Self::Uuid(bytes) => format_uuid(bytes),
-            Self::Binary(v) => base64::engine::general_purpose::STANDARD.encode(v),
-            Self::String(v) | Self::Symbol(v) => v.clone(),
-        }
+    match value {
+        PropertyValue::Float(v) => float(f64::from(*v)),
+        PropertyValue::Double(v) => float(*v),
+        PropertyValue::Timestamp(at) => json!(ms_of(*at)),
+        PropertyValue::Char(_)
+        | PropertyValue::Uuid(_)
+        | PropertyValue::Binary(_)
+        | PropertyValue::Other(_) => json!(text_of(value)),
+        other => other.to_json(),
     }
+}
 
-    /// The value as the JSON the log stores (without its tag).
-    pub(crate) fn to_json(&self) -> Value {
-        fn float(v: f64) -> Value {
-            if v.is_nan() {
-                json!("NaN")
-            } else if v.is_infinite() {
-                json!(if v > 0.0 { "Infinity" } else { "-Infinity" })
-            } else {
-                json!(v)
-            }
-        }
-        match self {
-            Self::Null => Value::Null,
-            Self::Bool(v) => json!(v),
-            Self::UByte(v) => json!(v),
-            Self::UShort(v) => json!(v),
-            Self::UInt(v) => json!(v),
-            Self::ULong(v) => json!(v),
-            Self::Byte(v) => json!(v),
-            Self::Short(v) => json!(v),
-            Self::Int(v) => json!(v),
-            Self::Long(v) => json!(v),
-            Self::Float(v) => float(f64::from(*v)),
-            Self::Double(v) => float(*v),
-            Self::Char(v) => json!(v.to_string()),
-            Self::Timestamp(v) => json!(v),
-            Self::Uuid(v) => json!(format_uuid(v)),
-            Self::Binary(v) => json!(base64::engine::general_purpose::STANDARD.encode(v)),
-            Self::String(v) | Self::Symbol(v) => json!(v),
-        }
-    }
-
-    /// Reads a value stored under `tag` (the inverse of [`to_json`](Self::to_json)).
-    pub(crate) fn from_json(tag: &str, value: &Value) -> Result<Self, String> {
-        let bad = || format!("`{value}` is not a valid `{tag}` property value");
-        let int = || value.as_i64().ok_or_else(bad);
-        let uint = || value.as_u64().ok_or_else(bad);
-        let text = || value.as_str().ok_or_else(bad);
-        let float = || -> Result<f64, String> {
-            match value {
-                Value::Number(n) => n.as_f64().ok_or_else(bad),
-                Value::String(s) => match s.as_str() {
-                    "NaN" => Ok(f64::NAN),
-                    "Infinity" => Ok(f64::INFINITY),
-                    "-Infinity" => Ok(f64::NEG_INFINITY),
-                    _ => Err(bad()),
-                },
+/// Reads a value stored under `tag` (the inverse of [`stored_json`]).
+pub(crate) fn value_from_stored(tag: &str, value: &Value) -> Result<PropertyValue, String> {
+    let bad = || format!("`{value}` is not a valid `{tag}` property value");
+    let int = || value.as_i64().ok_or_else(bad);
+    let uint = || value.as_u64().ok_or_else(bad);
+    let text = || value.as_str().ok_or_else(bad);
+    let float = || -> Result<f64, String> {
+        match value {
+            Value::Number(n) => n.as_f64().ok_or_else(bad),
+            Value::String(s) => match s.as_str() {
+                "NaN" => Ok(f64::NAN),
+                "Infinity" => Ok(f64::INFINITY),
+                "-Infinity" => Ok(f64::NEG_INFINITY),
                 _ => Err(bad()),
+            },
+            _ => Err(bad()),
+        }
+    };
+    Ok(match tag {
+        "null" => PropertyValue::Null,
+        "bool" => PropertyValue::Bool(value.as_bool().ok_or_else(bad)?),
+        "ubyte" => PropertyValue::Ubyte(uint()?.try_into().map_err(|_| bad())?),
+        "ushort" => PropertyValue::Ushort(uint()?.try_into().map_err(|_| bad())?),
+        "uint" => PropertyValue::Uint(uint()?.try_into().map_err(|_| bad())?),
+        "ulong" => PropertyValue::Ulong(uint()?),
+        "byte" => PropertyValue::Byte(int()?.try_into().map_err(|_| bad())?),
+        "short" => PropertyValue::Short(int()?.try_into().map_err(|_| bad())?),
+        "int" => PropertyValue::Int(int()?.try_into().map_err(|_| bad())?),
+        "long" => PropertyValue::Long(int()?),
+        // f64 → f32 is exact for every value that was an f32.
+        "float" => PropertyValue::Float(float()? as f32),
+        "double" => PropertyValue::Double(float()?),
+        "char" => {
+            let mut chars = text()?.chars();
+            match (chars.next(), chars.next()) {
+                (Some(c), None) => PropertyValue::Char(c),
+                _ => return Err(bad()),
             }
-        };
-        Ok(match tag {
-            "null" => Self::Null,
-            "bool" => Self::Bool(value.as_bool().ok_or_else(bad)?),
-            "ubyte" => Self::UByte(uint()?.try_into().map_err(|_| bad())?),
-            "ushort" => Self::UShort(uint()?.try_into().map_err(|_| bad())?),
-            "uint" => Self::UInt(uint()?.try_into().map_err(|_| bad())?),
-            "ulong" => Self::ULong(uint()?),
-            "byte" => Self::Byte(int()?.try_into().map_err(|_| bad())?),
-            "short" => Self::Short(int()?.try_into().map_err(|_| bad())?),
-            "int" => Self::Int(int()?.try_into().map_err(|_| bad())?),
-            "long" => Self::Long(int()?),
-            // f64 → f32 is exact for every value that was an f32.
-            "float" => Self::Float(float()? as f32),
-            "double" => Self::Double(float()?),
-            "char" => {
-                let mut chars = text()?.chars();
-                match (chars.next(), chars.next()) {
-                    (Some(c), None) => Self::Char(c),
-                    _ => return Err(bad()),
-                }
-            }
-            "timestamp" => Self::Timestamp(int()?),
-            "uuid" => Self::Uuid(parse_uuid(text()?).ok_or_else(bad)?),
-            "binary" => Self::Binary(
-                base64::engine::general_purpose::STANDARD
-                    .decode(text()?)
-                    .map_err(|_| bad())?,
-            ),
-            "string" => Self::String(text()?.to_owned()),
-            "symbol" => Self::Symbol(text()?.to_owned()),
-            other => return Err(format!("unknown property type `{other}`")),
-        })
-    }
-}
-
-impl From<&str> for PropertyValue {
-    fn from(v: &str) -> Self {
-        Self::String(v.to_owned())
-    }
-}
-
-impl From<String> for PropertyValue {
-    fn from(v: String) -> Self {
-        Self::String(v)
-    }
+        }
+        "timestamp" => PropertyValue::Timestamp(timestamp_from_ms(int()?).ok_or_else(bad)?),
+        "uuid" => PropertyValue::Uuid(parse_uuid(text()?).ok_or_else(bad)?),
+        "binary" => PropertyValue::Binary(
+            base64::engine::general_purpose::STANDARD
+                .decode(text()?)
+                .map_err(|_| bad())?,
+        ),
+        "string" => PropertyValue::String(text()?.to_owned()),
+        "symbol" => PropertyValue::Symbol(text()?.to_owned()),
+        "other" => PropertyValue::Other(text()?.to_owned()),
+        other => return Err(format!("unknown property type `{other}`")),
+    })
 }
 
 /// Encodes application properties as the stored JSON array. Written straight into one buffer
@@ -242,7 +144,7 @@ pub(crate) fn encode_properties(properties: &[(String, PropertyValue)]) -> Strin
             }
             other => {
                 out.extend_from_slice(b",\"v\":");
-                let _ = serde_json::to_writer(&mut out, &other.to_json());
+                let _ = serde_json::to_writer(&mut out, &stored_json(other));
             }
         }
         out.push(b'}');
@@ -261,7 +163,7 @@ pub(crate) fn decode_properties(text: &str) -> Result<Vec<(String, PropertyValue
         .map(|item| {
             let name = item["n"].as_str().ok_or("stored property without a name")?;
             let tag = item["t"].as_str().ok_or("stored property without a type")?;
-            Ok((name.to_owned(), PropertyValue::from_json(tag, &item["v"])?))
+            Ok((name.to_owned(), value_from_stored(tag, &item["v"])?))
         })
         .collect()
 }
@@ -271,6 +173,22 @@ pub(crate) fn encode_system(s: &SystemProperties) -> String {
     if *s == SystemProperties::default() {
         return "{}".to_owned();
     }
+    Value::Object(system_map(s)).to_string()
+}
+
+/// Encodes a logged event's system properties with its source (telemetry's are exactly
+/// [`encode_system`]'s).
+pub(crate) fn encode_logged_system(s: &SystemProperties, source: MessageSource) -> String {
+    if source == MessageSource::Telemetry {
+        return encode_system(s);
+    }
+    let mut map = system_map(s);
+    map.insert(SOURCE_KEY.into(), json!(source.as_str()));
+    Value::Object(map).to_string()
+}
+
+/// The JSON object of [`encode_system`].
+fn system_map(s: &SystemProperties) -> Map<String, Value> {
     let mut map = Map::new();
     let mut put = |key: &str, value: Option<String>| {
         if let Some(v) = value {
@@ -300,13 +218,32 @@ pub(crate) fn encode_system(s: &SystemProperties) -> String {
     if !s.other.is_empty() {
         map.insert("other".into(), json!(s.other));
     }
-    Value::Object(map).to_string()
+    map
+}
+
+/// Decodes [`encode_logged_system`]'s JSON: the system properties and the event's source.
+pub(crate) fn decode_logged_system(
+    text: &str,
+) -> Result<(SystemProperties, MessageSource), String> {
+    let map: Map<String, Value> =
+        serde_json::from_str(text).map_err(|e| format!("stored system properties: {e}"))?;
+    let source = match map.get(SOURCE_KEY).and_then(Value::as_str) {
+        None => MessageSource::Telemetry,
+        Some(name) => MessageSource::parse(name)
+            .ok_or_else(|| format!("stored message source `{name}` is not known"))?,
+    };
+    Ok((system_from_map(&map)?, source))
 }
 
 /// Decodes [`encode_system`]'s JSON.
 pub(crate) fn decode_system(text: &str) -> Result<SystemProperties, String> {
     let map: Map<String, Value> =
         serde_json::from_str(text).map_err(|e| format!("stored system properties: {e}"))?;
+    system_from_map(&map)
+}
+
+/// The system properties of a stored JSON object.
+fn system_from_map(map: &Map<String, Value>) -> Result<SystemProperties, String> {
     let text = |key: &str| map.get(key).and_then(Value::as_str).map(str::to_owned);
     let time = |key: &str| -> Result<_, String> {
         match map.get(key).and_then(Value::as_str) {
@@ -355,13 +292,8 @@ pub(crate) fn ms_of(t: time::OffsetDateTime) -> i64 {
     i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
-fn format_uuid(b: &[u8; 16]) -> String {
-    uuid::Uuid::from_bytes(*b).hyphenated().to_string()
-}
-
-fn parse_uuid(text: &str) -> Option<[u8; 16]> {
+fn parse_uuid(text: &str) -> Option<uuid::Uuid> {
     (text.len() == 36)
         .then(|| uuid::Uuid::try_parse(text).ok())
         .flatten()
-        .map(|u| *u.as_bytes())
 }

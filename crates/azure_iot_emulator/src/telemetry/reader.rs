@@ -14,7 +14,7 @@ use azure_iot_core::message::Message;
 use bytes::Bytes;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 
-use super::properties::{decode_properties, decode_system, timestamp_from_ms};
+use super::properties::{decode_logged_system, decode_properties, timestamp_from_ms};
 use super::{EventPosition, PartitionInfo, TelemetryEvent};
 use crate::error::EmulatorError;
 
@@ -189,7 +189,7 @@ fn event_of(r: &Row<'_>) -> Result<TelemetryEvent, rusqlite::Error> {
         )
     };
     let typed = decode_properties(&properties).map_err(conversion)?;
-    let mut system = decode_system(&system).map_err(conversion)?;
+    let (mut system, source) = decode_logged_system(&system).map_err(conversion)?;
     system.connection_device_id = Some(device_id.clone());
     system.connection_module_id = module_id.clone();
     system.connection_auth_method = Some(auth_method);
@@ -197,7 +197,7 @@ fn event_of(r: &Row<'_>) -> Result<TelemetryEvent, rusqlite::Error> {
     system.sequence_number = Some(seq as u64);
     let mut builder = Message::builder(Bytes::from(body)).system_properties(system);
     for (name, value) in &typed {
-        builder = builder.property(name.clone(), value.to_text());
+        builder = builder.property(name.clone(), super::properties::text_of(value));
     }
     let message = builder.build().map_err(|e| conversion(e.to_string()))?;
     Ok(TelemetryEvent {
@@ -210,5 +210,6 @@ fn event_of(r: &Row<'_>) -> Result<TelemetryEvent, rusqlite::Error> {
         partition_sequence_number: partition_seq,
         offset: offset.to_string(),
         properties: typed,
+        source,
     })
 }

@@ -24,6 +24,7 @@ async fn append_typed(
             system: SystemProperties::default(),
             properties,
             body: Bytes::from_static(body),
+            source: MessageSource::Telemetry,
         },
         reply,
     )
@@ -233,10 +234,10 @@ async fn typed_properties_round_trip() {
     let properties = vec![
         ("null".to_owned(), PropertyValue::Null),
         ("bool".to_owned(), PropertyValue::Bool(true)),
-        ("ubyte".to_owned(), PropertyValue::UByte(255)),
-        ("ushort".to_owned(), PropertyValue::UShort(65535)),
-        ("uint".to_owned(), PropertyValue::UInt(u32::MAX)),
-        ("ulong".to_owned(), PropertyValue::ULong(u64::MAX)),
+        ("ubyte".to_owned(), PropertyValue::Ubyte(255)),
+        ("ushort".to_owned(), PropertyValue::Ushort(65535)),
+        ("uint".to_owned(), PropertyValue::Uint(u32::MAX)),
+        ("ulong".to_owned(), PropertyValue::Ulong(u64::MAX)),
         ("byte".to_owned(), PropertyValue::Byte(-128)),
         ("short".to_owned(), PropertyValue::Short(-32768)),
         ("int".to_owned(), PropertyValue::Int(42)),
@@ -245,8 +246,14 @@ async fn typed_properties_round_trip() {
         ("double".to_owned(), PropertyValue::Double(-0.1)),
         ("inf".to_owned(), PropertyValue::Double(f64::INFINITY)),
         ("char".to_owned(), PropertyValue::Char('é')),
-        ("ts".to_owned(), PropertyValue::Timestamp(1_767_225_600_123)),
-        ("uuid".to_owned(), PropertyValue::Uuid(*b"0123456789abcdef")),
+        (
+            "ts".to_owned(),
+            PropertyValue::Timestamp(properties::timestamp_from_ms(1_767_225_600_123).unwrap()),
+        ),
+        (
+            "uuid".to_owned(),
+            PropertyValue::Uuid(uuid::Uuid::from_bytes(*b"0123456789abcdef")),
+        ),
         (
             "bin".to_owned(),
             PropertyValue::Binary(vec![0, 1, 254, 255]),
@@ -393,6 +400,7 @@ fn retention_by_age_and_size_at_a_given_time() {
             system: SystemProperties::default(),
             properties: vec![],
             body: Bytes::from(vec![b'x'; 900]),
+            source: MessageSource::Telemetry,
         };
         group.push(writer::Append {
             row: row_from_event(event),
@@ -633,6 +641,7 @@ fn a_large_trim_is_spread_over_passes() {
                     system: SystemProperties::default(),
                     properties: vec![],
                     body: Bytes::from(vec![b'x'; 900]),
+                    source: MessageSource::Telemetry,
                 }),
                 reply,
             }

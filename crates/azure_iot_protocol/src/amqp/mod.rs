@@ -17,6 +17,7 @@
 //! * [`device`]: twin and method messages (requests, answers, desired patches).
 //! * [`message`]: [`azure_iot_core::Message`] ↔ AMQP properties, application properties and
 //!   annotations.
+//! * [`value`]: a property or annotation value in its AMQP type ([`PropertyValue`]).
 //!
 //! As everywhere in this crate, formatting is exact and parsing liberal and total: the
 //! golden tests read every frame the official SDKs sent (`testdata/vectors/amqp-*.jsonl`),
@@ -27,6 +28,7 @@ pub mod batch;
 pub mod cbs;
 pub mod device;
 pub mod message;
+pub mod value;
 
 #[cfg(test)]
 mod vectors;
@@ -35,6 +37,7 @@ pub use address::{Address, AddressError};
 pub use batch::{BATCH_FORMAT, BatchError, decode_batch, encode_batch};
 pub use cbs::{CbsAudience, CbsError, PutToken, PutTokenAnswer};
 pub use message::{MappingError, from_amqp, message_id_text, to_amqp};
+pub use value::PropertyValue;
 
 /// An AMQP message as both roles send and receive it: any body.
 pub type AmqpMessage = fe2o3_amqp_types::messaging::Message<

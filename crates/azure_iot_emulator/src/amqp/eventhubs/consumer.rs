@@ -58,11 +58,15 @@ pub(crate) struct Consumer {
     pub(crate) consumer_group: String,
     /// The partition as written.
     pub(crate) partition: String,
+    /// The receiver asked for last-enqueued-event information on every event
+    /// (`com.microsoft:enable-receiver-runtime-metric`).
+    pub(crate) runtime_metric: bool,
 }
 
 /// A checked consumer: where it reads and from where.
 struct Opened {
     partition: u32,
+    runtime_metric: bool,
     start: EventPosition,
     registration: Registration,
 }
@@ -171,6 +175,7 @@ async fn open(
             })?;
     Ok(Opened {
         partition,
+        runtime_metric: consumer.runtime_metric,
         start,
         registration,
     })
@@ -236,6 +241,7 @@ async fn stream(
 ) -> Option<definitions::Error> {
     let Opened {
         partition,
+        runtime_metric,
         mut start,
         mut registration,
     } = opened;
@@ -278,13 +284,23 @@ async fn stream(
             }
             continue;
         }
+        // The partition's newest event, for receivers that track it (once per batch).
+        let runtime = if runtime_metric {
+            match eh.telemetry.partition_info(partition).await {
+                Ok(info) => Some(event::runtime_metric(&info)),
+                Err(e) => return Some(error(AmqpError::InternalError, e.to_string())),
+            }
+        } else {
+            None
+        };
         for event in events {
             start = EventPosition::SequenceNumber {
                 number: event.partition_sequence_number,
                 inclusive: false,
             };
             let generation = generation_id(context, &mut generations, &event).await;
-            let message = event::to_message(&event, generation.as_deref());
+            let mut message = event::to_message(&event, generation.as_deref());
+            message.delivery_annotations.clone_from(&runtime);
             // Settled deliveries drop out; with too many unsettled, wait for the oldest.
             while unsettled
                 .front_mut()

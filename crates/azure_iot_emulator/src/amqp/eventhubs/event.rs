@@ -8,16 +8,25 @@
 //! | | `x-opt-offset` | string (decimal) |
 //! | | `x-opt-enqueued-time`, `iothub-enqueuedtime` | timestamp |
 //! | | `iothub-connection-device-id`, `iothub-connection-module-id` | string |
-//! | | `iothub-connection-auth-method` | string (JSON `{"scope","type","issuer","acceptingIpFilterRule"}`) |
-//! | | `iothub-connection-auth-generation-id` | string |
-//! | | `iothub-message-source` | string `Telemetry` |
+//! | | `iothub-connection-auth-method` | string (JSON `{"scope","type","issuer","acceptingIpFilterRule"}`); telemetry only |
+//! | | `iothub-connection-auth-generation-id` | string; telemetry only |
+//! | | `iothub-message-source` | string: `Telemetry`, or the hub notification's source (`twinChangeEvents` …) |
 //! | | `iothub-interface-id`, `dt-subject` (component), `iothub-diagnostic-*` | string, when sent |
-//! | application properties | the device's, with their original types; `iothub-creation-time-utc`, `iothub-message-schema` when sent | |
+//! | application properties | the device's, with their original types; `iothub-creation-time-utc`, `iothub-message-schema`, `iothub-outputname` (a module's output) when sent | |
 //! | body | one data section | |
+//! | delivery annotations | `last_enqueued_sequence_number` (long), `last_enqueued_offset` (string), `last_enqueued_time_utc`, `runtime_info_retrieval_time_utc` (timestamps): only for a receiver that asked with the desired capability `com.microsoft:enable-receiver-runtime-metric` | |
+//!
+//! No `x-opt-partition-key`: IoT Hub places a device's messages in a partition by a hash of the
+//! device id without giving Event Hubs a partition key, and the events captured from real hubs
+//! (Microsoft's non-telemetry event schema page, IoT Edge module telemetry samples) carry none.
+//! Hub notifications (twin change, lifecycle, connection state; `crate::hub::routed`) carry
+//! `user-id` (the hub's name), `correlation-id`, content type and encoding like any message,
+//! and no authentication annotations: no device connection sent them.
 
 use fe2o3_amqp_types::messaging::annotations::OwnedKey;
 use fe2o3_amqp_types::messaging::{
-    ApplicationProperties, Body, Data, MessageAnnotations, MessageId, Properties,
+    ApplicationProperties, Body, Data, DeliveryAnnotations, MessageAnnotations, MessageId,
+    Properties,
 };
 use fe2o3_amqp_types::primitives::{Binary, SimpleValue, Symbol, Timestamp, Value};
 
@@ -25,10 +34,10 @@ use azure_iot_core::datetime::format_timestamp;
 use azure_iot_protocol::amqp::AmqpMessage;
 
 use super::super::typed::to_simple;
-use crate::telemetry::TelemetryEvent;
+use crate::telemetry::{MessageSource, PartitionInfo, TelemetryEvent};
 
-/// `iothub-message-source` of device telemetry.
-pub(crate) const TELEMETRY_SOURCE: &str = "Telemetry";
+/// The application property carrying a module's output name (as the AMQP device SDKs send it).
+pub(crate) const OUTPUT_NAME_PROPERTY: &str = "iothub-outputname";
 
 /// Milliseconds since the Unix epoch of `at`, saturated.
 pub(crate) fn millis(at: time::OffsetDateTime) -> i64 {
@@ -51,6 +60,38 @@ fn auth_method(method: Option<&str>, module: bool) -> String {
         "acceptingIpFilterRule": null,
     })
     .to_string()
+}
+
+/// The delivery annotations a receiver that asked for the runtime metric gets with every
+/// event: its partition's newest event (`last_enqueued_sequence_number` long,
+/// `last_enqueued_offset` string, `last_enqueued_time_utc` timestamp) and when that was read
+/// (`runtime_info_retrieval_time_utc` timestamp), as the Event Hubs SDKs read them.
+pub(crate) fn runtime_metric(info: &PartitionInfo) -> DeliveryAnnotations {
+    let mut annotations = DeliveryAnnotations::default();
+    let mut note = |name: &str, value: Value| {
+        annotations.insert(OwnedKey::Symbol(Symbol::from(name)), value);
+    };
+    note(
+        "last_enqueued_sequence_number",
+        Value::Long(info.last_enqueued_sequence_number),
+    );
+    note(
+        "last_enqueued_offset",
+        Value::String(info.last_enqueued_offset.clone()),
+    );
+    if let Some(at) = info.last_enqueued_time {
+        note(
+            "last_enqueued_time_utc",
+            Value::Timestamp(Timestamp::from_milliseconds(millis(at))),
+        );
+    }
+    note(
+        "runtime_info_retrieval_time_utc",
+        Value::Timestamp(Timestamp::from_milliseconds(millis(
+            time::OffsetDateTime::now_utc(),
+        ))),
+    );
+    annotations
 }
 
 /// The AMQP message of `event`; `generation_id` is the sender's registry generation id, when
@@ -100,22 +141,25 @@ pub(crate) fn to_message(event: &TelemetryEvent, generation_id: Option<&str>) ->
     if let Some(module) = &event.module_id {
         note("iothub-connection-module-id", Value::String(module.clone()));
     }
-    note(
-        "iothub-connection-auth-method",
-        Value::String(auth_method(
-            system.connection_auth_method.as_deref(),
-            event.module_id.is_some(),
-        )),
-    );
-    if let Some(generation) = generation_id {
+    let telemetry = event.source == MessageSource::Telemetry;
+    if telemetry {
         note(
-            "iothub-connection-auth-generation-id",
-            Value::String(generation.to_owned()),
+            "iothub-connection-auth-method",
+            Value::String(auth_method(
+                system.connection_auth_method.as_deref(),
+                event.module_id.is_some(),
+            )),
         );
+        if let Some(generation) = generation_id {
+            note(
+                "iothub-connection-auth-generation-id",
+                Value::String(generation.to_owned()),
+            );
+        }
     }
     note(
         "iothub-message-source",
-        Value::String(TELEMETRY_SOURCE.to_owned()),
+        Value::String(event.source.as_str().to_owned()),
     );
     let text = |value: &Option<String>| value.clone().map(Value::String);
     for (name, value) in [
@@ -146,6 +190,14 @@ pub(crate) fn to_message(event: &TelemetryEvent, generation_id: Option<&str>) ->
         application.insert(
             "iothub-message-schema".to_owned(),
             SimpleValue::String(schema.clone()),
+        );
+    }
+    if let Some(output) = &system.output_name
+        && !application.contains_key(OUTPUT_NAME_PROPERTY)
+    {
+        application.insert(
+            OUTPUT_NAME_PROPERTY.to_owned(),
+            SimpleValue::String(output.clone()),
         );
     }
 

@@ -93,6 +93,18 @@ pub(crate) fn valid_consumer_group(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
 }
 
+/// The desired capability with which an Event Hubs receiver asks for last-enqueued-event
+/// information on every event (`track_last_enqueued_event_properties`).
+pub(crate) const RUNTIME_METRIC_CAPABILITY: &str = "com.microsoft:enable-receiver-runtime-metric";
+
+/// Whether the peer's `attach` asks for [`RUNTIME_METRIC_CAPABILITY`].
+pub(crate) fn asks_runtime_metric(attach: &fe2o3_amqp_types::performatives::Attach) -> bool {
+    attach
+        .desired_capabilities
+        .as_ref()
+        .is_some_and(|caps| caps.iter().any(|c| c.as_str() == RUNTIME_METRIC_CAPABILITY))
+}
+
 /// The hub's name (the entity of its Event Hubs-compatible endpoint): the first label of its
 /// host name.
 pub(crate) fn entity_name(hostname: &str) -> &str {
