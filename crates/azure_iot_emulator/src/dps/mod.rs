@@ -11,6 +11,7 @@
 
 mod assign;
 mod attestation;
+pub(crate) mod tpm;
 pub(crate) mod certificates;
 mod flow;
 pub(crate) mod records;
