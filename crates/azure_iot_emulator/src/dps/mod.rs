@@ -11,12 +11,12 @@
 
 mod assign;
 mod attestation;
-pub(crate) mod tpm;
 pub(crate) mod certificates;
 mod flow;
 pub(crate) mod records;
 pub(crate) mod state;
 mod store;
+pub(crate) mod tpm;
 
 pub(crate) use store::DB_FILE as DPS_DB_FILE;
 mod webhook;

@@ -18,13 +18,17 @@
 //! The device's TPM runs `ActivateCredential(SRK, EK)` (which only the EK's TPM can do, and
 //! only for the SRK named in the credential) to get the inner key, then `Import`s the duplicate
 //! under its SRK. [`kdf`] is KDFa, [`protect`] the seed encryption and the outer wrapper both
-//! constructions share, [`blob`] puts them together.
+//! constructions share, [`blob`] puts them together. [`session`] keeps, per registration, the
+//! keys of its last challenge (`tpm_sessions` in `dps.db`), and `challenge` runs the TPM steps
+//! of the registration flow for the HTTPS and AMQP front-ends.
 //!
 //! Identity keys are secrets: [`IdentityKey`]'s `Debug` is redacted, and no error carries one.
 
 mod blob;
+mod challenge;
 mod kdf;
 mod protect;
+pub(crate) mod session;
 #[cfg(test)]
 mod tests;
 
@@ -34,6 +38,7 @@ use azure_iot_protocol::tpm::TpmError;
 use ring::rand::{SecureRandom, SystemRandom};
 
 pub(crate) use blob::activation_blob;
+pub(crate) use challenge::hub_key_blob;
 
 /// Which of the device's keys a problem is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
