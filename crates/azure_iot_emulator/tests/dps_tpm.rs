@@ -204,12 +204,8 @@ async fn tpm_refusals() {
     let device = TpmDevice::enrolled(&hub, "tpm-device-2").await;
 
     // A token before any challenge: 401.
-    let (status, body) = device
-        .put(
-            Some(&device.tpm_token("x", Some("registration"))),
-            &device.body(),
-        )
-        .await;
+    let forged = forged_token(&hub, "tpm-device-2");
+    let (status, body) = device.put(Some(&forged), &device.body()).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
 
     // Garbage SRK: 400 naming the storage root key; nothing stored.
@@ -217,15 +213,10 @@ async fn tpm_refusals() {
     bad["tpm"]["storageRootKey"] = json!(STANDARD.encode([1, 2, 3]));
     let (status, body) = device.put(None, &bad).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    assert!(
-        body["message"]
-            .as_str()
-            .unwrap()
-            .contains("storage root key"),
-        "{body}"
-    );
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(message.contains("storage root key"), "{body}");
 
-    // An EK that is not the enrollment's: 401.
+    // An EK that is not the enrollment's: 401, no blob.
     let mut other_ek = device.body();
     other_ek["tpm"]["endorsementKey"] = json!(STANDARD.encode(&device.srk));
     let (status, body) = device.put(None, &other_ek).await;
@@ -235,17 +226,6 @@ async fn tpm_refusals() {
     // A token signed with a key the challenge did not give: 401.
     device.challenge_and_activate().await;
     let first_token = device.dps_token();
-    let sr = encode(&format!(
-        "{}/registrations/tpm-device-2",
-        hub.dps_id_scope()
-    ));
-    let se = 4_000_000_000u64;
-    let wrong = SharedAccessKey::from_bytes(vec![9; 32]).unwrap();
-    let sig = STANDARD.encode(wrong.sign(format!("{sr}\n{se}").as_bytes()));
-    let forged = format!(
-        "SharedAccessSignature sr={sr}&sig={}&se={se}&skn=registration",
-        encode(&sig)
-    );
     let (status, body) = device.put(Some(&forged), &device.body()).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
 
@@ -255,4 +235,19 @@ async fn tpm_refusals() {
     let (status, body) = device.put(Some(&first_token), &device.body()).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     hub.shutdown().await;
+}
+
+/// A DPS token for `registration_id` signed with a key no challenge gave.
+fn forged_token(hub: &EmulatorHandle, registration_id: &str) -> String {
+    let sr = encode(&format!(
+        "{}/registrations/{registration_id}",
+        hub.dps_id_scope()
+    ));
+    let se = 4_000_000_000u64;
+    let wrong = SharedAccessKey::from_bytes(vec![9; 32]).unwrap();
+    let sig = STANDARD.encode(wrong.sign(format!("{sr}\n{se}").as_bytes()));
+    format!(
+        "SharedAccessSignature sr={sr}&sig={}&se={se}&skn=registration",
+        encode(&sig)
+    )
 }
