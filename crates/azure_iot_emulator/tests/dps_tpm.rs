@@ -251,3 +251,126 @@ fn forged_token(hub: &EmulatorHandle, registration_id: &str) -> String {
         encode(&sig)
     )
 }
+
+/// Writes one SASL frame.
+async fn write_sasl(
+    stream: &mut (impl tokio::io::AsyncWrite + Unpin),
+    frame: &fe2o3_amqp::frames::sasl::Frame,
+) {
+    use tokio::io::AsyncWriteExt;
+    let body = serde_amqp::to_vec(frame).unwrap();
+    let mut bytes = ((body.len() + 8) as u32).to_be_bytes().to_vec();
+    bytes.extend_from_slice(&[2, 1, 0, 0]);
+    bytes.extend_from_slice(&body);
+    stream.write_all(&bytes).await.unwrap();
+}
+
+/// Reads one SASL frame.
+async fn read_sasl(
+    stream: &mut (impl tokio::io::AsyncRead + Unpin),
+) -> fe2o3_amqp::frames::sasl::Frame {
+    use tokio::io::AsyncReadExt;
+    let mut header = [0u8; 8];
+    stream.read_exact(&mut header).await.unwrap();
+    let size = u32::from_be_bytes(header[..4].try_into().unwrap()) as usize;
+    let mut body = vec![0u8; size - 8];
+    stream.read_exact(&mut body).await.unwrap();
+    serde_amqp::from_slice(&body).unwrap()
+}
+
+/// The SASL `TPM` exchange on the AMQP port, as the C SDK runs it; the blob is opened in the
+/// TPM and the final response carries `token(device)`. Returns the outcome code.
+async fn sasl_tpm(
+    device: &TpmDevice<'_>,
+    token: impl Fn(&TpmDevice<'_>) -> String,
+) -> fe2o3_amqp_types::sasl::SaslCode {
+    use fe2o3_amqp::frames::sasl::Frame;
+    use fe2o3_amqp_types::sasl::{SaslInit, SaslResponse};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let hub = device.hub;
+    let mut stream = azure_iot_test::tls_connect(&HubEndpoint::of(hub), hub.amqp_addr())
+        .await
+        .unwrap();
+    stream.write_all(b"AMQP\x03\x01\x00\x00").await.unwrap();
+    let mut header = [0u8; 8];
+    stream.read_exact(&mut header).await.unwrap();
+    let Frame::Mechanisms(mechanisms) = read_sasl(&mut stream).await else {
+        panic!("no sasl-mechanisms");
+    };
+    assert!(
+        mechanisms
+            .sasl_server_mechanisms
+            .0
+            .iter()
+            .any(|m| m.as_str() == "TPM")
+    );
+    let scope = hub.dps_id_scope();
+    let mut initial = vec![0];
+    initial.extend_from_slice(format!("{scope}\0{}\0", device.registration_id).as_bytes());
+    initial.extend_from_slice(&device.ek);
+    write_sasl(
+        &mut stream,
+        &Frame::Init(SaslInit {
+            mechanism: "TPM".into(),
+            initial_response: Some(initial.into()),
+            hostname: Some(format!("{scope}/registrations/{}", device.registration_id)),
+        }),
+    )
+    .await;
+    let respond = |bytes: Vec<u8>| {
+        Frame::Response(SaslResponse {
+            response: bytes.into(),
+        })
+    };
+    match read_sasl(&mut stream).await {
+        Frame::Challenge(c) => assert_eq!(c.challenge.into_vec(), vec![0]),
+        Frame::Outcome(o) => return o.code,
+        other => panic!("{other:?}"),
+    }
+    let mut srk = vec![0];
+    srk.extend_from_slice(&device.srk);
+    write_sasl(&mut stream, &respond(srk)).await;
+    let mut text = Vec::new();
+    let mut sequence = 0u8;
+    loop {
+        match read_sasl(&mut stream).await {
+            Frame::Challenge(c) => {
+                let bytes = c.challenge.into_vec();
+                let control = bytes[0];
+                assert_eq!(control & 0x80, 0x80);
+                assert_eq!(control & 0x03, sequence, "segments in sequence");
+                sequence += 1;
+                text.extend_from_slice(&bytes[1..]);
+                if control & 0x40 == 0 {
+                    write_sasl(&mut stream, &respond(vec![0])).await;
+                    continue;
+                }
+                device.activate(std::str::from_utf8(&text).unwrap());
+                let mut last = vec![0];
+                last.extend_from_slice(token(device).as_bytes());
+                write_sasl(&mut stream, &respond(last)).await;
+            }
+            Frame::Outcome(o) => return o.code,
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn tpm_device_authenticates_with_sasl_tpm_over_amqp() {
+    use fe2o3_amqp_types::sasl::SaslCode;
+    let hub = dps_emulator().await;
+    let device = TpmDevice::enrolled(&hub, "tpm-amqp-1").await;
+    let code = sasl_tpm(&device, |d| d.dps_token()).await;
+    assert!(matches!(code, SaslCode::Ok), "{code:?}");
+    // The challenge's key is the registration's: a TPM-signed register is accepted.
+    let token = device.dps_token();
+    let (status, body) = device.put(Some(&token), &device.body()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+
+    // A token not signed by the challenge's key: SASL auth failure.
+    let code = sasl_tpm(&device, |d| forged_token(d.hub, "tpm-amqp-1")).await;
+    assert!(matches!(code, SaslCode::Auth), "{code:?}");
+    hub.shutdown().await;
+}

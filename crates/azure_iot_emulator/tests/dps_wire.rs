@@ -189,8 +189,8 @@ async fn raw_sasl(
     }
 }
 
-/// TPM attestation over AMQP is another issue's: SASL mechanism TPM is refused with `auth`
-/// at once. A DPS PLAIN login the core does not accept is a SASL failure too, and so is a
+/// SASL TPM for a registration without a TPM enrollment is refused with `auth` at once
+/// (tests/dps_tpm.rs runs the whole exchange). A DPS PLAIN login the core does not accept is a SASL failure too, and so is a
 /// PLAIN identity that is neither the hub's nor DPS's.
 #[tokio::test]
 async fn amqp_sasl_refuses_tpm_and_unaccepted_dps_logins() {
