@@ -13,6 +13,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use support::{read_sasl, write_sasl};
+
+mod support;
 
 /// A device with its TPM, talking to one emulator's DPS by hand.
 struct TpmDevice<'a> {
@@ -250,32 +253,6 @@ fn forged_token(hub: &EmulatorHandle, registration_id: &str) -> String {
         "SharedAccessSignature sr={sr}&sig={}&se={se}&skn=registration",
         encode(&sig)
     )
-}
-
-/// Writes one SASL frame.
-async fn write_sasl(
-    stream: &mut (impl tokio::io::AsyncWrite + Unpin),
-    frame: &fe2o3_amqp::frames::sasl::Frame,
-) {
-    use tokio::io::AsyncWriteExt;
-    let body = serde_amqp::to_vec(frame).unwrap();
-    let mut bytes = ((body.len() + 8) as u32).to_be_bytes().to_vec();
-    bytes.extend_from_slice(&[2, 1, 0, 0]);
-    bytes.extend_from_slice(&body);
-    stream.write_all(&bytes).await.unwrap();
-}
-
-/// Reads one SASL frame.
-async fn read_sasl(
-    stream: &mut (impl tokio::io::AsyncRead + Unpin),
-) -> fe2o3_amqp::frames::sasl::Frame {
-    use tokio::io::AsyncReadExt;
-    let mut header = [0u8; 8];
-    stream.read_exact(&mut header).await.unwrap();
-    let size = u32::from_be_bytes(header[..4].try_into().unwrap()) as usize;
-    let mut body = vec![0u8; size - 8];
-    stream.read_exact(&mut body).await.unwrap();
-    serde_amqp::from_slice(&body).unwrap()
 }
 
 /// The SASL `TPM` exchange on the AMQP port, as the C SDK runs it; the blob is opened in the
