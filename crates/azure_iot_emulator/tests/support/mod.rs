@@ -5,7 +5,7 @@ use fe2o3_amqp::frames::sasl::Frame;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Writes one SASL frame (size, doff 2, type 1, the encoded body).
-pub async fn write_sasl(stream: &mut (impl AsyncWrite + Unpin), frame: &Frame) {
+pub(crate) async fn write_sasl(stream: &mut (impl AsyncWrite + Unpin), frame: &Frame) {
     let body = serde_amqp::to_vec(frame).unwrap();
     let mut bytes = u32::try_from(body.len() + 8)
         .unwrap()
@@ -17,7 +17,7 @@ pub async fn write_sasl(stream: &mut (impl AsyncWrite + Unpin), frame: &Frame) {
 }
 
 /// Reads one SASL frame.
-pub async fn read_sasl(stream: &mut (impl AsyncRead + Unpin)) -> Frame {
+pub(crate) async fn read_sasl(stream: &mut (impl AsyncRead + Unpin)) -> Frame {
     let mut header = [0u8; 8];
     stream.read_exact(&mut header).await.unwrap();
     let size = u32::from_be_bytes(header[..4].try_into().unwrap()) as usize;
