@@ -38,6 +38,8 @@
 //! * [`identity`]: device / module identities and MQTT client ids.
 //! * [`request_id`]: `$rid` generation.
 //! * [`http`]: HTTP header names for message properties.
+//! * [`tpm`]: TPM 2.0 structures of DPS's TPM attestation (public areas, object Names, the
+//!   activation blob, the default registration id from an EK), marshalled both ways.
 //! * [`tls`]: the roots a client trusts and its rustls configuration (ring provider); the one
 //!   place that touches the system, to read the operating system's root store.
 //!
@@ -54,5 +56,6 @@ pub mod jobs;
 pub mod mqtt;
 pub mod request_id;
 pub mod tls;
+pub mod tpm;
 
 pub use identity::{Identity, IdentityError};

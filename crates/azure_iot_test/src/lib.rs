@@ -15,6 +15,9 @@
 //! * [`tls_connect`], [`websocket_upgrade`], [`websocket_frame`]: raw TLS connections to any
 //!   port and hand-made WebSocket frames, for abuse tests that send what no client would.
 //!
+//! * [`SoftwareTpm`]: a software TPM (swtpm) on free ports, driven with tpm2-tools, that
+//!   opens DPS activation blobs the way the DPS TPM clients do.
+//!
 //! Helpers panic with a message on failure: they are for tests only.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -27,6 +30,7 @@ mod mqtt;
 mod proxy;
 mod raw;
 mod rest;
+mod swtpm;
 
 pub use ca::TestCa;
 pub use device_http::DeviceHttp;
@@ -40,6 +44,7 @@ pub use raw::{
     websocket_stream, websocket_upgrade,
 };
 pub use rest::{Reply, RestClient, http_client};
+pub use swtpm::SoftwareTpm;
 
 use azure_iot_emulator::{Emulator, EmulatorHandle};
 
