@@ -33,19 +33,22 @@ fn location(swtpm: &SoftwareTpm) -> TpmLocation {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_provider_exposes_the_persisted_ek_srk_and_derived_registration_id() {
     let swtpm = SoftwareTpm::start();
-    let tpm = TpmAttestation::open(location(&swtpm)).await.unwrap();
-    let again = TpmAttestation::open(location(&swtpm)).await.unwrap();
-    assert_eq!(
-        tpm.endorsement_key(),
-        again.endorsement_key(),
-        "the EK is reused"
+    // swtpm serves one connection at a time: each handle is dropped before the next opens.
+    let first = TpmAttestation::open(location(&swtpm)).await.unwrap();
+    let (ek, srk) = (
+        first.endorsement_key().to_vec(),
+        first.storage_root_key().to_vec(),
     );
-    assert_eq!(tpm.storage_root_key(), again.storage_root_key());
-    // The keys are the ones persisted at the SDKs' handles.
+    drop(first);
+    // The keys are the ones persisted at the SDKs' handles…
     swtpm.tool("readpublic", &["-c", "0x81010001", "-o", "ek.pub"]);
-    assert_eq!(swtpm.read("ek.pub"), tpm.endorsement_key());
+    assert_eq!(swtpm.read("ek.pub"), ek);
     swtpm.tool("readpublic", &["-c", "0x81000001", "-o", "srk.pub"]);
-    assert_eq!(swtpm.read("srk.pub"), tpm.storage_root_key());
+    assert_eq!(swtpm.read("srk.pub"), srk);
+    // …and are reused when the TPM is opened again.
+    let tpm = TpmAttestation::open(location(&swtpm)).await.unwrap();
+    assert_eq!(tpm.endorsement_key(), ek, "the EK is reused");
+    assert_eq!(tpm.storage_root_key(), srk);
     let id = tpm.registration_id();
     assert_eq!(
         id,

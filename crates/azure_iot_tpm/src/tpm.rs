@@ -39,6 +39,10 @@ mod cc {
 
 /// `TPM_RC_INITIALIZE`: Startup was already done.
 const RC_INITIALIZE: u32 = 0x100;
+/// `TPM_RC_RETRY`, `TPM_RC_YIELDED`, `TPM_RC_TESTING`: the TPM asks for the command again.
+const RETRYABLE: [u32; 3] = [0x922, 0x908, 0x90A];
+/// How many times one command is sent when the TPM keeps asking for a retry.
+const MAX_ATTEMPTS: u32 = 5;
 /// `TPM_SE_POLICY`.
 const SE_POLICY: u8 = 0x01;
 
@@ -143,17 +147,30 @@ impl Tpm {
         Ok(tpm)
     }
 
-    /// Runs `command` and returns its response.
+    /// Runs `command` and returns its response. A TPM that answers `TPM_RC_RETRY`,
+    /// `TPM_RC_YIELDED` or `TPM_RC_TESTING` gets the same command again, at most
+    /// [`MAX_ATTEMPTS`] times.
     fn run(&mut self, command: &Command) -> Result<(Vec<u32>, Vec<u8>)> {
         let bytes = command.encode()?;
-        let response = self.transport.transact(&bytes)?;
-        let parsed = parse_response(
-            command.name(),
-            command.expected_response_handles(),
-            command.has_sessions(),
-            &response,
-        )?;
-        Ok((parsed.handles, parsed.params.to_vec()))
+        let mut attempt = 1;
+        loop {
+            let response = self.transport.transact(&bytes)?;
+            match parse_response(
+                command.name(),
+                command.expected_response_handles(),
+                command.has_sessions(),
+                &response,
+            ) {
+                Ok(parsed) => return Ok((parsed.handles, parsed.params.to_vec())),
+                Err(e)
+                    if attempt < MAX_ATTEMPTS
+                        && e.response_code().is_some_and(|c| RETRYABLE.contains(&c.0)) =>
+                {
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// `TPM2_Startup(TPM_SU_CLEAR)`; a TPM already started (`TPM_RC_INITIALIZE`) is fine.

@@ -48,6 +48,8 @@ fn ek_and_srk_are_created_persisted_and_reused() {
     let mut again = open(&swtpm);
     assert_eq!(again.endorsement_key().unwrap(), ek);
     assert_eq!(again.storage_root_key().unwrap(), srk);
+    // swtpm serves one connection at a time: close ours before tpm2-tools connects.
+    drop(again);
 
     // tpm2-tools reads the same public area and Name…
     swtpm.tool(
@@ -121,8 +123,7 @@ fn activate_credential_releases_what_makecredential_sealed() {
 #[test]
 fn hmac_inside_the_tpm_matches_ring_short_and_long() {
     let swtpm = SoftwareTpm::start();
-    let mut tpm = open(&swtpm);
-    tpm.storage_root_key().unwrap();
+    open(&swtpm).storage_root_key().unwrap();
     let key = b"an hmac identity key of 32 bytes";
     swtpm.write("key.bin", key);
     // tpm2-tools wraps a known key for the SRK (a software duplication, no inner wrapper).
@@ -141,6 +142,7 @@ fn hmac_inside_the_tpm_matches_ring_short_and_long() {
             "key.priv",
         ],
     );
+    let mut tpm = open(&swtpm);
     let public = swtpm.read("key.pub");
     let private = swtpm.read("key.priv");
     let loaded = tpm
