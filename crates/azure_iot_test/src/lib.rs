@@ -15,6 +15,9 @@
 //! * [`tls_connect`], [`websocket_upgrade`], [`websocket_frame`]: raw TLS connections to any
 //!   port and hand-made WebSocket frames, for abuse tests that send what no client would.
 //!
+//! * [`SoftwareTpm`]: a software TPM (swtpm) on free ports, driven with tpm2-tools, that
+//!   opens DPS activation blobs the way the DPS TPM clients do.
+//!
 //! Helpers panic with a message on failure: they are for tests only.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -27,6 +30,7 @@ mod mqtt;
 mod proxy;
 mod raw;
 mod rest;
+mod swtpm;
 
 pub use ca::TestCa;
 pub use device_http::DeviceHttp;
@@ -35,6 +39,7 @@ pub use dps_register::register_over_https;
 pub use endpoint::HubEndpoint;
 pub use mqtt::{MqttClient, MqttIo, device_token};
 pub use proxy::connect_proxy;
+pub use swtpm::SoftwareTpm;
 pub use raw::{
     TlsClientStream, opcode, tls_connect, websocket_frame, websocket_frame_header,
     websocket_stream, websocket_upgrade,

@@ -14,8 +14,8 @@
 //! ```
 //!
 //! The stream is read through the frame guard, which checks every frame before it is
-//! decoded; a SASL frame may be at most [`MAX_SASL_FRAME`] bytes. A `sasl-response` (no
-//! mechanism offered here uses challenges) is refused with `auth`.
+//! decoded; a SASL frame may be at most [`MAX_SASL_FRAME`] bytes. A `sasl-response` outside the
+//! TPM exchange is refused with `auth`.
 
 use fe2o3_amqp::frames::sasl::Frame;
 use fe2o3_amqp_types::sasl::{SaslCode, SaslOutcome};
@@ -56,6 +56,10 @@ where
     });
     write_frame(io, &mechanisms).await?;
     let answer = match read_frame(io).await? {
+        // DPS's TPM mechanism takes several challenges (`sasl_tpm`).
+        Frame::Init(init) if init.mechanism.as_str() == "TPM" => {
+            SaslServerFrame::Outcome(super::sasl_tpm::exchange(io, init, state, context).await?)
+        }
         Frame::Init(init) => sasl.on_init(init),
         Frame::Response(response) => sasl.on_response(response),
         _ => SaslServerFrame::Outcome(SaslOutcome {
@@ -92,7 +96,10 @@ where
 }
 
 /// Writes one SASL frame.
-async fn write_frame<S: AsyncWrite + Unpin>(io: &mut S, frame: &Frame) -> Result<(), String> {
+pub(super) async fn write_frame<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    frame: &Frame,
+) -> Result<(), String> {
     let body = serde_amqp::to_vec(frame).map_err(|e| format!("a SASL frame: {e}"))?;
     let size = u32::try_from(body.len() + 8).map_err(|_| "a SASL frame too large".to_owned())?;
     let mut bytes = Vec::with_capacity(body.len() + 8);
@@ -105,7 +112,7 @@ async fn write_frame<S: AsyncWrite + Unpin>(io: &mut S, frame: &Frame) -> Result
 }
 
 /// Reads one SASL frame (at most [`MAX_SASL_FRAME`] bytes).
-async fn read_frame<S: AsyncRead + Unpin>(io: &mut S) -> Result<Frame, String> {
+pub(super) async fn read_frame<S: AsyncRead + Unpin>(io: &mut S) -> Result<Frame, String> {
     let mut header = [0u8; 8];
     io.read_exact(&mut header)
         .await

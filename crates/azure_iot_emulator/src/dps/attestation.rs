@@ -11,6 +11,10 @@
 //!   for client authentication, up to one of its signing certificates or one of the CAs
 //!   registered with the DPS that its `caReferences` name (`certificates`).
 //!
+//! * TPM (individual enrollments only): the SAS token must be signed with the identity key
+//!   that the registration's last TPM challenge gave the device's TPM (`tpm::session`), and
+//!   that challenge must have been for the enrollment's endorsement key.
+//!
 //! Every refusal is 401 with [`code::UNAUTHORIZED`]; the reason names what did not match,
 //! never a key or a token.
 
@@ -26,6 +30,7 @@ use rustls_pki_types::CertificateDer;
 
 use super::records::code;
 use super::state::{DpsState, certificate_info};
+use super::tpm::session::TpmSession;
 use super::{DeviceCredential, DeviceLogin, DpsError};
 use crate::hub::provision::ProvisionedCredential;
 
@@ -47,6 +52,8 @@ pub(crate) struct Attested {
     pub(crate) credential: ProvisionedCredential,
     /// For X.509: the certificate facts of the registration result.
     pub(crate) x509: Option<X509RegistrationResult>,
+    /// For TPM: the keys of the challenge the device answered (the hub key is made for them).
+    pub(crate) tpm: Option<TpmSession>,
 }
 
 impl Attested {
@@ -108,6 +115,9 @@ impl DpsState {
             .enrollments
             .get(&login.registration_id.to_ascii_lowercase())
         {
+            if enrollment.attestation.kind == AttestationType::Tpm {
+                return self.attest_tpm(login, enrollment, &token, now);
+            }
             let keys = enrollment
                 .attestation
                 .symmetric_key
@@ -123,6 +133,7 @@ impl DpsState {
                     source: Source::Individual(Box::new(enrollment.clone())),
                     credential: ProvisionedCredential::SymmetricKey(key),
                     x509: None,
+                    tpm: None,
                 }),
                 None => Err(DpsError::unauthorized(
                     "the SAS token is not signed with the enrollment's key",
@@ -151,12 +162,52 @@ impl DpsState {
                     source: Source::Group(Box::new(group.clone())),
                     credential: ProvisionedCredential::SymmetricKey(key),
                     x509: None,
+                    tpm: None,
                 });
             }
         }
         Err(DpsError::unauthorized(
             "no enrollment or enrollment group accepts this registration and key",
         ))
+    }
+
+    /// A TPM enrollment: the token must be signed with the identity key of the registration's
+    /// last challenge, which must have been for the enrollment's current EK.
+    fn attest_tpm(
+        &self,
+        login: &DeviceLogin,
+        enrollment: &IndividualEnrollment,
+        token: &SasToken,
+        now: SystemTime,
+    ) -> Result<Attested, DpsError> {
+        let session = self
+            .tpm_sessions
+            .get(&login.registration_id.to_ascii_lowercase())
+            .ok_or_else(|| {
+                DpsError::unauthorized(
+                    "no TPM challenge was issued to this registration: register without a \
+                     token first (HTTPS) or use SASL TPM (AMQP)",
+                )
+            })?;
+        let ek = session.keys().map(|(ek, _)| ek).unwrap_or_default();
+        self.check_tpm_enrollment(&enrollment.registration_id, &ek)?;
+        let key = SharedAccessKey::from_base64(session.identity_key_base64())
+            .map_err(|_| DpsError::internal("a stored TPM identity key is unreadable"))?;
+        match token.verify([&key], now) {
+            Ok(()) => Ok(Attested {
+                source: Source::Individual(Box::new(enrollment.clone())),
+                // Replaced by a new hub key in `register`.
+                credential: ProvisionedCredential::SymmetricKey(String::new()),
+                x509: None,
+                tpm: Some(session.clone()),
+            }),
+            Err(azure_iot_core::sas::SasError::Expired { .. }) => {
+                Err(DpsError::unauthorized("the SAS token has expired"))
+            }
+            Err(_) => Err(DpsError::unauthorized(
+                "the SAS token is not signed with the identity key of the TPM challenge",
+            )),
+        }
     }
 
     fn attest_x509(
@@ -203,6 +254,7 @@ impl DpsState {
                         enrollment_group_id: None,
                         signing_certificate_info: None,
                     }),
+                    tpm: None,
                 })
             } else {
                 Err(DpsError::unauthorized(
@@ -226,6 +278,7 @@ impl DpsState {
                             enrollment_group_id: Some(group.enrollment_group_id.clone()),
                             signing_certificate_info: Some(certificate_info(&anchor)),
                         }),
+                        tpm: None,
                     });
                 }
             }

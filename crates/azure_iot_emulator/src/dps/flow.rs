@@ -8,11 +8,13 @@
 
 use azure_iot_protocol::dps::registration::{
     OperationStatus, RegistrationRequest, RegistrationResult, RegistrationStatus,
+    TpmRegistrationResult,
 };
 
 use super::records::{RegistrationRecord, code};
 use super::{Answer, DeviceLogin, Dps, DpsError};
 use crate::dps::attestation::Attested;
+use crate::hub::provision::ProvisionedCredential;
 
 impl Dps {
     /// Checks the credential for `login` (unknown id scope → 404; wrong key, unknown
@@ -24,17 +26,21 @@ impl Dps {
 
     /// Checks the scope, then the credential on the DPS thread.
     pub(super) async fn attest(&self, login: &DeviceLogin) -> Result<Attested, DpsError> {
-        if !login.id_scope.eq_ignore_ascii_case(self.id_scope()) {
-            return Err(DpsError::new(
-                code::SCOPE_NOT_FOUND,
-                format!(
-                    "there is no provisioning service with id scope `{}`",
-                    login.id_scope
-                ),
-            ));
-        }
+        self.check_scope(&login.id_scope)?;
         let login = login.clone();
         self.actor.call(move |s| s.attest(&login)).await?
+    }
+
+    /// 404 unless `id_scope` is this DPS's.
+    pub(super) fn check_scope(&self, id_scope: &str) -> Result<(), DpsError> {
+        if id_scope.eq_ignore_ascii_case(self.id_scope()) {
+            Ok(())
+        } else {
+            Err(DpsError::new(
+                code::SCOPE_NOT_FOUND,
+                format!("there is no provisioning service with id scope `{id_scope}`"),
+            ))
+        }
     }
 
     /// A register request (`force` = forceRegistration). The registration id in `request`, when
@@ -58,10 +64,21 @@ impl Dps {
                 login.registration_id
             )));
         }
-        let attested = self.attest(login).await?;
+        let mut attested = self.attest(login).await?;
+        // TPM: the hub gets a new key, which the result carries to the device's TPM.
+        let tpm_result = match &attested.tpm {
+            Some(session) => {
+                let (hub_key, blob) = super::tpm::hub_key_blob(session)?;
+                attested.credential = ProvisionedCredential::SymmetricKey(hub_key);
+                Some(TpmRegistrationResult {
+                    authentication_key: blob,
+                })
+            }
+            None => None,
+        };
         let key = login.registration_id.clone();
         let previous = self.actor.call(move |s| s.registration(&key).ok()).await?;
-        let state = self
+        let mut state = self
             .assign(
                 &login.registration_id,
                 &attested,
@@ -69,6 +86,9 @@ impl Dps {
                 previous.as_ref(),
             )
             .await?;
+        if state.status == RegistrationStatus::Assigned {
+            state.tpm = tpm_result;
+        }
         let operation_id = format!("4.{}", uuid::Uuid::new_v4().simple());
         let record = RegistrationRecord {
             state,

@@ -16,6 +16,7 @@ mod flow;
 pub(crate) mod records;
 pub(crate) mod state;
 mod store;
+pub(crate) mod tpm;
 
 pub(crate) use store::DB_FILE as DPS_DB_FILE;
 mod webhook;

@@ -36,6 +36,8 @@ pub(crate) struct DpsState {
     pub(super) registrations: BTreeMap<String, RegistrationRecord>,
     /// Registered CA certificates (`certificates`).
     pub(super) certificates: super::certificates::DpsCertificates,
+    /// TPM registrations' last challenge keys by lower-cased registration id (`tpm::session`).
+    pub(super) tpm_sessions: BTreeMap<String, super::tpm::session::TpmSession>,
     /// Source of ETags: strictly increasing, seeded from the clock so values stay unique
     /// across restarts.
     sequence: u64,
@@ -128,12 +130,14 @@ impl DpsState {
             .map(|r| (key(&r.state.registration_id), r))
             .collect();
         let certificates = super::certificates::load(&store)?;
+        let tpm_sessions = super::tpm::session::load(&store)?;
         Ok(Self {
             store,
             enrollments,
             groups,
             registrations,
             certificates,
+            tpm_sessions,
             sequence: 0,
         })
     }
@@ -397,6 +401,17 @@ impl DpsState {
         self.store
             .apply(&[Change::Delete(Table::Registrations, id)])?;
         self.registrations.remove(&id.to_ascii_lowercase());
+        Ok(())
+    }
+
+    /// Stores a TPM challenge's keys, replacing the registration's earlier ones.
+    pub(crate) fn save_tpm_session(
+        &mut self,
+        session: super::tpm::session::TpmSession,
+    ) -> Result<(), DpsError> {
+        self.store.apply(&[Change::PutTpmSession(&session)])?;
+        self.tpm_sessions
+            .insert(session.registration_id.to_ascii_lowercase(), session);
         Ok(())
     }
 

@@ -2,7 +2,8 @@
 //! copy, written before memory on every change (ADR 4 inside the actor, ADR 9).
 //!
 //! Tables: `meta` (id scope, policy keys, schema version) and one table of JSON rows per kind
-//! of record (`enrollments`, `enrollment_groups`, `registrations`, `ca_certificates`), keyed by
+//! of record (`enrollments`, `enrollment_groups`, `registrations`, `ca_certificates`,
+//! `tpm_sessions`), keyed by
 //! the lower-cased id (DPS ids are case-insensitive; a CA row's id is its name). Every change of one request lands in one transaction.
 
 use std::path::Path;
@@ -14,6 +15,7 @@ use serde::de::DeserializeOwned;
 
 use super::certificates::StoredCa;
 use super::records::RegistrationRecord;
+use super::tpm::session::TpmSession;
 use crate::config::Durability;
 use crate::error::EmulatorError;
 
@@ -44,6 +46,10 @@ CREATE TABLE IF NOT EXISTS ca_certificates (
     id     TEXT PRIMARY KEY,
     record TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS tpm_sessions (
+    id     TEXT PRIMARY KEY,
+    record TEXT NOT NULL
+);
 ";
 
 /// A kind of record, and its table.
@@ -57,6 +63,8 @@ pub(crate) enum Table {
     Registrations,
     /// CA certificates registered with the DPS (`dps::certificates`).
     Certificates,
+    /// TPM registrations' last challenge keys (`dps::tpm::session`).
+    TpmSessions,
 }
 
 impl Table {
@@ -66,6 +74,7 @@ impl Table {
             Self::Groups => "enrollment_groups",
             Self::Registrations => "registrations",
             Self::Certificates => "ca_certificates",
+            Self::TpmSessions => "tpm_sessions",
         }
     }
 }
@@ -80,6 +89,8 @@ pub(crate) enum Change<'a> {
     PutRegistration(&'a RegistrationRecord),
     /// Insert or replace a registered CA certificate.
     PutCertificate(&'a StoredCa),
+    /// Insert or replace a TPM registration's challenge keys.
+    PutTpmSession(&'a TpmSession),
     /// Delete a row by its (any-case) id.
     Delete(Table, &'a str),
 }
@@ -157,6 +168,7 @@ impl DpsStore {
                     put(&tx, Table::Registrations, &r.state.registration_id, r)?
                 }
                 Change::PutCertificate(c) => put(&tx, Table::Certificates, &c.name, c)?,
+                Change::PutTpmSession(t) => put(&tx, Table::TpmSessions, &t.registration_id, t)?,
                 Change::Delete(table, id) => {
                     tx.execute(
                         &format!("DELETE FROM {} WHERE id = ?1", table.name()),

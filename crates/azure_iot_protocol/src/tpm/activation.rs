@@ -83,6 +83,13 @@ impl ActivationBlob {
     }
 }
 
+/// `bytes` as a `TPM2B` (a `UINT16` size, then the bytes), for example a `TPM2B_DIGEST`.
+pub fn marshal_tpm2b(bytes: &[u8]) -> Result<Vec<u8>, TpmError> {
+    let mut w = Writer::default();
+    w.sized("TPM2B", bytes)?;
+    Ok(w.buf)
+}
+
 /// The registration id a TPM device without a configured one uses (the Node SDK's rule):
 /// lowercase RFC 4648 base32 of SHA-256 of the EK as sent to DPS (its `TPM2B_PUBLIC` bytes),
 /// without `=` padding.

@@ -27,7 +27,7 @@ mod sensitive;
 #[cfg(test)]
 mod tests;
 
-pub use activation::{ActivationBlob, Wrapped, default_registration_id};
+pub use activation::{ActivationBlob, Wrapped, default_registration_id, marshal_tpm2b};
 pub use public::{
     AlgId, KeyedHashPublic, KeyedHashScheme, ObjectAttributes, Public, PublicKind, RsaPublic,
     RsaScheme, SymDefObject,
