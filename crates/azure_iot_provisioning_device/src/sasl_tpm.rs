@@ -15,7 +15,8 @@
 //! ```
 //!
 //! Segments must come in order (the 2-bit sequence starts at 0), the blob is bounded by
-//! [`MAX_BLOB`], every frame by [`MAX_SASL_FRAME`].
+//! [`MAX_BLOB`], every frame by [`MAX_SASL_FRAME`]. The segments may carry the blob's bytes or
+//! its base64 text; both are accepted.
 
 use std::time::Duration;
 
@@ -116,7 +117,7 @@ where
         }
         respond(io, vec![0]).await?;
     }
-    tpm.activate_bytes(&blob).await?;
+    tpm.activate_bytes(&blob_bytes(blob)).await?;
     let token = tpm
         .token(
             ResourceUri::dps_registration(id_scope, registration_id),
@@ -135,6 +136,23 @@ where
         }),
         _ => Err(unexpected("sasl-outcome")),
     }
+}
+
+/// The activation blob the segments carry: the emulator (and the C client's reading of DPS)
+/// sends its base64 text, the Node client takes raw bytes; base64 text is decoded, anything
+/// else used as is (a binary blob is never all base64 characters: its sizes start with 0x00).
+fn blob_bytes(blob: Vec<u8>) -> Vec<u8> {
+    let is_text = !blob.is_empty()
+        && blob
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='));
+    if is_text {
+        use base64::Engine as _;
+        if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(&blob) {
+            return bytes;
+        }
+    }
+    blob
 }
 
 /// Reads a challenge; an outcome instead is DPS refusing.
@@ -209,4 +227,17 @@ async fn read_frame<S: AsyncRead + Unpin>(io: &mut S) -> Result<Frame> {
     })?;
     serde_amqp::from_slice(body)
         .map_err(|e| Error::Protocol(format!("a SASL frame that cannot be read: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_blob_may_come_as_bytes_or_base64_text() {
+        let raw = vec![0u8, 3, 1, 2, 3];
+        assert_eq!(blob_bytes(raw.clone()), raw);
+        assert_eq!(blob_bytes(b"AAMBAgM=".to_vec()), raw);
+        assert_eq!(blob_bytes(Vec::new()), Vec::<u8>::new());
+    }
 }

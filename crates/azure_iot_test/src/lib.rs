@@ -39,12 +39,12 @@ pub use dps_register::register_over_https;
 pub use endpoint::HubEndpoint;
 pub use mqtt::{MqttClient, MqttIo, device_token};
 pub use proxy::connect_proxy;
-pub use swtpm::SoftwareTpm;
 pub use raw::{
     TlsClientStream, opcode, tls_connect, websocket_frame, websocket_frame_header,
     websocket_stream, websocket_upgrade,
 };
 pub use rest::{Reply, RestClient, http_client};
+pub use swtpm::SoftwareTpm;
 
 use azure_iot_emulator::{Emulator, EmulatorHandle};
 
