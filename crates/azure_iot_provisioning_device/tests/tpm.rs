@@ -12,21 +12,10 @@ use azure_iot_provisioning_device::{
 use azure_iot_test::SoftwareTpm;
 use serde_json::json;
 
-/// The simulator's command port (from the TCTI string tpm2-tools use).
-fn tpm_port(swtpm: &SoftwareTpm) -> u16 {
-    swtpm
-        .tcti()
-        .rsplit("port=")
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 fn location(swtpm: &SoftwareTpm) -> TpmLocation {
     TpmLocation::Simulator {
         host: "127.0.0.1".to_owned(),
-        port: tpm_port(swtpm),
+        port: swtpm.port(),
     }
 }
 
@@ -79,7 +68,7 @@ async fn mqtt_with_a_tpm_is_unsupported_and_a_missing_tpm_is_a_typed_error() {
     assert!(matches!(err, Error::Unsupported(_)), "{err}");
     assert!(err.to_string().contains("HTTPS") && err.to_string().contains("AMQP"));
 
-    let port = tpm_port(&swtpm);
+    let port = swtpm.port();
     drop(swtpm);
     let err = TpmAttestation::open(TpmLocation::Simulator {
         host: "127.0.0.1".to_owned(),
@@ -107,20 +96,29 @@ fn port(hub: &EmulatorHandle, transport: Transport) -> u16 {
     }
 }
 
-/// Enrolls the TPM's EK, registers over `transport`, connects to the hub with TPM-signed
+/// Registers `tpm` with the emulator's DPS over `transport`.
+async fn register(
+    hub: &EmulatorHandle,
+    tpm: &TpmAttestation,
+    transport: Transport,
+) -> Result<azure_iot_provisioning_device::RegistrationResult, Error> {
+    ProvisioningDeviceClient::builder(hub.dps_id_scope(), Attestation::Tpm(tpm.clone()))
+        .global_endpoint("localhost")
+        .port(port(hub, transport))
+        .transport(transport)
+        .trusted_ca_pem(hub.ca_pem())
+        .build()
+        .unwrap()
+        .register()
+        .await
+}
+
+/// Registers over `transport`, connects to the hub with TPM-signed
 /// tokens and sends telemetry.
 async fn register_and_send(hub: &EmulatorHandle, tpm: &TpmAttestation, transport: Transport) {
-    let result =
-        ProvisioningDeviceClient::builder(hub.dps_id_scope(), Attestation::Tpm(tpm.clone()))
-            .global_endpoint("localhost")
-            .port(port(hub, transport))
-            .transport(transport)
-            .trusted_ca_pem(hub.ca_pem())
-            .build()
-            .unwrap()
-            .register()
-            .await
-            .unwrap_or_else(|e| panic!("{transport:?}: {e}"));
+    let result = register(hub, tpm, transport)
+        .await
+        .unwrap_or_else(|e| panic!("{transport:?}: {e}"));
     assert_eq!(result.status(), RegistrationStatus::Assigned);
     assert_eq!(result.registration_id(), tpm.registration_id());
     assert!(matches!(result.credential(), HubCredential::Tpm(_)));
@@ -177,17 +175,7 @@ async fn an_unenrolled_tpm_is_refused() {
     let tpm = TpmAttestation::open(location(&swtpm)).await.unwrap();
     let hub = azure_iot_test::dps_emulator().await;
     for transport in [Transport::Https, Transport::Amqp] {
-        let err =
-            ProvisioningDeviceClient::builder(hub.dps_id_scope(), Attestation::Tpm(tpm.clone()))
-                .global_endpoint("localhost")
-                .port(port(&hub, transport))
-                .transport(transport)
-                .trusted_ca_pem(hub.ca_pem())
-                .build()
-                .unwrap()
-                .register()
-                .await
-                .unwrap_err();
+        let err = register(&hub, &tpm, transport).await.unwrap_err();
         assert!(
             matches!(err, Error::Unauthorized { .. }),
             "{transport:?}: {err}"

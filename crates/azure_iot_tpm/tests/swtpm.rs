@@ -4,21 +4,10 @@
 use azure_iot_test::SoftwareTpm;
 use azure_iot_tpm::{EK_HANDLE, Error, IDENTITY_KEY_HANDLE, Location, SRK_HANDLE, Tpm};
 
-/// The simulator's command port (from the TCTI string tpm2-tools use).
-fn port(swtpm: &SoftwareTpm) -> u16 {
-    swtpm
-        .tcti()
-        .rsplit("port=")
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 fn open(swtpm: &SoftwareTpm) -> Tpm {
     Tpm::open(&Location::Simulator {
         host: "127.0.0.1".to_owned(),
-        port: port(swtpm),
+        port: swtpm.port(),
     })
     .unwrap()
 }
@@ -183,7 +172,7 @@ fn refusals_are_typed_and_a_missing_tpm_is_a_transport_error() {
         "{err}"
     );
 
-    let port = port(&swtpm);
+    let port = swtpm.port();
     drop(tpm);
     drop(swtpm);
     let err = Tpm::open(&Location::Simulator {
