@@ -64,7 +64,12 @@
 //!   same on every transport. CA certificates registered with the DPS (which X.509 groups name
 //!   in `caReferences`) live in `dps.db` too, managed on the emulator-only
 //!   `/$emulator/dps/certificates` route (Azure does this in its management plane), with the
-//!   hub's CA parsing and description reused (`dps::certificates`).
+//!   hub's CA parsing and description reused (`dps::certificates`). TPM attestation
+//!   (`dps::tpm`, ADR 0023) builds activation blobs (TPM 2.0 MakeCredential to the EK and a
+//!   duplicate of a fresh HMAC key to the SRK) from the public areas alone; the HTTPS 401
+//!   challenge and the AMQP SASL `TPM` exchange (`amqp::sasl_tpm`) both call
+//!   `Dps::tpm_challenge`, and the identity key each challenge issued (`tpm_sessions` in
+//!   `dps.db`) verifies the device's SAS token.
 //! * **The built-in Event Hubs-compatible endpoint** (ADR 17) is served on the hub's own AMQP
 //!   listener and host name, told apart by link address and CBS audience: the entity is the
 //!   hub's name, consumers read the telemetry log's partitions from the position their

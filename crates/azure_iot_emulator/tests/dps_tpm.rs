@@ -13,6 +13,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use support::{read_sasl, write_sasl};
+
+mod support;
 
 /// A device with its TPM, talking to one emulator's DPS by hand.
 struct TpmDevice<'a> {
@@ -204,12 +207,8 @@ async fn tpm_refusals() {
     let device = TpmDevice::enrolled(&hub, "tpm-device-2").await;
 
     // A token before any challenge: 401.
-    let (status, body) = device
-        .put(
-            Some(&device.tpm_token("x", Some("registration"))),
-            &device.body(),
-        )
-        .await;
+    let forged = forged_token(&hub, "tpm-device-2");
+    let (status, body) = device.put(Some(&forged), &device.body()).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
 
     // Garbage SRK: 400 naming the storage root key; nothing stored.
@@ -217,15 +216,10 @@ async fn tpm_refusals() {
     bad["tpm"]["storageRootKey"] = json!(STANDARD.encode([1, 2, 3]));
     let (status, body) = device.put(None, &bad).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    assert!(
-        body["message"]
-            .as_str()
-            .unwrap()
-            .contains("storage root key"),
-        "{body}"
-    );
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(message.contains("storage root key"), "{body}");
 
-    // An EK that is not the enrollment's: 401.
+    // An EK that is not the enrollment's: 401, no blob.
     let mut other_ek = device.body();
     other_ek["tpm"]["endorsementKey"] = json!(STANDARD.encode(&device.srk));
     let (status, body) = device.put(None, &other_ek).await;
@@ -235,17 +229,6 @@ async fn tpm_refusals() {
     // A token signed with a key the challenge did not give: 401.
     device.challenge_and_activate().await;
     let first_token = device.dps_token();
-    let sr = encode(&format!(
-        "{}/registrations/tpm-device-2",
-        hub.dps_id_scope()
-    ));
-    let se = 4_000_000_000u64;
-    let wrong = SharedAccessKey::from_bytes(vec![9; 32]).unwrap();
-    let sig = STANDARD.encode(wrong.sign(format!("{sr}\n{se}").as_bytes()));
-    let forged = format!(
-        "SharedAccessSignature sr={sr}&sig={}&se={se}&skn=registration",
-        encode(&sig)
-    );
     let (status, body) = device.put(Some(&forged), &device.body()).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
 
@@ -254,5 +237,117 @@ async fn tpm_refusals() {
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     let (status, body) = device.put(Some(&first_token), &device.body()).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    hub.shutdown().await;
+}
+
+/// A DPS token for `registration_id` signed with a key no challenge gave.
+fn forged_token(hub: &EmulatorHandle, registration_id: &str) -> String {
+    let sr = encode(&format!(
+        "{}/registrations/{registration_id}",
+        hub.dps_id_scope()
+    ));
+    let se = 4_000_000_000u64;
+    let wrong = SharedAccessKey::from_bytes(vec![9; 32]).unwrap();
+    let sig = STANDARD.encode(wrong.sign(format!("{sr}\n{se}").as_bytes()));
+    format!(
+        "SharedAccessSignature sr={sr}&sig={}&se={se}&skn=registration",
+        encode(&sig)
+    )
+}
+
+/// The SASL `TPM` exchange on the AMQP port, as the C SDK runs it; the blob is opened in the
+/// TPM and the final response carries `token(device)`. Returns the outcome code.
+async fn sasl_tpm(
+    device: &TpmDevice<'_>,
+    token: impl Fn(&TpmDevice<'_>) -> String,
+) -> fe2o3_amqp_types::sasl::SaslCode {
+    use fe2o3_amqp::frames::sasl::Frame;
+    use fe2o3_amqp_types::sasl::{SaslInit, SaslResponse};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let hub = device.hub;
+    let mut stream = azure_iot_test::tls_connect(&HubEndpoint::of(hub), hub.amqp_addr())
+        .await
+        .unwrap();
+    stream.write_all(b"AMQP\x03\x01\x00\x00").await.unwrap();
+    let mut header = [0u8; 8];
+    stream.read_exact(&mut header).await.unwrap();
+    let Frame::Mechanisms(mechanisms) = read_sasl(&mut stream).await else {
+        panic!("no sasl-mechanisms");
+    };
+    assert!(
+        mechanisms
+            .sasl_server_mechanisms
+            .0
+            .iter()
+            .any(|m| m.as_str() == "TPM")
+    );
+    let scope = hub.dps_id_scope();
+    let mut initial = vec![0];
+    initial.extend_from_slice(format!("{scope}\0{}\0", device.registration_id).as_bytes());
+    initial.extend_from_slice(&device.ek);
+    write_sasl(
+        &mut stream,
+        &Frame::Init(SaslInit {
+            mechanism: "TPM".into(),
+            initial_response: Some(initial.into()),
+            hostname: Some(format!("{scope}/registrations/{}", device.registration_id)),
+        }),
+    )
+    .await;
+    let respond = |bytes: Vec<u8>| {
+        Frame::Response(SaslResponse {
+            response: bytes.into(),
+        })
+    };
+    match read_sasl(&mut stream).await {
+        Frame::Challenge(c) => assert_eq!(c.challenge.into_vec(), vec![0]),
+        Frame::Outcome(o) => return o.code,
+        other => panic!("{other:?}"),
+    }
+    let mut srk = vec![0];
+    srk.extend_from_slice(&device.srk);
+    write_sasl(&mut stream, &respond(srk)).await;
+    let mut text = Vec::new();
+    let mut sequence = 0u8;
+    loop {
+        match read_sasl(&mut stream).await {
+            Frame::Challenge(c) => {
+                let bytes = c.challenge.into_vec();
+                let control = bytes[0];
+                assert_eq!(control & 0x80, 0x80);
+                assert_eq!(control & 0x03, sequence, "segments in sequence");
+                sequence += 1;
+                text.extend_from_slice(&bytes[1..]);
+                if control & 0x40 == 0 {
+                    write_sasl(&mut stream, &respond(vec![0])).await;
+                    continue;
+                }
+                device.activate(std::str::from_utf8(&text).unwrap());
+                let mut last = vec![0];
+                last.extend_from_slice(token(device).as_bytes());
+                write_sasl(&mut stream, &respond(last)).await;
+            }
+            Frame::Outcome(o) => return o.code,
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn tpm_device_authenticates_with_sasl_tpm_over_amqp() {
+    use fe2o3_amqp_types::sasl::SaslCode;
+    let hub = dps_emulator().await;
+    let device = TpmDevice::enrolled(&hub, "tpm-amqp-1").await;
+    let code = sasl_tpm(&device, |d| d.dps_token()).await;
+    assert!(matches!(code, SaslCode::Ok), "{code:?}");
+    // The challenge's key is the registration's: a TPM-signed register is accepted.
+    let token = device.dps_token();
+    let (status, body) = device.put(Some(&token), &device.body()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+
+    // A token not signed by the challenge's key: SASL auth failure.
+    let code = sasl_tpm(&device, |d| forged_token(d.hub, "tpm-amqp-1")).await;
+    assert!(matches!(code, SaslCode::Auth), "{code:?}");
     hub.shutdown().await;
 }

@@ -2,6 +2,8 @@
 //! and AMQP over WebSockets, at wire level, against the in-process emulator with real TLS.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -155,22 +157,13 @@ async fn raw_sasl(
     use fe2o3_amqp::frames::sasl::Frame;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    async fn read_frame(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> Frame {
-        let mut header = [0u8; 8];
-        stream.read_exact(&mut header).await.unwrap();
-        let size = u32::from_be_bytes(header[..4].try_into().unwrap()) as usize;
-        let mut body = vec![0u8; size - 8];
-        stream.read_exact(&mut body).await.unwrap();
-        serde_amqp::from_slice(&body).unwrap()
-    }
-
     let mut stream = tls(ep, ep.tls_config()).await;
     stream.write_all(b"AMQP\x03\x01\x00\x00").await.unwrap();
     let mut header = [0u8; 8];
     stream.read_exact(&mut header).await.unwrap();
     assert_eq!(&header, b"AMQP\x03\x01\x00\x00");
     assert!(matches!(
-        read_frame(&mut stream).await,
+        support::read_sasl(&mut stream).await,
         Frame::Mechanisms(_)
     ));
     let init = Frame::Init(fe2o3_amqp_types::sasl::SaslInit {
@@ -178,19 +171,15 @@ async fn raw_sasl(
         initial_response: Some(initial_response.to_vec().into()),
         hostname: None,
     });
-    let body = serde_amqp::to_vec(&init).unwrap();
-    let mut frame = ((body.len() + 8) as u32).to_be_bytes().to_vec();
-    frame.extend_from_slice(&[2, 1, 0, 0]);
-    frame.extend_from_slice(&body);
-    stream.write_all(&frame).await.unwrap();
-    match read_frame(&mut stream).await {
+    support::write_sasl(&mut stream, &init).await;
+    match support::read_sasl(&mut stream).await {
         Frame::Outcome(outcome) => outcome.code,
         other => panic!("expected sasl-outcome, got {other:?}"),
     }
 }
 
-/// TPM attestation over AMQP is another issue's: SASL mechanism TPM is refused with `auth`
-/// at once. A DPS PLAIN login the core does not accept is a SASL failure too, and so is a
+/// SASL TPM for a registration without a TPM enrollment is refused with `auth` at once
+/// (tests/dps_tpm.rs runs the whole exchange). A DPS PLAIN login the core does not accept is a SASL failure too, and so is a
 /// PLAIN identity that is neither the hub's nor DPS's.
 #[tokio::test]
 async fn amqp_sasl_refuses_tpm_and_unaccepted_dps_logins() {

@@ -160,9 +160,10 @@ pub(crate) struct Settings {
 
 #[derive(Args)]
 pub(crate) struct EnrollmentCreateArgs {
-    /// The device's registration id.
+    /// The device's registration id (optional with TPM attestation: the id a TPM device
+    /// derives from its endorsement key, lowercase base32 of its SHA-256).
     #[arg(long)]
-    registration_id: String,
+    registration_id: Option<String>,
     /// How the device attests (default: symmetric-key; x509 with --cert, tpm with
     /// --endorsement-key).
     #[arg(long, value_enum)]
@@ -453,6 +454,7 @@ impl EnrollmentCreateArgs {
             AttestationArg::SymmetricKey
         });
         let keys_given = self.settings.primary_key.is_some();
+        let mut tpm_registration_id = None;
         let attestation = match kind {
             AttestationArg::SymmetricKey => {
                 if self.cert.is_some() || self.endorsement_key.is_some() {
@@ -485,10 +487,24 @@ impl EnrollmentCreateArgs {
                         "--attestation tpm takes --endorsement-key, not keys or --cert".into(),
                     );
                 }
-                Attestation::tpm(ek.clone())
+                let bytes =
+                    base64::Engine::decode(&base64::engine::general_purpose::STANDARD, ek.trim())
+                        .map_err(|_| "--endorsement-key is not base64".to_owned())?;
+                azure_iot_protocol::tpm::Public::from_tpm2b(&bytes)
+                    .map_err(|e| format!("--endorsement-key is not a TPM2B_PUBLIC RSA key: {e}"))?;
+                tpm_registration_id =
+                    Some(azure_iot_protocol::tpm::default_registration_id(&bytes));
+                Attestation::tpm(ek.trim().to_owned())
             }
         };
-        let mut enrollment = IndividualEnrollment::new(&self.registration_id, attestation);
+        let registration_id = match (&self.registration_id, tpm_registration_id) {
+            (Some(id), _) => id.clone(),
+            (None, Some(id)) => id,
+            (None, None) => {
+                return Err("--registration-id is required (optional only with TPM)".into());
+            }
+        };
+        let mut enrollment = IndividualEnrollment::new(&registration_id, attestation);
         enrollment.device_id = self.device_id.clone();
         enrollment.settings = self.settings.common()?;
         Ok(enrollment)
@@ -697,8 +713,36 @@ mod tests {
                 .unwrap()
                 .update_hub_assignment
         );
-        let tpm = enrollment(&["--endorsement-key", "AToAAQ=="]).unwrap();
-        assert_eq!(tpm.attestation.tpm.unwrap().endorsement_key, "AToAAQ==");
+        let tpm = enrollment(&["--endorsement-key", SWTPM_EK]).unwrap();
+        assert_eq!(tpm.attestation.tpm.unwrap().endorsement_key, SWTPM_EK);
+        assert_eq!(tpm.registration_id, "dev-1");
+        // Not a TPM2B_PUBLIC: refused.
+        assert!(enrollment(&["--endorsement-key", "AToAAQ=="]).is_err());
+    }
+
+    /// An RSA EK made by swtpm (`tpm2_createek -G rsa`), base64 `TPM2B_PUBLIC`.
+    const SWTPM_EK: &str = "AToAAQALAAMAsgAgg3GXZ0SEs/gakMyNRqXXJP1S124GUgtk8qHaGzMUaaoABgCAAEMAEAgAAAAAAAEArhTyjC0RjT1gL+bj/+u+YWP55cwX0Cli/5n4KPaqK8YiJwRHLo4HRWOEHIoaUjpee4/NHsAlvlqkNr8wDVK+mxA3lVTDrgIyjyncqxmrlZUkJXljlPogFWdBT+leiqamH2byS0S2IU6HAfIsOzK4oE7+l1S76f4mhFNc7cBhOb7Lv2AEYvBPnRDwHU0gU1DHvCx/OIDsbyd9cL8m4PT6C57unnhja8bRKZ8Hc8guAQ1qG2E76uNvzzz6xyOJ11lQ02pnjZIo1LCbEDj3+oF6mTbVsVYItkuiz3OUMOBFtbCRImzx3cuxNZIST8aobYMKzuUQPflPBw0zBzabKRp97Q==";
+
+    #[test]
+    fn a_tpm_enrollment_without_registration_id_uses_the_ek_s() {
+        let parsed =
+            Enrollment::try_parse_from(["x", "create", "--endorsement-key", SWTPM_EK]).unwrap();
+        let EnrollmentCommand::Create(args) = parsed.command else {
+            panic!("not create");
+        };
+        let tpm = args.enrollment().unwrap();
+        let ek =
+            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, SWTPM_EK).unwrap();
+        assert_eq!(
+            tpm.registration_id,
+            azure_iot_protocol::tpm::default_registration_id(&ek)
+        );
+        assert_eq!(tpm.registration_id.len(), 52);
+        let parsed = Enrollment::try_parse_from(["x", "create"]).unwrap();
+        let EnrollmentCommand::Create(args) = parsed.command else {
+            panic!("not create");
+        };
+        assert!(args.enrollment().is_err());
     }
 
     #[test]

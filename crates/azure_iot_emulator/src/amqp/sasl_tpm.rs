@@ -121,6 +121,14 @@ where
         Ok(init) => init,
         Err(why) => return Ok(refuse(why)),
     };
+    // The EK is checked before anything else is asked for.
+    if let Err(e) = context
+        .dps
+        .check_tpm_enrolled(&init.scope, &init.registration_id, &init.endorsement_key)
+        .await
+    {
+        return Ok(refuse(e.to_string()));
+    }
     challenge(io, vec![0]).await?;
     let srk = read_key(io).await?;
     let tpm = TpmRegistration {

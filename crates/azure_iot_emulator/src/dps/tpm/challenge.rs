@@ -23,8 +23,6 @@ impl Dps {
         registration_id: &str,
         tpm: &TpmRegistration,
     ) -> Result<String, DpsError> {
-        self.check_scope(id_scope)?;
-        crate::dps::state::validate_id("registration", registration_id)?;
         let ek = decode("endorsementKey", &tpm.endorsement_key)?;
         let srk = decode(
             "storageRootKey",
@@ -32,11 +30,8 @@ impl Dps {
                 .as_deref()
                 .ok_or_else(|| DpsError::invalid("a TPM registration needs the storageRootKey"))?,
         )?;
-        let id = registration_id.to_owned();
-        let enrolled_ek = ek.clone();
-        self.actor
-            .call(move |s| s.check_tpm_enrollment(&id, &enrolled_ek))
-            .await??;
+        self.check_tpm_enrolled(id_scope, registration_id, &ek)
+            .await?;
         let key = IdentityKey::generate().map_err(DpsError::internal)?;
         let blob = activation_blob(&ek, &srk, &key)
             .and_then(|b| Ok(b.to_bytes()?))
@@ -46,6 +41,25 @@ impl Dps {
             .call(move |s| s.save_tpm_session(session))
             .await??;
         Ok(STANDARD.encode(blob))
+    }
+}
+
+impl Dps {
+    /// Fails unless `id_scope` is ours and `registration_id` has an individual TPM enrollment
+    /// holding the EK `ek` (404, 400 or 401).
+    pub(crate) async fn check_tpm_enrolled(
+        &self,
+        id_scope: &str,
+        registration_id: &str,
+        ek: &[u8],
+    ) -> Result<(), DpsError> {
+        self.check_scope(id_scope)?;
+        crate::dps::state::validate_id("registration", registration_id)?;
+        let id = registration_id.to_owned();
+        let ek = ek.to_vec();
+        self.actor
+            .call(move |s| s.check_tpm_enrollment(&id, &ek))
+            .await?
     }
 }
 
