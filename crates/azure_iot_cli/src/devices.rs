@@ -30,6 +30,9 @@ pub(crate) enum DeviceCommand {
     /// Register a device with the Device Provisioning Service (the local emulator's by
     /// default) and print its hub, device id and connection string.
     Provision(crate::provision::ProvisionArgs),
+    /// Print a TPM's endorsement key (base64, for a DPS TPM enrollment) and the registration
+    /// id derived from it (creating and persisting the EK and SRK if the TPM has none).
+    TpmInfo(crate::provision::TpmArgs),
 }
 
 #[derive(Args)]
@@ -174,6 +177,7 @@ pub(crate) async fn run(command: DeviceCommand) -> Result<(), String> {
         DeviceCommand::Simulate(args) => crate::simulate::run(args).await,
         DeviceCommand::Upload(args) => crate::upload::run(args).await,
         DeviceCommand::Provision(args) => crate::provision::run(args).await,
+        DeviceCommand::TpmInfo(args) => crate::provision::tpm_info(args).await,
         DeviceCommand::Export(args) => crate::export_import::export(args).await,
         DeviceCommand::Import(args) => crate::export_import::import(args).await,
     }

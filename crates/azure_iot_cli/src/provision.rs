@@ -4,11 +4,17 @@
 //! Without `--endpoint`, the local emulator of `--data-dir` is used when its `hub.json` lists
 //! a DPS (its id scope, host, ports and CA); otherwise DPS's global endpoint. `--endpoint`
 //! naming the emulator's host still takes its ports and CA from the data directory.
+//!
+//! `--tpm` attests with a TPM 2.0 (`/dev/tpmrm0` by default, `--tpm-device` or
+//! `--tpm-simulator host:port`); `device tpm-info` prints what a TPM enrollment needs.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use azure_iot_provisioning_device::{Attestation, GLOBAL_ENDPOINT, ProvisioningDeviceClient};
+use azure_iot_provisioning_device::{
+    Attestation, GLOBAL_ENDPOINT, HubCredential, ProvisioningDeviceClient, TpmAttestation,
+    TpmLocation,
+};
 use clap::Args;
 
 use crate::simulate::TransportArg;
@@ -25,22 +31,30 @@ pub(crate) struct ProvisionArgs {
     registration_id: Option<String>,
     /// An individual enrollment's symmetric key (base64).
     #[arg(long, env = "DPS_SYMMETRIC_KEY", hide_env_values = true,
-          conflicts_with_all = ["group_key", "cert"], required_unless_present_any = ["group_key", "cert"])]
+          conflicts_with_all = ["group_key", "cert", "tpm"],
+          required_unless_present_any = ["group_key", "cert", "tpm"])]
     symmetric_key: Option<String>,
     /// An enrollment group's symmetric key (base64); the device key is derived from it.
     #[arg(
         long,
         env = "DPS_GROUP_KEY",
         hide_env_values = true,
-        conflicts_with = "cert"
+        conflicts_with_all = ["cert", "tpm"]
     )]
     group_key: Option<String>,
     /// The device certificate chain (PEM, device certificate first).
-    #[arg(long, requires = "key")]
+    #[arg(long, requires = "key", conflicts_with = "tpm")]
     cert: Option<PathBuf>,
     /// The device certificate's private key (PEM).
     #[arg(long, requires = "cert")]
     key: Option<PathBuf>,
+    /// Attest with a TPM 2.0 (HTTPS, AMQP or AMQP over WebSockets); the registration id
+    /// defaults to the one derived from its endorsement key.
+    #[arg(long)]
+    tpm: bool,
+    /// Where the TPM is (with --tpm).
+    #[command(flatten)]
+    tpm_location: TpmArgs,
     /// The transport to DPS (and the one the printed connection string is tested with: none).
     #[arg(long, value_enum, default_value = "mqtt")]
     transport: TransportArg,
@@ -62,6 +76,46 @@ pub(crate) struct ProvisionArgs {
     ca_file: Option<PathBuf>,
 }
 
+/// Which TPM to use.
+#[derive(Args)]
+pub(crate) struct TpmArgs {
+    /// A TPM character device (default /dev/tpmrm0, else /dev/tpm0).
+    #[arg(long, conflicts_with = "tpm_simulator")]
+    tpm_device: Option<PathBuf>,
+    /// A TPM simulator's command port, `host:port` (swtpm socket --tpm2, the TCG simulator).
+    #[arg(long)]
+    tpm_simulator: Option<String>,
+}
+
+impl TpmArgs {
+    /// The TPM these arguments name.
+    fn location(&self) -> Result<TpmLocation, String> {
+        if let Some(path) = &self.tpm_device {
+            return Ok(TpmLocation::Device(path.clone()));
+        }
+        match &self.tpm_simulator {
+            Some(endpoint) => match split_endpoint(endpoint)? {
+                (host, Some(port)) => Ok(TpmLocation::Simulator { host, port }),
+                (_, None) => Err("--tpm-simulator needs host:port".to_owned()),
+            },
+            None => Ok(TpmLocation::DefaultDevice),
+        }
+    }
+}
+
+/// Runs `device tpm-info`.
+pub(crate) async fn tpm_info(args: TpmArgs) -> Result<(), String> {
+    let tpm = TpmAttestation::open(args.location()?)
+        .await
+        .map_err(|e| e.to_string())?;
+    crate::print_line(&format!(
+        "registration id:  {}\nendorsement key:  {}\nstorage root key: {}",
+        tpm.registration_id(),
+        tpm.endorsement_key_base64(),
+        tpm.storage_root_key_base64()
+    ))
+}
+
 /// Where to register: host, port (if not the transport's), id scope, roots.
 struct Target {
     host: String,
@@ -73,7 +127,7 @@ struct Target {
 /// Runs `device provision`.
 pub(crate) async fn run(args: ProvisionArgs) -> Result<(), String> {
     let target = target(&args)?;
-    let attestation = attestation(&args)?;
+    let attestation = attestation(&args).await?;
     let transport = args.transport.transport();
     let mut builder = ProvisioningDeviceClient::builder(target.id_scope, attestation)
         .global_endpoint(target.host)
@@ -103,6 +157,12 @@ pub(crate) async fn run(args: ProvisionArgs) -> Result<(), String> {
     }
     if let Some(cs) = result.connection_string() {
         lines.push(format!("connection string: {cs}"));
+    }
+    if matches!(result.credential(), HubCredential::Tpm(_)) {
+        lines.push(format!(
+            "hub key:           in the TPM (persistent handle 0x{:08x})",
+            azure_iot_protocol::tpm::IDENTITY_KEY_HANDLE
+        ));
     }
     crate::print_line(&lines.join("\n"))
 }
@@ -170,7 +230,13 @@ fn split_endpoint(endpoint: &str) -> Result<(String, Option<u16>), String> {
 }
 
 /// The attestation the arguments give.
-fn attestation(args: &ProvisionArgs) -> Result<Attestation, String> {
+async fn attestation(args: &ProvisionArgs) -> Result<Attestation, String> {
+    if args.tpm {
+        let tpm = TpmAttestation::open(args.tpm_location.location()?)
+            .await
+            .map_err(|e| e.to_string())?;
+        return Ok(Attestation::Tpm(tpm));
+    }
     let attestation = if let Some(key) = &args.symmetric_key {
         Attestation::symmetric_key(key)
     } else if let Some(key) = &args.group_key {
@@ -182,7 +248,7 @@ fn attestation(args: &ProvisionArgs) -> Result<Attestation, String> {
         };
         Attestation::x509_pem(&read(cert)?, &read(key)?)
     } else {
-        return Err("give --symmetric-key, --group-key, or --cert and --key".to_owned());
+        return Err("give --symmetric-key, --group-key, --cert and --key, or --tpm".to_owned());
     };
     attestation.map_err(|e| e.to_string())
 }

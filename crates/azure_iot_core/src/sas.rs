@@ -225,13 +225,31 @@ impl SasToken {
         key_name: Option<&str>,
         expires_at: SystemTime,
     ) -> Self {
+        let signed = Self::generate_with_signer(resource, key_name, expires_at, |message| {
+            Ok::<_, std::convert::Infallible>(key.sign(message))
+        });
+        match signed {
+            Ok(token) => token,
+            Err(never) => match never {},
+        }
+    }
+
+    /// A token for `resource` expiring at `expires_at` whose signature `sign` computes over
+    /// the string to sign (`{encoded resource}\n{expiry}`): for a key kept elsewhere (a TPM, an
+    /// HSM) that computes HMAC-SHA256 itself. `sign`'s error is returned as is.
+    pub fn generate_with_signer<E>(
+        resource: &ResourceUri,
+        key_name: Option<&str>,
+        expires_at: SystemTime,
+        sign: impl FnOnce(&[u8]) -> Result<Vec<u8>, E>,
+    ) -> Result<Self, E> {
         let expiry = expires_at
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
         let resource_raw = encode_component(resource.as_str()).into_owned();
         let expiry_raw = expiry.to_string();
-        let signature = key.sign(format!("{resource_raw}\n{expiry_raw}").as_bytes());
+        let signature = sign(format!("{resource_raw}\n{expiry_raw}").as_bytes())?;
         let signature_b64 = STANDARD.encode(&signature);
         let mut text = format!(
             "{SAS_PREFIX}sr={resource_raw}&sig={}&se={expiry_raw}",
@@ -241,14 +259,14 @@ impl SasToken {
             text.push_str("&skn=");
             text.push_str(&encode_component(name));
         }
-        Self {
+        Ok(Self {
             text,
             resource_raw,
             expiry_raw,
             expiry,
             signature,
             key_name: key_name.map(str::to_owned),
-        }
+        })
     }
 
     /// Signs a token that lives `ttl` from now (the system clock).

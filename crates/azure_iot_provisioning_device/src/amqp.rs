@@ -10,6 +10,9 @@
 //! (or `Retry-After`) as an application property. A request DPS refuses is settled `rejected`
 //! with its JSON error body as the error description (as C# reads it) and the retry hint in
 //! the error's info.
+//!
+//! TPM attestation logs in with the SASL `TPM` mechanism instead of PLAIN (the `sasl_tpm`
+//! module runs it on the stream; the library then opens without SASL).
 
 use azure_iot_device::net::{Dial, Stream};
 use azure_iot_protocol::amqp::AmqpMessage;
@@ -35,6 +38,17 @@ use crate::flow::{Exchange, Reply, parse_retry_after};
 /// The largest frame offered (DPS answers are small).
 const MAX_FRAME: u32 = 64 * 1024;
 
+/// How the connection logs in.
+pub(crate) enum Login {
+    /// No SASL layer (X.509: the certificate authenticates TLS).
+    None,
+    /// SASL PLAIN with this SAS token as password.
+    Plain(String),
+    /// SASL `TPM` with this TPM, its token living this long.
+    #[cfg(feature = "tpm")]
+    Tpm(crate::tpm::TpmAttestation, std::time::Duration),
+}
+
 /// An AMQP connection to DPS with the registration's two links.
 pub(crate) struct AmqpExchange {
     connection: ConnectionHandle<()>,
@@ -44,14 +58,14 @@ pub(crate) struct AmqpExchange {
 }
 
 impl AmqpExchange {
-    /// Opens the connection (SASL PLAIN when there is a `token`), the session and both links.
-    /// A SASL refusal is [`Error::Unauthorized`].
+    /// Opens the connection (logging in with `login`), the session and both links. A SASL
+    /// refusal is [`Error::Unauthorized`].
     pub(crate) async fn connect(
         dial: &Dial,
         id_scope: &str,
         registration_id: &str,
         client_version: &str,
-        token: Option<String>,
+        login: Login,
     ) -> Result<Self> {
         let address = registration_path(id_scope, registration_id);
         let stream = dial.connect().await?;
@@ -59,8 +73,8 @@ impl AmqpExchange {
             .container_id(uuid::Uuid::new_v4().to_string())
             .hostname(dial.host())
             .max_frame_size(MAX_FRAME);
-        let opened = match token {
-            Some(password) => {
+        let opened = match login {
+            Login::Plain(password) => {
                 builder
                     .sasl_profile(SaslProfile::Plain {
                         username: address.clone(),
@@ -69,7 +83,14 @@ impl AmqpExchange {
                     .open_with_stream(Stream(stream))
                     .await
             }
-            None => builder.open_with_stream(Stream(stream)).await,
+            Login::None => builder.open_with_stream(Stream(stream)).await,
+            #[cfg(feature = "tpm")]
+            Login::Tpm(tpm, ttl) => {
+                let mut stream = Stream(stream);
+                crate::sasl_tpm::negotiate(&mut stream, id_scope, registration_id, &tpm, ttl)
+                    .await?;
+                builder.open_with_stream(stream).await
+            }
         };
         let mut connection = opened.map_err(|e| {
             use fe2o3_amqp::connection::OpenError;

@@ -7,6 +7,9 @@
 //! * A ready-made SAS token: sent as is; it cannot be used at the hub (no key).
 //! * An X.509 certificate chain: presented in the TLS handshake, no token; the registration id
 //!   defaults to the leaf certificate's subject common name.
+//! * A TPM (feature `tpm`, the `tpm` module): the EK and SRK go in the register request, the
+//!   token is signed inside the TPM after DPS's challenge; the registration id defaults to
+//!   the one derived from the EK.
 //!
 //! `Debug` never shows a key, a token or certificate bytes.
 
@@ -30,6 +33,10 @@ pub enum Attestation {
     SasToken(SasToken),
     /// An X.509 certificate chain (device certificate first) and its private key.
     X509(X509Certificate),
+    /// A TPM 2.0: DPS checks the endorsement key and gives the TPM an identity key that signs
+    /// the tokens (HTTPS and AMQP only).
+    #[cfg(feature = "tpm")]
+    Tpm(crate::tpm::TpmAttestation),
 }
 
 impl fmt::Debug for Attestation {
@@ -39,6 +46,8 @@ impl fmt::Debug for Attestation {
             Self::GroupKey(_) => f.write_str("GroupKey(<redacted>)"),
             Self::SasToken(token) => f.debug_tuple("SasToken").field(token).finish(),
             Self::X509(cert) => f.debug_tuple("X509").field(cert).finish(),
+            #[cfg(feature = "tpm")]
+            Self::Tpm(tpm) => f.debug_tuple("Tpm").field(tpm).finish(),
         }
     }
 }
@@ -73,9 +82,13 @@ impl Attestation {
         )?))
     }
 
-    /// The registration id a certificate names: its subject common name. `None` for the
-    /// other attestations, or a certificate without one.
+    /// The registration id a certificate names (its subject common name), or a TPM's
+    /// (derived from its EK). `None` for the other attestations, or a certificate without one.
     pub(crate) fn default_registration_id(&self) -> Option<String> {
+        #[cfg(feature = "tpm")]
+        if let Self::Tpm(tpm) = self {
+            return Some(tpm.registration_id());
+        }
         let Self::X509(cert) = self else { return None };
         let leaf = cert.chain().first()?;
         let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
@@ -97,7 +110,7 @@ impl Attestation {
         match self {
             Self::SymmetricKey(key) => Some(key.clone()),
             Self::GroupKey(group) => Some(group.derive_for_registration(registration_id)),
-            Self::SasToken(_) | Self::X509(_) => None,
+            _ => None,
         }
     }
 

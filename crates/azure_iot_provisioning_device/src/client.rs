@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use azure_iot_device::net::{Dial, tls_config};
 use azure_iot_device::{Proxy, Transport};
-use azure_iot_protocol::dps::registration::RegistrationRequest;
+use azure_iot_protocol::dps::registration::{RegistrationRequest, TpmRegistration};
 use serde_json::Value;
 
 use crate::attestation::Attestation;
@@ -118,13 +118,61 @@ impl ProvisioningDeviceClient {
         let body = serde_json::to_vec(&RegistrationRequest {
             registration_id: Some(self.registration_id.clone()),
             payload: self.payload.clone(),
-            tpm: None,
+            tpm: self.tpm_registration(),
         })
         .map_err(|e| Error::InvalidArgument(format!("the payload cannot be serialised: {e}")))?;
-        let assignment = tokio::time::timeout(self.timeout, self.run(&dial, token, &body))
+        let registration = async {
+            let assignment = self.run(&dial, token, &body).await?;
+            self.activate_hub_key(&assignment).await?;
+            Ok::<_, Error>(assignment)
+        };
+        let assignment = tokio::time::timeout(self.timeout, registration)
             .await
             .map_err(|_| Error::Timeout(self.timeout))??;
         RegistrationResult::new(assignment.operation_id, assignment.state, &self.attestation)
+    }
+
+    /// The TPM of a TPM attestation.
+    #[cfg(feature = "tpm")]
+    fn tpm(&self) -> Option<&crate::tpm::TpmAttestation> {
+        match &self.attestation {
+            Attestation::Tpm(tpm) => Some(tpm),
+            _ => None,
+        }
+    }
+
+    /// The register request's `tpm` member: the EK and SRK, for TPM attestation.
+    fn tpm_registration(&self) -> Option<TpmRegistration> {
+        #[cfg(feature = "tpm")]
+        if let Some(tpm) = self.tpm() {
+            return Some(TpmRegistration {
+                endorsement_key: tpm.endorsement_key_base64(),
+                storage_root_key: Some(tpm.storage_root_key_base64()),
+            });
+        }
+        None
+    }
+
+    /// TPM attestation: activates the hub key DPS sent with the assignment
+    /// (`registrationState.tpm.authenticationKey`), which the hub identity was given.
+    #[cfg_attr(not(feature = "tpm"), allow(clippy::unused_async))]
+    async fn activate_hub_key(&self, _assignment: &flow::Assignment) -> Result<()> {
+        #[cfg(feature = "tpm")]
+        if let Some(tpm) = self.tpm() {
+            let key = _assignment
+                .state
+                .tpm
+                .as_ref()
+                .map(|t| t.authentication_key.as_str())
+                .filter(|k| !k.is_empty())
+                .ok_or_else(|| {
+                    Error::Protocol(
+                        "a TPM registration was assigned without tpm.authenticationKey".to_owned(),
+                    )
+                })?;
+            tpm.activate(key).await?;
+        }
+        Ok(())
     }
 
     /// The flow over the configured transport.
@@ -141,7 +189,7 @@ impl ProvisioningDeviceClient {
             Transport::AmqpWebSockets => self.run_amqp(dial, token, body).await,
             #[cfg(feature = "https")]
             Transport::Https => {
-                let mut exchange = crate::https::HttpsExchange::new(
+                let exchange = crate::https::HttpsExchange::new(
                     dial,
                     self.port,
                     &self.id_scope,
@@ -149,9 +197,29 @@ impl ProvisioningDeviceClient {
                     token,
                     self.timeout,
                 )?;
+                #[cfg(feature = "tpm")]
+                let exchange = match self.tpm() {
+                    Some(tpm) => exchange.with_tpm_challenge(crate::https::TpmChallenge {
+                        tpm: tpm.clone(),
+                        resource: azure_iot_core::sas::ResourceUri::dps_registration(
+                            &self.id_scope,
+                            &self.registration_id,
+                        ),
+                        ttl: self.token_ttl,
+                    }),
+                    None => exchange,
+                };
+                let mut exchange = exchange;
                 flow::run(&mut exchange, body).await
             }
             _ => {
+                #[cfg(feature = "tpm")]
+                if self.tpm().is_some() {
+                    return Err(Error::Unsupported(
+                        "TPM attestation works over HTTPS, AMQP and AMQP over WebSockets, not MQTT"
+                            .to_owned(),
+                    ));
+                }
                 let mut exchange = crate::mqtt::MqttExchange::connect(
                     dial,
                     &self.id_scope,
@@ -174,12 +242,21 @@ impl ProvisioningDeviceClient {
         token: Option<String>,
         body: &[u8],
     ) -> Result<flow::Assignment> {
+        let login = match token {
+            Some(token) => crate::amqp::Login::Plain(token),
+            None => crate::amqp::Login::None,
+        };
+        #[cfg(feature = "tpm")]
+        let login = match self.tpm() {
+            Some(tpm) => crate::amqp::Login::Tpm(tpm.clone(), self.token_ttl),
+            None => login,
+        };
         let mut exchange = crate::amqp::AmqpExchange::connect(
             dial,
             &self.id_scope,
             &self.registration_id,
             CLIENT_VERSION,
-            token,
+            login,
         )
         .await?;
         let result = flow::run(&mut exchange, body).await;

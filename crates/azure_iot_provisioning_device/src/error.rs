@@ -82,6 +82,20 @@ pub enum Error {
     /// DPS sent something this client cannot read.
     #[error("DPS sent something unreadable: {0}")]
     Protocol(String),
+    /// The TPM failed a step of TPM attestation (not there, refused a command, or refused
+    /// DPS's activation blob).
+    #[error("TPM: {step} failed: {source}")]
+    Tpm {
+        /// The step: opening the TPM, creating the endorsement key, activating DPS's identity
+        /// key, signing the SAS token, …
+        step: &'static str,
+        /// What the TPM layer reported.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The combination asked for is not supported (TPM attestation over MQTT).
+    #[error("unsupported: {0}")]
+    Unsupported(String),
 }
 
 /// `" (error code N)"` or nothing.

@@ -2,6 +2,11 @@
 //! `GET /{idScope}/registrations/{id}/operations/{operationId}`, the SAS token in
 //! `Authorization` (none for X.509: the certificate is presented in TLS), `retry-after` read
 //! from the response headers (case-insensitive, so both spellings).
+//!
+//! TPM attestation (`dps.md` §7.5): the first register goes without `Authorization`; DPS
+//! answers 401 with `{"authenticationKey": <activation blob>, "keyName": "registration"}`.
+//! The blob is activated in the TPM, a token signed there, and the register sent again with
+//! it (once: a second 401 is a refusal). Polls carry the same token.
 
 use std::time::Duration;
 
@@ -21,6 +26,20 @@ pub(crate) struct HttpsExchange {
     /// `https://{host}:{port}/{idScope}/registrations/{registrationId}`.
     base: String,
     authorization: Option<HeaderValue>,
+    /// The TPM that answers a 401 challenge, until it has answered one.
+    #[cfg(feature = "tpm")]
+    challenge: Option<TpmChallenge>,
+}
+
+/// What answers DPS's TPM challenge: the TPM and the token it signs.
+#[cfg(feature = "tpm")]
+pub(crate) struct TpmChallenge {
+    /// The device's TPM.
+    pub(crate) tpm: crate::tpm::TpmAttestation,
+    /// `{idScope}/registrations/{registrationId}`.
+    pub(crate) resource: azure_iot_core::sas::ResourceUri,
+    /// How long the signed token lives.
+    pub(crate) ttl: Duration,
 }
 
 impl HttpsExchange {
@@ -34,15 +53,7 @@ impl HttpsExchange {
         request_timeout: Duration,
     ) -> Result<Self> {
         let client = http_client(dial, request_timeout)?;
-        let authorization = token
-            .map(|t| {
-                let mut value = HeaderValue::from_str(&t).map_err(|_| {
-                    Error::InvalidArgument("the SAS token is not a valid header value".to_owned())
-                })?;
-                value.set_sensitive(true);
-                Ok::<_, Error>(value)
-            })
-            .transpose()?;
+        let authorization = token.as_deref().map(header_value).transpose()?;
         Ok(Self {
             client,
             base: format!(
@@ -50,7 +61,46 @@ impl HttpsExchange {
                 dial.host()
             ),
             authorization,
+            #[cfg(feature = "tpm")]
+            challenge: None,
         })
+    }
+
+    /// Answers DPS's 401 TPM challenge with `challenge`.
+    #[cfg(feature = "tpm")]
+    pub(crate) fn with_tpm_challenge(mut self, challenge: TpmChallenge) -> Self {
+        self.challenge = Some(challenge);
+        self
+    }
+
+    /// When `reply` is DPS's TPM challenge and a TPM can answer it: activates the blob, signs
+    /// a token and keeps it for the following requests. `true` when the request should be
+    /// sent again.
+    #[cfg(feature = "tpm")]
+    async fn answer_challenge(&mut self, reply: &Reply) -> Result<bool> {
+        if reply.status != 401 || self.challenge.is_none() {
+            return Ok(false);
+        }
+        let Some(key) = serde_json::from_slice::<serde_json::Value>(&reply.body)
+            .ok()
+            .and_then(|v| v.get("authenticationKey")?.as_str().map(str::to_owned))
+        else {
+            return Ok(false);
+        };
+        let Some(challenge) = self.challenge.take() else {
+            return Ok(false);
+        };
+        challenge.tpm.activate(&key).await?;
+        let token = challenge
+            .tpm
+            .token(
+                challenge.resource,
+                Some(azure_iot_protocol::dps::DEVICE_KEY_NAME),
+                challenge.ttl,
+            )
+            .await?;
+        self.authorization = Some(header_value(&token)?);
+        Ok(true)
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<Reply> {
@@ -91,10 +141,26 @@ impl HttpsExchange {
     }
 }
 
+/// A SAS token as a sensitive header value.
+fn header_value(token: &str) -> Result<HeaderValue> {
+    let mut value = HeaderValue::from_str(token).map_err(|_| {
+        Error::InvalidArgument("the SAS token is not a valid header value".to_owned())
+    })?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
 impl Exchange for HttpsExchange {
     async fn register(&mut self, body: &[u8]) -> Result<Reply> {
         let url = format!("{}/register?api-version={API_VERSION}", self.base);
-        self.send(self.client.put(url).body(body.to_vec())).await
+        let reply = self
+            .send(self.client.put(url.clone()).body(body.to_vec()))
+            .await?;
+        #[cfg(feature = "tpm")]
+        if self.answer_challenge(&reply).await? {
+            return self.send(self.client.put(url).body(body.to_vec())).await;
+        }
+        Ok(reply)
     }
 
     async fn poll(&mut self, operation_id: &str) -> Result<Reply> {

@@ -53,7 +53,15 @@
 //!   transport.
 //! * Transports mirror `azure_iot_device`'s features: MQTT always; `mqtt_ws`, `amqp`,
 //!   `amqp_ws`, `https` (all on by default). One connection per registration, closed after.
-//! * Not supported: TPM attestation (a later issue), `forceRegistration`.
+//! * TPM attestation (feature `tpm`, [`TpmAttestation`]) on `azure_iot_tpm`, a pure-Rust TPM
+//!   2.0 command layer (ADR 0022): the EK and SRK go in the register request; DPS's
+//!   activation blob (HTTPS: the 401 challenge; AMQP: the SASL `TPM` mechanism, the private
+//!   `sasl_tpm` module) is activated in the TPM, which imports the identity key and signs the
+//!   token with it; the assignment's `tpm.authenticationKey` is activated the same way and
+//!   becomes the hub key, so [`RegistrationResult::device_client`] gets a token provider that
+//!   signs every hub token inside the TPM. MQTT with a TPM is [`Error::Unsupported`] (DPS has
+//!   no TPM flow over MQTT).
+//! * Not supported: `forceRegistration`.
 
 #[cfg(feature = "amqp")]
 mod amqp;
@@ -65,13 +73,22 @@ mod flow;
 mod https;
 mod mqtt;
 mod result;
+#[cfg(all(feature = "tpm", feature = "amqp"))]
+mod sasl_tpm;
+#[cfg(feature = "tpm")]
+mod tpm;
 
 pub use attestation::Attestation;
 pub use azure_iot_device::{Proxy, Transport};
 pub use azure_iot_protocol::dps::registration::{RegistrationStatus, RegistrationSubstatus};
+/// Where a TPM is (re-exported from `azure_iot_tpm`, feature `tpm`).
+#[cfg(feature = "tpm")]
+pub use azure_iot_tpm::Location as TpmLocation;
 pub use client::{
     DEFAULT_TIMEOUT, DEFAULT_TOKEN_TTL, GLOBAL_ENDPOINT, ProvisioningDeviceClient,
     ProvisioningDeviceClientBuilder,
 };
 pub use error::{Error, Result};
 pub use result::{HubCredential, RegistrationResult};
+#[cfg(feature = "tpm")]
+pub use tpm::TpmAttestation;

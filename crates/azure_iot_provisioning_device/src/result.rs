@@ -23,6 +23,10 @@ pub enum HubCredential {
     X509(X509Certificate),
     /// None usable: the device attested with a ready-made token, which is for DPS only.
     None,
+    /// The device's TPM, holding the identity key DPS gave the hub (tokens are signed inside
+    /// it).
+    #[cfg(feature = "tpm")]
+    Tpm(crate::tpm::TpmAttestation),
 }
 
 impl fmt::Debug for HubCredential {
@@ -31,6 +35,8 @@ impl fmt::Debug for HubCredential {
             Self::SymmetricKey(_) => f.write_str("SymmetricKey(<redacted>)"),
             Self::X509(cert) => f.debug_tuple("X509").field(cert).finish(),
             Self::None => f.write_str("None"),
+            #[cfg(feature = "tpm")]
+            Self::Tpm(tpm) => f.debug_tuple("Tpm").field(tpm).finish(),
         }
     }
 }
@@ -65,6 +71,8 @@ impl RegistrationResult {
         }
         let credential = match attestation {
             Attestation::X509(cert) => HubCredential::X509(cert.clone()),
+            #[cfg(feature = "tpm")]
+            Attestation::Tpm(tpm) => HubCredential::Tpm(tpm.clone()),
             other => other
                 .device_key(&state.registration_id)
                 .map_or(HubCredential::None, HubCredential::SymmetricKey),
@@ -165,13 +173,14 @@ impl RegistrationResult {
                 self.device_id,
                 key.to_base64()
             )),
-            HubCredential::X509(_) | HubCredential::None => None,
+            _ => None,
         }
     }
 
     /// Connects to the assigned hub as the provisioned device: a [`DeviceClient`] with the
-    /// same key (for a group, the derived one) or the same certificate, and `options` (set
-    /// the transport, and for an emulator its port and trusted roots, there).
+    /// same key (for a group, the derived one), the same certificate, or (TPM) SAS tokens
+    /// signed inside the TPM by the key DPS gave it, each renewal signed again; and `options`
+    /// (set the transport, and for an emulator its port and trusted roots, there).
     ///
     /// Fails with [`Error::InvalidArgument`] for a device that attested with a ready-made
     /// token (nothing to sign hub tokens with), and [`Error::DeviceClient`] when the hub
@@ -191,6 +200,21 @@ impl RegistrationResult {
             HubCredential::X509(cert) => {
                 DeviceClient::from_x509(&self.assigned_hub, &self.device_id, None, cert, options)
                     .await
+            }
+            #[cfg(feature = "tpm")]
+            HubCredential::Tpm(tpm) => {
+                DeviceClient::from_token_provider(
+                    &self.assigned_hub,
+                    &self.device_id,
+                    None,
+                    crate::tpm::hub_token_provider(
+                        tpm.clone(),
+                        &self.assigned_hub,
+                        &self.device_id,
+                    ),
+                    options,
+                )
+                .await
             }
             HubCredential::None => {
                 return Err(Error::InvalidArgument(

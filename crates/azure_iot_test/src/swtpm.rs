@@ -45,6 +45,11 @@ impl SoftwareTpm {
         tpm
     }
 
+    /// The command port (the TCG simulator protocol), for a TPM client of our own.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// The TCTI string tpm2-tools use for this TPM.
     pub fn tcti(&self) -> String {
         format!("swtpm:host=127.0.0.1,port={}", self.port)
