@@ -133,6 +133,7 @@ use azure_iot_core::connection_string::ServiceConnectionString;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use blob::{DEFAULT_STORAGE_CONTAINER, StorageAccount};
 pub use config::{Durability, EmulatorBuilder, FileUploadOptions, HUB_FILE, Limits};
 pub use device::RefusalReason;
 pub use error::EmulatorError;
@@ -435,10 +436,15 @@ impl EmulatorBuilder {
             .find(|p| p.name == "iothubowner")
             .map(|p| p.primary.clone())
             .ok_or_else(|| EmulatorError::Config("the iothubowner policy is missing".into()))?;
+        let external = match config.storage.clone() {
+            Some(account) => Some(blob::ExternalStorage::start(account, &tls.ca_pem).await?),
+            None => None,
+        };
         let blob_endpoint = blob::BlobEndpoint::new(
             blob_files,
             &owner_key,
             format!("{}:{}", config.hostname, blob_addr.port()),
+            external,
         );
         let connection_strings: BTreeMap<String, String> = policies
             .iter()
@@ -484,9 +490,17 @@ impl EmulatorBuilder {
                 ("amqp", amqp_addr.port()),
                 ("blob", blob_addr.port()),
             ]);
-            let blob = config::BlobEntry {
-                endpoint: format!("https://{}", blob_endpoint.host),
-                container: blob::CONTAINER,
+            let blob = match &blob_endpoint.external {
+                Some(storage) => config::BlobEntry {
+                    endpoint: storage.endpoint().to_owned(),
+                    container: storage.container().to_owned(),
+                    account: Some(storage.account_name().to_owned()),
+                },
+                None => config::BlobEntry {
+                    endpoint: format!("https://{}", blob_endpoint.host),
+                    container: blob::CONTAINER.to_owned(),
+                    account: None,
+                },
             };
             let dps_entry = config::DpsEntry {
                 id_scope: dps.id_scope().to_owned(),
