@@ -47,7 +47,10 @@
 //!   (HTTPS ETags, AMQP deliveries, inbox batches) and settled as complete, abandon or reject
 //!   (`hub::queue`; the service-bound inboxes share `hub::inbox`).
 //! * **File uploads go to a blob endpoint of its own** (ADR 12): a small Azure Blob REST
-//!   subset on its own TLS port, whose `host:port` the hub hands devices as `hostName`.
+//!   subset on its own TLS port, whose `host:port` the hub hands devices as `hostName`. Or,
+//!   with a storage account configured (`EmulatorBuilder::storage`, ADR 25), to that account
+//!   or Azurite: the hub signs the device's SAS with the account key, creates the container
+//!   at start-up and reads the blob's properties for the notification (`blob/storage.rs`).
 //! * **Thin service front-ends.** The HTTPS front-end authenticates (SAS against the hub's
 //!   shared access policies, with the right each operation needs), decodes, calls the hub,
 //!   encodes. Errors use the IoT Hub body the official SDKs parse.
