@@ -45,9 +45,14 @@ rm -rf "$wheels"
 results="$(mktemp)"
 data=""
 pid=""
+azurite_pid=""
+# For the Azurite pass: a data directory prepared before the hub starts, and `hub start` flags.
+preset_data=""
+hub_args=()
 cleanup() {
   [ -z "$pid" ] || { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; }
-  rm -rf "$data" "$results"
+  [ -z "$azurite_pid" ] || { kill "$azurite_pid" 2>/dev/null || true; wait "$azurite_pid" 2>/dev/null || true; }
+  rm -rf "$data" "$preset_data" "$results"
 }
 trap cleanup EXIT
 
@@ -55,10 +60,10 @@ trap cleanup EXIT
 # --in-memory): scenarios read the durable telemetry log to check what the hub accepted.
 start_hub() {
   cleanup_hub
-  data="$(mktemp -d)"
+  data="${preset_data:-$(mktemp -d)}"
+  preset_data=""
   log="$data/emulator.log"
-  # shellcheck disable=SC2086 # word splitting intended: extra options
-  "$bin" hub start --data-dir "$data" ${hub_args:-} >"$log" 2>&1 &
+  "$bin" hub start --data-dir "$data" "${hub_args[@]}" >"$log" 2>&1 &
   pid=$!
   for _ in $(seq 1 300); do
     [ -f "$data/hub.json" ] && break
@@ -114,7 +119,36 @@ run_pass "" $scenarios
 run_pass azure_iot_rs $swapped
 # The hub's own notifications on the built-in endpoint: a pass whose emulator routes them (off
 # above, as on a new hub, so that the other scenarios' partitions hold only telemetry).
-hub_args="--route-events all" run_pass "" python/eh_events.py
+hub_args=(--route-events all)
+run_pass "" python/eh_events.py
+hub_args=()
+# File upload with Azurite as the blob service (ADR 25): Azurite over HTTPS on a free port with a
+# certificate from the emulator's CA (written into the data directory first, so the emulator
+# reuses it and every SDK that trusts ca.pem verifies Azurite too), the hub in storage-account
+# mode. Azurite comes from conformance/node (package.json), so this pass needs node.
+azurite_bin="$here/node/node_modules/.bin/azurite-blob"
+if [ -x "$azurite_bin" ]; then
+  cleanup_hub
+  preset_data="$(mktemp -d)"
+  "$venv/bin/python" "$here/python/azurite.py" certs "$preset_data"
+  azurite_port="$("$venv/bin/python" "$here/python/azurite.py" free-port)"
+  mkdir "$preset_data/azurite"
+  "$azurite_bin" --blobHost 127.0.0.1 --blobPort "$azurite_port" --cert "$preset_data/azurite.pem" \
+    --key "$preset_data/azurite.key" --location "$preset_data/azurite" --skipApiVersionCheck --loose --disableTelemetry \
+    --silent >"$preset_data/azurite.log" 2>&1 &
+  azurite_pid=$!
+  "$venv/bin/python" "$here/python/azurite.py" wait "$azurite_port"
+  AZURITE_CONNECTION_STRING="$("$venv/bin/python" "$here/python/azurite.py" connection-string "$azurite_port")"
+  STORAGE_CONTAINER=iot-uploads
+  export AZURITE_CONNECTION_STRING STORAGE_CONTAINER
+  hub_args=(--storage-container "$STORAGE_CONTAINER")
+  AZURE_IOT_STORAGE_CONNECTION_STRING="$AZURITE_CONNECTION_STRING" run_pass "" python/file_upload_azurite.py
+  hub_args=()
+  cleanup_hub
+  kill "$azurite_pid" 2>/dev/null || true; wait "$azurite_pid" 2>/dev/null || true; azurite_pid=""
+else
+  echo "conformance: azurite not installed (conformance/node), the Azurite file-upload pass is skipped"
+fi
 cleanup_hub
 # The scenario × client × transport table in docs/CONFORMANCE.md.
 python3 "$here/table.py" "$results" "$root/docs/CONFORMANCE.md"

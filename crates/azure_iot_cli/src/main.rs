@@ -200,6 +200,18 @@ struct FileUploadArgs {
     /// Deliveries of a file notification before it is dropped (1 to 100).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100))]
     file_notification_max_delivery_count: u32,
+    /// Send file uploads to this storage account (a real one or Azurite) instead of the
+    /// built-in blob endpoint: `DefaultEndpointsProtocol=https;AccountName=…;AccountKey=…;
+    /// BlobEndpoint=https://…`. A secret: prefer the environment variable.
+    #[arg(
+        long,
+        env = "AZURE_IOT_STORAGE_CONNECTION_STRING",
+        hide_env_values = true
+    )]
+    storage_connection_string: Option<String>,
+    /// The storage account's container uploads go to (created at start-up if missing).
+    #[arg(long, default_value = azure_iot_emulator::DEFAULT_STORAGE_CONTAINER, requires = "storage_connection_string")]
+    storage_container: String,
 }
 
 impl FileUploadArgs {
@@ -210,6 +222,18 @@ impl FileUploadArgs {
             lock_duration: std::time::Duration::from_secs(self.file_notification_lock_seconds),
             max_delivery_count: self.file_notification_max_delivery_count,
         }
+    }
+
+    /// The storage account uploads go to, if one is given.
+    fn storage(&self) -> Result<Option<azure_iot_emulator::StorageAccount>, String> {
+        self.storage_connection_string
+            .as_deref()
+            .map(|cs| {
+                azure_iot_emulator::StorageAccount::from_connection_string(cs)
+                    .and_then(|a| a.with_container(&self.storage_container))
+                    .map_err(|e| e.to_string())
+            })
+            .transpose()
     }
 }
 
@@ -391,6 +415,9 @@ async fn hub_start(args: StartArgs) -> Result<(), String> {
     }
     if let Some(port) = args.blob_port {
         builder = builder.blob_port(port);
+    }
+    if let Some(storage) = args.file_upload.storage()? {
+        builder = builder.storage(storage);
     }
     for group in args.consumer_groups {
         builder = builder.consumer_group(group);

@@ -421,14 +421,27 @@ impl DeviceClient {
             token_ttl: options.token_ttl,
             timeout: options.operation_timeout,
         });
+        // A shared HTTP client carries SAS-authenticated devices only: a certificate belongs
+        // to the TLS connection.
         #[cfg(feature = "https")]
-        let files = Arc::new(crate::files::FileUploads::new(
-            auth.clone(),
-            identity.clone(),
-            dial.clone(),
-            options.effective_https_port(),
-            options.operation_timeout,
-        ));
+        let shared_http = options
+            .http_client
+            .clone()
+            .filter(|_| certificate.is_none());
+        #[cfg(feature = "https")]
+        let files = {
+            let files = crate::files::FileUploads::new(
+                auth.clone(),
+                identity.clone(),
+                dial.clone(),
+                options.effective_https_port(),
+                options.operation_timeout,
+            );
+            Arc::new(match shared_http.clone() {
+                Some(client) => files.with_http_client(client),
+                None => files,
+            })
+        };
         #[cfg(feature = "amqp")]
         if options.transport.is_amqp() {
             let pool = options
@@ -460,6 +473,7 @@ impl DeviceClient {
                 &identity,
                 options.operation_timeout,
                 options.https_poll_interval,
+                shared_http,
             )?;
             let renew_at = auth.connect(&mut engine).await?;
             return Ok(Self::start(

@@ -144,6 +144,14 @@ impl FileUploads {
         }
     }
 
+    /// Calls the hub and the blob service through `client` (a pool shared with other
+    /// devices, [`ClientOptions::http_client`](crate::ClientOptions::http_client)).
+    pub(crate) fn with_http_client(self, client: reqwest::Client) -> Self {
+        // A fresh OnceLock: setting it cannot fail.
+        let _ = self.http.set(client);
+        self
+    }
+
     fn http(&self) -> Result<&reqwest::Client> {
         if let Some(client) = self.http.get() {
             return Ok(client);

@@ -84,7 +84,9 @@
 //!   The WebSocket variants are for networks that only let port 443 out. HTTPS holds no
 //!   connection: telemetry and batches as single requests, cloud-to-device messages by
 //!   polling ([`ClientOptions::https_poll_interval`]), no twins or methods — for devices that
-//!   wake, send and sleep.
+//!   wake, send and sleep. Many HTTPS devices share one connection pool when they are given
+//!   the same HTTP client ([`ClientOptions::http_client`]); each request carries its device's
+//!   token.
 //!
 //! * File upload ([`DeviceClient::upload_file`], or [`DeviceClient::get_storage_info_for_blob`]
 //!   and [`DeviceClient::notify_blob_upload_status`] around the application's own upload) goes

@@ -37,6 +37,8 @@ pub struct ClientOptions {
     pub(crate) inbound_capacity: usize,
     #[cfg(feature = "amqp")]
     pub(crate) amqp_pool: Option<crate::amqp::AmqpPool>,
+    #[cfg(feature = "https")]
+    pub(crate) http_client: Option<reqwest::Client>,
 }
 
 impl Default for ClientOptions {
@@ -59,6 +61,8 @@ impl Default for ClientOptions {
             inbound_capacity: DEFAULT_INBOUND_CAPACITY,
             #[cfg(feature = "amqp")]
             amqp_pool: None,
+            #[cfg(feature = "https")]
+            http_client: None,
         }
     }
 }
@@ -189,6 +193,22 @@ impl ClientOptions {
             self.transport = Transport::Amqp;
         }
         self.amqp_pool = Some(pool);
+        self
+    }
+
+    /// Share one HTTP client, and so its connection pool, with the other clients given the
+    /// same one (multiplexing over HTTPS): the HTTPS transport's requests and file upload's
+    /// calls to the hub and the blob service go through `client` instead of a client of
+    /// this device's own. Requests from many devices then reuse a few keep-alive connections
+    /// (HTTP/1.1) or one (HTTP/2, when the server offers it), each request still carrying its
+    /// own device's SAS token. `client` brings its own TLS settings, proxy and timeouts:
+    /// build it with [`net::http_client`](crate::net::http_client) or trust the hub's CA
+    /// yourself; [`trusted_ca_pem`](Self::trusted_ca_pem) and [`proxy`](Self::proxy) then
+    /// apply to the other transports only. Clients with an X.509 certificate ignore it (the
+    /// certificate belongs to the TLS connection, which cannot carry other devices).
+    #[cfg(feature = "https")]
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.http_client = Some(client);
         self
     }
 

@@ -226,3 +226,53 @@ async fn https_goes_through_an_http_connect_proxy() {
     client.close().await;
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn many_devices_share_one_http_client() {
+    use azure_iot_device::net::{Dial, http_client, tls_config};
+    let hub = emulator().await;
+    // Only the shared client trusts the emulator's CA: a device that built its own client
+    // (from options without `trusted_ca_pem`) could not reach the hub.
+    let port = hub.https_addr().port();
+    let dial = Dial::new(
+        tls_config(Some(hub.ca_pem()), None).unwrap(),
+        hub.hostname(),
+        port,
+        Transport::Https,
+        None,
+    );
+    let shared = http_client(&dial, WAIT).unwrap();
+    let service = RestClient::new(&HubEndpoint::of(&hub), "iothubowner");
+    let mut clients = Vec::new();
+    for i in 0..5 {
+        let id = format!("pooled-{i}");
+        let key = service.register_device(&id).await;
+        let cs = format!(
+            "HostName={};DeviceId={id};SharedAccessKey={key}",
+            hub.hostname()
+        );
+        let options = ClientOptions::default()
+            .transport(Transport::Https)
+            .port(port)
+            .operation_timeout(WAIT)
+            .http_client(shared.clone());
+        clients.push(
+            DeviceClient::from_connection_string(&cs, options)
+                .await
+                .unwrap(),
+        );
+    }
+    let sends = clients
+        .iter()
+        .enumerate()
+        .map(|(i, c)| c.send_event(Message::new(format!("from {i}")).unwrap()));
+    for sent in futures_util::future::join_all(sends).await {
+        sent.unwrap();
+    }
+    let logged = hub.telemetry(0, 100).await.unwrap();
+    assert_eq!(logged.len(), 5);
+    for client in clients {
+        client.close().await;
+    }
+    hub.shutdown().await;
+}

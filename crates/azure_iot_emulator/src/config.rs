@@ -65,6 +65,7 @@ pub struct EmulatorBuilder {
     durability: Durability,
     blob_port: Option<u16>,
     file_upload: FileUploadOptions,
+    storage: Option<crate::blob::StorageAccount>,
     dps_hostname: Option<String>,
     dps_retry_after: u32,
     dps_webhook_timeout: Duration,
@@ -261,6 +262,7 @@ impl Default for EmulatorBuilder {
             durability: Durability::default(),
             blob_port: None,
             file_upload: FileUploadOptions::default(),
+            storage: None,
             dps_hostname: None,
             dps_retry_after: 1,
             dps_webhook_timeout: Duration::from_secs(5),
@@ -279,6 +281,8 @@ pub(crate) struct Config {
     pub(crate) amqp_addr: SocketAddr,
     pub(crate) blob_addr: SocketAddr,
     pub(crate) file_upload: FileUploadOptions,
+    /// The storage account file uploads go to instead of the built-in endpoint (ADR 25).
+    pub(crate) storage: Option<crate::blob::StorageAccount>,
     pub(crate) tls: TlsSource,
     pub(crate) telemetry: TelemetryOptions,
     pub(crate) limits: Limits,
@@ -408,6 +412,14 @@ impl EmulatorBuilder {
         self
     }
 
+    /// Sends file uploads to a storage account (a real one or Azurite) instead of the built-in
+    /// blob endpoint: devices get a SAS signed with that account's key for its blob endpoint
+    /// and container, which the emulator creates at start-up if it is missing (ADR 25).
+    pub fn storage(mut self, account: crate::blob::StorageAccount) -> Self {
+        self.storage = Some(account);
+        self
+    }
+
     /// The Device Provisioning Service's host name (its service API's token audience, and a
     /// name the server certificate covers). Default: the hub's host name, which resolves
     /// wherever the hub's does; DPS traffic is then told from hub traffic by what the client
@@ -467,6 +479,7 @@ impl EmulatorBuilder {
             amqp_addr: SocketAddr::new(self.bind, self.amqp_port),
             blob_addr: SocketAddr::new(self.bind, blob_port),
             file_upload: self.file_upload,
+            storage: self.storage,
             tls: self.tls,
             telemetry: self.telemetry,
             limits: self.limits,
@@ -520,12 +533,15 @@ fn valid_hostname(text: &str) -> Result<String, EmulatorError> {
     Ok(hostname)
 }
 
-/// The blob endpoint as `hub.json` lists it.
+/// Where file uploads go, as `hub.json` lists it.
 pub(crate) struct BlobEntry {
-    /// `https://{hostname}:{port}`.
+    /// `https://{hostname}:{port}` (the built-in endpoint) or the storage account's blob
+    /// endpoint.
     pub(crate) endpoint: String,
     /// The container uploads go to.
-    pub(crate) container: &'static str,
+    pub(crate) container: String,
+    /// The storage account's name, when uploads go to one (never its key).
+    pub(crate) account: Option<String>,
 }
 
 /// The Device Provisioning Service as `hub.json` lists it.
@@ -582,7 +598,10 @@ pub(crate) fn write_hub_file(
     let doc = json!({
         "hostname": hostname,
         "ports": ports,
-        "blob": {"endpoint": blob.endpoint, "container": blob.container},
+        "blob": match &blob.account {
+            Some(account) => json!({"endpoint": blob.endpoint, "container": blob.container, "account": account}),
+            None => json!({"endpoint": blob.endpoint, "container": blob.container}),
+        },
         "connection_strings": connection_strings,
         "dps": {
             "id_scope": dps.id_scope,

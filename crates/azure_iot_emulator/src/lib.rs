@@ -47,7 +47,10 @@
 //!   (HTTPS ETags, AMQP deliveries, inbox batches) and settled as complete, abandon or reject
 //!   (`hub::queue`; the service-bound inboxes share `hub::inbox`).
 //! * **File uploads go to a blob endpoint of its own** (ADR 12): a small Azure Blob REST
-//!   subset on its own TLS port, whose `host:port` the hub hands devices as `hostName`.
+//!   subset on its own TLS port, whose `host:port` the hub hands devices as `hostName`. Or,
+//!   with a storage account configured (`EmulatorBuilder::storage`, ADR 25), to that account
+//!   or Azurite: the hub signs the device's SAS with the account key, creates the container
+//!   at start-up and reads the blob's properties for the notification (`blob/storage.rs`).
 //! * **Thin service front-ends.** The HTTPS front-end authenticates (SAS against the hub's
 //!   shared access policies, with the right each operation needs), decodes, calls the hub,
 //!   encodes. Errors use the IoT Hub body the official SDKs parse.
@@ -144,6 +147,7 @@ use azure_iot_core::connection_string::ServiceConnectionString;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use blob::{DEFAULT_STORAGE_CONTAINER, StorageAccount};
 pub use config::{Durability, EmulatorBuilder, EventRoutes, FileUploadOptions, HUB_FILE, Limits};
 pub use device::RefusalReason;
 pub use error::EmulatorError;
@@ -451,10 +455,15 @@ impl EmulatorBuilder {
             .find(|p| p.name == "iothubowner")
             .map(|p| p.primary.clone())
             .ok_or_else(|| EmulatorError::Config("the iothubowner policy is missing".into()))?;
+        let external = match config.storage.clone() {
+            Some(account) => Some(blob::ExternalStorage::start(account, &tls.ca_pem).await?),
+            None => None,
+        };
         let blob_endpoint = blob::BlobEndpoint::new(
             blob_files,
             &owner_key,
             format!("{}:{}", config.hostname, blob_addr.port()),
+            external,
         );
         let connection_strings: BTreeMap<String, String> = policies
             .iter()
@@ -501,9 +510,17 @@ impl EmulatorBuilder {
                 ("amqp", amqp_addr.port()),
                 ("blob", blob_addr.port()),
             ]);
-            let blob = config::BlobEntry {
-                endpoint: format!("https://{}", blob_endpoint.host),
-                container: blob::CONTAINER,
+            let blob = match &blob_endpoint.external {
+                Some(storage) => config::BlobEntry {
+                    endpoint: storage.endpoint().to_owned(),
+                    container: storage.container().to_owned(),
+                    account: Some(storage.account_name().to_owned()),
+                },
+                None => config::BlobEntry {
+                    endpoint: format!("https://{}", blob_endpoint.host),
+                    container: blob::CONTAINER.to_owned(),
+                    account: None,
+                },
             };
             let dps_entry = config::DpsEntry {
                 id_scope: dps.id_scope().to_owned(),

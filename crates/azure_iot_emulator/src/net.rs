@@ -377,6 +377,39 @@ impl<S: std::fmt::Debug> std::fmt::Debug for Stoppable<S> {
     }
 }
 
+/// An HTTPS client for the emulator's own calls out (DPS webhooks, a storage account):
+/// trusts the certificates in `ca_pem` (the emulator's CA) and, with `native_roots`, the
+/// operating system's roots too; no redirects; `timeout` per request.
+pub(crate) fn https_client(
+    ca_pem: &str,
+    native_roots: bool,
+    timeout: std::time::Duration,
+) -> Result<reqwest::Client, String> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = if native_roots {
+        // No native roots is not an error here: the emulator's CA may be all that is needed.
+        azure_iot_protocol::tls::root_store(None).unwrap_or_else(|_| rustls::RootCertStore::empty())
+    } else {
+        rustls::RootCertStore::empty()
+    };
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        let cert = cert.map_err(|e| format!("the CA certificate does not parse: {e}"))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("the CA certificate is not a usable root: {e}"))?;
+    }
+    let tls = azure_iot_protocol::tls::client_config_builder(roots)
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

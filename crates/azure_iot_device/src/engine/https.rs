@@ -85,8 +85,12 @@ impl HttpsEngine {
         identity: &Identity,
         timeout: Duration,
         poll_interval: Duration,
+        shared: Option<reqwest::Client>,
     ) -> Result<Self> {
-        let http = crate::transport::http_client(dial, timeout)?;
+        let http = match shared {
+            Some(client) => client,
+            None => crate::transport::http_client(dial, timeout)?,
+        };
         let host = if dial.port == 443 {
             dial.host.clone()
         } else {
@@ -510,6 +514,7 @@ mod tests {
             &Identity::device("dev"),
             Duration::from_secs(60),
             Duration::from_secs(10),
+            None,
         )
         .unwrap();
         (engine, listener)

@@ -14,15 +14,22 @@
 //! the hub's `iothubowner` key, so SAS URIs stay valid across restarts of the same data
 //! directory and no new secret file is needed. Blob data lives under the data directory
 //! (`blob-store/`), or in a temporary directory removed at shutdown.
+//!
+//! With a storage account configured (`storage.rs`, ADR 25), file uploads go there instead:
+//! the hub signs the device's SAS with that account's key and reads the blob's properties
+//! from it for the notification; this endpoint still serves import/export jobs.
 
 mod http;
 mod sas;
+mod storage;
 mod store;
 
 use std::sync::Arc;
 
 pub(crate) use http::router;
 pub(crate) use sas::{Permission, Signer};
+pub use storage::{DEFAULT_STORAGE_CONTAINER, StorageAccount};
+pub(crate) use storage::{ExternalStorage, UploadGrant};
 pub(crate) use store::{BlobError, BlobFiles, BlobProperties, file_body};
 
 /// The storage account name the endpoint signs for.
@@ -52,6 +59,8 @@ pub(crate) struct BlobEndpoint {
     /// `{hostname}:{port}`: what `POST /devices/{id}/files` answers as `hostName`, so that
     /// every SDK's `https://{hostName}/{container}/{blob}{sas}` reaches this port.
     pub(crate) host: String,
+    /// The storage account file uploads go to instead of this endpoint, if one is configured.
+    pub(crate) external: Option<ExternalStorage>,
 }
 
 impl BlobEndpoint {
@@ -60,13 +69,57 @@ impl BlobEndpoint {
         files: BlobFiles,
         owner_key: &azure_iot_core::sas::SharedAccessKey,
         host: String,
+        external: Option<ExternalStorage>,
     ) -> Arc<Self> {
         let key = owner_key.sign(b"azure-iot-emulator blob account key");
         Arc::new(Self {
             files,
             signer: Signer::new(ACCOUNT, &key),
             host,
+            external,
         })
+    }
+
+    /// Where a device uploads `blob` (`{deviceId}/{name}`) and the SAS it does so with, valid
+    /// until `expiry`: the storage account when one is configured (create + write), else this
+    /// endpoint (read + write, as before ADR 25).
+    pub(crate) fn upload_grant(&self, blob: &str, expiry: time::OffsetDateTime) -> UploadGrant {
+        match &self.external {
+            Some(storage) => storage.grant(blob, expiry),
+            None => UploadGrant {
+                host: self.host.clone(),
+                container: CONTAINER.to_owned(),
+                sas: self.signer.sign_blob(CONTAINER, blob, "rw", expiry),
+            },
+        }
+    }
+
+    /// The URI (no SAS) of an uploaded file, where uploads go.
+    pub(crate) fn upload_uri(&self, blob: &str) -> String {
+        match &self.external {
+            Some(storage) => storage.blob_uri(blob),
+            None => self.blob_uri(blob),
+        }
+    }
+
+    /// The size and time of an uploaded file, read where uploads go; `None` when the blob is
+    /// not there (or, for a storage account, cannot be read: logged).
+    pub(crate) async fn uploaded(&self, blob: &str) -> Option<(u64, time::OffsetDateTime)> {
+        match &self.external {
+            Some(storage) => match storage.properties(blob).await {
+                Ok(p) => Some((p.size, p.last_modified)),
+                Err(e) => {
+                    tracing::warn!(blob, account = storage.account_name(), error = %e, "Get Blob Properties of an uploaded file failed");
+                    None
+                }
+            },
+            None => self
+                .files
+                .properties(CONTAINER, blob)
+                .await
+                .ok()
+                .map(|p| (p.size, p.last_modified)),
+        }
     }
 
     /// A container URI with a service SAS (`sr=c`) granting `permissions` until `expiry`: what

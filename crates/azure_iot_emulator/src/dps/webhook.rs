@@ -31,28 +31,7 @@ pub(crate) const MAX_ANSWER_BYTES: usize = 64 * 1024;
 /// The HTTP client webhooks are called with: trusts the emulator's CA, no redirects, the
 /// webhook timeout.
 pub(crate) fn client(ca_pem: &str, timeout: Duration) -> Result<reqwest::Client, String> {
-    use rustls_pki_types::CertificateDer;
-    use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        let cert = cert.map_err(|e| format!("the CA certificate does not parse: {e}"))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("the CA certificate is not a usable root: {e}"))?;
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
-        .timeout(timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|e| e.to_string())
+    crate::net::https_client(ca_pem, false, timeout)
 }
 
 /// Asks the webhook; every failure is [`code::ALLOCATION_FAILED`].

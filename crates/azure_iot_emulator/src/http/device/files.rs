@@ -1,9 +1,10 @@
 //! File upload, the hub's two steps around the device's upload to the blob endpoint.
 //!
 //! * `POST /devices/{id}/files` (`/files/` from the C SDK), body `{"blobName": "…"}`: 200
-//!   with `correlationId`, `hostName` (the blob endpoint, port included), `containerName`,
+//!   with `correlationId`, `hostName` (the blob endpoint, port included; or the configured
+//!   storage account's blob endpoint without `https://`, ADR 25), `containerName`,
 //!   `blobName` (`{deviceId}/{name}`) and `sasToken` (`?sv=…`, read and write on that blob
-//!   for the hub's SAS lifetime). Every SDK then uploads to
+//!   for the hub's SAS lifetime; create and write for a storage account). Every SDK then uploads to
 //!   `https://{hostName}/{containerName}/{blobName}{sasToken}`.
 //! * `POST /devices/{id}/files/notifications[/{correlationId}]` (`/notifications/` from C),
 //!   body `{"correlationId", "isSuccess", "statusCode", "statusDescription"}` (Node leaves the
@@ -23,14 +24,11 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use super::authenticate;
-use crate::blob::{BlobEndpoint, CONTAINER};
+use crate::blob::BlobEndpoint;
 use crate::http::{ApiError, AppState, Body, Peer, json_ok};
 use crate::hub::error::ErrorCode;
 use azure_iot_core::datetime::format_timestamp;
 use azure_iot_protocol::Identity;
-
-/// The SAS permissions a device gets on its blob.
-const UPLOAD_PERMISSIONS: &str = "rw";
 
 #[derive(Deserialize)]
 struct SasRequest {
@@ -76,18 +74,13 @@ pub(crate) async fn create_upload(
         .hub
         .call(move |s| s.start_file_upload(&device, &request.blob_name))
         .await??;
-    let sas = endpoint.signer.sign_blob(
-        CONTAINER,
-        &blob_name,
-        UPLOAD_PERMISSIONS,
-        OffsetDateTime::now_utc() + ttl,
-    );
+    let grant = endpoint.upload_grant(&blob_name, OffsetDateTime::now_utc() + ttl);
     Ok(json_ok(json!({
         "correlationId": correlation_id,
-        "hostName": endpoint.host,
-        "containerName": CONTAINER,
+        "hostName": grant.host,
+        "containerName": grant.container,
         "blobName": blob_name,
-        "sasToken": sas,
+        "sasToken": grant.sas,
     })))
 }
 
@@ -148,20 +141,16 @@ async fn complete(
     );
     if completion.is_success && notify {
         let now = OffsetDateTime::now_utc();
-        let (size, updated) = match endpoint
-            .files
-            .properties(CONTAINER, &upload.blob_name)
-            .await
-        {
-            Ok(p) => (p.size, p.last_modified),
-            Err(_) => {
+        let (size, updated) = match endpoint.uploaded(&upload.blob_name).await {
+            Some(found) => found,
+            None => {
                 tracing::warn!(blob = %upload.blob_name, "a device reported an upload whose blob does not exist; notified with size 0");
                 (0, now)
             }
         };
         let notification = json!({
             "deviceId": upload.device_id,
-            "blobUri": endpoint.blob_uri(&upload.blob_name),
+            "blobUri": endpoint.upload_uri(&upload.blob_name),
             "blobName": upload.blob_name,
             "lastUpdatedTime": format_timestamp(updated),
             "blobSizeInBytes": size,
