@@ -618,6 +618,8 @@ async fn serve_session(
         .fallback_receiver_settle_mode(fe2o3_amqp_types::definitions::ReceiverSettleMode::First)
         .max_message_size(MAX_MESSAGE_BYTES)
         .build();
+    // Event Hubs consumer links are attached settling on send (see eventhubs::consumer).
+    let consumers = eventhubs::link_acceptor(MAX_MESSAGE_BYTES);
     // Dropped (every link task aborted) when the session ends, and with the connection, which
     // aborts its sessions.
     let mut links = tokio::task::JoinSet::new();
@@ -630,7 +632,16 @@ async fn serve_session(
                 format!("a session may have {MAX_LINKS_PER_SESSION} links attached"),
             )
         };
-        match acceptor.accept(&mut session).await {
+        let Some(attach) = session.next_incoming_attach().await else {
+            tracing::debug!("AMQP session ended");
+            break;
+        };
+        let chosen = if eventhubs::is_consumer_attach(&attach) {
+            &consumers
+        } else {
+            &acceptor
+        };
+        match chosen.accept_incoming_attach(attach, &mut session).await {
             Ok(LinkEndpoint::Receiver(receiver)) if full => {
                 let _ = receiver.close_with_error(too_many()).await;
             }
