@@ -17,7 +17,7 @@ use serde_json::json;
 
 /// Reads all events of the endpoint that `hub_dir`'s hub.json announces; `prefetch` is each
 /// partition receiver's credit.
-pub async fn read_all(hub_dir: &Path, prefetch: u32) {
+pub(crate) async fn read_all(hub_dir: &Path, prefetch: u32) {
     let doc: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(hub_dir.join("hub.json")).unwrap()).unwrap();
     let cs = doc["event_hubs"]["connection_string"]
