@@ -23,7 +23,7 @@ const { Amqp, AmqpWs } = require('azure-iot-device-amqp');
 const { Http } = require('azure-iot-device-http');
 const { Message: ServiceMessage } = require('azure-iot-common');
 const { check, skip, assert, withTimeout, kind, thrown, closeQuietly, finish } = require('./harness');
-const { positions, received, summary } = require('./hub_events');
+const { positions, received: receivedEvents, summary } = require('./hub_events');
 
 const hub = JSON.parse(fs.readFileSync(process.env.HUB_JSON, 'utf8'));
 const owner = hub.connection_strings.iothubowner;
@@ -275,7 +275,7 @@ async function withEchoDevice(deviceId, fn) {
     message.contentEncoding = 'utf-8';
     message.properties.add('k space', 'v/slash');
     await client.sendEvent(message);
-    const events = (await received('node-dev-2', 1, { since })).map(summary);
+    const events = (await receivedEvents('node-dev-2', 1, { since })).map(summary);
     assert(isDeepStrictEqual(events, [{
       body: '{"temperature":21.5}', properties: { 'k space': 'v/slash' }, messageId: 'mid-1', correlationId: undefined,
       contentType: 'application/json', contentEncoding: 'utf-8', deviceId: 'node-dev-2', moduleId: undefined,
@@ -333,7 +333,7 @@ async function withEchoDevice(deviceId, fn) {
       message.properties.add('k space', 'v/slash');
       const since = await positions();
       await client.sendEvent(message);
-      const events = (await received('node-ws-1', 1, { since })).map(summary);
+      const events = (await receivedEvents('node-ws-1', 1, { since })).map(summary);
       assert(events.length === 1 && events[0].body === '{"over":"websockets"}', `the Event Hubs endpoint has ${JSON.stringify(events)}, not the one message sent over WebSockets`);
       const e = events[0];
       assert(e.messageId === 'ws-mid-1' && e.contentType === 'application/json' && e.contentEncoding === 'utf-8' && e.properties['k space'] === 'v/slash', `the event ${JSON.stringify(e)} lacks the message id, content type or encoding, or the custom property`);
@@ -364,7 +364,7 @@ async function withEchoDevice(deviceId, fn) {
       await client.sendOutputEvent('out1', out);
       // The built-in endpoint names the sending module; the output name is for routes and
       // edge hubs, not stamped on the event.
-      const events = (await received('node-edge-1', 1, { since })).map(summary);
+      const events = (await receivedEvents('node-edge-1', 1, { since })).map(summary);
       assert(events.length === 1 && events[0].body === 'filtered', `the Event Hubs endpoint has ${JSON.stringify(events)}, not the output event`);
       assert(events[0].moduleId === 'filter', `the output event is from module ${events[0].moduleId}, not filter`);
       assert(isDeepStrictEqual(events[0].properties, { level: 'high' }), `the output event's properties are ${JSON.stringify(events[0].properties)}, not level=high`);
@@ -500,7 +500,7 @@ async function withEchoDevice(deviceId, fn) {
       message.properties.add('level', 'high');
       const since = await positions();
       await withTimeout(client.sendEvent(message), 15000, 'sendEvent over AMQP to settle');
-      const events = (await received('node-amqp-1', 1, { since })).map(summary);
+      const events = (await receivedEvents('node-amqp-1', 1, { since })).map(summary);
       assert(isDeepStrictEqual(events, [{
         body: '{"over":"amqp"}', properties: { 'k space': 'v/slash', level: 'high' }, messageId: 'amqp-mid-1', correlationId: undefined,
         contentType: 'application/json', contentEncoding: 'utf-8', deviceId: 'node-amqp-1', moduleId: undefined,
@@ -535,7 +535,7 @@ async function withEchoDevice(deviceId, fn) {
     } else {
       await check(name, amqp(['telemetry batch']), async () => {
         if (error) throw error;
-        const events = (await received('node-amqp-batch', 2)).map(summary);
+        const events = (await receivedEvents('node-amqp-batch', 2)).map(summary);
         assert(isDeepStrictEqual(events.map((e) => e.body), ['batch-1', 'batch-2']), `the Event Hubs endpoint has ${JSON.stringify(events)}`);
       });
     }
@@ -621,7 +621,7 @@ async function withEchoDevice(deviceId, fn) {
       message.properties.add('k space', 'v/slash');
       const since = await positions();
       await withTimeout(client.sendEvent(message), 15000, 'sendEvent over AMQP over WebSockets to settle');
-      const events = (await received('node-amqp-ws-1', 1, { since })).map(summary);
+      const events = (await receivedEvents('node-amqp-ws-1', 1, { since })).map(summary);
       assert(events.length === 1 && events[0].body === '{"over":"amqp-ws"}', `the Event Hubs endpoint has ${JSON.stringify(events)}, not the one message sent over AMQP over WebSockets`);
       const e = events[0];
       assert(e.messageId === 'amqp-ws-mid-1' && e.contentType === 'application/json' && e.properties['k space'] === 'v/slash', `the event ${JSON.stringify(e)} lacks the message id, content type or the custom property`);
@@ -646,7 +646,7 @@ async function withEchoDevice(deviceId, fn) {
       out.properties.add('level', 'high');
       const since = await positions();
       await withTimeout(client.sendOutputEvent('out1', out), 15000, 'sendOutputEvent over AMQP to settle');
-      const events = (await received('node-amqp-edge', 1, { since })).map(summary);
+      const events = (await receivedEvents('node-amqp-edge', 1, { since })).map(summary);
       assert(events.length === 1 && events[0].body === 'filtered over amqp' && events[0].moduleId === 'filter', `the Event Hubs endpoint has ${JSON.stringify(events)}, not the module's output event`);
       assert(isDeepStrictEqual(events[0].properties, { level: 'high' }), `the output event's properties are ${JSON.stringify(events[0].properties)}, not level=high`);
       const twin = await withTimeout(client.getTwin(), 15000, 'the module twin over AMQP');
@@ -686,7 +686,7 @@ async function withEchoDevice(deviceId, fn) {
       message.properties.add('level', 'high');
       const since = await positions();
       await withTimeout(client.sendEvent(message), 15000, 'sendEvent over HTTPS');
-      const events = (await received('node-http-1', 1, { since })).map(summary);
+      const events = (await receivedEvents('node-http-1', 1, { since })).map(summary);
       assert(isDeepStrictEqual(events, [{
         body: '{"over":"https"}', properties: { level: 'high' }, messageId: 'http-mid-1', correlationId: 'http-cid-1',
         contentType: 'application/json', contentEncoding: 'utf-8', deviceId: 'node-http-1', moduleId: undefined,
@@ -704,7 +704,7 @@ async function withEchoDevice(deviceId, fn) {
       const second = new Message(Buffer.from([0, 1, 2, 255]));
       const since = await positions();
       await withTimeout(client.sendEventBatch([first, second]), 15000, 'sendEventBatch over HTTPS');
-      const events = await received('node-http-batch', 2, { since });
+      const events = await receivedEvents('node-http-batch', 2, { since });
       const shown = JSON.stringify(events.map(summary));
       assert(events.length === 2 && summary(events[0]).body === 'batch-1', `the Event Hubs endpoint has ${shown}`);
       assert(isDeepStrictEqual(events[0].properties, { n: '1' }), `the first message's properties are ${JSON.stringify(events[0].properties)}`);
