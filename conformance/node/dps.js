@@ -6,9 +6,10 @@
 // Each device check creates its enrollment with the service client, registers with the device
 // client, checks the assignment (hub, device id, substatus), then connects azure-iot-device to
 // the assigned hub with the same credential over the matching transport and sends one message
-// that the emulator's monitor (`azure-iot hub monitor-events`) must see.
+// that the official Event Hubs SDK must read from the hub's Event Hubs-compatible endpoint
+// (hub_events.js).
 //
-// Run by ../run.sh with HUB_JSON, DATA_DIR, AZURE_IOT_BIN and CONFORMANCE_PYTHON (the venv's
+// Run by ../run.sh with HUB_JSON, DATA_DIR and CONFORMANCE_PYTHON (the venv's
 // python, which makes the X.509 certificates with ../python/certs.py) set and NODE_EXTRA_CA_CERTS
 // naming the emulator's ca.pem. Ends with "N passed, M failed".
 'use strict';
@@ -30,6 +31,7 @@ const { Mqtt, MqttWs } = require('azure-iot-device-mqtt');
 const { Http } = require('azure-iot-device-http');
 const { Amqp, AmqpWs } = require('azure-iot-device-amqp');
 const { check, assert, withTimeout, kind, thrown, closeQuietly, finish } = require('./harness');
+const { positions, received, bodyText } = require('./hub_events');
 
 const hub = JSON.parse(fs.readFileSync(process.env.HUB_JSON, 'utf8'));
 // The device endpoint's host (the SDKs dial their own ports), the id scope, the service
@@ -78,26 +80,19 @@ function assertAssigned(result, deviceId) {
   assert(result.substatus === 'initialAssignment', `substatus ${result.substatus}, not initialAssignment`);
 }
 
-// The events of `deviceId` the emulator's monitor has, from the start of the log.
-function monitored(deviceId, count) {
-  const out = execFileSync(process.env.AZURE_IOT_BIN, [
-    'hub', 'monitor-events', '--output', 'json', '--from-start', '--device-id', deviceId,
-    '--count', String(count), '--timeout', '10', '--data-dir', process.env.DATA_DIR,
-  ]);
-  return out.toString().split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l));
-}
-
-// Connects a device client for the assigned hub, sends one message, and finds it in the monitor.
+// Connects a device client for the assigned hub, sends one message, and reads it back as a
+// back end does, through the hub's Event Hubs-compatible endpoint.
 async function telemetrySeen(client, deviceId) {
   const body = `provisioned ${deviceId}`;
+  const since = await positions();
   try {
     await withTimeout(client.open(), 20000, 'the device client to open at the assigned hub');
     await withTimeout(client.sendEvent(new Message(body)), 20000, 'the telemetry message to be accepted');
   } finally {
     await closeQuietly(client);
   }
-  const events = monitored(deviceId, 1);
-  assert(events.length === 1 && events[0].body === body, `monitor-events saw ${JSON.stringify(events)}`);
+  const events = (await received(deviceId, 1, { since })).map(bodyText);
+  assert(events.length === 1 && events[0] === body, `the Event Hubs endpoint has ${JSON.stringify(events)} from ${deviceId}`);
 }
 
 function sasDeviceClient(result, key, transport) {

@@ -14,9 +14,9 @@ const { Client: DeviceClient, Message } = require('azure-iot-device');
 const { Mqtt } = require('azure-iot-device-mqtt');
 const { Amqp } = require('azure-iot-device-amqp');
 const { check, assert, withTimeout, closeQuietly, finish } = require('./harness');
+const { eh, consumer: newConsumer, read } = require('./hub_events');
 
 const hub = JSON.parse(fs.readFileSync(process.env.HUB_JSON, 'utf8'));
-const eh = hub.event_hubs;
 const registry = Registry.fromConnectionString(hub.connection_strings.iothubowner);
 const CLIENT = 'Node @azure/event-hubs';
 
@@ -59,25 +59,8 @@ async function newestPartition(client) {
   return best;
 }
 
-// `count` events of `partitionId` from `startPosition`, by the SDK's subscribe loop.
-async function read(client, partitionId, count, startPosition) {
-  const events = [];
-  let subscription;
-  await withTimeout(new Promise((resolve, reject) => {
-    subscription = client.subscribe(partitionId, {
-      processEvents: async (batch) => {
-        events.push(...batch);
-        if (events.length >= count) resolve();
-      },
-      processError: async (err) => reject(err),
-    }, { startPosition, maxWaitTimeInSeconds: 1 });
-  }), 30000, `${count} events`);
-  await subscription.close();
-  return events.slice(0, count);
-}
-
 (async () => {
-  const consumer = new EventHubConsumerClient('$Default', eh.connection_string);
+  const consumer = newConsumer();
   const device = 'eh-node-dev';
   const start = await sendTelemetry(device, Mqtt, 3, 'mqtt');
   const partition = await newestPartition(consumer);

@@ -23,6 +23,7 @@ const { Amqp, AmqpWs } = require('azure-iot-device-amqp');
 const { Http } = require('azure-iot-device-http');
 const { Message: ServiceMessage } = require('azure-iot-common');
 const { check, skip, assert, withTimeout, kind, thrown, closeQuietly, finish } = require('./harness');
+const { positions, received: receivedEvents, summary } = require('./hub_events');
 
 const hub = JSON.parse(fs.readFileSync(process.env.HUB_JSON, 'utf8'));
 const owner = hub.connection_strings.iothubowner;
@@ -36,28 +37,6 @@ async function deviceClient(deviceId, transport = Mqtt) {
   );
   await client.open();
   return client;
-}
-
-function logged(deviceId) {
-  // The emulator's durable telemetry log (SQLite) is read with the sqlite3 shell-free route:
-  // the monitor endpoint would do too, but the file is the record of what was acknowledged.
-  // Each row is [properties as a query string with MQTT wire names ($.mid=…&k=v, percent-
-  // encoded), body as text, module id or null]; the log keeps system properties as JSON under
-  // IoT Hub's names and application properties typed (ADR 8).
-  const out = execFileSync('python3', ['-c', `
-import sqlite3, sys, json, urllib.parse
-wire = {"messageId": "$.mid", "correlationId": "$.cid", "userId": "$.uid", "to": "$.to",
-        "contentType": "$.ct", "contentEncoding": "$.ce", "expiryTimeUtc": "$.exp",
-        "creationTimeUtc": "$.ctime", "outputName": "$.on", "componentName": "$.sub"}
-db = sqlite3.connect(sys.argv[1])
-rows = db.execute("SELECT system, properties, body, module_id FROM telemetry WHERE device_id = ? ORDER BY seq", (sys.argv[2],)).fetchall()
-def query(system, props):
-    pairs = [(wire.get(k, k), v) for k, v in json.loads(system).items()]
-    pairs += [(p["n"], p.get("v", "")) for p in json.loads(props)]
-    return urllib.parse.urlencode(pairs, quote_via=urllib.parse.quote, safe="")
-print(json.dumps([[query(s, p), b.decode("utf-8", "replace"), m] for s, p, b, m in rows]))
-`, path.join(process.env.DATA_DIR, 'telemetry.db'), deviceId]);
-  return JSON.parse(out.toString());
 }
 
 // Resolves with a device or module twin's next desired patch for which `accept` is true (the
@@ -289,15 +268,18 @@ async function withEchoDevice(deviceId, fn) {
 
   await check('device over MQTT: telemetry with properties, twin, reported patch, method', { scenarios: ['telemetry with properties', 'twin: get, desired patch, reported', 'direct method'], transport: 'MQTT' }, async () => {
     const client = await deviceClient('node-dev-2');
+    const since = await positions();
     const message = new Message('{"temperature":21.5}');
     message.messageId = 'mid-1';
     message.contentType = 'application/json';
     message.contentEncoding = 'utf-8';
     message.properties.add('k space', 'v/slash');
     await client.sendEvent(message);
-    const rows = logged('node-dev-2');
-    assert(rows.length === 1 && rows[0][1] === '{"temperature":21.5}', `logged ${JSON.stringify(rows)}`);
-    assert(rows[0][0].includes('%24.mid=mid-1') && rows[0][0].includes('k%20space=v%2Fslash'), `properties ${rows[0][0]}`);
+    const events = (await receivedEvents('node-dev-2', 1, { since })).map(summary);
+    assert(isDeepStrictEqual(events, [{
+      body: '{"temperature":21.5}', properties: { 'k space': 'v/slash' }, messageId: 'mid-1', correlationId: undefined,
+      contentType: 'application/json', contentEncoding: 'utf-8', deviceId: 'node-dev-2', moduleId: undefined,
+    }]), `the Event Hubs endpoint has ${JSON.stringify(events)}`);
 
     const twin = await client.getTwin();
     assert(twin.properties.desired.$version === 1, 'desired version');
@@ -349,11 +331,12 @@ async function withEchoDevice(deviceId, fn) {
       message.contentType = 'application/json';
       message.contentEncoding = 'utf-8';
       message.properties.add('k space', 'v/slash');
+      const since = await positions();
       await client.sendEvent(message);
-      const rows = logged('node-ws-1');
-      assert(rows.length === 1 && rows[0][1] === '{"over":"websockets"}', `the telemetry log holds ${JSON.stringify(rows)}, not the one message sent over WebSockets`);
-      const props = rows[0][0];
-      assert(props.includes('%24.mid=ws-mid-1') && props.includes('%24.ct=application%2Fjson') && props.includes('k%20space=v%2Fslash'), `logged properties ${props} lack $.mid, $.ct or the custom property`);
+      const events = (await receivedEvents('node-ws-1', 1, { since })).map(summary);
+      assert(events.length === 1 && events[0].body === '{"over":"websockets"}', `the Event Hubs endpoint has ${JSON.stringify(events)}, not the one message sent over WebSockets`);
+      const e = events[0];
+      assert(e.messageId === 'ws-mid-1' && e.contentType === 'application/json' && e.contentEncoding === 'utf-8' && e.properties['k space'] === 'v/slash', `the event ${JSON.stringify(e)} lacks the message id, content type or encoding, or the custom property`);
 
       const twin = await client.getTwin();
       assert(twin.properties.reported.$version === 1, `a new device's reported $version is ${twin.properties.reported.$version}, not 1`);
@@ -377,11 +360,14 @@ async function withEchoDevice(deviceId, fn) {
       await client.open();
       const out = new Message('filtered');
       out.properties.add('level', 'high');
+      const since = await positions();
       await client.sendOutputEvent('out1', out);
-      const rows = logged('node-edge-1');
-      assert(rows.length === 1 && rows[0][1] === 'filtered', `the telemetry log holds ${JSON.stringify(rows)}, not the output event`);
-      assert(rows[0][2] === 'filter', `the output event is logged for module ${rows[0][2]}, not filter`);
-      assert(rows[0][0].includes('%24.on=out1') && rows[0][0].includes('level=high'), `logged properties ${rows[0][0]} lack $.on=out1 or level=high`);
+      // The built-in endpoint names the sending module; the output name is for routes and
+      // edge hubs, not stamped on the event.
+      const events = (await receivedEvents('node-edge-1', 1, { since })).map(summary);
+      assert(events.length === 1 && events[0].body === 'filtered', `the Event Hubs endpoint has ${JSON.stringify(events)}, not the output event`);
+      assert(events[0].moduleId === 'filter', `the output event is from module ${events[0].moduleId}, not filter`);
+      assert(isDeepStrictEqual(events[0].properties, { level: 'high' }), `the output event's properties are ${JSON.stringify(events[0].properties)}, not level=high`);
 
       const twin = await client.getTwin();
       assert(twin.properties.desired.$version === 1 && twin.properties.reported.$version === 1, `a new module twin has desired/reported versions ${twin.properties.desired.$version}/${twin.properties.reported.$version}, not 1/1`);
@@ -512,13 +498,13 @@ async function withEchoDevice(deviceId, fn) {
       message.contentEncoding = 'utf-8';
       message.properties.add('k space', 'v/slash');
       message.properties.add('level', 'high');
+      const since = await positions();
       await withTimeout(client.sendEvent(message), 15000, 'sendEvent over AMQP to settle');
-      const rows = logged('node-amqp-1');
-      assert(rows.length === 1 && rows[0][1] === '{"over":"amqp"}', `the telemetry log holds ${JSON.stringify(rows)}, not the one message sent over AMQP`);
-      const props = rows[0][0];
-      for (const part of ['%24.mid=amqp-mid-1', '%24.ct=application%2Fjson', '%24.ce=utf-8', 'k%20space=v%2Fslash', 'level=high']) {
-        assert(props.includes(part), `logged properties ${props} lack ${part}`);
-      }
+      const events = (await receivedEvents('node-amqp-1', 1, { since })).map(summary);
+      assert(isDeepStrictEqual(events, [{
+        body: '{"over":"amqp"}', properties: { 'k space': 'v/slash', level: 'high' }, messageId: 'amqp-mid-1', correlationId: undefined,
+        contentType: 'application/json', contentEncoding: 'utf-8', deviceId: 'node-amqp-1', moduleId: undefined,
+      }]), `the Event Hubs endpoint has ${JSON.stringify(events)}, not the one message sent over AMQP`);
       const { responseBody: device } = await registry.get('node-amqp-1');
       assert(device.connectionState === 'Connected', `the registry says the AMQP device is ${device.connectionState} while its client is open`);
     } finally {
@@ -549,8 +535,8 @@ async function withEchoDevice(deviceId, fn) {
     } else {
       await check(name, amqp(['telemetry batch']), async () => {
         if (error) throw error;
-        const rows = logged('node-amqp-batch');
-        assert(isDeepStrictEqual(rows.map((r) => r[1]), ['batch-1', 'batch-2']), `the telemetry log holds ${JSON.stringify(rows)}`);
+        const events = (await receivedEvents('node-amqp-batch', 2)).map(summary);
+        assert(isDeepStrictEqual(events.map((e) => e.body), ['batch-1', 'batch-2']), `the Event Hubs endpoint has ${JSON.stringify(events)}`);
       });
     }
   }
@@ -633,11 +619,12 @@ async function withEchoDevice(deviceId, fn) {
       message.messageId = 'amqp-ws-mid-1';
       message.contentType = 'application/json';
       message.properties.add('k space', 'v/slash');
+      const since = await positions();
       await withTimeout(client.sendEvent(message), 15000, 'sendEvent over AMQP over WebSockets to settle');
-      const rows = logged('node-amqp-ws-1');
-      assert(rows.length === 1 && rows[0][1] === '{"over":"amqp-ws"}', `the telemetry log holds ${JSON.stringify(rows)}, not the one message sent over AMQP over WebSockets`);
-      const props = rows[0][0];
-      assert(props.includes('%24.mid=amqp-ws-mid-1') && props.includes('%24.ct=application%2Fjson') && props.includes('k%20space=v%2Fslash'), `logged properties ${props} lack $.mid, $.ct or the custom property`);
+      const events = (await receivedEvents('node-amqp-ws-1', 1, { since })).map(summary);
+      assert(events.length === 1 && events[0].body === '{"over":"amqp-ws"}', `the Event Hubs endpoint has ${JSON.stringify(events)}, not the one message sent over AMQP over WebSockets`);
+      const e = events[0];
+      assert(e.messageId === 'amqp-ws-mid-1' && e.contentType === 'application/json' && e.properties['k space'] === 'v/slash', `the event ${JSON.stringify(e)} lacks the message id, content type or the custom property`);
       const twin = await withTimeout(client.getTwin(), 15000, 'getTwin over AMQP over WebSockets');
       await withTimeout(new Promise((resolve, reject) => twin.properties.reported.update({ link: 'amqp-ws' }, (e) => (e ? reject(e) : resolve()))), 15000, 'the reported patch');
       const { responseBody: serviceTwin } = await registry.getTwin('node-amqp-ws-1');
@@ -657,10 +644,11 @@ async function withEchoDevice(deviceId, fn) {
       await withTimeout(client.open(), 20000, 'a module client to open over AMQP');
       const out = new Message('filtered over amqp');
       out.properties.add('level', 'high');
+      const since = await positions();
       await withTimeout(client.sendOutputEvent('out1', out), 15000, 'sendOutputEvent over AMQP to settle');
-      const rows = logged('node-amqp-edge');
-      assert(rows.length === 1 && rows[0][1] === 'filtered over amqp' && rows[0][2] === 'filter', `the telemetry log holds ${JSON.stringify(rows)}, not the module's output event`);
-      assert(rows[0][0].includes('%24.on=out1') && rows[0][0].includes('level=high'), `logged properties ${rows[0][0]} lack $.on=out1 or level=high`);
+      const events = (await receivedEvents('node-amqp-edge', 1, { since })).map(summary);
+      assert(events.length === 1 && events[0].body === 'filtered over amqp' && events[0].moduleId === 'filter', `the Event Hubs endpoint has ${JSON.stringify(events)}, not the module's output event`);
+      assert(isDeepStrictEqual(events[0].properties, { level: 'high' }), `the output event's properties are ${JSON.stringify(events[0].properties)}, not level=high`);
       const twin = await withTimeout(client.getTwin(), 15000, 'the module twin over AMQP');
       await withTimeout(new Promise((resolve, reject) => twin.properties.reported.update({ rate: 4 }, (e) => (e ? reject(e) : resolve()))), 15000, 'the module reported patch');
       const { responseBody: serviceTwin } = await registry.getModuleTwin('node-amqp-edge', 'filter');
@@ -696,13 +684,13 @@ async function withEchoDevice(deviceId, fn) {
       message.contentType = 'application/json';
       message.contentEncoding = 'utf-8';
       message.properties.add('level', 'high');
+      const since = await positions();
       await withTimeout(client.sendEvent(message), 15000, 'sendEvent over HTTPS');
-      const rows = logged('node-http-1');
-      assert(rows.length === 1 && rows[0][1] === '{"over":"https"}', `the telemetry log holds ${JSON.stringify(rows)}, not the one message sent over HTTPS`);
-      const props = rows[0][0];
-      for (const part of ['%24.mid=http-mid-1', '%24.cid=http-cid-1', '%24.ct=application%2Fjson', '%24.ce=utf-8', 'level=high']) {
-        assert(props.includes(part), `logged properties ${props} lack ${part}`);
-      }
+      const events = (await receivedEvents('node-http-1', 1, { since })).map(summary);
+      assert(isDeepStrictEqual(events, [{
+        body: '{"over":"https"}', properties: { level: 'high' }, messageId: 'http-mid-1', correlationId: 'http-cid-1',
+        contentType: 'application/json', contentEncoding: 'utf-8', deviceId: 'node-http-1', moduleId: undefined,
+      }]), `the Event Hubs endpoint has ${JSON.stringify(events)}, not the one message sent over HTTPS`);
     } finally {
       await closeQuietly(client);
     }
@@ -714,10 +702,13 @@ async function withEchoDevice(deviceId, fn) {
       const first = new Message('batch-1');
       first.properties.add('n', '1');
       const second = new Message(Buffer.from([0, 1, 2, 255]));
+      const since = await positions();
       await withTimeout(client.sendEventBatch([first, second]), 15000, 'sendEventBatch over HTTPS');
-      const rows = logged('node-http-batch');
-      assert(rows.length === 2 && rows[0][1] === 'batch-1', `the telemetry log holds ${JSON.stringify(rows)}`);
-      assert(rows[0][0].includes('n=1'), `the first message's properties are ${rows[0][0]}`);
+      const events = await receivedEvents('node-http-batch', 2, { since });
+      const shown = JSON.stringify(events.map(summary));
+      assert(events.length === 2 && summary(events[0]).body === 'batch-1', `the Event Hubs endpoint has ${shown}`);
+      assert(isDeepStrictEqual(events[0].properties, { n: '1' }), `the first message's properties are ${JSON.stringify(events[0].properties)}`);
+      assert(Buffer.isBuffer(events[1].body) && events[1].body.equals(Buffer.from([0, 1, 2, 255])), `the second message's body is ${shown}`);
     } finally {
       await closeQuietly(client);
     }

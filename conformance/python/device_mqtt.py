@@ -1,20 +1,19 @@
 """The official Python device SDK (azure-iot-device over MQTT/TLS) against the emulator.
 
 Run by ../run.sh with HUB_JSON and DATA_DIR set. Identities are created and checked with the
-official service SDK (azure-iot-hub). What the hub received as telemetry is read from the
-emulator's durable log (DATA_DIR/telemetry.db), the same record `azure-iot hub` tooling reads.
+official service SDK (azure-iot-hub). What the hub received as telemetry is read as a back end
+reads it: through the built-in Event Hubs-compatible endpoint with the official Event Hubs SDK
+(hub_events.py).
 Ends with "N passed, M failed"; exit status 0 only if nothing failed.
 """
 
 import json
 import os
-import sqlite3
 import threading
-import time
-import urllib.parse
 from datetime import datetime, timezone
 
 from harness import azure_iot as cli, check, finish
+from hub_events import application, body, expiry_ms, positions, received, system
 import certifi
 
 # The service SDK's AMQP stack (uamqp) trusts only certifi's bundle (it ignores
@@ -42,37 +41,6 @@ def device_client(device_id, websockets=False):
     return client
 
 
-# The log keeps system properties as JSON under IoT Hub's names (ADR 8); the checks below name
-# them by their MQTT wire names, as the SDK sent them.
-WIRE_NAMES = {
-    "messageId": "$.mid", "correlationId": "$.cid", "userId": "$.uid", "to": "$.to",
-    "contentType": "$.ct", "contentEncoding": "$.ce", "expiryTimeUtc": "$.exp",
-    "creationTimeUtc": "$.ctime", "outputName": "$.on", "componentName": "$.sub",
-    "interfaceId": "$.ifid", "messageSchema": "$.schema",
-}
-
-
-def logged(device_id, expected, timeout=10):
-    """The rows of the telemetry log for device_id, once there are `expected` of them: module id,
-    properties by wire name (system and application), body."""
-    deadline = time.time() + timeout
-    while True:
-        db = sqlite3.connect(os.path.join(DATA_DIR, "telemetry.db"))
-        rows = db.execute(
-            "SELECT module_id, system, properties, body FROM telemetry WHERE device_id = ? ORDER BY seq",
-            (device_id,),
-        ).fetchall()
-        db.close()
-        if len(rows) >= expected or time.time() > deadline:
-            out = []
-            for m, system, props, b in rows:
-                named = {WIRE_NAMES.get(k, k): v for k, v in json.loads(system).items()}
-                named.update({p["n"]: p.get("v") for p in json.loads(props)})
-                out.append((m, named, b))
-            return out
-        time.sleep(0.05)
-
-
 def wait_for(event, what, timeout=10):
     if not event.wait(timeout):
         raise AssertionError(f"timed out waiting for {what}")
@@ -81,6 +49,7 @@ def wait_for(event, what, timeout=10):
 @check("telemetry with custom and system properties", scenario="telemetry with properties")
 def _():
     client = device_client("pyd-telemetry")
+    since = positions()
     m = Message('{"temperature":21.5}', message_id="mid-1", content_encoding="utf-8", content_type="application/json")
     m.correlation_id = "cid-1"
     m.custom_properties["k space"] = "v/slash&amp"
@@ -89,26 +58,29 @@ def _():
     client.send_message(m)  # returns after the PUBACK
     client.send_message("plain")
     client.shutdown()
-    rows = logged("pyd-telemetry", 2)
-    assert len(rows) == 2, rows
-    _, props, body = rows[0]
-    assert body == b'{"temperature":21.5}', body
-    assert props["$.mid"] == "mid-1" and props["$.cid"] == "cid-1", props
-    assert props["$.ct"] == "application/json" and props["$.ce"] == "utf-8", props
-    assert props["$.exp"].startswith("2033-05-18T03:33:20"), props
-    assert props["k space"] == "v/slash&amp" and props["empty"] == "", props
-    assert rows[1][2] == b"plain"
+    events = received("pyd-telemetry", 2, since)
+    assert len(events) == 2, f"{len(events)} of 2 events from pyd-telemetry"
+    first, s = events[0], system(events[0])
+    assert body(first) == b'{"temperature":21.5}', body(first)
+    assert s["message-id"] == "mid-1" and s["correlation-id"] == "cid-1", s
+    assert s["content-type"] == "application/json" and s["content-encoding"] == "utf-8", s
+    assert s["iothub-connection-device-id"] == "pyd-telemetry" and "iothub-connection-module-id" not in s, s
+    assert expiry_ms(first) == 2_000_000_000_000, expiry_ms(first)  # 2033-05-18T03:33:20Z
+    assert application(first) == {"k space": "v/slash&amp", "empty": ""}, application(first)
+    assert body(events[1]) == b"plain", body(events[1])
 
 
 @check("telemetry and twin over MQTT over WebSockets (port 443)", scenario=["telemetry with properties", "twin: get, desired patch, reported"], transport="MQTT-WS")
 def _():
     client = device_client("pyd-ws", websockets=True)
+    since = positions()
     client.send_message(Message("over websockets", message_id="ws-1"))
     twin = client.get_twin()
     assert twin["reported"]["$version"] == 1, twin
     client.shutdown()
-    rows = logged("pyd-ws", 1)
-    assert rows[0][2] == b"over websockets" and rows[0][1]["$.mid"] == "ws-1", rows
+    events = received("pyd-ws", 1, since)
+    assert events and body(events[0]) == b"over websockets", [body(e) for e in events]
+    assert system(events[0])["message-id"] == "ws-1", system(events[0])
 
 
 @check("module output message", scenario="module: output, twin, method")
@@ -119,10 +91,19 @@ def _():
     cs = f"HostName={HOST};DeviceId=pyd-edge;ModuleId=filter;SharedAccessKey={key}"
     client = IoTHubModuleClient.create_from_connection_string(cs, server_verification_cert=CA)
     client.connect()
-    client.send_message_to_output(Message("out"), "out1")
+    since = positions()
+    m = Message("out")
+    m.custom_properties["level"] = "high"
+    client.send_message_to_output(m, "out1")
     client.shutdown()
-    rows = logged("pyd-edge", 1)
-    assert rows[0][0] == "filter" and rows[0][1]["$.on"] == "out1", rows
+    # The built-in endpoint names the sending module; the output name is for routes and edge
+    # hubs, not stamped on the event.
+    events = received("pyd-edge", 1, since, module_id="filter")
+    assert events and body(events[0]) == b"out", [body(e) for e in events]
+    s = system(events[0])
+    assert s["iothub-connection-module-id"] == "filter", s
+    assert json.loads(s["iothub-connection-auth-method"])["scope"] == "module", s
+    assert application(events[0]) == {"level": "high"}, application(events[0])
 
 
 @check("twin: get, reported patch, desired patch", scenario="twin: get, desired patch, reported")
@@ -214,10 +195,13 @@ def _():
         x509=X509(cert_file=cert, key_file=key), hostname=HOST, device_id="pyd-x509", server_verification_cert=CA
     )
     client.connect()
+    since = positions()
     client.send_message("signed by a certificate")
     client.shutdown()
-    rows = logged("pyd-x509", 1)
-    assert rows[0][2] == b"signed by a certificate", rows
+    events = received("pyd-x509", 1, since)
+    assert events and body(events[0]) == b"signed by a certificate", [body(e) for e in events]
+    auth = json.loads(system(events[0])["iothub-connection-auth-method"])
+    assert auth["type"] == "x509Certificate", auth
 
 
 @check("a wrong key is refused", scenario="wrong key refused")

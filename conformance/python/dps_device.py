@@ -4,9 +4,10 @@ MQTT and MQTT over WebSockets) against the emulator's Device Provisioning Servic
 Each check creates its enrollment through the DPS service REST API (a SAS token made from the
 DPS service connection string in hub.json), registers with the SDK, checks the assignment
 (hub, device id, substatus), then connects the SDK's IoTHubDeviceClient to the assigned hub
-with the same credential and sends one message that `azure-iot hub monitor-events` must see.
+with the same credential and sends one message that the official Event Hubs SDK must read
+from the hub's Event Hubs-compatible endpoint (hub_events.py).
 
-Run by ../run.sh with HUB_JSON, DATA_DIR and AZURE_IOT_BIN set and REQUESTS_CA_BUNDLE naming
+Run by ../run.sh with HUB_JSON and DATA_DIR set and REQUESTS_CA_BUNDLE naming
 the emulator's CA; with CONFORMANCE_PY_SDK=azure_iot_rs it runs unchanged against this project's
 package (its ProvisioningDeviceClient and IoTHubDeviceClient). Ends with "N passed, M failed".
 """
@@ -20,7 +21,8 @@ import tempfile
 import time
 import urllib.parse
 
-from harness import SWAPPED, azure_iot, check, defaults, finish
+from harness import SWAPPED, check, defaults, finish
+from hub_events import body, positions, received
 
 import requests
 from azure.iot.device import IoTHubDeviceClient, ProvisioningDeviceClient, X509
@@ -103,17 +105,16 @@ def assert_assigned(result, device_id):
 
 def telemetry_seen(client, device_id):
     """Connects `client` (a device client for the assigned hub), sends one message, and reads it
-    back with the emulator's monitor."""
-    body = f"provisioned {device_id}"
+    back as a back end does, through the hub's Event Hubs-compatible endpoint (hub_events.py)."""
+    sent = f"provisioned {device_id}"
+    since = positions()
     try:
         client.connect()
-        client.send_message(body)
+        client.send_message(sent)
     finally:
         client.shutdown()
-    lines = azure_iot("hub", "monitor-events", "--output", "json", "--from-start", "--device-id", device_id,
-                      "--count", "1", "--timeout", "10")
-    events = [json.loads(line) for line in lines]
-    assert [e["body"] for e in events] == [body], events
+    events = received(device_id, 1, since)
+    assert [body(e) for e in events] == [sent.encode()], [body(e) for e in events]
 
 
 def register_symmetric(registration_id, key, websockets, payload=None):

@@ -13,6 +13,7 @@ import threading
 from datetime import datetime, timedelta, timezone
 
 from harness import check, defaults, finish, skip
+from hub_events import CA_PATH, EH, consumer, read
 
 from azure.eventhub import EventHubConsumerClient, TransportType
 from azure.iot.device import IoTHubDeviceClient, Message
@@ -20,18 +21,9 @@ from azure.iot.hub import IoTHubRegistryManager
 
 defaults(client="Python azure-eventhub", transport="AMQP")
 HUB = json.load(open(os.environ["HUB_JSON"]))
-DATA_DIR = os.environ["DATA_DIR"]
-CA_PATH = os.path.join(DATA_DIR, "ca.pem")
 CA = open(CA_PATH).read()
 RM = IoTHubRegistryManager.from_connection_string(HUB["connection_strings"]["iothubowner"])
-EH = HUB["event_hubs"]
 DEVICE = "eh-consumer-dev"
-
-
-def consumer(**kwargs):
-    return EventHubConsumerClient.from_connection_string(
-        EH["connection_string"], consumer_group="$Default", connection_verify=CA_PATH, **kwargs
-    )
 
 
 def send_telemetry(device_id, count, websockets=False, tag="a"):
@@ -55,29 +47,6 @@ def send_telemetry(device_id, count, websockets=False, tag="a"):
         client.send_message(m)
     client.shutdown()
     return before
-
-
-def read(client, partition, count, starting_position, inclusive=False, timeout=20):
-    """`count` events of `partition` from `starting_position`, by the official receive loop."""
-    events = []
-    done = threading.Event()
-
-    def on_event(ctx, event):
-        if event is None or done.is_set():
-            return
-        events.append(event)
-        if len(events) >= count:
-            done.set()
-
-    worker = threading.Thread(target=client.receive, kwargs=dict(
-        on_event=on_event, partition_id=partition, starting_position=starting_position,
-        starting_position_inclusive=inclusive, max_wait_time=1))
-    worker.start()
-    done.wait(timeout)
-    client.close()
-    worker.join(10)
-    assert len(events) >= count, f"{len(events)} of {count} events within {timeout} s"
-    return events[:count]
 
 
 def newest_partition():

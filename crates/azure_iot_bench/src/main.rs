@@ -16,6 +16,10 @@
 //!   registration (register + poll + hub identity). `count-devices` checks the identities the
 //!   hub holds afterwards (module `dps`; bench/dps.sh runs both beside the official Python
 //!   client).
+//! * `eventhubs`: reads every event the emulator's log holds, from the start of every
+//!   partition of its Event Hubs-compatible endpoint, with this project's `EventHubConsumer`;
+//!   events/s and time to the first event (module `eventhubs`; bench/eventhubs.sh runs it
+//!   beside the official Python and Node consumers, after filling the log with `ingest`).
 //! * `gen-cert`: a CA and server certificate for `localhost` (PEM files), for the broker that
 //!   the emulator is compared with.
 #![allow(
@@ -26,6 +30,7 @@
 )]
 
 mod dps;
+mod eventhubs;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -136,6 +141,14 @@ enum Command {
         #[arg(long)]
         expect: Option<u64>,
     },
+    /// Reads all events of the Event Hubs-compatible endpoint from the start of every partition.
+    Eventhubs {
+        #[arg(long)]
+        hub_dir: PathBuf,
+        /// Each partition receiver's credit (and the stream's buffer).
+        #[arg(long, default_value_t = 300)]
+        prefetch: u32,
+    },
     /// Writes ca.pem, server.pem, server-key.pem for localhost into a directory.
     GenCert { dir: PathBuf },
 }
@@ -204,6 +217,7 @@ async fn main() {
                 assert_eq!(n, expected, "hub identities starting with `{prefix}`");
             }
         }
+        Command::Eventhubs { hub_dir, prefetch } => eventhubs::read_all(&hub_dir, prefetch).await,
         Command::GenCert { dir } => gen_cert(&dir),
     }
 }

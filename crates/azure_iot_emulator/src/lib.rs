@@ -76,7 +76,8 @@
 //! * **The built-in Event Hubs-compatible endpoint** (ADR 17) is served on the hub's own AMQP
 //!   listener and host name, told apart by link address and CBS audience: the entity is the
 //!   hub's name, consumers read the telemetry log's partitions from the position their
-//!   selector filter asks for and then live, within their credit; `$management`, epochs and
+//!   selector filter asks for and then live, within their credit, each event sent settled as
+//!   Event Hubs sends them (a consumer link's own acceptor); `$management`, epochs and
 //!   the redirect IoT Hub sends hub-policy logins are served as Event Hubs and IoT Hub do, so
 //!   the official Event Hubs SDKs read telemetry unchanged (`hub.json` has their connection
 //!   string).

@@ -11,10 +11,11 @@ use azure_iot_core::{SasToken, ServiceConnectionString, SharedAccessKey};
 use azure_iot_emulator::{Emulator, EmulatorHandle};
 use azure_iot_test::{DeviceHttp, HubEndpoint, RestClient, emulator};
 use fe2o3_amqp::connection::ConnectionHandle;
+use fe2o3_amqp::link::receiver::CreditMode;
 use fe2o3_amqp::sasl_profile::SaslProfile;
 use fe2o3_amqp::session::SessionHandle;
 use fe2o3_amqp::{Connection, Receiver, Sender, Session};
-use fe2o3_amqp_types::definitions::Fields;
+use fe2o3_amqp_types::definitions::{Fields, SenderSettleMode};
 use fe2o3_amqp_types::messaging::annotations::OwnedKey;
 use fe2o3_amqp_types::messaging::{
     AmqpValue, ApplicationProperties, Body, Message, Properties, Source,
@@ -247,6 +248,36 @@ async fn every_address_form_reads_the_partition_with_iothub_annotations() {
         let offsets: Vec<i64> = events.iter().map(|e| offset(e).parse().unwrap()).collect();
         assert!(offsets.windows(2).all(|w| w[0] < w[1]), "{offsets:?}");
         receiver.close().await.unwrap();
+    }
+}
+
+/// Events go out settled, as Event Hubs sends them: a consumer that asks for unsettled
+/// deliveries and never settles (the official Python consumer) still gets every event, not
+/// the first 256 of each partition.
+#[tokio::test]
+async fn a_consumer_that_never_settles_gets_every_event() {
+    const EVENTS: usize = 300;
+    let hub = emulator().await;
+    let partition = send(&hub, "dev-unsettled", EVENTS).await;
+    let (_connection, mut session) = plain(&hub, "service").await;
+    let address = address(&hub, 0, "$Default", partition);
+    let mut receiver = Receiver::builder()
+        .name("never-settles")
+        .source(address)
+        .target("receiver-target")
+        .sender_settle_mode(SenderSettleMode::Unsettled)
+        .credit_mode(CreditMode::Manual)
+        .attach(&mut session)
+        .await
+        .unwrap();
+    receiver.set_credit(EVENTS as u32 + 100).await.unwrap();
+    for n in 0..EVENTS {
+        let delivery =
+            tokio::time::timeout(Duration::from_secs(10), receiver.recv::<Body<Value>>())
+                .await
+                .unwrap_or_else(|_| panic!("event {n} of {EVENTS} within 10 s"))
+                .unwrap();
+        assert_eq!(sequence(delivery.message()), n as i64);
     }
 }
 

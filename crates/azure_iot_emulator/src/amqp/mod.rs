@@ -619,6 +619,8 @@ async fn serve_session(
         .fallback_receiver_settle_mode(fe2o3_amqp_types::definitions::ReceiverSettleMode::First)
         .max_message_size(MAX_MESSAGE_BYTES)
         .build();
+    // Event Hubs consumer links are attached settling on send (see eventhubs::consumer).
+    let consumers = eventhubs::link_acceptor(MAX_MESSAGE_BYTES);
     // Dropped (every link task aborted) when the session ends, and with the connection, which
     // aborts its sessions.
     let mut links = tokio::task::JoinSet::new();
@@ -632,13 +634,19 @@ async fn serve_session(
             )
         };
         // The peer's attach is read here (not inside `accept`) for what fe2o3's links do not
-        // keep: the desired capabilities an Event Hubs receiver asks with.
+        // keep: the desired capabilities an Event Hubs receiver asks with, and whether it is a
+        // consumer link (attached settling on send).
         let Some(attach) = session.next_incoming_attach().await else {
             tracing::debug!("AMQP session ended");
             break;
         };
         let runtime_metric = eventhubs::asks_runtime_metric(&attach);
-        match acceptor.accept_incoming_attach(attach, &mut session).await {
+        let chosen = if eventhubs::is_consumer_attach(&attach) {
+            &consumers
+        } else {
+            &acceptor
+        };
+        match chosen.accept_incoming_attach(attach, &mut session).await {
             Ok(LinkEndpoint::Receiver(receiver)) if full => {
                 let _ = receiver.close_with_error(too_many()).await;
             }

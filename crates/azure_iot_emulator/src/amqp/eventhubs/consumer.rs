@@ -7,20 +7,31 @@
 //!     next commit, a steal, the client's detach or shutdown
 //! ```
 //!
+//! Events go out settled, as Event Hubs sends them: a consumer link is attached with
+//! snd-settle-mode `settled` whatever the client asked for ([`link_acceptor`]). The official
+//! Python consumer asks for `unsettled` and never settles, so waiting for its settlements
+//! would stop every partition after [`MAX_UNSETTLED`] events.
+//!
 //! Memory per link is bounded whatever the client does: at most [`READ_BATCH`] events read
 //! ahead of the credit, at most [`MAX_UNSETTLED`] deliveries awaiting the client's
-//! settlement (a client that never settles stops being sent to), and the generation ids
-//! of at most [`MAX_GENERATIONS`] senders.
+//! settlement (none while links send settled), and the generation ids of at most
+//! [`MAX_GENERATIONS`] senders.
 
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::Arc;
 
+use fe2o3_amqp::acceptor::{
+    LinkAcceptor, SupportedReceiverSettleModes, SupportedSenderSettleModes,
+};
 use fe2o3_amqp::link::SendError;
 use fe2o3_amqp::link::Sender;
 use fe2o3_amqp::link::delivery::DeliveryFut;
-use fe2o3_amqp_types::definitions::{self, AmqpError, ErrorCondition, LinkError};
-use fe2o3_amqp_types::messaging::Outcome;
+use fe2o3_amqp_types::definitions::{
+    self, AmqpError, ErrorCondition, LinkError, ReceiverSettleMode, Role, SenderSettleMode,
+};
+use fe2o3_amqp_types::messaging::{Outcome, Source, Target};
+use fe2o3_amqp_types::performatives::Attach;
 use fe2o3_amqp_types::primitives::{Symbol, Value};
 use futures_util::FutureExt;
 
@@ -38,6 +49,34 @@ pub(crate) const MAX_UNSETTLED: usize = 256;
 const MAX_GENERATIONS: usize = 256;
 /// The link property carrying a receiver's epoch (owner level).
 pub(crate) const EPOCH_PROPERTY: &str = "com.microsoft:epoch";
+
+/// Whether `attach` opens a consumer link (the client receives from an Event Hubs partition
+/// address): one to accept with [`link_acceptor`].
+pub(in crate::amqp) fn is_consumer_attach(attach: &Attach) -> bool {
+    attach.role == Role::Receiver
+        && attach
+            .source
+            .as_deref()
+            .and_then(|s| s.address.as_deref())
+            .and_then(super::address::EhAddress::parse)
+            .is_some_and(|a| matches!(a, super::address::EhAddress::Consumer { .. }))
+}
+
+/// The acceptor of consumer links: snd-settle-mode `settled` (Event Hubs settles on send),
+/// receivers settling first, messages up to `max_message_size` from the client.
+pub(in crate::amqp) fn link_acceptor(max_message_size: u64) -> LinkAcceptor<SourceFn, TargetFn> {
+    LinkAcceptor::builder()
+        .supported_sender_settle_modes(SupportedSenderSettleModes::Settled)
+        .fallback_sender_settle_mode(SenderSettleMode::Settled)
+        .supported_receiver_settle_modes(SupportedReceiverSettleModes::First)
+        .fallback_receiver_settle_mode(ReceiverSettleMode::First)
+        .max_message_size(max_message_size)
+        .build()
+}
+
+/// The acceptor's (default) source and target checks.
+type SourceFn = fn(Source) -> Option<Source>;
+type TargetFn = fn(Target) -> Option<Target>;
 
 /// Event Hubs' condition for a bad argument.
 fn argument_error(description: impl Into<String>) -> definitions::Error {

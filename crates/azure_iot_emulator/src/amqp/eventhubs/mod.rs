@@ -23,7 +23,7 @@
 //!   hub's name (the first label of its host name).
 //! * **Reads never touch the writer.** A consumer reads its partition through the log's
 //!   read-only pool, at most [`consumer::READ_BATCH`] events at a time, and sends each only
-//!   when the link has credit; caught up, it waits on the log's commit watch, so a new event
+//!   when the link has credit, settled as Event Hubs sends them; caught up, it waits on the log's commit watch, so a new event
 //!   goes out as soon as it is committed.
 //! * **Errors are Event Hubs'.** An unknown entity, consumer group or partition detaches the
 //!   link with `amqp:not-found`; a bad filter with `com.microsoft:argument-error`; a position
@@ -47,7 +47,7 @@ use super::truncated;
 use crate::hub::policy::{Policies, Rights};
 use crate::telemetry::TelemetryLog;
 
-pub(super) use consumer::{Consumer, serve_consumer};
+pub(super) use consumer::{Consumer, is_consumer_attach, link_acceptor, serve_consumer};
 pub(super) use management::serve_requests as serve_management_requests;
 pub(super) use redirect::redirect;
 
