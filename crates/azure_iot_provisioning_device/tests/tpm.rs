@@ -270,7 +270,8 @@ async fn tpm_signed_hub_tokens_are_renewed_and_reprovisioning_changes_the_hub_ke
             .await
             .unwrap_or_else(|_| panic!("renewal {renewal}: the TPM is asked for a new token"))
             .unwrap();
-        assert_ne!(token, previous, "renewal {renewal} signs a new token");
+        // (`assert!`, not `assert_ne!`: a failure does not print the tokens)
+        assert!(token != previous, "renewal {renewal} signs a new token");
         assert!(
             expiry(&token) > expiry(&previous),
             "renewal {renewal} lives longer"
