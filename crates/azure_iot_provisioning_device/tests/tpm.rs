@@ -99,6 +99,20 @@ fn port(hub: &EmulatorHandle, transport: Transport) -> u16 {
     }
 }
 
+/// Creates the individual enrollment of `tpm`'s EK (with its derived registration id).
+async fn enroll(hub: &EmulatorHandle, tpm: &TpmAttestation) {
+    let id = tpm.registration_id();
+    azure_iot_test::dps_put(
+        hub,
+        &format!("/enrollments/{id}"),
+        json!({
+            "registrationId": id,
+            "attestation": {"type": "tpm", "tpm": {"endorsementKey": tpm.endorsement_key_base64()}},
+        }),
+    )
+    .await;
+}
+
 /// Registers `tpm` with the emulator's DPS over `transport`.
 async fn register(
     hub: &EmulatorHandle,
@@ -156,16 +170,7 @@ async fn a_tpm_device_registers_on_every_tpm_transport_and_sends_telemetry() {
     let swtpm = SoftwareTpm::start();
     let tpm = TpmAttestation::open(location(&swtpm)).await.unwrap();
     let hub = azure_iot_test::dps_emulator().await;
-    let id = tpm.registration_id();
-    azure_iot_test::dps_put(
-        &hub,
-        &format!("/enrollments/{id}"),
-        json!({
-            "registrationId": id,
-            "attestation": {"type": "tpm", "tpm": {"endorsementKey": tpm.endorsement_key_base64()}},
-        }),
-    )
-    .await;
+    enroll(&hub, &tpm).await;
     // Each registration activates a new identity key; the hub connection uses the last.
     for transport in [Transport::Https, Transport::Amqp, Transport::AmqpWebSockets] {
         register_and_send(&hub, &tpm, transport).await;
@@ -211,16 +216,7 @@ async fn tpm_signed_hub_tokens_are_renewed_and_reprovisioning_changes_the_hub_ke
     let swtpm = SoftwareTpm::start();
     let tpm = TpmAttestation::open(location(&swtpm)).await.unwrap();
     let hub = azure_iot_test::dps_emulator().await;
-    let id = tpm.registration_id();
-    azure_iot_test::dps_put(
-        &hub,
-        &format!("/enrollments/{id}"),
-        json!({
-            "registrationId": id,
-            "attestation": {"type": "tpm", "tpm": {"endorsementKey": tpm.endorsement_key_base64()}},
-        }),
-    )
-    .await;
+    enroll(&hub, &tpm).await;
     let first = register(&hub, &tpm, Transport::Https).await.unwrap();
     let device_id = first.device_id().to_owned();
     let old_key = hub_key(&hub, &device_id).await;
