@@ -88,6 +88,12 @@ impl ClientOptions {
         self
     }
 
+    /// The lifetime set by [`token_ttl`](Self::token_ttl) (one hour by default), for token
+    /// providers that sign with a key the client does not hold, such as a TPM.
+    pub fn token_lifetime(&self) -> Duration {
+        self.token_ttl
+    }
+
     /// Trust these PEM certificates instead of the operating system's roots (an emulator, a
     /// gateway with a private CA).
     pub fn trusted_ca_pem(mut self, pem: impl Into<String>) -> Self {

@@ -53,13 +53,15 @@
 //!   transport.
 //! * Transports mirror `azure_iot_device`'s features: MQTT always; `mqtt_ws`, `amqp`,
 //!   `amqp_ws`, `https` (all on by default). One connection per registration, closed after.
-//! * TPM attestation (feature `tpm`, [`TpmAttestation`]) on `azure_iot_tpm`, a pure-Rust TPM
+//! * TPM attestation (feature `tpm`, `TpmAttestation`) on `azure_iot_tpm`, a pure-Rust TPM
 //!   2.0 command layer (ADR 0022): the EK and SRK go in the register request; DPS's
 //!   activation blob (HTTPS: the 401 challenge; AMQP: the SASL `TPM` mechanism, the private
 //!   `sasl_tpm` module) is activated in the TPM, which imports the identity key and signs the
 //!   token with it; the assignment's `tpm.authenticationKey` is activated the same way and
-//!   becomes the hub key, so [`RegistrationResult::device_client`] gets a token provider that
-//!   signs every hub token inside the TPM. MQTT with a TPM is [`Error::Unsupported`] (DPS has
+//!   becomes the hub key, so [`RegistrationResult::device_client`] gets a token provider
+//!   (`TpmAttestation::hub_token_provider`) that signs every hub token inside the TPM, each
+//!   living `ClientOptions::token_ttl` and renewed at 85 %; registering again activates a new
+//!   key, and the hub's key changes with it. MQTT with a TPM is [`Error::Unsupported`] (DPS has
 //!   no TPM flow over MQTT).
 //! * Not supported: `forceRegistration`.
 

@@ -207,10 +207,10 @@ impl RegistrationResult {
                     &self.assigned_hub,
                     &self.device_id,
                     None,
-                    crate::tpm::hub_token_provider(
-                        tpm.clone(),
+                    tpm.hub_token_provider(
                         &self.assigned_hub,
                         &self.device_id,
+                        options.token_lifetime(),
                     ),
                     options,
                 )

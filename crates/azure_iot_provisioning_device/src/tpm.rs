@@ -154,23 +154,26 @@ impl TpmAttestation {
         })
         .await
     }
-}
 
-/// How long each hub token signed by the TPM lives (the device client renews at 85 %).
-const HUB_TOKEN_TTL: Duration = Duration::from_secs(3600);
-
-/// A token provider for the hub device client: every token (the first, each reconnection and
-/// renewal) is signed inside the TPM for `{hub}/devices/{device_id}`.
-pub(crate) fn hub_token_provider(
-    tpm: TpmAttestation,
-    hub: &str,
-    device_id: &str,
-) -> impl azure_iot_device::TokenProvider {
-    let resource = ResourceUri::device(hub, device_id);
-    move || {
-        let tpm = tpm.clone();
-        let resource = resource.clone();
-        async move { tpm.token(resource, None, HUB_TOKEN_TTL).await }
+    /// A token provider for a hub device client with the identity `{hub}/devices/{device_id}`:
+    /// every token it is asked for (the first connection, each reconnection and each renewal
+    /// at 85 % of the previous token's life) is signed inside the TPM and lives `ttl`.
+    /// [`RegistrationResult::device_client`](crate::RegistrationResult::device_client) uses
+    /// it with [`ClientOptions::token_lifetime`](azure_iot_device::ClientOptions::token_lifetime);
+    /// it is public for clients built another way (a gateway, a module).
+    pub fn hub_token_provider(
+        &self,
+        hub: &str,
+        device_id: &str,
+        ttl: Duration,
+    ) -> impl azure_iot_device::TokenProvider + use<> {
+        let resource = ResourceUri::device(hub, device_id);
+        let tpm = self.clone();
+        move || {
+            let tpm = tpm.clone();
+            let resource = resource.clone();
+            async move { tpm.token(resource, None, ttl).await }
+        }
     }
 }
 

@@ -3,13 +3,16 @@
 //! a hub connection whose SAS tokens the TPM signs.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use azure_iot_device::{ClientOptions, Message};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use azure_iot_device::{ClientOptions, ConnectionState, DeviceClient, Message, TokenProvider};
 use azure_iot_emulator::EmulatorHandle;
 use azure_iot_provisioning_device::{
     Attestation, Error, HubCredential, ProvisioningDeviceClient, RegistrationStatus,
     TpmAttestation, TpmLocation, Transport,
 };
-use azure_iot_test::SoftwareTpm;
+use azure_iot_test::{HubEndpoint, RestClient, SoftwareTpm};
 use serde_json::json;
 
 fn location(swtpm: &SoftwareTpm) -> TpmLocation {
@@ -96,6 +99,20 @@ fn port(hub: &EmulatorHandle, transport: Transport) -> u16 {
     }
 }
 
+/// Creates the individual enrollment of `tpm`'s EK (with its derived registration id).
+async fn enroll(hub: &EmulatorHandle, tpm: &TpmAttestation) {
+    let id = tpm.registration_id();
+    azure_iot_test::dps_put(
+        hub,
+        &format!("/enrollments/{id}"),
+        json!({
+            "registrationId": id,
+            "attestation": {"type": "tpm", "tpm": {"endorsementKey": tpm.endorsement_key_base64()}},
+        }),
+    )
+    .await;
+}
+
 /// Registers `tpm` with the emulator's DPS over `transport`.
 async fn register(
     hub: &EmulatorHandle,
@@ -153,16 +170,7 @@ async fn a_tpm_device_registers_on_every_tpm_transport_and_sends_telemetry() {
     let swtpm = SoftwareTpm::start();
     let tpm = TpmAttestation::open(location(&swtpm)).await.unwrap();
     let hub = azure_iot_test::dps_emulator().await;
-    let id = tpm.registration_id();
-    azure_iot_test::dps_put(
-        &hub,
-        &format!("/enrollments/{id}"),
-        json!({
-            "registrationId": id,
-            "attestation": {"type": "tpm", "tpm": {"endorsementKey": tpm.endorsement_key_base64()}},
-        }),
-    )
-    .await;
+    enroll(&hub, &tpm).await;
     // Each registration activates a new identity key; the hub connection uses the last.
     for transport in [Transport::Https, Transport::Amqp, Transport::AmqpWebSockets] {
         register_and_send(&hub, &tpm, transport).await;
@@ -181,4 +189,148 @@ async fn an_unenrolled_tpm_is_refused() {
             "{transport:?}: {err}"
         );
     }
+}
+
+/// The hub's current primary key for `device_id` (the registry's view, through the service API).
+async fn hub_key(hub: &EmulatorHandle, device_id: &str) -> String {
+    let service = RestClient::new(&HubEndpoint::of(hub), "iothubowner");
+    let reply = service.get(&format!("/devices/{device_id}")).await;
+    assert!(reply.status.is_success(), "{device_id}: {:?}", reply.body);
+    reply.body["authentication"]["symmetricKey"]["primaryKey"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a key for {device_id}: {:?}", reply.body))
+        .to_owned()
+}
+
+/// The expiry (`se`, Unix seconds) of a SAS token.
+fn expiry(token: &str) -> u64 {
+    token
+        .split(['&', ' '])
+        .find_map(|field| field.strip_prefix("se="))
+        .and_then(|se| se.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no expiry in a token of {} characters", token.len()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tpm_signed_hub_tokens_are_renewed_and_reprovisioning_changes_the_hub_key() {
+    let swtpm = SoftwareTpm::start();
+    let tpm = TpmAttestation::open(location(&swtpm)).await.unwrap();
+    let hub = azure_iot_test::dps_emulator().await;
+    enroll(&hub, &tpm).await;
+    let first = register(&hub, &tpm, Transport::Https).await.unwrap();
+    let device_id = first.device_id().to_owned();
+    let old_key = hub_key(&hub, &device_id).await;
+    let options = || {
+        ClientOptions::default()
+            .transport(Transport::Mqtt)
+            .port(hub.mqtt_addr().port())
+            .trusted_ca_pem(hub.ca_pem())
+            // The hub closes a connection whose token expires; the client renews at 85 %.
+            .token_ttl(Duration::from_secs(3))
+    };
+
+    // The provider `device_client` uses, wrapped to see every token the TPM signs.
+    let (signed, mut tokens) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let provider = {
+        let inner = Arc::new(tpm.hub_token_provider(
+            first.assigned_hub(),
+            &device_id,
+            options().token_lifetime(),
+        ));
+        move || {
+            let inner = inner.clone();
+            let signed = signed.clone();
+            async move {
+                let token = inner.token().await?;
+                let _ = signed.send(token.clone());
+                Ok::<_, azure_iot_device::TokenProviderError>(token)
+            }
+        }
+    };
+    let device = DeviceClient::from_token_provider(
+        first.assigned_hub(),
+        &device_id,
+        None,
+        provider,
+        options(),
+    )
+    .await
+    .unwrap();
+    let state = device.watch_connection_state();
+    let mut previous = tokens.recv().await.unwrap(); // the first connection's token
+    let first_expiry = expiry(&previous);
+    // Two renewals: the second comes after the first token has expired, so the connection
+    // lives on renewed tokens only. Each is a new signature with a later expiry.
+    for renewal in 1..=2 {
+        let token = tokio::time::timeout(Duration::from_secs(20), tokens.recv())
+            .await
+            .unwrap_or_else(|_| panic!("renewal {renewal}: the TPM is asked for a new token"))
+            .unwrap();
+        // (`assert!`, not `assert_ne!`: a failure does not print the tokens)
+        assert!(token != previous, "renewal {renewal} signs a new token");
+        assert!(
+            expiry(&token) > expiry(&previous),
+            "renewal {renewal} lives longer"
+        );
+        previous = token;
+    }
+    assert!(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            >= first_expiry,
+        "the first token has expired"
+    );
+    device
+        .send_event(Message::new("after the renewals").unwrap())
+        .await
+        .unwrap();
+    assert!(
+        !state.has_changed().unwrap(),
+        "renewal is not a disconnection"
+    );
+    assert_eq!(device.connection_state(), ConnectionState::Connected);
+    device.close().await;
+
+    // Re-provisioning activates a new identity key: the hub's key changes with it.
+    let second = register(&hub, &tpm, Transport::Amqp).await.unwrap();
+    assert_eq!(second.device_id(), device_id);
+    let new_key = hub_key(&hub, &device_id).await;
+    assert_ne!(
+        new_key, old_key,
+        "re-provisioning gives the device a new key"
+    );
+    let refused = DeviceClient::from_symmetric_key(
+        second.assigned_hub(),
+        &device_id,
+        None,
+        &old_key,
+        options(),
+    )
+    .await
+    .map(|_| ())
+    .unwrap_err();
+    assert_eq!(
+        refused.kind(),
+        azure_iot_device::ErrorKind::Unauthorized,
+        "{refused}"
+    );
+    // The TPM now signs with the new key, which the hub accepts (and so does the key itself).
+    let device = second.device_client(options()).await.unwrap();
+    device
+        .send_event(Message::new("after re-provisioning").unwrap())
+        .await
+        .unwrap();
+    device.close().await;
+    let with_key = DeviceClient::from_symmetric_key(
+        second.assigned_hub(),
+        &device_id,
+        None,
+        &new_key,
+        options(),
+    )
+    .await
+    .unwrap();
+    with_key.close().await;
 }
