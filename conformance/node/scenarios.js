@@ -362,12 +362,12 @@ async function withEchoDevice(deviceId, fn) {
       out.properties.add('level', 'high');
       const since = await positions();
       await client.sendOutputEvent('out1', out);
-      // The built-in endpoint names the sending module; the output name is for routes and
-      // edge hubs, not stamped on the event.
+      // The built-in endpoint names the sending module (a system property) and carries the
+      // output name as the application property `iothub-outputname` (ADR 24).
       const events = (await receivedEvents('node-edge-1', 1, { since })).map(summary);
       assert(events.length === 1 && events[0].body === 'filtered', `the Event Hubs endpoint has ${JSON.stringify(events)}, not the output event`);
       assert(events[0].moduleId === 'filter', `the output event is from module ${events[0].moduleId}, not filter`);
-      assert(isDeepStrictEqual(events[0].properties, { level: 'high' }), `the output event's properties are ${JSON.stringify(events[0].properties)}, not level=high`);
+      assert(isDeepStrictEqual(events[0].properties, { level: 'high', 'iothub-outputname': 'out1' }), `the output event's properties are ${JSON.stringify(events[0].properties)}, not level=high with output name out1`);
 
       const twin = await client.getTwin();
       assert(twin.properties.desired.$version === 1 && twin.properties.reported.$version === 1, `a new module twin has desired/reported versions ${twin.properties.desired.$version}/${twin.properties.reported.$version}, not 1/1`);
@@ -648,7 +648,7 @@ async function withEchoDevice(deviceId, fn) {
       await withTimeout(client.sendOutputEvent('out1', out), 15000, 'sendOutputEvent over AMQP to settle');
       const events = (await receivedEvents('node-amqp-edge', 1, { since })).map(summary);
       assert(events.length === 1 && events[0].body === 'filtered over amqp' && events[0].moduleId === 'filter', `the Event Hubs endpoint has ${JSON.stringify(events)}, not the module's output event`);
-      assert(isDeepStrictEqual(events[0].properties, { level: 'high' }), `the output event's properties are ${JSON.stringify(events[0].properties)}, not level=high`);
+      assert(isDeepStrictEqual(events[0].properties, { level: 'high', 'iothub-outputname': 'out1' }), `the output event's properties are ${JSON.stringify(events[0].properties)}, not level=high with output name out1`);
       const twin = await withTimeout(client.getTwin(), 15000, 'the module twin over AMQP');
       await withTimeout(new Promise((resolve, reject) => twin.properties.reported.update({ rate: 4 }, (e) => (e ? reject(e) : resolve()))), 15000, 'the module reported patch');
       const { responseBody: serviceTwin } = await registry.getModuleTwin('node-amqp-edge', 'filter');

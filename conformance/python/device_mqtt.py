@@ -96,14 +96,14 @@ def _():
     m.custom_properties["level"] = "high"
     client.send_message_to_output(m, "out1")
     client.shutdown()
-    # The built-in endpoint names the sending module; the output name is for routes and edge
-    # hubs, not stamped on the event.
+    # The built-in endpoint names the sending module (a system property) and carries the output
+    # name as the application property `iothub-outputname` (ADR 24; not verified on a live hub).
     events = received("pyd-edge", 1, since, module_id="filter")
     assert events and body(events[0]) == b"out", [body(e) for e in events]
     s = system(events[0])
     assert s["iothub-connection-module-id"] == "filter", s
     assert json.loads(s["iothub-connection-auth-method"])["scope"] == "module", s
-    assert application(events[0]) == {"level": "high"}, application(events[0])
+    assert application(events[0]) == {"level": "high", "iothub-outputname": "out1"}, application(events[0])
 
 
 @check("twin: get, reported patch, desired patch", scenario="twin: get, desired patch, reported")
