@@ -237,6 +237,9 @@ async fn attestation(args: &ProvisionArgs) -> Result<Attestation, String> {
             .map_err(|e| e.to_string())?;
         return Ok(Attestation::Tpm(tpm));
     }
+    if args.tpm_location.tpm_device.is_some() || args.tpm_location.tpm_simulator.is_some() {
+        return Err("--tpm-device and --tpm-simulator name the TPM of --tpm; add --tpm".to_owned());
+    }
     let attestation = if let Some(key) = &args.symmetric_key {
         Attestation::symmetric_key(key)
     } else if let Some(key) = &args.group_key {

@@ -153,3 +153,33 @@ async fn an_x509_device_is_provisioned_with_its_certificate() {
     assert!(!stdout.contains("connection string"), "{stdout}");
     hub.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tpm_location_without_tpm_is_refused_not_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let hub = hub(d).await;
+    let key = SharedAccessKey::generate().unwrap().to_base64();
+    for location in [
+        ["--tpm-simulator", "127.0.0.1:2321"],
+        ["--tpm-device", "/dev/tpmrm0"],
+    ] {
+        let out = cli(
+            d,
+            &[
+                "device",
+                "provision",
+                "--registration-id",
+                "thermo-1",
+                "--symmetric-key",
+                &key,
+                location[0],
+                location[1],
+            ],
+        )
+        .await;
+        let err = common::one_line_error(&out);
+        assert!(err.contains("add --tpm"), "{err}");
+    }
+    hub.shutdown().await;
+}
