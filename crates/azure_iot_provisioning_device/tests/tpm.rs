@@ -230,7 +230,9 @@ async fn tpm_signed_hub_tokens_are_renewed_and_reprovisioning_changes_the_hub_ke
     };
 
     // The provider `device_client` uses, wrapped to see every token the TPM signs.
-    let (signed, mut tokens) = tokio::sync::mpsc::unbounded_channel::<String>();
+    // Bounded: the test reads each token as the TPM signs it (a few per test); should it ever
+    // fall 64 behind, later tokens are not recorded and the renewal checks fail, never block.
+    let (signed, mut tokens) = tokio::sync::mpsc::channel::<String>(64);
     let provider = {
         let inner = Arc::new(tpm.hub_token_provider(
             first.assigned_hub(),
@@ -242,7 +244,7 @@ async fn tpm_signed_hub_tokens_are_renewed_and_reprovisioning_changes_the_hub_ke
             let signed = signed.clone();
             async move {
                 let token = inner.token().await?;
-                let _ = signed.send(token.clone());
+                let _ = signed.try_send(token.clone());
                 Ok::<_, azure_iot_device::TokenProviderError>(token)
             }
         }
