@@ -14,6 +14,7 @@ import os
 import threading
 import uuid
 
+import hub_events
 from harness import check, defaults, finish
 
 from azure.eventhub import EventHubConsumerClient
@@ -59,35 +60,13 @@ def cause_events():
 
 
 def read_device_events(count, timeout=30):
-    """The first `count` events of DEVICE, from the start of every partition."""
-    client = EventHubConsumerClient.from_connection_string(
-        EH["connection_string"], consumer_group="$Default", connection_verify=CA_PATH
-    )
-    events = []
-    done = threading.Event()
-    lock = threading.Lock()
-
-    def on_event(ctx, event):
-        if event is None:
-            return
-        if event.system_properties.get(b"iothub-connection-device-id") != DEVICE.encode():
-            return
-        with lock:
-            events.append((ctx.partition_id, event))
-            if len(events) >= count:
-                done.set()
-
-    worker = threading.Thread(target=client.receive, kwargs=dict(
-        on_event=on_event, starting_position="-1", max_wait_time=1))
-    worker.start()
-    done.wait(timeout)
-    client.close()
-    worker.join(10)
-    assert len(events) >= count, f"{len(events)} of {count} events within {timeout} s"
-    partitions = {p for p, _ in events}
+    """The first `count` events of DEVICE, from the start of every partition, in the order the
+    hub enqueued them; all in one partition."""
+    pairs = hub_events.received(DEVICE, count, timeout=timeout, with_partitions=True)
+    assert len(pairs) >= count, f"{len(pairs)} of {count} events within {timeout} s"
+    partitions = {p for p, _ in pairs}
     assert len(partitions) == 1, f"one device's events in partitions {partitions}"
-    # One partition: sequence numbers give the order the hub enqueued them in.
-    return sorted((e for _, e in events), key=lambda e: e.sequence_number)
+    return [e for _, e in pairs]
 
 
 def app(event, name):

@@ -70,10 +70,11 @@ def positions():
         client.close()
 
 
-def received(device_id, count, since=None, module_id=None, timeout=20):
+def received(device_id, count, since=None, module_id=None, timeout=20, with_partitions=False):
     """The events from `device_id` (and `module_id`, if given) in every partition after the
     positions `since` (from the start without it), once `count` have arrived or `timeout`
-    seconds have passed (then fewer: the caller's assertion says what is missing)."""
+    seconds have passed (then fewer: the caller's assertion says what is missing), in
+    sequence-number order; with `with_partitions`, as (partition id, event) pairs."""
     want_device = device_id.encode()
     want_module = module_id.encode() if module_id else None
     start = {p: ("-1" if n is None else n) for p, n in (since or {}).items()} or "-1"
@@ -90,7 +91,7 @@ def received(device_id, count, since=None, module_id=None, timeout=20):
         if want_module is not None and s.get(b"iothub-connection-module-id") != want_module:
             return
         with lock:
-            events.append(event)
+            events.append((ctx.partition_id, event))
             if len(events) >= count:
                 done.set()
 
@@ -102,7 +103,8 @@ def received(device_id, count, since=None, module_id=None, timeout=20):
     client.close()
     worker.join(10)
     with lock:
-        return sorted(events, key=lambda e: e.sequence_number)  # one device: one partition
+        ordered = sorted(events, key=lambda pe: pe[1].sequence_number)  # one device: one partition
+    return ordered if with_partitions else [e for _, e in ordered]
 
 
 def text(value):

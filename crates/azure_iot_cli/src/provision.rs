@@ -161,7 +161,7 @@ pub(crate) async fn run(args: ProvisionArgs) -> Result<(), String> {
     if matches!(result.credential(), HubCredential::Tpm(_)) {
         lines.push(format!(
             "hub key:           in the TPM (persistent handle 0x{:08x})",
-            azure_iot_protocol::tpm::IDENTITY_KEY_HANDLE
+            azure_iot_provisioning_device::TPM_IDENTITY_KEY_HANDLE
         ));
     }
     crate::print_line(&lines.join("\n"))

@@ -83,6 +83,9 @@ mod tpm;
 pub use attestation::Attestation;
 pub use azure_iot_device::{Proxy, Transport};
 pub use azure_iot_protocol::dps::registration::{RegistrationStatus, RegistrationSubstatus};
+/// Where the TPM keeps the hub key DPS issued (re-exported from `azure_iot_tpm`, feature `tpm`).
+#[cfg(feature = "tpm")]
+pub use azure_iot_tpm::IDENTITY_KEY_HANDLE as TPM_IDENTITY_KEY_HANDLE;
 /// Where a TPM is (re-exported from `azure_iot_tpm`, feature `tpm`).
 #[cfg(feature = "tpm")]
 pub use azure_iot_tpm::Location as TpmLocation;

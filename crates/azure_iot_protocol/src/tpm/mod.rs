@@ -34,13 +34,6 @@ pub use public::{
 };
 pub use sensitive::Sensitive;
 
-/// The persistent handle of the storage root key the DPS clients use (`0x81000001`).
-pub const SRK_HANDLE: u32 = 0x8100_0001;
-/// The persistent handle of the endorsement key the DPS clients use (`0x81010001`).
-pub const EK_HANDLE: u32 = 0x8101_0001;
-/// The persistent handle where the DPS clients keep the imported identity key (`0x81000100`).
-pub const IDENTITY_KEY_HANDLE: u32 = 0x8100_0100;
-
 /// What is wrong with a TPM structure being parsed or marshalled.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TpmError {
